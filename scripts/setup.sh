@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Installs everything lipsync needs on Debian 12: system packages from Debian's archive and the pinned
+# ONNX Runtime for C++ (library from the npm package onnxruntime-node, headers from Debian 13's
+# libonnxruntime-dev, both verified by SHA-256). Idempotent: a second run only checks.
+#
+# Set ONNXRUNTIME_ROOT to an ONNX Runtime release (with include/ and lib/) to use it instead of the
+# pinned CPU build, e.g. an official GPU release with the CUDA and TensorRT providers.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DEPS="${LIPSYNC_DEPS_DIR:-$ROOT/.deps}"
+ORT_PREFIX="$DEPS/onnxruntime"
+
+ORT_NPM_VERSION="1.30.0"
+ORT_NPM_SHA256="6e3390d6b783e7be946fad629292799da28d0b42f84856e50d2c1b0383291e75"
+ORT_LIB_SHA256="ffb75a925ba05e47b235bb66e3e3911714a80b328a9c9425539feb204aa32a23"
+ORT_HDR_DEB="libonnxruntime-dev_1.21.0+dfsg-1_amd64.deb"
+ORT_HDR_SHA256="14f7d959d5deacbcf1504830d4189f91fc67382b399ed9ae9d3aa9c4050ced08"
+
+APT_PACKAGES=(
+  build-essential cmake ninja-build pkg-config git ca-certificates npm
+  python3-torch python3-onnx python3-numpy python3-pytest python3-grpcio python3-protobuf
+  python3-grpc-tools libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev libonnx-dev
+  libopencv-imgproc-dev libopencv-imgcodecs-dev libcli11-dev libspdlog-dev libfmt-dev
+  nlohmann-json3-dev libgtest-dev libcpp-httplib-dev openssl
+)
+
+log() { printf '[setup] %s\n' "$*"; }
+
+sudo_if_needed() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+install_apt_packages() {
+  local missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  # npm may come from another source (e.g. NodeSource's nodejs); accept any working npm.
+  if command -v npm >/dev/null 2>&1; then
+    missing=("${missing[@]/npm/}")
+  fi
+  local need=()
+  for p in "${missing[@]}"; do [ -n "$p" ] && need+=("$p"); done
+  if [ "${#need[@]}" -eq 0 ]; then
+    log "system packages: all present"
+    return
+  fi
+  log "installing system packages: ${need[*]}"
+  sudo_if_needed apt-get update -qq
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${need[@]}" >/dev/null
+}
+
+check_sha256() {  # file expected
+  local got
+  got="$(sha256sum "$1" | cut -d' ' -f1)"
+  if [ "$got" != "$2" ]; then
+    echo "error: checksum mismatch for $1: expected $2, got $got" >&2
+    exit 1
+  fi
+}
+
+debian_mirror() {
+  # The same mirror the machine's own Debian sources use, so no new host is contacted.
+  local uri
+  uri="$(grep -hoE '^(URIs:|deb) +[a-z]+://[^ ]+/debian/?( |$)' /etc/apt/sources.list \
+    /etc/apt/sources.list.d/* 2>/dev/null | head -n1 | awk '{print $2}')"
+  echo "${uri:-http://deb.debian.org/debian}"
+}
+
+fetch_ort_headers() {
+  local cache="$DEPS/cache" aptdir="$DEPS/cache/apt-trixie"
+  mkdir -p "$aptdir/lists/partial" "$aptdir/archives/partial"
+  if [ ! -f "$cache/$ORT_HDR_DEB" ]; then
+    log "downloading ONNX Runtime headers ($ORT_HDR_DEB)"
+    echo "deb $(debian_mirror) trixie main" >"$aptdir/sources.list"
+    local opts=(-o "Dir::Etc::SourceList=$aptdir/sources.list" -o "Dir::Etc::SourceParts=/dev/null"
+      -o "Dir::State::Lists=$aptdir/lists" -o "Dir::Cache=$aptdir" -o "APT::Architecture=amd64"
+      -o "Debug::NoLocking=1")
+    apt-get "${opts[@]}" update -qq
+    (cd "$cache" && apt-get "${opts[@]}" download "libonnxruntime-dev=1.21.0+dfsg-1" 2>/dev/null)
+  fi
+  check_sha256 "$cache/$ORT_HDR_DEB" "$ORT_HDR_SHA256"
+  local tmp="$DEPS/cache/hdr"
+  rm -rf "$tmp" && dpkg -x "$cache/$ORT_HDR_DEB" "$tmp"
+  mkdir -p "$ORT_PREFIX/include"
+  cp -r "$tmp/usr/include/onnxruntime/." "$ORT_PREFIX/include/"
+  rm -rf "$tmp"
+}
+
+fetch_ort_library() {
+  local cache="$DEPS/cache" tgz="onnxruntime-node-$ORT_NPM_VERSION.tgz"
+  mkdir -p "$cache" "$ORT_PREFIX/lib"
+  if [ ! -f "$cache/$tgz" ]; then
+    log "downloading ONNX Runtime $ORT_NPM_VERSION library (npm package onnxruntime-node)"
+    # npm pack fetches the tarball without running its install script.
+    (cd "$cache" && npm pack --silent "onnxruntime-node@$ORT_NPM_VERSION" >/dev/null)
+  fi
+  check_sha256 "$cache/$tgz" "$ORT_NPM_SHA256"
+  local tmp="$cache/npm-x"
+  rm -rf "$tmp" && mkdir -p "$tmp"
+  tar -xzf "$cache/$tgz" -C "$tmp" package/bin/napi-v6/linux/x64/libonnxruntime.so.1
+  check_sha256 "$tmp/package/bin/napi-v6/linux/x64/libonnxruntime.so.1" "$ORT_LIB_SHA256"
+  mv "$tmp/package/bin/napi-v6/linux/x64/libonnxruntime.so.1" "$ORT_PREFIX/lib/"
+  ln -sf libonnxruntime.so.1 "$ORT_PREFIX/lib/libonnxruntime.so"
+  rm -rf "$tmp"
+}
+
+install_onnxruntime() {
+  if [ -n "${ONNXRUNTIME_ROOT:-}" ]; then
+    [ -f "$ONNXRUNTIME_ROOT/include/onnxruntime_cxx_api.h" ] ||
+      [ -f "$ONNXRUNTIME_ROOT/include/onnxruntime/onnxruntime_cxx_api.h" ] || {
+      echo "error: ONNXRUNTIME_ROOT=$ONNXRUNTIME_ROOT has no include/onnxruntime_cxx_api.h" >&2
+      exit 1
+    }
+    log "using ONNX Runtime from ONNXRUNTIME_ROOT=$ONNXRUNTIME_ROOT"
+    return
+  fi
+  local stamp="$ORT_PREFIX/.stamp-$ORT_NPM_VERSION"
+  if [ -f "$stamp" ]; then
+    log "ONNX Runtime $ORT_NPM_VERSION: present in $ORT_PREFIX"
+    return
+  fi
+  fetch_ort_headers
+  fetch_ort_library
+  touch "$stamp"
+  log "ONNX Runtime $ORT_NPM_VERSION installed in $ORT_PREFIX"
+}
+
+install_apt_packages
+install_onnxruntime

@@ -1,0 +1,21 @@
+// The `lipsync` command's subcommands. Each Add*Command registers one subcommand on the app and
+// arranges for its run function to be called when it is chosen; the function returns the exit code
+// through `*exit_code`.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace lipsync::cli {
+
+void AddInfoCommand(CLI::App& app, int* exit_code);
+void AddInferCommand(CLI::App& app, int* exit_code);
+void AddBenchCommand(CLI::App& app, int* exit_code);
+void AddCheckCommand(CLI::App& app, int* exit_code);
+void AddPythonCommands(CLI::App& app, int* exit_code);  // export, compare (Python tools)
+#ifdef LIPSYNC_WITH_SERVER
+void AddServeCommand(CLI::App& app, int* exit_code);
+void AddClientCommand(CLI::App& app, int* exit_code);
+void AddLoadtestCommand(CLI::App& app, int* exit_code);
+#endif
+
+}  // namespace lipsync::cli
