@@ -41,12 +41,13 @@ struct ModelInfo {
   std::string path;
   std::vector<TensorInfo> inputs;
   std::vector<TensorInfo> outputs;
-  int64_t opset = 0;           // default-domain opset the model imports
-  std::string producer;        // e.g. "pytorch 1.13.1"
-  std::string backend;         // backend that runs it: "ort", "cuda", "reference"
-  std::string provider;        // execution provider in use: "cpu", "cuda", "tensorrt"
-  bool dynamic_batch = false;  // the first dimension of every input is -1
-  int64_t max_batch = 0;       // largest batch Run() accepts
+  int64_t opset = 0;            // default-domain opset the model imports
+  std::string producer;         // e.g. "pytorch 1.13.1"
+  std::string backend;          // backend that runs it: "ort", "cuda", "reference"
+  std::string provider;         // execution provider in use: "cpu", "cuda", "tensorrt"
+  std::string fallback_reason;  // why the requested GPU provider was replaced by the CPU, if it was
+  bool dynamic_batch = false;   // the first dimension of every input is -1
+  int64_t max_batch = 0;        // largest batch Run() accepts
 };
 
 enum class GraphOptimization { kDisabled, kBasic, kExtended, kAll };

@@ -49,7 +49,9 @@ class [[nodiscard]] Status {
   std::string message_;
 };
 
-inline Status InvalidArgument(std::string m) { return {StatusCode::kInvalidArgument, std::move(m)}; }
+inline Status InvalidArgument(std::string m) {
+  return {StatusCode::kInvalidArgument, std::move(m)};
+}
 inline Status NotFound(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
 inline Status Unavailable(std::string m) { return {StatusCode::kUnavailable, std::move(m)}; }
 inline Status Unimplemented(std::string m) { return {StatusCode::kUnimplemented, std::move(m)}; }
@@ -93,9 +95,9 @@ class [[nodiscard]] Result {
 #define LIPSYNC_CONCAT(a, b) LIPSYNC_CONCAT_INNER(a, b)
 
 // Returns from the enclosing function if `expr` (a Status) is not OK.
-#define LIPSYNC_RETURN_IF_ERROR(expr)               \
-  do {                                              \
-    ::lipsync::Status lipsync_status_ = (expr);     \
+#define LIPSYNC_RETURN_IF_ERROR(expr)                  \
+  do {                                                 \
+    ::lipsync::Status lipsync_status_ = (expr);        \
     if (!lipsync_status_.ok()) return lipsync_status_; \
   } while (0)
 

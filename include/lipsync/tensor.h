@@ -33,7 +33,9 @@ struct TensorView {
   Shape shape;
   const void* data = nullptr;
 
-  size_t byte_size() const { return static_cast<size_t>(ElementCount(shape)) * DataTypeSize(dtype); }
+  size_t byte_size() const {
+    return static_cast<size_t>(ElementCount(shape)) * DataTypeSize(dtype);
+  }
   template <typename T>
   const T* as() const {
     return static_cast<const T*>(data);
@@ -46,7 +48,9 @@ struct MutableTensorView {
   Shape shape;
   void* data = nullptr;
 
-  size_t byte_size() const { return static_cast<size_t>(ElementCount(shape)) * DataTypeSize(dtype); }
+  size_t byte_size() const {
+    return static_cast<size_t>(ElementCount(shape)) * DataTypeSize(dtype);
+  }
   TensorView view() const { return {dtype, shape, data}; }
   template <typename T>
   T* as() const {

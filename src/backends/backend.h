@@ -26,7 +26,7 @@ struct LoadedBackend {
 };
 
 using BackendFactory = Result<LoadedBackend> (*)(const std::string& model_path,
-                                                  const EngineOptions& options);
+                                                 const EngineOptions& options);
 
 struct BackendEntry {
   const char* name;

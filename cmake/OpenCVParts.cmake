@@ -1,0 +1,17 @@
+# The few OpenCV modules lipsync uses, as imported targets opencv::<module>. Debian splits OpenCV
+# into per-module -dev packages; only libopencv-dev (which pulls in every module) ships the CMake
+# config, so the modules are found directly.
+find_path(LIPSYNC_OPENCV_INCLUDE_DIR opencv2/core.hpp PATH_SUFFIXES opencv4)
+if(NOT LIPSYNC_OPENCV_INCLUDE_DIR)
+  message(FATAL_ERROR "OpenCV headers not found: install libopencv-imgproc-dev libopencv-imgcodecs-dev")
+endif()
+foreach(module core imgproc imgcodecs)
+  find_library(LIPSYNC_OPENCV_${module} opencv_${module})
+  if(NOT LIPSYNC_OPENCV_${module})
+    message(FATAL_ERROR "OpenCV module ${module} not found: install libopencv-${module}-dev")
+  endif()
+  add_library(opencv::${module} SHARED IMPORTED GLOBAL)
+  set_target_properties(opencv::${module} PROPERTIES
+    IMPORTED_LOCATION ${LIPSYNC_OPENCV_${module}}
+    INTERFACE_INCLUDE_DIRECTORIES ${LIPSYNC_OPENCV_INCLUDE_DIR})
+endforeach()

@@ -1,0 +1,58 @@
+// Face crops in and out of the model: the spec's pre- and post-processing for one frame.
+//
+//   auto image = lipsync::LoadImage("crop.png");                 // BGR, any size
+//   auto layout = lipsync::FaceLayout::ForInputSize(320);         // 328 crop, inner 320, mask
+//   auto inner = lipsync::PrepareFace(*image, *layout);           // 320x320 BGR
+//   lipsync::FillVisualInput(inner->bgr.data(), *layout, visual); // [6,320,320] floats
+//   ... run the engine ...
+//   lipsync::OutputToImage(output, layout->inner_size, face.bgr.data());
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "lipsync/status.h"
+
+namespace lipsync {
+
+// An 8-bit BGR image, rows top to bottom, pixels interleaved (OpenCV's CV_8UC3 layout).
+struct Image {
+  int width = 0;
+  int height = 0;
+  std::vector<uint8_t> bgr;  // height * width * 3 bytes
+};
+
+// Geometry of a model's face crop: the crop is resized to crop_size, the model sees the
+// inner_size square at inner_offset, and the mouth region [mask_x, mask_x + mask_w) x
+// [mask_y, mask_y + mask_h) of the inner image is blacked out in the masked copy.
+struct FaceLayout {
+  int inner_size = 320;
+  int crop_size = 328;
+  int inner_offset = 4;
+  int mask_x = 5, mask_y = 5, mask_w = 310, mask_h = 305;
+
+  // 320 (SyncTalk_2D) or 160 (the smaller variant); other sizes are InvalidArgument.
+  static Result<FaceLayout> ForInputSize(int inner_size);
+};
+
+// Any format OpenCV reads, converted to 3-channel BGR. NotFound / DataLoss name the file.
+Result<Image> LoadImage(const std::string& path);
+// Format from the extension (.png, .jpg, ...).
+Status SaveImage(const std::string& path, const Image& image);
+
+// The inner face the model sees: the image itself when it is inner_size square, its centre
+// [offset, offset + inner) when it is crop_size square, otherwise the image resized (bicubic) to
+// crop_size and then cropped.
+Result<Image> PrepareFace(const Image& face, const FaceLayout& layout);
+
+// Writes the model's visual input for one frame, [6, S, S] floats (S = layout.inner_size):
+// channels 0-2 the inner face, channels 3-5 its masked copy, BGR, scaled to [0, 1].
+// `inner_bgr` holds S*S*3 bytes.
+void FillVisualInput(const uint8_t* inner_bgr, const FaceLayout& layout, float* visual);
+
+// Converts one model output [3, S, S] (BGR in [0, 1]) to S*S*3 interleaved bytes: *255, clamped,
+// truncated toward zero as the reference pipeline's uint8 cast does.
+void OutputToImage(const float* chw, int size, uint8_t* bgr);
+
+}  // namespace lipsync

@@ -1,0 +1,311 @@
+// The ONNX Runtime backend: one Ort::Session per engine, shared by all threads (Session::Run is
+// thread-safe). Inputs and outputs are wrapped in place as Ort::Values over the caller's buffers,
+// so the CPU path copies nothing.
+#include <dlfcn.h>
+#include <onnxruntime_cxx_api.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <mutex>
+
+#include "backends/backend.h"
+#include "backends/ort/onnx_header.h"
+
+namespace lipsync {
+namespace {
+
+// One process-wide ORT environment: creating it is costly and ORT expects a single one.
+Ort::Env& SharedEnv() {
+  static Ort::Env env(ORT_LOGGING_LEVEL_WARNING, "lipsync");
+  return env;
+}
+
+Status FromOrtException(const Ort::Exception& e, const std::string& context) {
+  const std::string msg = context + ": " + e.what();
+  switch (e.GetOrtErrorCode()) {
+    case ORT_NO_SUCHFILE:
+      return NotFound(msg);
+    case ORT_INVALID_PROTOBUF:
+    case ORT_INVALID_GRAPH:
+      return DataLoss(msg);
+    case ORT_INVALID_ARGUMENT:
+      return InvalidArgument(msg);
+    case ORT_NOT_IMPLEMENTED:
+      return Unimplemented(msg);
+    case ORT_NO_MODEL:
+      return DataLoss(msg);
+    default:
+      return Internal(msg);
+  }
+}
+
+Result<DataType> FromOrtType(ONNXTensorElementDataType t, const std::string& name) {
+  switch (t) {
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT:
+      return DataType::kFloat32;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16:
+      return DataType::kFloat16;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8:
+      return DataType::kUInt8;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32:
+      return DataType::kInt32;
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64:
+      return DataType::kInt64;
+    default:
+      return Unimplemented("tensor '" + name + "' has ONNX element type " +
+                           std::to_string(static_cast<int>(t)) +
+                           ", which lipsync does not support");
+  }
+}
+
+ONNXTensorElementDataType ToOrtType(DataType t) {
+  switch (t) {
+    case DataType::kFloat32:
+      return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+    case DataType::kFloat16:
+      return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16;
+    case DataType::kUInt8:
+      return ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8;
+    case DataType::kInt32:
+      return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32;
+    case DataType::kInt64:
+      return ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64;
+  }
+  return ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+}
+
+// The folder holding libonnxruntime, where ORT looks for its provider libraries.
+std::string OrtLibraryDir() {
+  Dl_info info{};
+  if (dladdr(reinterpret_cast<void*>(&OrtGetApiBase), &info) && info.dli_fname) {
+    return std::filesystem::path(info.dli_fname).parent_path().string();
+  }
+  return "the folder of libonnxruntime.so";
+}
+
+Status MissingProvider(const std::string& provider, const std::string& library,
+                       std::string detail) {
+  while (!detail.empty() && (detail.back() == '\n' || detail.back() == ' ')) detail.pop_back();
+  return Unavailable("ONNX Runtime could not load the " + provider + " execution provider (" +
+                     detail + "). It needs " + library +
+                     " and libonnxruntime_providers_shared.so (with their CUDA/TensorRT "
+                     "dependencies) beside libonnxruntime in " +
+                     OrtLibraryDir() +
+                     ": build against an ONNX Runtime GPU release with ONNXRUNTIME_ROOT=<release> "
+                     "or copy its provider libraries there; or pass --allow-cpu-fallback");
+}
+
+// Adds the requested GPU provider to `so`. Returns Unavailable when the provider cannot be loaded.
+Status AppendProvider(Ort::SessionOptions& so, const EngineOptions& o) {
+  const OrtApi& api = Ort::GetApi();
+  const std::string device = std::to_string(o.device_id);
+  try {
+    if (o.provider == "cuda") {
+      OrtCUDAProviderOptionsV2* cuda = nullptr;
+      Ort::ThrowOnError(api.CreateCUDAProviderOptions(&cuda));
+      std::unique_ptr<OrtCUDAProviderOptionsV2, decltype(api.ReleaseCUDAProviderOptions)> guard(
+          cuda, api.ReleaseCUDAProviderOptions);
+      const char* keys[] = {"device_id", "enable_cuda_graph", "cudnn_conv_algo_search"};
+      const std::string graph = o.cuda_graph ? "1" : "0";
+      const char* values[] = {device.c_str(), graph.c_str(), "EXHAUSTIVE"};
+      Ort::ThrowOnError(api.UpdateCUDAProviderOptions(cuda, keys, values, 3));
+      so.AppendExecutionProvider_CUDA_V2(*cuda);
+    } else if (o.provider == "tensorrt") {
+      OrtTensorRTProviderOptionsV2* trt = nullptr;
+      Ort::ThrowOnError(api.CreateTensorRTProviderOptions(&trt));
+      std::unique_ptr<OrtTensorRTProviderOptionsV2, decltype(api.ReleaseTensorRTProviderOptions)>
+          guard(trt, api.ReleaseTensorRTProviderOptions);
+      std::vector<std::string> k = {"device_id", "trt_fp16_enable", "trt_cuda_graph_enable"};
+      std::vector<std::string> v = {device, o.precision == Precision::kFloat16 ? "1" : "0",
+                                    o.cuda_graph ? "1" : "0"};
+      if (!o.engine_cache_dir.empty()) {
+        k.insert(k.end(), {"trt_engine_cache_enable", "trt_engine_cache_path"});
+        v.insert(v.end(), {"1", o.engine_cache_dir});
+      }
+      std::vector<const char*> kp, vp;
+      for (size_t i = 0; i < k.size(); ++i) {
+        kp.push_back(k[i].c_str());
+        vp.push_back(v[i].c_str());
+      }
+      Ort::ThrowOnError(api.UpdateTensorRTProviderOptions(trt, kp.data(), vp.data(), kp.size()));
+      so.AppendExecutionProvider_TensorRT_V2(*trt);
+      // Nodes TensorRT cannot take fall to CUDA rather than to the CPU.
+      OrtCUDAProviderOptionsV2* cuda = nullptr;
+      Ort::ThrowOnError(api.CreateCUDAProviderOptions(&cuda));
+      std::unique_ptr<OrtCUDAProviderOptionsV2, decltype(api.ReleaseCUDAProviderOptions)> cguard(
+          cuda, api.ReleaseCUDAProviderOptions);
+      const char* ck[] = {"device_id"};
+      const char* cv[] = {device.c_str()};
+      Ort::ThrowOnError(api.UpdateCUDAProviderOptions(cuda, ck, cv, 1));
+      so.AppendExecutionProvider_CUDA_V2(*cuda);
+    }
+  } catch (const Ort::Exception& e) {
+    const std::string lib = o.provider == "cuda" ? "libonnxruntime_providers_cuda.so"
+                                                 : "libonnxruntime_providers_tensorrt.so";
+    return MissingProvider(o.provider, lib, e.what());
+  }
+  return Status::Ok();
+}
+
+GraphOptimizationLevel ToOrtLevel(GraphOptimization level) {
+  switch (level) {
+    case GraphOptimization::kDisabled:
+      return ORT_DISABLE_ALL;
+    case GraphOptimization::kBasic:
+      return ORT_ENABLE_BASIC;
+    case GraphOptimization::kExtended:
+      return ORT_ENABLE_EXTENDED;
+    case GraphOptimization::kAll:
+      return ORT_ENABLE_ALL;
+  }
+  return ORT_ENABLE_ALL;
+}
+
+Result<std::vector<TensorInfo>> DescribeTensors(Ort::Session& session, bool inputs) {
+  Ort::AllocatorWithDefaultOptions allocator;
+  const size_t n = inputs ? session.GetInputCount() : session.GetOutputCount();
+  std::vector<TensorInfo> infos;
+  for (size_t i = 0; i < n; ++i) {
+    TensorInfo info;
+    info.name = (inputs ? session.GetInputNameAllocated(i, allocator)
+                        : session.GetOutputNameAllocated(i, allocator))
+                    .get();
+    Ort::TypeInfo type = inputs ? session.GetInputTypeInfo(i) : session.GetOutputTypeInfo(i);
+    if (type.GetONNXType() != ONNX_TYPE_TENSOR) {
+      return Unimplemented("'" + info.name + "' is not a tensor");
+    }
+    auto tensor = type.GetTensorTypeAndShapeInfo();
+    LIPSYNC_ASSIGN_OR_RETURN(info.dtype, FromOrtType(tensor.GetElementType(), info.name));
+    info.shape = tensor.GetShape();
+    for (auto& d : info.shape) d = d < 0 ? -1 : d;  // symbolic dims read as -1 already
+    infos.push_back(std::move(info));
+  }
+  return infos;
+}
+
+class OrtBackend final : public Backend {
+ public:
+  OrtBackend(std::unique_ptr<Ort::Session> session, const ModelInfo& info)
+      : session_(std::move(session)),
+        memory_(Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault)) {
+    for (const auto& t : info.inputs) input_names_.push_back(t.name);
+    for (const auto& t : info.outputs) output_names_.push_back(t.name);
+    for (const auto& s : input_names_) input_name_ptrs_.push_back(s.c_str());
+    for (const auto& s : output_names_) output_name_ptrs_.push_back(s.c_str());
+  }
+
+  Status Run(const std::vector<TensorView>& inputs,
+             const std::vector<MutableTensorView>& outputs) override {
+    try {
+      std::vector<Ort::Value> in, out;
+      in.reserve(inputs.size());
+      out.reserve(outputs.size());
+      for (const auto& t : inputs) {
+        in.push_back(Ort::Value::CreateTensor(memory_, const_cast<void*>(t.data), t.byte_size(),
+                                              t.shape.data(), t.shape.size(), ToOrtType(t.dtype)));
+      }
+      for (const auto& t : outputs) {
+        out.push_back(Ort::Value::CreateTensor(memory_, t.data, t.byte_size(), t.shape.data(),
+                                               t.shape.size(), ToOrtType(t.dtype)));
+      }
+      session_->Run(run_options_, input_name_ptrs_.data(), in.data(), in.size(),
+                    output_name_ptrs_.data(), out.data(), out.size());
+    } catch (const Ort::Exception& e) {
+      return FromOrtException(e, "ONNX Runtime Run failed");
+    }
+    return Status::Ok();
+  }
+
+ private:
+  std::unique_ptr<Ort::Session> session_;
+  Ort::MemoryInfo memory_;
+  Ort::RunOptions run_options_;
+  std::vector<std::string> input_names_, output_names_;
+  std::vector<const char*> input_name_ptrs_, output_name_ptrs_;
+};
+
+Result<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return NotFound("cannot open model file '" + path + "'");
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (bytes.empty()) return DataLoss("model file '" + path + "' is empty");
+  return bytes;
+}
+
+}  // namespace
+
+std::vector<std::string> OrtProviderNames() {
+  std::vector<std::string> names;
+  try {
+    for (const auto& p : Ort::GetAvailableProviders()) {
+      if (p == "CPUExecutionProvider")
+        names.push_back("cpu");
+      else if (p == "CUDAExecutionProvider")
+        names.push_back("cuda");
+      else if (p == "TensorrtExecutionProvider")
+        names.push_back("tensorrt");
+      else
+        names.push_back(p);
+    }
+  } catch (const Ort::Exception&) {
+    names.push_back("cpu");
+  }
+  return names;
+}
+
+Result<LoadedBackend> CreateOrtBackend(const std::string& model_path, const EngineOptions& o) {
+  if (o.provider != "cpu" && o.provider != "cuda" && o.provider != "tensorrt") {
+    return InvalidArgument("unknown provider '" + o.provider + "' (use cpu, cuda or tensorrt)");
+  }
+  LIPSYNC_ASSIGN_OR_RETURN(std::string bytes, ReadFile(model_path));
+  SharedEnv();  // ORT's logger must exist before provider options are made
+  LIPSYNC_ASSIGN_OR_RETURN(OnnxHeader header, ReadOnnxHeader(bytes));
+
+  ModelInfo info;
+  info.backend = "ort";
+  info.provider = o.provider;
+  info.opset = header.opset;
+  info.producer =
+      header.producer_name + (header.producer_version.empty() ? "" : " " + header.producer_version);
+  try {
+    Ort::SessionOptions so;
+    so.SetIntraOpNumThreads(o.intra_op_threads);
+    so.SetInterOpNumThreads(o.inter_op_threads);
+    so.SetGraphOptimizationLevel(ToOrtLevel(o.graph_optimization));
+    so.SetExecutionMode(ORT_SEQUENTIAL);
+    if (o.provider != "cpu") {
+      Status added = AppendProvider(so, o);
+      if (!added.ok()) {
+        if (!o.allow_cpu_fallback) return added;
+        info.provider = "cpu";
+        info.fallback_reason = added.message();
+        so = Ort::SessionOptions();
+        so.SetIntraOpNumThreads(o.intra_op_threads);
+        so.SetInterOpNumThreads(o.inter_op_threads);
+        so.SetGraphOptimizationLevel(ToOrtLevel(o.graph_optimization));
+      }
+    }
+    auto session = std::make_unique<Ort::Session>(SharedEnv(), bytes.data(), bytes.size(), so);
+    bytes.clear();
+    bytes.shrink_to_fit();
+    LIPSYNC_ASSIGN_OR_RETURN(info.inputs, DescribeTensors(*session, true));
+    LIPSYNC_ASSIGN_OR_RETURN(info.outputs, DescribeTensors(*session, false));
+    if (info.inputs.empty()) return InvalidArgument("model '" + model_path + "' has no inputs");
+    info.dynamic_batch = std::all_of(info.inputs.begin(), info.inputs.end(), [](const auto& t) {
+      return !t.shape.empty() && t.shape[0] < 0;
+    });
+    if (info.dynamic_batch) {
+      info.max_batch = o.max_batch;
+    } else {
+      info.max_batch = info.inputs[0].shape.empty() ? 1 : info.inputs[0].shape[0];
+    }
+    auto backend = std::make_unique<OrtBackend>(std::move(session), info);
+    return LoadedBackend{std::move(info), std::move(backend)};
+  } catch (const Ort::Exception& e) {
+    return FromOrtException(e, "cannot load model '" + model_path + "'");
+  }
+}
+
+}  // namespace lipsync

@@ -1,0 +1,70 @@
+// `lipsync export` and `lipsync compare`: front ends to the Python tools in python/lipsync, which
+// need PyTorch. All arguments after the subcommand go to the Python module unchanged.
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "commands.h"
+
+namespace lipsync::cli {
+namespace {
+
+std::string PythonDir() {
+  if (const char* dir = std::getenv("LIPSYNC_PYTHON_DIR")) return dir;
+  return std::string(LIPSYNC_SOURCE_DIR) + "/python";
+}
+
+std::string SelfPath() {
+  std::error_code ec;
+  auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? "" : p.string();
+}
+
+// Replaces this process with `python3 -m lipsync.<module> args...`.
+int ExecPython(const std::string& module, const std::vector<std::string>& args) {
+  const std::string dir = PythonDir();
+  if (!std::filesystem::exists(dir + "/lipsync/" + module + ".py")) {
+    std::fprintf(stderr, "error: Python tools not found in %s (set LIPSYNC_PYTHON_DIR)\n",
+                 dir.c_str());
+    return 2;
+  }
+  std::string path = dir;
+  if (const char* old = std::getenv("PYTHONPATH"); old && *old) path += std::string(":") + old;
+  setenv("PYTHONPATH", path.c_str(), 1);
+  if (!std::getenv("LIPSYNC_BIN")) setenv("LIPSYNC_BIN", SelfPath().c_str(), 1);
+  // Debian's interpreter has PyTorch; another python3 earlier on PATH may not.
+  const std::string python =
+      std::filesystem::exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
+  std::vector<std::string> argv_s = {python, "-m", "lipsync." + module};
+  argv_s.insert(argv_s.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& s : argv_s) argv.push_back(s.data());
+  argv.push_back(nullptr);
+  std::fflush(stdout);
+  execvp(argv[0], argv.data());
+  std::perror(("error: cannot run " + python).c_str());
+  return 2;
+}
+
+void AddPassThrough(CLI::App& app, const std::string& name, const std::string& module,
+                    const std::string& help, int* exit_code) {
+  auto* cmd = app.add_subcommand(name, help + " (run `lipsync " + name + " --help` for options)");
+  cmd->prefix_command();  // everything after the subcommand is passed through, --help included
+  cmd->set_help_flag();
+  cmd->callback([cmd, module, exit_code] { *exit_code = ExecPython(module, cmd->remaining()); });
+}
+
+}  // namespace
+
+void AddPythonCommands(CLI::App& app, int* exit_code) {
+  AddPassThrough(app, "export", "export",
+                 "Export a PyTorch checkpoint to ONNX and verify it against the engine", exit_code);
+  AddPassThrough(app, "compare", "compare",
+                 "PyTorch vs the C++ engine: accuracy and speed side by side", exit_code);
+}
+
+}  // namespace lipsync::cli

@@ -1,0 +1,61 @@
+#include "engine_flags.h"
+
+#include <cstdio>
+
+namespace lipsync::cli {
+
+void AddEngineFlags(CLI::App* cmd, EngineFlags* f) {
+  cmd->add_option("--model,-m", f->model, "ONNX model file")->required();
+  cmd->add_option("--backend", f->backend, "ort | cuda | reference")->capture_default_str();
+  cmd->add_option("--provider", f->provider, "ONNX Runtime provider: cpu | cuda | tensorrt")
+      ->capture_default_str();
+  cmd->add_option("--threads", f->threads, "CPU threads for one inference (0: one per core)")
+      ->capture_default_str();
+  cmd->add_option("--device", f->device, "GPU device id")->capture_default_str();
+  cmd->add_option("--precision", f->precision, "fp32 | fp16 (GPU backends)")->capture_default_str();
+  cmd->add_option("--graph-opt", f->graph_optimization, "disabled | basic | extended | all")
+      ->capture_default_str();
+  cmd->add_option("--engine-cache", f->engine_cache_dir, "TensorRT engine cache folder");
+  cmd->add_flag("--cuda-graph", f->cuda_graph, "capture the forward pass as a CUDA graph");
+  cmd->add_flag("--allow-cpu-fallback", f->allow_cpu_fallback,
+                "run on the CPU when the GPU provider is missing");
+  cmd->add_option("--max-batch", f->max_batch, "largest batch accepted")->capture_default_str();
+}
+
+Result<EngineOptions> ToEngineOptions(const EngineFlags& f) {
+  EngineOptions o;
+  o.backend = f.backend;
+  o.provider = f.provider;
+  o.intra_op_threads = f.threads;
+  o.device_id = f.device;
+  o.engine_cache_dir = f.engine_cache_dir;
+  o.cuda_graph = f.cuda_graph;
+  o.allow_cpu_fallback = f.allow_cpu_fallback;
+  o.max_batch = f.max_batch;
+  if (f.precision == "fp32" || f.precision == "float32") {
+    o.precision = Precision::kFloat32;
+  } else if (f.precision == "fp16" || f.precision == "float16") {
+    o.precision = Precision::kFloat16;
+  } else {
+    return InvalidArgument("--precision must be fp32 or fp16, got '" + f.precision + "'");
+  }
+  const std::string& g = f.graph_optimization;
+  if (g == "disabled")
+    o.graph_optimization = GraphOptimization::kDisabled;
+  else if (g == "basic")
+    o.graph_optimization = GraphOptimization::kBasic;
+  else if (g == "extended")
+    o.graph_optimization = GraphOptimization::kExtended;
+  else if (g == "all")
+    o.graph_optimization = GraphOptimization::kAll;
+  else
+    return InvalidArgument("--graph-opt must be disabled, basic, extended or all, got '" + g + "'");
+  return o;
+}
+
+int ReportError(const Status& status) {
+  std::fprintf(stderr, "error: %s\n", status.ToString().c_str());
+  return 2;
+}
+
+}  // namespace lipsync::cli

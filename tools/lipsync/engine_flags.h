@@ -1,0 +1,33 @@
+// Command-line flags shared by every subcommand that loads a model (infer, bench, check, serve).
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <string>
+
+#include "lipsync/engine.h"
+
+namespace lipsync::cli {
+
+struct EngineFlags {
+  std::string model;
+  std::string backend = "ort";
+  std::string provider = "cpu";
+  std::string precision = "fp32";
+  std::string graph_optimization = "all";
+  std::string engine_cache_dir;
+  int threads = 0;
+  int device = 0;
+  int64_t max_batch = 64;
+  bool cuda_graph = false;
+  bool allow_cpu_fallback = false;
+};
+
+// Adds --model (required), --backend, --provider, --threads, --device, --precision, --graph-opt,
+// --engine-cache, --cuda-graph, --allow-cpu-fallback, --max-batch.
+void AddEngineFlags(CLI::App* cmd, EngineFlags* flags);
+Result<EngineOptions> ToEngineOptions(const EngineFlags& flags);
+
+// Prints "error: <status>" to stderr and returns the exit code for it (2).
+int ReportError(const Status& status);
+
+}  // namespace lipsync::cli

@@ -1,0 +1,27 @@
+// `lipsync`: the command-line front end. Each subcommand lives in its own cmd_*.cc file.
+#include <CLI/CLI.hpp>
+
+#include "commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"lipsync: fast inference for SyncTalk_2D-style lip-sync models", "lipsync"};
+  app.set_version_flag("--version", LIPSYNC_VERSION);
+  app.require_subcommand(1);
+  int exit_code = 0;
+  lipsync::cli::AddInfoCommand(app, &exit_code);
+  lipsync::cli::AddInferCommand(app, &exit_code);
+  lipsync::cli::AddBenchCommand(app, &exit_code);
+  lipsync::cli::AddCheckCommand(app, &exit_code);
+  lipsync::cli::AddPythonCommands(app, &exit_code);
+#ifdef LIPSYNC_WITH_SERVER
+  lipsync::cli::AddServeCommand(app, &exit_code);
+  lipsync::cli::AddClientCommand(app, &exit_code);
+  lipsync::cli::AddLoadtestCommand(app, &exit_code);
+#endif
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  return exit_code;
+}
