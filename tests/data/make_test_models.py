@@ -1,0 +1,57 @@
+"""Small ONNX models for the engine tests, built directly with the onnx package (no PyTorch).
+
+They have the lip-sync model's interface (visual [N,6,S,S] + audio [N,32,16,16] -> [N,3,S,S]) but
+a cheap graph, so tests run in milliseconds:
+  tiny.onnx        dynamic batch, names visual_input/audio_input -> output
+  tiny_fixed.onnx  fixed batch 1, upstream names input/audio -> output
+"""
+import argparse
+import os
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def build(path, batch, names, size=320, seed=0):
+    rng = np.random.default_rng(seed)
+    visual, audio, output = names
+    n = batch if batch else "N"
+    inputs = [
+        helper.make_tensor_value_info(visual, TensorProto.FLOAT, [n, 6, size, size]),
+        helper.make_tensor_value_info(audio, TensorProto.FLOAT, [n, 32, 16, 16]),
+    ]
+    outputs = [helper.make_tensor_value_info(output, TensorProto.FLOAT, [n, 3, size, size])]
+    weights = [
+        numpy_helper.from_array(rng.normal(0, 0.5, (3, 6, 1, 1)).astype(np.float32), "w"),
+        numpy_helper.from_array(rng.normal(0, 0.1, (3,)).astype(np.float32), "b"),
+        numpy_helper.from_array(rng.normal(0, 0.5, (3, 32, 1, 1)).astype(np.float32), "wa"),
+    ]
+    nodes = [
+        helper.make_node("Conv", [visual, "w", "b"], ["v"], kernel_shape=[1, 1]),
+        helper.make_node("GlobalAveragePool", [audio], ["ap"]),
+        helper.make_node("Conv", ["ap", "wa"], ["a"], kernel_shape=[1, 1]),
+        helper.make_node("Add", ["v", "a"], ["s"]),
+        helper.make_node("Sigmoid", ["s"], [output]),
+    ]
+    graph = helper.make_graph(nodes, "tiny_lipsync", inputs, outputs, weights)
+    model = helper.make_model(graph, producer_name="lipsync-tests",
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out-dir", required=True)
+    args = parser.parse_args()
+    os.makedirs(args.out_dir, exist_ok=True)
+    build(os.path.join(args.out_dir, "tiny.onnx"), 0, ("visual_input", "audio_input", "output"))
+    build(os.path.join(args.out_dir, "tiny_fixed.onnx"), 1, ("input", "audio", "output"))
+    build(os.path.join(args.out_dir, "tiny160.onnx"), 0, ("visual_input", "audio_input", "output"),
+          size=160)
+
+
+if __name__ == "__main__":
+    main()
