@@ -1,0 +1,48 @@
+# lipsync: the two entry points are `make demo` and `make test`; both set up a fresh Debian 12
+# machine first (scripts/setup.sh is idempotent, so later runs skip what is already there).
+BUILD      ?= build
+JOBS       ?= $(shell nproc)
+PYTHON     ?= /usr/bin/python3
+CMAKE_ARGS ?=
+LIPSYNC    := $(BUILD)/tools/lipsync/lipsync
+MODELS     := models
+
+.PHONY: all setup configure build demo test test-cpp test-python format clean
+
+all: build
+
+setup:
+	bash scripts/setup.sh
+
+$(BUILD)/build.ninja:
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release $(CMAKE_ARGS)
+
+configure: setup $(BUILD)/build.ninja
+
+build: configure
+	cmake --build $(BUILD) -j $(JOBS)
+
+# The demo model: a seeded random checkpoint in the original layout, exported like a real one.
+$(MODELS)/demo.onnx: | build
+	PYTHONPATH=python LIPSYNC_BIN=$(CURDIR)/$(LIPSYNC) $(PYTHON) -m lipsync.demo --out-dir $(MODELS)
+
+demo: build $(MODELS)/demo.onnx
+	mkdir -p out
+	$(LIPSYNC) info --model $(MODELS)/demo.onnx
+	$(LIPSYNC) infer --model $(MODELS)/demo.onnx --face $(MODELS)/demo_face.png \
+	  --audio $(MODELS)/demo_audio.npy --out out/demo_face_out.png
+	$(LIPSYNC) bench --model $(MODELS)/demo.onnx --batch 1,4 --duration 5 --warmup 3 \
+	  --json out/bench.json
+	@echo
+	@echo "demo output image: out/demo_face_out.png"
+	@echo "benchmark figures: out/bench.json"
+
+test: build
+	cd $(BUILD) && LIPSYNC_BIN=$(CURDIR)/$(LIPSYNC) ctest -LE gpu --output-on-failure -j 2
+
+format:
+	find include src tools tests bench -name '*.h' -o -name '*.cc' -o -name '*.cu' -o -name '*.cuh' \
+	  | xargs clang-format -i
+
+clean:
+	rm -rf $(BUILD) out
