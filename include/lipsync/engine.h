@@ -23,6 +23,7 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "lipsync/status.h"
@@ -72,6 +73,9 @@ struct EngineOptions {
   int64_t max_batch = 64;        // upper bound on N for dynamic-batch models
   // Reject inputs holding NaN or Inf (costs one pass over the inputs).
   bool check_finite = false;
+  // Extra ONNX Runtime session configuration entries (key, value), e.g.
+  // {"session.intra_op.allow_spinning", "0"}; see onnxruntime_session_options_config_keys.h.
+  std::vector<std::pair<std::string, std::string>> ort_session_config;
 };
 
 // Names of the backends and providers this build can run ("ort", "cuda", ...).

@@ -88,7 +88,8 @@ Result<nlohmann::json> BenchBatch(Engine& engine, const BenchArgs& args, int64_t
                         {"latency_ms", ToJson(s)},
                         {"ms_per_frame", s.median / static_cast<double>(batch)},
                         {"fps", static_cast<double>(batch) * 1000.0 / s.median},
-                        {"throughput_fps", static_cast<double>(batch) * samples.size() / total_s}};
+                        {"throughput_fps", static_cast<double>(batch) * samples.size() / total_s},
+                        {"samples_ms", samples}};
 }
 
 int RunBench(const BenchArgs& args) {

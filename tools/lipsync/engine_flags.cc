@@ -20,6 +20,8 @@ void AddEngineFlags(CLI::App* cmd, EngineFlags* f) {
   cmd->add_flag("--allow-cpu-fallback", f->allow_cpu_fallback,
                 "run on the CPU when the GPU provider is missing");
   cmd->add_option("--max-batch", f->max_batch, "largest batch accepted")->capture_default_str();
+  cmd->add_option("--ort-config", f->ort_config,
+                  "ONNX Runtime session config entry KEY=VALUE (repeatable)");
 }
 
 Result<EngineOptions> ToEngineOptions(const EngineFlags& f) {
@@ -32,6 +34,13 @@ Result<EngineOptions> ToEngineOptions(const EngineFlags& f) {
   o.cuda_graph = f.cuda_graph;
   o.allow_cpu_fallback = f.allow_cpu_fallback;
   o.max_batch = f.max_batch;
+  for (const auto& entry : f.ort_config) {
+    const auto eq = entry.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return InvalidArgument("--ort-config needs KEY=VALUE, got '" + entry + "'");
+    }
+    o.ort_session_config.emplace_back(entry.substr(0, eq), entry.substr(eq + 1));
+  }
   if (f.precision == "fp32" || f.precision == "float32") {
     o.precision = Precision::kFloat32;
   } else if (f.precision == "fp16" || f.precision == "float16") {

@@ -3,6 +3,7 @@
 
 #include <CLI/CLI.hpp>
 #include <string>
+#include <vector>
 
 #include "lipsync/engine.h"
 
@@ -20,6 +21,7 @@ struct EngineFlags {
   int64_t max_batch = 64;
   bool cuda_graph = false;
   bool allow_cpu_fallback = false;
+  std::vector<std::string> ort_config;  // KEY=VALUE
 };
 
 // Adds --model (required), --backend, --provider, --threads, --device, --precision, --graph-opt,

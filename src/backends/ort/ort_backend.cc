@@ -163,6 +163,19 @@ GraphOptimizationLevel ToOrtLevel(GraphOptimization level) {
   return ORT_ENABLE_ALL;
 }
 
+// Threads, optimisation level and config entries; no execution provider yet.
+Ort::SessionOptions BaseSessionOptions(const EngineOptions& o) {
+  Ort::SessionOptions so;
+  so.SetIntraOpNumThreads(o.intra_op_threads);
+  so.SetInterOpNumThreads(o.inter_op_threads);
+  so.SetGraphOptimizationLevel(ToOrtLevel(o.graph_optimization));
+  so.SetExecutionMode(ORT_SEQUENTIAL);
+  for (const auto& [key, value] : o.ort_session_config) {
+    so.AddConfigEntry(key.c_str(), value.c_str());
+  }
+  return so;
+}
+
 Result<std::vector<TensorInfo>> DescribeTensors(Ort::Session& session, bool inputs) {
   Ort::AllocatorWithDefaultOptions allocator;
   const size_t n = inputs ? session.GetInputCount() : session.GetOutputCount();
@@ -270,21 +283,14 @@ Result<LoadedBackend> CreateOrtBackend(const std::string& model_path, const Engi
   info.producer =
       header.producer_name + (header.producer_version.empty() ? "" : " " + header.producer_version);
   try {
-    Ort::SessionOptions so;
-    so.SetIntraOpNumThreads(o.intra_op_threads);
-    so.SetInterOpNumThreads(o.inter_op_threads);
-    so.SetGraphOptimizationLevel(ToOrtLevel(o.graph_optimization));
-    so.SetExecutionMode(ORT_SEQUENTIAL);
+    Ort::SessionOptions so = BaseSessionOptions(o);
     if (o.provider != "cpu") {
       Status added = AppendProvider(so, o);
       if (!added.ok()) {
         if (!o.allow_cpu_fallback) return added;
         info.provider = "cpu";
         info.fallback_reason = added.message();
-        so = Ort::SessionOptions();
-        so.SetIntraOpNumThreads(o.intra_op_threads);
-        so.SetInterOpNumThreads(o.inter_op_threads);
-        so.SetGraphOptimizationLevel(ToOrtLevel(o.graph_optimization));
+        so = BaseSessionOptions(o);
       }
     }
     auto session = std::make_unique<Ort::Session>(SharedEnv(), bytes.data(), bytes.size(), so);
