@@ -4,7 +4,7 @@
 
 namespace lipsync::cli {
 
-void AddEngineFlags(CLI::App* cmd, EngineFlags* f) {
+void AddEngineFlags(CLI::App* cmd, EngineFlags* f, bool with_max_batch) {
   cmd->add_option("--model,-m", f->model, "ONNX model file")->required();
   cmd->add_option("--backend", f->backend, "ort | cuda | reference")->capture_default_str();
   cmd->add_option("--provider", f->provider, "ONNX Runtime provider: cpu | cuda | tensorrt")
@@ -19,7 +19,9 @@ void AddEngineFlags(CLI::App* cmd, EngineFlags* f) {
   cmd->add_flag("--cuda-graph", f->cuda_graph, "capture the forward pass as a CUDA graph");
   cmd->add_flag("--allow-cpu-fallback", f->allow_cpu_fallback,
                 "run on the CPU when the GPU provider is missing");
-  cmd->add_option("--max-batch", f->max_batch, "largest batch accepted")->capture_default_str();
+  if (with_max_batch) {
+    cmd->add_option("--max-batch", f->max_batch, "largest batch accepted")->capture_default_str();
+  }
   cmd->add_option("--ort-config", f->ort_config,
                   "ONNX Runtime session config entry KEY=VALUE (repeatable)");
 }

@@ -26,7 +26,8 @@ struct EngineFlags {
 
 // Adds --model (required), --backend, --provider, --threads, --device, --precision, --graph-opt,
 // --engine-cache, --cuda-graph, --allow-cpu-fallback, --max-batch.
-void AddEngineFlags(CLI::App* cmd, EngineFlags* flags);
+// `with_max_batch` false leaves --max-batch to the caller (serve uses it for its batcher).
+void AddEngineFlags(CLI::App* cmd, EngineFlags* flags, bool with_max_batch = true);
 Result<EngineOptions> ToEngineOptions(const EngineFlags& flags);
 
 // Prints "error: <status>" to stderr and returns the exit code for it (2).

@@ -1,0 +1,209 @@
+#include "server/batcher.h"
+
+#include <cstring>
+
+namespace lipsync::server {
+namespace {
+
+double MsBetween(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+// A view of the first `rows` items of a batch tensor.
+template <typename View, typename T>
+View Prefix(T& tensor, size_t rows) {
+  View v{tensor.dtype(), tensor.shape(), tensor.data()};
+  v.shape[0] = static_cast<int64_t>(rows);
+  return v;
+}
+
+}  // namespace
+
+Ticket::Ticket(size_t frames, Clock::time_point deadline, Completion on_complete)
+    : frames_(frames),
+      deadline_(deadline),
+      on_complete_(std::move(on_complete)),
+      remaining_(frames) {}
+
+bool Ticket::FrameDone(size_t index, const std::vector<MutableTensorView>& batch_outputs,
+                       size_t row, double queue_ms, double compute_ms) {
+  std::lock_guard lock(mu_);
+  if (remaining_ == 0) return false;
+  if (status_.ok()) {
+    if (outputs_.empty()) {
+      for (const auto& out : batch_outputs) {
+        Shape shape = out.shape;
+        shape[0] = static_cast<int64_t>(frames_);
+        outputs_.emplace_back(out.dtype, std::move(shape));
+      }
+    }
+    for (size_t o = 0; o < batch_outputs.size(); ++o) {
+      const size_t row_bytes = outputs_[o].byte_size() / frames_;
+      std::memcpy(static_cast<char*>(outputs_[o].data()) + index * row_bytes,
+                  static_cast<const char*>(batch_outputs[o].data) + row * row_bytes, row_bytes);
+    }
+    max_queue_ms_ = std::max(max_queue_ms_, queue_ms);
+    compute_ms_ = std::max(compute_ms_, compute_ms);
+  }
+  return --remaining_ == 0;
+}
+
+bool Ticket::FrameFailed(const Status& status) {
+  std::lock_guard lock(mu_);
+  if (remaining_ == 0) return false;
+  if (status_.ok()) status_ = status;
+  return --remaining_ == 0;
+}
+
+Batcher::Batcher(Engine* engine, BatcherOptions options, Metrics* metrics)
+    : engine_(engine), options_(options), metrics_(metrics) {
+  const ModelInfo& info = engine_->info();
+  for (const auto& in : info.inputs) {
+    Shape shape = in.shape;
+    shape[0] = options_.max_batch;
+    batch_inputs_.emplace_back(in.dtype, shape);
+  }
+  auto shapes = engine_->OutputShapes(options_.max_batch);
+  if (shapes.ok()) {
+    for (size_t i = 0; i < shapes->size(); ++i) {
+      batch_outputs_.emplace_back(info.outputs[i].dtype, (*shapes)[i]);
+    }
+  }
+  scheduler_ = std::thread([this] { SchedulerLoop(); });
+}
+
+Batcher::~Batcher() { Shutdown(std::chrono::milliseconds(0)); }
+
+size_t Batcher::queue_depth() const {
+  std::lock_guard lock(mu_);
+  return queue_.size();
+}
+
+Status Batcher::Submit(std::shared_ptr<Ticket> ticket, std::vector<BatchItem> items) {
+  const auto now = Clock::now();
+  {
+    std::lock_guard lock(mu_);
+    if (!accepting_) return Unavailable("the server is shutting down");
+    if (queue_.size() + items.size() > options_.max_queue) {
+      return ResourceExhausted("the queue is full (" + std::to_string(queue_.size()) + " of " +
+                               std::to_string(options_.max_queue) +
+                               " frames waiting); retry later");
+    }
+    for (size_t i = 0; i < items.size(); ++i) {
+      queue_.push_back(Queued{ticket, i, std::move(items[i]), now});
+    }
+    metrics_->SetQueueDepth(static_cast<int64_t>(queue_.size()));
+  }
+  cv_.notify_one();
+  return Status::Ok();
+}
+
+void Batcher::Finish(const std::shared_ptr<Ticket>& ticket, bool finished) {
+  if (finished && ticket->on_complete_) ticket->on_complete_(*ticket);
+}
+
+void Batcher::SchedulerLoop() {
+  std::vector<Queued> batch;
+  while (true) {
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      if (queue_.empty()) break;  // stopping and drained
+      // Give the batch until the oldest frame's delay runs out to fill up.
+      const auto fill_deadline = queue_.front().enqueued + options_.max_queue_delay;
+      cv_.wait_until(lock, fill_deadline, [&] {
+        return stop_ || queue_.size() >= static_cast<size_t>(options_.max_batch);
+      });
+      const size_t n = std::min(queue_.size(), static_cast<size_t>(options_.max_batch));
+      for (size_t i = 0; i < n; ++i) {
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+      running_batch_ = true;
+      metrics_->SetQueueDepth(static_cast<int64_t>(queue_.size()));
+    }
+    RunBatch(batch);
+    batch.clear();
+    {
+      std::lock_guard lock(mu_);
+      running_batch_ = false;
+    }
+    drained_cv_.notify_all();
+  }
+  drained_cv_.notify_all();
+}
+
+void Batcher::RunBatch(std::vector<Queued>& batch) {
+  const auto start = Clock::now();
+  // Drop what nobody waits for any more before it reaches the model.
+  std::vector<Queued*> live;
+  for (auto& q : batch) {
+    Status why;
+    if (q.ticket->cancelled()) {
+      why = Status(StatusCode::kCancelled, "the request was cancelled");
+    } else if (start > q.ticket->deadline()) {
+      why = Status(StatusCode::kDeadlineExceeded,
+                   "the deadline passed after " +
+                       std::to_string(static_cast<int>(MsBetween(q.enqueued, start))) +
+                       " ms in the queue, before the frame ran");
+    }
+    if (why.ok()) {
+      live.push_back(&q);
+    } else {
+      Finish(q.ticket, q.ticket->FrameFailed(why));
+    }
+  }
+  if (live.empty()) return;
+
+  const size_t n = live.size();
+  std::vector<TensorView> inputs;
+  std::vector<MutableTensorView> outputs;
+  if (n == 1) {  // one frame: its own buffers are already a batch of one
+    for (const auto& t : live[0]->item.inputs) inputs.push_back(t.view());
+  } else {
+    for (size_t i = 0; i < batch_inputs_.size(); ++i) {
+      const size_t row_bytes = batch_inputs_[i].byte_size() / options_.max_batch;
+      for (size_t r = 0; r < n; ++r) {
+        std::memcpy(static_cast<char*>(batch_inputs_[i].data()) + r * row_bytes,
+                    live[r]->item.inputs[i].data(), row_bytes);
+      }
+      inputs.push_back(Prefix<TensorView>(batch_inputs_[i], n));
+    }
+  }
+  for (auto& t : batch_outputs_) outputs.push_back(Prefix<MutableTensorView>(t, n));
+
+  const auto run_start = Clock::now();
+  Status status = engine_->Run(inputs, outputs);
+  const auto run_end = Clock::now();
+  const double compute_ms = MsBetween(run_start, run_end);
+  metrics_->RecordBatch(static_cast<int>(n), compute_ms / 1000.0);
+  metrics_->AddFrames(static_cast<int>(n));
+  for (size_t r = 0; r < n; ++r) {
+    Queued& q = *live[r];
+    const double queue_ms = MsBetween(q.enqueued, run_start);
+    metrics_->RecordQueueTime(queue_ms / 1000.0);
+    const bool finished = status.ok()
+                              ? q.ticket->FrameDone(q.index, outputs, r, queue_ms, compute_ms)
+                              : q.ticket->FrameFailed(status.WithContext("inference failed"));
+    Finish(q.ticket, finished);
+  }
+}
+
+void Batcher::Shutdown(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  accepting_ = false;
+  drained_cv_.wait_for(lock, timeout, [&] { return queue_.empty() && !running_batch_; });
+  // Whatever is still queued after the drain timeout fails rather than hangs.
+  std::deque<Queued> rest;
+  rest.swap(queue_);
+  stop_ = true;
+  lock.unlock();
+  cv_.notify_all();
+  for (auto& q : rest) {
+    Finish(q.ticket,
+           q.ticket->FrameFailed(Unavailable("the server shut down before this frame ran")));
+  }
+  if (scheduler_.joinable()) scheduler_.join();
+}
+
+}  // namespace lipsync::server

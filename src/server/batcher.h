@@ -1,0 +1,125 @@
+// The dynamic batcher: the only code that calls the engine in the server.
+//
+// Design. Network threads (gRPC's callback threads) decode and validate a request into one
+// BatchItem per frame and hand them, with a Ticket for the request, to Submit(). Submit() never
+// blocks: it admits all the request's frames or none (RESOURCE_EXHAUSTED when the bounded queue
+// lacks room, UNAVAILABLE once shutdown began). One scheduler thread owns the engine: it waits for
+// the first frame, then up to `max_queue_delay` for more, takes up to `max_batch` frames (from any
+// requests and streams), drops frames whose ticket expired or was cancelled, runs the engine once
+// and copies each frame's output into its ticket. When a ticket's last frame is done, its
+// completion callback runs on the scheduler thread; it must be short (it serialises the response
+// and hands it to gRPC).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "lipsync/engine.h"
+#include "server/metrics.h"
+
+namespace lipsync::server {
+
+using Clock = std::chrono::steady_clock;
+
+// One frame: one tensor per model input, each with batch dimension 1.
+struct BatchItem {
+  std::vector<Tensor> inputs;
+};
+
+// The state of one request while its frames are queued or running. Shared by the network side and
+// the batcher.
+class Ticket {
+ public:
+  using Completion = std::function<void(Ticket&)>;
+  Ticket(size_t frames, Clock::time_point deadline, Completion on_complete);
+
+  // Marks the request as abandoned: frames not yet run are dropped.
+  void Cancel() { cancelled_ = true; }
+  bool cancelled() const { return cancelled_; }
+  Clock::time_point deadline() const { return deadline_; }
+  size_t frames() const { return frames_; }
+
+  // Results, valid in the completion callback: OK with outputs [frames, ...] per model output, or
+  // the first error.
+  const Status& status() const { return status_; }
+  const std::vector<Tensor>& outputs() const { return outputs_; }
+  double max_queue_ms() const { return max_queue_ms_; }
+  double compute_ms() const { return compute_ms_; }
+
+ private:
+  friend class Batcher;
+  // Each returns true when it finished the ticket (the caller then runs the completion).
+  bool FrameDone(size_t index, const std::vector<MutableTensorView>& batch_outputs, size_t row,
+                 double queue_ms, double compute_ms);
+  bool FrameFailed(const Status& status);
+
+  const size_t frames_;
+  const Clock::time_point deadline_;
+  Completion on_complete_;
+  std::atomic<bool> cancelled_{false};
+  std::mutex mu_;
+  size_t remaining_;
+  Status status_;
+  std::vector<Tensor> outputs_;
+  double max_queue_ms_ = 0;
+  double compute_ms_ = 0;
+};
+
+struct BatcherOptions {
+  int max_batch = 8;
+  std::chrono::microseconds max_queue_delay{2000};
+  size_t max_queue = 256;  // frames waiting, across all requests
+};
+
+class Batcher {
+ public:
+  Batcher(Engine* engine, BatcherOptions options, Metrics* metrics);
+  ~Batcher();  // stops and drains
+
+  // Admits all of a request's frames or none.
+  Status Submit(std::shared_ptr<Ticket> ticket, std::vector<BatchItem> items);
+
+  // Stops admitting new frames; frames already queued still run. Returns when the queue is empty
+  // and the scheduler has exited, or after `timeout` (then the rest fail with UNAVAILABLE).
+  void Shutdown(std::chrono::milliseconds timeout);
+
+  const BatcherOptions& options() const { return options_; }
+  size_t queue_depth() const;
+
+ private:
+  struct Queued {
+    std::shared_ptr<Ticket> ticket;
+    size_t index;
+    BatchItem item;
+    Clock::time_point enqueued;
+  };
+
+  void SchedulerLoop();
+  void RunBatch(std::vector<Queued>& batch);
+  void Finish(const std::shared_ptr<Ticket>& ticket, bool finished);
+
+  Engine* engine_;
+  const BatcherOptions options_;
+  Metrics* metrics_;
+  // Batch input and output buffers for max_batch frames, reused by every batch.
+  std::vector<Tensor> batch_inputs_;
+  std::vector<Tensor> batch_outputs_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::condition_variable drained_cv_;
+  std::deque<Queued> queue_;
+  bool accepting_ = true;
+  bool stop_ = false;
+  bool running_batch_ = false;
+  std::thread scheduler_;
+};
+
+}  // namespace lipsync::server

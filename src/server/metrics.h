@@ -1,0 +1,68 @@
+// Server metrics, rendered in the Prometheus text format.
+//
+// Latency is timed at two points per frame: queue time (accepted by the batcher -> its batch starts
+// running) and compute time (the batch's Engine::Run). Request counts are by method and status
+// code.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace lipsync::server {
+
+// A cumulative histogram with fixed upper bounds.
+class Histogram {
+ public:
+  explicit Histogram(std::vector<double> bounds);
+  void Observe(double value);
+  // Appends `name_bucket{le=...}`, `name_sum` and `name_count` lines.
+  void Render(const std::string& name, std::string* out) const;
+  uint64_t count() const;
+
+ private:
+  std::vector<double> bounds_;
+  mutable std::mutex mu_;
+  std::vector<uint64_t> counts_;  // one per bound, plus +Inf
+  double sum_ = 0;
+  uint64_t total_ = 0;
+};
+
+class Metrics {
+ public:
+  Metrics();
+
+  void RecordRequest(const std::string& method, const std::string& code);
+  void RecordBatch(int size, double compute_seconds);
+  void RecordQueueTime(double seconds);
+  void AddFrames(int n) { frames_ += n; }
+  void AddInFlight(int delta) { in_flight_ += delta; }
+  void SetQueueDepth(int64_t depth) { queue_depth_ = depth; }
+
+  uint64_t batches() const { return batches_; }
+  uint64_t frames() const { return frames_; }
+  int64_t in_flight() const { return in_flight_; }
+  // Number of batches of exactly `size` frames.
+  uint64_t batches_of_size(int size) const;
+  uint64_t requests(const std::string& method, const std::string& code) const;
+
+  std::string RenderPrometheus() const;
+
+ private:
+  mutable std::mutex mu_;
+  std::map<std::pair<std::string, std::string>, uint64_t> requests_;
+  std::map<int, uint64_t> batch_sizes_;
+  std::atomic<uint64_t> frames_{0};
+  std::atomic<uint64_t> batches_{0};
+  std::atomic<int64_t> in_flight_{0};
+  std::atomic<int64_t> queue_depth_{0};
+  Histogram batch_size_hist_;
+  Histogram queue_seconds_;
+  Histogram compute_seconds_;
+};
+
+}  // namespace lipsync::server

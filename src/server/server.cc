@@ -1,0 +1,148 @@
+#include "server/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <spdlog/spdlog.h>
+
+#include <fstream>
+#include <mutex>
+#include <sstream>
+
+#include "server/http_endpoint.h"
+#include "server/kserve_service.h"
+#include "server/lipsync_service.h"
+
+namespace lipsync::server {
+
+struct Server::Impl {
+  ServerOptions options;
+  Metrics metrics;
+  std::unique_ptr<Batcher> batcher;
+  ServiceContext ctx;
+  std::unique_ptr<LipSyncService> lipsync_service;
+  std::unique_ptr<KServeService> kserve_service;
+  std::unique_ptr<grpc::Server> grpc_server;
+  std::unique_ptr<HttpEndpoint> http;
+  int port = 0;
+  std::mutex shutdown_mu;
+  bool shut_down = false;
+};
+
+namespace {
+
+Result<std::string> ReadPem(const std::string& path, const char* what) {
+  std::ifstream in(path);
+  if (!in) return NotFound(std::string("cannot read the TLS ") + what + " '" + path + "'");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  if (ss.str().find("-----BEGIN") == std::string::npos) {
+    return InvalidArgument(std::string("the TLS ") + what + " '" + path + "' is not PEM");
+  }
+  return ss.str();
+}
+
+Result<std::shared_ptr<grpc::ServerCredentials>> Credentials(const ServerOptions& o) {
+  if (o.tls_cert_file.empty() && o.tls_key_file.empty()) {
+    if (!o.tls_client_ca_file.empty()) {
+      return InvalidArgument("--tls-client-ca needs --tls-cert and --tls-key");
+    }
+    return grpc::InsecureServerCredentials();
+  }
+  if (o.tls_cert_file.empty() || o.tls_key_file.empty()) {
+    return InvalidArgument("TLS needs both --tls-cert and --tls-key");
+  }
+  grpc::SslServerCredentialsOptions ssl;
+  LIPSYNC_ASSIGN_OR_RETURN(std::string cert, ReadPem(o.tls_cert_file, "certificate"));
+  LIPSYNC_ASSIGN_OR_RETURN(std::string key, ReadPem(o.tls_key_file, "key"));
+  ssl.pem_key_cert_pairs.push_back({key, cert});
+  if (!o.tls_client_ca_file.empty()) {
+    LIPSYNC_ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadPem(o.tls_client_ca_file, "client CA"));
+    ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(ssl);
+}
+
+}  // namespace
+
+Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Server::~Server() { Shutdown(); }
+
+Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOptions& options) {
+  if (options.batching.max_batch < 1) return InvalidArgument("--max-batch must be at least 1");
+  if (options.batching.max_batch > engine->info().max_batch) {
+    return InvalidArgument("--max-batch " + std::to_string(options.batching.max_batch) +
+                           " exceeds the model's limit of " +
+                           std::to_string(engine->info().max_batch));
+  }
+  if (options.batching.max_queue < static_cast<size_t>(options.batching.max_batch)) {
+    return InvalidArgument("--max-queue must be at least --max-batch");
+  }
+  LIPSYNC_ASSIGN_OR_RETURN(auto host_port, SplitHostPort(options.listen));
+  LIPSYNC_ASSIGN_OR_RETURN(auto credentials, Credentials(options));
+
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  LIPSYNC_ASSIGN_OR_RETURN(impl->ctx.spec, ModelSpec::FromEngine(*engine, options.model_name,
+                                                                 options.batching.max_batch));
+  impl->batcher = std::make_unique<Batcher>(engine, options.batching, &impl->metrics);
+  impl->ctx.engine = engine;
+  impl->ctx.batcher = impl->batcher.get();
+  impl->ctx.metrics = &impl->metrics;
+  impl->ctx.max_queue_delay_us = options.batching.max_queue_delay.count();
+  impl->ctx.max_queue = static_cast<int64_t>(options.batching.max_queue);
+  impl->lipsync_service = std::make_unique<LipSyncService>(&impl->ctx);
+  impl->kserve_service = std::make_unique<KServeService>(&impl->ctx);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.listen, credentials, &impl->port);
+  builder.SetMaxReceiveMessageSize(options.max_message_bytes);
+  builder.SetMaxSendMessageSize(options.max_message_bytes);
+  builder.RegisterService(impl->lipsync_service.get());
+  builder.RegisterService(impl->kserve_service.get());
+  impl->grpc_server = builder.BuildAndStart();
+  if (!impl->grpc_server || impl->port == 0) {
+    return Unavailable("cannot listen on " + options.listen +
+                       " (port in use, or not an address of this machine)");
+  }
+  if (!options.metrics_listen.empty()) {
+    Impl* raw = impl.get();
+    auto http = HttpEndpoint::Start(options.metrics_listen,
+                                    {[raw] { return raw->metrics.RenderPrometheus(); },
+                                     [raw] { return raw->ctx.ready.load(); }});
+    if (!http.ok()) {
+      impl->grpc_server->Shutdown();
+      return http.status();
+    }
+    impl->http = std::move(*http);
+  }
+  impl->grpc_server->GetHealthCheckService()->SetServingStatus(true);
+  impl->ctx.ready = true;
+  return std::unique_ptr<Server>(new Server(std::move(impl)));
+}
+
+int Server::port() const { return impl_->port; }
+int Server::metrics_port() const { return impl_->http ? impl_->http->port() : 0; }
+Metrics& Server::metrics() { return impl_->metrics; }
+
+void Server::Shutdown() {
+  std::lock_guard lock(impl_->shutdown_mu);
+  if (impl_->shut_down) return;
+  impl_->shut_down = true;
+  impl_->ctx.ready = false;
+  impl_->grpc_server->GetHealthCheckService()->SetServingStatus(false);
+  // gRPC refuses new calls at once and waits for accepted ones, which the batcher keeps serving;
+  // past the drain deadline it cancels what is left.
+  const auto deadline = std::chrono::system_clock::now() + impl_->options.drain_timeout;
+  impl_->grpc_server->Shutdown(deadline);
+  impl_->batcher->Shutdown(std::chrono::milliseconds(0));
+  impl_->grpc_server->Wait();
+  if (impl_->http) impl_->http->Stop();
+}
+
+void Server::Wait() { impl_->grpc_server->Wait(); }
+
+}  // namespace lipsync::server

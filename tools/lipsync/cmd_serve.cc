@@ -1,0 +1,101 @@
+// `lipsync serve`: the gRPC server. Stops cleanly on SIGINT/SIGTERM: refuses new calls, finishes
+// the accepted ones within the drain timeout, exits 0.
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <thread>
+
+#include "commands.h"
+#include "engine_flags.h"
+#include "server/server.h"
+
+namespace lipsync::cli {
+namespace {
+
+struct ServeArgs {
+  EngineFlags engine;
+  server::ServerOptions server;
+  int64_t max_queue_delay_us = 2000;
+  size_t max_queue = 256;
+  int drain_timeout_s = 10;
+  int max_message_mb = 64;
+  std::string log_level = "info";
+};
+
+int RunServe(ServeArgs& args) {
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  spdlog::set_level(spdlog::level::from_str(args.log_level));
+  // Block the stop signals here so that every thread inherits the mask; one thread waits for them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  auto options = ToEngineOptions(args.engine);
+  if (!options.ok()) return ReportError(options.status());
+  options->max_batch = args.server.batching.max_batch;
+  auto engine = Engine::Create(args.engine.model, *options);
+  if (!engine.ok()) return ReportError(engine.status());
+  const ModelInfo& info = (*engine)->info();
+  spdlog::info("loaded {} ({} inputs, opset {}) on backend {} provider {}", info.path,
+               info.inputs.size(), info.opset, info.backend, info.provider);
+
+  args.server.batching.max_queue_delay = std::chrono::microseconds(args.max_queue_delay_us);
+  args.server.batching.max_queue = args.max_queue;
+  args.server.drain_timeout = std::chrono::seconds(args.drain_timeout_s);
+  args.server.max_message_bytes = args.max_message_mb << 20;
+  auto server = server::Server::Start(engine->get(), args.server);
+  if (!server.ok()) return ReportError(server.status());
+  spdlog::info("serving model '{}' on {} (port {}){}; max batch {}, queue delay {} us, queue {}",
+               args.server.model_name, args.server.listen, (*server)->port(),
+               args.server.tls_cert_file.empty() ? "" : " with TLS", args.server.batching.max_batch,
+               args.max_queue_delay_us, args.max_queue);
+  if (!args.server.metrics_listen.empty()) {
+    spdlog::info("metrics on http://{}/metrics (port {}), probes /healthz /readyz",
+                 args.server.metrics_listen, (*server)->metrics_port());
+  }
+
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  spdlog::info("received {}, draining (up to {} s)", sig == SIGINT ? "SIGINT" : "SIGTERM",
+               args.drain_timeout_s);
+  (*server)->Shutdown();
+  spdlog::info("stopped");
+  return 0;
+}
+
+}  // namespace
+
+void AddServeCommand(CLI::App& app, int* exit_code) {
+  auto* cmd = app.add_subcommand("serve", "Serve a model over gRPC (LipSync and KServe v2)");
+  auto args = std::make_shared<ServeArgs>();
+  AddEngineFlags(cmd, &args->engine, /*with_max_batch=*/false);
+  cmd->add_option("--listen", args->server.listen, "gRPC address host:port")->capture_default_str();
+  cmd->add_option("--metrics", args->server.metrics_listen,
+                  "HTTP address for /metrics, /healthz, /readyz (e.g. 127.0.0.1:9090)");
+  cmd->add_option("--model-name", args->server.model_name, "name clients use for the model")
+      ->capture_default_str();
+  cmd->add_option("--max-batch", args->server.batching.max_batch, "largest batch the server forms")
+      ->capture_default_str();
+  cmd->add_option("--max-queue-delay-us", args->max_queue_delay_us,
+                  "longest a frame waits for its batch to fill")
+      ->capture_default_str();
+  cmd->add_option("--max-queue", args->max_queue,
+                  "frames waiting at most; beyond: RESOURCE_EXHAUSTED")
+      ->capture_default_str();
+  cmd->add_option("--drain-timeout-s", args->drain_timeout_s, "seconds to finish accepted calls")
+      ->capture_default_str();
+  cmd->add_option("--max-message-mb", args->max_message_mb, "largest request or response")
+      ->capture_default_str();
+  cmd->add_option("--tls-cert", args->server.tls_cert_file, "PEM certificate (enables TLS)");
+  cmd->add_option("--tls-key", args->server.tls_key_file, "PEM private key");
+  cmd->add_option("--tls-client-ca", args->server.tls_client_ca_file,
+                  "PEM CA that client certificates must chain to (mutual TLS)");
+  cmd->add_option("--log-level", args->log_level, "trace|debug|info|warn|error")
+      ->capture_default_str();
+  cmd->callback([=] { *exit_code = RunServe(*args); });
+}
+
+}  // namespace lipsync::cli
