@@ -1,0 +1,146 @@
+// Dynamic batching, overload, deadlines, cancellation and shutdown.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <thread>
+
+#include "server_test_util.h"
+
+namespace lipsync::server::testing {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double MsSince(Clock::time_point t) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
+
+TEST(ServerBatching, ConcurrentRequestsRunTogetherWithinMaxBatch) {
+  // A long queue delay gives the requests time to meet; max batch 4 caps the batches.
+  auto s = StartServer(Options(4, 300000));
+  ASSERT_TRUE(s);
+  constexpr int kClients = 8;
+  std::vector<Frames> frames;
+  for (int i = 0; i < kClients; ++i) frames.push_back(MakeFrames(1, 200 + i));
+  std::vector<std::future<std::pair<grpc::Status, lipsync::v1::InferResponse>>> calls;
+  for (int i = 0; i < kClients; ++i) {
+    calls.push_back(std::async(std::launch::async, [&, i] {
+      lipsync::v1::InferResponse r;
+      auto st = CallInfer(*s, frames[i].request, &r);
+      return std::make_pair(st, r);
+    }));
+  }
+  for (int i = 0; i < kClients; ++i) {
+    auto [status, response] = calls[i].get();
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    // Grouped with other frames, not alone: equal to the engine within 1e-5.
+    EXPECT_LE(
+        MaxAbsDiff(response.output().data(), EngineOutput(*s->engine, frames[i].engine_inputs)),
+        1e-5);
+  }
+  Metrics& m = s->server->metrics();
+  EXPECT_EQ(m.frames(), static_cast<uint64_t>(kClients));
+  EXPECT_GE(m.batches_of_size(4), 1u) << m.RenderPrometheus();
+  EXPECT_LT(m.batches(), static_cast<uint64_t>(kClients));
+  for (int size = 5; size <= 64; ++size) EXPECT_EQ(m.batches_of_size(size), 0u) << size;
+  EXPECT_NE(m.RenderPrometheus().find("lipsync_batch_size_bucket{le=\"4\"}"), std::string::npos);
+}
+
+TEST(ServerBatching, LoneRequestWaitsAtMostTheQueueDelay) {
+  auto s = StartServer(Options(8, 50000));  // 50 ms
+  ASSERT_TRUE(s);
+  Frames f = MakeFrames(1, 1);
+  lipsync::v1::InferResponse warm;
+  ASSERT_TRUE(CallInfer(*s, f.request, &warm).ok());
+  lipsync::v1::InferResponse r;
+  const auto t0 = Clock::now();
+  ASSERT_TRUE(CallInfer(*s, f.request, &r).ok());
+  const double ms = MsSince(t0);
+  EXPECT_GE(r.queue_ms(), 40.0);   // it did wait for company...
+  EXPECT_LE(r.queue_ms(), 150.0);  // ...but not much longer than the delay
+  EXPECT_LT(ms, 1000.0);
+}
+
+TEST(ServerBatching, FullQueueRefusesAtOnceAndAnswersWhatItAccepted) {
+  auto s = StartServer(Options(8, 1000000, 8));  // a 1 s delay keeps 6 frames waiting
+  ASSERT_TRUE(s);
+  Frames six = MakeFrames(6, 1);
+  auto first = std::async(std::launch::async, [&] {
+    lipsync::v1::InferResponse r;
+    return CallInfer(*s, six.request, &r);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  Frames three = MakeFrames(3, 2);
+  lipsync::v1::InferResponse r;
+  const auto t0 = Clock::now();
+  auto refused = CallInfer(*s, three.request, &r);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(refused.error_message().find("queue is full"), std::string::npos);
+  EXPECT_LT(MsSince(t0), 300.0);
+  EXPECT_TRUE(first.get().ok());  // the accepted request is still answered
+  EXPECT_EQ(s->server->metrics().requests("Infer", "RESOURCE_EXHAUSTED"), 1u);
+}
+
+TEST(ServerBatching, ExpiredWorkNeverReachesTheModel) {
+  auto s = StartServer(Options(8, 500000));  // frames wait 500 ms for company
+  ASSERT_TRUE(s);
+  Frames f = MakeFrames(1, 1);
+  lipsync::v1::InferResponse r;
+  auto status = CallInfer(*s, f.request, &r, /*timeout_ms=*/100);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  EXPECT_EQ(s->server->metrics().frames(), 0u);  // dropped before the engine ran
+  EXPECT_EQ(s->server->metrics().batches(), 0u);
+}
+
+TEST(ServerBatching, CancelledStreamFreesItsResources) {
+  auto s = StartServer(Options(8, 300000));
+  ASSERT_TRUE(s);
+  {
+    grpc::ClientContext ctx;
+    auto stream = s->stub->StreamInfer(&ctx);
+    for (int i = 0; i < 4; ++i) {
+      lipsync::v1::StreamInferRequest m;
+      m.set_sequence(i);
+      *m.mutable_request() = MakeFrames(1, i).request;
+      ASSERT_TRUE(stream->Write(m));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    ctx.TryCancel();
+    stream->Finish();
+  }
+  const auto t0 = Clock::now();
+  while (s->server->metrics().in_flight() != 0 && MsSince(t0) < 3000) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(s->server->metrics().in_flight(), 0);
+  EXPECT_EQ(s->server->metrics().frames(), 0u);  // the cancelled frames were dropped
+  // And the server still serves.
+  lipsync::v1::InferResponse r;
+  EXPECT_TRUE(CallInfer(*s, MakeFrames(1, 9).request, &r).ok());
+}
+
+TEST(ServerBatching, ShutdownDrainsAcceptedRequests) {
+  auto s = StartServer(Options(8, 400000));
+  ASSERT_TRUE(s);
+  Frames f = MakeFrames(2, 1);
+  auto pending = std::async(std::launch::async, [&] {
+    lipsync::v1::InferResponse r;
+    auto st = CallInfer(*s, f.request, &r);
+    return std::make_pair(st, r);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  std::thread stopper([&] { s->server->Shutdown(); });
+  auto [status, response] = pending.get();
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(MaxAbsDiff(response.output().data(), EngineOutput(*s->engine, f.engine_inputs)), 0.0);
+  stopper.join();
+  lipsync::v1::InferResponse after;
+  auto refused = CallInfer(*s, f.request, &after, 2000);
+  EXPECT_FALSE(refused.ok());
+}
+
+}  // namespace
+}  // namespace lipsync::server::testing
