@@ -53,6 +53,7 @@ Result<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& target,
 Result<lipsync::v1::ModelInfo> FetchModelInfo(lipsync::v1::LipSync::Stub& stub, int timeout_ms) {
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms));
+  ctx.set_wait_for_ready(true);  // a server that is still starting gets until the deadline
   lipsync::v1::GetModelInfoRequest request;
   lipsync::v1::ModelInfo info;
   grpc::Status s = stub.GetModelInfo(&ctx, request, &info);
