@@ -15,14 +15,21 @@ class CheckpointError(Exception):
 def read_state_dict(path):
     """Reads a plain state dict (also one wrapped under 'state_dict' or 'model', or saved from
     nn.DataParallel with 'module.' prefixes)."""
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise CheckpointError(f"checkpoint '{path}' does not exist")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint '{path}' is not a file")
     try:
         obj = torch.load(path, map_location="cpu")
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError,
             OSError) as e:
         raise CheckpointError(
             f"checkpoint '{path}' cannot be read (truncated or not a PyTorch file): {e}") from None
+    except (AttributeError, ImportError) as e:
+        # A whole pickled model (torch.save(model)) names classes this package does not have.
+        raise CheckpointError(
+            f"checkpoint '{path}' holds pickled objects rather than a state dict ({e}); save "
+            "it with torch.save(model.state_dict())") from None
     if isinstance(obj, dict):
         for key in ("state_dict", "model"):
             if key in obj and isinstance(obj[key], dict):
@@ -67,3 +74,29 @@ def load_model(path, mode="ave", size=320):
         raise CheckpointError(f"'{path}' (mode {mode}, size {size}): {e}") from None
     model.load_state_dict(state, strict=True)
     return model.eval()
+
+
+def main(argv=None):
+    """`python3 -m lipsync.checkpoint FILE.pth --mode ave --size 320`: does it load strictly?"""
+    import argparse
+    import sys
+
+    from .model import AUDIO_SHAPES
+    parser = argparse.ArgumentParser(description="Check that a checkpoint loads strictly.")
+    parser.add_argument("checkpoint")
+    parser.add_argument("--mode", default="ave", choices=sorted(AUDIO_SHAPES))
+    parser.add_argument("--size", type=int, default=320, choices=(320, 160))
+    args = parser.parse_args(argv)
+    try:
+        model = load_model(args.checkpoint, args.mode, args.size)
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    params = sum(p.numel() for p in model.parameters())
+    print(f"{args.checkpoint}: loads strictly as mode {args.mode}, size {args.size} "
+          f"({len(model.state_dict())} entries, {params:,} parameters)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

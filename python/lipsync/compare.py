@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 import torch
@@ -20,31 +21,29 @@ from . import engine_cli
 from .checkpoint import CheckpointError, load_model
 from .export import verify
 from .model import AUDIO_SHAPES
-from .torch_bench import TorchRunner, summarize
+from .torch_bench import TorchRunner, batch_result, report, set_threads, summarize
 
 
 def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
-def onnx_input_names(engine, onnx_path):
-    proc = subprocess.run([engine, "info", "--model", onnx_path, "--json"], capture_output=True,
-                          text=True)
-    if proc.returncode:
-        raise RuntimeError(proc.stderr.strip())
-    return [t["name"] for t in json.loads(proc.stdout)["inputs"]]
-
-
 def cpp_round(engine, onnx_path, batch, threads, iterations, warmup, extra):
-    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+    """One `lipsync bench` run; returns its JSON report (with the raw samples)."""
+    with tempfile.TemporaryDirectory(prefix="lipsync-compare-") as tmp:
+        out = os.path.join(tmp, "bench.json")
         cmd = [engine, "bench", "--model", onnx_path, "--batch", str(batch), "--threads",
                str(threads), "--iterations", str(iterations), "--warmup", str(warmup),
-               "--json", out.name, *extra]
+               "--json", out, *extra]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode:
-            raise RuntimeError(f"lipsync bench failed: {proc.stderr.strip()}")
-        rep = json.load(open(out.name))
-    return rep["results"][0]["samples_ms"], rep["implementation"]
+            raise engine_cli.EngineError(
+                f"`lipsync bench` failed: {proc.stderr.strip() or proc.stdout.strip()}")
+        with open(out) as f:
+            rep = json.load(f)
+    if not rep.get("results") or "samples_ms" not in rep["results"][0]:
+        raise engine_cli.EngineError("`lipsync bench` wrote no per-run samples (samples_ms)")
+    return rep
 
 
 def row(name, batch, samples, baseline_median=None):
@@ -71,48 +70,74 @@ def main(argv=None):
     parser.add_argument("--json")
     args = parser.parse_args(argv)
 
+    t0 = time.perf_counter()
     try:
         engine = engine_cli.find_engine(args.engine)
         model = load_model(args.checkpoint, args.mode, args.size)
     except (engine_cli.EngineNotFound, CheckpointError) as e:
         log(f"error: {e}")
         return 2
-    torch.set_num_threads(args.threads)
-    names = onnx_input_names(engine, args.onnx)
+    set_threads(args.threads)
+    runner = TorchRunner(model)
+    torch_create_ms = (time.perf_counter() - t0) * 1000.0
+    try:
+        return run_comparison(args, engine, runner, torch_create_ms)
+    except engine_cli.EngineError as e:
+        log(f"error: {e}")
+        return 2
 
-    log(f"accuracy: PyTorch vs {engine} on the same random inputs")
-    worst = verify(model, args.onnx, names, engine, args.tolerance, [args.batch])
+
+def run_comparison(args, engine, runner, torch_create_ms):
+    names = engine_cli.input_names(engine, args.onnx)
+    log(f"accuracy: PyTorch vs {engine} on the same random inputs, batch {args.batch}")
+    worst = verify(runner.model, args.onnx, names, engine, args.tolerance, [args.batch])
     if not worst <= args.tolerance:
-        log(f"error: outputs differ by {worst:.3g} (tolerance {args.tolerance:g})")
+        log(f"error: outputs differ by {worst:.3g} (tolerance {args.tolerance:g}); "
+            "is the ONNX file an export of this checkpoint?")
         return 1
 
-    runner = TorchRunner(model)
+    first_ms = runner.run_once(args.batch)
     for _ in range(args.warmup):
         runner.run_once(args.batch)
     per_round = max(1, args.iterations // args.rounds)
-    torch_samples, cpp_samples, cpp_name = [], [], "lipsync"
+    torch_samples, cpp_samples, cpp_reports = [], [], []
     for r in range(args.rounds):
         log(f"round {r + 1}/{args.rounds}: PyTorch, then C++ ({per_round} runs each)")
         torch_samples += [runner.run_once(args.batch) for _ in range(per_round)]
-        samples, cpp_name = cpp_round(engine, args.onnx, args.batch, args.threads, per_round,
-                                      args.warmup, args.engine_args.split())
-        cpp_samples += samples
+        rep = cpp_round(engine, args.onnx, args.batch, args.threads, per_round, args.warmup,
+                        args.engine_args.split())
+        cpp_samples += rep["results"][0]["samples_ms"]
+        cpp_reports.append(rep)
 
     base = row("pytorch-eager-cpu", args.batch, torch_samples)
-    ours = row(cpp_name, args.batch, cpp_samples, base["latency_ms"]["median"])
-    print(f"\nsame weights, batch {args.batch}, {args.threads} threads, "
-          f"max abs difference {worst:.3g}")
+    ours = row(cpp_reports[-1]["implementation"], args.batch, cpp_samples,
+               base["latency_ms"]["median"])
+    print(f"\nsame weights, batch {args.batch}, {args.threads} threads, {args.rounds} alternating "
+          f"rounds, max abs difference {worst:.3g}")
     print(f"{'implementation':24} {'batch':>5} {'runs':>5} {'median ms':>10} {'p90 ms':>9} "
-          f"{'p99 ms':>9} {'FPS':>8} {'speedup':>8}")
+          f"{'p99 ms':>9} {'FPS':>8} {'speedup vs PyTorch':>19}")
     for r in (base, ours):
         lat = r["latency_ms"]
         print(f"{r['implementation']:24} {r['batch']:5d} {r['iterations']:5d} "
               f"{lat['median']:10.2f} {lat['p90']:9.2f} {lat['p99']:9.2f} {r['fps']:8.2f} "
-              f"{r['speedup']:7.2f}x")
+              f"{r['speedup']:18.2f}x")
     if args.json:
+        # Each implementation also in the `lipsync bench` schema, over the pooled samples.
+        torch_rep = report("pytorch-eager-cpu", args.checkpoint, torch.get_num_threads(),
+                           "float32", torch_create_ms,
+                           [batch_result(args.batch, first_ms, args.warmup, torch_samples)])
+        cpp_rep = dict(cpp_reports[-1])
+        cpp_rep["session_create_ms"] = float(np.median(
+            [c["session_create_ms"] for c in cpp_reports]))
+        cpp_rep["results"] = [batch_result(
+            args.batch, float(np.median([c["results"][0]["first_inference_ms"]
+                                         for c in cpp_reports])),
+            args.warmup, cpp_samples)]
+        cpp_rep["peak_rss_mb"] = max(c["peak_rss_mb"] for c in cpp_reports)
         with open(args.json, "w") as f:
-            json.dump({"batch": args.batch, "threads": args.threads, "max_abs_diff": worst,
-                       "results": [base, ours]}, f, indent=2)
+            json.dump({"batch": args.batch, "threads": args.threads, "rounds": args.rounds,
+                       "max_abs_diff": worst, "results": [base, ours],
+                       "reports": [torch_rep, cpp_rep]}, f, indent=2)
         print(f"wrote {args.json}")
     return 0
 

@@ -5,16 +5,22 @@ through the same path a real checkpoint takes, plus a synthetic face and audio f
 writes models/demo.pth, models/demo.onnx, models/demo_face.png, models/demo_audio.npy.
 """
 import argparse
+import io
 import math
 import os
+import struct
 import sys
 import zlib
-import struct
 
 import numpy as np
 import torch
 
+from .checkpoint import CheckpointError, check_state_dict, read_state_dict
 from .model import AUDIO_SHAPES, build_model
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
 
 
 def random_state_dict(mode="ave", size=320, seed=0):
@@ -78,6 +84,59 @@ def write_png(path, bgr):
         f.write(chunk(b"IEND", b""))
 
 
+def write_atomic(path, data):
+    """Writes bytes through a temporary file, so an interrupted run leaves no half-written file."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def state_dict_bytes(state):
+    """torch.save output in memory: its bytes do not depend on the file name, so the same seed
+    gives the same file."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+def valid_checkpoint(path, mode, size):
+    try:
+        check_state_dict(build_model(mode, size), read_state_dict(path))
+        return True
+    except CheckpointError:
+        return False
+
+
+def valid_onnx(path, mode, size):
+    import onnx
+    try:
+        model = onnx.load(path)
+        onnx.checker.check_model(model)
+    except Exception:  # any parse or checker failure means "make it again"
+        return False
+    inputs = [[d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input]
+    return len(inputs) == 2 and inputs[0][1:] == [6, size, size] and \
+        tuple(inputs[1][1:]) == AUDIO_SHAPES[mode]
+
+
+def valid_png(path, size):
+    try:
+        with open(path, "rb") as f:
+            head = f.read(24)
+    except OSError:
+        return False
+    return head[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", head[16:24]) == (size, size)
+
+
+def valid_npy(path, mode):
+    try:
+        arr = np.load(path)
+    except (OSError, ValueError):
+        return False
+    return arr.dtype == np.float32 and arr.shape == (1, *AUDIO_SHAPES[mode])
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Make the demo model, face and audio features.")
     parser.add_argument("--out-dir", required=True)
@@ -85,6 +144,7 @@ def main(argv=None):
     parser.add_argument("--size", type=int, default=320, choices=(320, 160))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--force", action="store_true", help="remake files that exist")
+    parser.add_argument("--engine", help="lipsync binary that verifies the export")
     parser.add_argument("--no-verify", action="store_true", help="skip the engine check")
     args = parser.parse_args(argv)
 
@@ -93,30 +153,47 @@ def main(argv=None):
     onnx_path = os.path.join(args.out_dir, "demo.onnx")
     face = os.path.join(args.out_dir, "demo_face.png")
     audio = os.path.join(args.out_dir, "demo_audio.npy")
+    crop = args.size + 8  # the 328 (or 168) crop around the model's input
 
-    if args.force or not os.path.exists(pth):
-        torch.save(random_state_dict(args.mode, args.size, args.seed), pth)
-        print(f"wrote {pth}", file=sys.stderr)
-    if args.force or not os.path.exists(face):
-        crop = args.size + 8
+    def keep(path, valid):
+        if not args.force and os.path.exists(path) and valid():
+            log(f"{path} is there and valid; kept (--force remakes it)")
+            return True
+        return False
+
+    new_weights = False
+    if not keep(pth, lambda: valid_checkpoint(pth, args.mode, args.size)):
+        log(f"making seeded random weights (mode {args.mode}, size {args.size}, "
+            f"seed {args.seed})")
+        write_atomic(pth, state_dict_bytes(random_state_dict(args.mode, args.size, args.seed)))
+        log(f"wrote {pth}")
+        new_weights = True
+    if not keep(face, lambda: valid_png(face, crop)):
         write_png(face, synthetic_face(crop, args.seed))
-        print(f"wrote {face}", file=sys.stderr)
-    if args.force or not os.path.exists(audio):
+        log(f"wrote {face}")
+    if not keep(audio, lambda: valid_npy(audio, args.mode)):
         rng = np.random.default_rng(args.seed + 1)
-        np.save(audio, rng.random(AUDIO_SHAPES[args.mode], dtype=np.float32))
-        print(f"wrote {audio}", file=sys.stderr)
-    if args.force or not os.path.exists(onnx_path):
+        buf = io.BytesIO()
+        np.save(buf, rng.random((1, *AUDIO_SHAPES[args.mode]), dtype=np.float32))
+        write_atomic(audio, buf.getvalue())
+        log(f"wrote {audio}")
+    if new_weights or not keep(onnx_path, lambda: valid_onnx(onnx_path, args.mode, args.size)):
         from . import export  # the same path a real checkpoint takes
+        tmp = f"{onnx_path}.tmp{os.getpid()}.onnx"
         export_args = ["--checkpoint", pth, "--mode", args.mode, "--size", str(args.size),
-                       "--out", onnx_path]
+                       "--out", tmp]
+        if args.engine:
+            export_args += ["--engine", args.engine]
         if args.no_verify:
             export_args.append("--no-verify")
         code = export.main(export_args)
         if code:
-            if os.path.exists(onnx_path):
-                os.remove(onnx_path)
+            if os.path.exists(tmp):
+                os.remove(tmp)
             return code
-    print(f"demo model ready in {args.out_dir}", file=sys.stderr)
+        os.replace(tmp, onnx_path)
+        log(f"wrote {onnx_path}")
+    log(f"demo model ready in {args.out_dir}")
     return 0
 
 

@@ -10,23 +10,50 @@ class EngineNotFound(Exception):
     pass
 
 
+class EngineError(Exception):
+    """The `lipsync` command failed or printed something other than the expected JSON."""
+
+
 def find_engine(explicit=None):
     """The `lipsync` binary: --engine, else $LIPSYNC_BIN, else build/tools/lipsync/lipsync."""
-    for candidate in (explicit, os.environ.get("LIPSYNC_BIN"),
+    if explicit:
+        if os.path.isfile(explicit) and os.access(explicit, os.X_OK):
+            return explicit
+        raise EngineNotFound(f"C++ engine not found at --engine {explicit}")
+    for candidate in (os.environ.get("LIPSYNC_BIN"),
                       os.path.join(REPO, "build", "tools", "lipsync", "lipsync")):
         if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
-    raise EngineNotFound("C++ engine not found: build it (make build), or pass --engine PATH, "
-                         "or set LIPSYNC_BIN")
+    raise EngineNotFound("C++ engine not found; pass --engine PATH (or set LIPSYNC_BIN, or build "
+                         "it with `make build`)")
+
+
+def run_json(cmd, accepted_codes=(0,)):
+    """Runs `cmd`, returns its stdout parsed as JSON; EngineError with its stderr otherwise."""
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+    except OSError as e:
+        raise EngineError(f"cannot run {cmd[0]}: {e}") from None
+    if proc.returncode not in accepted_codes:
+        msg = proc.stderr.strip() or proc.stdout.strip() or f"exit code {proc.returncode}"
+        raise EngineError(f"`lipsync {cmd[1]}` failed: {msg}")
+    try:
+        return json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        raise EngineError(f"`lipsync {cmd[1]}` printed no JSON: {proc.stdout[:200]!r}") from None
 
 
 def check(engine, model, inputs, expected, tolerance, threads=0):
-    """Runs `lipsync check`; returns its JSON result. `inputs` maps input names to .npy paths."""
+    """Runs `lipsync check`; returns its JSON result. `inputs` maps input names to .npy paths.
+    Exit code 1 (outside the tolerance) is a result, not an error."""
     cmd = [engine, "check", "--model", model, "--expect", expected, "--tolerance",
            str(tolerance), "--json", "--threads", str(threads)]
     for name, path in inputs.items():
         cmd += ["--input", f"{name}={path}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode not in (0, 1):
-        raise RuntimeError(f"lipsync check failed: {proc.stderr.strip() or proc.stdout.strip()}")
-    return json.loads(proc.stdout)
+    return run_json(cmd, accepted_codes=(0, 1))
+
+
+def input_names(engine, model):
+    """The model's input names in order, as the engine reads them."""
+    info = run_json([engine, "info", "--model", model, "--json"])
+    return [t["name"] for t in info["inputs"]]

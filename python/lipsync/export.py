@@ -3,6 +3,7 @@
     python3 -m lipsync.export --checkpoint 99.pth --mode ave --out 99.onnx
 """
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -36,7 +37,8 @@ def export_onnx(model, out, input_names, output_name, opset=17, fixed_batch=None
 
 
 def verify(model, onnx_path, input_names, engine, tolerance, batches, fixed_batch=None):
-    """PyTorch vs the C++ engine on seeded random inputs; returns the worst max abs difference."""
+    """PyTorch vs the C++ engine on seeded random inputs; returns the worst max abs difference
+    (NaN when any output differs by NaN). Raises engine_cli.EngineError if the engine fails."""
     worst = 0.0
     with tempfile.TemporaryDirectory(prefix="lipsync-verify-") as tmp:
         for i, batch in enumerate(batches if not fixed_batch else [fixed_batch]):
@@ -45,14 +47,19 @@ def verify(model, onnx_path, input_names, engine, tolerance, batches, fixed_batc
                 expected = model(visual, audio).numpy()
             paths = {}
             for name, tensor in zip(input_names, (visual, audio)):
-                paths[name] = os.path.join(tmp, f"{name}_{batch}.npy")
+                paths[name] = os.path.join(tmp, f"input{len(paths)}_{batch}.npy")
                 np.save(paths[name], tensor.numpy())
             expected_path = os.path.join(tmp, f"expected_{batch}.npy")
             np.save(expected_path, expected)
             result = engine_cli.check(engine, onnx_path, paths, expected_path, tolerance)
-            log(f"  batch {batch}: max abs difference {result['max_abs_diff']:.3g} "
-                f"(mean {result['mean_abs_diff']:.3g}) {'OK' if result['ok'] else 'TOO LARGE'}")
-            worst = max(worst, result["max_abs_diff"])
+            diff = result.get("max_abs_diff")
+            diff = float("nan") if diff is None else float(diff)  # JSON has no NaN: null
+            mean = result.get("mean_abs_diff")
+            log(f"  batch {batch}: max abs difference {diff:.3g} "
+                f"(mean {float('nan') if mean is None else mean:.3g}) "
+                f"{'OK' if result.get('ok') else 'TOO LARGE'}")
+            # max() would drop a NaN, so it is carried explicitly.
+            worst = float("nan") if math.isnan(diff) or math.isnan(worst) else max(worst, diff)
     return worst
 
 
@@ -114,10 +121,14 @@ def main(argv=None):
     if not args.verify:
         return 0
     log(f"verifying against PyTorch with {engine}")
-    worst = verify(model, args.out, names, engine, args.tolerance, [1, 3],
-                   args.fixed_batch or None)
+    try:
+        worst = verify(model, args.out, names, engine, args.tolerance, [1, 3],
+                       args.fixed_batch or None)
+    except engine_cli.EngineError as e:
+        log(f"error: cannot verify {args.out}: {e}")
+        return 2
     print(f"max abs difference PyTorch vs C++ engine: {worst:.3g} (tolerance {args.tolerance:g})")
-    if worst > args.tolerance or np.isnan(worst):
+    if not worst <= args.tolerance:  # also true for NaN
         log("error: the exported model does not match PyTorch within the tolerance")
         return 1
     return 0

@@ -64,12 +64,30 @@ def bench_batch(runner, batch, warmup, iterations=0, duration=10.0):
         if iterations <= 0 and time.perf_counter() - start >= duration and len(samples) >= 3:
             break
         samples.append(runner.run_once(batch))
-    total = time.perf_counter() - start
+    return batch_result(batch, first, warmup, samples, time.perf_counter() - start)
+
+
+def batch_result(batch, first_ms, warmup, samples, total_s=None):
+    """One entry of the report's `results`; throughput over the wall time when it is known,
+    else over the summed latencies."""
     lat = summarize(samples)
-    return {"batch": batch, "first_inference_ms": first, "warmup": warmup,
+    total_s = total_s if total_s else sum(samples) / 1000.0
+    return {"batch": batch, "first_inference_ms": first_ms, "warmup": warmup,
             "iterations": len(samples), "latency_ms": lat,
             "ms_per_frame": lat["median"] / batch, "fps": batch * 1000.0 / lat["median"],
-            "throughput_fps": batch * len(samples) / total, "samples_ms": samples}
+            "throughput_fps": batch * len(samples) / total_s, "samples_ms": list(samples)}
+
+
+def set_threads(threads):
+    """Intra-op and inter-op threads; 0 keeps PyTorch's defaults. PyTorch accepts the inter-op
+    count only before its first parallel work, so a later call keeps what is already set."""
+    if threads <= 0:
+        return
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(threads)
+    except RuntimeError:
+        pass
 
 
 def make_model(args):
@@ -106,7 +124,8 @@ def main(argv=None):
     parser.add_argument("--mode", default="ave", choices=sorted(AUDIO_SHAPES))
     parser.add_argument("--size", type=int, default=320, choices=(320, 160))
     parser.add_argument("--batch", default="1")
-    parser.add_argument("--iterations", type=int, default=0)
+    parser.add_argument("--iterations", type=int, default=0, help="timed runs per batch "
+                        "(default: run for --duration seconds)")
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="0: PyTorch's default")
@@ -115,12 +134,21 @@ def main(argv=None):
     parser.add_argument("--json")
     args = parser.parse_args(argv)
 
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     try:
         batches = [int(b) for b in args.batch.split(",")]
     except ValueError:
         print(f"error: --batch must be a comma-separated list of integers, got '{args.batch}'",
+              file=sys.stderr)
+        return 2
+    if not batches or min(batches) < 1:
+        print(f"error: batch sizes must be >= 1, got '{args.batch}'", file=sys.stderr)
+        return 2
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("error: --device cuda but this PyTorch sees no CUDA device", file=sys.stderr)
+        return 2
+    if args.dtype == "float16" and args.device == "cpu":
+        print("error: float16 needs --device cuda (PyTorch CPU convolutions are float32)",
               file=sys.stderr)
         return 2
     t0 = time.perf_counter()
