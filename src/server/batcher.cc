@@ -99,7 +99,10 @@ Status Batcher::Submit(std::shared_ptr<Ticket> ticket, std::vector<BatchItem> it
 }
 
 void Batcher::Finish(const std::shared_ptr<Ticket>& ticket, bool finished) {
-  if (finished && ticket->on_complete_) ticket->on_complete_(*ticket);
+  if (!finished || !ticket->on_complete_) return;
+  ticket->on_complete_(*ticket);
+  // The callback may hold what holds the ticket (a stream slot does): drop it to break the cycle.
+  ticket->on_complete_ = nullptr;
 }
 
 void Batcher::SchedulerLoop() {

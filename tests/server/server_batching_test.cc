@@ -144,3 +144,40 @@ TEST(ServerBatching, ShutdownDrainsAcceptedRequests) {
 
 }  // namespace
 }  // namespace lipsync::server::testing
+
+namespace lipsync::server::testing {
+namespace {
+
+// A completion callback may hold what holds its ticket (a stream keeps its tickets in slots the
+// callback captures). The batcher must drop the callback after running it, or both leak.
+TEST(ServerBatching, CompletedTicketReleasesWhatItsCallbackHeld) {
+  EngineOptions eo;
+  eo.intra_op_threads = 1;
+  auto engine = Engine::Create(kTestData + "/tiny.onnx", eo);
+  ASSERT_TRUE(engine.ok());
+  Metrics metrics;
+  Batcher batcher(engine->get(), BatcherOptions{}, &metrics);
+  struct Holder {
+    std::shared_ptr<Ticket> ticket;
+  };
+  std::weak_ptr<Holder> watch;
+  std::promise<void> done;
+  {
+    auto holder = std::make_shared<Holder>();
+    holder->ticket = std::make_shared<Ticket>(1, Clock::time_point::max(),
+                                              [holder, &done](Ticket&) { done.set_value(); });
+    watch = holder;
+    BatchItem item;
+    Frames f = MakeFrames(1, 1);
+    for (auto& t : f.engine_inputs) item.inputs.push_back(std::move(t));
+    std::vector<BatchItem> items;
+    items.push_back(std::move(item));
+    ASSERT_TRUE(batcher.Submit(holder->ticket, std::move(items)).ok());
+  }
+  done.get_future().wait();
+  batcher.Shutdown(std::chrono::milliseconds(1000));
+  EXPECT_TRUE(watch.expired());
+}
+
+}  // namespace
+}  // namespace lipsync::server::testing
