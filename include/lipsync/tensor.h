@@ -63,6 +63,8 @@ class Tensor {
  public:
   Tensor() = default;
   Tensor(DataType dtype, Shape shape);  // zero-filled
+  // Without the zero fill, for buffers that are written in full right away.
+  static Tensor Uninitialized(DataType dtype, Shape shape);
   Tensor(Tensor&&) noexcept = default;
   Tensor& operator=(Tensor&&) noexcept = default;
   Tensor(const Tensor&) = delete;
@@ -89,6 +91,8 @@ class Tensor {
   MutableTensorView mutable_view() { return {dtype_, shape_, data()}; }
 
  private:
+  struct NoFill {};
+  Tensor(DataType dtype, Shape shape, NoFill);
   struct FreeDeleter {
     void operator()(void* p) const;
   };

@@ -64,13 +64,20 @@ int64_t ElementCount(const Shape& shape) {
 
 void Tensor::FreeDeleter::operator()(void* p) const { std::free(p); }
 
-Tensor::Tensor(DataType dtype, Shape shape) : dtype_(dtype), shape_(std::move(shape)) {
+Tensor::Tensor(DataType dtype, Shape shape, NoFill) : dtype_(dtype), shape_(std::move(shape)) {
   constexpr size_t kAlign = 64;
   size_t bytes = (byte_size() + kAlign - 1) / kAlign * kAlign;
   if (bytes == 0) bytes = kAlign;
   data_.reset(std::aligned_alloc(kAlign, bytes));
   if (!data_) throw std::bad_alloc();
-  std::memset(data_.get(), 0, bytes);
+}
+
+Tensor::Tensor(DataType dtype, Shape shape) : Tensor(dtype, std::move(shape), NoFill{}) {
+  std::memset(data_.get(), 0, byte_size());
+}
+
+Tensor Tensor::Uninitialized(DataType dtype, Shape shape) {
+  return Tensor(dtype, std::move(shape), NoFill{});
 }
 
 Tensor Tensor::Clone() const {

@@ -34,10 +34,11 @@ bool Ticket::FrameDone(size_t index, const std::vector<MutableTensorView>& batch
       for (const auto& out : batch_outputs) {
         Shape shape = out.shape;
         shape[0] = static_cast<int64_t>(frames_);
-        outputs_.emplace_back(out.dtype, std::move(shape));
+        outputs_.push_back(Tensor::Uninitialized(out.dtype, std::move(shape)));
       }
     }
     for (size_t o = 0; o < batch_outputs.size(); ++o) {
+      if (batch_outputs[o].data == outputs_[o].data()) continue;  // the engine wrote in place
       const size_t row_bytes = outputs_[o].byte_size() / frames_;
       std::memcpy(static_cast<char*>(outputs_[o].data()) + index * row_bytes,
                   static_cast<const char*>(batch_outputs[o].data) + row * row_bytes, row_bytes);
@@ -173,7 +174,19 @@ void Batcher::RunBatch(std::vector<Queued>& batch) {
       inputs.push_back(Prefix<TensorView>(batch_inputs_[i], n));
     }
   }
-  for (auto& t : batch_outputs_) outputs.push_back(Prefix<MutableTensorView>(t, n));
+  Ticket& first = *live[0]->ticket;
+  if (n == 1 && first.frames() == 1) {
+    // A lone one-frame request: the engine writes straight into the request's own outputs.
+    std::lock_guard lock(first.mu_);
+    for (auto& t : batch_outputs_) {
+      Shape shape = t.shape();
+      shape[0] = 1;
+      first.outputs_.push_back(Tensor::Uninitialized(t.dtype(), std::move(shape)));
+      outputs.push_back(first.outputs_.back().mutable_view());
+    }
+  } else {
+    for (auto& t : batch_outputs_) outputs.push_back(Prefix<MutableTensorView>(t, n));
+  }
 
   const auto run_start = Clock::now();
   Status status = engine_->Run(inputs, outputs);

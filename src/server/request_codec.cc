@@ -12,7 +12,7 @@ Result<Tensor> ReadFrameTensor(const TensorInfo& info, const void* data, DataTyp
                                int64_t item_elements, const std::string& what) {
   Shape shape = info.shape;
   shape[0] = 1;
-  Tensor t(info.dtype, shape);
+  Tensor t = Tensor::Uninitialized(info.dtype, shape);
   if (wire_type == info.dtype) {
     std::memcpy(t.data(), data, t.byte_size());
   } else if (wire_type == DataType::kFloat16 && info.dtype == DataType::kFloat32) {
@@ -138,7 +138,7 @@ Result<std::vector<BatchItem>> DecodeFrames(const ModelSpec& spec,
     item.inputs.resize(spec.inputs.size());
     Shape vshape = spec.inputs[spec.visual_index].shape;
     vshape[0] = 1;
-    Tensor visual(DataType::kFloat32, vshape);
+    Tensor visual = Tensor::Uninitialized(DataType::kFloat32, vshape);
     FillVisualInput(reinterpret_cast<const uint8_t*>(frame.face_bgr().data()), spec.layout,
                     visual.data_as<float>());
     LIPSYNC_ASSIGN_OR_RETURN(Tensor audio,
