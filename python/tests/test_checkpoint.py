@@ -65,3 +65,38 @@ def test_truncated_missing_and_foreign_files(tmp_path):
         load_model(str(tmp_path / "none.pth"), "ave", 160)
     with pytest.raises(CheckpointError, match="does not hold a state dict"):
         load_model(save(tmp_path, [1, 2, 3], "list.pth"), "ave", 160)
+
+
+def test_foreign_files_and_pickled_models_fail_clearly(tmp_path):
+    text = tmp_path / "notes.pth"
+    text.write_text("this is not a checkpoint\n")
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        load_model(str(text), "ave", 160)
+    with pytest.raises(CheckpointError, match="is not a file"):
+        load_model(str(tmp_path), "ave", 160)
+    whole = tmp_path / "whole.pth"
+    torch.save(torch.nn.Sequential(torch.nn.Linear(2, 2)), whole)  # a model, not a state dict
+    with pytest.raises(CheckpointError, match="does not hold a state dict"):
+        load_model(str(whole), "ave", 160)
+
+
+def run_check(*args):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-m", "lipsync.checkpoint", *args],
+                          capture_output=True, text=True)
+
+
+def test_check_command_exit_codes(tmp_path):
+    good = save(tmp_path, random_state_dict("ave", 320, 0), "good.pth")
+    proc = run_check(good)
+    assert proc.returncode == 0 and "556 entries, 12,186,935 parameters" in proc.stdout
+    truncated = tmp_path / "t.pth"
+    truncated.write_bytes(open(good, "rb").read()[:5000])
+    proc = run_check(str(truncated))
+    assert proc.returncode == 2
+    assert "cannot be read (truncated or not a PyTorch file)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = run_check(good, "--size", "160")
+    assert proc.returncode == 2 and "unexpected key(s): " in proc.stderr
+    assert "down5." in proc.stderr and "Traceback" not in proc.stderr
