@@ -1,0 +1,246 @@
+#include "graph/onnx_import.h"
+
+#include <onnx/onnx_pb.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+namespace lipsync::graph {
+namespace {
+
+using onnx::TensorProto;
+
+// Copies `count` little-endian values of type T out of raw_data.
+template <typename T, typename Out>
+Status ReadRaw(const std::string& raw, int64_t count, const std::string& name,
+               std::vector<Out>* out) {
+  if (raw.size() != static_cast<size_t>(count) * sizeof(T)) {
+    return DataLoss("tensor '" + name + "': raw_data holds " + std::to_string(raw.size()) +
+                    " bytes, its dims need " + std::to_string(count * sizeof(T)));
+  }
+  out->resize(count);
+  for (int64_t i = 0; i < count; ++i) {
+    T v;
+    std::memcpy(&v, raw.data() + i * sizeof(T), sizeof(T));
+    (*out)[i] = static_cast<Out>(v);
+  }
+  return Status::Ok();
+}
+
+template <typename Field, typename Out>
+Status ReadTyped(const Field& field, int64_t count, const std::string& name,
+                 std::vector<Out>* out) {
+  if (field.size() != count) {
+    return DataLoss("tensor '" + name + "': holds " + std::to_string(field.size()) +
+                    " values, its dims need " + std::to_string(count));
+  }
+  out->assign(field.begin(), field.end());
+  return Status::Ok();
+}
+
+Result<OnnxTensor> ConvertTensor(const TensorProto& t) {
+  OnnxTensor out;
+  out.name = t.name();
+  out.elem_type = t.data_type();
+  out.dims.assign(t.dims().begin(), t.dims().end());
+  for (int64_t d : out.dims) {
+    if (d < 0) return DataLoss("tensor '" + t.name() + "' has a negative dimension");
+  }
+  if (t.data_location() == TensorProto::EXTERNAL) {
+    return Unimplemented("tensor '" + t.name() + "' keeps its data in an external file");
+  }
+  const int64_t n = out.element_count();
+  const bool raw = t.has_raw_data();
+  const std::string& bytes = t.raw_data();
+  switch (t.data_type()) {
+    case TensorProto::FLOAT: {
+      out.is_float = true;
+      Status s = raw ? ReadRaw<float>(bytes, n, t.name(), &out.floats)
+                     : ReadTyped(t.float_data(), n, t.name(), &out.floats);
+      if (!s.ok()) return s;
+      return out;
+    }
+    case TensorProto::DOUBLE: {
+      out.is_float = true;
+      Status s = raw ? ReadRaw<double>(bytes, n, t.name(), &out.floats)
+                     : ReadTyped(t.double_data(), n, t.name(), &out.floats);
+      if (!s.ok()) return s;
+      return out;
+    }
+    case TensorProto::INT64: {
+      Status s = raw ? ReadRaw<int64_t>(bytes, n, t.name(), &out.ints)
+                     : ReadTyped(t.int64_data(), n, t.name(), &out.ints);
+      if (!s.ok()) return s;
+      return out;
+    }
+    case TensorProto::INT32:
+    case TensorProto::INT16:
+    case TensorProto::INT8:
+    case TensorProto::UINT8:
+    case TensorProto::UINT16:
+    case TensorProto::BOOL: {
+      Status s;
+      if (!raw) {
+        s = ReadTyped(t.int32_data(), n, t.name(), &out.ints);
+      } else if (t.data_type() == TensorProto::INT32) {
+        s = ReadRaw<int32_t>(bytes, n, t.name(), &out.ints);
+      } else if (t.data_type() == TensorProto::INT16) {
+        s = ReadRaw<int16_t>(bytes, n, t.name(), &out.ints);
+      } else if (t.data_type() == TensorProto::UINT16) {
+        s = ReadRaw<uint16_t>(bytes, n, t.name(), &out.ints);
+      } else if (t.data_type() == TensorProto::INT8) {
+        s = ReadRaw<int8_t>(bytes, n, t.name(), &out.ints);
+      } else {
+        s = ReadRaw<uint8_t>(bytes, n, t.name(), &out.ints);
+      }
+      if (!s.ok()) return s;
+      return out;
+    }
+    default:
+      return Unimplemented("tensor '" + t.name() + "' has ONNX data type " +
+                           std::to_string(t.data_type()) + ", which is not supported");
+  }
+}
+
+Result<OnnxAttribute> ConvertAttribute(const onnx::AttributeProto& a) {
+  OnnxAttribute out;
+  out.name = a.name();
+  out.type = a.type();
+  out.i = a.i();
+  out.f = a.f();
+  out.s = a.s();
+  out.ints.assign(a.ints().begin(), a.ints().end());
+  out.floats.assign(a.floats().begin(), a.floats().end());
+  if (a.has_t()) {
+    LIPSYNC_ASSIGN_OR_RETURN(OnnxTensor t, ConvertTensor(a.t()));
+    out.tensors.push_back(std::move(t));
+  }
+  return out;
+}
+
+OnnxValueInfo ConvertValueInfo(const onnx::ValueInfoProto& v) {
+  OnnxValueInfo out;
+  out.name = v.name();
+  if (v.type().has_tensor_type()) {
+    const auto& tt = v.type().tensor_type();
+    out.elem_type = tt.elem_type();
+    for (const auto& d : tt.shape().dim()) {
+      out.dims.push_back(d.has_dim_value() && d.dim_value() > 0 ? d.dim_value() : -1);
+    }
+  }
+  return out;
+}
+
+// A file cut at a field boundary can still parse; catch it by checking that every tensor a node
+// or the graph refers to is defined.
+Status CheckReferences(const OnnxModel& m, const std::string& origin) {
+  std::set<std::string> defined;
+  for (const auto& [name, t] : m.initializers) defined.insert(name);
+  for (const auto& in : m.inputs) defined.insert(in.name);
+  for (const auto& node : m.nodes) {
+    for (const auto& in : node.inputs) {
+      if (!in.empty() && !defined.count(in)) {
+        return DataLoss("'" + origin + "': node " + node.describe() + " reads tensor '" + in +
+                        "', which nothing defines (corrupt or truncated file?)");
+      }
+    }
+    for (const auto& out : node.outputs) defined.insert(out);
+  }
+  for (const auto& out : m.outputs) {
+    if (!defined.count(out.name)) {
+      return DataLoss("'" + origin + "': graph output '" + out.name +
+                      "' is not produced by any node (corrupt or truncated file?)");
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+int64_t OnnxTensor::element_count() const {
+  int64_t n = 1;
+  for (int64_t d : dims) n *= d;
+  return n;
+}
+
+int64_t OnnxNode::get_int(const std::string& attr, int64_t fallback) const {
+  auto it = attributes.find(attr);
+  return it == attributes.end() ? fallback : it->second.i;
+}
+float OnnxNode::get_float(const std::string& attr, float fallback) const {
+  auto it = attributes.find(attr);
+  return it == attributes.end() ? fallback : it->second.f;
+}
+std::string OnnxNode::get_string(const std::string& attr, const std::string& fallback) const {
+  auto it = attributes.find(attr);
+  return it == attributes.end() ? fallback : it->second.s;
+}
+std::vector<int64_t> OnnxNode::get_ints(const std::string& attr) const {
+  auto it = attributes.find(attr);
+  return it == attributes.end() ? std::vector<int64_t>{} : it->second.ints;
+}
+std::string OnnxNode::describe() const { return "'" + name + "' (" + op_type + ")"; }
+
+Result<OnnxModel> ParseOnnxModel(const std::string& bytes, const std::string& origin) {
+  onnx::ModelProto proto;
+  if (bytes.empty()) return DataLoss("'" + origin + "' is empty, not an ONNX model");
+  if (!proto.ParseFromString(bytes)) {
+    return DataLoss("'" + origin + "' is not a valid ONNX model (protobuf parse failed: " +
+                    "corrupt or truncated file)");
+  }
+  if (!proto.has_graph() || proto.graph().output_size() == 0) {
+    return DataLoss("'" + origin + "' holds no ONNX graph with outputs (corrupt file?)");
+  }
+  if (proto.opset_import_size() == 0) {
+    return DataLoss("'" + origin + "' declares no opset (corrupt or truncated file?)");
+  }
+  OnnxModel m;
+  m.path = origin;
+  m.producer_name = proto.producer_name();
+  m.producer_version = proto.producer_version();
+  for (const auto& op : proto.opset_import()) {
+    if (op.domain().empty() || op.domain() == "ai.onnx") m.opset = op.version();
+  }
+  const auto& g = proto.graph();
+  for (const auto& init : g.initializer()) {
+    LIPSYNC_ASSIGN_OR_RETURN(OnnxTensor t, ConvertTensor(init));
+    m.initializers[t.name] = std::move(t);
+  }
+  for (const auto& in : g.input()) {
+    if (!m.initializers.count(in.name())) m.inputs.push_back(ConvertValueInfo(in));
+  }
+  for (const auto& out : g.output()) m.outputs.push_back(ConvertValueInfo(out));
+  for (const auto& n : g.node()) {
+    OnnxNode node;
+    node.name = n.name();
+    node.op_type = n.op_type();
+    node.domain = n.domain();
+    node.inputs.assign(n.input().begin(), n.input().end());
+    node.outputs.assign(n.output().begin(), n.output().end());
+    for (const auto& a : n.attribute()) {
+      LIPSYNC_ASSIGN_OR_RETURN(OnnxAttribute attr, ConvertAttribute(a));
+      node.attributes[attr.name] = std::move(attr);
+    }
+    m.nodes.push_back(std::move(node));
+  }
+  LIPSYNC_RETURN_IF_ERROR(CheckReferences(m, origin));
+  return m;
+}
+
+Result<OnnxModel> LoadOnnxModel(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) {
+    return NotFound("model file '" + path + "' does not exist");
+  }
+  std::ifstream file(path, std::ios::binary);
+  if (!file) return NotFound("cannot open model file '" + path + "'");
+  std::ostringstream buffer;
+  buffer << file.rdbuf();
+  if (!file.good() && !file.eof()) return DataLoss("error reading '" + path + "'");
+  return ParseOnnxModel(buffer.str(), path);
+}
+
+}  // namespace lipsync::graph

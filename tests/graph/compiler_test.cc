@@ -1,0 +1,289 @@
+// Graph compiler: importer errors, BatchNorm folding, weight layouts, fusions and buffer planning.
+#include "graph/compiler.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
+#include "graph/buffer_plan.h"
+#include "graph/onnx_import.h"
+#include "graph_test_util.h"
+#include "lipsync/engine.h"
+
+namespace lipsync::graph {
+namespace {
+
+using lipsync::testing::GraphModel;
+
+constexpr int32_t kFloat = 1;  // onnx::TensorProto::FLOAT
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+OnnxTensor FloatTensor(const std::string& name, std::vector<int64_t> dims, std::vector<float> v) {
+  OnnxTensor t;
+  t.name = name;
+  t.elem_type = kFloat;
+  t.is_float = true;
+  t.dims = std::move(dims);
+  t.floats = std::move(v);
+  return t;
+}
+
+OnnxAttribute Ints(const std::string& name, std::vector<int64_t> v) {
+  OnnxAttribute a;
+  a.name = name;
+  a.ints = std::move(v);
+  return a;
+}
+
+// x [N,cin,h,w] -> Conv(w, b) -> optional BatchNorm -> y
+OnnxModel ConvModel(int64_t cin, int64_t h, int64_t w, OnnxTensor weight, int64_t group,
+                    std::vector<int64_t> pads, bool with_bn) {
+  OnnxModel m;
+  m.opset = 17;
+  m.inputs.push_back({"x", kFloat, {-1, cin, h, w}});
+  const int64_t cout = weight.dims[0];
+  m.initializers["w"] = std::move(weight);
+  m.initializers["w"].name = "w";
+  std::vector<float> bias;
+  for (int64_t c = 0; c < cout; ++c) bias.push_back(0.1f * c);
+  m.initializers["b"] = FloatTensor("b", {cout}, bias);
+  OnnxNode conv;
+  conv.name = "conv";
+  conv.op_type = "Conv";
+  conv.inputs = {"x", "w", "b"};
+  conv.outputs = {with_bn ? "c" : "y"};
+  conv.attributes["pads"] = Ints("pads", pads);
+  conv.attributes["group"].i = group;
+  m.nodes.push_back(conv);
+  if (with_bn) {
+    std::vector<float> g, beta, mean, var;
+    for (int64_t c = 0; c < cout; ++c) {
+      g.push_back(0.5f + 0.25f * c);
+      beta.push_back(-0.1f * c);
+      mean.push_back(0.05f * c);
+      var.push_back(1.0f + 0.5f * c);
+    }
+    m.initializers["g"] = FloatTensor("g", {cout}, g);
+    m.initializers["beta"] = FloatTensor("beta", {cout}, beta);
+    m.initializers["mean"] = FloatTensor("mean", {cout}, mean);
+    m.initializers["var"] = FloatTensor("var", {cout}, var);
+    OnnxNode bn;
+    bn.name = "bn";
+    bn.op_type = "BatchNormalization";
+    bn.inputs = {"c", "g", "beta", "mean", "var"};
+    bn.outputs = {"y"};
+    bn.attributes["epsilon"].f = 1e-5f;
+    m.nodes.push_back(bn);
+  }
+  m.outputs.push_back({"y", kFloat, {-1, cout, -1, -1}});
+  return m;
+}
+
+TEST(OnnxImportTest, MissingFileIsNotFound) {
+  auto r = LoadOnnxModel("/nonexistent/model.onnx");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(r.status().message().find("/nonexistent/model.onnx"), std::string::npos);
+}
+
+TEST(OnnxImportTest, GarbageAndEmptyAreDataLoss) {
+  auto empty = ParseOnnxModel("", "empty.onnx");
+  ASSERT_FALSE(empty.ok());
+  EXPECT_EQ(empty.status().code(), StatusCode::kDataLoss);
+  auto garbage = ParseOnnxModel(std::string(1000, '\xff'), "garbage.onnx");
+  ASSERT_FALSE(garbage.ok());
+  EXPECT_EQ(garbage.status().code(), StatusCode::kDataLoss);
+  EXPECT_NE(garbage.status().message().find("garbage.onnx"), std::string::npos);
+}
+
+TEST(OnnxImportTest, EveryTruncationIsRejected) {
+  const std::string bytes = ReadFile(GraphModel("conv_kxk.onnx"));
+  ASSERT_GT(bytes.size(), 1000u);
+  ASSERT_TRUE(ParseOnnxModel(bytes, "whole").ok());
+  for (int i = 1; i < 40; ++i) {
+    const size_t keep = bytes.size() * i / 40;
+    auto r = ParseOnnxModel(bytes.substr(0, keep), "cut");
+    ASSERT_FALSE(r.ok()) << "a file cut to " << keep << " bytes parsed";
+    EXPECT_EQ(r.status().code(), StatusCode::kDataLoss) << r.status().ToString();
+  }
+  for (size_t cut = 1; cut < 64; ++cut) {  // the tail, byte by byte
+    auto r = ParseOnnxModel(bytes.substr(0, bytes.size() - cut), "cut");
+    EXPECT_FALSE(r.ok()) << "a file missing its last " << cut << " bytes parsed";
+  }
+}
+
+TEST(OnnxImportTest, TruncatedFileFailsEngineCreate) {
+  const std::string bytes = ReadFile(GraphModel("two_inputs.onnx"));
+  const auto path = std::filesystem::temp_directory_path() / "lipsync_graph_truncated.onnx";
+  std::ofstream(path, std::ios::binary) << bytes.substr(0, bytes.size() / 2);
+  EngineOptions options;
+  options.backend = "reference";
+  auto engine = Engine::Create(path.string(), options);
+  std::filesystem::remove(path);
+  ASSERT_FALSE(engine.ok());
+  EXPECT_EQ(engine.status().code(), StatusCode::kDataLoss) << engine.status().ToString();
+}
+
+TEST(CompilerTest, UnsupportedOperatorsNameTheNode) {
+  auto softmax = CompilePlanFromFile(GraphModel("softmax.onnx"));
+  ASSERT_FALSE(softmax.ok());
+  EXPECT_EQ(softmax.status().code(), StatusCode::kUnimplemented);
+  EXPECT_NE(softmax.status().message().find("'the_softmax' (Softmax)"), std::string::npos)
+      << softmax.status().message();
+
+  EngineOptions options;
+  options.backend = "reference";
+  auto maxpool = Engine::Create(GraphModel("maxpool.onnx"), options);
+  ASSERT_FALSE(maxpool.ok());
+  EXPECT_EQ(maxpool.status().code(), StatusCode::kUnimplemented);
+  EXPECT_NE(maxpool.status().message().find("(MaxPool)"), std::string::npos)
+      << maxpool.status().message();
+}
+
+TEST(CompilerTest, BatchNormFoldsIntoConvWeightsAndBias) {
+  // 1x1 conv 2->3 with distinct weights.
+  std::vector<float> w = {1, 2, 3, 4, 5, 6};
+  OnnxModel m = ConvModel(2, 4, 4, FloatTensor("w", {3, 2, 1, 1}, w), 1, {0, 0, 0, 0}, true);
+  auto plan = CompilePlan(m);
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  ASSERT_EQ(plan->steps.size(), 1u);
+  const PlanStep& s = plan->steps[0];
+  EXPECT_EQ(s.kind, StepKind::kConv);
+  EXPECT_EQ(s.conv.kind, ConvKind::kPointwise);
+  EXPECT_EQ(s.name, "conv+bn");
+  for (int co = 0; co < 3; ++co) {
+    const double scale = (0.5 + 0.25 * co) / std::sqrt(1.0 + 0.5 * co + 1e-5);
+    for (int ci = 0; ci < 2; ++ci) {
+      EXPECT_NEAR(plan->weights[s.weight_offset + co * 2 + ci], w[co * 2 + ci] * scale, 1e-6);
+    }
+    const double bias = (0.1 * co - 0.05 * co) * scale - 0.1 * co;
+    EXPECT_NEAR(plan->weights[s.bias_offset + co], bias, 1e-6);
+  }
+}
+
+TEST(CompilerTest, DenseAndDepthwiseWeightLayouts) {
+  // Dense 3x3, 2->2, weight value encodes its ONNX index.
+  std::vector<float> w(2 * 2 * 3 * 3);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = static_cast<float>(i);
+  auto dense =
+      CompilePlan(ConvModel(2, 5, 5, FloatTensor("w", {2, 2, 3, 3}, w), 1, {1, 1, 1, 1}, false));
+  ASSERT_TRUE(dense.ok()) << dense.status().ToString();
+  const PlanStep& d = dense->steps.at(0);
+  ASSERT_EQ(d.conv.kind, ConvKind::kDense);
+  for (int co = 0; co < 2; ++co)
+    for (int ci = 0; ci < 2; ++ci)
+      for (int ky = 0; ky < 3; ++ky)
+        for (int kx = 0; kx < 3; ++kx)
+          EXPECT_EQ(dense->weights[d.weight_offset + ((co * 3 + ky) * 3 + kx) * 2 + ci],
+                    w[((co * 2 + ci) * 3 + ky) * 3 + kx]);
+  // Depthwise 3x3 over 4 channels: [Kh][Kw][C].
+  std::vector<float> dw(4 * 9);
+  for (size_t i = 0; i < dw.size(); ++i) dw[i] = static_cast<float>(i);
+  auto depth =
+      CompilePlan(ConvModel(4, 5, 5, FloatTensor("w", {4, 1, 3, 3}, dw), 4, {1, 1, 1, 1}, false));
+  ASSERT_TRUE(depth.ok()) << depth.status().ToString();
+  const PlanStep& s = depth->steps.at(0);
+  ASSERT_EQ(s.conv.kind, ConvKind::kDepthwise);
+  for (int c = 0; c < 4; ++c)
+    for (int k = 0; k < 9; ++k)
+      EXPECT_EQ(depth->weights[s.weight_offset + k * 4 + c], dw[c * 9 + k]);
+  EXPECT_EQ(s.weight_offset % kPlanAlignFloats, 0);
+  EXPECT_EQ(s.bias_offset % kPlanAlignFloats, 0);
+}
+
+TEST(CompilerTest, PadAndShapeArithmeticFoldIntoResizeConcat) {
+  auto plan = CompilePlanFromFile(GraphModel("up_pad_concat.onnx"));
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  int resize_concat = 0;
+  for (const auto& s : plan->steps) {
+    EXPECT_NE(s.kind, StepKind::kPad) << s.name;
+    EXPECT_NE(s.kind, StepKind::kActivation) << s.name;
+    if (s.kind != StepKind::kResizeConcat) continue;
+    ++resize_concat;
+    // 17x15 input: conv k3 s2 p0 -> 8x7, x2 -> 16x14, zero padded to the skip's 17x15.
+    EXPECT_EQ(plan->buffers[s.output].shape.h, 17);
+    EXPECT_EQ(plan->buffers[s.output].shape.w, 15);
+    EXPECT_EQ(s.inputs.size(), 2u);
+    EXPECT_EQ(s.resize.out_h, 16);
+    EXPECT_EQ(s.resize.out_w, 14);
+    EXPECT_EQ(s.resize.pad_top, 0);  // dy = 1: top dy/2 = 0, bottom 1
+    EXPECT_EQ(s.resize.pad_left, 0);
+  }
+  EXPECT_EQ(resize_concat, 1) << PlanSummary(*plan);
+}
+
+// Independent check of the arena: every step's inputs are alive when it runs and no two buffers
+// alive at the same step overlap.
+void ExpectSoundBufferPlan(const Plan& plan) {
+  ASSERT_TRUE(CheckBufferPlan(plan).ok()) << CheckBufferPlan(plan).ToString();
+  const int steps = static_cast<int>(plan.steps.size());
+  for (int s = 0; s < steps; ++s) {
+    std::vector<int> live;
+    for (size_t b = 0; b < plan.buffers.size(); ++b) {
+      if (plan.buffers[b].first_step <= s && s <= plan.buffers[b].last_step) live.push_back(b);
+    }
+    for (int in : plan.steps[s].inputs) {
+      EXPECT_LT(plan.buffers[in].first_step, s) << "read before written: " << plan.buffers[in].name;
+      EXPECT_GE(plan.buffers[in].last_step, s) << "freed before read: " << plan.buffers[in].name;
+    }
+    EXPECT_EQ(plan.buffers[plan.steps[s].output].first_step, s);
+    for (size_t i = 0; i < live.size(); ++i) {
+      for (size_t j = i + 1; j < live.size(); ++j) {
+        const PlanBuffer& a = plan.buffers[live[i]];
+        const PlanBuffer& b = plan.buffers[live[j]];
+        const bool disjoint = a.offset + a.size <= b.offset || b.offset + b.size <= a.offset;
+        EXPECT_TRUE(disjoint) << "step " << s << ": '" << a.name << "' and '" << b.name << "'";
+      }
+    }
+  }
+  for (const auto& b : plan.buffers) EXPECT_LE(b.offset + b.size, plan.arena_floats);
+}
+
+TEST(CompilerTest, BufferPlansOfSmallModelsAreSound) {
+  for (const char* name : {"conv_kxk.onnx", "depthwise.onnx", "up_pad_concat.onnx",
+                           "two_inputs.onnx", "standalone_ops.onnx", "conv_bn.onnx"}) {
+    SCOPED_TRACE(name);
+    auto plan = CompilePlanFromFile(GraphModel(name));
+    ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+    ExpectSoundBufferPlan(*plan);
+  }
+}
+
+TEST(CompilerTest, DemoModelPlan) {
+  auto plan = CompilePlanFromFile(testing::DemoModel());
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  ExpectSoundBufferPlan(*plan);
+  int convs = 0, relu = 0, sigmoid = 0, residual = 0, resize_concat = 0, other = 0;
+  for (const auto& s : plan->steps) {
+    if (s.kind == StepKind::kConv) {
+      ++convs;
+      relu += s.epilogue.activation == Activation::kRelu;
+      sigmoid += s.epilogue.activation == Activation::kSigmoid;
+      residual += s.epilogue.residual;
+    } else if (s.kind == StepKind::kResizeConcat) {
+      ++resize_concat;
+    } else if (s.kind != StepKind::kConcat) {
+      ++other;
+    }
+  }
+  // The demo graph: 93 convs, 62 ReLUs, 15 residual Adds, 1 Sigmoid, 5 Resize+Concat.
+  EXPECT_EQ(convs, 93);
+  EXPECT_EQ(relu, 62);
+  EXPECT_EQ(residual, 15);
+  EXPECT_EQ(sigmoid, 1);
+  EXPECT_EQ(resize_concat, 5);
+  EXPECT_EQ(other, 0) << "activations and adds should all be conv epilogues";
+  EXPECT_LT(plan->arena_floats, plan->naive_floats);
+  EXPECT_NEAR(PlanMacs(*plan) / 1e9, 4.89, 0.05);
+  std::cout << PlanSummary(*plan, false);
+}
+
+}  // namespace
+}  // namespace lipsync::graph

@@ -1,0 +1,47 @@
+// Helpers shared by the graph and reference-backend tests.
+#pragma once
+
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "lipsync/engine.h"
+
+namespace lipsync::testing {
+
+// Folder with the models made by make_graph_models.py (GRAPH_MODELS_DIR from ctest).
+inline std::string GraphModel(const std::string& file) {
+  const char* dir = std::getenv("GRAPH_MODELS_DIR");
+  return std::string(dir ? dir : "testdata/graph") + "/" + file;
+}
+
+// The demo model written by `python3 -m lipsync.demo` (DEMO_MODEL from ctest).
+inline std::string DemoModel() {
+  const char* path = std::getenv("DEMO_MODEL");
+  return path ? path : "testdata/demo/demo.onnx";
+}
+
+// Uniform [0,1) inputs of the engine's declared shapes with the batch filled in.
+inline std::vector<Tensor> RandomInputs(const ModelInfo& info, int64_t batch, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(0.0f, 1.0f);
+  std::vector<Tensor> out;
+  for (const auto& in : info.inputs) {
+    Shape shape = in.shape;
+    if (shape[0] < 0) shape[0] = batch;
+    Tensor t(DataType::kFloat32, shape);
+    float* p = t.data_as<float>();
+    for (int64_t i = 0; i < t.element_count(); ++i) p[i] = dist(rng);
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+inline std::vector<TensorView> Views(const std::vector<Tensor>& tensors) {
+  std::vector<TensorView> views;
+  for (const auto& t : tensors) views.push_back(t.view());
+  return views;
+}
+
+}  // namespace lipsync::testing

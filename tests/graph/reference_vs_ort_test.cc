@@ -1,0 +1,99 @@
+// The reference backend (compiled plan, plain CPU loops) against ONNX Runtime on the same models.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "graph_test_util.h"
+#include "lipsync/engine.h"
+
+namespace lipsync {
+namespace {
+
+using testing::GraphModel;
+
+struct Engines {
+  std::unique_ptr<Engine> ort;
+  std::unique_ptr<Engine> ref;
+};
+
+Engines Load(const std::string& path) {
+  EngineOptions ort_options;
+  ort_options.backend = "ort";
+  ort_options.intra_op_threads = 2;
+  EngineOptions ref_options;
+  ref_options.backend = "reference";
+  ref_options.intra_op_threads = 2;
+  auto ort = Engine::Create(path, ort_options);
+  auto ref = Engine::Create(path, ref_options);
+  EXPECT_TRUE(ort.ok()) << ort.status().ToString();
+  EXPECT_TRUE(ref.ok()) << ref.status().ToString();
+  if (!ort.ok() || !ref.ok()) return {};
+  return {std::move(*ort), std::move(*ref)};
+}
+
+// Runs both engines on the same random input and returns the largest absolute difference.
+double MaxDifference(Engines& e, int64_t batch, uint32_t seed) {
+  auto inputs = testing::RandomInputs(e.ort->info(), batch, seed);
+  auto expected = e.ort->Run(testing::Views(inputs));
+  auto actual = e.ref->Run(testing::Views(inputs));
+  EXPECT_TRUE(expected.ok()) << expected.status().ToString();
+  EXPECT_TRUE(actual.ok()) << actual.status().ToString();
+  if (!expected.ok() || !actual.ok()) return INFINITY;
+  EXPECT_EQ(expected->size(), actual->size());
+  double worst = 0.0;
+  for (size_t o = 0; o < expected->size() && o < actual->size(); ++o) {
+    const Tensor& a = (*expected)[o];
+    const Tensor& b = (*actual)[o];
+    EXPECT_EQ(a.shape(), b.shape());
+    if (a.shape() != b.shape()) return INFINITY;
+    for (int64_t i = 0; i < a.element_count(); ++i) {
+      const double d = std::fabs(double(a.data_as<float>()[i]) - b.data_as<float>()[i]);
+      if (!(d <= worst)) worst = std::isnan(d) ? INFINITY : d;
+    }
+  }
+  return worst;
+}
+
+class SmallModelTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(SmallModelTest, MatchesOrtAtBatchOneAndThree) {
+  Engines e = Load(GraphModel(GetParam()));
+  ASSERT_TRUE(e.ort && e.ref);
+  EXPECT_EQ(e.ref->info().backend, "reference");
+  EXPECT_EQ(e.ref->info().provider, "cpu");
+  ASSERT_EQ(e.ref->info().inputs.size(), e.ort->info().inputs.size());
+  for (size_t i = 0; i < e.ort->info().inputs.size(); ++i) {
+    EXPECT_EQ(e.ref->info().inputs[i].name, e.ort->info().inputs[i].name);
+    EXPECT_EQ(e.ref->info().inputs[i].shape, e.ort->info().inputs[i].shape);
+  }
+  EXPECT_EQ(e.ref->info().outputs[0].name, e.ort->info().outputs[0].name);
+  EXPECT_EQ(e.ref->info().outputs[0].shape, e.ort->info().outputs[0].shape);
+  EXPECT_EQ(e.ref->info().opset, e.ort->info().opset);
+  const bool dynamic = e.ort->info().dynamic_batch;
+  for (int64_t batch : {int64_t{1}, int64_t{3}}) {
+    const int64_t n = dynamic ? batch : e.ort->info().inputs[0].shape[0];
+    EXPECT_LE(MaxDifference(e, n, 7 + static_cast<uint32_t>(batch)), 1e-4) << "batch " << n;
+    if (!dynamic) break;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, SmallModelTest,
+                         ::testing::Values("conv_kxk.onnx", "conv_bn.onnx", "depthwise.onnx",
+                                           "up_pad_concat.onnx", "up_concat.onnx",
+                                           "up_nearest.onnx", "audio_hubert.onnx",
+                                           "audio_wenet.onnx", "two_inputs.onnx",
+                                           "standalone_ops.onnx"),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           return info.param.substr(0, info.param.find('.'));
+                         });
+
+TEST(DemoModelTest, MatchesOrtAtBatchOneAndThree) {
+  Engines e = Load(testing::DemoModel());
+  ASSERT_TRUE(e.ort && e.ref);
+  EXPECT_LE(MaxDifference(e, 1, 1), 1e-4);
+  EXPECT_LE(MaxDifference(e, 3, 2), 1e-4);
+}
+
+}  // namespace
+}  // namespace lipsync
