@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -51,30 +52,14 @@ float Activate(float v, Activation a) {
   return v;
 }
 
-// Value of weight (co, ky, kx, ci) with ci counted inside the group, in the plan's layout.
-float Weight(const graph::ConvParams& c, const float* w, int64_t co, int64_t ky, int64_t kx,
-             int64_t ci) {
-  switch (c.kind) {
-    case ConvKind::kPointwise:
-      return w[co * c.cin + ci];
-    case ConvKind::kDepthwise:
-      return w[(ky * c.kw + kx) * c.cout + co];
-    case ConvKind::kDense:
-      return w[((co * c.kh + ky) * c.kw + kx) * (c.cin / c.groups) + ci];
-  }
-  return 0.0f;
-}
-
+// Accumulates in double so that the reference's own rounding error is far below the float32
+// backends it checks.
 void Conv(const Plan& plan, const PlanStep& step, int64_t batch, float* arena, int threads) {
   const auto& c = step.conv;
   const View in = Buffer(plan, step.inputs[0], batch, arena);
   const View out = Buffer(plan, step.output, batch, arena);
-  const View* res = nullptr;
-  View residual{};
-  if (step.epilogue.residual) {
-    residual = Buffer(plan, step.inputs[1], batch, arena);
-    res = &residual;
-  }
+  const bool residual = step.epilogue.residual;
+  const View res = residual ? Buffer(plan, step.inputs[1], batch, arena) : View{nullptr, {}};
   const float* w = plan.weights.data() + step.weight_offset;
   const float* bias = plan.weights.data() + step.bias_offset;
   const int64_t cig = c.cin / c.groups, cog = c.cout / c.groups;
@@ -84,27 +69,49 @@ void Conv(const Plan& plan, const PlanStep& step, int64_t batch, float* arena, i
 #pragma omp parallel for schedule(static) num_threads(thread_count)
   for (int64_t row = 0; row < rows; ++row) {
     const int64_t n = row / out.s.h, oy = row % out.s.h;
+    std::vector<double> acc(c.cout);
     for (int64_t ox = 0; ox < out.s.w; ++ox) {
-      float* o = out.at(n, oy, ox);
-      for (int64_t co = 0; co < c.cout; ++co) {
-        const int64_t group = co / cog;
-        double acc = 0.0;
-        for (int64_t ky = 0; ky < c.kh; ++ky) {
-          const int64_t iy = oy * c.stride_h - c.pad_top + ky;
-          if (iy < 0 || iy >= in.s.h) continue;
-          for (int64_t kx = 0; kx < c.kw; ++kx) {
-            const int64_t ix = ox * c.stride_w - c.pad_left + kx;
-            if (ix < 0 || ix >= in.s.w) continue;
-            const float* x = in.at(n, iy, ix) + group * cig;
-            float part = 0.0f;
-#pragma omp simd reduction(+ : part)
-            for (int64_t ci = 0; ci < cig; ++ci) part += x[ci] * Weight(c, w, co, ky, kx, ci);
-            acc += part;
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (int64_t ky = 0; ky < c.kh; ++ky) {
+        const int64_t iy = oy * c.stride_h - c.pad_top + ky;
+        if (iy < 0 || iy >= in.s.h) continue;  // zero padding
+        for (int64_t kx = 0; kx < c.kw; ++kx) {
+          const int64_t ix = ox * c.stride_w - c.pad_left + kx;
+          if (ix < 0 || ix >= in.s.w) continue;
+          const float* x = in.at(n, iy, ix);
+          switch (c.kind) {
+            case ConvKind::kPointwise:  // w[co][ci]
+              for (int64_t co = 0; co < c.cout; ++co) {
+                const float* wr = w + co * c.cin;
+                double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+                for (int64_t ci = 0; ci < c.cin; ++ci) sum += double(x[ci]) * wr[ci];
+                acc[co] += sum;
+              }
+              break;
+            case ConvKind::kDepthwise: {  // w[ky][kx][c]
+              const float* wk = w + (ky * c.kw + kx) * c.cout;
+              for (int64_t ch = 0; ch < c.cout; ++ch) acc[ch] += double(x[ch]) * wk[ch];
+              break;
+            }
+            case ConvKind::kDense:  // w[co][ky][kx][ci within the group]
+              for (int64_t co = 0; co < c.cout; ++co) {
+                const float* xg = x + (co / cog) * cig;
+                const float* wr = w + ((co * c.kh + ky) * c.kw + kx) * cig;
+                double sum = 0.0;
+#pragma omp simd reduction(+ : sum)
+                for (int64_t ci = 0; ci < cig; ++ci) sum += double(xg[ci]) * wr[ci];
+                acc[co] += sum;
+              }
+              break;
           }
         }
-        float v = static_cast<float>(acc) + bias[co];
-        if (res) v += res->at(n, oy, ox)[co];
-        o[co] = Activate(v, step.epilogue.activation);
+      }
+      float* o = out.at(n, oy, ox);
+      const float* r = residual ? res.at(n, oy, ox) : nullptr;
+      for (int64_t co = 0; co < c.cout; ++co) {
+        const double v = acc[co] + bias[co] + (r ? r[co] : 0.0f);
+        o[co] = Activate(static_cast<float>(v), step.epilogue.activation);
       }
     }
   }
