@@ -10,16 +10,17 @@
 
 namespace lipsync::testing {
 
-// Folder with the models made by make_graph_models.py (GRAPH_MODELS_DIR from ctest).
+// Folder with the models made by make_graph_models.py; the environment variable
+// GRAPH_MODELS_DIR overrides the build's folder.
 inline std::string GraphModel(const std::string& file) {
   const char* dir = std::getenv("GRAPH_MODELS_DIR");
-  return std::string(dir ? dir : "testdata/graph") + "/" + file;
+  return std::string(dir ? dir : LIPSYNC_GRAPH_MODELS_DIR) + "/" + file;
 }
 
-// The demo model written by `python3 -m lipsync.demo` (DEMO_MODEL from ctest).
+// The demo model written by `python3 -m lipsync.demo`; DEMO_MODEL overrides the build's copy.
 inline std::string DemoModel() {
   const char* path = std::getenv("DEMO_MODEL");
-  return path ? path : "testdata/demo/demo.onnx";
+  return path ? path : LIPSYNC_DEMO_MODEL;
 }
 
 // Uniform [0,1) inputs of the engine's declared shapes with the batch filled in.
