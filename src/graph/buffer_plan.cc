@@ -37,36 +37,65 @@ void PlanBuffers(Plan* plan) {
     if (b.is_output) b.last_step = end;
   }
 
-  std::vector<int> order(plan->buffers.size());
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
+  plan->naive_floats = 0;
+  for (const auto& b : plan->buffers) plan->naive_floats += AlignUp(b.size);
+
+  // Two greedy orders; the plan keeps whichever arena is smaller. By first use follows the
+  // program; by size (largest first) usually packs tighter around the big 320x320 tensors.
+  std::vector<int> by_time(plan->buffers.size());
+  std::iota(by_time.begin(), by_time.end(), 0);
+  std::vector<int> by_size = by_time;
+  std::stable_sort(by_time.begin(), by_time.end(), [&](int a, int b) {
     return plan->buffers[a].first_step < plan->buffers[b].first_step;
   });
-  std::vector<int> live;  // buffer ids holding space, kept sorted by offset
-  plan->arena_floats = 0;
-  plan->naive_floats = 0;
-  for (int id : order) {
-    PlanBuffer& buf = plan->buffers[id];
-    plan->naive_floats += AlignUp(buf.size);
-    // Space of buffers whose last reader ran before this buffer is written is free again.
-    live.erase(
-        std::remove_if(live.begin(), live.end(),
-                       [&](int other) { return plan->buffers[other].last_step < buf.first_step; }),
-        live.end());
-    int64_t offset = 0;
-    for (int other : live) {
-      const PlanBuffer& o = plan->buffers[other];
-      if (o.offset - offset >= AlignUp(buf.size)) break;  // fits in the gap before `o`
-      offset = std::max(offset, o.offset + AlignUp(o.size));
+  std::stable_sort(by_size.begin(), by_size.end(),
+                   [&](int a, int b) { return plan->buffers[a].size > plan->buffers[b].size; });
+  std::vector<int64_t> best_offsets;
+  int64_t best_arena = -1;
+  for (const auto* order : {&by_time, &by_size}) {
+    int64_t arena = 0;
+    std::vector<int> placed;
+    for (int id : *order) {
+      PlanBuffer& buf = plan->buffers[id];
+      // Buffers already placed whose lifetimes overlap this one's, by offset.
+      std::vector<int> conflicts;
+      for (int other : placed) {
+        const PlanBuffer& o = plan->buffers[other];
+        if (o.first_step <= buf.last_step && buf.first_step <= o.last_step)
+          conflicts.push_back(other);
+      }
+      std::sort(conflicts.begin(), conflicts.end(),
+                [&](int a, int b) { return plan->buffers[a].offset < plan->buffers[b].offset; });
+      int64_t offset = 0;
+      for (int other : conflicts) {
+        const PlanBuffer& o = plan->buffers[other];
+        if (o.offset >= offset + AlignUp(buf.size)) break;  // fits in the gap before `o`
+        offset = std::max(offset, o.offset + AlignUp(o.size));
+      }
+      buf.offset = offset;
+      arena = std::max(arena, offset + AlignUp(buf.size));
+      placed.push_back(id);
     }
-    buf.offset = offset;
-    plan->arena_floats = std::max(plan->arena_floats, offset + AlignUp(buf.size));
-    live.insert(std::upper_bound(live.begin(), live.end(), id,
-                                 [&](int a, int b) {
-                                   return plan->buffers[a].offset < plan->buffers[b].offset;
-                                 }),
-                id);
+    if (best_arena < 0 || arena < best_arena) {
+      best_arena = arena;
+      best_offsets.clear();
+      for (const auto& b : plan->buffers) best_offsets.push_back(b.offset);
+    }
   }
+  for (size_t i = 0; i < plan->buffers.size(); ++i) plan->buffers[i].offset = best_offsets[i];
+  plan->arena_floats = best_arena;
+}
+
+int64_t PeakLiveFloats(const Plan& plan) {
+  int64_t peak = 0;
+  for (int s = -1; s <= static_cast<int>(plan.steps.size()); ++s) {
+    int64_t live = 0;
+    for (const auto& b : plan.buffers) {
+      if (b.first_step <= s && s <= b.last_step) live += AlignUp(b.size);
+    }
+    peak = std::max(peak, live);
+  }
+  return peak;
 }
 
 Status CheckBufferPlan(const Plan& plan) {

@@ -182,7 +182,12 @@ std::vector<int64_t> OnnxNode::get_ints(const std::string& attr) const {
   auto it = attributes.find(attr);
   return it == attributes.end() ? std::vector<int64_t>{} : it->second.ints;
 }
-std::string OnnxNode::describe() const { return "'" + name + "' (" + op_type + ")"; }
+std::string OnnxNode::describe() const {
+  if (!name.empty()) return "'" + name + "' (" + op_type + ")";
+  // Unnamed nodes are known by their first output.
+  return "(unnamed, output '" + (outputs.empty() ? std::string() : outputs[0]) + "') (" + op_type +
+         ")";
+}
 
 Result<OnnxModel> ParseOnnxModel(const std::string& bytes, const std::string& origin) {
   onnx::ModelProto proto;

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include "graph/buffer_plan.h"
 #include "graph/compiler.h"
 
 namespace lipsync::graph {
@@ -89,6 +90,8 @@ std::string PlanSummary(const Plan& plan, bool list_steps) {
   out += fmt::format("arena per item: {:.2f} MiB (naive, no reuse: {:.2f} MiB, {:.1f}x smaller)\n",
                      plan.arena_floats * 4 * mib, plan.naive_floats * 4 * mib,
                      plan.arena_floats ? double(plan.naive_floats) / plan.arena_floats : 0.0);
+  out += fmt::format("peak live activations per item: {:.2f} MiB (lower bound for any arena)\n",
+                     PeakLiveFloats(plan) * 4 * mib);
   out += fmt::format("MACs per item: {:.3f} G\n", PlanMacs(plan) / 1e9);
   return out;
 }

@@ -37,8 +37,13 @@
 //     zeros (the Pad of the UNet's Up block; all pads 0 when sizes match), and written to output
 //     channels [0, c0). Then inputs[1..] (already out_h x out_w) are copied to the following
 //     channels in order. With one input it is a plain resize (+pad).
+//     Nearest (ONNX asymmetric + floor): source row = min(floor(y * h0 / out_h), h0 - 1), same
+//     for columns. Bilinear align_corners: source row = y * (h0 - 1) / (out_h - 1) (0 when
+//     out_h == 1), interpolated between floor and floor + 1 (clamped to h0 - 1).
+//     pad_top/pad_left are >= 0 and the resized image lies inside the canvas.
 //   kConcat: inputs concatenated on channels in order.
-//   kPad: constant pad of inputs[0] with pad.value (pads may be negative: a crop).
+//   kPad: constant pad of inputs[0] with pad.value (pads may be negative: a crop):
+//     out(y, x) = in(y - top, x - left) inside the input, else value.
 //   kAdd: out = act(inputs[0] + inputs[1]) elementwise (same shapes).
 //   kActivation: out = act(inputs[0]).
 //   kCopy: out = inputs[0] (only where a graph output is a model input or aliases another output).

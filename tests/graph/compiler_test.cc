@@ -281,6 +281,9 @@ TEST(CompilerTest, DemoModelPlan) {
   EXPECT_EQ(resize_concat, 5);
   EXPECT_EQ(other, 0) << "activations and adds should all be conv epilogues";
   EXPECT_LT(plan->arena_floats, plan->naive_floats);
+  // No plan can go below the peak of simultaneously live buffers; ours should come close.
+  EXPECT_GE(plan->arena_floats, PeakLiveFloats(*plan));
+  EXPECT_LE(plan->arena_floats, PeakLiveFloats(*plan) * 5 / 4);
   EXPECT_NEAR(PlanMacs(*plan) / 1e9, 4.89, 0.05);
   std::cout << PlanSummary(*plan, false);
 }
