@@ -1,4 +1,6 @@
 // The "reference" backend: compiles the model into a Plan and runs it with the plain CPU kernels.
+#include <exception>
+#include <new>
 #include <vector>
 
 #include "backends/backend.h"
@@ -20,7 +22,14 @@ class ReferenceBackend : public Backend {
     }
     const int64_t batch = inputs[0].shape.at(0);
     // One arena per call, so that concurrent Run() calls never share activations.
-    std::vector<float> arena(static_cast<size_t>(plan_.arena_floats * batch));
+    std::vector<float> arena;
+    try {
+      arena.resize(static_cast<size_t>(plan_.arena_floats * batch));
+    } catch (const std::bad_alloc&) {
+      return ResourceExhausted("reference backend: no memory for the " +
+                               std::to_string(plan_.arena_floats * batch * 4 / (1 << 20)) +
+                               " MiB activation arena of batch " + std::to_string(batch));
+    }
     for (size_t i = 0; i < inputs.size(); ++i) {
       if (inputs[i].dtype != DataType::kFloat32 || inputs[i].shape.size() != 4 ||
           inputs[i].shape[0] != batch) {
@@ -83,7 +92,14 @@ Result<LoadedBackend> CreateReferenceBackend(const std::string& model_path,
   if (options.precision != Precision::kFloat32) {
     return Unimplemented("the reference backend runs float32 only");
   }
-  LIPSYNC_ASSIGN_OR_RETURN(graph::Plan plan, graph::CompilePlanFromFile(model_path));
+  Result<graph::Plan> compiled = Internal("not compiled");
+  try {
+    compiled = graph::CompilePlanFromFile(model_path);
+  } catch (const std::exception& e) {
+    return Internal("compiling '" + model_path + "' for the reference backend: " + e.what());
+  }
+  if (!compiled.ok()) return compiled.status();
+  graph::Plan plan = std::move(compiled).value();
   LoadedBackend loaded;
   ModelInfo& info = loaded.info;
   info.path = model_path;
