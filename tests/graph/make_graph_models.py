@@ -118,6 +118,20 @@ class TwoInputs(nn.Module):
         return torch.sigmoid(self.out(torch.cat([self.visual(v), self.audio(a)], dim=1)))
 
 
+class TwoOutputs(nn.Module):
+    """An output that other layers also read (its conv must stay unfused), a second output
+    after a BatchNorm-free residual, and a third output that is the input itself."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 6, 3, 1, 1)
+        self.b = nn.Conv2d(6, 6, 1)
+
+    def forward(self, x):
+        first = F.relu(self.a(x))
+        return first, torch.sigmoid(first + self.b(first)), x
+
+
 class MaxPoolModel(nn.Module):
     def __init__(self):
         super().__init__()
@@ -127,10 +141,10 @@ class MaxPoolModel(nn.Module):
         return F.max_pool2d(self.c(x), 2)
 
 
-def export(model, args, names, path, out="output"):
+def export(model, args, names, path, outs=("output",)):
     model.eval()
-    dynamic = {n: {0: "batch"} for n in names + [out]}
-    torch.onnx.export(model, args, path, input_names=names, output_names=[out],
+    dynamic = {n: {0: "batch"} for n in names + list(outs)}
+    torch.onnx.export(model, args, path, input_names=names, output_names=list(outs),
                       opset_version=17, dynamic_axes=dynamic, do_constant_folding=False)
 
 
@@ -222,6 +236,8 @@ def main():
            os.path.join(out, "audio_wenet.onnx"))
     export(TwoInputs(), (torch.rand(1, 6, 40, 40), torch.rand(1, 32, 32, 32)),
            ["visual", "audio"], os.path.join(out, "two_inputs.onnx"))
+    export(TwoOutputs(), (torch.rand(1, 3, 12, 10),), ["x"], os.path.join(out, "two_outputs.onnx"),
+           outs=("first", "second", "echo"))
     export(MaxPoolModel(), (torch.rand(1, 3, 8, 8),), ["x"], os.path.join(out, "maxpool.onnx"))
     standalone_ops_model(os.path.join(out, "standalone_ops.onnx"))
     softmax_model(os.path.join(out, "softmax.onnx"))

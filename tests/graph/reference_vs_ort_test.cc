@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <iostream>
+#include <thread>
 
 #include "graph_test_util.h"
 #include "lipsync/engine.h"
@@ -68,8 +69,11 @@ TEST_P(SmallModelTest, MatchesOrtAtBatchOneAndThree) {
     EXPECT_EQ(e.ref->info().inputs[i].name, e.ort->info().inputs[i].name);
     EXPECT_EQ(e.ref->info().inputs[i].shape, e.ort->info().inputs[i].shape);
   }
-  EXPECT_EQ(e.ref->info().outputs[0].name, e.ort->info().outputs[0].name);
-  EXPECT_EQ(e.ref->info().outputs[0].shape, e.ort->info().outputs[0].shape);
+  ASSERT_EQ(e.ref->info().outputs.size(), e.ort->info().outputs.size());
+  for (size_t i = 0; i < e.ort->info().outputs.size(); ++i) {
+    EXPECT_EQ(e.ref->info().outputs[i].name, e.ort->info().outputs[i].name);
+    EXPECT_EQ(e.ref->info().outputs[i].shape, e.ort->info().outputs[i].shape);
+  }
   EXPECT_EQ(e.ref->info().opset, e.ort->info().opset);
   const bool dynamic = e.ort->info().dynamic_batch;
   for (int64_t batch : {int64_t{1}, int64_t{3}}) {
@@ -86,10 +90,44 @@ INSTANTIATE_TEST_SUITE_P(Models, SmallModelTest,
                                            "up_pad_concat.onnx", "up_concat.onnx",
                                            "up_nearest.onnx", "audio_hubert.onnx",
                                            "audio_wenet.onnx", "two_inputs.onnx",
-                                           "standalone_ops.onnx"),
+                                           "standalone_ops.onnx", "two_outputs.onnx"),
                          [](const ::testing::TestParamInfo<std::string>& info) {
                            return info.param.substr(0, info.param.find('.'));
                          });
+
+// Run() from several threads at once: every caller gets its own, correct result.
+TEST(ReferenceBackendTest, ConcurrentRunsDoNotMix) {
+  Engines e = Load(GraphModel("two_inputs.onnx"));
+  ASSERT_TRUE(e.ort && e.ref);
+  constexpr int kThreads = 4;
+  std::vector<std::vector<Tensor>> inputs;
+  std::vector<Tensor> expected;
+  for (int t = 0; t < kThreads; ++t) {
+    inputs.push_back(testing::RandomInputs(e.ort->info(), 1 + t % 2, 100 + t));
+    auto out = e.ort->Run(testing::Views(inputs.back()));
+    ASSERT_TRUE(out.ok()) << out.status().ToString();
+    expected.push_back(std::move((*out)[0]));
+  }
+  std::vector<double> worst(kThreads, INFINITY);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      double w = 0.0;
+      for (int repeat = 0; repeat < 5; ++repeat) {
+        auto out = e.ref->Run(testing::Views(inputs[t]));
+        if (!out.ok()) return;
+        const Tensor& got = (*out)[0];
+        for (int64_t i = 0; i < got.element_count(); ++i) {
+          w = std::max<double>(
+              w, std::fabs(got.data_as<float>()[i] - expected[t].data_as<float>()[i]));
+        }
+      }
+      worst[t] = w;
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (int t = 0; t < kThreads; ++t) EXPECT_LE(worst[t], 1e-4) << "thread " << t;
+}
 
 TEST(DemoModelTest, MatchesOrtAtBatchOneAndThree) {
   Engines e = Load(testing::DemoModel());
