@@ -147,6 +147,42 @@ TEST(CompilerTest, UnsupportedOperatorsNameTheNode) {
       << maxpool.status().message();
 }
 
+TEST(CompilerTest, UnsupportedAttributesNameTheNode) {
+  std::vector<float> w(2 * 2 * 9, 0.5f);
+  OnnxModel dilated = ConvModel(2, 8, 8, FloatTensor("w", {2, 2, 3, 3}, w), 1, {1, 1, 1, 1}, false);
+  dilated.nodes[0].attributes["dilations"] = Ints("dilations", {2, 2});
+  auto r = CompilePlan(dilated);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kUnimplemented);
+  EXPECT_NE(r.status().message().find("'conv' (Conv)"), std::string::npos);
+  EXPECT_NE(r.status().message().find("dilation"), std::string::npos);
+
+  // Resize with cubic interpolation after the conv.
+  OnnxModel cubic = ConvModel(2, 8, 8, FloatTensor("w", {2, 2, 3, 3}, w), 1, {1, 1, 1, 1}, false);
+  cubic.nodes[0].outputs = {"c"};
+  cubic.initializers["scales"] = FloatTensor("scales", {4}, {1, 1, 2, 2});
+  OnnxNode resize;
+  resize.name = "up";
+  resize.op_type = "Resize";
+  resize.inputs = {"c", "", "scales"};
+  resize.outputs = {"y"};
+  resize.attributes["mode"].s = "cubic";
+  cubic.nodes.push_back(resize);
+  r = CompilePlan(cubic);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kUnimplemented);
+  EXPECT_NE(r.status().message().find("'up' (Resize)"), std::string::npos) << r.status().message();
+
+  // The same graph with bilinear align_corners compiles to conv + resize.
+  cubic.nodes[1].attributes["mode"].s = "linear";
+  cubic.nodes[1].attributes["coordinate_transformation_mode"].s = "align_corners";
+  r = CompilePlan(cubic);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_EQ(r->steps.size(), 2u);
+  EXPECT_EQ(r->steps[1].kind, StepKind::kResizeConcat);
+  EXPECT_EQ(r->buffers[r->steps[1].output].shape.h, 16);
+}
+
 TEST(CompilerTest, BatchNormFoldsIntoConvWeightsAndBias) {
   // 1x1 conv 2->3 with distinct weights.
   std::vector<float> w = {1, 2, 3, 4, 5, 6};
