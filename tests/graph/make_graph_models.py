@@ -132,6 +132,18 @@ class TwoOutputs(nn.Module):
         return first, torch.sigmoid(first + self.b(first)), x
 
 
+class NearestUp(nn.Module):
+    """conv -> nearest x2 -> conv; exported at opset 9 it uses the old Upsample operator."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 3, 1, 1)
+        self.b = nn.Conv2d(4, 2, 3, 1, 1)
+
+    def forward(self, x):
+        return self.b(F.interpolate(F.relu(self.a(x)), scale_factor=2, mode="nearest"))
+
+
 class MaxPoolModel(nn.Module):
     def __init__(self):
         super().__init__()
@@ -141,11 +153,11 @@ class MaxPoolModel(nn.Module):
         return F.max_pool2d(self.c(x), 2)
 
 
-def export(model, args, names, path, outs=("output",)):
+def export(model, args, names, path, outs=("output",), opset=17):
     model.eval()
     dynamic = {n: {0: "batch"} for n in names + list(outs)}
     torch.onnx.export(model, args, path, input_names=names, output_names=list(outs),
-                      opset_version=17, dynamic_axes=dynamic, do_constant_folding=False)
+                      opset_version=opset, dynamic_axes=dynamic, do_constant_folding=False)
 
 
 def standalone_ops_model(path):
@@ -238,6 +250,8 @@ def main():
            ["visual", "audio"], os.path.join(out, "two_inputs.onnx"))
     export(TwoOutputs(), (torch.rand(1, 3, 12, 10),), ["x"], os.path.join(out, "two_outputs.onnx"),
            outs=("first", "second", "echo"))
+    export(NearestUp(), (torch.rand(1, 3, 7, 9),), ["x"], os.path.join(out, "upsample_opset9.onnx"),
+           opset=9)
     export(MaxPoolModel(), (torch.rand(1, 3, 8, 8),), ["x"], os.path.join(out, "maxpool.onnx"))
     standalone_ops_model(os.path.join(out, "standalone_ops.onnx"))
     softmax_model(os.path.join(out, "softmax.onnx"))

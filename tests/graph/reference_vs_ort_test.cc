@@ -90,7 +90,8 @@ INSTANTIATE_TEST_SUITE_P(Models, SmallModelTest,
                                            "up_pad_concat.onnx", "up_concat.onnx",
                                            "up_nearest.onnx", "audio_hubert.onnx",
                                            "audio_wenet.onnx", "two_inputs.onnx",
-                                           "standalone_ops.onnx", "two_outputs.onnx"),
+                                           "standalone_ops.onnx", "two_outputs.onnx",
+                                           "upsample_opset9.onnx"),
                          [](const ::testing::TestParamInfo<std::string>& info) {
                            return info.param.substr(0, info.param.find('.'));
                          });
