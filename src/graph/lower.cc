@@ -323,7 +323,9 @@ class Lowerer {
     LIPSYNC_ASSIGN_OR_RETURN(ItemShape x, InputShape(node, 0));
     RawOp op = Start(node, RawKind::kResize);
     const std::string mode = node.get_string("mode", "nearest");
-    const bool upsample = node.op_type == "Upsample";
+    // Upsample and opset-10 Resize take (X, scales) and use asymmetric coordinates.
+    const bool upsample = node.op_type == "Upsample" || node.inputs.size() == 2;
+    if (node.get_int("antialias", 0) != 0) return NodeError(node, "antialias is not supported");
     const std::string ctm =
         upsample ? "asymmetric" : node.get_string("coordinate_transformation_mode", "half_pixel");
     if (mode == "linear" && ctm == "align_corners") {
