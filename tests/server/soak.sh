@@ -14,20 +14,23 @@ SERVER=$!
 trap 'kill -INT $SERVER 2>/dev/null || true' EXIT
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$SERVER/status"; }
 
-# Warm-up: the same mix as the soak, so that allocator pools reach their steady size.
-"$BIN" loadtest --target "127.0.0.1:$PORT" --concurrency 4 --duration 5 --form frame >/dev/null
-"$BIN" loadtest --target "127.0.0.1:$PORT" --streams 2 --duration 3 --form tensor >/dev/null
+# The same closed-loop mix (unary frames, streams of tensors, KServe) for the warm-up and the soak:
+# closed-loop clients send as fast as the server answers, so the load is steady on any machine.
+load() {  # seconds
+  "$BIN" loadtest --target "127.0.0.1:$PORT" --concurrency 3 --duration "$1" --form frame \
+    >/dev/null &
+  local frames=$!
+  "$BIN" loadtest --target "127.0.0.1:$PORT" --streams 2 --window 2 --duration "$1" \
+    --form tensor >/dev/null &
+  local streams=$!
+  "$BIN" loadtest --target "127.0.0.1:$PORT" --concurrency 1 --duration "$1" --api kserve \
+    --form tensor | sed -n 2,3p
+  wait "$frames" "$streams"
+}
+load 10
 WARM=$(rss_kb)
 echo "RSS after warm-up: ${WARM} KiB; soaking for ${SECONDS_TOTAL} s"
-
-HALF=$((SECONDS_TOTAL / 2))
-"$BIN" loadtest --target "127.0.0.1:$PORT" --concurrency 4 --duration "$HALF" --form frame &
-"$BIN" loadtest --target "127.0.0.1:$PORT" --streams 2 --duration "$HALF" --form tensor >/dev/null
-wait %2 2>/dev/null || true
-"$BIN" loadtest --target "127.0.0.1:$PORT" --rate 50 --duration "$HALF" --form frame \
-  --api lipsync | tail -3
-"$BIN" loadtest --target "127.0.0.1:$PORT" --concurrency 2 --duration 2 --api kserve \
-  --form tensor >/dev/null
+load "$SECONDS_TOTAL"
 END=$(rss_kb)
 GROWTH=$(/usr/bin/python3 -c "print(round(100.0 * ($END - $WARM) / $WARM, 2))")
 echo "RSS at the end: ${END} KiB (growth ${GROWTH}%)"
