@@ -4,6 +4,8 @@
 #include <signal.h>
 #include <spdlog/spdlog.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <thread>
 
@@ -62,8 +64,19 @@ int RunServe(ServeArgs& args) {
                  args.server.metrics_listen, (*server)->metrics_port());
   }
 
+  // Hand freed frame buffers back to the system now and then, so resident memory follows the
+  // load instead of its high-water mark.
+  std::atomic<bool> stopping{false};
+  std::thread trimmer([&stopping] {
+    while (!stopping) {
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+      malloc_trim(0);
+    }
+  });
   int sig = 0;
   sigwait(&stop_signals, &sig);
+  stopping = true;
+  trimmer.join();
   spdlog::info("received {}, draining (up to {} s)", sig == SIGINT ? "SIGINT" : "SIGTERM",
                args.drain_timeout_s);
   (*server)->Shutdown();
