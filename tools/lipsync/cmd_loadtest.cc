@@ -15,6 +15,7 @@
 #include "commands.h"
 #include "engine_flags.h"
 #include "grpc_client.h"
+#include "server/request_codec.h"
 
 namespace lipsync::cli {
 namespace {
@@ -59,29 +60,6 @@ class Recorder {
   std::vector<double> latencies_;
   std::map<grpc::StatusCode, int64_t> codes_;
 };
-
-const char* CodeName(grpc::StatusCode c) {
-  switch (c) {
-    case grpc::StatusCode::OK:
-      return "OK";
-    case grpc::StatusCode::CANCELLED:
-      return "CANCELLED";
-    case grpc::StatusCode::INVALID_ARGUMENT:
-      return "INVALID_ARGUMENT";
-    case grpc::StatusCode::DEADLINE_EXCEEDED:
-      return "DEADLINE_EXCEEDED";
-    case grpc::StatusCode::NOT_FOUND:
-      return "NOT_FOUND";
-    case grpc::StatusCode::RESOURCE_EXHAUSTED:
-      return "RESOURCE_EXHAUSTED";
-    case grpc::StatusCode::UNAVAILABLE:
-      return "UNAVAILABLE";
-    case grpc::StatusCode::INTERNAL:
-      return "INTERNAL";
-    default:
-      return "OTHER";
-  }
-}
 
 double Ms(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
@@ -260,7 +238,7 @@ int RunLoadtest(const LoadArgs& a) {
   for (const auto& [code, n] : codes) {
     total += n;
     if (code == grpc::StatusCode::OK) ok = n;
-    code_json[CodeName(code)] = n;
+    code_json[server::GrpcCodeName(code)] = n;
   }
   const double rps = ok / elapsed_s;
   std::printf("%s load on %s: %s form, batch %d, api %s, %.1f s\n", mode.c_str(), a.target.c_str(),
@@ -271,7 +249,7 @@ int RunLoadtest(const LoadArgs& a) {
               lat.median, lat.p90, lat.p95, lat.p99, lat.max);
   for (const auto& [code, n] : codes) {
     if (code != grpc::StatusCode::OK) {
-      std::printf("errors: %s %lld\n", CodeName(code), static_cast<long long>(n));
+      std::printf("errors: %s %lld\n", server::GrpcCodeName(code), static_cast<long long>(n));
     }
   }
   if (!a.json_path.empty()) {
