@@ -1,0 +1,409 @@
+#include "backends/cuda/cuda_backend.h"
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cmath>
+#include <condition_variable>
+#include <cstring>
+#include <exception>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "backends/cuda/step_runner.h"
+#include "graph/compiler.h"
+
+namespace lipsync {
+namespace cuda {
+namespace {
+
+// Concurrent Run() calls beyond this wait for a free context: each context holds an arena for
+// its largest batch, and more streams than this gain little on one GPU.
+constexpr size_t kMaxContexts = 4;
+
+std::string CudaErrorText(cudaError_t e) {
+  return std::string(cudaGetErrorString(e)) + " (" + cudaGetErrorName(e) + ")";
+}
+
+// A failed CUDA call as a Status naming the call and what the backend was doing.
+Status CudaCheck(cudaError_t e, const char* call, const std::string& during) {
+  if (e == cudaSuccess) return Status::Ok();
+  const std::string message =
+      "CUDA backend: " + std::string(call) + " failed while " + during + ": " + CudaErrorText(e);
+  if (e == cudaErrorMemoryAllocation) return ResourceExhausted(message);
+  return Internal(message);
+}
+
+std::string MiB(size_t bytes) { return std::to_string((bytes + (1 << 20) - 1) >> 20) + " MiB"; }
+
+struct DeviceFree {
+  void operator()(void* p) const { cudaFree(p); }
+};
+struct PinnedFree {
+  void operator()(void* p) const { cudaFreeHost(p); }
+};
+using DeviceMemory = std::unique_ptr<void, DeviceFree>;
+using PinnedMemory = std::unique_ptr<void, PinnedFree>;
+
+Result<DeviceMemory> AllocateDevice(size_t bytes, const std::string& what) {
+  void* p = nullptr;
+  LIPSYNC_RETURN_IF_ERROR(
+      CudaCheck(cudaMalloc(&p, bytes), "cudaMalloc", "allocating " + MiB(bytes) + " for " + what));
+  return DeviceMemory(p);
+}
+
+Result<PinnedMemory> AllocatePinned(size_t bytes, const std::string& what) {
+  void* p = nullptr;
+  LIPSYNC_RETURN_IF_ERROR(CudaCheck(cudaHostAlloc(&p, bytes, cudaHostAllocDefault), "cudaHostAlloc",
+                                    "allocating " + MiB(bytes) + " of pinned memory for " + what));
+  return PinnedMemory(p);
+}
+
+int64_t ItemElements(const graph::PlanTensor& t) {
+  int64_t n = 1;
+  for (size_t d = 1; d < t.nchw.size(); ++d) n *= t.nchw[d];
+  return n;
+}
+
+// What one concurrent Run() owns: its stream, arena and staging buffers (sized for `capacity`
+// items), and the graphs captured over exactly these buffers.
+struct RunContext {
+  cudaStream_t stream = nullptr;
+  int64_t capacity = 0;
+  DeviceMemory arena;
+  DeviceMemory io;       // float32 NCHW: every input, then every output, each `capacity` items
+  PinnedMemory staging;  // host copy of `io`
+  std::map<int64_t, cudaGraphExec_t> graphs;
+
+  void DropGraphs() {
+    for (auto& [batch, exec] : graphs) cudaGraphExecDestroy(exec);
+    graphs.clear();
+  }
+  ~RunContext() {
+    if (stream) cudaStreamSynchronize(stream);
+    DropGraphs();
+    if (stream) cudaStreamDestroy(stream);
+  }
+};
+
+class CudaBackend : public Backend {
+ public:
+  CudaBackend(graph::Plan plan, int device, Storage storage, bool use_graphs, int64_t max_batch,
+              DeviceMemory weights)
+      : plan_(std::move(plan)),
+        device_(device),
+        storage_(storage),
+        use_graphs_(use_graphs),
+        max_batch_(max_batch),
+        weights_(std::move(weights)) {
+    int64_t offset = 0;
+    for (const auto& t : plan_.inputs) {
+      io_offsets_.push_back(offset);
+      io_elements_.push_back(ItemElements(t));
+      offset += io_elements_.back();
+    }
+    for (const auto& t : plan_.outputs) {
+      io_offsets_.push_back(offset);
+      io_elements_.push_back(ItemElements(t));
+      offset += io_elements_.back();
+    }
+    io_item_elements_ = offset;
+  }
+
+  ~CudaBackend() override {
+    cudaSetDevice(device_);
+    contexts_.clear();
+    weights_.reset();
+  }
+
+  Status Run(const std::vector<TensorView>& inputs,
+             const std::vector<MutableTensorView>& outputs) override {
+    LIPSYNC_ASSIGN_OR_RETURN(int64_t batch, CheckIo(inputs, outputs));
+    LIPSYNC_RETURN_IF_ERROR(
+        CudaCheck(cudaSetDevice(device_), "cudaSetDevice", "selecting the backend's device"));
+    LIPSYNC_ASSIGN_OR_RETURN(RunContext * ctx, Acquire());
+    const Status status = RunOn(*ctx, batch, inputs, outputs);
+    Release(ctx);
+    return status;
+  }
+
+ private:
+  Result<int64_t> CheckIo(const std::vector<TensorView>& inputs,
+                          const std::vector<MutableTensorView>& outputs) const {
+    if (inputs.size() != plan_.inputs.size() || outputs.size() != plan_.outputs.size()) {
+      return InvalidArgument("CUDA backend: expected " + std::to_string(plan_.inputs.size()) +
+                             " inputs and " + std::to_string(plan_.outputs.size()) +
+                             " outputs, got " + std::to_string(inputs.size()) + " and " +
+                             std::to_string(outputs.size()));
+    }
+    const int64_t batch = inputs.empty() || inputs[0].shape.empty() ? 0 : inputs[0].shape[0];
+    if (batch < 1 || batch > max_batch_) {
+      return InvalidArgument("CUDA backend: batch " + std::to_string(batch) + " is outside 1.." +
+                             std::to_string(max_batch_));
+    }
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      const size_t want = static_cast<size_t>(io_elements_[i] * batch) * sizeof(float);
+      if (inputs[i].dtype != DataType::kFloat32 || inputs[i].byte_size() != want ||
+          !inputs[i].data) {
+        return InvalidArgument("CUDA backend: input '" + plan_.inputs[i].name +
+                               "' must be float32 with " + std::to_string(want) +
+                               " bytes for batch " + std::to_string(batch));
+      }
+    }
+    for (size_t i = 0; i < outputs.size(); ++i) {
+      const size_t want =
+          static_cast<size_t>(io_elements_[inputs.size() + i] * batch) * sizeof(float);
+      if (outputs[i].dtype != DataType::kFloat32 || outputs[i].byte_size() != want ||
+          !outputs[i].data) {
+        return InvalidArgument("CUDA backend: output buffer '" + plan_.outputs[i].name +
+                               "' must be float32 with " + std::to_string(want) +
+                               " bytes for batch " + std::to_string(batch));
+      }
+    }
+    return batch;
+  }
+
+  Result<RunContext*> Acquire() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (idle_.empty() && contexts_.size() >= kMaxContexts) available_.wait(lock);
+    if (!idle_.empty()) {
+      RunContext* ctx = idle_.back();
+      idle_.pop_back();
+      return ctx;
+    }
+    auto ctx = std::make_unique<RunContext>();
+    LIPSYNC_RETURN_IF_ERROR(
+        CudaCheck(cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking),
+                  "cudaStreamCreateWithFlags", "creating a run stream"));
+    contexts_.push_back(std::move(ctx));
+    return contexts_.back().get();
+  }
+
+  void Release(RunContext* ctx) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      idle_.push_back(ctx);
+    }
+    available_.notify_one();
+  }
+
+  // Buffers for at least `batch` items; growing them invalidates the graphs captured over them.
+  Status Reserve(RunContext& ctx, int64_t batch) {
+    if (batch <= ctx.capacity) return Status::Ok();
+    LIPSYNC_RETURN_IF_ERROR(CudaCheck(cudaStreamSynchronize(ctx.stream), "cudaStreamSynchronize",
+                                      "waiting to grow the buffers"));
+    ctx.DropGraphs();
+    ctx.arena.reset();
+    ctx.io.reset();
+    ctx.staging.reset();
+    ctx.capacity = 0;
+    const size_t arena_bytes =
+        static_cast<size_t>(plan_.arena_floats * batch) * StorageSize(storage_);
+    const size_t io_bytes = static_cast<size_t>(io_item_elements_ * batch) * sizeof(float);
+    const std::string what = " of batch " + std::to_string(batch);
+    LIPSYNC_ASSIGN_OR_RETURN(ctx.arena, AllocateDevice(arena_bytes, "the activation arena" + what));
+    LIPSYNC_ASSIGN_OR_RETURN(ctx.io, AllocateDevice(io_bytes, "the inputs and outputs" + what));
+    LIPSYNC_ASSIGN_OR_RETURN(ctx.staging,
+                             AllocatePinned(io_bytes, "the inputs and outputs" + what));
+    ctx.capacity = batch;
+    return Status::Ok();
+  }
+
+  float* DeviceIo(RunContext& ctx, size_t slot) const {
+    return static_cast<float*>(ctx.io.get()) + io_offsets_[slot] * ctx.capacity;
+  }
+  float* StagingIo(RunContext& ctx, size_t slot) const {
+    return static_cast<float*>(ctx.staging.get()) + io_offsets_[slot] * ctx.capacity;
+  }
+
+  // The whole forward pass on ctx.stream: uploads, layout conversions, steps, downloads.
+  Status Enqueue(RunContext& ctx, int64_t batch) {
+    const DeviceTensors tensors{storage_, ctx.arena.get(), weights_.get()};
+    const size_t inputs = plan_.inputs.size();
+    for (size_t i = 0; i < inputs; ++i) {
+      const size_t bytes = static_cast<size_t>(io_elements_[i] * batch) * sizeof(float);
+      LIPSYNC_RETURN_IF_ERROR(CudaCheck(cudaMemcpyAsync(DeviceIo(ctx, i), StagingIo(ctx, i), bytes,
+                                                        cudaMemcpyHostToDevice, ctx.stream),
+                                        "cudaMemcpyAsync",
+                                        "uploading input '" + plan_.inputs[i].name + "'"));
+      LIPSYNC_RETURN_IF_ERROR(EnqueueInput(plan_, i, DeviceIo(ctx, i), batch, tensors, ctx.stream));
+    }
+    for (size_t s = 0; s < plan_.steps.size(); ++s) {
+      LIPSYNC_RETURN_IF_ERROR(EnqueueStep(plan_, s, batch, tensors, ctx.stream));
+    }
+    for (size_t o = 0; o < plan_.outputs.size(); ++o) {
+      const size_t slot = inputs + o;
+      LIPSYNC_RETURN_IF_ERROR(
+          EnqueueOutput(plan_, o, batch, tensors, DeviceIo(ctx, slot), ctx.stream));
+      const size_t bytes = static_cast<size_t>(io_elements_[slot] * batch) * sizeof(float);
+      LIPSYNC_RETURN_IF_ERROR(CudaCheck(cudaMemcpyAsync(StagingIo(ctx, slot), DeviceIo(ctx, slot),
+                                                        bytes, cudaMemcpyDeviceToHost, ctx.stream),
+                                        "cudaMemcpyAsync",
+                                        "downloading output '" + plan_.outputs[o].name + "'"));
+    }
+    return Status::Ok();
+  }
+
+  Result<cudaGraphExec_t> Capture(RunContext& ctx, int64_t batch) {
+    const std::string during = "capturing the CUDA graph of batch " + std::to_string(batch);
+    // Thread-local mode: other threads' CUDA calls (other contexts) do not disturb the capture.
+    LIPSYNC_RETURN_IF_ERROR(
+        CudaCheck(cudaStreamBeginCapture(ctx.stream, cudaStreamCaptureModeThreadLocal),
+                  "cudaStreamBeginCapture", during));
+    const Status enqueued = Enqueue(ctx, batch);
+    cudaGraph_t graph = nullptr;
+    const cudaError_t ended = cudaStreamEndCapture(ctx.stream, &graph);
+    if (!enqueued.ok()) {
+      if (graph) cudaGraphDestroy(graph);
+      return enqueued;
+    }
+    LIPSYNC_RETURN_IF_ERROR(CudaCheck(ended, "cudaStreamEndCapture", during));
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t instantiated = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    LIPSYNC_RETURN_IF_ERROR(CudaCheck(instantiated, "cudaGraphInstantiate", during));
+    return exec;
+  }
+
+  Status RunOn(RunContext& ctx, int64_t batch, const std::vector<TensorView>& inputs,
+               const std::vector<MutableTensorView>& outputs) {
+    LIPSYNC_RETURN_IF_ERROR(Reserve(ctx, batch));
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      std::memcpy(StagingIo(ctx, i), inputs[i].data, inputs[i].byte_size());
+    }
+    if (use_graphs_) {
+      auto it = ctx.graphs.find(batch);
+      if (it == ctx.graphs.end()) {
+        LIPSYNC_ASSIGN_OR_RETURN(cudaGraphExec_t exec, Capture(ctx, batch));
+        it = ctx.graphs.emplace(batch, exec).first;
+      }
+      LIPSYNC_RETURN_IF_ERROR(CudaCheck(cudaGraphLaunch(it->second, ctx.stream), "cudaGraphLaunch",
+                                        "launching the graph of batch " + std::to_string(batch)));
+    } else {
+      LIPSYNC_RETURN_IF_ERROR(Enqueue(ctx, batch));
+    }
+    LIPSYNC_RETURN_IF_ERROR(
+        CudaCheck(cudaStreamSynchronize(ctx.stream), "cudaStreamSynchronize",
+                  "running the forward pass of batch " + std::to_string(batch)));
+    for (size_t o = 0; o < outputs.size(); ++o) {
+      std::memcpy(outputs[o].data, StagingIo(ctx, inputs.size() + o), outputs[o].byte_size());
+    }
+    return Status::Ok();
+  }
+
+  graph::Plan plan_;
+  const int device_;
+  const Storage storage_;
+  const bool use_graphs_;
+  const int64_t max_batch_;
+  DeviceMemory weights_;
+  std::vector<int64_t> io_offsets_;   // per-item float offset of each input, then each output
+  std::vector<int64_t> io_elements_;  // per-item floats of each
+  int64_t io_item_elements_ = 0;
+
+  std::mutex mutex_;
+  std::condition_variable available_;
+  std::vector<std::unique_ptr<RunContext>> contexts_;
+  std::vector<RunContext*> idle_;
+};
+
+// The plan's weight blob in the storage type, same element offsets.
+Result<DeviceMemory> UploadWeights(const graph::Plan& plan, Storage storage) {
+  const size_t count = plan.weights.size();
+  const std::string what = "the weights (" + std::to_string(count) + " values)";
+  LIPSYNC_ASSIGN_OR_RETURN(DeviceMemory memory,
+                           AllocateDevice(std::max<size_t>(count, 1) * StorageSize(storage), what));
+  if (count == 0) return memory;
+  if (storage == Storage::kFloat32) {
+    LIPSYNC_RETURN_IF_ERROR(CudaCheck(cudaMemcpy(memory.get(), plan.weights.data(),
+                                                 count * sizeof(float), cudaMemcpyHostToDevice),
+                                      "cudaMemcpy", "uploading " + what));
+    return memory;
+  }
+  std::vector<uint16_t> halves(count);
+  for (size_t i = 0; i < count; ++i) {
+    halves[i] = FloatToHalf(plan.weights[i]);
+    if (std::isfinite(plan.weights[i]) && (halves[i] & 0x7c00u) == 0x7c00u) {
+      return InvalidArgument("CUDA backend: weight value " + std::to_string(plan.weights[i]) +
+                             " at offset " + std::to_string(i) +
+                             " is outside the float16 range; run this model in float32");
+    }
+  }
+  LIPSYNC_RETURN_IF_ERROR(CudaCheck(
+      cudaMemcpy(memory.get(), halves.data(), count * sizeof(uint16_t), cudaMemcpyHostToDevice),
+      "cudaMemcpy", "uploading " + what + " as float16"));
+  return memory;
+}
+
+TensorInfo Describe(const graph::PlanTensor& t) {
+  return TensorInfo{t.name, DataType::kFloat32, Shape(t.nchw.begin(), t.nchw.end())};
+}
+
+}  // namespace
+
+Status CheckCudaDevice(int device_id) {
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess) {
+    return Unavailable("no CUDA device: cudaGetDeviceCount: " + CudaErrorText(e));
+  }
+  if (count == 0) return Unavailable("no CUDA device: the driver reports no GPU");
+  if (device_id < 0 || device_id >= count) {
+    return Unavailable("CUDA device " + std::to_string(device_id) +
+                       " does not exist (this machine has " + std::to_string(count) + ")");
+  }
+  cudaDeviceProp prop{};
+  LIPSYNC_RETURN_IF_ERROR(CudaCheck(cudaGetDeviceProperties(&prop, device_id),
+                                    "cudaGetDeviceProperties", "reading the device's properties"));
+  if (prop.major < 8) {
+    return Unavailable("CUDA device " + std::to_string(device_id) + " (" + prop.name +
+                       ") has compute capability " + std::to_string(prop.major) + "." +
+                       std::to_string(prop.minor) + "; the CUDA backend needs 8.0 or newer");
+  }
+  return Status::Ok();
+}
+
+}  // namespace cuda
+
+Result<LoadedBackend> CreateCudaBackend(const std::string& model_path,
+                                        const EngineOptions& options) {
+  LIPSYNC_RETURN_IF_ERROR(cuda::CheckCudaDevice(options.device_id));
+  Result<graph::Plan> compiled = Internal("not compiled");
+  try {
+    compiled = graph::CompilePlanFromFile(model_path);
+  } catch (const std::exception& e) {
+    return Internal("compiling '" + model_path + "' for the CUDA backend: " + e.what());
+  }
+  if (!compiled.ok()) return compiled.status();
+  graph::Plan plan = std::move(compiled).value();
+  const bool dynamic = plan.fixed_batch < 0;
+  const int64_t max_batch = dynamic ? options.max_batch : plan.fixed_batch;
+  LIPSYNC_RETURN_IF_ERROR(cuda::CheckPlanSupported(plan, max_batch));
+
+  LIPSYNC_RETURN_IF_ERROR(cuda::CudaCheck(cudaSetDevice(options.device_id), "cudaSetDevice",
+                                          "selecting device " + std::to_string(options.device_id)));
+  const cuda::Storage storage =
+      options.precision == Precision::kFloat16 ? cuda::Storage::kFloat16 : cuda::Storage::kFloat32;
+  LIPSYNC_ASSIGN_OR_RETURN(cuda::DeviceMemory weights, cuda::UploadWeights(plan, storage));
+  plan.weights = {};  // on the device now; the steps only need the offsets
+
+  LoadedBackend loaded;
+  ModelInfo& info = loaded.info;
+  info.path = model_path;
+  info.backend = "cuda";
+  info.provider = "cuda";
+  info.opset = plan.opset;
+  info.producer = plan.producer;
+  for (const auto& t : plan.inputs) info.inputs.push_back(cuda::Describe(t));
+  for (const auto& t : plan.outputs) info.outputs.push_back(cuda::Describe(t));
+  info.dynamic_batch = dynamic;
+  info.max_batch = max_batch;
+  loaded.backend =
+      std::make_unique<cuda::CudaBackend>(std::move(plan), options.device_id, storage,
+                                          options.cuda_graph, max_batch, std::move(weights));
+  return loaded;
+}
+
+}  // namespace lipsync

@@ -1,0 +1,27 @@
+// The native CUDA backend ("cuda"): compiles the ONNX model into the plan (graph/plan.h) and runs
+// it with lipsync's own kernels in float32 or float16 (EngineOptions::precision).
+//
+// Per Run(): the inputs are copied into pinned staging memory, uploaded, converted to NHWC, the
+// plan's steps run on one stream, and the outputs come back the same way. Each concurrent Run()
+// takes its own context (stream, arena, staging) from a small pool, so callers never share
+// activations. With EngineOptions::cuda_graph, each context captures its whole forward pass
+// (copies included) as a CUDA graph per batch size on first use and replays it after.
+#pragma once
+
+#include <string>
+
+#include "backends/backend.h"
+
+namespace lipsync {
+
+Result<LoadedBackend> CreateCudaBackend(const std::string& model_path,
+                                        const EngineOptions& options);
+
+namespace cuda {
+
+// OK when `device_id` names a GPU this build can run on; otherwise Unavailable, with a message
+// that starts "no CUDA device: " when there is no usable driver or GPU at all.
+Status CheckCudaDevice(int device_id);
+
+}  // namespace cuda
+}  // namespace lipsync

@@ -1,0 +1,88 @@
+// Helpers shared by the CUDA kernels: storage-type conversions, vector loads and stores, the
+// activation functions of the plan's epilogues, and launch-size arithmetic.
+//
+// Activations are stored as T (float, or half with float arithmetic); every kernel accumulates in
+// float. Vector helpers move V contiguous elements with one 16-byte access when V * sizeof(T) is
+// 16, which needs the address to be 16-byte aligned: callers pick V > 1 only when every pointer
+// and row stride involved is a multiple of V elements.
+#pragma once
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace lipsync::cuda {
+
+// Mirrors graph::Activation; kept separate so that kernels do not depend on the plan.
+enum class Act : int { kNone = 0, kRelu = 1, kSigmoid = 2 };
+
+__device__ __forceinline__ float ToFloat(float v) { return v; }
+__device__ __forceinline__ float ToFloat(__half v) { return __half2float(v); }
+
+template <typename T>
+__device__ __forceinline__ T FromFloat(float v);
+template <>
+__device__ __forceinline__ float FromFloat<float>(float v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ __half FromFloat<__half>(float v) {
+  return __float2half_rn(v);
+}
+
+__device__ __forceinline__ float Activate(float v, Act act) {
+  switch (act) {
+    case Act::kRelu:
+      return v > 0.0f ? v : 0.0f;
+    case Act::kSigmoid:
+      return 1.0f / (1.0f + __expf(-v));
+    case Act::kNone:
+      break;
+  }
+  return v;
+}
+
+// V contiguous elements of T as floats.
+template <typename T, int V>
+__device__ __forceinline__ void LoadVec(const T* p, float (&out)[V]) {
+  if constexpr (V * sizeof(T) == 16) {
+    const uint4 raw = *reinterpret_cast<const uint4*>(p);
+    const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+    for (int i = 0; i < V; ++i) out[i] = ToFloat(e[i]);
+  } else {
+#pragma unroll
+    for (int i = 0; i < V; ++i) out[i] = ToFloat(p[i]);
+  }
+}
+
+template <typename T, int V>
+__device__ __forceinline__ void StoreVec(T* p, const float (&in)[V]) {
+  if constexpr (V * sizeof(T) == 16) {
+    uint4 raw;
+    T* e = reinterpret_cast<T*>(&raw);
+#pragma unroll
+    for (int i = 0; i < V; ++i) e[i] = FromFloat<T>(in[i]);
+    *reinterpret_cast<uint4*>(p) = raw;
+  } else {
+#pragma unroll
+    for (int i = 0; i < V; ++i) p[i] = FromFloat<T>(in[i]);
+  }
+}
+
+// Elements per 16-byte vector: 4 floats or 8 halves.
+template <typename T>
+constexpr int kVec16 = static_cast<int>(16 / sizeof(T));
+
+inline bool Aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+// Blocks for a grid-stride loop over `work` items: enough to fill the GPU several times over
+// without launching millions of blocks for the largest tensors.
+inline unsigned int GridFor(int64_t work, int threads) {
+  const int64_t blocks = (work + threads - 1) / threads;
+  constexpr int64_t kMaxBlocks = 65535LL * 8;
+  return static_cast<unsigned int>(blocks < 1 ? 1 : (blocks > kMaxBlocks ? kMaxBlocks : blocks));
+}
+
+}  // namespace lipsync::cuda

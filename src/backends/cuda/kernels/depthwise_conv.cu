@@ -1,0 +1,94 @@
+#include "backends/cuda/kernels/depthwise_conv.cuh"
+
+namespace lipsync::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+struct DwShape {
+  int batch, h, w, c, oh, ow, kh, kw, stride_h, stride_w, pad_top, pad_left;
+};
+
+// One thread per V adjacent channels of one output pixel; neighbouring threads take neighbouring
+// channels, so every input and weight access of a warp is contiguous.
+template <typename T, int V>
+__global__ void __launch_bounds__(kThreads)
+    DepthwiseConv(DwShape s, ConvTensors<T> t, Act act, int64_t work) {
+  const int groups_per_pixel = s.c / V;
+  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < work;
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int c = static_cast<int>(idx % groups_per_pixel) * V;
+    int64_t pixel = idx / groups_per_pixel;
+    const int ox = static_cast<int>(pixel % s.ow);
+    const int oy = static_cast<int>((pixel / s.ow) % s.oh);
+    const int64_t n = pixel / (static_cast<int64_t>(s.ow) * s.oh);
+    float acc[V];
+#pragma unroll
+    for (int e = 0; e < V; ++e) acc[e] = 0.0f;
+    const T* image = t.in + n * s.h * s.w * s.c;
+    for (int ky = 0; ky < s.kh; ++ky) {
+      const int iy = oy * s.stride_h - s.pad_top + ky;
+      if (iy < 0 || iy >= s.h) continue;
+      for (int kx = 0; kx < s.kw; ++kx) {
+        const int ix = ox * s.stride_w - s.pad_left + kx;
+        if (ix < 0 || ix >= s.w) continue;
+        float x[V], w[V];
+        LoadVec<T, V>(image + (static_cast<int64_t>(iy) * s.w + ix) * s.c + c, x);
+        LoadVec<T, V>(t.weight + (ky * s.kw + kx) * s.c + c, w);
+#pragma unroll
+        for (int e = 0; e < V; ++e) acc[e] = fmaf(x[e], w[e], acc[e]);
+      }
+    }
+    float b[V];
+    LoadVec<T, V>(t.bias + c, b);
+    const int64_t at = pixel * s.c + c;
+    if (t.residual) {
+      float r[V];
+      LoadVec<T, V>(t.residual + at, r);
+#pragma unroll
+      for (int e = 0; e < V; ++e) acc[e] += r[e];
+    }
+#pragma unroll
+    for (int e = 0; e < V; ++e) acc[e] = Activate(acc[e] + b[e], act);
+    StoreVec<T, V>(t.out + at, acc);
+  }
+}
+
+template <typename T, int V>
+void Launch(const DwShape& s, const ConvTensors<T>& t, Act act, cudaStream_t stream) {
+  const int64_t work = static_cast<int64_t>(s.batch) * s.oh * s.ow * (s.c / V);
+  DepthwiseConv<T, V><<<GridFor(work, kThreads), kThreads, 0, stream>>>(s, t, act, work);
+}
+
+}  // namespace
+
+template <typename T>
+cudaError_t LaunchDepthwiseConv(const ConvGeometry& g, const ConvTensors<T>& t, Act act,
+                                cudaStream_t stream) {
+  if (g.cin != g.cout || g.groups != g.cin) return cudaErrorInvalidValue;
+  const DwShape s{static_cast<int>(g.batch),
+                  static_cast<int>(g.h),
+                  static_cast<int>(g.w),
+                  static_cast<int>(g.cin),
+                  static_cast<int>(g.oh),
+                  static_cast<int>(g.ow),
+                  g.kh,
+                  g.kw,
+                  g.stride_h,
+                  g.stride_w,
+                  g.pad_top,
+                  g.pad_left};
+  if (static_cast<int64_t>(s.batch) * s.oh * s.ow * s.c == 0) return cudaSuccess;
+  constexpr int kV = kVec16<T>;
+  const bool vec = s.c % kV == 0 && Aligned16(t.in) && Aligned16(t.weight) && Aligned16(t.bias) &&
+                   Aligned16(t.out) && (t.residual == nullptr || Aligned16(t.residual));
+  vec ? Launch<T, kV>(s, t, act, stream) : Launch<T, 1>(s, t, act, stream);
+  return cudaGetLastError();
+}
+
+template cudaError_t LaunchDepthwiseConv<float>(const ConvGeometry&, const ConvTensors<float>&, Act,
+                                                cudaStream_t);
+template cudaError_t LaunchDepthwiseConv<__half>(const ConvGeometry&, const ConvTensors<__half>&,
+                                                 Act, cudaStream_t);
+
+}  // namespace lipsync::cuda

@@ -1,0 +1,156 @@
+#include "backends/cuda/kernels/resize_concat.cuh"
+
+namespace lipsync::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+// V channels of part 0 at output pixel (y, x) of image n, resized and padded.
+template <typename T, int V>
+__device__ __forceinline__ void ResizedVec(const T* src, int c0, const ResizeSpec& r, int64_t n,
+                                           int y, int x, int c, float (&v)[V]) {
+  const int ry = y - r.pad_top, rx = x - r.pad_left;
+  if (ry < 0 || ry >= r.resized_h || rx < 0 || rx >= r.resized_w) {
+#pragma unroll
+    for (int e = 0; e < V; ++e) v[e] = 0.0f;
+    return;
+  }
+  const T* image = src + n * r.src_h * r.src_w * c0;
+  if (r.nearest) {
+    const int sy =
+        min(static_cast<int>(static_cast<int64_t>(ry) * r.src_h / r.resized_h), r.src_h - 1);
+    const int sx =
+        min(static_cast<int>(static_cast<int64_t>(rx) * r.src_w / r.resized_w), r.src_w - 1);
+    LoadVec<T, V>(image + (static_cast<int64_t>(sy) * r.src_w + sx) * c0 + c, v);
+    return;
+  }
+  // align_corners: the corner pixels of both grids coincide. Same float arithmetic as the
+  // reference backend.
+  const float fy = r.resized_h > 1 ? static_cast<float>(ry) * static_cast<float>(r.src_h - 1) /
+                                         static_cast<float>(r.resized_h - 1)
+                                   : 0.0f;
+  const float fx = r.resized_w > 1 ? static_cast<float>(rx) * static_cast<float>(r.src_w - 1) /
+                                         static_cast<float>(r.resized_w - 1)
+                                   : 0.0f;
+  const int y0 = static_cast<int>(fy), x0 = static_cast<int>(fx);
+  const int y1 = min(y0 + 1, r.src_h - 1), x1 = min(x0 + 1, r.src_w - 1);
+  const float dy = fy - static_cast<float>(y0), dx = fx - static_cast<float>(x0);
+  float a[V], b[V], cc[V], d[V];
+  LoadVec<T, V>(image + (static_cast<int64_t>(y0) * r.src_w + x0) * c0 + c, a);
+  LoadVec<T, V>(image + (static_cast<int64_t>(y0) * r.src_w + x1) * c0 + c, b);
+  LoadVec<T, V>(image + (static_cast<int64_t>(y1) * r.src_w + x0) * c0 + c, cc);
+  LoadVec<T, V>(image + (static_cast<int64_t>(y1) * r.src_w + x1) * c0 + c, d);
+#pragma unroll
+  for (int e = 0; e < V; ++e) {
+    const float top = a[e] + (b[e] - a[e]) * dx;
+    const float bottom = cc[e] + (d[e] - cc[e]) * dx;
+    v[e] = top + (bottom - top) * dy;
+  }
+}
+
+// One thread per V output channels of one pixel.
+template <typename T, int V>
+__global__ void __launch_bounds__(kThreads) ResizeConcat(ConcatParts<T> parts, ResizeSpec r, int h,
+                                                         int w, int c_out, T* out, int64_t work) {
+  const int vecs_per_pixel = c_out / V;
+  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < work;
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int c = static_cast<int>(idx % vecs_per_pixel) * V;
+    const int64_t pixel = idx / vecs_per_pixel;
+    const int x = static_cast<int>(pixel % w);
+    const int y = static_cast<int>((pixel / w) % h);
+    const int64_t n = pixel / (static_cast<int64_t>(w) * h);
+    int part = 0, first = 0;
+    while (part + 1 < parts.count && c >= first + parts.channels[part]) {
+      first += parts.channels[part];
+      ++part;
+    }
+    const int cp = parts.channels[part];
+    float v[V];
+    if (part == 0 && r.resize) {
+      ResizedVec<T, V>(parts.src[0], cp, r, n, y, x, c - first, v);
+    } else {
+      LoadVec<T, V>(parts.src[part] + pixel * cp + (c - first), v);
+    }
+    StoreVec<T, V>(out + pixel * c_out + c, v);
+  }
+}
+
+template <typename T, int V>
+__global__ void __launch_bounds__(kThreads) Pad(const T* in, int in_h, int in_w, PadSpec pad,
+                                                int out_h, int out_w, int c, T* out, int64_t work) {
+  const int vecs_per_pixel = c / V;
+  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < work;
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int ch = static_cast<int>(idx % vecs_per_pixel) * V;
+    const int64_t pixel = idx / vecs_per_pixel;
+    const int x = static_cast<int>(pixel % out_w);
+    const int y = static_cast<int>((pixel / out_w) % out_h);
+    const int64_t n = pixel / (static_cast<int64_t>(out_w) * out_h);
+    const int iy = y - pad.top, ix = x - pad.left;
+    float v[V];
+    if (iy < 0 || iy >= in_h || ix < 0 || ix >= in_w) {
+#pragma unroll
+      for (int e = 0; e < V; ++e) v[e] = pad.value;
+    } else {
+      LoadVec<T, V>(in + ((n * in_h + iy) * in_w + ix) * c + ch, v);
+    }
+    StoreVec<T, V>(out + pixel * c + ch, v);
+  }
+}
+
+}  // namespace
+
+template <typename T>
+cudaError_t LaunchResizeConcat(const ConcatParts<T>& parts, const ResizeSpec& resize, int64_t batch,
+                               int h, int w, T* out, cudaStream_t stream) {
+  if (parts.count < 1 || parts.count > kMaxConcatParts) return cudaErrorInvalidValue;
+  int c_out = 0;
+  constexpr int kV = kVec16<T>;
+  bool vec = Aligned16(out);
+  for (int i = 0; i < parts.count; ++i) {
+    c_out += parts.channels[i];
+    vec = vec && parts.channels[i] % kV == 0 && Aligned16(parts.src[i]);
+  }
+  const int64_t pixels = batch * h * w;
+  if (pixels == 0 || c_out == 0) return cudaSuccess;
+  if (vec) {
+    const int64_t work = pixels * (c_out / kV);
+    ResizeConcat<T, kV>
+        <<<GridFor(work, kThreads), kThreads, 0, stream>>>(parts, resize, h, w, c_out, out, work);
+  } else {
+    const int64_t work = pixels * c_out;
+    ResizeConcat<T, 1>
+        <<<GridFor(work, kThreads), kThreads, 0, stream>>>(parts, resize, h, w, c_out, out, work);
+  }
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t LaunchPad(const T* in, int in_h, int in_w, const PadSpec& pad, int64_t batch, int out_h,
+                      int out_w, int c, T* out, cudaStream_t stream) {
+  const int64_t pixels = batch * out_h * out_w;
+  if (pixels == 0 || c == 0) return cudaSuccess;
+  constexpr int kV = kVec16<T>;
+  if (c % kV == 0 && Aligned16(in) && Aligned16(out)) {
+    const int64_t work = pixels * (c / kV);
+    Pad<T, kV><<<GridFor(work, kThreads), kThreads, 0, stream>>>(in, in_h, in_w, pad, out_h, out_w,
+                                                                 c, out, work);
+  } else {
+    const int64_t work = pixels * c;
+    Pad<T, 1><<<GridFor(work, kThreads), kThreads, 0, stream>>>(in, in_h, in_w, pad, out_h, out_w,
+                                                                c, out, work);
+  }
+  return cudaGetLastError();
+}
+
+template cudaError_t LaunchResizeConcat<float>(const ConcatParts<float>&, const ResizeSpec&,
+                                               int64_t, int, int, float*, cudaStream_t);
+template cudaError_t LaunchResizeConcat<__half>(const ConcatParts<__half>&, const ResizeSpec&,
+                                                int64_t, int, int, __half*, cudaStream_t);
+template cudaError_t LaunchPad<float>(const float*, int, int, const PadSpec&, int64_t, int, int,
+                                      int, float*, cudaStream_t);
+template cudaError_t LaunchPad<__half>(const __half*, int, int, const PadSpec&, int64_t, int, int,
+                                       int, __half*, cudaStream_t);
+
+}  // namespace lipsync::cuda

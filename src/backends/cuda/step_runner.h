@@ -1,0 +1,47 @@
+// Runs the steps of a compiled plan (graph/plan.h) on a CUDA stream: the bridge between the plan
+// and the kernels. Host code sees no CUDA device types beyond the stream.
+//
+// The arena and the weights hold the plan's storage type: float, or IEEE half (weights converted
+// once at load, activations stored as half, all arithmetic in float). Both keep the plan's
+// element offsets, so buffer b of a batch of N starts at element plan.buffers[b].offset * N.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "graph/plan.h"
+#include "lipsync/status.h"
+
+namespace lipsync::cuda {
+
+enum class Storage { kFloat32, kFloat16 };
+
+inline size_t StorageSize(Storage s) { return s == Storage::kFloat16 ? 2 : 4; }
+const char* StorageName(Storage s);
+
+struct DeviceTensors {
+  Storage storage = Storage::kFloat32;
+  void* arena = nullptr;          // plan.arena_floats * batch elements
+  const void* weights = nullptr;  // plan.weights.size() elements
+};
+
+// Unimplemented naming the first step, buffer or tensor the kernels cannot run (checked once at
+// load, before anything is uploaded). `max_batch` bounds the 32-bit index arithmetic.
+Status CheckPlanSupported(const graph::Plan& plan, int64_t max_batch);
+
+// Enqueues step `index` of `plan` for `batch` items. A launch failure becomes an Internal status
+// naming the step.
+Status EnqueueStep(const graph::Plan& plan, size_t index, int64_t batch, const DeviceTensors& t,
+                   cudaStream_t stream);
+
+// Model input `index` from NCHW float32 device memory into its NHWC arena buffer.
+Status EnqueueInput(const graph::Plan& plan, size_t index, const float* nchw, int64_t batch,
+                    const DeviceTensors& t, cudaStream_t stream);
+
+// Model output `index` from its arena buffer to NCHW float32 device memory.
+Status EnqueueOutput(const graph::Plan& plan, size_t index, int64_t batch, const DeviceTensors& t,
+                     float* nchw, cudaStream_t stream);
+
+}  // namespace lipsync::cuda
