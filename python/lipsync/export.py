@@ -87,6 +87,9 @@ def main(argv=None):
     if len(names) != 2 or not all(names):
         log("error: --input-names needs two names, visual then audio")
         return 2
+    if args.fixed_batch < 0:
+        log(f"error: --fixed-batch must be >= 1 (0: dynamic batch), got {args.fixed_batch}")
+        return 2
     torch.set_num_threads(args.threads)
     engine = None
     if args.verify:

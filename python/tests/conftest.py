@@ -29,3 +29,24 @@ def demo_checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "demo.pth"
     torch.save(random_state_dict("ave", 320, 0), path)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def small_checkpoint(tmp_path_factory):
+    """The 160 demo weights (seed 0): cheaper where the size does not matter."""
+    from lipsync.demo import random_state_dict
+    path = tmp_path_factory.mktemp("small") / "small.pth"
+    torch.save(random_state_dict("ave", 160, 0), path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def other_export(tmp_path_factory):
+    """An ONNX export of other weights (160, seed 5): verification against seed 0 must fail."""
+    from lipsync import export
+    from lipsync.demo import random_state_dict
+    folder = tmp_path_factory.mktemp("other")
+    torch.save(random_state_dict("ave", 160, 5), folder / "other.pth")
+    assert export.main(["--checkpoint", str(folder / "other.pth"), "--size", "160",
+                        "--out", str(folder / "other.onnx"), "--no-verify"]) == 0
+    return str(folder / "other.onnx")

@@ -50,17 +50,11 @@ def test_compare_prints_one_table_with_both(tmp_path, demo_checkpoint, engine_bi
     assert rep["reports"][0]["backend"] == "pytorch" and rep["reports"][1]["backend"] == "ort"
 
 
-def test_compare_rejects_an_export_of_other_weights(tmp_path, demo_checkpoint, engine_bin):
-    import torch
-    from lipsync.demo import random_state_dict
-    other = tmp_path / "other.pth"
-    torch.save(random_state_dict("ave", 320, 5), other)
-    onnx_path = tmp_path / "other.onnx"
-    assert export.main(["--checkpoint", str(other), "--out", str(onnx_path), "--no-verify"]) == 0
+def test_compare_rejects_an_export_of_other_weights(small_checkpoint, other_export, engine_bin):
     proc = subprocess.run(
-        [sys.executable, "-m", "lipsync.compare", "--checkpoint", demo_checkpoint, "--onnx",
-         str(onnx_path), "--engine", engine_bin, "--iterations", "2", "--rounds", "1"],
-        capture_output=True, text=True, timeout=600)
+        [sys.executable, "-m", "lipsync.compare", "--checkpoint", small_checkpoint, "--size",
+         "160", "--onnx", other_export, "--engine", engine_bin, "--iterations", "2",
+         "--rounds", "1"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 1 and "outputs differ" in proc.stderr
     assert "Traceback" not in proc.stderr
 

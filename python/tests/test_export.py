@@ -1,5 +1,4 @@
 """Export through the same path users take, verified against PyTorch through the C++ engine."""
-import json
 import subprocess
 import sys
 
@@ -56,17 +55,13 @@ def test_other_variants_export_and_match(tmp_path, engine_bin, mode, size):
     assert code == 0
 
 
-def test_engine_catches_a_wrong_export(tmp_path, demo_checkpoint, engine_bin):
+def test_engine_catches_a_wrong_export(small_checkpoint, other_export, engine_bin):
     # A model exported from other weights must fail verification against this checkpoint.
-    other = tmp_path / "other.pth"
-    torch.save(random_state_dict("ave", 320, 99), other)
-    onnx_path = tmp_path / "other.onnx"
-    assert export.main(["--checkpoint", str(other), "--out", str(onnx_path), "--no-verify"]) == 0
     from lipsync.checkpoint import load_model
-    model = load_model(demo_checkpoint)
-    worst = export.verify(model, str(onnx_path), ["visual_input", "audio_input"], engine_bin,
+    model = load_model(small_checkpoint, "ave", 160)
+    worst = export.verify(model, other_export, ["visual_input", "audio_input"], engine_bin,
                           1e-4, [1])
-    assert worst > 1e-3
+    assert worst > 1e-2
 
 
 def test_export_cli_errors(tmp_path, demo_checkpoint):
