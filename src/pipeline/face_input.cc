@@ -1,5 +1,7 @@
 #include <algorithm>
+#include <cstdint>
 #include <opencv2/imgproc.hpp>
+#include <vector>
 
 #include "lipsync/face.h"
 
@@ -40,32 +42,60 @@ Result<Image> PrepareFace(const Image& face, const FaceLayout& layout) {
   return inner;
 }
 
+// Both conversions below run on every served frame, so they are written as whole-plane passes
+// that vectorise: OpenCV's SIMD split/merge does the (de)interleaving of BGR, and the per-channel
+// loops are plain unit-stride arithmetic. The scratch planes are per thread and reused.
+namespace {
+
+uint8_t* ScratchPlanes(size_t bytes) {
+  thread_local std::vector<uint8_t> scratch;
+  if (scratch.size() < bytes) scratch.resize(bytes);
+  return scratch.data();
+}
+
+}  // namespace
+
 void FillVisualInput(const uint8_t* inner_bgr, const FaceLayout& layout, float* visual) {
   const int s = layout.inner_size;
   const size_t plane = static_cast<size_t>(s) * s;
   constexpr float kScale = 1.0f / 255.0f;
-  for (int y = 0; y < s; ++y) {
-    const bool mask_row = y >= layout.mask_y && y < layout.mask_y + layout.mask_h;
-    for (int x = 0; x < s; ++x) {
-      const bool masked = mask_row && x >= layout.mask_x && x < layout.mask_x + layout.mask_w;
-      const size_t pixel = static_cast<size_t>(y) * s + x;
-      for (int c = 0; c < 3; ++c) {
-        const float v = inner_bgr[pixel * 3 + c] * kScale;
-        visual[c * plane + pixel] = v;
-        visual[(3 + c) * plane + pixel] = masked ? 0.0f : v;
-      }
+  uint8_t* planes = ScratchPlanes(3 * plane);
+  cv::Mat src(s, s, CV_8UC3, const_cast<uint8_t*>(inner_bgr));
+  cv::Mat split[3] = {cv::Mat(s, s, CV_8U, planes), cv::Mat(s, s, CV_8U, planes + plane),
+                      cv::Mat(s, s, CV_8U, planes + 2 * plane)};
+  cv::split(src, split);
+  for (int c = 0; c < 3; ++c) {
+    const uint8_t* in = planes + c * plane;
+    float* out = visual + c * plane;
+    for (size_t i = 0; i < plane; ++i) out[i] = in[i] * kScale;
+    // The masked copy: the same plane with the mouth rectangle zeroed.
+    float* masked = visual + (3 + c) * plane;
+    std::copy(out, out + plane, masked);
+    for (int y = layout.mask_y; y < layout.mask_y + layout.mask_h; ++y) {
+      float* row = masked + static_cast<size_t>(y) * s + layout.mask_x;
+      std::fill(row, row + layout.mask_w, 0.0f);
     }
   }
 }
 
 void OutputToImage(const float* chw, int size, uint8_t* bgr) {
   const size_t plane = static_cast<size_t>(size) * size;
-  for (size_t pixel = 0; pixel < plane; ++pixel) {
-    for (int c = 0; c < 3; ++c) {
-      const float v = std::clamp(chw[c * plane + pixel] * 255.0f, 0.0f, 255.0f);
-      bgr[pixel * 3 + c] = static_cast<uint8_t>(v);
+  uint8_t* planes = ScratchPlanes(3 * plane);
+  for (int c = 0; c < 3; ++c) {
+    const float* in = chw + c * plane;
+    uint8_t* out = planes + c * plane;
+    for (size_t i = 0; i < plane; ++i) {
+      float v = in[i] * 255.0f;
+      v = v > 0.0f ? v : 0.0f;  // also maps NaN to 0
+      v = v < 255.0f ? v : 255.0f;
+      out[i] = static_cast<uint8_t>(static_cast<int32_t>(v));  // truncates, as the reference does
     }
   }
+  const cv::Mat merged[3] = {cv::Mat(size, size, CV_8U, planes),
+                             cv::Mat(size, size, CV_8U, planes + plane),
+                             cv::Mat(size, size, CV_8U, planes + 2 * plane)};
+  cv::Mat dst(size, size, CV_8UC3, bgr);
+  cv::merge(merged, 3, dst);
 }
 
 }  // namespace lipsync

@@ -2,8 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 
 namespace lipsync {
 namespace {
@@ -32,22 +35,31 @@ TEST(FaceLayout, KnownSizes) {
 }
 
 TEST(FaceInput, ChannelsScaleAndMaskRectangle) {
-  const FaceLayout layout = *FaceLayout::ForInputSize(320);
-  const Image inner = Pattern(320, 320);
-  std::vector<float> visual(6 * 320 * 320, -1.0f);
-  FillVisualInput(inner.bgr.data(), layout, visual.data());
-  const size_t plane = 320 * 320;
-  for (int y = 0; y < 320; ++y) {
-    for (int x = 0; x < 320; ++x) {
-      const bool in_mask = x >= 5 && x < 315 && y >= 5 && y < 310;
-      for (int c = 0; c < 3; ++c) {
-        const float want = inner.bgr[(static_cast<size_t>(y) * 320 + x) * 3 + c] / 255.0f;
-        const size_t i = static_cast<size_t>(y) * 320 + x;
-        ASSERT_FLOAT_EQ(visual[c * plane + i], want);
-        ASSERT_FLOAT_EQ(visual[(3 + c) * plane + i], in_mask ? 0.0f : want) << x << "," << y;
+  for (int s : {320, 160}) {
+    const FaceLayout layout = *FaceLayout::ForInputSize(s);
+    const Image inner = Pattern(s, s);
+    const size_t plane = static_cast<size_t>(s) * s;
+    std::vector<float> visual(6 * plane, -1.0f);
+    FillVisualInput(inner.bgr.data(), layout, visual.data());
+    for (int y = 0; y < s; ++y) {
+      for (int x = 0; x < s; ++x) {
+        const bool in_mask = x >= layout.mask_x && x < layout.mask_x + layout.mask_w &&
+                             y >= layout.mask_y && y < layout.mask_y + layout.mask_h;
+        for (int c = 0; c < 3; ++c) {
+          const size_t i = static_cast<size_t>(y) * s + x;
+          const float want = inner.bgr[i * 3 + c] / 255.0f;
+          ASSERT_FLOAT_EQ(visual[c * plane + i], want);
+          ASSERT_FLOAT_EQ(visual[(3 + c) * plane + i], in_mask ? 0.0f : want) << x << "," << y;
+        }
       }
     }
   }
+  // The 320 layout's mouth rectangle, spelled out.
+  const FaceLayout l320 = *FaceLayout::ForInputSize(320);
+  EXPECT_EQ(l320.mask_x, 5);
+  EXPECT_EQ(l320.mask_y, 5);
+  EXPECT_EQ(l320.mask_x + l320.mask_w, 315);
+  EXPECT_EQ(l320.mask_y + l320.mask_h, 310);
 }
 
 TEST(FaceInput, PrepareFaceBySize) {
@@ -85,6 +97,31 @@ TEST(FaceOutput, ScalesClampsAndTruncates) {
   EXPECT_EQ(bgr[1], 0);    // pixel 0, G: -1 clamped
   EXPECT_EQ(bgr[4], 254);  // pixel 1, G: 254.7 truncated
   EXPECT_EQ(bgr[2], 76);   // pixel 0, R: 76.5
+}
+
+// The vectorised conversion against the obvious per-pixel loop, on random values around and
+// outside [0, 1] (and NaN, which becomes 0).
+TEST(FaceOutput, MatchesPerPixelLoopOnRandomValues) {
+  for (int s : {320, 160, 7}) {
+    const size_t plane = static_cast<size_t>(s) * s;
+    std::vector<float> chw(3 * plane);
+    uint32_t state = 12345u + s;
+    for (auto& v : chw) {
+      state = state * 1664525u + 1013904223u;
+      v = static_cast<float>(state >> 8) / static_cast<float>(1u << 24) * 1.4f - 0.2f;
+    }
+    chw[5] = std::numeric_limits<float>::quiet_NaN();
+    std::vector<uint8_t> got(3 * plane), want(3 * plane);
+    OutputToImage(chw.data(), s, got.data());
+    for (size_t p = 0; p < plane; ++p) {
+      for (int c = 0; c < 3; ++c) {
+        const float x = chw[c * plane + p];
+        want[p * 3 + c] =
+            std::isnan(x) ? 0 : static_cast<uint8_t>(std::clamp(x * 255.0f, 0.0f, 255.0f));
+      }
+    }
+    ASSERT_EQ(got, want) << "size " << s;
+  }
 }
 
 TEST(ImageIo, RoundTripAndErrors) {
