@@ -71,6 +71,7 @@ Batcher::Batcher(Engine* engine, BatcherOptions options, Metrics* metrics)
     }
   }
   scheduler_ = std::thread([this] { SchedulerLoop(); });
+  completer_ = std::thread([this] { CompletionLoop(); });
 }
 
 Batcher::~Batcher() { Shutdown(std::chrono::milliseconds(0)); }
@@ -104,6 +105,39 @@ void Batcher::Finish(const std::shared_ptr<Ticket>& ticket, bool finished) {
   ticket->on_complete_(*ticket);
   // The callback may hold what holds the ticket (a stream slot does): drop it to break the cycle.
   ticket->on_complete_ = nullptr;
+}
+
+void Batcher::Complete(std::vector<std::shared_ptr<Ticket>>& finished) {
+  if (finished.empty()) return;
+  bool others_waiting;
+  {
+    std::lock_guard lock(mu_);
+    others_waiting = !queue_.empty();
+  }
+  if (!others_waiting) {
+    for (auto& ticket : finished) Finish(ticket, true);
+  } else {
+    {
+      std::lock_guard lock(completion_mu_);
+      for (auto& ticket : finished) completions_.push_back(std::move(ticket));
+    }
+    completion_cv_.notify_one();
+  }
+  finished.clear();
+}
+
+void Batcher::CompletionLoop() {
+  while (true) {
+    std::shared_ptr<Ticket> ticket;
+    {
+      std::unique_lock lock(completion_mu_);
+      completion_cv_.wait(lock, [&] { return completion_stop_ || !completions_.empty(); });
+      if (completions_.empty()) return;  // stopping and drained
+      ticket = std::move(completions_.front());
+      completions_.pop_front();
+    }
+    Finish(ticket, true);
+  }
 }
 
 void Batcher::SchedulerLoop() {
@@ -194,15 +228,18 @@ void Batcher::RunBatch(std::vector<Queued>& batch) {
   const double compute_ms = MsBetween(run_start, run_end);
   metrics_->RecordBatch(static_cast<int>(n), compute_ms / 1000.0);
   metrics_->AddFrames(static_cast<int>(n));
+  // Outputs are copied out of the batch buffers here, before the next batch reuses them; only the
+  // completions may run elsewhere.
+  std::vector<std::shared_ptr<Ticket>> finished;
   for (size_t r = 0; r < n; ++r) {
     Queued& q = *live[r];
     const double queue_ms = MsBetween(q.enqueued, run_start);
     metrics_->RecordQueueTime(queue_ms / 1000.0);
-    const bool finished = status.ok()
-                              ? q.ticket->FrameDone(q.index, outputs, r, queue_ms, compute_ms)
-                              : q.ticket->FrameFailed(status.WithContext("inference failed"));
-    Finish(q.ticket, finished);
+    const bool done = status.ok() ? q.ticket->FrameDone(q.index, outputs, r, queue_ms, compute_ms)
+                                  : q.ticket->FrameFailed(status.WithContext("inference failed"));
+    if (done) finished.push_back(q.ticket);
   }
+  Complete(finished);
 }
 
 void Batcher::Shutdown(std::chrono::milliseconds timeout) {
@@ -220,6 +257,13 @@ void Batcher::Shutdown(std::chrono::milliseconds timeout) {
            q.ticket->FrameFailed(Unavailable("the server shut down before this frame ran")));
   }
   if (scheduler_.joinable()) scheduler_.join();
+  // Answers handed to the completion thread are still delivered before Shutdown returns.
+  {
+    std::lock_guard completion_lock(completion_mu_);
+    completion_stop_ = true;
+  }
+  completion_cv_.notify_all();
+  if (completer_.joinable()) completer_.join();
 }
 
 }  // namespace lipsync::server

@@ -7,8 +7,10 @@
 // the first frame, then up to `max_queue_delay` for more, takes up to `max_batch` frames (from any
 // requests and streams), drops frames whose ticket expired or was cancelled, runs the engine once
 // and copies each frame's output into its ticket. When a ticket's last frame is done, its
-// completion callback runs on the scheduler thread; it must be short (it serialises the response
-// and hands it to gRPC).
+// completion callback (which encodes the response and hands it to gRPC) runs on the scheduler
+// thread if nothing else is queued, which keeps a lone request's latency low; when frames are
+// waiting it runs on a completion thread instead, so that the next batch starts at once and the
+// model does not sit idle while answers are encoded.
 #pragma once
 
 #include <atomic>
@@ -104,6 +106,9 @@ class Batcher {
   void SchedulerLoop();
   void RunBatch(std::vector<Queued>& batch);
   void Finish(const std::shared_ptr<Ticket>& ticket, bool finished);
+  // Runs the completions of finished tickets, here or on the completion thread (see above).
+  void Complete(std::vector<std::shared_ptr<Ticket>>& finished);
+  void CompletionLoop();
 
   Engine* engine_;
   const BatcherOptions options_;
@@ -120,6 +125,12 @@ class Batcher {
   bool stop_ = false;
   bool running_batch_ = false;
   std::thread scheduler_;
+
+  std::mutex completion_mu_;
+  std::condition_variable completion_cv_;
+  std::deque<std::shared_ptr<Ticket>> completions_;
+  bool completion_stop_ = false;
+  std::thread completer_;
 };
 
 }  // namespace lipsync::server

@@ -148,6 +148,88 @@ TEST(ServerBatching, ShutdownDrainsAcceptedRequests) {
 namespace lipsync::server::testing {
 namespace {
 
+std::vector<BatchItem> OneFrame(uint64_t seed) {
+  Frames f = MakeFrames(1, seed);
+  BatchItem item;
+  for (auto& t : f.engine_inputs) item.inputs.push_back(std::move(t));
+  std::vector<BatchItem> items;
+  items.push_back(std::move(item));
+  return items;
+}
+
+// While frames wait, a finished request's answer is encoded off the scheduler thread: a slow
+// completion must not hold up the next batch. The scheduler is first parked in a completion (it
+// runs there, nothing else being queued) so that A and B are both queued when it resumes.
+TEST(ServerBatching, SlowCompletionDoesNotDelayTheNextBatch) {
+  EngineOptions eo;
+  eo.intra_op_threads = 1;
+  auto engine = Engine::Create(kTestData + "/tiny.onnx", eo);
+  ASSERT_TRUE(engine.ok());
+  Metrics metrics;
+  BatcherOptions bo;
+  bo.max_batch = 1;
+  bo.max_queue_delay = std::chrono::microseconds(0);
+  Batcher batcher(engine->get(), bo, &metrics);
+
+  std::promise<void> parked, release;
+  auto release_future = release.get_future().share();
+  auto park = std::make_shared<Ticket>(1, Clock::time_point::max(), [&](Ticket&) {
+    parked.set_value();
+    release_future.wait();
+  });
+  ASSERT_TRUE(batcher.Submit(park, OneFrame(1)).ok());
+  parked.get_future().wait();
+
+  std::atomic<bool> a_finished{false};
+  std::promise<bool> b_done;  // whether A's callback was still running when B's ran
+  auto a = std::make_shared<Ticket>(1, Clock::time_point::max(), [&](Ticket& t) {
+    EXPECT_TRUE(t.status().ok());
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    a_finished = true;
+  });
+  auto b = std::make_shared<Ticket>(1, Clock::time_point::max(), [&](Ticket& t) {
+    EXPECT_TRUE(t.status().ok());
+    b_done.set_value(!a_finished);
+  });
+  ASSERT_TRUE(batcher.Submit(a, OneFrame(2)).ok());
+  ASSERT_TRUE(batcher.Submit(b, OneFrame(3)).ok());
+  const auto t0 = Clock::now();
+  release.set_value();
+  auto b_future = b_done.get_future();
+  ASSERT_EQ(b_future.wait_for(std::chrono::seconds(30)), std::future_status::ready);
+  EXPECT_TRUE(b_future.get()) << "B was answered only after A's slow completion";
+  EXPECT_LT(MsSince(t0), 450.0);
+  // Shutdown still delivers the answer being encoded on the completion thread.
+  batcher.Shutdown(std::chrono::milliseconds(5000));
+  EXPECT_TRUE(a_finished);
+  EXPECT_EQ(metrics.frames(), 3u);
+}
+
+// Every accepted request is answered by the time Shutdown returns, wherever its completion ran.
+TEST(ServerBatching, ShutdownRunsEveryCompletion) {
+  EngineOptions eo;
+  eo.intra_op_threads = 1;
+  auto engine = Engine::Create(kTestData + "/tiny.onnx", eo);
+  ASSERT_TRUE(engine.ok());
+  Metrics metrics;
+  BatcherOptions bo;
+  bo.max_batch = 2;
+  Batcher batcher(engine->get(), bo, &metrics);
+  constexpr int kTickets = 24;
+  std::atomic<int> ok{0}, answered{0};
+  for (int i = 0; i < kTickets; ++i) {
+    auto ticket = std::make_shared<Ticket>(1, Clock::time_point::max(), [&](Ticket& t) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      if (t.status().ok()) ++ok;
+      ++answered;
+    });
+    ASSERT_TRUE(batcher.Submit(ticket, OneFrame(10 + i)).ok());
+  }
+  batcher.Shutdown(std::chrono::milliseconds(30000));
+  EXPECT_EQ(answered.load(), kTickets);
+  EXPECT_EQ(ok.load(), kTickets);
+}
+
 // A completion callback may hold what holds its ticket (a stream keeps its tickets in slots the
 // callback captures). The batcher must drop the callback after running it, or both leak.
 TEST(ServerBatching, CompletedTicketReleasesWhatItsCallbackHeld) {
