@@ -3,6 +3,9 @@
 namespace lipsync::server {
 namespace {
 
+// The one version this server has of its model (KServe models are versioned; ours are files).
+constexpr char kModelVersion[] = "1";
+
 const char* KServeDatatype(DataType t) {
   switch (t) {
     case DataType::kFloat32:
@@ -80,7 +83,7 @@ grpc::ServerUnaryReactor* KServeService::ModelMetadata(
   }
   const ModelInfo& info = ctx_->engine->info();
   response->set_name(ctx_->spec.name);
-  response->add_versions("1");
+  response->add_versions(std::string(kModelVersion));
   response->set_platform("onnx_onnxv1");
   auto add = [](const TensorInfo& t, inference::ModelMetadataResponse::TensorMetadata* m) {
     m->set_name(t.name);

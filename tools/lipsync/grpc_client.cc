@@ -38,6 +38,8 @@ Result<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& target,
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(256 << 20);
   args.SetMaxSendMessageSize(256 << 20);
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES,
+              8 << 20);  // answers are large, as in the server
   if (tls_ca_file.empty()) {
     return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
   }
