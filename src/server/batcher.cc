@@ -1,5 +1,6 @@
 #include "server/batcher.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace lipsync::server {
@@ -57,14 +58,19 @@ bool Ticket::FrameFailed(const Status& status) {
 }
 
 Batcher::Batcher(Engine* engine, BatcherOptions options, Metrics* metrics)
-    : engine_(engine), options_(options), metrics_(metrics) {
+    : engine_(engine),
+      options_(options),
+      batch_limit_(options.preferred_batch > 0
+                       ? std::min(options.preferred_batch, options.max_batch)
+                       : options.max_batch),
+      metrics_(metrics) {
   const ModelInfo& info = engine_->info();
   for (const auto& in : info.inputs) {
     Shape shape = in.shape;
-    shape[0] = options_.max_batch;
+    shape[0] = batch_limit_;
     batch_inputs_.emplace_back(in.dtype, shape);
   }
-  auto shapes = engine_->OutputShapes(options_.max_batch);
+  auto shapes = engine_->OutputShapes(batch_limit_);
   if (shapes.ok()) {
     for (size_t i = 0; i < shapes->size(); ++i) {
       batch_outputs_.emplace_back(info.outputs[i].dtype, (*shapes)[i]);
@@ -149,10 +155,9 @@ void Batcher::SchedulerLoop() {
       if (queue_.empty()) break;  // stopping and drained
       // Give the batch until the oldest frame's delay runs out to fill up.
       const auto fill_deadline = queue_.front().enqueued + options_.max_queue_delay;
-      cv_.wait_until(lock, fill_deadline, [&] {
-        return stop_ || queue_.size() >= static_cast<size_t>(options_.max_batch);
-      });
-      const size_t n = std::min(queue_.size(), static_cast<size_t>(options_.max_batch));
+      cv_.wait_until(lock, fill_deadline,
+                     [&] { return stop_ || queue_.size() >= static_cast<size_t>(batch_limit_); });
+      const size_t n = std::min(queue_.size(), static_cast<size_t>(batch_limit_));
       for (size_t i = 0; i < n; ++i) {
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
@@ -200,7 +205,7 @@ void Batcher::RunBatch(std::vector<Queued>& batch) {
     for (const auto& t : live[0]->item.inputs) inputs.push_back(t.view());
   } else {
     for (size_t i = 0; i < batch_inputs_.size(); ++i) {
-      const size_t row_bytes = batch_inputs_[i].byte_size() / options_.max_batch;
+      const size_t row_bytes = batch_inputs_[i].byte_size() / batch_limit_;
       for (size_t r = 0; r < n; ++r) {
         std::memcpy(static_cast<char*>(batch_inputs_[i].data()) + r * row_bytes,
                     live[r]->item.inputs[i].data(), row_bytes);

@@ -76,6 +76,9 @@ class Ticket {
 
 struct BatcherOptions {
   int max_batch = 8;
+  // The batch size aimed for (1..max_batch; 0: max_batch): a batch starts when this many frames
+  // wait, or when the oldest has waited max_queue_delay, and never holds more. See batch_tuning.h.
+  int preferred_batch = 0;
   std::chrono::microseconds max_queue_delay{2000};
   size_t max_queue = 256;  // frames waiting, across all requests
 };
@@ -93,6 +96,8 @@ class Batcher {
   void Shutdown(std::chrono::milliseconds timeout);
 
   const BatcherOptions& options() const { return options_; }
+  // The most frames one batch holds: preferred_batch, or max_batch when none is set.
+  int batch_limit() const { return batch_limit_; }
   size_t queue_depth() const;
 
  private:
@@ -112,6 +117,7 @@ class Batcher {
 
   Engine* engine_;
   const BatcherOptions options_;
+  const int batch_limit_;
   Metrics* metrics_;
   // Batch input and output buffers for max_batch frames, reused by every batch.
   std::vector<Tensor> batch_inputs_;

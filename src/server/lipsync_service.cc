@@ -187,6 +187,7 @@ grpc::ServerUnaryReactor* LipSyncService::GetModelInfo(grpc::CallbackServerConte
   response->set_provider(info.provider);
   response->set_frame_size(ctx_->spec.frame_form ? ctx_->spec.layout.inner_size : 0);
   response->set_max_batch(ctx_->batcher->options().max_batch);
+  response->set_preferred_batch(ctx_->batcher->batch_limit());
   response->set_max_queue_delay_us(ctx_->max_queue_delay_us);
   response->set_max_queue(ctx_->max_queue);
   ctx_->metrics->RecordRequest("GetModelInfo", "OK");

@@ -76,6 +76,12 @@ Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOption
                            " exceeds the model's limit of " +
                            std::to_string(engine->info().max_batch));
   }
+  if (options.batching.preferred_batch < 0 ||
+      options.batching.preferred_batch > options.batching.max_batch) {
+    return InvalidArgument("--preferred-batch " + std::to_string(options.batching.preferred_batch) +
+                           " must be between 1 and --max-batch (" +
+                           std::to_string(options.batching.max_batch) + ")");
+  }
   if (options.batching.max_queue < static_cast<size_t>(options.batching.max_batch)) {
     return InvalidArgument("--max-queue must be at least --max-batch");
   }

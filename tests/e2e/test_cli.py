@@ -159,3 +159,42 @@ def test_unknown_provider_and_missing_gpu_provider():
     assert "UNAVAILABLE" in cuda.stderr and "libonnxruntime_providers_cuda.so" in cuda.stderr
     fallback = run("info", "--model", MODEL, "--provider", "cuda", "--allow-cpu-fallback")
     assert "provider cpu" in fallback.stdout and "fallback:" in fallback.stdout
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_times_batch_sizes_and_reports_its_choice():
+    import re
+    import signal
+    import threading
+    port = free_port()
+    proc = subprocess.Popen([BIN, "serve", "--model", MODEL, "--listen", f"127.0.0.1:{port}",
+                             "--max-batch", "4", "--threads", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    watchdog = threading.Timer(300, proc.kill)  # a server that never starts fails, not hangs
+    watchdog.start()
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if "serving model" in line:
+                break
+        log = "".join(lines)
+        timed = [int(b) for b in re.findall(r"batch (\d+): [0-9.]+ ms per frame", log)]
+        assert timed == [1, 2, 4], log
+        chosen = re.search(r"preferred batch (\d+)", log)
+        assert chosen and int(chosen.group(1)) in (1, 2, 4), log
+        assert f"batches of up to {chosen.group(1)} (max 4)" in log, log
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=60)
+        watchdog.cancel()
+    assert code == 0
+    bad = run("serve", "--model", MODEL, "--max-batch", "4", "--preferred-batch", "8", check=False)
+    assert bad.returncode == 2
+    assert "--preferred-batch must be auto or a number from 1 to --max-batch (4), got '8'" in bad.stderr

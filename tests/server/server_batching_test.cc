@@ -1,11 +1,13 @@
 // Dynamic batching, overload, deadlines, cancellation and shutdown.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <future>
 #include <thread>
 
+#include "server/batch_tuning.h"
 #include "server_test_util.h"
 
 namespace lipsync::server::testing {
@@ -203,6 +205,75 @@ TEST(ServerBatching, SlowCompletionDoesNotDelayTheNextBatch) {
   batcher.Shutdown(std::chrono::milliseconds(5000));
   EXPECT_TRUE(a_finished);
   EXPECT_EQ(metrics.frames(), 3u);
+}
+
+// With a preferred batch below max batch, waiting frames are grouped in batches of that size.
+TEST(ServerBatching, PreferredBatchCapsTheBatches) {
+  EngineOptions eo;
+  eo.intra_op_threads = 1;
+  auto engine = Engine::Create(kTestData + "/tiny.onnx", eo);
+  ASSERT_TRUE(engine.ok());
+  Metrics metrics;
+  BatcherOptions bo;
+  bo.max_batch = 8;
+  bo.preferred_batch = 2;
+  bo.max_queue_delay = std::chrono::microseconds(0);
+  Batcher batcher(engine->get(), bo, &metrics);
+  EXPECT_EQ(batcher.batch_limit(), 2);
+  std::promise<void> parked, release;
+  auto release_future = release.get_future().share();
+  auto park = std::make_shared<Ticket>(1, Clock::time_point::max(), [&](Ticket&) {
+    parked.set_value();
+    release_future.wait();
+  });
+  ASSERT_TRUE(batcher.Submit(park, OneFrame(1)).ok());
+  parked.get_future().wait();
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 8; ++i) {
+    auto t = std::make_shared<Ticket>(1, Clock::time_point::max(), [&](Ticket& done) {
+      if (done.status().ok()) ++ok;
+    });
+    ASSERT_TRUE(batcher.Submit(t, OneFrame(20 + i)).ok());
+  }
+  release.set_value();
+  batcher.Shutdown(std::chrono::milliseconds(30000));
+  EXPECT_EQ(ok.load(), 8);
+  EXPECT_EQ(metrics.batches_of_size(2), 4u) << metrics.RenderPrometheus();
+  for (int size = 3; size <= 8; ++size) EXPECT_EQ(metrics.batches_of_size(size), 0u) << size;
+}
+
+TEST(ServerBatching, TuningTimesEachSizeAndPicksTheSmallestNearTheBest) {
+  EngineOptions eo;
+  eo.intra_op_threads = 1;
+  auto engine = Engine::Create(kTestData + "/tiny.onnx", eo);
+  ASSERT_TRUE(engine.ok());
+  BatchTuningOptions to;
+  to.max_batch = 6;
+  std::vector<int> seen;
+  auto tuning =
+      TunePreferredBatch(**engine, to, [&](const BatchTiming& t) { seen.push_back(t.batch); });
+  ASSERT_TRUE(tuning.ok()) << tuning.status().ToString();
+  EXPECT_EQ(seen, (std::vector<int>{1, 2, 4, 6}));
+  ASSERT_EQ(tuning->timings.size(), 4u);
+  double best = 1e300;
+  for (const auto& t : tuning->timings) {
+    EXPECT_GT(t.ms_per_frame, 0.0);
+    best = std::min(best, t.ms_per_frame);
+  }
+  const BatchTiming* chosen = nullptr;
+  for (const auto& t : tuning->timings) {
+    if (t.batch == tuning->preferred_batch) chosen = &t;
+  }
+  ASSERT_NE(chosen, nullptr);
+  EXPECT_LE(chosen->ms_per_frame, best * 1.05);
+  // No smaller size was within the tolerance.
+  for (const auto& t : tuning->timings) {
+    if (t.batch < chosen->batch) {
+      EXPECT_GT(t.ms_per_frame, best * 1.05);
+    }
+  }
+  to.max_batch = 0;
+  EXPECT_EQ(TunePreferredBatch(**engine, to).status().code(), StatusCode::kInvalidArgument);
 }
 
 // Every accepted request is answered by the time Shutdown returns, wherever its completion ran.

@@ -160,6 +160,7 @@ TEST(ServerInfer, KServeMetadataAndHealth) {
     ASSERT_TRUE(s->stub->GetModelInfo(&ctx, {}, &info).ok());
     EXPECT_EQ(info.frame_size(), 320);
     EXPECT_EQ(info.max_batch(), 4);
+    EXPECT_EQ(info.preferred_batch(), 4);  // none set: the max batch
   }
 }
 

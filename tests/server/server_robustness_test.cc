@@ -286,6 +286,10 @@ TEST(ServerRobustness, StartupErrorsAreClear) {
   ServerOptions o = Options(16, 100);
   auto s = Server::Start(engine->get(), o);
   EXPECT_EQ(s.status().message(), "--max-batch 16 exceeds the model's limit of 8");
+  o = Options(4, 100);
+  o.batching.preferred_batch = 5;
+  EXPECT_EQ(Server::Start(engine->get(), o).status().message(),
+            "--preferred-batch 5 must be between 1 and --max-batch (4)");
   o = Options(2, 100);
   o.listen = "not-an-address";
   EXPECT_EQ(Server::Start(engine->get(), o).status().code(), StatusCode::kInvalidArgument);

@@ -11,6 +11,7 @@
 
 #include "commands.h"
 #include "engine_flags.h"
+#include "server/batch_tuning.h"
 #include "server/server.h"
 
 namespace lipsync::cli {
@@ -20,11 +21,49 @@ struct ServeArgs {
   EngineFlags engine;
   server::ServerOptions server;
   int64_t max_queue_delay_us = 2000;
+  std::string preferred_batch = "auto";
   size_t max_queue = 256;
   int drain_timeout_s = 10;
   int max_message_mb = 64;
   std::string log_level = "info";
 };
+
+// "auto": time the engine at start-up and take its most efficient batch size up to max_batch;
+// otherwise a number from 1 to max_batch.
+Result<int> ChoosePreferredBatch(Engine& engine, const std::string& flag, int max_batch) {
+  if (max_batch < 1) return InvalidArgument("--max-batch must be at least 1");
+  if (max_batch > engine.info().max_batch) {
+    return InvalidArgument("--max-batch " + std::to_string(max_batch) +
+                           " exceeds the model's limit of " +
+                           std::to_string(engine.info().max_batch));
+  }
+  if (flag != "auto") {
+    int n = 0;
+    try {
+      size_t used = 0;
+      n = std::stoi(flag, &used);
+      if (used != flag.size()) n = 0;
+    } catch (const std::exception&) {
+      n = 0;
+    }
+    if (n < 1 || n > max_batch) {
+      return InvalidArgument("--preferred-batch must be auto or a number from 1 to --max-batch (" +
+                             std::to_string(max_batch) + "), got '" + flag + "'");
+    }
+    return n;
+  }
+  if (max_batch == 1) return 1;
+  spdlog::info("timing the engine at batch sizes up to {} to choose the batch size", max_batch);
+  server::BatchTuningOptions options;
+  options.max_batch = max_batch;
+  auto tuning = server::TunePreferredBatch(engine, options, [](const server::BatchTiming& t) {
+    spdlog::info("  batch {}: {:.2f} ms per frame", t.batch, t.ms_per_frame);
+  });
+  if (!tuning.ok()) return tuning.status().WithContext("choosing the batch size");
+  spdlog::info("preferred batch {} (the smallest within 5% of the best time per frame)",
+               tuning->preferred_batch);
+  return tuning->preferred_batch;
+}
 
 int RunServe(ServeArgs& args) {
   // Frames are megabytes and are allocated on many gRPC threads; glibc's default of one malloc
@@ -49,16 +88,23 @@ int RunServe(ServeArgs& args) {
   spdlog::info("loaded {} ({} inputs, opset {}) on backend {} provider {}", info.path,
                info.inputs.size(), info.opset, info.backend, info.provider);
 
+  auto preferred =
+      ChoosePreferredBatch(**engine, args.preferred_batch, args.server.batching.max_batch);
+  if (!preferred.ok()) return ReportError(preferred.status());
+  args.server.batching.preferred_batch = *preferred;
+
   args.server.batching.max_queue_delay = std::chrono::microseconds(args.max_queue_delay_us);
   args.server.batching.max_queue = args.max_queue;
   args.server.drain_timeout = std::chrono::seconds(args.drain_timeout_s);
   args.server.max_message_bytes = args.max_message_mb << 20;
   auto server = server::Server::Start(engine->get(), args.server);
   if (!server.ok()) return ReportError(server.status());
-  spdlog::info("serving model '{}' on {} (port {}){}; max batch {}, queue delay {} us, queue {}",
-               args.server.model_name, args.server.listen, (*server)->port(),
-               args.server.tls_cert_file.empty() ? "" : " with TLS", args.server.batching.max_batch,
-               args.max_queue_delay_us, args.max_queue);
+  spdlog::info(
+      "serving model '{}' on {} (port {}){}; batches of up to {} (max {}), queue delay {} us, "
+      "queue {}",
+      args.server.model_name, args.server.listen, (*server)->port(),
+      args.server.tls_cert_file.empty() ? "" : " with TLS", args.server.batching.preferred_batch,
+      args.server.batching.max_batch, args.max_queue_delay_us, args.max_queue);
   if (!args.server.metrics_listen.empty()) {
     spdlog::info("metrics on http://{}/metrics (port {}), probes /healthz /readyz",
                  args.server.metrics_listen, (*server)->metrics_port());
@@ -96,6 +142,10 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--model-name", args->server.model_name, "name clients use for the model")
       ->capture_default_str();
   cmd->add_option("--max-batch", args->server.batching.max_batch, "largest batch the server forms")
+      ->capture_default_str();
+  cmd->add_option("--preferred-batch", args->preferred_batch,
+                  "batch size to form: auto (time the engine at start-up and take its most "
+                  "efficient size up to --max-batch) or 1..max-batch")
       ->capture_default_str();
   cmd->add_option("--max-queue-delay-us", args->max_queue_delay_us,
                   "longest a frame waits for its batch to fill")
