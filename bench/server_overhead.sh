@@ -3,8 +3,8 @@
 #   1. overhead at batch 1: `lipsync bench` (the engine alone) against `lipsync serve` + one
 #      closed-loop `lipsync loadtest` client (frame form), same threads; alternated ROUNDS times;
 #   2. dynamic batching: the engine's best fixed batch (bench --batch 1,2,4,8) against 8
-#      concurrent clients through the server's batcher, at --max-batch 8 and at --max-batch set to
-#      that best batch.
+#      concurrent clients through the server's batcher, with the default --preferred-batch auto
+#      and with --preferred-batch 8.
 # Usage: bench/server_overhead.sh [THREADS] [ROUNDS]. Results go to out/perf/server_*.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,9 +20,10 @@ mkdir -p "$OUT"
 PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 echo "== machine: $(nproc) cores, $(date -u +%F), threads $THREADS"
 
-serve() {  # max_batch delay_us
-  "$BIN" serve --model "$MODEL" --listen "127.0.0.1:$PORT" --threads "$THREADS" \
-    --max-batch "$1" --max-queue-delay-us "$2" --log-level warn &
+serve() {  # MODEL serve-flags...
+  local model="$1"
+  shift
+  "$BIN" serve --model "$model" --listen "127.0.0.1:$PORT" --threads "$THREADS" --log-level warn "$@" &
   SERVER=$!
 }
 stop() { kill -INT "$SERVER"; wait "$SERVER"; }
@@ -31,9 +32,7 @@ stop() { kill -INT "$SERVER"; wait "$SERVER"; }
 # server, alternated ROUNDS times.
 overhead() {
   local model="$1" n="$2" tag="$3"
-  "$BIN" serve --model "$model" --listen "127.0.0.1:$PORT" --threads "$THREADS" \
-    --max-batch 1 --max-queue-delay-us 0 --log-level warn &
-  SERVER=$!
+  serve "$model" --max-batch 1 --max-queue-delay-us 0
   for r in $(seq "$ROUNDS"); do
     "$BIN" bench --model "$model" --threads "$THREADS" --batch 1 --iterations "$n" --warmup 5 \
       --json "$OUT/server_engine_${tag}_$r.json" >/dev/null 2>&1
@@ -74,28 +73,28 @@ echo "== 2. dynamic batching with 8 clients vs the engine's best fixed batch"
 # frames_per_s), so the engine's slow iterations count as the server's do.
 "$BIN" bench --model "$MODEL" --threads "$THREADS" --batch 1,2,4,8 --duration 10 --warmup 2 \
   --json "$OUT/server_fixed.json" >/dev/null 2>&1
-BEST=$(/usr/bin/python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["results"]; print(max(r, key=lambda x: x["throughput_fps"])["batch"])' "$OUT/server_fixed.json")
-# The default --max-batch 8, and --max-batch set to the engine's best fixed batch.
-for mb in 8 "$BEST"; do
-  serve "$mb" 2000
+# The default (--max-batch 8, --preferred-batch auto: the size the server measures as the
+# engine's most efficient) and --preferred-batch 8 (always group up to 8 frames).
+for pb in auto 8; do
+  serve "$MODEL" --max-batch 8 --preferred-batch "$pb" --max-queue-delay-us 2000
   "$BIN" loadtest --target "127.0.0.1:$PORT" --concurrency 8 --duration 30 --form frame \
-    --json "$OUT/server_batching_mb$mb.json" >/dev/null
+    --json "$OUT/server_batching_$pb.json" >/dev/null
   stop
 done
-/usr/bin/python3 - "$OUT" "$BEST" <<'PY'
+/usr/bin/python3 - "$OUT" <<'PY'
 import json, sys
-out, best_batch = sys.argv[1], int(sys.argv[2])
+out = sys.argv[1]
 fixed = json.load(open(f"{out}/server_fixed.json"))["results"]
 best = max(fixed, key=lambda r: r["throughput_fps"])
 print("engine fixed batch:", ", ".join(f"b{r['batch']} {r['throughput_fps']:.2f}" for r in fixed),
       "frames/s")
 summary = {"engine": {str(r["batch"]): r["throughput_fps"] for r in fixed},
            "best_batch": best["batch"], "best_fps": best["throughput_fps"]}
-for mb in sorted({8, best_batch}, reverse=True):
-    srv = json.load(open(f"{out}/server_batching_mb{mb}.json"))
+for pb in ("auto", "8"):
+    srv = json.load(open(f"{out}/server_batching_{pb}.json"))
     pct = 100 * srv["frames_per_s"] / best["throughput_fps"]
-    print(f"server --max-batch {mb}, 8 clients: {srv['frames_per_s']:.2f} frames/s = {pct:.1f}% "
-          f"of the best fixed batch ({best['batch']}: {best['throughput_fps']:.2f})")
-    summary[f"server_max_batch_{mb}"] = {"fps": srv["frames_per_s"], "percent_of_best": pct}
+    print(f"server --preferred-batch {pb}, 8 clients: {srv['frames_per_s']:.2f} frames/s = "
+          f"{pct:.1f}% of the best fixed batch ({best['batch']}: {best['throughput_fps']:.2f})")
+    summary[f"server_preferred_batch_{pb}"] = {"fps": srv["frames_per_s"], "percent_of_best": pct}
 json.dump(summary, open(f"{out}/server_batching.json", "w"), indent=2)
 PY
