@@ -31,7 +31,7 @@ load() {  # seconds
 # RSS is compared at rest, after each phase's clients are done: buffers of frames in flight do not
 # count, memory the server kept does. The median of three samples a second apart is taken.
 idle_rss() {
-  sleep 2
+  sleep 3  # the server trims its heap once it has been idle for a second
   for _ in 1 2 3; do rss_kb; sleep 1; done | sort -n | sed -n 2p
 }
 load 15
