@@ -159,28 +159,45 @@ std::vector<BatchItem> OneFrame(uint64_t seed) {
   return items;
 }
 
+std::unique_ptr<Engine> TinyEngine() {
+  EngineOptions eo;
+  eo.intra_op_threads = 1;
+  auto engine = Engine::Create(kTestData + "/tiny.onnx", eo);
+  EXPECT_TRUE(engine.ok()) << engine.status().ToString();
+  return engine.ok() ? std::move(*engine) : nullptr;
+}
+
+// Holds the batcher's scheduler thread inside a completion (it runs there when nothing else is
+// queued) until Release(), so that what the test submits meanwhile is all queued at once.
+class ParkedScheduler {
+ public:
+  explicit ParkedScheduler(Batcher& batcher) : release_future_(release_.get_future().share()) {
+    auto ticket = std::make_shared<Ticket>(1, Clock::time_point::max(), [this](Ticket&) {
+      parked_.set_value();
+      release_future_.wait();
+    });
+    EXPECT_TRUE(batcher.Submit(ticket, OneFrame(1)).ok());
+    parked_.get_future().wait();
+  }
+  void Release() { release_.set_value(); }
+
+ private:
+  std::promise<void> parked_, release_;
+  std::shared_future<void> release_future_;
+};
+
 // While frames wait, a finished request's answer is encoded off the scheduler thread: a slow
 // completion must not hold up the next batch. The scheduler is first parked in a completion (it
 // runs there, nothing else being queued) so that A and B are both queued when it resumes.
 TEST(ServerBatching, SlowCompletionDoesNotDelayTheNextBatch) {
-  EngineOptions eo;
-  eo.intra_op_threads = 1;
-  auto engine = Engine::Create(kTestData + "/tiny.onnx", eo);
-  ASSERT_TRUE(engine.ok());
+  auto engine = TinyEngine();
+  ASSERT_TRUE(engine);
   Metrics metrics;
   BatcherOptions bo;
   bo.max_batch = 1;
   bo.max_queue_delay = std::chrono::microseconds(0);
-  Batcher batcher(engine->get(), bo, &metrics);
-
-  std::promise<void> parked, release;
-  auto release_future = release.get_future().share();
-  auto park = std::make_shared<Ticket>(1, Clock::time_point::max(), [&](Ticket&) {
-    parked.set_value();
-    release_future.wait();
-  });
-  ASSERT_TRUE(batcher.Submit(park, OneFrame(1)).ok());
-  parked.get_future().wait();
+  Batcher batcher(engine.get(), bo, &metrics);
+  ParkedScheduler park(batcher);
 
   std::atomic<bool> a_finished{false};
   std::promise<bool> b_done;  // whether A's callback was still running when B's ran
@@ -196,7 +213,7 @@ TEST(ServerBatching, SlowCompletionDoesNotDelayTheNextBatch) {
   ASSERT_TRUE(batcher.Submit(a, OneFrame(2)).ok());
   ASSERT_TRUE(batcher.Submit(b, OneFrame(3)).ok());
   const auto t0 = Clock::now();
-  release.set_value();
+  park.Release();
   auto b_future = b_done.get_future();
   ASSERT_EQ(b_future.wait_for(std::chrono::seconds(30)), std::future_status::ready);
   EXPECT_TRUE(b_future.get()) << "B was answered only after A's slow completion";
@@ -209,25 +226,16 @@ TEST(ServerBatching, SlowCompletionDoesNotDelayTheNextBatch) {
 
 // With a preferred batch below max batch, waiting frames are grouped in batches of that size.
 TEST(ServerBatching, PreferredBatchCapsTheBatches) {
-  EngineOptions eo;
-  eo.intra_op_threads = 1;
-  auto engine = Engine::Create(kTestData + "/tiny.onnx", eo);
-  ASSERT_TRUE(engine.ok());
+  auto engine = TinyEngine();
+  ASSERT_TRUE(engine);
   Metrics metrics;
   BatcherOptions bo;
   bo.max_batch = 8;
   bo.preferred_batch = 2;
   bo.max_queue_delay = std::chrono::microseconds(0);
-  Batcher batcher(engine->get(), bo, &metrics);
+  Batcher batcher(engine.get(), bo, &metrics);
   EXPECT_EQ(batcher.batch_limit(), 2);
-  std::promise<void> parked, release;
-  auto release_future = release.get_future().share();
-  auto park = std::make_shared<Ticket>(1, Clock::time_point::max(), [&](Ticket&) {
-    parked.set_value();
-    release_future.wait();
-  });
-  ASSERT_TRUE(batcher.Submit(park, OneFrame(1)).ok());
-  parked.get_future().wait();
+  ParkedScheduler park(batcher);
   std::atomic<int> ok{0};
   for (int i = 0; i < 8; ++i) {
     auto t = std::make_shared<Ticket>(1, Clock::time_point::max(), [&](Ticket& done) {
@@ -235,7 +243,7 @@ TEST(ServerBatching, PreferredBatchCapsTheBatches) {
     });
     ASSERT_TRUE(batcher.Submit(t, OneFrame(20 + i)).ok());
   }
-  release.set_value();
+  park.Release();
   batcher.Shutdown(std::chrono::milliseconds(30000));
   EXPECT_EQ(ok.load(), 8);
   EXPECT_EQ(metrics.batches_of_size(2), 4u) << metrics.RenderPrometheus();
@@ -243,15 +251,13 @@ TEST(ServerBatching, PreferredBatchCapsTheBatches) {
 }
 
 TEST(ServerBatching, TuningTimesEachSizeAndPicksTheSmallestNearTheBest) {
-  EngineOptions eo;
-  eo.intra_op_threads = 1;
-  auto engine = Engine::Create(kTestData + "/tiny.onnx", eo);
-  ASSERT_TRUE(engine.ok());
+  auto engine = TinyEngine();
+  ASSERT_TRUE(engine);
   BatchTuningOptions to;
   to.max_batch = 6;
   std::vector<int> seen;
   auto tuning =
-      TunePreferredBatch(**engine, to, [&](const BatchTiming& t) { seen.push_back(t.batch); });
+      TunePreferredBatch(*engine, to, [&](const BatchTiming& t) { seen.push_back(t.batch); });
   ASSERT_TRUE(tuning.ok()) << tuning.status().ToString();
   EXPECT_EQ(seen, (std::vector<int>{1, 2, 4, 6}));
   ASSERT_EQ(tuning->timings.size(), 4u);
@@ -273,19 +279,17 @@ TEST(ServerBatching, TuningTimesEachSizeAndPicksTheSmallestNearTheBest) {
     }
   }
   to.max_batch = 0;
-  EXPECT_EQ(TunePreferredBatch(**engine, to).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(TunePreferredBatch(*engine, to).status().code(), StatusCode::kInvalidArgument);
 }
 
 // Every accepted request is answered by the time Shutdown returns, wherever its completion ran.
 TEST(ServerBatching, ShutdownRunsEveryCompletion) {
-  EngineOptions eo;
-  eo.intra_op_threads = 1;
-  auto engine = Engine::Create(kTestData + "/tiny.onnx", eo);
-  ASSERT_TRUE(engine.ok());
+  auto engine = TinyEngine();
+  ASSERT_TRUE(engine);
   Metrics metrics;
   BatcherOptions bo;
   bo.max_batch = 2;
-  Batcher batcher(engine->get(), bo, &metrics);
+  Batcher batcher(engine.get(), bo, &metrics);
   constexpr int kTickets = 24;
   std::atomic<int> ok{0}, answered{0};
   for (int i = 0; i < kTickets; ++i) {
@@ -304,12 +308,10 @@ TEST(ServerBatching, ShutdownRunsEveryCompletion) {
 // A completion callback may hold what holds its ticket (a stream keeps its tickets in slots the
 // callback captures). The batcher must drop the callback after running it, or both leak.
 TEST(ServerBatching, CompletedTicketReleasesWhatItsCallbackHeld) {
-  EngineOptions eo;
-  eo.intra_op_threads = 1;
-  auto engine = Engine::Create(kTestData + "/tiny.onnx", eo);
-  ASSERT_TRUE(engine.ok());
+  auto engine = TinyEngine();
+  ASSERT_TRUE(engine);
   Metrics metrics;
-  Batcher batcher(engine->get(), BatcherOptions{}, &metrics);
+  Batcher batcher(engine.get(), BatcherOptions{}, &metrics);
   struct Holder {
     std::shared_ptr<Ticket> ticket;
   };
