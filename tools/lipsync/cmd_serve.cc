@@ -115,9 +115,10 @@ int RunServe(ServeArgs& args) {
                  args.server.metrics_listen, (*server)->metrics_port());
   }
 
-  // Hand freed frame buffers back to the system when the server goes idle (a second with no frame
-  // run and no call in flight), so resident memory follows the load instead of its high-water
-  // mark; under load the same memory serves the next requests without page faults.
+  // Hand freed frame buffers back to the system when the server goes idle (a second in which no
+  // frame finished; open but quiet streams count as idle), so resident memory follows the load
+  // instead of its high-water mark; under load the same memory serves the next requests without
+  // page faults.
   std::atomic<bool> stopping{false};
   server::Metrics& metrics = (*server)->metrics();
   std::thread trimmer([&stopping, &metrics] {
@@ -126,7 +127,7 @@ int RunServe(ServeArgs& args) {
     while (!stopping) {
       std::this_thread::sleep_for(std::chrono::seconds(1));
       const uint64_t frames = metrics.frames();
-      const bool idle = frames == frames_seen && metrics.in_flight() == 0;
+      const bool idle = frames == frames_seen;
       if (!idle) trimmed = false;
       if (idle && !trimmed) {
         malloc_trim(0);
