@@ -50,6 +50,23 @@ TEST(ServerBatching, ConcurrentRequestsRunTogetherWithinMaxBatch) {
   EXPECT_NE(m.RenderPrometheus().find("lipsync_batch_size_bucket{le=\"4\"}"), std::string::npos);
 }
 
+// A request of more frames than the preferred batch is split over several batches and put back
+// together in order.
+TEST(ServerBatching, RequestLargerThanThePreferredBatchIsSplitAndReassembled) {
+  ServerOptions o = Options(8, 1000);
+  o.batching.preferred_batch = 2;
+  auto s = StartServer(o);
+  ASSERT_TRUE(s);
+  Frames f = MakeFrames(5, 77);
+  lipsync::v1::InferResponse r;
+  ASSERT_TRUE(CallInfer(*s, f.request, &r).ok());
+  EXPECT_LE(MaxAbsDiff(r.output().data(), EngineOutput(*s->engine, f.engine_inputs)), 1e-5);
+  Metrics& m = s->server->metrics();
+  EXPECT_EQ(m.frames(), 5u);
+  EXPECT_EQ(m.batches_of_size(2), 2u) << m.RenderPrometheus();
+  EXPECT_EQ(m.batches_of_size(1), 1u);
+}
+
 TEST(ServerBatching, LoneRequestWaitsAtMostTheQueueDelay) {
   auto s = StartServer(Options(8, 50000));  // 50 ms
   ASSERT_TRUE(s);
