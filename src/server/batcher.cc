@@ -76,6 +76,7 @@ Batcher::Batcher(Engine* engine, BatcherOptions options, Metrics* metrics)
       batch_outputs_.emplace_back(info.outputs[i].dtype, (*shapes)[i]);
     }
   }
+  metrics_->SetPreferredBatch(batch_limit_);
   scheduler_ = std::thread([this] { SchedulerLoop(); });
   completer_ = std::thread([this] { CompletionLoop(); });
 }

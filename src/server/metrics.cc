@@ -102,6 +102,9 @@ std::string Metrics::RenderPrometheus() const {
   out += "# HELP lipsync_queue_depth Frames waiting for a batch.\n";
   out += "# TYPE lipsync_queue_depth gauge\n";
   out += fmt::format("lipsync_queue_depth {}\n", queue_depth_.load());
+  out += "# HELP lipsync_preferred_batch Batch size the server forms when enough frames wait.\n";
+  out += "# TYPE lipsync_preferred_batch gauge\n";
+  out += fmt::format("lipsync_preferred_batch {}\n", preferred_batch_.load());
   return out;
 }
 

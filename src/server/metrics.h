@@ -42,6 +42,7 @@ class Metrics {
   void AddFrames(int n) { frames_ += n; }
   void AddInFlight(int delta) { in_flight_ += delta; }
   void SetQueueDepth(int64_t depth) { queue_depth_ = depth; }
+  void SetPreferredBatch(int64_t size) { preferred_batch_ = size; }
 
   uint64_t batches() const { return batches_; }
   uint64_t frames() const { return frames_; }
@@ -60,6 +61,7 @@ class Metrics {
   std::atomic<uint64_t> batches_{0};
   std::atomic<int64_t> in_flight_{0};
   std::atomic<int64_t> queue_depth_{0};
+  std::atomic<int64_t> preferred_batch_{0};
   Histogram batch_size_hist_;
   Histogram queue_seconds_;
   Histogram compute_seconds_;

@@ -65,6 +65,7 @@ TEST(ServerBatching, RequestLargerThanThePreferredBatchIsSplitAndReassembled) {
   EXPECT_EQ(m.frames(), 5u);
   EXPECT_EQ(m.batches_of_size(2), 2u) << m.RenderPrometheus();
   EXPECT_EQ(m.batches_of_size(1), 1u);
+  EXPECT_NE(m.RenderPrometheus().find("\nlipsync_preferred_batch 2\n"), std::string::npos);
 }
 
 TEST(ServerBatching, LoneRequestWaitsAtMostTheQueueDelay) {
