@@ -77,7 +77,9 @@ class Ticket {
 struct BatcherOptions {
   int max_batch = 8;
   // The batch size aimed for (1..max_batch; 0: max_batch): a batch starts when this many frames
-  // wait, or when the oldest has waited max_queue_delay, and never holds more. See batch_tuning.h.
+  // wait, or when the oldest has waited max_queue_delay, and never holds more.
+  // kAutoPreferredBatch: Server::Start times the engine and picks it (see batch_tuning.h).
+  static constexpr int kAutoPreferredBatch = -1;
   int preferred_batch = 0;
   std::chrono::microseconds max_queue_delay{2000};
   size_t max_queue = 256;  // frames waiting, across all requests

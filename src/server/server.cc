@@ -9,6 +9,7 @@
 #include <mutex>
 #include <sstream>
 
+#include "server/batch_tuning.h"
 #include "server/http_endpoint.h"
 #include "server/kserve_service.h"
 #include "server/lipsync_service.h"
@@ -69,6 +70,26 @@ Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Server::~Server() { Shutdown(); }
 
+namespace {
+
+// Times the engine at each batch size up to max_batch and takes its most efficient one, logging
+// the timings (they take seconds on a CPU).
+Result<int> ChoosePreferredBatch(Engine& engine, int max_batch) {
+  if (max_batch == 1) return 1;
+  spdlog::info("timing the engine at batch sizes up to {} to choose the batch size", max_batch);
+  BatchTuningOptions tuning_options;
+  tuning_options.max_batch = max_batch;
+  auto tuning = TunePreferredBatch(engine, tuning_options, [](const BatchTiming& t) {
+    spdlog::info("  batch {}: {:.2f} ms per frame", t.batch, t.ms_per_frame);
+  });
+  if (!tuning.ok()) return tuning.status().WithContext("choosing the batch size");
+  spdlog::info("preferred batch {} (the smallest within 5% of the best time per frame)",
+               tuning->preferred_batch);
+  return tuning->preferred_batch;
+}
+
+}  // namespace
+
 Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOptions& options) {
   if (options.batching.max_batch < 1) return InvalidArgument("--max-batch must be at least 1");
   if (options.batching.max_batch > engine->info().max_batch) {
@@ -76,8 +97,9 @@ Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOption
                            " exceeds the model's limit of " +
                            std::to_string(engine->info().max_batch));
   }
-  if (options.batching.preferred_batch < 0 ||
-      options.batching.preferred_batch > options.batching.max_batch) {
+  if (options.batching.preferred_batch != BatcherOptions::kAutoPreferredBatch &&
+      (options.batching.preferred_batch < 0 ||
+       options.batching.preferred_batch > options.batching.max_batch)) {
     return InvalidArgument("--preferred-batch " + std::to_string(options.batching.preferred_batch) +
                            " must be between 1 and --max-batch (" +
                            std::to_string(options.batching.max_batch) + ")");
@@ -92,7 +114,12 @@ Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOption
   impl->options = options;
   LIPSYNC_ASSIGN_OR_RETURN(impl->ctx.spec, ModelSpec::FromEngine(*engine, options.model_name,
                                                                  options.batching.max_batch));
-  impl->batcher = std::make_unique<Batcher>(engine, options.batching, &impl->metrics);
+  BatcherOptions batching = options.batching;
+  if (batching.preferred_batch == BatcherOptions::kAutoPreferredBatch) {
+    LIPSYNC_ASSIGN_OR_RETURN(batching.preferred_batch,
+                             ChoosePreferredBatch(*engine, batching.max_batch));
+  }
+  impl->batcher = std::make_unique<Batcher>(engine, batching, &impl->metrics);
   impl->ctx.engine = engine;
   impl->ctx.batcher = impl->batcher.get();
   impl->ctx.metrics = &impl->metrics;
@@ -136,6 +163,7 @@ Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOption
 int Server::port() const { return impl_->port; }
 int Server::metrics_port() const { return impl_->http ? impl_->http->port() : 0; }
 Metrics& Server::metrics() { return impl_->metrics; }
+int Server::preferred_batch() const { return impl_->batcher->batch_limit(); }
 
 void Server::Shutdown() {
   std::lock_guard lock(impl_->shutdown_mu);

@@ -36,6 +36,8 @@ class Server {
   int port() const;
   int metrics_port() const;
   Metrics& metrics();
+  // The batch size the batcher forms when enough frames wait (chosen at start when it was auto).
+  int preferred_batch() const;
   // Stops accepting calls, lets accepted ones finish (up to the drain timeout), then stops.
   void Shutdown();
   // Blocks until Shutdown() has finished.

@@ -68,6 +68,20 @@ TEST(ServerBatching, RequestLargerThanThePreferredBatchIsSplitAndReassembled) {
   EXPECT_NE(m.RenderPrometheus().find("\nlipsync_preferred_batch 2\n"), std::string::npos);
 }
 
+// With the preferred batch left to the server, Start times the engine and picks one of the sizes
+// it tried; the batcher and the metrics use that choice.
+TEST(ServerBatching, AutoPreferredBatchIsChosenAtStart) {
+  ServerOptions o = Options(4, 1000);
+  o.batching.preferred_batch = BatcherOptions::kAutoPreferredBatch;
+  auto s = StartServer(o);
+  ASSERT_TRUE(s);
+  const int chosen = s->server->preferred_batch();
+  EXPECT_TRUE(chosen == 1 || chosen == 2 || chosen == 4) << chosen;
+  EXPECT_NE(s->server->metrics().RenderPrometheus().find("\nlipsync_preferred_batch " +
+                                                         std::to_string(chosen) + "\n"),
+            std::string::npos);
+}
+
 TEST(ServerBatching, LoneRequestWaitsAtMostTheQueueDelay) {
   auto s = StartServer(Options(8, 50000));  // 50 ms
   ASSERT_TRUE(s);

@@ -11,7 +11,6 @@
 
 #include "commands.h"
 #include "engine_flags.h"
-#include "server/batch_tuning.h"
 #include "server/server.h"
 
 namespace lipsync::cli {
@@ -28,41 +27,23 @@ struct ServeArgs {
   std::string log_level = "info";
 };
 
-// "auto": time the engine at start-up and take its most efficient batch size up to max_batch;
-// otherwise a number from 1 to max_batch.
-Result<int> ChoosePreferredBatch(Engine& engine, const std::string& flag, int max_batch) {
-  if (max_batch < 1) return InvalidArgument("--max-batch must be at least 1");
-  if (max_batch > engine.info().max_batch) {
-    return InvalidArgument("--max-batch " + std::to_string(max_batch) +
-                           " exceeds the model's limit of " +
-                           std::to_string(engine.info().max_batch));
+// "auto" (the server times the engine at start-up and takes its most efficient batch size up to
+// max_batch) or a number from 1 to max_batch. An invalid --max-batch is Server::Start's to report.
+Result<int> ParsePreferredBatch(const std::string& flag, int max_batch) {
+  if (flag == "auto") return server::BatcherOptions::kAutoPreferredBatch;
+  int n = 0;
+  try {
+    size_t used = 0;
+    n = std::stoi(flag, &used);
+    if (used != flag.size()) n = 0;
+  } catch (const std::exception&) {
+    n = 0;
   }
-  if (flag != "auto") {
-    int n = 0;
-    try {
-      size_t used = 0;
-      n = std::stoi(flag, &used);
-      if (used != flag.size()) n = 0;
-    } catch (const std::exception&) {
-      n = 0;
-    }
-    if (n < 1 || n > max_batch) {
-      return InvalidArgument("--preferred-batch must be auto or a number from 1 to --max-batch (" +
-                             std::to_string(max_batch) + "), got '" + flag + "'");
-    }
-    return n;
+  if (n < 1 || (max_batch >= 1 && n > max_batch)) {
+    return InvalidArgument("--preferred-batch must be auto or a number from 1 to --max-batch (" +
+                           std::to_string(max_batch) + "), got '" + flag + "'");
   }
-  if (max_batch == 1) return 1;
-  spdlog::info("timing the engine at batch sizes up to {} to choose the batch size", max_batch);
-  server::BatchTuningOptions options;
-  options.max_batch = max_batch;
-  auto tuning = server::TunePreferredBatch(engine, options, [](const server::BatchTiming& t) {
-    spdlog::info("  batch {}: {:.2f} ms per frame", t.batch, t.ms_per_frame);
-  });
-  if (!tuning.ok()) return tuning.status().WithContext("choosing the batch size");
-  spdlog::info("preferred batch {} (the smallest within 5% of the best time per frame)",
-               tuning->preferred_batch);
-  return tuning->preferred_batch;
+  return n;
 }
 
 int RunServe(ServeArgs& args) {
@@ -93,8 +74,7 @@ int RunServe(ServeArgs& args) {
   spdlog::info("loaded {} ({} inputs, opset {}) on backend {} provider {}", info.path,
                info.inputs.size(), info.opset, info.backend, info.provider);
 
-  auto preferred =
-      ChoosePreferredBatch(**engine, args.preferred_batch, args.server.batching.max_batch);
+  auto preferred = ParsePreferredBatch(args.preferred_batch, args.server.batching.max_batch);
   if (!preferred.ok()) return ReportError(preferred.status());
   args.server.batching.preferred_batch = *preferred;
 
@@ -108,7 +88,7 @@ int RunServe(ServeArgs& args) {
       "serving model '{}' on {} (port {}){}; batches of up to {} (max {}), queue delay {} us, "
       "queue {}",
       args.server.model_name, args.server.listen, (*server)->port(),
-      args.server.tls_cert_file.empty() ? "" : " with TLS", args.server.batching.preferred_batch,
+      args.server.tls_cert_file.empty() ? "" : " with TLS", (*server)->preferred_batch(),
       args.server.batching.max_batch, args.max_queue_delay_us, args.max_queue);
   if (!args.server.metrics_listen.empty()) {
     spdlog::info("metrics on http://{}/metrics (port {}), probes /healthz /readyz",
