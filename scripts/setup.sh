@@ -23,6 +23,8 @@ APT_PACKAGES=(
   python3-grpc-tools libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev libonnx-dev
   libopencv-imgproc-dev libopencv-imgcodecs-dev libcli11-dev libspdlog-dev libfmt-dev
   nlohmann-json3-dev libgtest-dev libcpp-httplib-dev openssl
+  libavcodec-dev libavformat-dev libavutil-dev libswresample-dev libswscale-dev libfftw3-dev
+  ffmpeg
 )
 
 log() { printf '[setup] %s\n' "$*"; }
