@@ -134,7 +134,7 @@ INSTANTIATE_TEST_SUITE_P(
                       Refusal{"link", StatusCode::kInvalidArgument, "through a link"},
                       Refusal{"linked_dir", StatusCode::kInvalidArgument, "through a link"},
                       Refusal{"missing", StatusCode::kDataLoss, "nothere.bin' is missing"},
-                      Refusal{"short", StatusCode::kDataLoss, "holds 224 bytes"},
+                      Refusal{"short", StatusCode::kDataLoss, "short/weights.bin' holds"},
                       Refusal{"offset_past_end", StatusCode::kDataLoss, "truncated"}),
     [](const ::testing::TestParamInfo<Refusal>& info) { return std::string(info.param.folder); });
 

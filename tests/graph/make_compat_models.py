@@ -178,7 +178,9 @@ def write_refusals(out):
 
 def main():
     out, demo = sys.argv[1], sys.argv[2]
-    os.makedirs(out, exist_ok=True)
+    # onnx appends to an existing external data file, so every run starts from an empty folder.
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
     write_dynamo_fixture(os.path.join(out, "dynamo"))
     write_external_demo(demo, os.path.join(out, "demo_external"))
     onnx.save(to_float16(onnx.load(demo)), os.path.join(out, "demo_fp16.onnx"))
