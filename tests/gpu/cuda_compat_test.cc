@@ -6,11 +6,10 @@
 
 #include <cmath>
 #include <cstdlib>
-#include <filesystem>
-#include <random>
 #include <string>
 #include <vector>
 
+#include "graph_test_util.h"
 #include "lipsync/engine.h"
 
 namespace lipsync {
@@ -19,20 +18,6 @@ namespace {
 std::string CompatModel(const std::string& file) {
   const char* env = std::getenv("COMPAT_MODELS_DIR");
   return std::string(env ? env : LIPSYNC_COMPAT_MODELS_DIR) + "/" + file;
-}
-
-std::vector<Tensor> RandomInputs(const ModelInfo& info, int64_t batch, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(0.0f, 1.0f);
-  std::vector<Tensor> inputs;
-  for (const auto& in : info.inputs) {
-    Shape shape = in.shape;
-    shape[0] = batch;
-    Tensor t(DataType::kFloat32, shape);
-    for (int64_t i = 0; i < t.element_count(); ++i) t.data_as<float>()[i] = dist(rng);
-    inputs.push_back(std::move(t));
-  }
-  return inputs;
 }
 
 double MaxDifferenceToOrt(const std::string& path, int64_t batch) {
@@ -45,11 +30,9 @@ double MaxDifferenceToOrt(const std::string& path, int64_t batch) {
   EXPECT_TRUE(ort.ok()) << ort.status().ToString();
   EXPECT_TRUE(cuda.ok()) << cuda.status().ToString();
   if (!ort.ok() || !cuda.ok()) return INFINITY;
-  auto inputs = RandomInputs((*ort)->info(), batch, 17 + static_cast<uint32_t>(batch));
-  std::vector<TensorView> views;
-  for (const auto& t : inputs) views.push_back(t.view());
-  auto expected = (*ort)->Run(views);
-  auto actual = (*cuda)->Run(views);
+  auto inputs = testing::RandomInputs((*ort)->info(), batch, 17 + static_cast<uint32_t>(batch));
+  auto expected = (*ort)->Run(testing::Views(inputs));
+  auto actual = (*cuda)->Run(testing::Views(inputs));
   EXPECT_TRUE(expected.ok()) << expected.status().ToString();
   EXPECT_TRUE(actual.ok()) << actual.status().ToString();
   if (!expected.ok() || !actual.ok()) return INFINITY;
@@ -63,17 +46,8 @@ double MaxDifferenceToOrt(const std::string& path, int64_t batch) {
   return worst;
 }
 
-class CudaCompatTest : public ::testing::TestWithParam<std::string> {
- protected:
-  void SetUp() override {
-    saved_ = std::filesystem::current_path();
-    std::filesystem::current_path(std::filesystem::temp_directory_path());
-  }
-  void TearDown() override { std::filesystem::current_path(saved_); }
-
- private:
-  std::filesystem::path saved_;
-};
+class CudaCompatTest : public testing::ElsewhereTest,
+                       public ::testing::WithParamInterface<std::string> {};
 
 TEST_P(CudaCompatTest, MatchesOrtAtBatchOneAndThree) {
   for (int64_t batch : {1, 3}) {

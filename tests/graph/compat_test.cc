@@ -44,21 +44,7 @@ double MaxAbsDiff(const Tensor& a, const Tensor& b) {
   return worst;
 }
 
-// Runs the test body with the working directory somewhere other than the models' folders, so a
-// file resolved against the working directory instead of the model's folder is not found.
-class ElsewhereTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    saved_ = std::filesystem::current_path();
-    std::filesystem::current_path(std::filesystem::temp_directory_path());
-  }
-  void TearDown() override { std::filesystem::current_path(saved_); }
-
- private:
-  std::filesystem::path saved_;
-};
-
-using DynamoExportTest = ElsewhereTest;
+using DynamoExportTest = testing::ElsewhereTest;
 
 TEST_F(DynamoExportTest, ReferenceMatchesOrtAtBatchOneAndThree) {
   const std::string path = CompatModel("dynamo/model.onnx");
@@ -88,7 +74,7 @@ TEST_F(DynamoExportTest, ReferenceMatchesOrtAtBatchOneAndThree) {
   }
 }
 
-using ExternalDemoTest = ElsewhereTest;
+using ExternalDemoTest = testing::ElsewhereTest;
 
 TEST_F(ExternalDemoTest, SameOutputAsTheSingleFileModelBitForBit) {
   for (const std::string backend : {"ort", "reference"}) {
