@@ -52,9 +52,11 @@ struct MelOptions {
 Result<Tensor> MelSpectrogram(const float* pcm, size_t count, const MelOptions& options = {});
 
 // Number of encoder input windows W for T mel frames at `fps` (spec section 2, step 6):
-// int((T - 16) / 80 * fps) + 2. Zero when the audio is too short for one window (T < 16).
+// int((T - 16) / 80 * fps) + 2, in floating point as upstream computes it. Zero when the audio is
+// too short for one window (T < 16, under 3000 samples) or fps is not a positive rate.
 int64_t MelWindowCount(int64_t mel_frames, double fps = 25.0);
-// Number of video frames rendered for T mel frames: the embedding sequence of step 8, W + 2.
+// Number of video frames rendered for T mel frames: the embedding sequence of step 8, W + 2
+// (zero when W is zero).
 int64_t VideoFrameCount(int64_t mel_frames, double fps = 25.0);
 
 // The encoder's input windows [W, 1, 80, 16] (each mel[:, start : start + 16] with

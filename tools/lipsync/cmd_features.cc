@@ -156,9 +156,9 @@ int RunFeatures(const FeaturesArgs& args) {
     std::printf("%s: %.2f s (%zu samples at 16 kHz), %lld mel frames, %lld video frames\n",
                 args.audio.c_str(), seconds, pcm->size(), static_cast<long long>(mel_frames),
                 static_cast<long long>(VideoFrameCount(mel_frames, args.fps)));
-    std::printf(
-        "decode %.1f ms, mel %.1f ms%s\n", decode_ms, mel_ms,
-        encoder ? (", encoder and windows " + std::to_string(encode_ms) + " ms").c_str() : "");
+    std::printf("decode %.1f ms, mel %.1f ms", decode_ms, mel_ms);
+    if (encoder) std::printf(", encoder and windows %.1f ms", encode_ms);
+    std::printf("\n");
   }
   return 0;
 }
