@@ -224,7 +224,8 @@ Result<std::vector<float>> DecodeAudioFile(const std::string& path, int sample_r
   const AVCodec* decoder = nullptr;
   const int index = av_find_best_stream(format.get(), AVMEDIA_TYPE_AUDIO, -1, -1, &decoder, 0);
   if (index == AVERROR_STREAM_NOT_FOUND) {
-    return InvalidArgument("file '" + path + "' has no audio stream");
+    return InvalidArgument("file '" + path + "' has no audio stream (read as " +
+                           format->iformat->name + ")");
   }
   if (index < 0 || !decoder) {
     return Unimplemented("file '" + path + "': no decoder for its audio stream (" + AvError(index) +

@@ -112,7 +112,7 @@ int RunFeatures(const FeaturesArgs& args) {
 
   t0 = std::chrono::steady_clock::now();
   auto mel = MelSpectrogram(pcm->data(), pcm->size(), mel_options);
-  if (!mel.ok()) return ReportError(mel.status());
+  if (!mel.ok()) return ReportError(mel.status().WithContext("'" + args.audio + "'"));
   const double mel_ms = MsSince(t0);
 
   Tensor windows;
@@ -122,7 +122,7 @@ int RunFeatures(const FeaturesArgs& args) {
     auto computed = args.chunk > 0 ? StreamWindows(*encoder, *pcm, mel_options, args.fps, edge,
                                                    args.chunk, args.chunk_seed)
                                    : ComputeAudioWindows(*encoder, *mel, args.fps, edge);
-    if (!computed.ok()) return ReportError(computed.status());
+    if (!computed.ok()) return ReportError(computed.status().WithContext("'" + args.audio + "'"));
     windows = std::move(*computed);
     encode_ms = MsSince(t0);
   }
