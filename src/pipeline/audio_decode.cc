@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -210,7 +211,9 @@ Result<std::vector<float>> DecodeAudioFile(const std::string& path, int sample_r
   if (std::filesystem::is_directory(path, ec)) {
     return InvalidArgument("audio file '" + path + "' is a directory");
   }
-  av_log_set_level(AV_LOG_ERROR);
+  // FFmpeg's own log would repeat on stderr what the returned Status says.
+  static std::once_flag quiet;
+  std::call_once(quiet, [] { av_log_set_level(AV_LOG_QUIET); });
 
   AVFormatContext* raw_format = nullptr;
   int rc = avformat_open_input(&raw_format, path.c_str(), nullptr, nullptr);
