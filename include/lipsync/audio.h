@@ -8,7 +8,9 @@
 //
 // Streaming: AudioFeatureStream takes PCM in chunks of any size and hands out each video frame's
 // window as soon as the audio that decides it has arrived; Finish() flushes the rest. The windows
-// are identical to those of the whole signal.
+// are identical to those of the whole signal: bit for bit when the encoder's engine gives a window
+// the same result whatever batch it is in (ONNX Runtime's CPU provider does; a GPU provider that
+// picks kernels by batch size may differ in the last bits).
 #pragma once
 
 #include <cstddef>

@@ -7,7 +7,9 @@
 //   the last 16 frames of the signal, and the window count wait for the end);
 // - video frame i reads embeddings up to e[i+6], so it is final once window i+6 is.
 // Every value is computed by the same functions as the whole-signal path (audio_internal.h), in
-// the same order of operations, so the output is the same bit for bit.
+// the same order of operations, so the output is the same bit for bit (the encoder runs the
+// windows in other batches than the whole-signal path; ONNX Runtime's CPU kernels give each window
+// the same result in any batch, which the tests check).
 //
 // State kept, independent of the signal's length: the pre-emphasised samples from 600 before the
 // first unfinished mel frame (a few hundred samples plus the last chunk), the mel frames from the
