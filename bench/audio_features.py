@@ -9,7 +9,9 @@ The minute is models/demo_speech.wav looped to 60 s, as 22.05 kHz WAV and as 44.
 Each `lipsync features` run reports its own stage times (decode, mel, encoder with the window
 assembly); the process's wall time adds start-up and the encoder's session creation. The UNet's
 minute is extrapolated from `lipsync bench` at batch 1: median ms per frame x 1500 (it is not run
-for 1500 frames). Results: out/perf/audio_features.json and a Markdown table on stdout.
+for 1500 frames). Each round runs every case once and then the UNet briefly, so that the
+machine's load falls on all of them alike. Results: out/perf/audio_features.json and a Markdown
+table on stdout.
 """
 import argparse
 import json
@@ -43,34 +45,29 @@ def make_minute(tmp):
     return {"wav 22.05 kHz": wav, "m4a (AAC) 44.1 kHz": m4a}
 
 
-def time_features(audio, encoder, threads, runs, warmup, extra=()):
-    out = os.path.join(os.path.dirname(audio), "windows.npy")
-    mel = os.path.join(os.path.dirname(audio), "mel.npy")
-    cmd = [BIN, "features", "--audio", audio, "--encoder", encoder, "--mel-out", mel, "--out", out,
+def features_once(audio, encoder, threads, extra=()):
+    """One `lipsync features` run: its own stage times and the process's wall time."""
+    folder = os.path.dirname(audio)
+    cmd = [BIN, "features", "--audio", audio, "--encoder", encoder,
+           "--mel-out", os.path.join(folder, "mel.npy"), "--out", os.path.join(folder, "w.npy"),
            "--threads", str(threads), "--json", *extra]
-    samples = {"decode_ms": [], "mel_ms": [], "encode_ms": [], "stages_ms": [], "process_ms": []}
-    info = None
-    for i in range(warmup + runs):
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        wall = (time.perf_counter() - t0) * 1000
-        info = json.loads(proc.stdout)
-        if i < warmup:
-            continue
-        for key in ("decode_ms", "mel_ms", "encode_ms"):
-            samples[key].append(info[key])
-        samples["stages_ms"].append(info["decode_ms"] + info["mel_ms"] + info["encode_ms"])
-        samples["process_ms"].append(wall)
-    return {k: stats(v) for k, v in samples.items()}, info
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    info = json.loads(proc.stdout)
+    info["process_ms"] = (time.perf_counter() - t0) * 1000
+    info["stages_ms"] = info["decode_ms"] + info["mel_ms"] + info["encode_ms"]
+    return info
 
 
-def time_unet(threads, iterations, warmup, tmp):
+def unet_once(threads, iterations, tmp):
+    """`lipsync bench` at batch 1: the warm samples (ms) of one short run."""
     path = os.path.join(tmp, "unet.json")
     subprocess.run([BIN, "bench", "--model", os.path.join(MODELS, "demo.onnx"), "--batch", "1",
-                    "--threads", str(threads), "--iterations", str(iterations), "--warmup",
-                    str(warmup), "--json", path], check=True, capture_output=True)
+                    "--threads", str(threads), "--iterations", str(iterations), "--warmup", "2",
+                    "--json", path], check=True, capture_output=True)
     with open(path) as f:
-        return json.load(f)
+        report = json.load(f)
+    return report["results"][0]["samples_ms"]
 
 
 def main():
@@ -80,7 +77,8 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--unet-iterations", type=int, default=30)
+    parser.add_argument("--unet-iterations", type=int, default=5,
+                        help="warm UNet runs per round")
     parser.add_argument("--models", default=MODELS,
                         help="folder with demo.onnx, demo_audio_encoder.onnx, demo_speech.wav")
     parser.add_argument("--json", default=os.path.join(ROOT, "out", "perf", "audio_features.json"))
@@ -96,22 +94,33 @@ def main():
     result = {"machine": f"{os.cpu_count()} cores, {cpu}", "date": time.strftime("%Y-%m-%d"),
               "threads": args.threads, "features": {}}
     print(f"machine: {result['machine']}, {args.threads} threads", file=sys.stderr)
+    keys = ("decode_ms", "mel_ms", "encode_ms", "stages_ms", "process_ms")
     with tempfile.TemporaryDirectory(prefix="lipsync-audio-bench-") as tmp:
-        for name, path in make_minute(tmp).items():
-            print(f"features: {name} ...", file=sys.stderr)
-            timing, info = time_features(path, encoder, args.threads, args.runs, args.warmup)
-            result["features"][name] = {"timing": timing, "summary": info}
-        print("features: wav, streamed in 200 ms chunks ...", file=sys.stderr)
-        wav = os.path.join(tmp, "minute.wav")
-        timing, info = time_features(wav, encoder, args.threads, args.runs, args.warmup,
-                                     ("--chunk", "3200"))
-        result["features"]["wav 22.05 kHz, streamed 3200-sample chunks"] = {
-            "timing": timing, "summary": info}
-        print("UNet: lipsync bench, batch 1 ...", file=sys.stderr)
-        unet = time_unet(args.threads, args.unet_iterations, 3, tmp)
-    result["unet_bench"] = unet
-    batch1 = next(r for r in unet["results"] if r["batch"] == 1)
-    unet_median = batch1["latency_ms"]["median"]
+        inputs = make_minute(tmp)
+        cases = [(name, path, ()) for name, path in inputs.items()]
+        cases.append(("wav 22.05 kHz, streamed in 3200-sample chunks",
+                      inputs["wav 22.05 kHz"], ("--chunk", "3200")))
+        samples = {name: {k: [] for k in keys} for name, _, _ in cases}
+        summaries, unet_ms = {}, []
+        # Rounds that alternate every case with a short UNet run, so that the load of other work
+        # on the machine falls on all of them alike.
+        for round_ in range(args.warmup + args.runs):
+            print(f"round {round_ + 1} of {args.warmup + args.runs}"
+                  f"{' (warm-up)' if round_ < args.warmup else ''}", file=sys.stderr)
+            for name, path, extra in cases:
+                info = features_once(path, encoder, args.threads, extra)
+                summaries[name] = info
+                if round_ >= args.warmup:
+                    for k in keys:
+                        samples[name][k].append(info[k])
+            frames = unet_once(args.threads, args.unet_iterations, tmp)
+            if round_ >= args.warmup:
+                unet_ms.extend(frames)
+    for name, _, _ in cases:
+        result["features"][name] = {"timing": {k: stats(v) for k, v in samples[name].items()},
+                                    "summary": summaries[name]}
+    result["unet_ms_per_frame"] = stats(unet_ms)
+    unet_median = result["unet_ms_per_frame"]["median"]
     result["unet_minute_ms_extrapolated"] = unet_median * FRAMES_PER_MINUTE
 
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
@@ -129,9 +138,10 @@ def main():
               f"{t['stages_ms']['median']:.0f} / {t['stages_ms']['p90']:.0f} | "
               f"{t['process_ms']['median']:.0f} | "
               f"{100 * t['stages_ms']['median'] / minute:.1f}% |")
-    print(f"\nUNet (lipsync bench, batch 1, {batch1.get('iterations', args.unet_iterations)} runs): "
-          f"median {unet_median:.2f} ms/frame, p90 {batch1['latency_ms']['p90']:.2f}; extrapolated to "
-          f"{FRAMES_PER_MINUTE} frames: {minute / 1000:.1f} s")
+    u = result["unet_ms_per_frame"]
+    print(f"\nUNet (lipsync bench, batch 1, {u['runs']} warm runs): median {u['median']:.2f} "
+          f"ms/frame, p90 {u['p90']:.2f}; extrapolated to {FRAMES_PER_MINUTE} frames: "
+          f"{minute / 1000:.1f} s")
     return 0
 
 
