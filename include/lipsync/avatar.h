@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "lipsync/engine.h"
 #include "lipsync/face.h"
 #include "lipsync/frames.h"
 #include "lipsync/status.h"
@@ -114,6 +115,21 @@ Result<Avatar> LoadAvatar(const std::string& dir);
 // the first one's. `progress(done, total)` is called after each frame when given.
 Status CheckAvatarFrames(const Avatar& avatar,
                          const std::function<void(int64_t, int64_t)>& progress = {});
+
+// The roles of a lip-sync UNet's two inputs: the face [N,6,S,S] and the audio window
+// [N,32,16,16] ('ave'), found by shape rather than by name.
+struct UnetInputs {
+  size_t visual = 0;
+  size_t audio = 1;
+  int size = 0;  // S, 320 or 160
+};
+Result<UnetInputs> FindUnetInputs(const ModelInfo& info);
+// InvalidArgument unless the audio encoder takes mel windows [N,1,80,16] and gives [N,512].
+Status CheckAudioEncoderInfo(const ModelInfo& info);
+
+// Loads both models (with `options`) and checks them against each other and the avatar: the
+// UNet's face size is the manifest's model_size, its audio input is what the encoder feeds.
+Status CheckAvatarModels(const Avatar& avatar, const EngineOptions& options = {});
 
 // Importers: both write a complete avatar folder at `out_dir` (which must not exist or be empty)
 // through a temporary folder beside it, so a failed import leaves nothing behind. The models are

@@ -1,16 +1,14 @@
 // Loading an avatar folder and reading its frames on demand.
 #include "lipsync/avatar.h"
 
-#include <unistd.h>
-
 #include <algorithm>
-#include <atomic>
 #include <cctype>
 #include <filesystem>
 #include <map>
 
 #include "avatar_internal.h"
 #include "lipsync/video.h"
+#include "output_files.h"
 
 namespace lipsync {
 
@@ -81,11 +79,7 @@ Result<StagingFolder> StagingFolder::Create(const std::string& target) {
   if (!fs::is_directory(parent, ec)) {
     return NotFound("folder '" + parent.string() + "' (for '" + target + "') does not exist");
   }
-  static std::atomic<int> counter{0};
-  std::string name = ".";
-  name += t.filename().string();
-  name += ".tmp" + std::to_string(static_cast<long>(getpid())) + "-" + std::to_string(counter++);
-  const fs::path staging = parent / name;
+  const fs::path staging = HiddenTempPath((parent / t.filename()).string());
   if (!fs::create_directory(staging, ec) || ec) {
     return InvalidArgument("cannot create a folder in '" + parent.string() +
                            "': " + (ec ? ec.message() : std::string("it exists")));

@@ -143,15 +143,15 @@ Result<AvatarManifest> ReadAvatarManifest(const std::string& path) {
 }
 
 Status WriteAvatarManifest(const std::string& path, const AvatarManifest& m) {
-  json doc = {{"format", "lipsync-avatar"},
-              {"version", kAvatarFormatVersion},
-              {"name", m.name},
-              {"fps", m.fps},
-              {"model_size", m.model_size},
-              {"model", m.model},
-              {"audio_encoder", m.audio_encoder},
-              {"frames", m.frames},
-              {"crop_rects", m.crop_rects}};
+  const nlohmann::ordered_json doc = {{"format", "lipsync-avatar"},
+                                      {"version", kAvatarFormatVersion},
+                                      {"name", m.name},
+                                      {"fps", m.fps},
+                                      {"model_size", m.model_size},
+                                      {"model", m.model},
+                                      {"audio_encoder", m.audio_encoder},
+                                      {"frames", m.frames},
+                                      {"crop_rects", m.crop_rects}};
   return internal::WriteTextFile(path, doc.dump(2) + "\n");
 }
 

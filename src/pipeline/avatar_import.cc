@@ -20,32 +20,15 @@ EngineOptions CheckingOptions() {
   return options;
 }
 
-// The UNet's face size from its visual input [N,6,S,S]; S must have a face layout.
 Result<int> UnetInputSize(const std::string& path) {
-  auto engine = Engine::Create(path, CheckingOptions());
-  if (!engine.ok()) return engine.status().WithContext("model");
-  for (const TensorInfo& input : (*engine)->info().inputs) {
-    const Shape& s = input.shape;
-    if (s.size() == 4 && s[1] == 6 && s[2] == s[3]) {
-      auto layout = FaceLayout::ForInputSize(static_cast<int>(s[2]));
-      if (!layout.ok()) return layout.status().WithContext("model '" + path + "'");
-      return static_cast<int>(s[2]);
-    }
-  }
-  return InvalidArgument("model '" + path + "' has no visual input of shape [N,6,S,S]");
+  LIPSYNC_ASSIGN_OR_RETURN(auto engine, Engine::Create(path, CheckingOptions()));
+  LIPSYNC_ASSIGN_OR_RETURN(UnetInputs roles, FindUnetInputs(engine->info()));
+  return roles.size;
 }
 
 Status CheckAudioEncoder(const std::string& path) {
-  auto engine = Engine::Create(path, CheckingOptions());
-  if (!engine.ok()) return engine.status().WithContext("audio encoder");
-  const auto& inputs = (*engine)->info().inputs;
-  if (inputs.size() != 1 || inputs[0].shape.size() != 4 ||
-      Shape(inputs[0].shape.begin() + 1, inputs[0].shape.end()) != Shape{1, 80, 16}) {
-    return InvalidArgument(
-        "audio encoder '" + path + "' does not take mel windows [N,1,80,16]" +
-        (inputs.empty() ? std::string() : ", its input is " + ShapeToString(inputs[0].shape)));
-  }
-  return Status::Ok();
+  LIPSYNC_ASSIGN_OR_RETURN(auto engine, Engine::Create(path, CheckingOptions()));
+  return CheckAudioEncoderInfo(engine->info());
 }
 
 Status CopyInto(const std::string& from, const fs::path& to) {

@@ -1,15 +1,14 @@
 // The MP4 writer: libx264 (yuv420p) for the picture, FFmpeg's native AAC encoder for the sound,
 // written to a hidden temp file beside the target and renamed only when everything succeeded.
-#include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <filesystem>
 #include <vector>
 
 #include "ffmpeg_util.h"
 #include "lipsync/video.h"
+#include "output_files.h"
 
 extern "C" {
 #include <libavutil/channel_layout.h>
@@ -106,18 +105,6 @@ struct VideoWriter::State {
     return std::llround(static_cast<double>(frame_count) * options.audio_sample_rate / options.fps);
   }
 };
-
-namespace {
-
-std::string TempPathFor(const std::filesystem::path& target) {
-  static std::atomic<int> counter{0};
-  const std::string name = "." + target.filename().string() + ".tmp" +
-                           std::to_string(static_cast<long>(getpid())) + "-" +
-                           std::to_string(counter++);
-  return (target.parent_path() / name).string();
-}
-
-}  // namespace
 
 Status VideoWriter::State::OpenVideoEncoder(const AVOutputFormat* container) {
   State& s = *this;
@@ -241,7 +228,7 @@ Result<std::unique_ptr<VideoWriter>> VideoWriter::Create(const std::string& path
   auto s = std::make_unique<State>();
   s->options = options;
   s->path = path;
-  const std::string tmp = TempPathFor(target);
+  const std::string tmp = internal::HiddenTempPath(path);
   int rc = avformat_alloc_output_context2(&s->format, container, nullptr, tmp.c_str());
   if (rc < 0 || !s->format) return Internal("cannot set up the muxer: " + ErrorText(rc));
   s->packet.reset(av_packet_alloc());
