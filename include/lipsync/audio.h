@@ -25,17 +25,18 @@ namespace lipsync {
 
 constexpr int kAudioSampleRate = 16000;  // what the features are defined on
 constexpr int kMelBands = 80;
-constexpr int kMelHop = 200;          // samples per mel frame (80 mel frames per second)
+constexpr int kMelHop = 200;        // samples per mel frame (80 mel frames per second)
 constexpr int kMelWindowFrames = 16;  // mel frames per encoder input window
 
 // Decodes any audio file FFmpeg reads (WAV, MP3, AAC/M4A, FLAC, the audio of a video, ...) to mono
-// float PCM at `sample_rate`, downmixed and resampled. NotFound for a missing file, DataLoss for
-// one that does not decode, InvalidArgument for one without an audio stream or without samples.
+// float PCM at `sample_rate`, downmixed and resampled. NotFound for a missing file, DataLoss for one
+// that does not decode, InvalidArgument for one without an audio stream or without samples.
 Result<std::vector<float>> DecodeAudioFile(const std::string& path,
                                            int sample_rate = kAudioSampleRate);
 
 // Resamples mono float PCM (FFmpeg's resampler), e.g. 44.1 kHz test signals to 16 kHz.
-Result<std::vector<float>> ResampleAudio(const std::vector<float>& pcm, int from_rate, int to_rate);
+Result<std::vector<float>> ResampleAudio(const std::vector<float>& pcm, int from_rate,
+                                         int to_rate);
 
 // How the centred STFT pads the signal's ends by n_fft/2 samples: zeros (current librosa) or a
 // reflection (older librosa).
