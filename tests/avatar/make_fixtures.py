@@ -10,6 +10,7 @@
 import argparse
 import json
 import os
+import shutil
 
 import cv2
 import numpy as np
@@ -97,11 +98,12 @@ def main():
     args = parser.parse_args()
     os.makedirs(args.out_dir, exist_ok=True)
     tiny_encoder(os.path.join(args.out_dir, "tiny_encoder.onnx"))
+    # Made afresh each time (it takes a moment), so that it follows the generator.
     dataset = os.path.join(args.out_dir, "dataset")
-    if not os.path.isdir(dataset):
-        tmp = dataset + f".tmp{os.getpid()}"
-        synthetic_dataset(tmp, frames=12, width=160, height=120)
-        os.replace(tmp, dataset)
+    tmp = dataset + f".tmp{os.getpid()}"
+    synthetic_dataset(tmp, frames=12, width=160, height=120)
+    shutil.rmtree(dataset, ignore_errors=True)
+    os.replace(tmp, dataset)
     frames_reference(os.path.join(args.out_dir, "frames_ref"))
 
 
