@@ -52,6 +52,10 @@ struct RenderOptions {
   // Frames in flight between two stages (0: batch + 2). More smooths out uneven stages and costs
   // a frame's memory each.
   int queue_frames = 0;
+  // Decoded avatar frames (with their face crops) kept for reuse, as the walk over the avatar
+  // comes back to them: up to this many MiB, least recently used dropped first. A short avatar
+  // then is decoded once; a long one costs a bounded amount of memory.
+  int frame_cache_mb = 256;
   // Video avatars: decoded frames each reader keeps for walking backwards.
   int video_cache_frames = 32;
   // Called from the output thread after each frame.

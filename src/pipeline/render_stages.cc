@@ -2,6 +2,8 @@
 // (busy), hand on (blocked). All stop when any of them fails.
 #include <cstdio>
 #include <cstring>
+#include <list>
+#include <unordered_map>
 
 #include "lipsync/face.h"
 #include "render_pipeline.h"
@@ -31,6 +33,43 @@ class StageClock {
   }
   StageStats& stats_;
   Clock::time_point t_;
+};
+
+// Avatar frames with their face crops, least recently used dropped first beyond a byte budget.
+class PreparedFrames {
+ public:
+  struct Entry {
+    Image frame;
+    Image crop;
+  };
+  explicit PreparedFrames(size_t budget_bytes) : budget_(budget_bytes) {}
+
+  const Entry* Find(int64_t index) {
+    auto it = entries_.find(index);
+    if (it == entries_.end()) return nullptr;
+    order_.splice(order_.begin(), order_, it->second.second);  // most recent first
+    return &it->second.first;
+  }
+
+  void Add(int64_t index, Entry entry) {
+    const size_t bytes = entry.frame.bgr.size() + entry.crop.bgr.size();
+    if (bytes > budget_) return;
+    while (used_ + bytes > budget_ && !order_.empty()) {
+      auto last = entries_.find(order_.back());
+      used_ -= last->second.first.frame.bgr.size() + last->second.first.crop.bgr.size();
+      entries_.erase(last);
+      order_.pop_back();
+    }
+    order_.push_front(index);
+    entries_.emplace(index, std::make_pair(std::move(entry), order_.begin()));
+    used_ += bytes;
+  }
+
+ private:
+  size_t budget_;
+  size_t used_ = 0;
+  std::list<int64_t> order_;
+  std::unordered_map<int64_t, std::pair<Entry, std::list<int64_t>::iterator>> entries_;
 };
 
 }  // namespace
@@ -85,21 +124,31 @@ void RunFramesStage(Pipeline& p) {
   auto reader = p.avatar.OpenFrames(reader_options);
   if (!reader.ok()) return p.Fail(reader.status());
   const int s = p.layout.inner_size;
+  PreparedFrames cache(static_cast<size_t>(std::max(0, p.options.frame_cache_mb)) << 20);
   for (int64_t i = 0; !p.CheckCancel(); ++i) {
     const int64_t total = p.total.load();
     if (total >= 0 && i >= total) break;
     FrameJob job;
     job.index = i;
     job.avatar_frame = (*p.sequence)(i);
-    auto frame = (*reader)->Read(job.avatar_frame);
-    if (!frame.ok()) return p.Fail(frame.status().WithContext("avatar '" + p.avatar.dir() + "'"));
-    job.frame = std::move(*frame);
     job.rect = p.avatar.crop_rects()[static_cast<size_t>(job.avatar_frame)];
-    auto crop = CropFace(job.frame, job.rect, p.layout);
-    if (!crop.ok()) {
-      return p.Fail(crop.status().WithContext("avatar frame " + std::to_string(job.avatar_frame)));
+    if (const auto* hit = cache.Find(job.avatar_frame)) {
+      job.frame = hit->frame;  // copies: paste changes both
+      job.crop = hit->crop;
+    } else {
+      auto frame = (*reader)->Read(job.avatar_frame);
+      if (!frame.ok()) {
+        return p.Fail(frame.status().WithContext("avatar '" + p.avatar.dir() + "'"));
+      }
+      auto crop = CropFace(*frame, job.rect, p.layout);
+      if (!crop.ok()) {
+        return p.Fail(
+            crop.status().WithContext("avatar frame " + std::to_string(job.avatar_frame)));
+      }
+      job.frame = *frame;
+      job.crop = *crop;
+      cache.Add(job.avatar_frame, {std::move(*frame), std::move(*crop)});
     }
-    job.crop = std::move(*crop);
     auto inner = PrepareFace(job.crop, p.layout);
     if (!inner.ok()) return p.Fail(inner.status());
     job.visual.resize(static_cast<size_t>(6) * s * s);

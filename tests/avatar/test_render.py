@@ -238,7 +238,7 @@ def test_bad_input_is_a_clear_error_and_leaves_no_output(avatar, tmp_path):
     expect_failure(base + ["--audio", str(garbage)], "garbage.wav", tmp_path, before)
     expect_failure(base + ["--audio", str(tmp_path / "none.wav")], "NOT_FOUND", tmp_path, before)
     expect_failure(base + ["--audio", str(empty)], "holds no audio samples", tmp_path, before)
-    expect_failure(base + ["--audio", str(short)], "is too short", tmp_path, before)
+    expect_failure(base + ["--audio", str(short)], "too short", tmp_path, before)
     ok = ["--audio", str(tmp_path / "ok.wav")]
     expect_failure(["render", "--avatar", str(avatar), "--out", str(tmp_path / "no/dir/o.mp4")] +
                    ok, "does not exist", tmp_path, before)
