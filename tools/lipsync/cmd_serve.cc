@@ -65,6 +65,12 @@ int RunServe(ServeArgs& args) {
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
+  const bool has_avatars = !args.server.monolithic_options.avatars.root.empty();
+  if (has_avatars != args.server.monolithic ||
+      (!args.server.monolithic_listen.empty() && !args.server.monolithic)) {
+    return ReportError(InvalidArgument(
+        "--monolithic and --avatars DIR go together (--monolithic-listen needs both)"));
+  }
   auto options = ToEngineOptions(args.engine);
   if (!options.ok()) return ReportError(options.status());
   options->max_batch = args.server.batching.max_batch;
@@ -84,10 +90,6 @@ int RunServe(ServeArgs& args) {
   args.server.max_message_bytes = args.max_message_mb << 20;
   args.server.monolithic_options.avatars.engine = *options;
   args.server.monolithic_options.avatars.engine.max_batch = server::kCompositeMaxBatch;
-  if (!args.server.monolithic_options.avatars.root.empty() && !args.server.monolithic) {
-    return ReportError(
-        InvalidArgument("--avatars is for the monolithic service: add --monolithic"));
-  }
   auto server = server::Server::Start(engine->get(), args.server);
   if (!server.ok()) return ReportError(server.status());
   spdlog::info(
