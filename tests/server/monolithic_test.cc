@@ -426,6 +426,36 @@ TEST(Monolithic, UnloadWhileHeldKeepsTheAvatarForItsHolder) {
   EXPECT_TRUE(watch.expired());  // the last holder freed it
 }
 
+// A full registry refuses another avatar until one is unloaded; a bad avatar folder names its file.
+TEST(Monolithic, RegistryCapacityAndBadFolders) {
+  ScratchDir root;
+  WriteTestAvatar(root.path(), "anna");
+  WriteTestAvatar(root.path(), "bob");
+  WriteFile(root / "broken/avatar.json", "{");
+  AvatarRegistryOptions options;
+  options.root = root.path();
+  options.engine.intra_op_threads = 1;
+  options.max_models = 1;
+  AvatarRegistry registry(options);
+  EXPECT_EQ(registry.Available(), (std::vector<std::string>{"anna", "bob", "broken"}));
+  bool loaded_now = false;
+  ASSERT_TRUE(registry.Load("anna", &loaded_now).ok());
+  EXPECT_TRUE(loaded_now);
+  ASSERT_TRUE(registry.Load("anna", &loaded_now).ok());
+  EXPECT_FALSE(loaded_now);  // already there
+  auto full = registry.Load("bob");
+  ASSERT_EQ(full.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(full.status().message().find("unload one"), std::string::npos);
+  ASSERT_TRUE(registry.Unload("anna").ok());
+  EXPECT_TRUE(registry.Load("bob").ok());
+  ASSERT_TRUE(registry.Unload("bob").ok());
+  auto broken = registry.Load("broken");
+  ASSERT_FALSE(broken.ok());
+  EXPECT_NE(broken.status().message().find("avatar.json"), std::string::npos)
+      << broken.status().message();
+  EXPECT_TRUE(registry.Loaded().empty());
+}
+
 TEST(Monolithic, OwnPort) {
   auto f = Start("127.0.0.1:0");
   ASSERT_TRUE(f);
