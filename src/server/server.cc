@@ -23,7 +23,10 @@ struct Server::Impl {
   ServiceContext ctx;
   std::unique_ptr<LipSyncService> lipsync_service;
   std::unique_ptr<KServeService> kserve_service;
+  std::unique_ptr<MonolithicService> monolithic_service;
   std::unique_ptr<grpc::Server> grpc_server;
+  std::unique_ptr<grpc::Server> monolithic_server;  // when it has its own port
+  int monolithic_port = 0;
   std::unique_ptr<HttpEndpoint> http;
   int port = 0;
   std::mutex shutdown_mu;
@@ -127,22 +130,52 @@ Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOption
   impl->ctx.max_queue = static_cast<int64_t>(options.batching.max_queue);
   impl->lipsync_service = std::make_unique<LipSyncService>(&impl->ctx);
   impl->kserve_service = std::make_unique<KServeService>(&impl->ctx);
+  if (options.monolithic) {
+    if (options.monolithic_options.avatars.root.empty()) {
+      return InvalidArgument("the monolithic service needs an avatar folder");
+    }
+    impl->monolithic_service =
+        std::make_unique<MonolithicService>(options.monolithic_options, &impl->metrics);
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options.listen, credentials, &impl->port);
-  builder.SetMaxReceiveMessageSize(options.max_message_bytes);
-  builder.SetMaxSendMessageSize(options.max_message_bytes);
+  // The monolithic service's batches of 32 faces are 79 MB; its clients expect 100 MB to pass.
+  const int message_bytes = options.monolithic
+                                ? std::max(options.max_message_bytes, kMonolithicMessageBytes)
+                                : options.max_message_bytes;
+  builder.SetMaxReceiveMessageSize(message_bytes);
+  builder.SetMaxSendMessageSize(message_bytes);
   // Frames are hundreds of kilobytes: start each stream with a window that holds a whole request
   // instead of growing it from 64 KiB with extra round trips of flow-control updates.
   builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 8 << 20);
   builder.RegisterService(impl->lipsync_service.get());
   builder.RegisterService(impl->kserve_service.get());
+  const bool monolithic_own_port = impl->monolithic_service && !options.monolithic_listen.empty();
+  if (impl->monolithic_service && !monolithic_own_port) {
+    builder.RegisterService(impl->monolithic_service.get());
+  }
   impl->grpc_server = builder.BuildAndStart();
   if (!impl->grpc_server || impl->port == 0) {
     return Unavailable("cannot listen on " + options.listen +
                        " (port in use, or not an address of this machine)");
+  }
+  if (impl->monolithic_service) impl->monolithic_port = impl->port;
+  if (monolithic_own_port) {
+    grpc::ServerBuilder own;
+    own.AddListeningPort(options.monolithic_listen, credentials, &impl->monolithic_port);
+    own.SetMaxReceiveMessageSize(message_bytes);
+    own.SetMaxSendMessageSize(message_bytes);
+    own.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 8 << 20);
+    own.RegisterService(impl->monolithic_service.get());
+    impl->monolithic_server = own.BuildAndStart();
+    if (!impl->monolithic_server || impl->monolithic_port == 0) {
+      impl->grpc_server->Shutdown();
+      return Unavailable("cannot listen on " + options.monolithic_listen +
+                         " (port in use, or not an address of this machine)");
+    }
   }
   if (!options.metrics_listen.empty()) {
     Impl* raw = impl.get();
@@ -151,6 +184,7 @@ Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOption
                                      [raw] { return raw->ctx.ready.load(); }});
     if (!http.ok()) {
       impl->grpc_server->Shutdown();
+      if (impl->monolithic_server) impl->monolithic_server->Shutdown();
       return http.status();
     }
     impl->http = std::move(*http);
@@ -162,6 +196,8 @@ Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOption
 
 int Server::port() const { return impl_->port; }
 int Server::metrics_port() const { return impl_->http ? impl_->http->port() : 0; }
+int Server::monolithic_port() const { return impl_->monolithic_port; }
+MonolithicService* Server::monolithic_service() { return impl_->monolithic_service.get(); }
 Metrics& Server::metrics() { return impl_->metrics; }
 int Server::preferred_batch() const { return impl_->batcher->batch_limit(); }
 
@@ -174,9 +210,11 @@ void Server::Shutdown() {
   // gRPC refuses new calls at once and waits for accepted ones, which the batcher keeps serving;
   // past the drain deadline it cancels what is left.
   const auto deadline = std::chrono::system_clock::now() + impl_->options.drain_timeout;
+  if (impl_->monolithic_server) impl_->monolithic_server->Shutdown(deadline);
   impl_->grpc_server->Shutdown(deadline);
   impl_->batcher->Shutdown(std::chrono::milliseconds(0));
   impl_->grpc_server->Wait();
+  if (impl_->monolithic_server) impl_->monolithic_server->Wait();
   if (impl_->http) impl_->http->Stop();
 }
 

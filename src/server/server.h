@@ -15,6 +15,7 @@
 #include "lipsync/engine.h"
 #include "server/batcher.h"
 #include "server/metrics.h"
+#include "server/monolithic_service.h"
 
 namespace lipsync::server {
 
@@ -26,6 +27,11 @@ struct ServerOptions {
   int max_message_bytes = 64 << 20;
   std::chrono::milliseconds drain_timeout{10000};
   std::string tls_cert_file, tls_key_file, tls_client_ca_file;  // PEM files; empty: plaintext
+  // monolithic.MonolithicService (the Go server's contract) over the avatar folders under
+  // monolithic.avatars.root, on the main port or, when monolithic_listen is set, on its own.
+  bool monolithic = false;
+  std::string monolithic_listen;
+  MonolithicOptions monolithic_options;
 };
 
 class Server {
@@ -35,6 +41,9 @@ class Server {
 
   int port() const;
   int metrics_port() const;
+  // The port of the monolithic service: its own, or the main one (0 when it is off).
+  int monolithic_port() const;
+  MonolithicService* monolithic_service();
   Metrics& metrics();
   // The batch size the batcher forms when enough frames wait (chosen at start when it was auto).
   int preferred_batch() const;

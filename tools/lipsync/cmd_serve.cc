@@ -65,6 +65,12 @@ int RunServe(ServeArgs& args) {
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
+  const bool has_avatars = !args.server.monolithic_options.avatars.root.empty();
+  if (has_avatars != args.server.monolithic ||
+      (!args.server.monolithic_listen.empty() && !args.server.monolithic)) {
+    return ReportError(InvalidArgument(
+        "--monolithic and --avatars DIR go together (--monolithic-listen needs both)"));
+  }
   auto options = ToEngineOptions(args.engine);
   if (!options.ok()) return ReportError(options.status());
   options->max_batch = args.server.batching.max_batch;
@@ -82,6 +88,8 @@ int RunServe(ServeArgs& args) {
   args.server.batching.max_queue = args.max_queue;
   args.server.drain_timeout = std::chrono::seconds(args.drain_timeout_s);
   args.server.max_message_bytes = args.max_message_mb << 20;
+  args.server.monolithic_options.avatars.engine = *options;
+  args.server.monolithic_options.avatars.engine.max_batch = server::kCompositeMaxBatch;
   auto server = server::Server::Start(engine->get(), args.server);
   if (!server.ok()) return ReportError(server.status());
   spdlog::info(
@@ -90,6 +98,10 @@ int RunServe(ServeArgs& args) {
       args.server.model_name, args.server.listen, (*server)->port(),
       args.server.tls_cert_file.empty() ? "" : " with TLS", (*server)->preferred_batch(),
       args.server.batching.max_batch, args.max_queue_delay_us, args.max_queue);
+  if (args.server.monolithic) {
+    spdlog::info("monolithic service on port {} over avatars in {}", (*server)->monolithic_port(),
+                 args.server.monolithic_options.avatars.root);
+  }
   if (!args.server.metrics_listen.empty()) {
     spdlog::info("metrics on http://{}/metrics (port {}), probes /healthz /readyz",
                  args.server.metrics_listen, (*server)->metrics_port());
@@ -158,6 +170,16 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--tls-key", args->server.tls_key_file, "PEM private key");
   cmd->add_option("--tls-client-ca", args->server.tls_client_ca_file,
                   "PEM CA that client certificates must chain to (mutual TLS)");
+  cmd->add_flag(
+      "--monolithic", args->server.monolithic,
+      "also serve monolithic.MonolithicService (the Go server's contract) over --avatars");
+  cmd->add_option("--avatars", args->server.monolithic_options.avatars.root,
+                  "folder of avatar folders; a request's model_id names one");
+  cmd->add_option("--monolithic-listen", args->server.monolithic_listen,
+                  "own host:port for the monolithic service (default: the --listen port)");
+  cmd->add_option("--max-avatars", args->server.monolithic_options.avatars.max_models,
+                  "avatars loaded at once at most")
+      ->capture_default_str();
   cmd->add_option("--log-level", args->log_level, "trace|debug|info|warn|error")
       ->capture_default_str();
   cmd->callback([=] { *exit_code = RunServe(*args); });

@@ -4,8 +4,9 @@
 
 namespace lipsync::cli {
 
-void AddEngineFlags(CLI::App* cmd, EngineFlags* f, bool with_max_batch) {
-  cmd->add_option("--model,-m", f->model, "ONNX model file")->required();
+void AddEngineFlags(CLI::App* cmd, EngineFlags* f, bool with_max_batch, bool model_required) {
+  auto* model = cmd->add_option("--model,-m", f->model, "ONNX model file");
+  if (model_required) model->required();
   cmd->add_option("--backend", f->backend, "ort | cuda | reference")->capture_default_str();
   cmd->add_option("--provider", f->provider, "ONNX Runtime provider: cpu | cuda | tensorrt")
       ->capture_default_str();

@@ -26,8 +26,10 @@ struct EngineFlags {
 
 // Adds --model (required), --backend, --provider, --threads, --device, --precision, --graph-opt,
 // --engine-cache, --cuda-graph, --allow-cpu-fallback, --max-batch.
-// `with_max_batch` false leaves --max-batch to the caller (serve uses it for its batcher).
-void AddEngineFlags(CLI::App* cmd, EngineFlags* flags, bool with_max_batch = true);
+// `with_max_batch` false leaves --max-batch to the caller (serve uses it for its batcher);
+// `model_required` false makes --model optional (render takes the model from the avatar).
+void AddEngineFlags(CLI::App* cmd, EngineFlags* flags, bool with_max_batch = true,
+                    bool model_required = true);
 Result<EngineOptions> ToEngineOptions(const EngineFlags& flags);
 
 // Prints "error: <status>" to stderr and returns the exit code for it (2).

@@ -1,0 +1,11 @@
+# Video files and avatar import: FFmpeg's codec, container and scaling libraries as the imported
+# target ffmpeg::video (pkg-config; Debian: libavcodec-dev libavformat-dev libswscale-dev
+# libswresample-dev) and yaml-cpp (libyaml-cpp-dev) for the Go server's config.yaml.
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(LIPSYNC_FFMPEG_VIDEO IMPORTED_TARGET GLOBAL
+  libavformat libavcodec libavutil libswscale libswresample)
+if(NOT LIPSYNC_FFMPEG_VIDEO_FOUND)
+  message(FATAL_ERROR "FFmpeg libraries not found: install libavcodec-dev libavformat-dev libswscale-dev libswresample-dev")
+endif()
+add_library(ffmpeg::video ALIAS PkgConfig::LIPSYNC_FFMPEG_VIDEO)
+find_package(yaml-cpp REQUIRED)

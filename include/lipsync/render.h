@@ -1,0 +1,126 @@
+// Rendering: speech and an avatar in, a lip-synced video (or numbered frames) out.
+//
+//   auto avatar = lipsync::LoadAvatar("avatars/anna");
+//   auto renderer = lipsync::Renderer::Create(*avatar, engine_options);   // loads both models
+//   lipsync::RenderOptions options;
+//   options.batch = 4;
+//   auto stats = (*renderer)->Render("speech.m4a", lipsync::RenderOutput::Video("out.mp4"),
+//   options);
+//   // stats->frames, stats->fps, stats->stages (busy and waiting time of every stage)
+//
+// Five stages run on their own threads, joined by bounded queues: audio features (decode, mel,
+// encoder, windows), frames (decode the avatar frame, crop, mask), inference (batches through the
+// UNet), paste (the new face back into its frame) and output (H.264 + AAC, or image files). The
+// model waits only when the stages before it are slower than it; memory is bounded by the queues,
+// not by the length of the audio. On any error or cancel nothing is left at the output path.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "lipsync/audio.h"
+#include "lipsync/avatar.h"
+#include "lipsync/engine.h"
+#include "lipsync/frames.h"
+#include "lipsync/status.h"
+#include "lipsync/video.h"
+
+namespace lipsync {
+
+struct RenderProgress {
+  int64_t frames_done = 0;
+  int64_t frames_total = 0;  // an estimate from the container's duration until total_known
+  bool total_known = false;
+  double elapsed_s = 0.0;
+};
+
+struct RenderOptions {
+  int batch = 4;  // frames per UNet run (a fixed-batch model uses its own)
+  FrameOrder order = FrameOrder::kPingPong;
+  int64_t start_frame = FrameSequence::kDefaultStart;
+  MelOptions mel;
+  WindowEdge window_edge = WindowEdge::kZeros;
+  // Video output: libx264 and AAC settings (size and frame rate come from the avatar).
+  int crf = 18;
+  std::string preset = "veryfast";
+  int encoder_threads = 0;
+  int audio_sample_rate = 48000;
+  // Frames in flight between two stages (0: batch + 2). More smooths out uneven stages and costs
+  // a frame's memory each.
+  int queue_frames = 0;
+  // Decoded avatar frames (with their face crops) kept for reuse, as the walk over the avatar
+  // comes back to them: up to this many MiB, least recently used dropped first. A short avatar
+  // then is decoded once; a long one costs a bounded amount of memory.
+  int frame_cache_mb = 256;
+  // Video avatars: decoded frames each reader keeps for walking backwards.
+  int video_cache_frames = 32;
+  // Called from the output thread after each frame.
+  std::function<void(const RenderProgress&)> progress;
+  // Polled by every stage; when it turns true the render stops with kCancelled.
+  const std::atomic<bool>* cancel = nullptr;
+};
+
+// Where the frames go: an MP4 (H.264 + the input audio as AAC) or a new folder of image files
+// 000000.png, ... (".png" or ".jpg"; no sound).
+struct RenderOutput {
+  std::string video_path;
+  std::string frames_dir;
+  std::string frames_ext = "png";
+  static RenderOutput Video(std::string path) { return {std::move(path), "", "png"}; }
+  static RenderOutput Frames(std::string dir, std::string ext = "png") {
+    return {"", std::move(dir), std::move(ext)};
+  }
+};
+
+struct StageStats {
+  std::string name;
+  int64_t items = 0;       // frames (inference: frames, in `batches` runs)
+  double busy_s = 0.0;     // working
+  double starved_s = 0.0;  // waiting for input
+  double blocked_s = 0.0;  // waiting for room downstream
+};
+
+struct RenderStats {
+  int64_t frames = 0;
+  int64_t batches = 0;
+  int batch = 0;
+  double seconds = 0.0;            // wall time of the render, models already loaded
+  double fps = 0.0;                // frames / seconds
+  double audio_seconds = 0.0;      // speech decoded (16 kHz samples / 16000)
+  double video_seconds = 0.0;      // frames / avatar fps
+  std::vector<StageStats> stages;  // audio, frames, infer, paste, output
+};
+
+class Renderer {
+ public:
+  // Loads the avatar's UNet (or `model_path` instead, when given) with `options` and its audio
+  // encoder with one thread, and checks that they fit the avatar (see CheckAvatarModels()).
+  static Result<std::unique_ptr<Renderer>> Create(const Avatar& avatar,
+                                                  const EngineOptions& options = {},
+                                                  const std::string& model_path = "");
+  ~Renderer();
+  Renderer(const Renderer&) = delete;
+  Renderer& operator=(const Renderer&) = delete;
+
+  // One render. Errors: NotFound / DataLoss / InvalidArgument for audio that is missing, does not
+  // decode, is empty or too short for one frame; an unwritable output; a frame that fails to
+  // decode or whose rectangle does not fit; Cancelled. Renders may follow one another; a
+  // Renderer runs one at a time.
+  Result<RenderStats> Render(const std::string& audio_path, const RenderOutput& output,
+                             const RenderOptions& options);
+
+  const Avatar& avatar() const;
+  Engine& unet();
+  AudioEncoder& audio_encoder();
+
+ private:
+  struct Models;
+  explicit Renderer(std::unique_ptr<Models> models);
+  std::unique_ptr<Models> models_;
+};
+
+}  // namespace lipsync

@@ -1,0 +1,191 @@
+// Renderer: loads the models once; Render() sets up the output and the pipeline, runs the five
+// stages on their own threads and finishes (or discards) the output.
+#include "lipsync/render.h"
+
+#include <thread>
+
+#include "render_pipeline.h"
+
+namespace lipsync {
+
+namespace internal {
+
+Pipeline::Pipeline(const Avatar& a, Engine& u, AudioEncoder& e, const RenderOptions& o,
+                   size_t queue_frames)
+    : avatar(a),
+      unet(u),
+      encoder(e),
+      options(o),
+      // The audio runs ahead of the frames by a few seconds at most: a window is 4 KiB.
+      windows(std::max<size_t>(4 * queue_frames, 128)),
+      cropped(queue_frames),
+      inferred(queue_frames),
+      pasted(queue_frames) {
+  const char* names[kStageCount] = {"audio", "frames", "infer", "paste", "output"};
+  for (int i = 0; i < kStageCount; ++i) stats[i].name = names[i];
+}
+
+void Pipeline::Fail(const Status& status) {
+  {
+    std::lock_guard<std::mutex> lock(error_mutex_);
+    if (failed_.load()) return;
+    error_ = status;
+    failed_ = true;
+  }
+  windows.Stop();
+  cropped.Stop();
+  inferred.Stop();
+  pasted.Stop();
+}
+
+Status Pipeline::error() const {
+  std::lock_guard<std::mutex> lock(error_mutex_);
+  return error_;
+}
+
+bool Pipeline::CheckCancel() {
+  if (failed()) return true;
+  if (options.cancel && options.cancel->load()) {
+    Fail(Status(StatusCode::kCancelled, "render cancelled"));
+    return true;
+  }
+  return false;
+}
+
+}  // namespace internal
+
+struct Renderer::Models {
+  Avatar avatar;
+  std::unique_ptr<Engine> unet;
+  std::unique_ptr<AudioEncoder> encoder;
+  UnetInputs roles;
+  FaceLayout layout;
+};
+
+Renderer::Renderer(std::unique_ptr<Models> models) : models_(std::move(models)) {}
+Renderer::~Renderer() = default;
+const Avatar& Renderer::avatar() const { return models_->avatar; }
+Engine& Renderer::unet() { return *models_->unet; }
+AudioEncoder& Renderer::audio_encoder() { return *models_->encoder; }
+
+Result<std::unique_ptr<Renderer>> Renderer::Create(const Avatar& avatar,
+                                                   const EngineOptions& options,
+                                                   const std::string& model_path) {
+  auto m = std::make_unique<Models>();
+  m->avatar = avatar;
+  const std::string where = "avatar '" + avatar.dir() + "'";
+  LIPSYNC_ASSIGN_OR_RETURN(
+      m->unet, Engine::Create(model_path.empty() ? avatar.model_path() : model_path, options));
+  auto roles = FindUnetInputs(m->unet->info());
+  if (!roles.ok()) return roles.status().WithContext(where);
+  m->roles = *roles;
+  if (m->roles.size != avatar.manifest().model_size) {
+    return InvalidArgument(where + ": avatar.json says model_size " +
+                           std::to_string(avatar.manifest().model_size) + ", the model takes " +
+                           std::to_string(m->roles.size) + "x" + std::to_string(m->roles.size) +
+                           " faces");
+  }
+  LIPSYNC_ASSIGN_OR_RETURN(m->layout, FaceLayout::ForInputSize(m->roles.size));
+  // The encoder is small and runs beside the UNet: one thread keeps it off the UNet's cores.
+  EngineOptions encoder_options = options;
+  encoder_options.intra_op_threads = 1;
+  LIPSYNC_ASSIGN_OR_RETURN(m->encoder,
+                           AudioEncoder::Create(avatar.audio_encoder_path(), encoder_options));
+  Status encoder_ok = CheckAudioEncoderInfo(m->encoder->engine().info());
+  if (!encoder_ok.ok()) return encoder_ok.WithContext(where);
+  return std::unique_ptr<Renderer>(new Renderer(std::move(m)));
+}
+
+Result<RenderStats> Renderer::Render(const std::string& audio_path, const RenderOutput& output,
+                                     const RenderOptions& options) {
+  const Avatar& avatar = models_->avatar;
+  const ModelInfo& info = models_->unet->info();
+  if (options.batch < 1) {
+    return InvalidArgument("batch " + std::to_string(options.batch) + " must be at least 1");
+  }
+  if (output.video_path.empty() == output.frames_dir.empty()) {
+    return InvalidArgument("give either a video path or a frames folder as the output");
+  }
+  const size_t queue_frames =
+      options.queue_frames > 0 ? options.queue_frames : static_cast<size_t>(options.batch) + 2;
+  internal::Pipeline p(avatar, *models_->unet, *models_->encoder, options, queue_frames);
+  p.layout = models_->layout;
+  p.roles = models_->roles;
+  p.audio_path = audio_path;
+  p.batch = options.batch;
+  if (!info.dynamic_batch) {  // the model's own batch, short batches padded
+    p.batch = static_cast<int>(info.inputs[p.roles.visual].shape[0]);
+    p.pad_batches = true;
+  } else if (options.batch > info.max_batch) {
+    return InvalidArgument("batch " + std::to_string(options.batch) +
+                           " is above the engine's largest batch " +
+                           std::to_string(info.max_batch));
+  }
+  LIPSYNC_ASSIGN_OR_RETURN(auto sequence, FrameSequence::Create(avatar.frame_count(), options.order,
+                                                                options.start_frame));
+  p.sequence = sequence;
+
+  // Inputs first, then the output, so that a bad input never creates anything.
+  LIPSYNC_ASSIGN_OR_RETURN(p.feature_audio, AudioReader::Open(audio_path, kAudioSampleRate));
+  const double fps = avatar.manifest().fps;
+  const double duration = p.feature_audio->duration_seconds();
+  p.estimated_total =
+      duration > 0
+          ? VideoFrameCount(1 + static_cast<int64_t>(duration * kAudioSampleRate) / kMelHop, fps)
+          : 0;
+  if (!output.video_path.empty()) {
+    LIPSYNC_ASSIGN_OR_RETURN(p.mux_audio, AudioReader::Open(audio_path, options.audio_sample_rate));
+    VideoWriterOptions vo;
+    vo.width = avatar.width();
+    vo.height = avatar.height();
+    vo.fps = fps;
+    vo.crf = options.crf;
+    vo.preset = options.preset;
+    vo.encoder_threads = options.encoder_threads;
+    vo.audio_sample_rate = options.audio_sample_rate;
+    LIPSYNC_ASSIGN_OR_RETURN(p.writer, VideoWriter::Create(output.video_path, vo));
+  } else {
+    std::string ext = output.frames_ext;
+    if (!ext.empty() && ext[0] == '.') ext.erase(0, 1);
+    if (ext != "png" && ext != "jpg" && ext != "jpeg") {
+      return InvalidArgument("frames must be png or jpg, got '" + output.frames_ext + "'");
+    }
+    p.frames_ext = ext;
+    LIPSYNC_ASSIGN_OR_RETURN(auto staging, internal::StagingFolder::Create(output.frames_dir));
+    p.frames_dir.emplace(std::move(staging));
+  }
+
+  p.started = internal::Clock::now();
+  {
+    std::vector<std::thread> threads;
+    threads.emplace_back(internal::RunAudioStage, std::ref(p));
+    threads.emplace_back(internal::RunFramesStage, std::ref(p));
+    threads.emplace_back(internal::RunInferStage, std::ref(p));
+    threads.emplace_back(internal::RunPasteStage, std::ref(p));
+    threads.emplace_back(internal::RunOutputStage, std::ref(p));
+    for (auto& t : threads) t.join();
+  }
+  if (p.failed()) return p.error();  // the writer or staging folder removes what was written
+  if (p.frames_written != p.total.load()) {
+    return Internal("render ended after " + std::to_string(p.frames_written) + " of " +
+                    std::to_string(p.total.load()) + " frames");
+  }
+  if (p.writer) {
+    LIPSYNC_RETURN_IF_ERROR(p.writer->Finish());
+  } else {
+    LIPSYNC_RETURN_IF_ERROR(p.frames_dir->Commit());
+  }
+
+  RenderStats stats;
+  stats.frames = p.frames_written;
+  stats.batches = p.batches;
+  stats.batch = p.batch;
+  stats.seconds = internal::SecondsSince(p.started);
+  stats.fps = stats.seconds > 0 ? stats.frames / stats.seconds : 0.0;
+  stats.audio_seconds = static_cast<double>(p.audio_samples) / kAudioSampleRate;
+  stats.video_seconds = stats.frames / fps;
+  stats.stages.assign(std::begin(p.stats), std::end(p.stats));
+  return stats;
+}
+
+}  // namespace lipsync

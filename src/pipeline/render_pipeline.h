@@ -1,0 +1,97 @@
+// The render pipeline's shared state and its five stages (render_stages.cc); render.cc sets it
+// up, runs each stage on its own thread and finishes the output.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include "avatar_internal.h"
+#include "bounded_queue.h"
+#include "lipsync/render.h"
+
+namespace lipsync::internal {
+
+using Clock = std::chrono::steady_clock;
+
+inline double SecondsSince(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// The audio window of one output frame, [32,16,16].
+struct AudioWindow {
+  int64_t index = 0;
+  std::vector<float> values;
+};
+
+// One output frame on its way through the stages.
+struct FrameJob {
+  int64_t index = 0;         // output frame
+  int64_t avatar_frame = 0;  // which avatar frame it is made from
+  Image frame;               // the whole frame; the new face is pasted into it
+  Image crop;                // the face crop at layout.crop_size
+  CropRect rect;
+  std::vector<float> visual;  // the model's face input [6,S,S]
+  std::vector<float> output;  // the model's face [3,S,S]
+};
+
+enum Stage { kAudioStage, kFramesStage, kInferStage, kPasteStage, kOutputStage, kStageCount };
+
+struct Pipeline {
+  Pipeline(const Avatar& avatar, Engine& unet, AudioEncoder& encoder, const RenderOptions& options,
+           size_t queue_frames);
+
+  // Set up by Render() before the threads start.
+  const Avatar& avatar;
+  Engine& unet;
+  AudioEncoder& encoder;
+  const RenderOptions& options;
+  FaceLayout layout;
+  UnetInputs roles;
+  std::optional<FrameSequence> sequence;
+  int batch = 1;             // frames per model run
+  bool pad_batches = false;  // a fixed-batch model: short batches are padded to `batch`
+  std::string audio_path;
+  std::unique_ptr<AudioReader> feature_audio;  // 16 kHz, for the features
+  std::unique_ptr<AudioReader> mux_audio;      // the output's sound track (video only)
+  std::unique_ptr<VideoWriter> writer;         // video output, or
+  std::optional<StagingFolder> frames_dir;     // image output
+  std::string frames_ext;
+  int64_t estimated_total = 0;
+
+  BoundedQueue<AudioWindow> windows;
+  BoundedQueue<FrameJob> cropped;   // frames -> infer
+  BoundedQueue<FrameJob> inferred;  // infer -> paste
+  BoundedQueue<FrameJob> pasted;    // paste -> output
+
+  // The number of output frames, known when the audio has ended (-1 before).
+  std::atomic<int64_t> total{-1};
+  int64_t audio_samples = 0;   // written by the audio stage
+  int64_t batches = 0;         // written by the inference stage
+  int64_t frames_written = 0;  // written by the output stage
+  StageStats stats[kStageCount];
+  Clock::time_point started;
+
+  // The first failure stops every queue; later ones are dropped.
+  void Fail(const Status& status);
+  bool failed() const { return failed_.load(); }
+  Status error() const;
+  // Fails with kCancelled when the caller's cancel flag is set; true then.
+  bool CheckCancel();
+
+ private:
+  mutable std::mutex error_mutex_;
+  Status error_;
+  std::atomic<bool> failed_{false};
+};
+
+void RunAudioStage(Pipeline& p);
+void RunFramesStage(Pipeline& p);
+void RunInferStage(Pipeline& p);
+void RunPasteStage(Pipeline& p);
+void RunOutputStage(Pipeline& p);
+
+}  // namespace lipsync::internal

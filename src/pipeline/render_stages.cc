@@ -1,0 +1,305 @@
+// The five render stages. Each loops: take from its input queue (time counted as starved), work
+// (busy), hand on (blocked). All stop when any of them fails.
+#include <cstdio>
+#include <cstring>
+#include <list>
+#include <unordered_map>
+
+#include "lipsync/face.h"
+#include "render_pipeline.h"
+
+namespace lipsync::internal {
+
+namespace {
+
+constexpr size_t kAudioChunk = 8000;  // 0.5 s at 16 kHz per read
+constexpr size_t kMuxChunk = 4800;    // 0.1 s at 48 kHz
+constexpr size_t kWindowValues = 32 * 16 * 16;
+
+// Times the three states of a stage.
+class StageClock {
+ public:
+  explicit StageClock(StageStats& stats) : stats_(stats), t_(Clock::now()) {}
+  void Starved() { stats_.starved_s += Lap(); }
+  void Busy() { stats_.busy_s += Lap(); }
+  void Blocked() { stats_.blocked_s += Lap(); }
+
+ private:
+  double Lap() {
+    const auto now = Clock::now();
+    const double s = std::chrono::duration<double>(now - t_).count();
+    t_ = now;
+    return s;
+  }
+  StageStats& stats_;
+  Clock::time_point t_;
+};
+
+// Avatar frames with their face crops, least recently used dropped first beyond a byte budget.
+class PreparedFrames {
+ public:
+  struct Entry {
+    Image frame;
+    Image crop;
+  };
+  explicit PreparedFrames(size_t budget_bytes) : budget_(budget_bytes) {}
+
+  const Entry* Find(int64_t index) {
+    auto it = entries_.find(index);
+    if (it == entries_.end()) return nullptr;
+    order_.splice(order_.begin(), order_, it->second.second);  // most recent first
+    return &it->second.first;
+  }
+
+  void Add(int64_t index, Entry entry) {
+    const size_t bytes = entry.frame.bgr.size() + entry.crop.bgr.size();
+    if (bytes > budget_) return;
+    while (used_ + bytes > budget_ && !order_.empty()) {
+      auto last = entries_.find(order_.back());
+      used_ -= last->second.first.frame.bgr.size() + last->second.first.crop.bgr.size();
+      entries_.erase(last);
+      order_.pop_back();
+    }
+    order_.push_front(index);
+    entries_.emplace(index, std::make_pair(std::move(entry), order_.begin()));
+    used_ += bytes;
+  }
+
+ private:
+  size_t budget_;
+  size_t used_ = 0;
+  std::list<int64_t> order_;
+  std::unordered_map<int64_t, std::pair<Entry, std::list<int64_t>::iterator>> entries_;
+};
+
+}  // namespace
+
+void RunAudioStage(Pipeline& p) {
+  StageClock clock(p.stats[kAudioStage]);
+  AudioFeatureStream stream(p.encoder, p.options.mel, p.avatar.manifest().fps,
+                            p.options.window_edge);
+  std::vector<float> pcm;
+  int64_t index = 0;
+  bool ended = false;
+  while (!ended && !p.CheckCancel()) {
+    pcm.clear();
+    auto n = p.feature_audio->Read(kAudioChunk, pcm);
+    if (!n.ok()) return p.Fail(n.status());
+    p.audio_samples += static_cast<int64_t>(*n);
+    ended = *n == 0;
+    if (ended && p.audio_samples == 0) {
+      return p.Fail(InvalidArgument("audio '" + p.audio_path + "' holds no audio samples"));
+    }
+    auto windows = ended ? stream.Finish() : stream.Push(pcm.data(), *n);
+    if (!windows.ok()) return p.Fail(windows.status().WithContext("audio '" + p.audio_path + "'"));
+    const int64_t count = windows->element_count() / static_cast<int64_t>(kWindowValues);
+    const float* values = windows->data_as<float>();
+    clock.Busy();
+    for (int64_t i = 0; i < count; ++i, ++index) {
+      AudioWindow w{
+          index, std::vector<float>(values + i * kWindowValues, values + (i + 1) * kWindowValues)};
+      p.stats[kAudioStage].items++;
+      if (!p.windows.Push(std::move(w))) return;  // stopped
+    }
+    clock.Blocked();
+  }
+  if (p.failed()) return;
+  if (index == 0) {
+    const double seconds = static_cast<double>(p.audio_samples) / kAudioSampleRate;
+    char text[160];
+    std::snprintf(text, sizeof(text),
+                  "is too short: %.3f s of sound give no video frame (at least %.4f s is needed)",
+                  seconds,
+                  static_cast<double>((kMelWindowFrames - 1) * kMelHop) / kAudioSampleRate);
+    return p.Fail(InvalidArgument("audio '" + p.audio_path + "' " + text));
+  }
+  p.total = index;
+  p.windows.Close();
+}
+
+void RunFramesStage(Pipeline& p) {
+  StageClock clock(p.stats[kFramesStage]);
+  FrameReaderOptions reader_options;
+  reader_options.video_cache_frames = p.options.video_cache_frames;
+  auto reader = p.avatar.OpenFrames(reader_options);
+  if (!reader.ok()) return p.Fail(reader.status());
+  const int s = p.layout.inner_size;
+  PreparedFrames cache(static_cast<size_t>(std::max(0, p.options.frame_cache_mb)) << 20);
+  for (int64_t i = 0; !p.CheckCancel(); ++i) {
+    const int64_t total = p.total.load();
+    if (total >= 0 && i >= total) break;
+    FrameJob job;
+    job.index = i;
+    job.avatar_frame = (*p.sequence)(i);
+    job.rect = p.avatar.crop_rects()[static_cast<size_t>(job.avatar_frame)];
+    if (const auto* hit = cache.Find(job.avatar_frame)) {
+      job.frame = hit->frame;  // copies: paste changes both
+      job.crop = hit->crop;
+    } else {
+      auto frame = (*reader)->Read(job.avatar_frame);
+      if (!frame.ok()) {
+        return p.Fail(frame.status().WithContext("avatar '" + p.avatar.dir() + "'"));
+      }
+      auto crop = CropFace(*frame, job.rect, p.layout);
+      if (!crop.ok()) {
+        return p.Fail(
+            crop.status().WithContext("avatar frame " + std::to_string(job.avatar_frame)));
+      }
+      job.frame = *frame;
+      job.crop = *crop;
+      cache.Add(job.avatar_frame, {std::move(*frame), std::move(*crop)});
+    }
+    auto inner = PrepareFace(job.crop, p.layout);
+    if (!inner.ok()) return p.Fail(inner.status());
+    job.visual.resize(static_cast<size_t>(6) * s * s);
+    FillVisualInput(inner->bgr.data(), p.layout, job.visual.data());
+    p.stats[kFramesStage].items++;
+    clock.Busy();
+    if (!p.cropped.Push(std::move(job))) return;  // stopped: enough frames, or a failure
+    clock.Blocked();
+  }
+  p.cropped.Close();
+}
+
+void RunInferStage(Pipeline& p) {
+  StageClock clock(p.stats[kInferStage]);
+  const int s = p.layout.inner_size;
+  const size_t visual_size = static_cast<size_t>(6) * s * s;
+  const size_t output_size = static_cast<size_t>(3) * s * s;
+  const Shape audio_item(p.unet.info().inputs[p.roles.audio].shape.begin() + 1,
+                         p.unet.info().inputs[p.roles.audio].shape.end());
+  Tensor visual = Tensor::Uninitialized(DataType::kFloat32, {p.batch, 6, s, s});
+  Tensor audio = Tensor::Uninitialized(DataType::kFloat32, {p.batch, 32, 16, 16});
+  Tensor output = Tensor::Uninitialized(DataType::kFloat32, {p.batch, 3, s, s});
+  std::vector<FrameJob> jobs;
+  while (!p.CheckCancel()) {
+    jobs.clear();
+    while (static_cast<int>(jobs.size()) < p.batch) {
+      auto window = p.windows.Pop();
+      if (!window) break;  // the audio has ended (or a failure)
+      auto job = p.cropped.Pop();
+      if (!job) break;  // a failure stopped the queue
+      if (job->index != window->index) {
+        return p.Fail(Internal("render: frame " + std::to_string(job->index) +
+                               " met audio window " + std::to_string(window->index)));
+      }
+      const size_t k = jobs.size();
+      std::memcpy(visual.data_as<float>() + k * visual_size, job->visual.data(),
+                  visual_size * sizeof(float));
+      std::memcpy(audio.data_as<float>() + k * kWindowValues, window->values.data(),
+                  kWindowValues * sizeof(float));
+      job->visual = {};
+      jobs.push_back(std::move(*job));
+    }
+    clock.Starved();
+    if (jobs.empty() || p.failed()) break;
+    const int64_t n = static_cast<int64_t>(jobs.size());
+    const int64_t run = p.pad_batches ? p.batch : n;
+    for (int64_t k = n; k < run; ++k) {  // a fixed-batch model: repeat the last frame
+      std::memcpy(visual.data_as<float>() + k * visual_size,
+                  visual.data_as<float>() + (n - 1) * visual_size, visual_size * sizeof(float));
+      std::memcpy(audio.data_as<float>() + k * kWindowValues,
+                  audio.data_as<float>() + (n - 1) * kWindowValues, kWindowValues * sizeof(float));
+    }
+    std::vector<TensorView> inputs(2);
+    Shape audio_shape = {run};
+    audio_shape.insert(audio_shape.end(), audio_item.begin(), audio_item.end());
+    inputs[p.roles.visual] = {DataType::kFloat32, {run, 6, s, s}, visual.data()};
+    inputs[p.roles.audio] = {DataType::kFloat32, audio_shape, audio.data()};
+    const MutableTensorView out{DataType::kFloat32, {run, 3, s, s}, output.data()};
+    Status ran = p.unet.Run(inputs, {out});
+    if (!ran.ok()) return p.Fail(ran.WithContext("model"));
+    ++p.batches;
+    for (int64_t k = 0; k < n; ++k) {
+      const float* face = output.data_as<float>() + k * output_size;
+      jobs[static_cast<size_t>(k)].output.assign(face, face + output_size);
+    }
+    p.stats[kInferStage].items += n;
+    clock.Busy();
+    for (auto& job : jobs) {
+      if (!p.inferred.Push(std::move(job))) return;
+    }
+    clock.Blocked();
+  }
+  p.cropped.Stop();  // every frame the audio asks for is in: the frame reader may stop
+  p.inferred.Close();
+}
+
+void RunPasteStage(Pipeline& p) {
+  StageClock clock(p.stats[kPasteStage]);
+  const int s = p.layout.inner_size;
+  std::vector<uint8_t> face(static_cast<size_t>(s) * s * 3);
+  while (!p.CheckCancel()) {
+    auto job = p.inferred.Pop();
+    clock.Starved();
+    if (!job) break;
+    OutputToImage(job->output.data(), s, face.data());
+    Status pasted = PasteFace(face.data(), p.layout, job->crop, job->rect, job->frame);
+    if (!pasted.ok()) return p.Fail(pasted);
+    job->output = {};
+    job->crop = {};
+    p.stats[kPasteStage].items++;
+    clock.Busy();
+    if (!p.pasted.Push(std::move(*job))) return;
+    clock.Blocked();
+  }
+  p.pasted.Close();
+}
+
+namespace {
+
+// Feeds the writer the input audio up to the end of `frames` frames.
+Status FeedMuxAudio(Pipeline& p, int64_t frames, bool* audio_ended) {
+  std::vector<float> pcm;
+  const int64_t target = p.writer->AudioSamplesFor(frames);
+  while (!*audio_ended && p.writer->audio_samples_written() < target) {
+    pcm.clear();
+    LIPSYNC_ASSIGN_OR_RETURN(size_t n, p.mux_audio->Read(kMuxChunk, pcm));
+    if (n == 0) {
+      *audio_ended = true;
+      break;
+    }
+    LIPSYNC_RETURN_IF_ERROR(p.writer->WriteAudio(pcm.data(), n));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+void RunOutputStage(Pipeline& p) {
+  StageClock clock(p.stats[kOutputStage]);
+  bool audio_ended = false;
+  while (!p.CheckCancel()) {
+    auto job = p.pasted.Pop();
+    clock.Starved();
+    if (!job) break;
+    if (job->index != p.frames_written) {
+      return p.Fail(Internal("render: frame " + std::to_string(job->index) + " arrived as frame " +
+                             std::to_string(p.frames_written)));
+    }
+    Status written;
+    if (p.writer) {
+      written = FeedMuxAudio(p, job->index + 1, &audio_ended);
+      if (written.ok()) written = p.writer->WriteFrame(job->frame);
+    } else {
+      char name[32];
+      std::snprintf(name, sizeof(name), "/%06lld.", static_cast<long long>(job->index));
+      written = SaveImage(p.frames_dir->path() + name + p.frames_ext, job->frame);
+    }
+    if (!written.ok()) return p.Fail(written);
+    ++p.frames_written;
+    p.stats[kOutputStage].items++;
+    clock.Busy();
+    if (p.options.progress) {
+      RenderProgress progress;
+      progress.frames_done = p.frames_written;
+      const int64_t total = p.total.load();
+      progress.total_known = total >= 0;
+      progress.frames_total = total >= 0 ? total : std::max(p.estimated_total, p.frames_written);
+      progress.elapsed_s = SecondsSince(p.started);
+      p.options.progress(progress);
+    }
+  }
+}
+
+}  // namespace lipsync::internal

@@ -1,0 +1,364 @@
+#include "server/monolithic_service.h"
+
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+
+#include "server/request_codec.h"
+
+namespace lipsync::server {
+namespace {
+
+static_assert(std::endian::native == std::endian::little,
+              "request tensors are little-endian floats copied as they are");
+
+using Clock = std::chrono::steady_clock;
+
+double MsSince(Clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+int64_t AudioSamplesFor(int batch) {
+  return static_cast<int64_t>(batch + kCompositeAudioExtraFrames) * kSamplesPerVideoFrame;
+}
+
+// Runs the UNet over the whole batch in runs of at most the engine's batch limit; a fixed-batch
+// model gets its last run padded with copies of the last frame.
+Status RunUnet(LoadedAvatar& a, const Tensor& visual, const Tensor& audio, int batch,
+               Tensor* output) {
+  Engine& unet = *a.unet;
+  const int s = a.layout.inner_size;
+  const int64_t limit = std::max<int64_t>(1, unet.info().max_batch);
+  const bool fixed = !unet.info().dynamic_batch;
+  const size_t visual_item = static_cast<size_t>(6) * s * s;
+  const size_t audio_item = static_cast<size_t>(audio.element_count() / batch);
+  const size_t output_item = static_cast<size_t>(3) * s * s;
+  const Shape& audio_decl = unet.info().inputs[a.roles.audio].shape;
+  *output = Tensor::Uninitialized(DataType::kFloat32, {batch, 3, s, s});
+  Tensor pad_visual, pad_audio, pad_output;
+  for (int64_t off = 0; off < batch; off += limit) {
+    const int64_t n = std::min<int64_t>(limit, batch - off);
+    const int64_t run = fixed ? limit : n;
+    const float* v = visual.data_as<float>() + off * visual_item;
+    const float* au = audio.data_as<float>() + off * audio_item;
+    float* out = output->data_as<float>() + off * output_item;
+    if (run > n) {  // copy into padded buffers
+      pad_visual = Tensor::Uninitialized(DataType::kFloat32, {run, 6, s, s});
+      pad_audio =
+          Tensor::Uninitialized(DataType::kFloat32, {run, static_cast<int64_t>(audio_item)});
+      pad_output = Tensor::Uninitialized(DataType::kFloat32, {run, 3, s, s});
+      for (int64_t k = 0; k < run; ++k) {
+        const int64_t src = std::min(k, n - 1);
+        std::memcpy(pad_visual.data_as<float>() + k * visual_item, v + src * visual_item,
+                    visual_item * sizeof(float));
+        std::memcpy(pad_audio.data_as<float>() + k * audio_item, au + src * audio_item,
+                    audio_item * sizeof(float));
+      }
+      v = pad_visual.data_as<float>();
+      au = pad_audio.data_as<float>();
+      out = pad_output.data_as<float>();
+    }
+    Shape audio_shape = {run};
+    audio_shape.insert(audio_shape.end(), audio_decl.begin() + 1, audio_decl.end());
+    std::vector<TensorView> inputs(2);
+    inputs[a.roles.visual] = {DataType::kFloat32, {run, 6, s, s}, v};
+    inputs[a.roles.audio] = {DataType::kFloat32, audio_shape, au};
+    LIPSYNC_RETURN_IF_ERROR(unet.Run(inputs, {{DataType::kFloat32, {run, 3, s, s}, out}}));
+    if (run > n) {
+      std::memcpy(output->data_as<float>() + off * output_item, pad_output.data_as<float>(),
+                  n * output_item * sizeof(float));
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status CheckCompositeRequest(const monolithic::CompositeBatchRequest& request) {
+  const int batch = request.batch_size();
+  if (batch < 1 || batch > kCompositeMaxBatch) {
+    return InvalidArgument("batch_size " + std::to_string(batch) + " is outside 1.." +
+                           std::to_string(kCompositeMaxBatch));
+  }
+  if (request.sample_rate() != kAudioSampleRate) {
+    return InvalidArgument("sample_rate " + std::to_string(request.sample_rate()) +
+                           " is not supported; raw_audio must be 16000 Hz");
+  }
+  if (request.start_frame_idx() < 0) {
+    return InvalidArgument("start_frame_idx " + std::to_string(request.start_frame_idx()) +
+                           " is negative");
+  }
+  const int64_t want = AudioSamplesFor(batch) * static_cast<int64_t>(sizeof(float));
+  if (static_cast<int64_t>(request.raw_audio().size()) != want) {
+    return InvalidArgument("raw_audio holds " + std::to_string(request.raw_audio().size()) +
+                           " bytes; batch_size " + std::to_string(batch) + " needs " +
+                           std::to_string(want) + " ((batch_size + 15) x 640 float32 samples)");
+  }
+  return Status::Ok();
+}
+
+Result<Tensor> CompositeAudioWindows(AudioEncoder& encoder, const float* pcm, size_t samples,
+                                     int batch) {
+  LIPSYNC_ASSIGN_OR_RETURN(Tensor mel, MelSpectrogram(pcm, samples));
+  LIPSYNC_ASSIGN_OR_RETURN(Tensor windows, ComputeAudioWindows(encoder, mel));
+  const int64_t need = kCompositeAudioLead + batch;
+  if (windows.shape().empty() || windows.shape()[0] < need) {
+    return InvalidArgument("raw_audio gives " +
+                           std::to_string(windows.shape().empty() ? 0 : windows.shape()[0]) +
+                           " audio windows, fewer than the " + std::to_string(need) + " needed");
+  }
+  const int64_t item = windows.element_count() / windows.shape()[0];
+  Shape shape = windows.shape();
+  shape[0] = batch;
+  Tensor out = Tensor::Uninitialized(DataType::kFloat32, shape);
+  std::memcpy(out.data_as<float>(), windows.data_as<float>() + kCompositeAudioLead * item,
+              static_cast<size_t>(batch * item) * sizeof(float));
+  return out;
+}
+
+Result<std::vector<Image>> ComposeBatch(LoadedAvatar& a,
+                                        const monolithic::CompositeBatchRequest& request,
+                                        CompositeTimings* timings) {
+  LIPSYNC_RETURN_IF_ERROR(CheckCompositeRequest(request));
+  const int batch = request.batch_size();
+  const int s = a.layout.inner_size;
+  const size_t visual_bytes = static_cast<size_t>(batch) * 6 * s * s * sizeof(float);
+  if (request.visual_frames().size() != visual_bytes) {
+    return InvalidArgument("visual_frames holds " + std::to_string(request.visual_frames().size()) +
+                           " bytes; batch_size " + std::to_string(batch) + " needs " +
+                           std::to_string(visual_bytes) + " (batch_size x 6 x " +
+                           std::to_string(s) + " x " + std::to_string(s) + " float32)");
+  }
+  Tensor visual = Tensor::Uninitialized(DataType::kFloat32, {batch, 6, s, s});
+  std::memcpy(visual.data(), request.visual_frames().data(), visual_bytes);
+  LIPSYNC_RETURN_IF_ERROR(CheckFinite(visual.view(), "visual_frames"));
+  const size_t samples = static_cast<size_t>(AudioSamplesFor(batch));
+  std::vector<float> pcm(samples);
+  std::memcpy(pcm.data(), request.raw_audio().data(), samples * sizeof(float));
+  LIPSYNC_RETURN_IF_ERROR(CheckFinite(
+      TensorView{DataType::kFloat32, {static_cast<int64_t>(samples)}, pcm.data()}, "raw_audio"));
+
+  auto start = Clock::now();
+  auto audio = CompositeAudioWindows(*a.encoder, pcm.data(), samples, batch);
+  if (!audio.ok()) return audio.status().WithContext("audio");
+  timings->audio_ms = MsSince(start);
+
+  start = Clock::now();
+  Tensor output;
+  Status ran = RunUnet(a, visual, *audio, batch, &output);
+  if (!ran.ok()) return ran.WithContext("model");
+  timings->inference_ms = MsSince(start);
+
+  start = Clock::now();
+  const int64_t n = static_cast<int64_t>(a.backgrounds.size());
+  std::vector<Image> frames;
+  frames.reserve(static_cast<size_t>(batch));
+  std::vector<uint8_t> face(static_cast<size_t>(s) * s * 3);
+  for (int i = 0; i < batch; ++i) {
+    const int64_t index = (static_cast<int64_t>(request.start_frame_idx()) + i) % n;
+    const CropRect& rect = a.avatar.crop_rects()[static_cast<size_t>(index)];
+    Image frame = a.backgrounds[static_cast<size_t>(index)];
+    LIPSYNC_ASSIGN_OR_RETURN(Image crop, CropFace(frame, rect, a.layout));
+    OutputToImage(output.data_as<float>() + static_cast<size_t>(i) * 3 * s * s, s, face.data());
+    LIPSYNC_RETURN_IF_ERROR(PasteFace(face.data(), a.layout, crop, rect, frame));
+    frames.push_back(std::move(frame));
+  }
+  timings->composite_ms = MsSince(start);
+  return frames;
+}
+
+Result<std::string> EncodeJpeg(const Image& image, int quality) {
+  try {
+    const cv::Mat mat(image.height, image.width, CV_8UC3, const_cast<uint8_t*>(image.bgr.data()));
+    std::vector<uint8_t> buffer;
+    if (!cv::imencode(".jpg", mat, buffer, {cv::IMWRITE_JPEG_QUALITY, quality})) {
+      return Internal("JPEG encoding failed");
+    }
+    return std::string(buffer.begin(), buffer.end());
+  } catch (const cv::Exception& e) {
+    return Internal(std::string("JPEG encoding failed: ") + e.what());
+  }
+}
+
+MonolithicService::MonolithicService(MonolithicOptions options, Metrics* metrics)
+    : options_(std::move(options)), metrics_(metrics), registry_(options_.avatars) {
+  for (int i = 0; i < std::max(1, options_.worker_threads); ++i) {
+    workers_.emplace_back([this] { WorkerLoop(); });
+  }
+}
+
+MonolithicService::~MonolithicService() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  for (auto& t : workers_) t.join();
+}
+
+void MonolithicService::WorkerLoop() {
+  for (;;) {
+    std::function<void()> work;
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping, and nothing left
+      work = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    work();
+  }
+}
+
+grpc::ServerUnaryReactor* MonolithicService::Reply(grpc::CallbackServerContext* call,
+                                                   const char* method) {
+  if (metrics_) metrics_->RecordRequest(method, "OK");
+  auto* reactor = call->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* MonolithicService::Post(grpc::CallbackServerContext* call,
+                                                  const char* method, std::function<void()> work) {
+  auto* reactor = call->DefaultReactor();
+  if (metrics_) metrics_->AddInFlight(1);
+  {
+    std::lock_guard lock(mu_);
+    queue_.push_back([this, reactor, method, work = std::move(work)] {
+      work();
+      if (metrics_) {
+        metrics_->RecordRequest(method, "OK");
+        metrics_->AddInFlight(-1);
+      }
+      reactor->Finish(grpc::Status::OK);
+    });
+  }
+  cv_.notify_one();
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* MonolithicService::InferBatchComposite(
+    grpc::CallbackServerContext* call, const monolithic::CompositeBatchRequest* request,
+    monolithic::CompositeBatchResponse* response) {
+  return Post(call, "InferBatchComposite",
+              [this, request, response] { RunComposite(*request, response); });
+}
+
+void MonolithicService::RunComposite(const monolithic::CompositeBatchRequest& request,
+                                     monolithic::CompositeBatchResponse* response) {
+  const auto start = Clock::now();
+  response->set_gpu_id(registry_.gpu_id());
+  auto fail = [&](const Status& status) {
+    response->clear_composited_frames();
+    response->set_success(false);
+    response->set_error(status.message());
+    response->set_total_time_ms(static_cast<float>(MsSince(start)));
+  };
+  Status checked = CheckCompositeRequest(request);
+  if (!checked.ok()) return fail(checked);
+  bool loaded_now = false;
+  auto avatar = registry_.Load(request.model_id(), &loaded_now);
+  if (!avatar.ok()) return fail(avatar.status());
+  response->set_model_loaded(loaded_now);
+  if (loaded_now) response->set_model_load_time_ms(static_cast<float>((*avatar)->load_ms));
+  LoadedAvatar& a = **avatar;
+
+  CompositeTimings timings;
+  auto frames = ComposeBatch(a, request, &timings);
+  if (!frames.ok()) return fail(frames.status());
+  auto encode_start = Clock::now();
+  for (const Image& frame : *frames) {
+    auto jpeg = EncodeJpeg(frame);
+    if (!jpeg.ok()) return fail(jpeg.status());
+    response->add_composited_frames(std::move(*jpeg));
+  }
+  timings.composite_ms += MsSince(encode_start);
+
+  a.requests.fetch_add(1);
+  a.inference_us.fetch_add(static_cast<int64_t>(timings.inference_ms * 1000.0));
+  a.last_used_unix_s.store(std::chrono::duration_cast<std::chrono::seconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count());
+  response->set_audio_processing_ms(static_cast<float>(timings.audio_ms));
+  response->set_inference_time_ms(static_cast<float>(timings.inference_ms));
+  response->set_composite_time_ms(static_cast<float>(timings.composite_ms));
+  response->set_success(true);
+  response->set_total_time_ms(static_cast<float>(MsSince(start)));
+}
+
+grpc::ServerUnaryReactor* MonolithicService::ListModels(grpc::CallbackServerContext* call,
+                                                        const monolithic::ListModelsRequest*,
+                                                        monolithic::ListModelsResponse* response) {
+  std::map<std::string, std::shared_ptr<LoadedAvatar>> models;
+  for (const auto& id : registry_.Available()) models[id] = nullptr;
+  for (auto& a : registry_.Loaded()) models[a->id] = a;
+  for (const auto& [id, a] : models) {
+    auto* info = response->add_models();
+    info->set_model_id(id);
+    info->set_loaded(a != nullptr);
+    info->set_gpu_id(a ? registry_.gpu_id() : -1);
+    if (!a) continue;
+    const int64_t requests = a->requests.load();
+    info->set_memory_mb(a->memory_bytes >> 20);
+    info->set_request_count(static_cast<int32_t>(requests));
+    info->set_avg_inference_ms(
+        requests ? static_cast<float>(a->inference_us.load() / 1000.0 / requests) : 0.f);
+  }
+  return Reply(call, "ListModels");
+}
+
+grpc::ServerUnaryReactor* MonolithicService::LoadModel(grpc::CallbackServerContext* call,
+                                                       const monolithic::LoadModelRequest* request,
+                                                       monolithic::LoadModelResponse* response) {
+  return Post(call, "LoadModel", [this, request, response] {
+    const auto start = Clock::now();
+    auto avatar = registry_.Load(request->model_id());
+    response->set_success(avatar.ok());
+    response->set_gpu_id(registry_.gpu_id());
+    response->set_load_time_ms(static_cast<float>(MsSince(start)));
+    if (!avatar.ok()) response->set_error(avatar.status().message());
+  });
+}
+
+grpc::ServerUnaryReactor* MonolithicService::UnloadModel(
+    grpc::CallbackServerContext* call, const monolithic::UnloadModelRequest* request,
+    monolithic::UnloadModelResponse* response) {
+  Status unloaded = registry_.Unload(request->model_id());
+  response->set_success(unloaded.ok());
+  if (!unloaded.ok()) response->set_error(unloaded.message());
+  return Reply(call, "UnloadModel");
+}
+
+grpc::ServerUnaryReactor* MonolithicService::GetModelStats(
+    grpc::CallbackServerContext* call, const monolithic::GetModelStatsRequest*,
+    monolithic::GetModelStatsResponse* response) {
+  for (auto& a : registry_.Loaded()) {
+    auto* stats = response->add_models();
+    const int64_t requests = a->requests.load();
+    const int64_t inference_us = a->inference_us.load();
+    stats->set_model_id(a->id);
+    stats->set_loaded(true);
+    stats->set_gpu_id(registry_.gpu_id());
+    stats->set_memory_mb(a->memory_bytes >> 20);
+    stats->set_request_count(static_cast<int32_t>(requests));
+    stats->set_total_inference_ms(inference_us / 1000);
+    stats->set_avg_inference_ms(requests ? static_cast<float>(inference_us / 1000.0 / requests)
+                                         : 0.f);
+    stats->set_last_used_timestamp(a->last_used_unix_s.load());
+  }
+  return Reply(call, "GetModelStats");
+}
+
+grpc::ServerUnaryReactor* MonolithicService::Health(grpc::CallbackServerContext* call,
+                                                    const monolithic::HealthRequest*,
+                                                    monolithic::HealthResponse* response) {
+  response->set_healthy(true);
+  response->set_loaded_models(static_cast<int32_t>(registry_.Loaded().size()));
+  response->set_max_models(registry_.max_models());
+  if (registry_.gpu_id() >= 0) response->add_gpu_ids(registry_.gpu_id());
+  return Reply(call, "Health");
+}
+
+}  // namespace lipsync::server

@@ -1,0 +1,107 @@
+// monolithic.MonolithicService: the Go "monolithic" server's contract (proto/monolithic), so its
+// clients can call lipsync unchanged. A request names an avatar and carries the batch's prepared
+// face crops and a chunk of raw audio; the answer is one JPEG per output frame, the avatar's
+// background frame with the new face pasted in. Errors are answered as success=false with gRPC
+// status OK, as that server does. Work runs on the service's own threads, not on gRPC's.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "monolithic/monolithic.grpc.pb.h"
+#include "server/avatar_registry.h"
+#include "server/metrics.h"
+
+namespace lipsync::server {
+
+constexpr int kCompositeMaxBatch = 32;
+constexpr int kCompositeJpegQuality = 75;
+constexpr int kMonolithicMessageBytes = 100 << 20;  // the Go server's message limit
+// The audio chunk holds (batch + 15) video frames of 640 samples (40 ms at 16 kHz), starting
+// kCompositeAudioLead frames before the first output frame.
+constexpr int kCompositeAudioExtraFrames = 15;
+constexpr int kCompositeAudioLead = 8;
+constexpr int kSamplesPerVideoFrame = kAudioSampleRate / 25;
+
+// Checks what a request can be checked for without its avatar: batch size, sample rate, start
+// index, and the audio chunk's length.
+Status CheckCompositeRequest(const monolithic::CompositeBatchRequest& request);
+
+// The UNet audio windows [batch, 32, 16, 16] of the batch's output frames from the request's
+// audio chunk. The chunk's own features are computed as for a whole signal (mel, encoder windows,
+// embeddings, windows per video frame: lipsync's audio module); the chunk's video frame c covers
+// samples [640c, 640c + 640), so output frame i is the chunk's frame i + 8, whose window reads the
+// embedding sequence rows i .. i + 15. The chunk gives batch + 14 rows, so only the last output
+// frame's last row lies past them and is zero, as at the end of a whole recording.
+Result<Tensor> CompositeAudioWindows(AudioEncoder& encoder, const float* pcm, size_t samples,
+                                     int batch);
+
+struct CompositeTimings {
+  double audio_ms = 0, inference_ms = 0, composite_ms = 0;
+};
+
+// One request on a loaded avatar, before JPEG encoding: the full background frames with the new
+// faces pasted, in output order.
+Result<std::vector<Image>> ComposeBatch(LoadedAvatar& avatar,
+                                        const monolithic::CompositeBatchRequest& request,
+                                        CompositeTimings* timings);
+
+// Baseline JPEG of a BGR image (decoders give the usual RGB picture).
+Result<std::string> EncodeJpeg(const Image& image, int quality = kCompositeJpegQuality);
+
+struct MonolithicOptions {
+  AvatarRegistryOptions avatars;
+  int worker_threads = 2;  // requests run on these, in arrival order
+};
+
+class MonolithicService final : public monolithic::MonolithicService::CallbackService {
+ public:
+  MonolithicService(MonolithicOptions options, Metrics* metrics);
+  ~MonolithicService() override;  // finishes queued work, then joins the workers
+
+  AvatarRegistry& registry() { return registry_; }
+
+  grpc::ServerUnaryReactor* InferBatchComposite(
+      grpc::CallbackServerContext* call, const monolithic::CompositeBatchRequest* request,
+      monolithic::CompositeBatchResponse* response) override;
+  grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* call,
+                                       const monolithic::ListModelsRequest* request,
+                                       monolithic::ListModelsResponse* response) override;
+  grpc::ServerUnaryReactor* LoadModel(grpc::CallbackServerContext* call,
+                                      const monolithic::LoadModelRequest* request,
+                                      monolithic::LoadModelResponse* response) override;
+  grpc::ServerUnaryReactor* UnloadModel(grpc::CallbackServerContext* call,
+                                        const monolithic::UnloadModelRequest* request,
+                                        monolithic::UnloadModelResponse* response) override;
+  grpc::ServerUnaryReactor* GetModelStats(grpc::CallbackServerContext* call,
+                                          const monolithic::GetModelStatsRequest* request,
+                                          monolithic::GetModelStatsResponse* response) override;
+  grpc::ServerUnaryReactor* Health(grpc::CallbackServerContext* call,
+                                   const monolithic::HealthRequest* request,
+                                   monolithic::HealthResponse* response) override;
+
+ private:
+  void RunComposite(const monolithic::CompositeBatchRequest& request,
+                    monolithic::CompositeBatchResponse* response);
+  // Runs `work` on a worker thread, then finishes the call with status OK.
+  grpc::ServerUnaryReactor* Post(grpc::CallbackServerContext* call, const char* method,
+                                 std::function<void()> work);
+  grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* call, const char* method);
+  void WorkerLoop();
+
+  MonolithicOptions options_;
+  Metrics* metrics_;
+  AvatarRegistry registry_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> queue_;
+  bool stopping_ = false;
+  std::vector<std::thread> workers_;
+};
+
+}  // namespace lipsync::server

@@ -1,0 +1,273 @@
+"""`lipsync render` end to end: frame count and duration per the spec, what changes in a frame and
+what does not, the video against the exact image output, and bad input that leaves nothing."""
+import json
+import math
+import os
+import shutil
+import subprocess
+import wave
+
+import numpy as np
+import pytest
+
+BIN = os.environ["LIPSYNC_BIN"]
+DATA = os.environ["LIPSYNC_TEST_DATA_DIR"]
+FIXTURES = os.path.join(DATA, "avatar")
+TINY = os.path.join(DATA, "tiny.onnx")
+TINY_FIXED = os.path.join(DATA, "tiny_fixed.onnx")
+ENCODER = os.path.join(FIXTURES, "tiny_encoder.onnx")
+FPS = 25
+
+
+def run(*args, check=True):
+    proc = subprocess.run([BIN, *args], capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"lipsync {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def expected_frames(samples_16k, fps=FPS):
+    """Spec section 2: T = 1 + samples / 200 mel frames, int((T - 16) / 80 * fps) + 2 encoder
+    windows, and one video frame per entry of [e0] + windows + [e_last]."""
+    mel = 1 + samples_16k // 200
+    if mel < 16:
+        return 0
+    return int((mel - 16) / 80 * fps) + 2 + 2
+
+
+def write_wav(path, samples, rate=16000, channels=1, seed=0):
+    """A voiced-sounding test signal: a pitch sweep with harmonics and a little noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(samples) / rate
+    f0 = 120 + 40 * np.sin(2 * math.pi * 1.3 * t)
+    phase = 2 * math.pi * np.cumsum(f0) / rate
+    x = sum(np.sin(k * phase) / k for k in range(1, 6)) * (0.5 + 0.5 * np.sin(2 * math.pi * 3 * t))
+    x = 0.3 * x + 0.01 * rng.standard_normal(samples)
+    pcm = (np.clip(x, -1, 1) * 32767).astype(np.int16)
+    if channels > 1:
+        pcm = np.repeat(pcm[:, None], channels, axis=1)
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(channels)
+        f.setsampwidth(2)
+        f.setframerate(rate)
+        f.writeframes(pcm.tobytes())
+
+
+def ffprobe(path):
+    out = subprocess.run(["ffprobe", "-v", "error", "-show_streams", "-show_format", "-count_frames",
+                          "-of", "json", str(path)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def decode_video(path):
+    """Every frame of a video as BGR arrays, decoded by the ffmpeg command-line tool."""
+    info = [s for s in ffprobe(path)["streams"] if s["codec_type"] == "video"][0]
+    w, h = info["width"], info["height"]
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "rawvideo",
+                          "-pix_fmt", "bgr24", "-"], capture_output=True, check=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, h, w, 3)
+
+
+def read_png(path):
+    import cv2
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert img is not None, path
+    return img
+
+
+def pingpong(i, n, start=1):
+    if n == 1:
+        return 0
+    m = (start + i) % (2 * (n - 1))
+    return m if m <= n - 1 else 2 * (n - 1) - m
+
+
+@pytest.fixture(scope="module")
+def avatar(tmp_path_factory):
+    out = tmp_path_factory.mktemp("avatar") / "anna"
+    run("avatar", "import", "--from", "synctalk", os.path.join(FIXTURES, "dataset"),
+        "--out", str(out), "--model", TINY, "--encoder", ENCODER)
+    return out
+
+
+def rects_of(avatar):
+    return json.loads((avatar / "crop_rects.json").read_text())
+
+
+def avatar_frame(avatar, k):
+    return read_png(avatar / "frames" / f"{k:06d}.png")
+
+
+def test_video_has_the_spec_frame_count_duration_and_an_audio_track(avatar, tmp_path):
+    samples = 16000 * 2 + 3456  # 2.2 s: 57 frames, which batch 4 does not divide
+    want = expected_frames(samples)
+    assert want % 4
+    write_wav(tmp_path / "speech.wav", samples)
+    out = tmp_path / "out.mp4"
+    r = run("render", "--avatar", str(avatar), "--audio", str(tmp_path / "speech.wav"),
+            "--out", str(out), "--batch", "4", "--threads", "2", "--json")
+    summary = json.loads(r.stdout)
+    assert summary["frames"] == want and summary["batch"] == 4
+    assert summary["batches"] == math.ceil(want / 4)
+    assert [s["name"] for s in summary["stages"]] == ["audio", "frames", "infer", "paste",
+                                                     "output"]
+    assert all(s["items"] == want for s in summary["stages"])
+    assert all(s["busy_s"] > 0 for s in summary["stages"])
+    assert summary["fps"] > 0
+    assert sorted(os.listdir(tmp_path)) == ["out.mp4", "speech.wav"]
+
+    probe = ffprobe(out)
+    video = [s for s in probe["streams"] if s["codec_type"] == "video"]
+    audio = [s for s in probe["streams"] if s["codec_type"] == "audio"]
+    assert len(video) == 1 and len(audio) == 1
+    v, a = video[0], audio[0]
+    assert v["codec_name"] == "h264" and v["pix_fmt"] == "yuv420p"
+    assert (v["width"], v["height"]) == (160, 120)
+    assert int(v["nb_read_frames"]) == want
+    assert v["avg_frame_rate"] == "25/1"
+    assert float(v["duration"]) == pytest.approx(want / FPS, abs=1e-3)
+    assert a["codec_name"] == "aac"
+    # Sound and picture end together, within one frame.
+    assert abs(float(a["duration"]) - float(v["duration"])) <= 1.0 / FPS
+
+
+def test_frames_out_changes_only_the_crop_rectangles_and_the_video_matches_it(avatar, tmp_path):
+    samples = 16000 + 800
+    want = expected_frames(samples)
+    write_wav(tmp_path / "speech.wav", samples, seed=1)
+    frames_dir = tmp_path / "frames"
+    run("render", "--avatar", str(avatar), "--audio", str(tmp_path / "speech.wav"),
+        "--frames-out", str(frames_dir), "--batch", "3")
+    names = sorted(os.listdir(frames_dir))
+    assert names == [f"{i:06d}.png" for i in range(want)]
+    rects = rects_of(avatar)
+    n = len(rects)
+    for i, name in enumerate(names):
+        k = pingpong(i, n)
+        got, source = read_png(frames_dir / name), avatar_frame(avatar, k)
+        x1, y1, x2, y2 = rects[k]
+        outside = np.ones(got.shape[:2], bool)
+        outside[y1:y2, x1:x2] = False
+        assert np.array_equal(got[outside], source[outside]), f"frame {i} changed outside"
+        assert np.any(got[~outside] != source[~outside]), f"frame {i}: the face is unchanged"
+
+    run("render", "--avatar", str(avatar), "--audio", str(tmp_path / "speech.wav"),
+        "--out", str(tmp_path / "out.mp4"), "--batch", "3", "--crf", "18")
+    video = decode_video(tmp_path / "out.mp4")
+    assert len(video) == want
+    for i in range(want):
+        exact = read_png(frames_dir / names[i]).astype(np.float64)
+        mse = np.mean((video[i].astype(np.float64) - exact) ** 2)
+        psnr = 10 * math.log10(255 ** 2 / max(mse, 1e-12))
+        assert psnr > 32, f"frame {i}: {psnr:.1f} dB against the image output"
+
+
+def test_batch_size_does_not_change_the_frames(avatar, tmp_path):
+    write_wav(tmp_path / "speech.wav", 16000, seed=2)
+    outs = {}
+    for batch in ("1", "5"):
+        outs[batch] = tmp_path / f"b{batch}"
+        run("render", "--avatar", str(avatar), "--audio", str(tmp_path / "speech.wav"),
+            "--frames-out", str(outs[batch]), "--batch", batch)
+    names = sorted(os.listdir(outs["1"]))
+    assert names == sorted(os.listdir(outs["5"]))
+    for name in names:
+        a, b = read_png(outs["1"] / name), read_png(outs["5"] / name)
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1, name
+
+
+def test_start_frame_loop_order_and_a_fixed_batch_model(avatar, tmp_path):
+    samples = 12000
+    want = expected_frames(samples)
+    write_wav(tmp_path / "speech.wav", samples, seed=3)
+    out = tmp_path / "loop"
+    run("render", "--avatar", str(avatar), "--audio", str(tmp_path / "speech.wav"),
+        "--frames-out", str(out), "--order", "loop", "--start-frame", "10",
+        "--model", TINY_FIXED)
+    names = sorted(os.listdir(out))
+    assert len(names) == want
+    rects = rects_of(avatar)
+    for i, name in enumerate(names):
+        k = (10 + i) % len(rects)
+        got, source = read_png(out / name), avatar_frame(avatar, k)
+        x1, y1, x2, y2 = rects[k]
+        got[y1:y2, x1:x2] = source[y1:y2, x1:x2] = 0
+        assert np.array_equal(got, source), f"frame {i} is not avatar frame {k}"
+
+    jpg = tmp_path / "jpg"
+    run("render", "--avatar", str(avatar), "--audio", str(tmp_path / "speech.wav"),
+        "--frames-out", str(jpg), "--frames-format", "jpg")
+    names = sorted(os.listdir(jpg))
+    assert names == [f"{i:06d}.jpg" for i in range(want)]
+    assert read_png(jpg / names[-1]).shape == (120, 160, 3)
+
+
+def test_any_audio_format_is_resampled(avatar, tmp_path):
+    samples_44k = 44100 + 22050
+    write_wav(tmp_path / "stereo.wav", samples_44k, rate=44100, channels=2, seed=4)
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(tmp_path / "stereo.wav"), "-c:a", "aac",
+                    str(tmp_path / "speech.m4a")], check=True)
+    r = run("render", "--avatar", str(avatar), "--audio", str(tmp_path / "stereo.wav"),
+            "--out", str(tmp_path / "a.mp4"), "--json")
+    want = expected_frames(math.ceil(samples_44k * 16000 / 44100))
+    assert json.loads(r.stdout)["frames"] == want
+    r = run("render", "--avatar", str(avatar), "--audio", str(tmp_path / "speech.m4a"),
+            "--out", str(tmp_path / "b.mp4"), "--json")
+    # AAC adds its priming and padding; the count stays within a frame of the WAV's.
+    assert abs(json.loads(r.stdout)["frames"] - want) <= 1
+
+
+def expect_failure(args, message, folder, before):
+    r = run(*args, check=False)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert message in r.stderr, r.stderr
+    assert sorted(os.listdir(folder)) == before, "output left behind"
+    return r
+
+
+def test_bad_input_is_a_clear_error_and_leaves_no_output(avatar, tmp_path):
+    out = str(tmp_path / "out.mp4")
+    garbage = tmp_path / "garbage.wav"
+    garbage.write_bytes(b"RIFF" + os.urandom(3000))
+    empty, short = tmp_path / "empty.wav", tmp_path / "short.wav"
+    write_wav(empty, 0)
+    write_wav(short, 1500)
+    write_wav(tmp_path / "ok.wav", 8000)
+    before = sorted(os.listdir(tmp_path))
+    base = ["render", "--avatar", str(avatar), "--out", out]
+    expect_failure(base + ["--audio", str(garbage)], "garbage.wav", tmp_path, before)
+    expect_failure(base + ["--audio", str(tmp_path / "none.wav")], "NOT_FOUND", tmp_path, before)
+    expect_failure(base + ["--audio", str(empty)], "holds no audio samples", tmp_path, before)
+    expect_failure(base + ["--audio", str(short)], "too short", tmp_path, before)
+    ok = ["--audio", str(tmp_path / "ok.wav")]
+    expect_failure(["render", "--avatar", str(avatar), "--out", str(tmp_path / "no/dir/o.mp4")] +
+                   ok, "does not exist", tmp_path, before)
+    expect_failure(["render", "--avatar", str(avatar), "--out", "/proc/lipsync_test.mp4"] + ok,
+                   "cannot write", tmp_path, before)
+    expect_failure(base + ok + ["--batch", "0"], "batch 0", tmp_path, before)
+    expect_failure(base + ok + ["--start-frame", "12"], "start frame 12 is outside", tmp_path,
+                   before)
+    expect_failure(base + ok + ["--frames-out", str(tmp_path / "f")], "give --out", tmp_path,
+                   before)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    before = sorted(os.listdir(tmp_path))
+    expect_failure(["render", "--avatar", str(avatar), "--frames-out", str(tmp_path / "full")] +
+                   ok, "already exists", tmp_path, before)
+
+
+def test_broken_avatar_fails_cleanly_even_mid_render(avatar, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(avatar, broken)
+    write_wav(tmp_path / "speech.wav", 16000)
+    (broken / "frames" / "000005.png").write_bytes(b"\x89PNG no more")
+    before = sorted(os.listdir(tmp_path))
+    r = expect_failure(["render", "--avatar", str(broken), "--audio", str(tmp_path / "speech.wav"),
+                        "--out", str(tmp_path / "out.mp4")], "frame 5", tmp_path, before)
+    assert "DATA_LOSS" in r.stderr
+    expect_failure(["render", "--avatar", str(broken), "--audio", str(tmp_path / "speech.wav"),
+                    "--frames-out", str(tmp_path / "frames")], "frame 5", tmp_path, before)
+    (broken / "unet.onnx").unlink()
+    expect_failure(["render", "--avatar", str(broken), "--audio", str(tmp_path / "speech.wav"),
+                    "--out", str(tmp_path / "out.mp4")], "unet.onnx' not found", tmp_path,
+                   before)
