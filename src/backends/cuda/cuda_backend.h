@@ -4,7 +4,7 @@
 // Per Run(): the inputs are copied into pinned staging memory, uploaded, converted to NHWC, the
 // plan's steps run on one stream, and the outputs come back the same way. Each concurrent Run()
 // takes its own context (stream, arena, staging) from a small pool, so callers never share
-// activations. With EngineOptions::cuda_graph, each context captures its whole forward pass
+// activations. With CudaOptions::cuda_graph, each context captures its whole forward pass
 // (copies included) as a CUDA graph per batch size on first use and replays it after.
 #pragma once
 

@@ -6,6 +6,7 @@
 #include "backends/cuda/kernels/depthwise_conv.cuh"
 #include "backends/cuda/kernels/direct_conv.cuh"
 #include "backends/cuda/kernels/elementwise.cuh"
+#include "backends/cuda/kernels/frames.cuh"
 #include "backends/cuda/kernels/gemm_conv.cuh"
 #include "backends/cuda/kernels/layout.cuh"
 #include "backends/cuda/kernels/resize_concat.cuh"
@@ -285,6 +286,36 @@ Status EnqueueOutput(const Plan& plan, size_t index, int64_t batch, const Device
                             : LaunchNhwcToNchw<float>(Buffer<float>(plan, id, batch, t), batch, c,
                                                       pixels, Act::kNone, nchw, stream);
   return LaunchStatus(e, "output '" + plan.outputs[index].name + "'");
+}
+
+Status EnqueueFacesInput(const Plan& plan, size_t index, const uint8_t* faces,
+                         const FaceGeometry& geometry, int64_t batch, const DeviceTensors& t,
+                         cudaStream_t stream) {
+  const int id = plan.inputs[index].buffer;
+  const auto& shape = plan.buffers[id].shape;
+  if (shape.c != 6 || shape.h != geometry.size || shape.w != geometry.size) {
+    return Internal("CUDA backend: input '" + plan.inputs[index].name + "' is not the [6," +
+                    std::to_string(geometry.size) + "," + std::to_string(geometry.size) +
+                    "] visual input of the frame form");
+  }
+  const cudaError_t e =
+      t.storage == Storage::kFloat16
+          ? LaunchFacesToVisual<__half>(faces, batch, geometry, Buffer<__half>(plan, id, batch, t),
+                                        stream)
+          : LaunchFacesToVisual<float>(faces, batch, geometry, Buffer<float>(plan, id, batch, t),
+                                       stream);
+  return LaunchStatus(e, "faces into input '" + plan.inputs[index].name + "'");
+}
+
+Status EnqueueOutputBytes(const Plan& plan, size_t index, int64_t batch, const DeviceTensors& t,
+                          uint8_t* bytes, cudaStream_t stream) {
+  const int id = plan.outputs[index].buffer;
+  const int64_t count = plan.buffers[id].size * batch;
+  const cudaError_t e =
+      t.storage == Storage::kFloat16
+          ? LaunchOutputToBytes<__half>(Buffer<__half>(plan, id, batch, t), count, bytes, stream)
+          : LaunchOutputToBytes<float>(Buffer<float>(plan, id, batch, t), count, bytes, stream);
+  return LaunchStatus(e, "output '" + plan.outputs[index].name + "' to bytes");
 }
 
 }  // namespace lipsync::cuda

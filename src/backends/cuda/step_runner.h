@@ -44,4 +44,15 @@ Status EnqueueInput(const graph::Plan& plan, size_t index, const float* nchw, in
 Status EnqueueOutput(const graph::Plan& plan, size_t index, int64_t batch, const DeviceTensors& t,
                      float* nchw, cudaStream_t stream);
 
+// The frame form's first step: faces [batch][source][source][3] uint8 on the device into the NHWC
+// arena buffer of visual input `index` (see kernels/frames.cuh for the geometry).
+struct FaceGeometry;
+Status EnqueueFacesInput(const graph::Plan& plan, size_t index, const uint8_t* faces,
+                         const FaceGeometry& geometry, int64_t batch, const DeviceTensors& t,
+                         cudaStream_t stream);
+
+// The frame form's last step: model output `index` as BGR uint8 faces [batch][S][S][3].
+Status EnqueueOutputBytes(const graph::Plan& plan, size_t index, int64_t batch,
+                          const DeviceTensors& t, uint8_t* bytes, cudaStream_t stream);
+
 }  // namespace lipsync::cuda
