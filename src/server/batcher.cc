@@ -66,7 +66,9 @@ Batcher::Batcher(Engine* engine, BatcherOptions options, Metrics* metrics)
       metrics_(metrics) {
   const ModelInfo& info = engine_->info();
   // Two schedulers when the engine overlaps runs: one batch uploads while the other computes.
-  const int schedulers = engine_->capabilities().overlapping_runs > 1 ? 2 : 1;
+  const int schedulers = options.schedulers > 0 ? std::min(options.schedulers, 2)
+                         : engine_->capabilities().overlapping_runs > 1 ? 2
+                                                                        : 1;
   for (int k = 0; k < schedulers; ++k) {
     auto buffers = std::make_unique<Buffers>();
     for (const auto& in : info.inputs) {

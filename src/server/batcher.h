@@ -95,6 +95,9 @@ struct BatcherOptions {
   int preferred_batch = 0;
   std::chrono::microseconds max_queue_delay{2000};
   size_t max_queue = 256;  // frames waiting, across all requests
+  // Scheduler threads, each forming and running its own batches (1 or 2). 0: two when the
+  // engine's capabilities report overlapping runs (a GPU backend), else one.
+  int schedulers = 0;
 };
 
 class Batcher {
