@@ -16,6 +16,11 @@
 //   if (!outputs.ok()) { ... outputs.status().message() names the problem ... }
 //   const float* face = (*outputs)[0].data_as<float>();  // [1,3,320,320], BGR in [0,1]
 //
+//   // Or the frame form: BGR faces in, BGR faces out; the backend masks, scales and converts.
+//   lipsync::Tensor faces(lipsync::DataType::kUInt8, {1, 320, 320, 3});
+//   lipsync::Tensor result(lipsync::DataType::kUInt8, {1, 320, 320, 3});
+//   lipsync::Status s = (*engine)->RunFrames({faces.view(), audio.view()}, result.mutable_view());
+//
 // Threading: an Engine is loaded once and may be shared; Run() may be called from several threads
 // at once. Each call uses its own output buffers, so results never mix between callers. Create()
 // and destruction must not race with Run().
