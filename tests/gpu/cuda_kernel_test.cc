@@ -253,8 +253,18 @@ TEST(CudaKernels, DepthwiseConv) {
     bool residual;
   };
   const Case cases[] = {
-      {16, 16, 64, 1, false},  {11, 11, 64, 2, false},  {9, 7, 12, 1, true},
-      {10, 10, 1024, 1, true}, {20, 20, 512, 2, false}, {5, 6, 3, 2, false},
+      {16, 16, 64, 1, false},
+      {11, 11, 64, 2, false},
+      {9, 7, 12, 1, true},
+      {10, 10, 1024, 1, true},
+      {20, 20, 512, 2, false},
+      {5, 6, 3, 2, false},
+      // Channel counts that are not a multiple of 8: 8-byte (12, 20) and 4-byte (6) vectors.
+      {33, 17, 12, 1, false},
+      {12, 12, 12, 2, true},
+      {7, 9, 20, 1, true},
+      {8, 8, 6, 1, false},
+      {9, 5, 6, 2, true},
   };
   for (const Case& c : cases) {
     CheckBoth(
