@@ -105,68 +105,79 @@ class Report {
 };
 
 Status Speed(const Args& args, Report& report) {
-  for (Precision precision : {Precision::kFloat32, Precision::kFloat16}) {
-    for (bool graph : {false, true}) {
-      EngineOptions o;
-      o.backend = "cuda";
-      o.precision = precision;
-      o.cuda.cuda_graph = graph;
-      o.max_batch = *std::max_element(args.batches.begin(), args.batches.end());
-      LIPSYNC_ASSIGN_OR_RETURN(auto engine, Engine::Create(args.model, o));
-      const int s = engine->frame_form().layout.inner_size;
-      for (int64_t n : args.batches) {
-        Inputs in = MakeInputs(*engine, n, 1);
-        Tensor out_planes(DataType::kFloat32, {n, 3, s, s});
-        Tensor out_images(DataType::kUInt8, {n, s, s, 3});
-        DeviceBuffer d_faces(in.faces.byte_size()), d_audio(in.audio.byte_size()),
-            d_visual(in.visual.byte_size()), d_planes(out_planes.byte_size()),
-            d_images(out_images.byte_size());
-        const TensorView faces_dev = OnDevice(in.faces, d_faces);
-        const TensorView audio_dev = OnDevice(in.audio, d_audio);
-        const TensorView visual_dev = OnDevice(in.visual, d_visual);
-        MutableTensorView planes_dev = out_planes.mutable_view(),
-                          images_dev = out_images.mutable_view();
-        planes_dev.data = d_planes.p;
-        planes_dev.memory = MemoryType::kDevice;
-        images_dev.data = d_images.p;
-        images_dev.memory = MemoryType::kDevice;
-        struct Variant {
-          const char* form;
-          const char* io;
-          std::function<Status()> call;
-        };
-        Engine& e = *engine;
-        const std::vector<Variant> variants = {
-            {"frames", "host",
-             [&] {
-               return e.RunFrames({in.faces.view(), in.audio.view()}, out_images.mutable_view());
-             }},
-            {"frames", "device",
-             [&] {
-               return e.RunFrames({faces_dev, audio_dev}, images_dev);
-             }},
-            {"tensors", "host",
-             [&] {
-               return e.Run(ModelInputs(e, in.visual.view(), in.audio.view()),
-                            {out_planes.mutable_view()});
-             }},
-            {"tensors", "device",
-             [&] { return e.Run(ModelInputs(e, visual_dev, audio_dev), {planes_dev}); }},
-        };
-        for (const auto& v : variants) {
-          LIPSYNC_ASSIGN_OR_RETURN(cli::LatencySummary t,
-                                   Time(v.call, args.warmup, args.iterations));
-          report.Emit({{"kind", "speed"},
-                       {"impl", "lipsync cuda"},
-                       {"form", v.form},
-                       {"precision", precision == Precision::kFloat16 ? "fp16" : "fp32"},
-                       {"cuda_graph", graph},
-                       {"io", v.io},
-                       {"batch", n},
-                       {"median_ms", t.median},
-                       {"p90_ms", t.p90},
-                       {"fps", n * 1000.0 / t.median}});
-        }
+  struct Config {
+    Precision precision;
+    bool graph, fused;
+  };
+  // Every precision with and without graphs; the unfused blocks once, for their effect.
+  const Config configs[] = {{Precision::kFloat32, false, true},
+                            {Precision::kFloat32, true, true},
+                            {Precision::kFloat16, false, true},
+                            {Precision::kFloat16, true, true},
+                            {Precision::kFloat16, true, false}};
+  for (const Config& config : configs) {
+    const Precision precision = config.precision;
+    const bool graph = config.graph;
+    EngineOptions o;
+    o.backend = "cuda";
+    o.precision = precision;
+    o.cuda.cuda_graph = graph;
+    o.cuda.fused_blocks = config.fused;
+    o.max_batch = *std::max_element(args.batches.begin(), args.batches.end());
+    LIPSYNC_ASSIGN_OR_RETURN(auto engine, Engine::Create(args.model, o));
+    const int s = engine->frame_form().layout.inner_size;
+    for (int64_t n : args.batches) {
+      Inputs in = MakeInputs(*engine, n, 1);
+      Tensor out_planes(DataType::kFloat32, {n, 3, s, s});
+      Tensor out_images(DataType::kUInt8, {n, s, s, 3});
+      DeviceBuffer d_faces(in.faces.byte_size()), d_audio(in.audio.byte_size()),
+          d_visual(in.visual.byte_size()), d_planes(out_planes.byte_size()),
+          d_images(out_images.byte_size());
+      const TensorView faces_dev = OnDevice(in.faces, d_faces);
+      const TensorView audio_dev = OnDevice(in.audio, d_audio);
+      const TensorView visual_dev = OnDevice(in.visual, d_visual);
+      MutableTensorView planes_dev = out_planes.mutable_view(),
+                        images_dev = out_images.mutable_view();
+      planes_dev.data = d_planes.p;
+      planes_dev.memory = MemoryType::kDevice;
+      images_dev.data = d_images.p;
+      images_dev.memory = MemoryType::kDevice;
+      struct Variant {
+        const char* form;
+        const char* io;
+        std::function<Status()> call;
+      };
+      Engine& e = *engine;
+      const std::vector<Variant> variants = {
+          {"frames", "host",
+           [&] {
+             return e.RunFrames({in.faces.view(), in.audio.view()}, out_images.mutable_view());
+           }},
+          {"frames", "device",
+           [&] {
+             return e.RunFrames({faces_dev, audio_dev}, images_dev);
+           }},
+          {"tensors", "host",
+           [&] {
+             return e.Run(ModelInputs(e, in.visual.view(), in.audio.view()),
+                          {out_planes.mutable_view()});
+           }},
+          {"tensors", "device",
+           [&] { return e.Run(ModelInputs(e, visual_dev, audio_dev), {planes_dev}); }},
+      };
+      for (const auto& v : variants) {
+        LIPSYNC_ASSIGN_OR_RETURN(cli::LatencySummary t, Time(v.call, args.warmup, args.iterations));
+        report.Emit({{"kind", "speed"},
+                     {"impl", "lipsync cuda"},
+                     {"form", v.form},
+                     {"precision", precision == Precision::kFloat16 ? "fp16" : "fp32"},
+                     {"cuda_graph", graph},
+                     {"fused_blocks", config.fused},
+                     {"io", v.io},
+                     {"batch", n},
+                     {"median_ms", t.median},
+                     {"p90_ms", t.p90},
+                     {"fps", n * 1000.0 / t.median}});
       }
     }
   }
@@ -195,10 +206,11 @@ struct Outputs {
 };
 
 Result<Outputs> RunAll(const std::string& model, const std::string& backend, Precision precision,
-                       const Inputs& in) {
+                       const Inputs& in, bool fused = true) {
   EngineOptions o;
   o.backend = backend;
   o.precision = precision;
+  o.cuda.fused_blocks = fused;
   o.max_batch = in.faces.shape()[0];
   LIPSYNC_ASSIGN_OR_RETURN(auto e, Engine::Create(model, o));
   const int64_t n = in.faces.shape()[0];
@@ -222,6 +234,10 @@ Status Accuracy(const Args& args, Report& report) {
   LIPSYNC_ASSIGN_OR_RETURN(Outputs ort, RunAll(args.model, "ort", Precision::kFloat32, in));
   LIPSYNC_ASSIGN_OR_RETURN(Outputs f32, RunAll(args.model, "cuda", Precision::kFloat32, in));
   LIPSYNC_ASSIGN_OR_RETURN(Outputs f16, RunAll(args.model, "cuda", Precision::kFloat16, in));
+  LIPSYNC_ASSIGN_OR_RETURN(Outputs f32_unfused,
+                           RunAll(args.model, "cuda", Precision::kFloat32, in, false));
+  LIPSYNC_ASSIGN_OR_RETURN(Outputs f16_unfused,
+                           RunAll(args.model, "cuda", Precision::kFloat16, in, false));
   // Checks with a pass/fail: the GPU frame conversion must equal the CPU one it replaces.
   const auto check = [&](const char* what, double value, double bound, bool at_most) {
     const bool pass = at_most ? value <= bound : value >= bound;
@@ -238,6 +254,10 @@ Status Accuracy(const Args& args, Report& report) {
               1e-4, true);
   ok &= check("cuda fp32 frames vs ort cpu frames, uint8 within 1",
               ShareWithinOne(f32.images, ort.images), 0.999, false);
+  ok &= check("cuda fp32 fused blocks vs unfused, float max abs",
+              MaxAbs(f32.planes, f32_unfused.planes), 1e-5, true);
+  ok &= check("cuda fp16 fused blocks vs unfused, float max abs",
+              MaxAbs(f16.planes, f16_unfused.planes), 1e-2, true);
   report.Emit({{"kind", "accuracy"},
                {"impl", "lipsync cuda"},
                {"precision", "fp16"},

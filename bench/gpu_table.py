@@ -34,6 +34,7 @@ def main(paths):
         name = r["impl"]
         if "precision" in r:
             name += f" {r['precision']}" + (" graph" if r.get("cuda_graph") else "")
+            name += " unfused" if r.get("fused_blocks") is False else ""
         rows.setdefault((name, r["form"], r["io"]), {})[r["batch"]] = r
     for (name, form, io), by_batch in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][2],
                                                                            kv[0][0])):

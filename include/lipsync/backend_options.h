@@ -31,6 +31,9 @@ struct CudaOptions {
   // Concurrent Run() calls each take a context (stream, activation arena, pinned staging); more
   // callers than this wait. Two or more let one batch upload while another computes.
   int max_contexts = 4;
+  // Run inverted-residual blocks (expand 1x1, depthwise 3x3, project 1x1) as one kernel where
+  // their shapes fit on chip, so the expanded tensor never goes to GPU memory.
+  bool fused_blocks = true;
 };
 
 // Backend "reference": the compiled plan run by plain CPU loops. It has no settings of its own

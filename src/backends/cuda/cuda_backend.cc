@@ -121,8 +121,10 @@ struct PendingCopy {
 class CudaBackend : public Backend {
  public:
   CudaBackend(graph::Plan plan, int device, Storage storage, bool use_graphs, int64_t max_batch,
-              int max_contexts, DeviceMemory weights)
+              int max_contexts, bool fused_blocks, DeviceMemory weights)
       : plan_(std::move(plan)),
+        fused_starts_(fused_blocks ? FusedBlockStarts(plan_, storage)
+                                   : std::vector<bool>(plan_.steps.size(), false)),
         device_(device),
         storage_(storage),
         use_graphs_(use_graphs),
@@ -347,7 +349,12 @@ class CudaBackend : public Backend {
       }
     }
     for (size_t s = 0; s < plan_.steps.size(); ++s) {
-      LIPSYNC_RETURN_IF_ERROR(EnqueueStep(plan_, s, batch, tensors, ctx.stream));
+      if (fused_starts_[s]) {
+        LIPSYNC_RETURN_IF_ERROR(EnqueueFusedBlock(plan_, s, batch, tensors, ctx.stream));
+        s += 2;
+      } else {
+        LIPSYNC_RETURN_IF_ERROR(EnqueueStep(plan_, s, batch, tensors, ctx.stream));
+      }
     }
     const size_t inputs = plan_.inputs.size();
     for (size_t o = 0; o < plan_.outputs.size(); ++o) {
@@ -447,6 +454,7 @@ class CudaBackend : public Backend {
   }
 
   graph::Plan plan_;
+  const std::vector<bool> fused_starts_;  // steps that start a block run as one kernel
   const int device_;
   const Storage storage_;
   const bool use_graphs_;
@@ -544,6 +552,7 @@ Result<LoadedBackend> CreateCudaBackend(const std::string& model_path,
                                           "selecting device " + std::to_string(options.device_id)));
   const cuda::Storage storage =
       options.precision == Precision::kFloat16 ? cuda::Storage::kFloat16 : cuda::Storage::kFloat32;
+  if (options.cuda.fused_blocks) LIPSYNC_RETURN_IF_ERROR(cuda::PrepareFusedBlocks());
   LIPSYNC_ASSIGN_OR_RETURN(cuda::DeviceMemory weights, cuda::UploadWeights(plan, storage));
   plan.weights = {};  // on the device now; the steps only need the offsets
 
@@ -564,7 +573,7 @@ Result<LoadedBackend> CreateCudaBackend(const std::string& model_path,
   loaded.capabilities.overlapping_runs = options.cuda.max_contexts;
   loaded.backend = std::make_unique<cuda::CudaBackend>(
       std::move(plan), options.device_id, storage, options.cuda.cuda_graph, max_batch,
-      options.cuda.max_contexts, std::move(weights));
+      options.cuda.max_contexts, options.cuda.fused_blocks, std::move(weights));
   return loaded;
 }
 
