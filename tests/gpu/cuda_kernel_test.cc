@@ -404,6 +404,32 @@ TEST(CudaKernels, FusedBlockLeavesLargeOrOverlappingBlocksUnfused) {
   EXPECT_TRUE(cuda::FusedBlockStarts(s.plan, Storage::kFloat16)[0]);
 }
 
+// The audio branch's 3x3 convolutions at small batches go to the small-image kernel (one warp per
+// output channel and 8 pixels) up to 1024 output pixels; larger batches to the GEMM. Both against
+// the reference loops.
+TEST(CudaKernels, SmallImageConv) {
+  struct Case {
+    int64_t h, w, cin, cout, s, pad, batch;
+    bool residual;
+    const char* what;
+  };
+  const Case cases[] = {
+      {16, 16, 128, 256, 1, 1, 1, false, "audio conv3 at batch 1"},
+      {16, 16, 256, 512, 2, 3, 1, true, "audio conv5 at batch 1, residual"},
+      {16, 16, 128, 256, 1, 1, 4, false, "audio conv3 at batch 4 (1024 pixels)"},
+      {5, 7, 40, 24, 1, 1, 3, true, "odd sizes, a partial pixel group, Cin not a multiple of 32"},
+      {16, 16, 128, 256, 1, 1, 8, false, "batch 8: the GEMM again"},
+  };
+  for (const Case& c : cases) {
+    CheckBoth(
+        [&](PlanBuilder& b) {
+          b.Conv(ConvKind::kDense, {c.h, c.w, c.cin}, c.cout, 3, 3, c.s, c.s, c.pad, c.pad, 1,
+                 c.residual, Activation::kRelu);
+        },
+        c.batch, c.what);
+  }
+}
+
 TEST(CudaKernels, DenseConv) {
   struct Case {
     int64_t h, w, cin, cout, k, s_h, s_w, pad, groups;

@@ -11,6 +11,7 @@
 #include "backends/cuda/kernels/gemm_conv.cuh"
 #include "backends/cuda/kernels/layout.cuh"
 #include "backends/cuda/kernels/resize_concat.cuh"
+#include "backends/cuda/kernels/small_conv.cuh"
 #include "backends/cuda/step_runner.h"
 
 namespace lipsync::cuda {
@@ -79,8 +80,9 @@ cudaError_t EnqueueConv(const Plan& plan, const PlanStep& step, int64_t batch,
       return LaunchDepthwiseConv<T>(g, t, act, stream);
     case ConvKind::kPointwise:  // [Cout][Cin] is the dense layout with kh = kw = 1
     case ConvKind::kDense:
-      return g.groups == 1 ? LaunchGemmConv<T>(g, t, act, stream)
-                           : LaunchDirectConv<T>(g, t, act, stream);
+      if (g.groups != 1) return LaunchDirectConv<T>(g, t, act, stream);
+      return UseSmallImageConv(g) ? LaunchSmallImageConv<T>(g, t, act, stream)
+                                  : LaunchGemmConv<T>(g, t, act, stream);
   }
   return cudaErrorInvalidValue;
 }
