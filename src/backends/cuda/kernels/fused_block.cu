@@ -7,7 +7,9 @@ constexpr int kThreads = 256;
 
 // Output tile edge by depthwise stride: the input tile (with halo) is (tile - 1) * stride + 3.
 __host__ __device__ constexpr int TileFor(int stride) { return stride == 1 ? 8 : 4; }
-__host__ __device__ constexpr int InputEdge(int tile, int stride) { return (tile - 1) * stride + 3; }
+__host__ __device__ constexpr int InputEdge(int tile, int stride) {
+  return (tile - 1) * stride + 3;
+}
 
 // Three phases over shared memory, each a loop of the block's threads over (pixel, channel) with
 // the channel fastest, so neighbouring threads read neighbouring elements:
