@@ -23,19 +23,22 @@ build: configure
 	cmake --build $(BUILD) -j $(JOBS)
 
 # The demo model: a seeded random checkpoint in the original layout, exported like a real one.
-$(MODELS)/demo.onnx: | build
+$(MODELS)/demo.onnx $(MODELS)/demo_audio_encoder.onnx &: | build
 	PYTHONPATH=python LIPSYNC_BIN=$(CURDIR)/$(LIPSYNC) $(PYTHON) -m lipsync.demo --out-dir $(MODELS)
 
-demo: build $(MODELS)/demo.onnx
+demo: build $(MODELS)/demo.onnx $(MODELS)/demo_audio_encoder.onnx
 	mkdir -p out
 	$(LIPSYNC) info --model $(MODELS)/demo.onnx
 	$(LIPSYNC) infer --model $(MODELS)/demo.onnx --face $(MODELS)/demo_face.png \
 	  --audio $(MODELS)/demo_audio.npy --out out/demo_face_out.png
 	$(LIPSYNC) bench --model $(MODELS)/demo.onnx --batch 1,4 --duration 5 --warmup 3 \
 	  --json out/bench.json
+	$(LIPSYNC) features --audio $(MODELS)/demo_speech.wav --encoder $(MODELS)/demo_audio_encoder.onnx \
+	  --mel-out out/demo_mel.npy --out out/demo_audio_windows.npy
 	@echo
 	@echo "demo output image: out/demo_face_out.png"
 	@echo "benchmark figures: out/bench.json"
+	@echo "audio features of models/demo_speech.wav: out/demo_audio_windows.npy"
 
 test: build
 	cd $(BUILD) && LIPSYNC_BIN=$(CURDIR)/$(LIPSYNC) ctest -LE gpu --output-on-failure -j 2

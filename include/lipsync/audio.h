@@ -8,7 +8,9 @@
 //
 // Streaming: AudioFeatureStream takes PCM in chunks of any size and hands out each video frame's
 // window as soon as the audio that decides it has arrived; Finish() flushes the rest. The windows
-// are identical to those of the whole signal.
+// are identical to those of the whole signal: bit for bit when the encoder's engine gives a window
+// the same result whatever batch it is in (ONNX Runtime's CPU provider does; a GPU provider that
+// picks kernels by batch size may differ in the last bits).
 #pragma once
 
 #include <cstddef>
@@ -25,18 +27,17 @@ namespace lipsync {
 
 constexpr int kAudioSampleRate = 16000;  // what the features are defined on
 constexpr int kMelBands = 80;
-constexpr int kMelHop = 200;        // samples per mel frame (80 mel frames per second)
+constexpr int kMelHop = 200;          // samples per mel frame (80 mel frames per second)
 constexpr int kMelWindowFrames = 16;  // mel frames per encoder input window
 
 // Decodes any audio file FFmpeg reads (WAV, MP3, AAC/M4A, FLAC, the audio of a video, ...) to mono
-// float PCM at `sample_rate`, downmixed and resampled. NotFound for a missing file, DataLoss for one
-// that does not decode, InvalidArgument for one without an audio stream or without samples.
+// float PCM at `sample_rate`, downmixed and resampled. NotFound for a missing file, DataLoss for
+// one that does not decode, InvalidArgument for one without an audio stream or without samples.
 Result<std::vector<float>> DecodeAudioFile(const std::string& path,
                                            int sample_rate = kAudioSampleRate);
 
 // Resamples mono float PCM (FFmpeg's resampler), e.g. 44.1 kHz test signals to 16 kHz.
-Result<std::vector<float>> ResampleAudio(const std::vector<float>& pcm, int from_rate,
-                                         int to_rate);
+Result<std::vector<float>> ResampleAudio(const std::vector<float>& pcm, int from_rate, int to_rate);
 
 // How the centred STFT pads the signal's ends by n_fft/2 samples: zeros (current librosa) or a
 // reflection (older librosa).
@@ -52,9 +53,11 @@ struct MelOptions {
 Result<Tensor> MelSpectrogram(const float* pcm, size_t count, const MelOptions& options = {});
 
 // Number of encoder input windows W for T mel frames at `fps` (spec section 2, step 6):
-// int((T - 16) / 80 * fps) + 2. Zero when the audio is too short for one window (T < 16).
+// int((T - 16) / 80 * fps) + 2, in floating point as upstream computes it. Zero when the audio is
+// too short for one window (T < 16, under 3000 samples) or fps is not a positive rate.
 int64_t MelWindowCount(int64_t mel_frames, double fps = 25.0);
-// Number of video frames rendered for T mel frames: the embedding sequence of step 8, W + 2.
+// Number of video frames rendered for T mel frames: the embedding sequence of step 8, W + 2
+// (zero when W is zero).
 int64_t VideoFrameCount(int64_t mel_frames, double fps = 25.0);
 
 // The encoder's input windows [W, 1, 80, 16] (each mel[:, start : start + 16] with

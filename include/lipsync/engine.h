@@ -93,7 +93,15 @@ struct BackendCapabilities {
 
 // Names of the backends and providers this build can run ("ort", "cuda", ...).
 std::vector<std::string> AvailableBackends();
-// ONNX Runtime execution providers present at run time ("cpu", "cuda", "tensorrt").
+// An ONNX Runtime execution provider this build knows of, and whether it can be loaded here.
+struct OrtProviderStatus {
+  std::string name;     // "cpu", "cuda", "tensorrt", or ONNX Runtime's own name for others
+  bool usable = false;  // its libraries (and theirs) load on this machine
+  std::string missing;  // when not usable: what is missing, e.g. a library and where it was sought
+};
+// Every provider the ONNX Runtime library was built with, probed for what it needs at run time.
+std::vector<OrtProviderStatus> ProbeOrtProviders();
+// The names of the usable ones ("cpu" always).
 std::vector<std::string> AvailableOrtProviders();
 
 // The frame form: whether the model takes faces directly (RunFrames) and how.

@@ -2,20 +2,27 @@
 through the same path a real checkpoint takes, plus a synthetic face and audio features.
 
     python3 -m lipsync.demo --out-dir models [--mode ave --size 320 --seed 0] [--force]
-writes models/demo.pth, models/demo.onnx, models/demo_face.png, models/demo_audio.npy.
+writes models/demo.pth, models/demo.onnx, models/demo_face.png, models/demo_audio.npy, and for the
+audio path models/demo_audio_encoder.pth, models/demo_audio_encoder.onnx (seeded encoder weights)
+and models/demo_speech.wav (a few seconds of speech from espeak-ng, or a synthetic voice without it).
 """
 import argparse
 import functools
 import io
 import math
 import os
+import shutil
 import struct
+import subprocess
 import sys
+import tempfile
+import wave
 import zlib
 
 import numpy as np
 import torch
 
+from .audio_model import build_audio_encoder, random_audio_state_dict
 from .checkpoint import CheckpointError, check_state_dict, read_state_dict
 from .model import AUDIO_SHAPES, build_model, example_inputs
 
@@ -177,6 +184,132 @@ def valid_npy(path, mode):
     return arr.dtype == np.float32 and arr.shape == (1, *AUDIO_SHAPES[mode])
 
 
+DEMO_SENTENCE = ("The quick brown fox jumps over the lazy dog. Lip sync needs clear speech to "
+                 "move the mouth.")
+
+
+def espeak_speech():
+    """The demo sentence spoken by espeak-ng as WAV bytes (22.05 kHz), or None without it."""
+    exe = shutil.which("espeak-ng")
+    if not exe:
+        return None
+    with tempfile.TemporaryDirectory(prefix="lipsync-speech-") as tmp:
+        path = os.path.join(tmp, "speech.wav")
+        proc = subprocess.run([exe, "-s", "150", "-w", path, DEMO_SENTENCE], capture_output=True)
+        if proc.returncode != 0 or not os.path.exists(path):
+            return None
+        with open(path, "rb") as f:
+            return f.read()
+
+
+def synthetic_speech(seconds=5.0, rate=16000, seed=0):
+    """A voice-like signal as 16-bit PCM samples: a glottal pulse train with a wandering pitch,
+    shaped by three formants that move from syllable to syllable, with pauses between words."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * rate)
+    t = np.arange(n) / rate
+    syllable = 0.22
+    count = int(seconds / syllable) + 1
+    vowels = np.array([[730, 1090, 2440], [270, 2290, 3010], [300, 870, 2240],
+                       [530, 1840, 2480], [570, 840, 2410]], np.float64)
+    formants = vowels[rng.integers(0, len(vowels), count)]
+    index = np.minimum((t / syllable).astype(int), count - 1)
+    pitch = 120 + 20 * np.sin(2 * np.pi * 0.7 * t) + 8 * rng.standard_normal(count)[index]
+    phase = 2 * np.pi * np.cumsum(pitch) / rate
+    signal = np.zeros(n)
+    for h in range(1, 40):  # harmonics weighted by the formant resonances
+        freq = h * pitch
+        gain = sum(1.0 / (1.0 + ((freq - formants[index, j]) / (80 + 40 * j)) ** 2)
+                   for j in range(3))
+        signal += gain * np.sin(h * phase) / h
+    within = (t % syllable) / syllable
+    envelope = np.sin(np.pi * within) ** 0.5
+    envelope[(index % 6) == 5] = 0.0  # a pause every sixth syllable
+    signal = signal * envelope + 0.01 * rng.standard_normal(n) * envelope
+    signal = 0.5 * signal / np.max(np.abs(signal))
+    return (signal * 32767).astype("<i2")
+
+
+def wav_bytes(samples, rate):
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(samples.tobytes())
+    return buf.getvalue()
+
+
+def valid_wav(path):
+    try:
+        with wave.open(path, "rb") as w:
+            return w.getnframes() > w.getframerate()  # at least a second
+    except (OSError, EOFError, wave.Error):
+        return False
+
+
+def valid_audio_encoder_onnx(path):
+    import onnx
+    try:
+        model = onnx.load(path)
+        onnx.checker.check_model(model)
+    except Exception:  # any parse or checker failure means "make it again"
+        return False
+    inputs = [[d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input]
+    return len(inputs) == 1 and inputs[0][1:] == [1, 80, 16]
+
+
+def make_audio_files(args):
+    """demo_speech.wav, demo_audio_encoder.pth and demo_audio_encoder.onnx; returns an exit code."""
+    speech = os.path.join(args.out_dir, "demo_speech.wav")
+    pth = os.path.join(args.out_dir, "demo_audio_encoder.pth")
+    onnx_path = os.path.join(args.out_dir, "demo_audio_encoder.onnx")
+
+    def keep(path, valid):
+        if not args.force and os.path.exists(path) and valid():
+            log(f"{path} is there and valid; kept (--force remakes it)")
+            return True
+        return False
+
+    if not keep(speech, lambda: valid_wav(speech)):
+        data = espeak_speech()
+        if data is None:
+            log("espeak-ng is not available; writing a synthetic voice instead")
+            data = wav_bytes(synthetic_speech(seed=args.seed), 16000)
+        write_atomic(speech, data)
+        log(f"wrote {speech}")
+    new_weights = False
+    if not keep(pth, lambda: _valid_audio_checkpoint(pth)):
+        log(f"making seeded random audio encoder weights (seed {args.seed})")
+        write_atomic(pth, state_dict_bytes(random_audio_state_dict(args.seed)))
+        log(f"wrote {pth}")
+        new_weights = True
+    if new_weights or not keep(onnx_path, lambda: valid_audio_encoder_onnx(onnx_path)):
+        from . import export_audio  # the same path a real checkpoint takes
+        tmp = f"{onnx_path}.tmp{os.getpid()}.onnx"
+        export_args = ["--checkpoint", pth, "--out", tmp]
+        if args.engine:
+            export_args += ["--engine", args.engine]
+        if args.no_verify:
+            export_args.append("--no-verify")
+        code = export_audio.main(export_args)
+        if code:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            return code
+        os.replace(tmp, onnx_path)
+        log(f"wrote {onnx_path}")
+    return 0
+
+
+def _valid_audio_checkpoint(path):
+    try:
+        check_state_dict(build_audio_encoder(), read_state_dict(path))
+        return True
+    except CheckpointError:
+        return False
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Make the demo model, face and audio features.")
     parser.add_argument("--out-dir", required=True)
@@ -233,6 +366,9 @@ def main(argv=None):
             return code
         os.replace(tmp, onnx_path)
         log(f"wrote {onnx_path}")
+    code = make_audio_files(args)
+    if code:
+        return code
     log(f"demo model ready in {args.out_dir}")
     return 0
 

@@ -8,6 +8,9 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+# The encoder that turns mel windows into 'ave' features, kept with the rest of the audio code.
+from .audio_model import AudioEncoder, build_audio_encoder  # noqa: F401
+
 AUDIO_SHAPES = {"ave": (32, 16, 16), "hubert": (32, 32, 32), "wenet": (256, 16, 32)}
 SIZES = (320, 160)
 
@@ -168,39 +171,3 @@ def example_inputs(mode="ave", size=320, batch=1, seed=0):
     visual = torch.rand(batch, 6, size, size, generator=gen)
     audio = torch.rand(batch, *AUDIO_SHAPES[mode], generator=gen)
     return visual, audio
-
-
-class AudioEncoder(nn.Module):
-    """Mel window [N,1,80,16] -> [N,512] (13 conv blocks, see the model spec, section 2.7)."""
-
-    BLOCKS = [  # cin, cout, kernel, stride, pad, residual
-        (1, 32, 3, 1, 1, False), (32, 32, 3, 1, 1, True), (32, 32, 3, 1, 1, True),
-        (32, 64, 3, (3, 1), 1, False), (64, 64, 3, 1, 1, True), (64, 64, 3, 1, 1, True),
-        (64, 128, 3, 3, 1, False), (128, 128, 3, 1, 1, True), (128, 128, 3, 1, 1, True),
-        (128, 256, 3, (3, 2), 1, False), (256, 256, 3, 1, 1, True),
-        (256, 512, 3, 1, 0, False), (512, 512, 1, 1, 0, False)]
-
-    def __init__(self):
-        super().__init__()
-        for i, (cin, cout, k, s, p, res) in enumerate(self.BLOCKS):
-            self.add_module(str(i), _EncoderBlock(cin, cout, k, s, p, res))
-
-    def forward(self, x):
-        for block in self.children():
-            x = block(x)
-        return x.flatten(1)
-
-
-class _EncoderBlock(nn.Module):
-    def __init__(self, cin, cout, k, s, p, residual):
-        super().__init__()
-        self.conv_block = nn.Sequential(nn.Conv2d(cin, cout, k, s, p), nn.BatchNorm2d(cout))
-        self.residual = residual
-
-    def forward(self, x):
-        y = self.conv_block(x)
-        return F.relu(y + x if self.residual else y)
-
-
-def build_audio_encoder():
-    return AudioEncoder()

@@ -4,6 +4,7 @@ import sys
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 import pytest
 import torch
 
@@ -131,3 +132,71 @@ def test_verify_surfaces_engine_errors(tmp_path):
     garbage = fake_engine(tmp_path, "not json", 0)
     with pytest.raises(EngineError, match="printed no JSON"):
         export.verify(small_model(), "unused.onnx", ["a", "b"], garbage, 1e-4, [1])
+
+
+def test_auto_exporter_says_which_exporter_it_used(tmp_path, small_checkpoint, capsys):
+    out = tmp_path / "auto.onnx"
+    assert export.main(["--checkpoint", small_checkpoint, "--size", "160", "--out", str(out),
+                        "--no-verify"]) == 0
+    chosen, _ = export.choose_exporter("auto")
+    assert f"with the {chosen} exporter" in capsys.readouterr().err
+    # PyTorch before 2.9 (Debian's is 1.13) defaults to the TorchScript-based exporter.
+    assert chosen == ("dynamo" if export.torch_version() >= (2, 9) else "legacy")
+
+
+def test_dynamo_exporter_runs_or_is_refused_clearly(tmp_path, small_checkpoint, engine_bin,
+                                                    capsys):
+    code = export.main(["--checkpoint", small_checkpoint, "--size", "160", "--exporter",
+                        "dynamo", "--out", str(tmp_path / "d.onnx"), "--engine", engine_bin])
+    err = capsys.readouterr().err
+    if export.has_dynamo_exporter():
+        assert code == 0, err
+    else:
+        assert code == 2
+        assert f"PyTorch {torch.__version__} has no dynamo exporter" in err
+
+
+def external_copy(src, folder):
+    """`src` re-saved with every tensor in `<name>.data` beside it, as the dynamo exporter does."""
+    folder.mkdir()
+    path = folder / "m.onnx"
+    onnx.save_model(onnx.load(src), str(path), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="m.onnx.data", size_threshold=0)
+    return path
+
+
+def test_external_data_export_verifies_through_the_engine(tmp_path, small_checkpoint, engine_bin,
+                                                          other_export):
+    from lipsync.checkpoint import load_model
+    single = tmp_path / "single.onnx"
+    assert export.main(["--checkpoint", small_checkpoint, "--size", "160", "--out", str(single),
+                        "--no-verify"]) == 0
+    path = external_copy(str(single), tmp_path / "ext")
+    assert export.external_files(str(path)) == ["m.onnx.data"]
+    model = load_model(small_checkpoint, "ave", 160)
+    worst = export.verify(model, str(path), ["visual_input", "audio_input"], engine_bin, 1e-4,
+                          [1, 3])
+    assert worst <= 1e-4
+
+
+def test_single_file_embeds_the_weights_and_removes_the_data_file(tmp_path, other_export):
+    path = external_copy(other_export, tmp_path / "ext")
+    assert (tmp_path / "ext" / "m.onnx.data").exists()
+    assert export.embed_external_data(str(path)) == ["m.onnx.data"]
+    assert not (tmp_path / "ext" / "m.onnx.data").exists()
+    assert export.external_files(str(path)) == []
+    original = {t.name: numpy_helper.to_array(t) for t in onnx.load(other_export).graph.initializer}
+    embedded = onnx.load(str(path), load_external_data=False)
+    assert {t.name for t in embedded.graph.initializer} == set(original)
+    for t in embedded.graph.initializer:
+        assert np.array_equal(numpy_helper.to_array(t), original[t.name]), t.name
+    # Nothing left to embed: a second pass changes nothing.
+    assert export.embed_external_data(str(path)) == []
+
+
+def test_single_file_option_writes_one_file(tmp_path, small_checkpoint):
+    out = tmp_path / "one.onnx"
+    assert export.main(["--checkpoint", small_checkpoint, "--size", "160", "--out", str(out),
+                        "--no-verify", "--single-file"]) == 0
+    assert export.external_files(str(out)) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.onnx"]

@@ -53,6 +53,6 @@ const std::vector<BackendEntry>& RegisteredBackends();
 
 // Each backend's factory; defined in its own directory.
 Result<LoadedBackend> CreateOrtBackend(const std::string& model_path, const EngineOptions& options);
-std::vector<std::string> OrtProviderNames();
+std::vector<OrtProviderStatus> ProbeOrtProviderLibraries();
 
 }  // namespace lipsync

@@ -13,7 +13,15 @@ std::vector<std::string> AvailableBackends() {
   return names;
 }
 
-std::vector<std::string> AvailableOrtProviders() { return OrtProviderNames(); }
+std::vector<OrtProviderStatus> ProbeOrtProviders() { return ProbeOrtProviderLibraries(); }
+
+std::vector<std::string> AvailableOrtProviders() {
+  std::vector<std::string> names;
+  for (const auto& p : ProbeOrtProviderLibraries()) {
+    if (p.usable) names.push_back(p.name);
+  }
+  return names;
+}
 
 bool BackendCapabilities::Accepts(MemoryType memory) const {
   switch (memory) {

@@ -33,6 +33,11 @@ class Lowerer {
     LIPSYNC_RETURN_IF_ERROR(AddInputs());
     for (const auto& node : model_.nodes) LIPSYNC_RETURN_IF_ERROR(Lower(node));
     for (const auto& out : model_.outputs) {
+      if (out.elem_type != 0 && out.elem_type != onnx::TensorProto::FLOAT) {
+        return Unimplemented("output '" + out.name + "' has ONNX element type " +
+                             std::to_string(out.elem_type) +
+                             "; the native backends give float32 outputs only");
+      }
       const std::string name = Resolve(out.name);
       auto it = out_.shapes.find(name);
       if (it == out_.shapes.end()) {
@@ -58,7 +63,10 @@ class Lowerer {
   Status AddInputs() {
     for (const auto& in : model_.inputs) {
       if (in.elem_type != onnx::TensorProto::FLOAT) {
-        return Unimplemented("input '" + in.name + "': only float32 inputs are supported");
+        return Unimplemented("input '" + in.name + "' has ONNX element type " +
+                             std::to_string(in.elem_type) +
+                             "; the native backends take float32 inputs only (a float16 model " +
+                             "must keep float32 inputs and outputs, with Cast nodes inside)");
       }
       if (in.dims.size() != 4 || in.dims[1] <= 0 || in.dims[2] <= 0 || in.dims[3] <= 0) {
         return Unimplemented("input '" + in.name + "': expected a 4-D NCHW input with static " +
@@ -128,10 +136,25 @@ class Lowerer {
     if (op == "Concat") return LowerConcat(node);
     if (op == "Resize" || op == "Upsample") return LowerResize(node);
     if (op == "Pad") return LowerPad(node);
+    if (op == "Cast") return LowerCast(node);
     if (IsFoldableOp(op)) {
       return NodeError(node, "supported only on constants, but it reads a run-time activation");
     }
     return NodeError(node, "operator " + op + " is not supported by the lipsync graph compiler");
+  }
+
+  // Float16 files (weights stored as half floats, Cast nodes at the inputs and outputs) run in
+  // float32: a cast between float types of an activation changes nothing the plan computes.
+  Status LowerCast(const OnnxNode& node) {
+    using onnx::TensorProto;
+    const int64_t to = node.get_int("to", 0);
+    if (to != TensorProto::FLOAT && to != TensorProto::FLOAT16 && to != TensorProto::BFLOAT16 &&
+        to != TensorProto::DOUBLE) {
+      return NodeError(node, "casts an activation to ONNX type " + std::to_string(to) +
+                                 "; only casts between float types are supported");
+    }
+    alias_[node.outputs.at(0)] = Resolve(node.inputs.at(0));
+    return Status::Ok();
   }
 
   Result<ItemShape> InputShape(const OnnxNode& node, size_t index) const {

@@ -8,15 +8,19 @@
 #include <set>
 #include <sstream>
 
+#include "graph/external_data.h"
+#include "lipsync/tensor.h"
+
 namespace lipsync::graph {
 namespace {
 
 using onnx::TensorProto;
 
 // Copies `count` little-endian values of type T out of raw_data.
-template <typename T, typename Out>
-Status ReadRaw(const std::string& raw, int64_t count, const std::string& name,
-               std::vector<Out>* out) {
+// `Widen` turns a stored value into the held one (half floats need more than a cast).
+template <typename T, typename Out, typename Widen>
+Status ReadRaw(std::string_view raw, int64_t count, const std::string& name, std::vector<Out>* out,
+               Widen widen) {
   if (raw.size() != static_cast<size_t>(count) * sizeof(T)) {
     return DataLoss("tensor '" + name + "': raw_data holds " + std::to_string(raw.size()) +
                     " bytes, its dims need " + std::to_string(count * sizeof(T)));
@@ -25,9 +29,45 @@ Status ReadRaw(const std::string& raw, int64_t count, const std::string& name,
   for (int64_t i = 0; i < count; ++i) {
     T v;
     std::memcpy(&v, raw.data() + i * sizeof(T), sizeof(T));
-    (*out)[i] = static_cast<Out>(v);
+    (*out)[i] = widen(v);
   }
   return Status::Ok();
+}
+
+template <typename T, typename Out>
+Status ReadRaw(std::string_view raw, int64_t count, const std::string& name,
+               std::vector<Out>* out) {
+  return ReadRaw<T>(raw, count, name, out, [](T v) { return static_cast<Out>(v); });
+}
+
+float BFloat16ToFloat(uint16_t v) {
+  const uint32_t bits = static_cast<uint32_t>(v) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+
+// Bytes per element as stored in raw_data; 0 for types the importer does not read.
+size_t StoredElementSize(int32_t type) {
+  switch (type) {
+    case TensorProto::DOUBLE:
+    case TensorProto::INT64:
+      return 8;
+    case TensorProto::FLOAT:
+    case TensorProto::INT32:
+      return 4;
+    case TensorProto::FLOAT16:
+    case TensorProto::BFLOAT16:
+    case TensorProto::INT16:
+    case TensorProto::UINT16:
+      return 2;
+    case TensorProto::INT8:
+    case TensorProto::UINT8:
+    case TensorProto::BOOL:
+      return 1;
+    default:
+      return 0;
+  }
 }
 
 template <typename Field, typename Out>
@@ -41,7 +81,8 @@ Status ReadTyped(const Field& field, int64_t count, const std::string& name,
   return Status::Ok();
 }
 
-Result<OnnxTensor> ConvertTensor(const TensorProto& t) {
+// `external` reads tensors kept in external files; null when the model came from memory.
+Result<OnnxTensor> ConvertTensor(const TensorProto& t, ExternalDataFiles* external) {
   OnnxTensor out;
   out.name = t.name();
   out.elem_type = t.data_type();
@@ -49,18 +90,45 @@ Result<OnnxTensor> ConvertTensor(const TensorProto& t) {
   for (int64_t d : out.dims) {
     if (d < 0) return DataLoss("tensor '" + t.name() + "' has a negative dimension");
   }
-  if (t.data_location() == TensorProto::EXTERNAL) {
-    return Unimplemented("tensor '" + t.name() + "' keeps its data in an external file");
-  }
   const int64_t n = out.element_count();
-  const bool raw = t.has_raw_data();
-  const std::string& bytes = t.raw_data();
+  bool raw = t.has_raw_data();
+  std::string_view bytes = t.raw_data();
+  if (t.data_location() == TensorProto::EXTERNAL) {
+    if (!external) {
+      return FailedPrecondition("tensor '" + t.name() +
+                                "' keeps its data in an external file, which can only be found " +
+                                "when the model is loaded from its file");
+    }
+    const size_t element_size = StoredElementSize(t.data_type());
+    if (element_size == 0) {
+      return Unimplemented("tensor '" + t.name() + "' has ONNX data type " +
+                           std::to_string(t.data_type()) + ", which is not supported");
+    }
+    LIPSYNC_ASSIGN_OR_RETURN(ExternalDataRef ref, ReadExternalDataRef(t));
+    LIPSYNC_ASSIGN_OR_RETURN(bytes, external->Read(t.name(), ref, n * element_size));
+    raw = true;
+  }
   switch (t.data_type()) {
     case TensorProto::FLOAT: {
       out.is_float = true;
       Status s = raw ? ReadRaw<float>(bytes, n, t.name(), &out.floats)
                      : ReadTyped(t.float_data(), n, t.name(), &out.floats);
       if (!s.ok()) return s;
+      return out;
+    }
+    case TensorProto::FLOAT16:
+    case TensorProto::BFLOAT16: {
+      // Held as float: the native backends compute in float32 with the file's exact weights.
+      out.is_float = true;
+      std::vector<int64_t> stored;  // int32_data holds the 16-bit patterns when not raw
+      auto widen = t.data_type() == TensorProto::FLOAT16 ? &HalfToFloat : &BFloat16ToFloat;
+      if (raw) {
+        LIPSYNC_RETURN_IF_ERROR(ReadRaw<uint16_t>(bytes, n, t.name(), &out.floats, widen));
+        return out;
+      }
+      LIPSYNC_RETURN_IF_ERROR(ReadTyped(t.int32_data(), n, t.name(), &stored));
+      out.floats.resize(n);
+      for (int64_t i = 0; i < n; ++i) out.floats[i] = widen(static_cast<uint16_t>(stored[i]));
       return out;
     }
     case TensorProto::DOUBLE: {
@@ -105,7 +173,7 @@ Result<OnnxTensor> ConvertTensor(const TensorProto& t) {
   }
 }
 
-Result<OnnxAttribute> ConvertAttribute(const onnx::AttributeProto& a) {
+Result<OnnxAttribute> ConvertAttribute(const onnx::AttributeProto& a, ExternalDataFiles* external) {
   OnnxAttribute out;
   out.name = a.name();
   out.type = a.type();
@@ -115,7 +183,7 @@ Result<OnnxAttribute> ConvertAttribute(const onnx::AttributeProto& a) {
   out.ints.assign(a.ints().begin(), a.ints().end());
   out.floats.assign(a.floats().begin(), a.floats().end());
   if (a.has_t()) {
-    LIPSYNC_ASSIGN_OR_RETURN(OnnxTensor t, ConvertTensor(a.t()));
+    LIPSYNC_ASSIGN_OR_RETURN(OnnxTensor t, ConvertTensor(a.t(), external));
     out.tensors.push_back(std::move(t));
   }
   return out;
@@ -189,7 +257,10 @@ std::string OnnxNode::describe() const {
          ")";
 }
 
-Result<OnnxModel> ParseOnnxModel(const std::string& bytes, const std::string& origin) {
+namespace {
+
+Result<OnnxModel> ParseModel(const std::string& bytes, const std::string& origin,
+                             ExternalDataFiles* external) {
   onnx::ModelProto proto;
   if (bytes.empty()) return DataLoss("'" + origin + "' is empty, not an ONNX model");
   if (!proto.ParseFromString(bytes)) {
@@ -211,7 +282,7 @@ Result<OnnxModel> ParseOnnxModel(const std::string& bytes, const std::string& or
   }
   const auto& g = proto.graph();
   for (const auto& init : g.initializer()) {
-    LIPSYNC_ASSIGN_OR_RETURN(OnnxTensor t, ConvertTensor(init));
+    LIPSYNC_ASSIGN_OR_RETURN(OnnxTensor t, ConvertTensor(init, external));
     m.initializers[t.name] = std::move(t);
   }
   for (const auto& in : g.input()) {
@@ -226,13 +297,19 @@ Result<OnnxModel> ParseOnnxModel(const std::string& bytes, const std::string& or
     node.inputs.assign(n.input().begin(), n.input().end());
     node.outputs.assign(n.output().begin(), n.output().end());
     for (const auto& a : n.attribute()) {
-      LIPSYNC_ASSIGN_OR_RETURN(OnnxAttribute attr, ConvertAttribute(a));
+      LIPSYNC_ASSIGN_OR_RETURN(OnnxAttribute attr, ConvertAttribute(a, external));
       node.attributes[attr.name] = std::move(attr);
     }
     m.nodes.push_back(std::move(node));
   }
   LIPSYNC_RETURN_IF_ERROR(CheckReferences(m, origin));
   return m;
+}
+
+}  // namespace
+
+Result<OnnxModel> ParseOnnxModel(const std::string& bytes, const std::string& origin) {
+  return ParseModel(bytes, origin, nullptr);
 }
 
 Result<OnnxModel> LoadOnnxModel(const std::string& path) {
@@ -245,7 +322,8 @@ Result<OnnxModel> LoadOnnxModel(const std::string& path) {
   std::ostringstream buffer;
   buffer << file.rdbuf();
   if (!file.good() && !file.eof()) return DataLoss("error reading '" + path + "'");
-  return ParseOnnxModel(buffer.str(), path);
+  ExternalDataFiles external(ModelFolder(path));
+  return ParseModel(buffer.str(), path, &external);
 }
 
 }  // namespace lipsync::graph

@@ -69,10 +69,12 @@ struct OnnxModel {
   std::vector<OnnxNode> nodes;  // topological order, as ONNX requires
 };
 
-// NotFound for a missing file; DataLoss for a corrupt or truncated one; Unimplemented for external
-// data or unsupported tensor types.
+// NotFound for a missing file; DataLoss for a corrupt or truncated one (or a missing or short
+// external data file); InvalidArgument for external data outside the model's folder;
+// Unimplemented for unsupported tensor types. Float16 and bfloat16 tensors are widened to float.
 Result<OnnxModel> LoadOnnxModel(const std::string& path);
-// The same from bytes already in memory (`origin` names them in messages).
+// The same from bytes already in memory (`origin` names them in messages); a model with external
+// data is FailedPrecondition here, since there is no folder to find its files in.
 Result<OnnxModel> ParseOnnxModel(const std::string& bytes, const std::string& origin);
 
 }  // namespace lipsync::graph

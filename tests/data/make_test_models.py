@@ -4,6 +4,9 @@ They have the lip-sync model's interface (visual [N,6,S,S] + audio [N,32,16,16] 
 a cheap graph, so tests run in milliseconds:
   tiny.onnx        dynamic batch, names visual_input/audio_input -> output
   tiny_fixed.onnx  fixed batch 1, upstream names input/audio -> output
+and an audio encoder's interface (mel windows [N,1,80,16] -> embeddings [N,512]):
+  tiny_audio_encoder.onnx         dynamic batch, one dense layer over the whole window + tanh
+  tiny_audio_encoder_fixed4.onnx  the same weights with a fixed batch of 4
 """
 import argparse
 import os
@@ -42,6 +45,29 @@ def build(path, batch, names, size=320, seed=0):
     onnx.save(model, path)
 
 
+def build_audio_encoder(path, batch, seed=1):
+    rng = np.random.default_rng(seed)
+    n = batch if batch else "N"
+    inputs = [helper.make_tensor_value_info("mel", TensorProto.FLOAT, [n, 1, 80, 16])]
+    outputs = [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [n, 512])]
+    weights = [
+        numpy_helper.from_array(rng.normal(0, 0.03, (1280, 512)).astype(np.float32), "w"),
+        numpy_helper.from_array(rng.normal(0, 0.1, (512,)).astype(np.float32), "b"),
+    ]
+    nodes = [
+        helper.make_node("Flatten", ["mel"], ["flat"], axis=1),
+        helper.make_node("MatMul", ["flat", "w"], ["mm"]),
+        helper.make_node("Add", ["mm", "b"], ["pre"]),
+        helper.make_node("Tanh", ["pre"], ["embedding"]),
+    ]
+    graph = helper.make_graph(nodes, "tiny_audio_encoder", inputs, outputs, weights)
+    model = helper.make_model(graph, producer_name="lipsync-tests",
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out-dir", required=True)
@@ -51,6 +77,8 @@ def main():
     build(os.path.join(args.out_dir, "tiny_fixed.onnx"), 1, ("input", "audio", "output"))
     build(os.path.join(args.out_dir, "tiny160.onnx"), 0, ("visual_input", "audio_input", "output"),
           size=160)
+    build_audio_encoder(os.path.join(args.out_dir, "tiny_audio_encoder.onnx"), 0)
+    build_audio_encoder(os.path.join(args.out_dir, "tiny_audio_encoder_fixed4.onnx"), 4)
 
 
 if __name__ == "__main__":

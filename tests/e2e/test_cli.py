@@ -13,8 +13,8 @@ DEMO = os.path.join(DATA, "demo")
 MODEL = os.path.join(DEMO, "demo.onnx")
 
 
-def run(*args, check=True):
-    proc = subprocess.run([BIN, *args], capture_output=True, text=True, timeout=600)
+def run(*args, check=True, cwd=None):
+    proc = subprocess.run([BIN, *args], capture_output=True, text=True, timeout=600, cwd=cwd)
     if check and proc.returncode != 0:
         raise AssertionError(f"lipsync {' '.join(args)} failed ({proc.returncode}):\n"
                              f"{proc.stdout}\n{proc.stderr}")
@@ -37,6 +37,39 @@ def test_info_lists_inputs_outputs_and_opset():
     assert info["opset"] == 17
     assert info["dynamic_batch"] is True
     assert "cpu" in info["ort_providers_available"]
+
+
+def test_info_says_which_providers_can_load_and_what_the_others_miss():
+    info = json.loads(run("info", "--model", MODEL, "--json").stdout)
+    providers = info["ort_providers"]
+    assert {"name": "cpu", "usable": True, "missing": ""} in providers
+    assert info["ort_providers_available"] == [p["name"] for p in providers if p["usable"]]
+    for p in providers:
+        assert p["usable"] == (p["missing"] == ""), p
+    # This ONNX Runtime knows the GPU providers; whether their libraries load depends on the
+    # machine, and when they do not, the reason names a library.
+    gpu = [p for p in providers if p["name"] in ("cuda", "tensorrt")]
+    assert gpu, providers
+    for p in gpu:
+        assert p["usable"] or ".so" in p["missing"], p
+    text = run("info", "--model", MODEL).stdout
+    for p in providers:
+        if not p["usable"]:
+            assert f"{p['name']} unavailable: {p['missing']}" in text
+
+
+DYNAMO = os.path.join(DATA, "graph", "compat", "dynamo", "model.onnx")
+
+
+@pytest.mark.parametrize("backend", ["ort", "reference"])
+def test_info_and_plan_on_a_dynamo_export_from_another_folder(backend, tmp_path):
+    info = json.loads(run("info", "--model", DYNAMO, "--backend", backend, "--json",
+                          cwd=tmp_path).stdout)
+    assert [t["name"] for t in info["inputs"]] == ["visual_input", "audio_input"]
+    assert info["outputs"][0]["shape"] == [-1, 3, 320, 320]
+    assert info["producer"].startswith("pytorch 2.11")
+    plan = run("plan", "--model", DYNAMO, cwd=tmp_path).stdout
+    assert "steps: 99 (93 convs)" in plan and "MACs per item: 4.886 G" in plan
 
 
 def test_infer_writes_a_face_of_the_right_size(tmp_path):

@@ -1,7 +1,10 @@
 // Helpers shared by the graph and reference-backend tests.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <cstdlib>
+#include <filesystem>
 #include <random>
 #include <string>
 #include <vector>
@@ -44,5 +47,19 @@ inline std::vector<TensorView> Views(const std::vector<Tensor>& tensors) {
   for (const auto& t : tensors) views.push_back(t.view());
   return views;
 }
+
+// A fixture whose tests run with the working directory somewhere other than the models' folders,
+// so a file resolved against the working directory instead of the model's folder is not found.
+class ElsewhereTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    saved_ = std::filesystem::current_path();
+    std::filesystem::current_path(std::filesystem::temp_directory_path());
+  }
+  void TearDown() override { std::filesystem::current_path(saved_); }
+
+ private:
+  std::filesystem::path saved_;
+};
 
 }  // namespace lipsync::testing

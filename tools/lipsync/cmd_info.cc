@@ -22,6 +22,14 @@ nlohmann::json TensorsToJson(const std::vector<TensorInfo>& tensors) {
   return list;
 }
 
+nlohmann::json ProvidersToJson(const std::vector<OrtProviderStatus>& providers) {
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& p : providers) {
+    list.push_back({{"name", p.name}, {"usable", p.usable}, {"missing", p.missing}});
+  }
+  return list;
+}
+
 int RunInfo(const EngineFlags& flags, bool json) {
   auto options = ToEngineOptions(flags);
   if (!options.ok()) return ReportError(options.status());
@@ -39,7 +47,8 @@ int RunInfo(const EngineFlags& flags, bool json) {
                         {"inputs", TensorsToJson(info.inputs)},
                         {"outputs", TensorsToJson(info.outputs)},
                         {"backends_available", AvailableBackends()},
-                        {"ort_providers_available", AvailableOrtProviders()}};
+                        {"ort_providers_available", AvailableOrtProviders()},
+                        {"ort_providers", ProvidersToJson(ProbeOrtProviders())}};
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
@@ -62,6 +71,9 @@ int RunInfo(const EngineFlags& flags, bool json) {
   }
   std::printf("backends available in this build: %s\n", Join(AvailableBackends()).c_str());
   std::printf("ONNX Runtime providers available:  %s\n", Join(AvailableOrtProviders()).c_str());
+  for (const auto& p : ProbeOrtProviders()) {
+    if (!p.usable) std::printf("  %s unavailable: %s\n", p.name.c_str(), p.missing.c_str());
+  }
   return 0;
 }
 

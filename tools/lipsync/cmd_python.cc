@@ -1,5 +1,6 @@
-// `lipsync export` and `lipsync compare`: front ends to the Python tools in python/lipsync, which
-// need PyTorch. All arguments after the subcommand go to the Python module unchanged.
+// `lipsync export`, `lipsync export-audio` and `lipsync compare`: front ends to the Python tools in
+// python/lipsync, which need PyTorch. All arguments after the subcommand go to the Python module
+// unchanged.
 #include <unistd.h>
 
 #include <cstdio>
@@ -63,6 +64,9 @@ void AddPassThrough(CLI::App& app, const std::string& name, const std::string& m
 void AddPythonCommands(CLI::App& app, int* exit_code) {
   AddPassThrough(app, "export", "export",
                  "Export a PyTorch checkpoint to ONNX and verify it against the engine", exit_code);
+  AddPassThrough(app, "export-audio", "export_audio",
+                 "Export the audio encoder checkpoint to ONNX and verify it against the engine",
+                 exit_code);
   AddPassThrough(app, "compare", "compare",
                  "PyTorch vs the C++ engine: accuracy and speed side by side", exit_code);
 }

@@ -11,8 +11,9 @@ void AddInfoCommand(CLI::App& app, int* exit_code);
 void AddInferCommand(CLI::App& app, int* exit_code);
 void AddBenchCommand(CLI::App& app, int* exit_code);
 void AddCheckCommand(CLI::App& app, int* exit_code);
-void AddPythonCommands(CLI::App& app, int* exit_code);  // export, compare (Python tools)
-void AddPlanCommand(CLI::App& app, int* exit_code);     // the native backends' compiled plan
+void AddPythonCommands(CLI::App& app, int* exit_code);   // export, export-audio, compare
+void AddPlanCommand(CLI::App& app, int* exit_code);      // the native backends' compiled plan
+void AddFeaturesCommand(CLI::App& app, int* exit_code);  // audio file -> features
 #ifdef LIPSYNC_WITH_SERVER
 void AddServeCommand(CLI::App& app, int* exit_code);
 void AddClientCommand(CLI::App& app, int* exit_code);

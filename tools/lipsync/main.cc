@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   lipsync::cli::AddCheckCommand(app, &exit_code);
   lipsync::cli::AddPythonCommands(app, &exit_code);
   lipsync::cli::AddPlanCommand(app, &exit_code);
+  lipsync::cli::AddFeaturesCommand(app, &exit_code);
 #ifdef LIPSYNC_WITH_SERVER
   lipsync::cli::AddServeCommand(app, &exit_code);
   lipsync::cli::AddClientCommand(app, &exit_code);

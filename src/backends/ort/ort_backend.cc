@@ -3,6 +3,7 @@
 // so the CPU path copies nothing. With a GPU provider, views in device memory are bound where they
 // are through an IoBinding, so ONNX Runtime neither copies them to nor from the host.
 #include <dlfcn.h>
+#include <onnx/onnx_pb.h>
 #include <onnxruntime_cxx_api.h>
 
 #include <algorithm>
@@ -13,6 +14,7 @@
 
 #include "backends/backend.h"
 #include "backends/ort/onnx_header.h"
+#include "graph/external_data.h"
 
 namespace lipsync {
 namespace {
@@ -84,6 +86,24 @@ std::string OrtLibraryDir() {
     return std::filesystem::path(info.dli_fname).parent_path().string();
   }
   return "the folder of libonnxruntime.so";
+}
+
+// Empty when `library` and the shared provider bridge beside libonnxruntime load; else what fails.
+std::string ProviderLibraryProblem(const std::string& library) {
+  const std::filesystem::path dir = OrtLibraryDir();
+  for (const std::string name : {std::string("libonnxruntime_providers_shared.so"), library}) {
+    const std::filesystem::path path = dir / name;
+    std::error_code ec;
+    if (!std::filesystem::exists(path, ec)) return name + " is not in " + dir.string();
+    // Loading (not running) shows whether its CUDA/TensorRT dependencies are on this machine.
+    void* handle = dlopen(path.c_str(), RTLD_LAZY | RTLD_LOCAL);
+    if (!handle) {
+      const char* why = dlerror();
+      return name + " does not load: " + (why ? why : "unknown error");
+    }
+    dlclose(handle);
+  }
+  return "";
 }
 
 Status MissingProvider(const std::string& provider, const std::string& library,
@@ -278,23 +298,40 @@ Result<std::string> ReadFile(const std::string& path) {
 
 }  // namespace
 
-std::vector<std::string> OrtProviderNames() {
-  std::vector<std::string> names;
+std::vector<OrtProviderStatus> ProbeOrtProviderLibraries() {
+  std::vector<std::string> built;
   try {
-    for (const auto& p : Ort::GetAvailableProviders()) {
-      if (p == "CPUExecutionProvider")
-        names.push_back("cpu");
-      else if (p == "CUDAExecutionProvider")
-        names.push_back("cuda");
-      else if (p == "TensorrtExecutionProvider")
-        names.push_back("tensorrt");
-      else
-        names.push_back(p);
-    }
+    built = Ort::GetAvailableProviders();
   } catch (const Ort::Exception&) {
-    names.push_back("cpu");
+    built = {"CPUExecutionProvider"};
   }
-  return names;
+  std::vector<OrtProviderStatus> out;
+  for (const auto& p : built) {
+    OrtProviderStatus status;
+    if (p == "CPUExecutionProvider") {
+      out.push_back({"cpu", true, ""});
+      continue;
+    }
+    // ORT's core library lists a provider when it was built to know it; the provider itself
+    // lives in a separate library that must be present, with its own dependencies.
+    std::string library;
+    if (p == "CUDAExecutionProvider") {
+      status.name = "cuda";
+      library = "libonnxruntime_providers_cuda.so";
+    } else if (p == "TensorrtExecutionProvider") {
+      status.name = "tensorrt";
+      library = "libonnxruntime_providers_tensorrt.so";
+    } else {
+      status.name = p;
+      status.missing = "lipsync does not use this provider";
+      out.push_back(status);
+      continue;
+    }
+    status.missing = ProviderLibraryProblem(library);
+    status.usable = status.missing.empty();
+    out.push_back(status);
+  }
+  return out;
 }
 
 Result<LoadedBackend> CreateOrtBackend(const std::string& model_path, const EngineOptions& o) {
@@ -304,6 +341,16 @@ Result<LoadedBackend> CreateOrtBackend(const std::string& model_path, const Engi
   LIPSYNC_ASSIGN_OR_RETURN(std::string bytes, ReadFile(model_path));
   SharedEnv();  // ORT's logger must exist before provider options are made
   LIPSYNC_ASSIGN_OR_RETURN(OnnxHeader header, ReadOnnxHeader(bytes));
+  // ONNX Runtime reads external data itself, from the model's folder since it is given the path;
+  // the same location rules as the native importer apply before it opens anything.
+  {
+    onnx::ModelProto proto;
+    if (proto.ParseFromString(bytes)) {
+      LIPSYNC_RETURN_IF_ERROR(graph::CheckExternalData(proto, model_path));
+    }
+  }
+  bytes.clear();
+  bytes.shrink_to_fit();
 
   ModelInfo info;
   info.backend = "ort";
@@ -322,9 +369,7 @@ Result<LoadedBackend> CreateOrtBackend(const std::string& model_path, const Engi
         so = BaseSessionOptions(o);
       }
     }
-    auto session = std::make_unique<Ort::Session>(SharedEnv(), bytes.data(), bytes.size(), so);
-    bytes.clear();
-    bytes.shrink_to_fit();
+    auto session = std::make_unique<Ort::Session>(SharedEnv(), model_path.c_str(), so);
     LIPSYNC_ASSIGN_OR_RETURN(info.inputs, DescribeTensors(*session, true));
     LIPSYNC_ASSIGN_OR_RETURN(info.outputs, DescribeTensors(*session, false));
     if (info.inputs.empty()) return InvalidArgument("model '" + model_path + "' has no inputs");

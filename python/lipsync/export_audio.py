@@ -1,0 +1,127 @@
+"""Export the audio encoder checkpoint to ONNX and verify it against PyTorch through the C++ engine.
+
+    python3 -m lipsync.export_audio --checkpoint audio_visual_encoder.pth --out audio_encoder.onnx
+
+The file takes mel windows [N,1,80,16] (dynamic batch N) and gives embeddings [N,512]; `lipsync
+features --encoder` and lipsync::AudioEncoder run it.
+"""
+import argparse
+import math
+import os
+import sys
+import tempfile
+import time
+import warnings
+
+import numpy as np
+import torch
+
+from . import engine_cli
+from .audio_model import WINDOW_SHAPE, load_audio_encoder, mel_like_windows
+from .checkpoint import CheckpointError
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def export_onnx(model, out, input_name="mel", output_name="embedding", opset=17):
+    example = torch.zeros(1, *WINDOW_SHAPE)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer notes about static shapes do not apply
+        torch.onnx.export(model, (example,), out, opset_version=opset, input_names=[input_name],
+                          output_names=[output_name],
+                          dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+                          do_constant_folding=True)
+
+
+def verify(model, onnx_path, engine, tolerance, batches=(1, 5), input_name="mel"):
+    """PyTorch vs the C++ engine on seeded mel-like windows; returns the worst max abs
+    difference (NaN if any is NaN). Raises engine_cli.EngineError if the engine fails."""
+    worst = 0.0
+    with tempfile.TemporaryDirectory(prefix="lipsync-verify-audio-") as tmp:
+        for i, batch in enumerate(batches):
+            windows = mel_like_windows(batch, seed=200 + i)
+            with torch.no_grad():
+                expected = model(windows).numpy()
+            inputs = os.path.join(tmp, f"windows_{batch}.npy")
+            expected_path = os.path.join(tmp, f"expected_{batch}.npy")
+            np.save(inputs, windows.numpy())
+            np.save(expected_path, expected)
+            result = engine_cli.check(engine, onnx_path, {input_name: inputs}, expected_path,
+                                      tolerance)
+            diff = result.get("max_abs_diff")
+            diff = float("nan") if diff is None else float(diff)
+            log(f"  batch {batch}: max abs difference {diff:.3g} "
+                f"{'OK' if result.get('ok') else 'TOO LARGE'}")
+            worst = float("nan") if math.isnan(diff) or math.isnan(worst) else max(worst, diff)
+    return worst
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="lipsync export-audio",
+        description="Export the audio encoder (audio_visual_encoder.pth) to ONNX and verify it.")
+    parser.add_argument("--checkpoint", required=True, help="encoder state dict (91 entries)")
+    parser.add_argument("--out", required=True, help="ONNX file to write")
+    parser.add_argument("--opset", type=int, default=17)
+    parser.add_argument("--input-name", default="mel")
+    parser.add_argument("--output-name", default="embedding")
+    parser.add_argument("--verify", dest="verify", action="store_true", default=True)
+    parser.add_argument("--no-verify", dest="verify", action="store_false")
+    parser.add_argument("--engine", help="path of the lipsync binary used to verify")
+    parser.add_argument("--tolerance", type=float, default=1e-4)
+    parser.add_argument("--threads", type=int, default=2, help="PyTorch threads")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    engine = None
+    if args.verify:
+        try:
+            engine = engine_cli.find_engine(args.engine)
+        except engine_cli.EngineNotFound as e:
+            log(f"error: {e} (or pass --no-verify)")
+            return 2
+
+    log(f"loading {args.checkpoint}")
+    try:
+        model = load_audio_encoder(args.checkpoint)
+    except CheckpointError as e:
+        log(f"error: {e}")
+        return 2
+    params = sum(p.numel() for p in model.parameters())
+    log(f"  {len(model.state_dict())} entries, {params:,} parameters, strict match")
+
+    t0 = time.time()
+    log(f"exporting to {args.out} (opset {args.opset}, dynamic batch)")
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    tmp = f"{args.out}.tmp{os.getpid()}.onnx"
+    try:
+        export_onnx(model, tmp, args.input_name, args.output_name, args.opset)
+    except Exception as e:  # the exporter raises many kinds; report them as one failure
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        log(f"error: export failed: {e}")
+        return 2
+    log(f"  wrote {os.path.getsize(tmp) / 2**20:.1f} MiB in {time.time() - t0:.1f} s")
+
+    if args.verify:
+        log(f"verifying against PyTorch with {engine}")
+        try:
+            worst = verify(model, tmp, engine, args.tolerance, input_name=args.input_name)
+        except engine_cli.EngineError as e:
+            os.remove(tmp)
+            log(f"error: cannot verify {args.out}: {e}")
+            return 2
+        print(f"max abs difference PyTorch vs C++ engine: {worst:.3g} "
+              f"(tolerance {args.tolerance:g})")
+        if not worst <= args.tolerance:  # also true for NaN
+            os.remove(tmp)
+            log("error: the exported encoder does not match PyTorch within the tolerance")
+            return 1
+    os.replace(tmp, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

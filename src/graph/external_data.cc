@@ -1,0 +1,192 @@
+#include "graph/external_data.h"
+
+#include <fcntl.h>
+#include <onnx/onnx_pb.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+namespace lipsync::graph {
+namespace fs = std::filesystem;
+
+namespace {
+
+Result<int64_t> ParseByteCount(const std::string& value, const std::string& key,
+                               const std::string& tensor) {
+  if (value.empty() || value.size() > 18 ||
+      value.find_first_not_of("0123456789") != std::string::npos) {
+    return DataLoss("tensor '" + tensor + "': external data " + key + " '" + value +
+                    "' is not a non-negative integer");
+  }
+  return static_cast<int64_t>(std::stoll(value));
+}
+
+// True when `inner` is `outer` or lies below it; both are canonical.
+bool IsWithin(const fs::path& inner, const fs::path& outer) {
+  auto o = outer.begin();
+  auto i = inner.begin();
+  for (; o != outer.end(); ++o, ++i) {
+    if (i == inner.end() || *i != *o) return false;
+  }
+  return true;
+}
+
+Status DataFileError(const std::string& tensor, const std::string& path, const std::string& why) {
+  return DataLoss("tensor '" + tensor + "': external data file '" + path + "' " + why);
+}
+
+}  // namespace
+
+std::string ModelFolder(const std::string& model_path) {
+  fs::path parent = fs::path(model_path).parent_path();
+  return parent.empty() ? std::string(".") : parent.string();
+}
+
+Result<ExternalDataRef> ReadExternalDataRef(const onnx::TensorProto& tensor) {
+  ExternalDataRef ref;
+  bool has_location = false;
+  for (const auto& entry : tensor.external_data()) {
+    if (entry.key() == "location") {
+      ref.location = entry.value();
+      has_location = true;
+    } else if (entry.key() == "offset") {
+      LIPSYNC_ASSIGN_OR_RETURN(ref.offset, ParseByteCount(entry.value(), "offset", tensor.name()));
+    } else if (entry.key() == "length") {
+      LIPSYNC_ASSIGN_OR_RETURN(ref.length, ParseByteCount(entry.value(), "length", tensor.name()));
+    }
+    // "checksum" and unknown keys carry nothing needed to read the data.
+  }
+  if (!has_location || ref.location.empty()) {
+    return DataLoss("tensor '" + tensor.name() +
+                    "' keeps its data in an external file but names no location");
+  }
+  return ref;
+}
+
+Result<std::string> ResolveExternalDataPath(const std::string& model_dir,
+                                            const std::string& location,
+                                            const std::string& tensor_name) {
+  const fs::path loc(location);
+  const std::string refused =
+      "tensor '" + tensor_name + "': external data location '" + location + "' ";
+  if (loc.is_absolute() || loc.has_root_name() || loc.has_root_directory()) {
+    return InvalidArgument(refused + "is an absolute path; it must be relative to the model's " +
+                           "folder '" + model_dir + "' (refused, not opened)");
+  }
+  for (const auto& part : loc) {
+    if (part == "..") {
+      return InvalidArgument(refused + "climbs out of the model's folder '" + model_dir +
+                             "' with '..' (refused, not opened)");
+    }
+  }
+  std::error_code ec;
+  const fs::path dir = fs::canonical(model_dir, ec);
+  if (ec) return NotFound("model folder '" + model_dir + "' cannot be resolved: " + ec.message());
+  // weakly_canonical follows every link that exists, so a link out of the folder shows here even
+  // when its target is missing.
+  const fs::path file = fs::weakly_canonical(dir / loc, ec);
+  if (ec) return DataLoss(refused + "cannot be resolved: " + ec.message());
+  if (!IsWithin(file, dir)) {
+    return InvalidArgument(refused + "leads out of the model's folder '" + dir.string() +
+                           "' through a link (to '" + file.string() + "'; refused, not opened)");
+  }
+  if (!fs::exists(file, ec)) {
+    return DataFileError(tensor_name, (dir / loc).string(), "is missing");
+  }
+  if (!fs::is_regular_file(file, ec)) {
+    return DataFileError(tensor_name, (dir / loc).string(), "is not a regular file");
+  }
+  return file.string();
+}
+
+struct ExternalDataFiles::Mapping {
+  const char* data = nullptr;
+  size_t size = 0;
+  ~Mapping() {
+    if (data) munmap(const_cast<char*>(data), size);
+  }
+};
+
+ExternalDataFiles::ExternalDataFiles(std::string model_dir) : model_dir_(std::move(model_dir)) {}
+ExternalDataFiles::~ExternalDataFiles() = default;
+
+Result<std::string_view> ExternalDataFiles::Read(const std::string& tensor_name,
+                                                 const ExternalDataRef& ref,
+                                                 size_t expected_bytes) {
+  LIPSYNC_ASSIGN_OR_RETURN(std::string path,
+                           ResolveExternalDataPath(model_dir_, ref.location, tensor_name));
+  auto it = files_.find(path);
+  if (it == files_.end()) {
+    auto mapping = std::make_unique<Mapping>();
+    const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+      return DataFileError(tensor_name, path,
+                           "cannot be opened: " + std::string(std::strerror(errno)));
+    struct stat st {};
+    if (fstat(fd, &st) != 0) {
+      close(fd);
+      return DataFileError(tensor_name, path, "cannot be read");
+    }
+    mapping->size = static_cast<size_t>(st.st_size);
+    if (mapping->size > 0) {
+      void* p = mmap(nullptr, mapping->size, PROT_READ, MAP_PRIVATE, fd, 0);
+      if (p == MAP_FAILED) {
+        close(fd);
+        return DataFileError(tensor_name, path,
+                             "cannot be mapped: " + std::string(std::strerror(errno)));
+      }
+      mapping->data = static_cast<const char*>(p);
+    }
+    close(fd);
+    it = files_.emplace(path, std::move(mapping)).first;
+  }
+  const Mapping& m = *it->second;
+  const int64_t length = ref.length < 0 ? static_cast<int64_t>(expected_bytes) : ref.length;
+  if (static_cast<size_t>(length) != expected_bytes) {
+    return DataLoss("tensor '" + tensor_name + "': external data length " + std::to_string(length) +
+                    " bytes, its dims need " + std::to_string(expected_bytes));
+  }
+  if (static_cast<uint64_t>(ref.offset) > m.size ||
+      static_cast<uint64_t>(length) > m.size - static_cast<uint64_t>(ref.offset)) {
+    return DataFileError(tensor_name, path,
+                         "holds " + std::to_string(m.size) + " bytes, but the tensor needs bytes " +
+                             std::to_string(ref.offset) + ".." +
+                             std::to_string(ref.offset + length) + " (truncated file?)");
+  }
+  return std::string_view(m.data + ref.offset, static_cast<size_t>(length));
+}
+
+Status CheckExternalData(const onnx::ModelProto& model, const std::string& model_path) {
+  const std::string dir = ModelFolder(model_path);
+  auto check = [&](const onnx::TensorProto& t) -> Status {
+    if (t.data_location() != onnx::TensorProto::EXTERNAL) return Status::Ok();
+    LIPSYNC_ASSIGN_OR_RETURN(ExternalDataRef ref, ReadExternalDataRef(t));
+    LIPSYNC_ASSIGN_OR_RETURN(std::string path,
+                             ResolveExternalDataPath(dir, ref.location, t.name()));
+    std::error_code ec;
+    const uintmax_t size = fs::file_size(path, ec);
+    if (ec) return DataFileError(t.name(), path, "cannot be read: " + ec.message());
+    const uint64_t end =
+        static_cast<uint64_t>(ref.offset) + static_cast<uint64_t>(ref.length < 0 ? 0 : ref.length);
+    if (static_cast<uint64_t>(ref.offset) > size || end > size) {
+      return DataFileError(t.name(), path,
+                           "holds " + std::to_string(size) + " bytes, but the tensor needs bytes " +
+                               std::to_string(ref.offset) + ".." + std::to_string(end) +
+                               " (truncated file?)");
+    }
+    return Status::Ok();
+  };
+  for (const auto& t : model.graph().initializer()) LIPSYNC_RETURN_IF_ERROR(check(t));
+  for (const auto& node : model.graph().node()) {
+    for (const auto& a : node.attribute()) {
+      if (a.has_t()) LIPSYNC_RETURN_IF_ERROR(check(a.t()));
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace lipsync::graph
