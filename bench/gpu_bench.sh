@@ -6,21 +6,22 @@
 # CLI; printed as one table.
 #
 # The GPU machine needs only the NVIDIA driver and a Python with a CUDA PyTorch; nothing is built
-# there. So the programs are built and packed on a Debian machine (no GPU needed) first:
+# there. So the programs are built and packed on a Debian machine (no GPU needed) first; the pack
+# (about 20 MB) holds no model: the GPU machine's PyTorch makes the demo model there.
 #
-#   bench/gpu_bench.sh pack [PACK.tar.xz]     # build (lean, CUDA), make the demo model, pack
+#   bench/gpu_bench.sh pack [PACK.tar.xz]     # build (lean, CUDA) and pack programs + libraries
 #   # copy PACK.tar.xz to the GPU machine, unpack it, then there:
 #   ./gpu_bench.sh run [--iterations N] [--no-compile] [--ncu]
 #
 # `run` from a source checkout with no pack beside it builds the pack first, which needs nvcc,
 # cmake and the Debian dependencies; without nvcc it stops and says so. Environment: ARCHS (CUDA
-# architectures to build, default 90: the H100/H200), PYTHON (python3 with torch on the GPU
-# machine; /usr/bin/python3 with torch and onnx on the build machine).
+# architectures to build, default 90: the H100/H200), PYTHON (the GPU machine's python3 with a
+# CUDA PyTorch; default python3).
 set -euo pipefail
 
 HERE="$(dirname "$(readlink -f "$0")")"
 ARCHS="${ARCHS:-90}"
-GPU_TESTS=(cuda_kernel_tests cuda_model_tests cuda_frames_tests)
+GPU_TESTS=(cuda_kernel_tests cuda_model_tests cuda_frames_tests cuda_compat_tests)
 
 # Shared libraries a binary needs beyond what every Linux with an NVIDIA driver has.
 closure() {
@@ -39,17 +40,18 @@ pack() {
   cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLIPSYNC_LEAN=ON \
     -DLIPSYNC_ENABLE_CUDA=ON -DLIPSYNC_CUDA_ARCHITECTURES="$ARCHS" -DLIPSYNC_BUILD_TESTS=ON >/dev/null
   cmake --build "$build" -j "$(nproc)" --target lipsync_cli gpu_engine_bench "${GPU_TESTS[@]}"
-  mkdir -p "$stage/bin" "$stage/lib" "$stage/models" "$stage/bench"
+  mkdir -p "$stage/bin" "$stage/lib" "$stage/bench" "$stage/tests/graph" "$stage/tests/data"
   cp "$build/tools/lipsync/lipsync" "$build/bench/gpu_engine_bench" "$stage/bin/"
   for t in "${GPU_TESTS[@]}"; do cp "$build/tests/gpu/$t" "$stage/bin/"; done
   strip "$stage"/bin/*
   closure "$stage"/bin/* | while read -r lib; do cp -L "$lib" "$stage/lib/"; done
-  # The demo model, made and checked here (the GPU machine's PyTorch only reads its weights).
-  PYTHONPATH="$root/python" "${PYTHON:-/usr/bin/python3}" -m lipsync.demo --out-dir "$stage/models" \
-    --engine "$build/tools/lipsync/lipsync"
   cp -r "$root/python" "$stage/python"
   find "$stage/python" -name __pycache__ -prune -exec rm -rf {} +
-  cp "$HERE/gpu_bench.sh" "$HERE/gpu_torch_bench.py" "$HERE/gpu_table.py" "$stage/bench/"
+  cp "$HERE/gpu_bench.sh" "$HERE/gpu_make_model.py" "$HERE/gpu_torch_bench.py" "$HERE/gpu_table.py" \
+    "$stage/bench/"
+  # What the compatibility test's models are made from (made there when Python has onnx).
+  cp "$root/tests/graph/make_compat_models.py" "$stage/tests/graph/"
+  cp -r "$root/tests/data/dynamo-export" "$stage/tests/data/"
   ln -s bench/gpu_bench.sh "$stage/gpu_bench.sh"
   printf '%s\n' "${GPU_TESTS[@]}" >"$stage/gpu_tests.txt"
   {
@@ -60,7 +62,7 @@ pack() {
   mkdir -p "$(dirname "$out")"
   tar -C "$stage" -cJf "$out" .
   rm -rf "$stage"
-  echo "packed $out ($(du -h "$out" | cut -f1)); on the GPU machine:"
+  echo "packed $out ($(du -h "$out" | cut -f1)); on the GPU machine (run's first step makes the model):"
   echo "  mkdir lipsync-gpu && tar -C lipsync-gpu -xJf $(basename "$out") && lipsync-gpu/gpu_bench.sh run"
 }
 
@@ -90,38 +92,63 @@ run() {
   fi
   local py="${PYTHON:-python3}" results="$dir/results" model="$dir/models/demo.onnx"
   export LD_LIBRARY_PATH="$dir/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-  export DEMO_MODEL="$model"
+  export DEMO_MODEL="$model" COMPAT_MODELS_DIR="$dir/models/compat"
   mkdir -p "$results" && rm -f "$results"/*.jsonl
   cat "$dir/BUILD_INFO"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+  "$py" -c 'import torch; print("PyTorch", torch.__version__, "CUDA", torch.version.cuda)'
   echo "== libraries the programs still miss here (must be empty):"
   ldd "$dir"/bin/* | grep "not found" || echo "  none"
 
+  echo "== the model, made with this machine's PyTorch and checked by the packed lipsync"
+  if [ ! -f "$model" ]; then
+    "$py" "$dir/bench/gpu_make_model.py" --out-dir "$dir/models" --engine "$dir/bin/lipsync"
+  fi
+  local have_compat=0
+  if [ -d "$COMPAT_MODELS_DIR" ]; then
+    have_compat=1
+  elif "$py" -c 'import onnx' 2>/dev/null &&
+    "$py" "$dir/tests/graph/make_compat_models.py" "$COMPAT_MODELS_DIR" "$model" >/dev/null; then
+    have_compat=1
+  fi
+
+  # Each step is recorded as passed or failed and the run goes on, so the table always comes.
+  step() {
+    local name="$1" start=$SECONDS pass=true
+    shift
+    "$@" >"$results/$name.log" 2>&1 || pass=false
+    tail -3 "$results/$name.log" | sed 's/^/  /'
+    echo "{\"kind\":\"test\",\"name\":\"$name\",\"pass\":$pass,\"seconds\":$((SECONDS - start))}" \
+      >>"$results/tests.jsonl"
+  }
+
   echo "== gpu tests"
   while read -r t; do
-    local start=$SECONDS pass=true
-    timeout 300 "$dir/bin/$t" --gtest_brief=1 >"$results/$t.log" 2>&1 || pass=false
-    tail -3 "$results/$t.log"
-    echo "{\"kind\":\"test\",\"name\":\"$t\",\"pass\":$pass,\"seconds\":$((SECONDS - start))}" \
-      >>"$results/tests.jsonl"
+    if [ "$t" = cuda_compat_tests ] && [ "$have_compat" = 0 ]; then
+      echo "  $t skipped: its models need the onnx Python package, which this machine lacks"
+      continue
+    fi
+    step "$t" timeout 300 "$dir/bin/$t" --gtest_brief=1
   done <"$dir/gpu_tests.txt"
 
   echo "== the lean lipsync CLI on the GPU"
-  "$dir/bin/lipsync" info --model "$model" --backend cuda
-  "$dir/bin/lipsync" infer --model "$model" --backend cuda --precision fp16 \
-    --face "$dir/models/demo_face.png" --audio "$dir/models/demo_audio.npy" --out "$results/face.png"
-  "$dir/bin/lipsync" bench --model "$model" --backend cuda --precision fp16 --cuda-graph \
-    --batch 1,32 --iterations 30 --warmup 5
+  step "lipsync info (cuda)" "$dir/bin/lipsync" info --model "$model" --backend cuda
+  step "lipsync infer (cuda fp16)" "$dir/bin/lipsync" infer --model "$model" --backend cuda \
+    --precision fp16 --face "$dir/models/demo_face.png" --audio "$dir/models/demo_audio.npy" \
+    --out "$results/face.png"
+  step "lipsync bench (cuda fp16 graph)" "$dir/bin/lipsync" bench --model "$model" --backend cuda \
+    --precision fp16 --cuda-graph --batch 1,32 --iterations 30 --warmup 5
 
   echo "== lipsync cuda: checks and speed"
-  "$dir/bin/gpu_engine_bench" --model "$model" --batch 1,8,32 --iterations "$iterations" \
-    --warmup 5 --json "$results/lipsync.jsonl" >/dev/null
+  step gpu_engine_bench "$dir/bin/gpu_engine_bench" --model "$model" --batch 1,8,32 \
+    --iterations "$iterations" --warmup 5 --json "$results/lipsync.jsonl"
   echo "== pytorch: accuracy and speed"
-  "$py" "$dir/bench/gpu_torch_bench.py" --checkpoint "$dir/models/demo.pth" --batch 1,8,32 \
-    --iterations "$iterations" $compile --json "$results/torch.jsonl" >/dev/null
+  step gpu_torch_bench "$py" "$dir/bench/gpu_torch_bench.py" --checkpoint "$dir/models/demo.pth" \
+    --batch 1,8,32 --iterations "$iterations" $compile --json "$results/torch.jsonl"
 
   local status=0
   echo
+  touch "$results/lipsync.jsonl" "$results/torch.jsonl"
   "$py" "$dir/bench/gpu_table.py" "$results"/tests.jsonl "$results"/lipsync.jsonl \
     "$results"/torch.jsonl | tee "$results/table.txt" || status=$?
 
