@@ -16,6 +16,11 @@
 //   if (!outputs.ok()) { ... outputs.status().message() names the problem ... }
 //   const float* face = (*outputs)[0].data_as<float>();  // [1,3,320,320], BGR in [0,1]
 //
+//   // Or the frame form: BGR faces in, BGR faces out; the backend masks, scales and converts.
+//   lipsync::Tensor faces(lipsync::DataType::kUInt8, {1, 320, 320, 3});
+//   lipsync::Tensor result(lipsync::DataType::kUInt8, {1, 320, 320, 3});
+//   lipsync::Status s = (*engine)->RunFrames({faces.view(), audio.view()}, result.mutable_view());
+//
 // Threading: an Engine is loaded once and may be shared; Run() may be called from several threads
 // at once. Each call uses its own output buffers, so results never mix between callers. Create()
 // and destruction must not race with Run().
@@ -26,6 +31,8 @@
 #include <utility>
 #include <vector>
 
+#include "lipsync/backend_options.h"
+#include "lipsync/face.h"
 #include "lipsync/status.h"
 #include "lipsync/tensor.h"
 
@@ -51,31 +58,37 @@ struct ModelInfo {
   int64_t max_batch = 0;        // largest batch Run() accepts
 };
 
-enum class GraphOptimization { kDisabled, kBasic, kExtended, kAll };
-enum class Precision { kFloat32, kFloat16 };
-
+// Settings every backend understands; each backend's own settings are in its member struct.
 struct EngineOptions {
   // "ort": ONNX Runtime; "cuda": lipsync's native CUDA backend (when built with CUDA);
   // "reference": lipsync's plain CPU executor of the compiled plan (slow, for checking).
   std::string backend = "ort";
-  // ONNX Runtime execution provider: "cpu", "cuda" or "tensorrt".
+  // ONNX Runtime execution provider: "cpu", "cuda" or "tensorrt" (backend "ort" only).
   std::string provider = "cpu";
-  // When the requested GPU provider is missing, run on CPU instead of failing.
-  bool allow_cpu_fallback = false;
-  int device_id = 0;
-  int intra_op_threads = 0;  // 0: the runtime's default (one per physical core)
-  int inter_op_threads = 1;
-  GraphOptimization graph_optimization = GraphOptimization::kAll;
-  // GPU providers: kFloat16 enables TensorRT FP16 / the CUDA backend's FP16 kernels.
+  int device_id = 0;         // GPU backends and providers
+  int intra_op_threads = 0;  // CPU threads per inference; 0: one per physical core
+  // GPU backends and providers: kFloat16 enables TensorRT FP16 / the CUDA backend's FP16 kernels.
   Precision precision = Precision::kFloat32;
-  std::string engine_cache_dir;  // TensorRT engine cache; empty: no cache
-  bool cuda_graph = false;       // capture the forward pass as a CUDA graph (GPU providers)
-  int64_t max_batch = 64;        // upper bound on N for dynamic-batch models
-  // Reject inputs holding NaN or Inf (costs one pass over the inputs).
+  int64_t max_batch = 64;  // upper bound on N for dynamic-batch models
+  // Reject inputs holding NaN or Inf (costs one pass over the inputs; host memory only).
   bool check_finite = false;
-  // Extra ONNX Runtime session configuration entries (key, value), e.g.
-  // {"session.intra_op.allow_spinning", "0"}; see onnxruntime_session_options_config_keys.h.
-  std::vector<std::pair<std::string, std::string>> ort_session_config;
+
+  OrtOptions ort;
+  CudaOptions cuda;
+  ReferenceOptions reference;
+};
+
+// What the loaded backend accepts, so callers can hand it the memory it reads best.
+struct BackendCapabilities {
+  bool host_memory = true;         // pageable host buffers
+  bool pinned_host_memory = true;  // page-locked host buffers
+  bool device_memory = false;      // GPU buffers on `device_id`
+  int device_id = -1;              // the GPU it runs on; -1 on the CPU
+  bool frames_on_device = false;   // RunFrames() converts faces on the GPU
+  // Run() calls that usefully run at once: a GPU backend uploads one batch while another computes.
+  int overlapping_runs = 1;
+
+  bool Accepts(MemoryType memory) const;
 };
 
 // Names of the backends and providers this build can run ("ort", "cuda", ...).
@@ -90,6 +103,23 @@ struct OrtProviderStatus {
 std::vector<OrtProviderStatus> ProbeOrtProviders();
 // The names of the usable ones ("cpu" always).
 std::vector<std::string> AvailableOrtProviders();
+
+// The frame form: whether the model takes faces directly (RunFrames) and how.
+struct FrameFormInfo {
+  bool supported = false;  // one float32 [N,6,S,S] visual input, one audio input, one output
+  std::string why_not;     // when not supported
+  size_t visual_index = 0, audio_index = 1;
+  FaceLayout layout;  // S = layout.inner_size
+};
+
+// A batch of faces in the frame form. Both views may be in any memory the backend accepts.
+struct FaceBatch {
+  // uint8 [N, S, S, 3] BGR inner faces, or [N, C, C, 3] crops (C = layout.crop_size) whose
+  // centre is used, rows top to bottom.
+  TensorView faces;
+  // The model's audio input for the same N frames, as declared ([N,32,16,16] float32).
+  TensorView audio;
+};
 
 class Backend;
 
@@ -118,12 +148,28 @@ class Engine {
   // Runs one batch and returns newly allocated outputs.
   Result<std::vector<Tensor>> Run(const std::vector<TensorView>& inputs);
 
+  // What the backend accepts (memory types, on-device frame conversion).
+  const BackendCapabilities& capabilities() const { return capabilities_; }
+  const FrameFormInfo& frame_form() const { return frame_form_; }
+
+  // The frame form end to end: faces and audio in; the mouth mask, scaling to [0,1] and layout are
+  // done by the backend (on the GPU for the CUDA backend), and `output` receives either
+  //   uint8 [N, S, S, 3]: BGR faces, x255 clamped and truncated as OutputToImage() does, or
+  //   float32 [N, 3, S, S]: the model's output as Run() returns it.
+  // Results equal FillVisualInput() + Run() (+ OutputToImage()) on the CPU backends.
+  Status RunFrames(const FaceBatch& batch, const MutableTensorView& output);
+
  private:
-  Engine(std::string path, EngineOptions options, ModelInfo info, std::unique_ptr<Backend> backend);
+  Engine(std::string path, EngineOptions options, ModelInfo info, BackendCapabilities capabilities,
+         std::unique_ptr<Backend> backend);
+  Status CheckMemory(MemoryType memory, int device_id, const std::string& what) const;
+  Result<int64_t> ValidateFaces(const FaceBatch& batch, const MutableTensorView& output) const;
 
   std::string path_;
   EngineOptions options_;
   ModelInfo info_;
+  BackendCapabilities capabilities_;
+  FrameFormInfo frame_form_;
   std::unique_ptr<Backend> backend_;
 };
 

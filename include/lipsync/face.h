@@ -8,6 +8,7 @@
 //   lipsync::OutputToImage(output, layout->inner_size, face.bgr.data());
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -50,6 +51,19 @@ Result<Image> PrepareFace(const Image& face, const FaceLayout& layout);
 // channels 0-2 the inner face, channels 3-5 its masked copy, BGR, scaled to [0, 1].
 // `inner_bgr` holds S*S*3 bytes.
 void FillVisualInput(const uint8_t* inner_bgr, const FaceLayout& layout, float* visual);
+// The same for an inner face whose rows are `row_stride` bytes apart (e.g. the centre of a crop).
+void FillVisualInput(const uint8_t* inner_bgr, size_t row_stride, const FaceLayout& layout,
+                     float* visual);
+
+// One pixel value of the visual input: byte / 255 as FillVisualInput computes it.
+inline float VisualValue(uint8_t byte) { return byte * (1.0f / 255.0f); }
+// One model output value as a byte: *255, clamped to [0, 255] (NaN to 0), truncated.
+inline uint8_t OutputByte(float value) {
+  float v = value * 255.0f;
+  v = v > 0.0f ? v : 0.0f;
+  v = v < 255.0f ? v : 255.0f;
+  return static_cast<uint8_t>(static_cast<int32_t>(v));
+}
 
 // Converts one model output [3, S, S] (BGR in [0, 1]) to S*S*3 interleaved bytes: *255, clamped,
 // truncated toward zero as the reference pipeline's uint8 cast does.

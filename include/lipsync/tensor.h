@@ -1,7 +1,8 @@
-// Host tensors: an owning Tensor and non-owning views over caller memory.
+// Tensors: an owning host Tensor and non-owning views over caller memory.
 //
 // All tensors are dense and row-major (the model's own NCHW layout). Views let callers hand their
-// own buffers to the engine without a copy.
+// own buffers to the engine without a copy; a view says where its bytes live (MemoryType), so that
+// a GPU backend can take device memory as it is and a CPU backend can refuse it.
 #pragma once
 
 #include <cstddef>
@@ -22,16 +23,23 @@ Result<DataType> ParseDataType(const std::string& name);
 
 using Shape = std::vector<int64_t>;
 
+// Where a view's bytes live. Pinned host memory is host memory the GPU can copy from without a
+// staging copy (cudaHostAlloc); every backend that reads host memory also reads pinned memory.
+enum class MemoryType { kHost, kPinnedHost, kDevice };
+const char* MemoryTypeName(MemoryType type);  // "host", "pinned host", "device"
+
 // "[1,6,320,320]"; dynamic dimensions (-1) print as "N" when `dynamic_as_n` is set, else "?".
 std::string ShapeToString(const Shape& shape, bool dynamic_as_n = true);
 // Number of elements; 0 for an empty shape dimension, 1 for a scalar.
 int64_t ElementCount(const Shape& shape);
 
-// A read-only view of a tensor in host memory.
+// A read-only view of a tensor. `device_id` names the GPU for device memory.
 struct TensorView {
   DataType dtype = DataType::kFloat32;
   Shape shape;
   const void* data = nullptr;
+  MemoryType memory = MemoryType::kHost;
+  int device_id = 0;
 
   size_t byte_size() const {
     return static_cast<size_t>(ElementCount(shape)) * DataTypeSize(dtype);
@@ -42,16 +50,18 @@ struct TensorView {
   }
 };
 
-// A writable view of a tensor in host memory.
+// A writable view of a tensor.
 struct MutableTensorView {
   DataType dtype = DataType::kFloat32;
   Shape shape;
   void* data = nullptr;
+  MemoryType memory = MemoryType::kHost;
+  int device_id = 0;
 
   size_t byte_size() const {
     return static_cast<size_t>(ElementCount(shape)) * DataTypeSize(dtype);
   }
-  TensorView view() const { return {dtype, shape, data}; }
+  TensorView view() const { return {dtype, shape, data, memory, device_id}; }
   template <typename T>
   T* as() const {
     return static_cast<T*>(data);

@@ -21,6 +21,18 @@ const char* DataTypeName(DataType type) {
   return "unknown";
 }
 
+const char* MemoryTypeName(MemoryType type) {
+  switch (type) {
+    case MemoryType::kHost:
+      return "host";
+    case MemoryType::kPinnedHost:
+      return "pinned host";
+    case MemoryType::kDevice:
+      return "device";
+  }
+  return "unknown";
+}
+
 size_t DataTypeSize(DataType type) {
   switch (type) {
     case DataType::kFloat32:

@@ -56,18 +56,22 @@ uint8_t* ScratchPlanes(size_t bytes) {
 }  // namespace
 
 void FillVisualInput(const uint8_t* inner_bgr, const FaceLayout& layout, float* visual) {
+  FillVisualInput(inner_bgr, static_cast<size_t>(layout.inner_size) * 3, layout, visual);
+}
+
+void FillVisualInput(const uint8_t* inner_bgr, size_t row_stride, const FaceLayout& layout,
+                     float* visual) {
   const int s = layout.inner_size;
   const size_t plane = static_cast<size_t>(s) * s;
-  constexpr float kScale = 1.0f / 255.0f;
   uint8_t* planes = ScratchPlanes(3 * plane);
-  cv::Mat src(s, s, CV_8UC3, const_cast<uint8_t*>(inner_bgr));
+  cv::Mat src(s, s, CV_8UC3, const_cast<uint8_t*>(inner_bgr), row_stride);
   cv::Mat split[3] = {cv::Mat(s, s, CV_8U, planes), cv::Mat(s, s, CV_8U, planes + plane),
                       cv::Mat(s, s, CV_8U, planes + 2 * plane)};
   cv::split(src, split);
   for (int c = 0; c < 3; ++c) {
     const uint8_t* in = planes + c * plane;
     float* out = visual + c * plane;
-    for (size_t i = 0; i < plane; ++i) out[i] = in[i] * kScale;
+    for (size_t i = 0; i < plane; ++i) out[i] = VisualValue(in[i]);
     // The masked copy: the same plane with the mouth rectangle zeroed.
     float* masked = visual + (3 + c) * plane;
     std::copy(out, out + plane, masked);
@@ -84,12 +88,8 @@ void OutputToImage(const float* chw, int size, uint8_t* bgr) {
   for (int c = 0; c < 3; ++c) {
     const float* in = chw + c * plane;
     uint8_t* out = planes + c * plane;
-    for (size_t i = 0; i < plane; ++i) {
-      float v = in[i] * 255.0f;
-      v = v > 0.0f ? v : 0.0f;  // also maps NaN to 0
-      v = v < 255.0f ? v : 255.0f;
-      out[i] = static_cast<uint8_t>(static_cast<int32_t>(v));  // truncates, as the reference does
-    }
+    // Truncates, as the reference pipeline's uint8 cast does.
+    for (size_t i = 0; i < plane; ++i) out[i] = OutputByte(in[i]);
   }
   const cv::Mat merged[3] = {cv::Mat(size, size, CV_8U, planes),
                              cv::Mat(size, size, CV_8U, planes + plane),

@@ -65,19 +65,29 @@ Batcher::Batcher(Engine* engine, BatcherOptions options, Metrics* metrics)
                        : options.max_batch),
       metrics_(metrics) {
   const ModelInfo& info = engine_->info();
-  for (const auto& in : info.inputs) {
-    Shape shape = in.shape;
-    shape[0] = batch_limit_;
-    batch_inputs_.emplace_back(in.dtype, shape);
-  }
-  auto shapes = engine_->OutputShapes(batch_limit_);
-  if (shapes.ok()) {
-    for (size_t i = 0; i < shapes->size(); ++i) {
-      batch_outputs_.emplace_back(info.outputs[i].dtype, (*shapes)[i]);
+  // Two schedulers when the engine overlaps runs: one batch uploads while the other computes.
+  const int schedulers = options.schedulers > 0 ? std::min(options.schedulers, 2)
+                         : engine_->capabilities().overlapping_runs > 1 ? 2
+                                                                        : 1;
+  for (int k = 0; k < schedulers; ++k) {
+    auto buffers = std::make_unique<Buffers>();
+    for (const auto& in : info.inputs) {
+      Shape shape = in.shape;
+      shape[0] = batch_limit_;
+      buffers->inputs.emplace_back(in.dtype, shape);
     }
+    auto shapes = engine_->OutputShapes(batch_limit_);
+    if (shapes.ok()) {
+      for (size_t i = 0; i < shapes->size(); ++i) {
+        buffers->outputs.emplace_back(info.outputs[i].dtype, (*shapes)[i]);
+      }
+    }
+    buffers_.push_back(std::move(buffers));
   }
   metrics_->SetPreferredBatch(batch_limit_);
-  scheduler_ = std::thread([this] { SchedulerLoop(); });
+  for (auto& buffers : buffers_) {
+    schedulers_.emplace_back([this, b = buffers.get()] { SchedulerLoop(b); });
+  }
   completer_ = std::thread([this] { CompletionLoop(); });
 }
 
@@ -147,10 +157,25 @@ void Batcher::CompletionLoop() {
   }
 }
 
-void Batcher::SchedulerLoop() {
+void Batcher::TakeBatch(std::vector<Queued>& batch) {
+  const ItemForm form = queue_.front().item.form;
+  for (auto it = queue_.begin();
+       it != queue_.end() && batch.size() < static_cast<size_t>(batch_limit_);) {
+    if (it->item.form == form) {
+      batch.push_back(std::move(*it));
+      it = queue_.erase(it);
+    } else {
+      ++it;  // another form: it leads a later batch
+    }
+  }
+}
+
+void Batcher::SchedulerLoop(Buffers* buffers) {
   std::vector<Queued> batch;
   while (true) {
     {
+      // One scheduler forms a batch at a time; the other may be running its batch meanwhile.
+      std::lock_guard forming(forming_mu_);
       std::unique_lock lock(mu_);
       cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
       if (queue_.empty()) break;  // stopping and drained
@@ -158,26 +183,53 @@ void Batcher::SchedulerLoop() {
       const auto fill_deadline = queue_.front().enqueued + options_.max_queue_delay;
       cv_.wait_until(lock, fill_deadline,
                      [&] { return stop_ || queue_.size() >= static_cast<size_t>(batch_limit_); });
-      const size_t n = std::min(queue_.size(), static_cast<size_t>(batch_limit_));
-      for (size_t i = 0; i < n; ++i) {
-        batch.push_back(std::move(queue_.front()));
-        queue_.pop_front();
-      }
-      running_batch_ = true;
+      TakeBatch(batch);
+      ++running_batches_;
       metrics_->SetQueueDepth(static_cast<int64_t>(queue_.size()));
     }
-    RunBatch(batch);
+    RunBatch(batch, *buffers);
     batch.clear();
     {
       std::lock_guard lock(mu_);
-      running_batch_ = false;
+      --running_batches_;
     }
     drained_cv_.notify_all();
   }
   drained_cv_.notify_all();
 }
 
-void Batcher::RunBatch(std::vector<Queued>& batch) {
+Status Batcher::RunFrameBatch(std::vector<Queued*>& live, Buffers& buffers,
+                              std::vector<MutableTensorView>& outputs) {
+  const size_t n = live.size();
+  FaceBatch faces;
+  if (n == 1) {
+    faces.faces = live[0]->item.inputs[0].view();
+    faces.audio = live[0]->item.inputs[1].view();
+  } else {
+    const Tensor& face = live[0]->item.inputs[0];
+    const Tensor& audio = live[0]->item.inputs[1];
+    for (auto [one, all] : {std::pair{&face, &buffers.faces}, std::pair{&audio, &buffers.audio}}) {
+      if (!all->data()) {
+        Shape shape = one->shape();
+        shape[0] = batch_limit_;
+        *all = Tensor::Uninitialized(one->dtype(), std::move(shape));
+      }
+    }
+    for (int k = 0; k < 2; ++k) {
+      Tensor& all = k == 0 ? buffers.faces : buffers.audio;
+      const size_t row_bytes = all.byte_size() / batch_limit_;
+      for (size_t r = 0; r < n; ++r) {
+        std::memcpy(static_cast<char*>(all.data()) + r * row_bytes, live[r]->item.inputs[k].data(),
+                    row_bytes);
+      }
+    }
+    faces.faces = Prefix<TensorView>(buffers.faces, n);
+    faces.audio = Prefix<TensorView>(buffers.audio, n);
+  }
+  return engine_->RunFrames(faces, outputs[0]);
+}
+
+void Batcher::RunBatch(std::vector<Queued>& batch, Buffers& buffers) {
   const auto start = Clock::now();
   // Drop what nobody waits for any more before it reaches the model.
   std::vector<Queued*> live;
@@ -200,36 +252,55 @@ void Batcher::RunBatch(std::vector<Queued>& batch) {
   if (live.empty()) return;
 
   const size_t n = live.size();
+  const ItemForm form = live[0]->item.form;
   std::vector<TensorView> inputs;
-  std::vector<MutableTensorView> outputs;
-  if (n == 1) {  // one frame: its own buffers are already a batch of one
-    for (const auto& t : live[0]->item.inputs) inputs.push_back(t.view());
-  } else {
-    for (size_t i = 0; i < batch_inputs_.size(); ++i) {
-      const size_t row_bytes = batch_inputs_[i].byte_size() / batch_limit_;
-      for (size_t r = 0; r < n; ++r) {
-        std::memcpy(static_cast<char*>(batch_inputs_[i].data()) + r * row_bytes,
-                    live[r]->item.inputs[i].data(), row_bytes);
+  if (form == ItemForm::kTensors) {
+    if (n == 1) {  // one frame: its own buffers are already a batch of one
+      for (const auto& t : live[0]->item.inputs) inputs.push_back(t.view());
+    } else {
+      for (size_t i = 0; i < buffers.inputs.size(); ++i) {
+        Tensor& all = buffers.inputs[i];
+        const size_t row_bytes = all.byte_size() / batch_limit_;
+        for (size_t r = 0; r < n; ++r) {
+          std::memcpy(static_cast<char*>(all.data()) + r * row_bytes,
+                      live[r]->item.inputs[i].data(), row_bytes);
+        }
+        inputs.push_back(Prefix<TensorView>(all, n));
       }
-      inputs.push_back(Prefix<TensorView>(batch_inputs_[i], n));
     }
   }
+  // The batch's output buffers: the model's outputs, or the frame form's one output.
+  std::vector<Tensor*> templates;
+  if (form == ItemForm::kTensors) {
+    for (auto& t : buffers.outputs) templates.push_back(&t);
+  } else {
+    const int64_t s = engine_->frame_form().layout.inner_size;
+    const bool images = form == ItemForm::kFramesToImages;
+    Tensor& t = images ? buffers.images : buffers.planes;
+    if (!t.data()) {
+      t = images ? Tensor::Uninitialized(DataType::kUInt8, {batch_limit_, s, s, 3})
+                 : Tensor::Uninitialized(DataType::kFloat32, {batch_limit_, 3, s, s});
+    }
+    templates.push_back(&t);
+  }
+  std::vector<MutableTensorView> outputs;
   Ticket& first = *live[0]->ticket;
   if (n == 1 && first.frames() == 1) {
     // A lone one-frame request: the engine writes straight into the request's own outputs.
     std::lock_guard lock(first.mu_);
-    for (auto& t : batch_outputs_) {
-      Shape shape = t.shape();
+    for (Tensor* t : templates) {
+      Shape shape = t->shape();
       shape[0] = 1;
-      first.outputs_.push_back(Tensor::Uninitialized(t.dtype(), std::move(shape)));
+      first.outputs_.push_back(Tensor::Uninitialized(t->dtype(), std::move(shape)));
       outputs.push_back(first.outputs_.back().mutable_view());
     }
   } else {
-    for (auto& t : batch_outputs_) outputs.push_back(Prefix<MutableTensorView>(t, n));
+    for (Tensor* t : templates) outputs.push_back(Prefix<MutableTensorView>(*t, n));
   }
 
   const auto run_start = Clock::now();
-  Status status = engine_->Run(inputs, outputs);
+  Status status = form == ItemForm::kTensors ? engine_->Run(inputs, outputs)
+                                             : RunFrameBatch(live, buffers, outputs);
   const auto run_end = Clock::now();
   const double compute_ms = MsBetween(run_start, run_end);
   metrics_->RecordBatch(static_cast<int>(n), compute_ms / 1000.0);
@@ -251,7 +322,7 @@ void Batcher::RunBatch(std::vector<Queued>& batch) {
 void Batcher::Shutdown(std::chrono::milliseconds timeout) {
   std::unique_lock lock(mu_);
   accepting_ = false;
-  drained_cv_.wait_for(lock, timeout, [&] { return queue_.empty() && !running_batch_; });
+  drained_cv_.wait_for(lock, timeout, [&] { return queue_.empty() && running_batches_ == 0; });
   // Whatever is still queued after the drain timeout fails rather than hangs.
   std::deque<Queued> rest;
   rest.swap(queue_);
@@ -262,7 +333,9 @@ void Batcher::Shutdown(std::chrono::milliseconds timeout) {
     Finish(q.ticket,
            q.ticket->FrameFailed(Unavailable("the server shut down before this frame ran")));
   }
-  if (scheduler_.joinable()) scheduler_.join();
+  for (auto& scheduler : schedulers_) {
+    if (scheduler.joinable()) scheduler.join();
+  }
   // Answers handed to the completion thread are still delivered before Shutdown returns.
   {
     std::lock_guard completion_lock(completion_mu_);

@@ -3,10 +3,14 @@
 // Design. Network threads (gRPC's callback threads) decode and validate a request into one
 // BatchItem per frame and hand them, with a Ticket for the request, to Submit(). Submit() never
 // blocks: it admits all the request's frames or none (RESOURCE_EXHAUSTED when the bounded queue
-// lacks room, UNAVAILABLE once shutdown began). One scheduler thread owns the engine: it waits for
-// the first frame, then up to `max_queue_delay` for more, takes up to `max_batch` frames (from any
-// requests and streams), drops frames whose ticket expired or was cancelled, runs the engine once
-// and copies each frame's output into its ticket. When a ticket's last frame is done, its
+// lacks room, UNAVAILABLE once shutdown began). Scheduler threads own the engine: one waits for
+// the first frame, then up to `max_queue_delay` for more, takes up to `max_batch` frames of one
+// form (from any requests and streams), drops frames whose ticket expired or was cancelled, runs
+// the engine once and copies each frame's output into its ticket. Frames in the frame form go to
+// Engine::RunFrames as faces (the backend builds the model input, on the GPU where it can), so the
+// server never makes a float visual input. There is one scheduler thread, or two when the engine
+// overlaps runs (a GPU backend): then one batch is assembled and uploaded while the other computes,
+// and the GPU does not wait for the host. When a ticket's last frame is done, its
 // completion callback (which encodes the response and hands it to gRPC) runs on the scheduler
 // thread if nothing else is queued, which keeps a lone request's latency low; when frames are
 // waiting it runs on a completion thread instead, so that the next batch starts at once and the
@@ -30,9 +34,17 @@ namespace lipsync::server {
 
 using Clock = std::chrono::steady_clock;
 
-// One frame: one tensor per model input, each with batch dimension 1.
+// How a frame reaches the engine, and so which frames may share a batch.
+enum class ItemForm {
+  kTensors,         // inputs: one tensor per model input
+  kFrames,          // inputs: the face (uint8 [1,S,S,3]) and the audio window; float output
+  kFramesToImages,  // the same, with BGR uint8 faces [1,S,S,3] as the output
+};
+
+// One frame, each tensor with batch dimension 1.
 struct BatchItem {
   std::vector<Tensor> inputs;
+  ItemForm form = ItemForm::kTensors;
 };
 
 // The state of one request while its frames are queued or running. Shared by the network side and
@@ -48,8 +60,8 @@ class Ticket {
   Clock::time_point deadline() const { return deadline_; }
   size_t frames() const { return frames_; }
 
-  // Results, valid in the completion callback: OK with outputs [frames, ...] per model output, or
-  // the first error.
+  // Results, valid in the completion callback: OK with outputs [frames, ...] per model output (for
+  // ItemForm::kFramesToImages one uint8 [frames,S,S,3] tensor of BGR faces), or the first error.
   const Status& status() const { return status_; }
   const std::vector<Tensor>& outputs() const { return outputs_; }
   double max_queue_ms() const { return max_queue_ms_; }
@@ -83,6 +95,9 @@ struct BatcherOptions {
   int preferred_batch = 0;
   std::chrono::microseconds max_queue_delay{2000};
   size_t max_queue = 256;  // frames waiting, across all requests
+  // Scheduler threads, each forming and running its own batches (1 or 2). 0: two when the
+  // engine's capabilities report overlapping runs (a GPU backend), else one.
+  int schedulers = 0;
 };
 
 class Batcher {
@@ -110,8 +125,18 @@ class Batcher {
     Clock::time_point enqueued;
   };
 
-  void SchedulerLoop();
-  void RunBatch(std::vector<Queued>& batch);
+  // Batch buffers for up to batch_limit frames, one set per scheduler thread.
+  struct Buffers {
+    std::vector<Tensor> inputs, outputs;  // tensor form
+    Tensor faces, audio, images, planes;  // frame form, made on first use
+  };
+
+  void SchedulerLoop(Buffers* buffers);
+  // Moves up to batch_limit frames of the oldest frame's form from the queue into `batch`.
+  void TakeBatch(std::vector<Queued>& batch);
+  void RunBatch(std::vector<Queued>& batch, Buffers& buffers);
+  Status RunFrameBatch(std::vector<Queued*>& live, Buffers& buffers,
+                       std::vector<MutableTensorView>& outputs);
   void Finish(const std::shared_ptr<Ticket>& ticket, bool finished);
   // Runs the completions of finished tickets, here or on the completion thread (see above).
   void Complete(std::vector<std::shared_ptr<Ticket>>& finished);
@@ -121,18 +146,17 @@ class Batcher {
   const BatcherOptions options_;
   const int batch_limit_;
   Metrics* metrics_;
-  // Batch input and output buffers for max_batch frames, reused by every batch.
-  std::vector<Tensor> batch_inputs_;
-  std::vector<Tensor> batch_outputs_;
+  std::vector<std::unique_ptr<Buffers>> buffers_;
 
+  std::mutex forming_mu_;  // held by the scheduler that is forming a batch
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::condition_variable drained_cv_;
   std::deque<Queued> queue_;
   bool accepting_ = true;
   bool stop_ = false;
-  bool running_batch_ = false;
-  std::thread scheduler_;
+  int running_batches_ = 0;
+  std::vector<std::thread> schedulers_;
 
   std::mutex completion_mu_;
   std::condition_variable completion_cv_;

@@ -106,8 +106,10 @@ Result<std::vector<BatchItem>> SplitTensors(const ModelSpec& spec,
   return items;
 }
 
+// Frames stay faces: the engine builds the visual input (RunFrames), on the GPU where it can.
 Result<std::vector<BatchItem>> DecodeFrames(const ModelSpec& spec,
-                                            const lipsync::v1::FrameBatch& frames) {
+                                            const lipsync::v1::FrameBatch& frames,
+                                            lipsync::v1::OutputForm output_form) {
   if (!spec.frame_form) {
     return InvalidArgument(
         "this model does not take frames (it needs a [N,6,S,S] visual input "
@@ -135,17 +137,15 @@ Result<std::vector<BatchItem>> DecodeFrames(const ModelSpec& spec,
                              ")");
     }
     BatchItem item;
-    item.inputs.resize(spec.inputs.size());
-    Shape vshape = spec.inputs[spec.visual_index].shape;
-    vshape[0] = 1;
-    Tensor visual = Tensor::Uninitialized(DataType::kFloat32, vshape);
-    FillVisualInput(reinterpret_cast<const uint8_t*>(frame.face_bgr().data()), spec.layout,
-                    visual.data_as<float>());
+    item.form =
+        output_form == lipsync::v1::OUTPUT_IMAGE ? ItemForm::kFramesToImages : ItemForm::kFrames;
+    Tensor face = Tensor::Uninitialized(DataType::kUInt8, {1, s, s, 3});
+    std::memcpy(face.data(), frame.face_bgr().data(), face_bytes);
     LIPSYNC_ASSIGN_OR_RETURN(Tensor audio,
                              ReadFrameTensor(spec.inputs[spec.audio_index], frame.audio().data(),
                                              DataType::kFloat32, audio_elements, what + " audio"));
-    item.inputs[spec.visual_index] = std::move(visual);
-    item.inputs[spec.audio_index] = std::move(audio);
+    item.inputs.push_back(std::move(face));
+    item.inputs.push_back(std::move(audio));
     items.push_back(std::move(item));
   }
   return items;
@@ -169,22 +169,11 @@ Result<ModelSpec> ModelSpec::FromEngine(const Engine& engine, std::string name,
       }
     }
   }
-  if (info.inputs.size() == 2 && info.outputs.size() == 1) {
-    for (size_t v = 0; v < 2; ++v) {
-      const Shape& s = info.inputs[v].shape;
-      if (s.size() == 4 && s[1] == 6 && s[2] == s[3] &&
-          info.inputs[v].dtype == DataType::kFloat32 &&
-          info.inputs[1 - v].dtype == DataType::kFloat32) {
-        auto layout = FaceLayout::ForInputSize(static_cast<int>(s[2]));
-        if (layout.ok()) {
-          spec.frame_form = true;
-          spec.visual_index = v;
-          spec.audio_index = 1 - v;
-          spec.layout = *layout;
-        }
-      }
-    }
-  }
+  const FrameFormInfo& form = engine.frame_form();
+  spec.frame_form = form.supported;
+  spec.visual_index = form.visual_index;
+  spec.audio_index = form.audio_index;
+  spec.layout = form.layout;
   return spec;
 }
 
@@ -198,7 +187,7 @@ Result<std::vector<BatchItem>> DecodeInferRequest(const ModelSpec& spec,
     return Status(StatusCode::kNotFound, "unknown model '" + request.model_name() +
                                              "' (this server serves '" + spec.name + "')");
   }
-  if (request.has_frames()) return DecodeFrames(spec, request.frames());
+  if (request.has_frames()) return DecodeFrames(spec, request.frames(), request.output_form());
   if (!request.has_tensors()) {
     return InvalidArgument("the request has neither tensors nor frames");
   }
@@ -273,7 +262,14 @@ void EncodeInferResponse(const ModelSpec& spec, const Ticket& ticket, lipsync::v
   const Tensor& out = ticket.outputs()[0];
   response->set_queue_ms(ticket.max_queue_ms());
   response->set_compute_ms(ticket.compute_ms());
-  if (form == lipsync::v1::OUTPUT_IMAGE) {
+  if (out.dtype() == DataType::kUInt8) {  // frames run with image output: BGR faces already
+    const size_t bytes = out.byte_size() / ticket.frames();
+    for (size_t f = 0; f < ticket.frames(); ++f) {
+      response->add_images(out.data_as<char>() + f * bytes, bytes);
+    }
+    return;
+  }
+  if (form == lipsync::v1::OUTPUT_IMAGE) {  // tensor requests that ask for images
     const int s = static_cast<int>(out.shape()[2]);
     const size_t plane = static_cast<size_t>(s) * s;
     for (size_t f = 0; f < ticket.frames(); ++f) {

@@ -7,6 +7,7 @@
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -76,6 +77,14 @@ struct PlanBuilder {
   void Conv(ConvKind kind, ItemShape in, int64_t cout, int64_t k_h, int64_t k_w, int64_t s_h,
             int64_t s_w, int64_t pad_h, int64_t pad_w, int64_t groups, bool residual,
             Activation act) {
+    ConvOn(Buffer(in), kind, cout, k_h, k_w, s_h, s_w, pad_h, pad_w, groups, residual, act);
+  }
+
+  // A conv step reading buffer `input` (so steps can be chained); returns its output buffer.
+  int ConvOn(int input, ConvKind kind, int64_t cout, int64_t k_h, int64_t k_w, int64_t s_h,
+             int64_t s_w, int64_t pad_h, int64_t pad_w, int64_t groups, bool residual,
+             Activation act) {
+    const ItemShape in = plan.buffers[input].shape;
     PlanStep step;
     step.kind = StepKind::kConv;
     step.name = "conv";
@@ -92,7 +101,7 @@ struct PlanBuilder {
     c.groups = groups;
     const ItemShape out{(in.h + 2 * pad_h - k_h) / s_h + 1, (in.w + 2 * pad_w - k_w) / s_w + 1,
                         cout};
-    step.inputs.push_back(Buffer(in));
+    step.inputs.push_back(input);
     const int64_t fan_in = kind == ConvKind::kDepthwise ? k_h * k_w : k_h * k_w * in.c / groups;
     const int64_t count = kind == ConvKind::kDepthwise ? k_h * k_w * cout : cout * fan_in;
     // Weights scaled like a trained layer's so outputs stay O(1) at any fan-in.
@@ -104,6 +113,7 @@ struct PlanBuilder {
     step.epilogue.residual = residual;
     step.epilogue.activation = act;
     plan.steps.push_back(step);
+    return step.output;
   }
 };
 
@@ -253,8 +263,18 @@ TEST(CudaKernels, DepthwiseConv) {
     bool residual;
   };
   const Case cases[] = {
-      {16, 16, 64, 1, false},  {11, 11, 64, 2, false},  {9, 7, 12, 1, true},
-      {10, 10, 1024, 1, true}, {20, 20, 512, 2, false}, {5, 6, 3, 2, false},
+      {16, 16, 64, 1, false},
+      {11, 11, 64, 2, false},
+      {9, 7, 12, 1, true},
+      {10, 10, 1024, 1, true},
+      {20, 20, 512, 2, false},
+      {5, 6, 3, 2, false},
+      // Channel counts that are not a multiple of 8: 8-byte (12, 20) and 4-byte (6) vectors.
+      {33, 17, 12, 1, false},
+      {12, 12, 12, 2, true},
+      {7, 9, 20, 1, true},
+      {8, 8, 6, 1, false},
+      {9, 5, 6, 2, true},
   };
   for (const Case& c : cases) {
     CheckBoth(
@@ -265,6 +285,148 @@ TEST(CudaKernels, DepthwiseConv) {
         2,
         "depthwise 3x3/" + std::to_string(c.stride) + " C=" + std::to_string(c.c) + " at " +
             std::to_string(c.h) + "x" + std::to_string(c.w));
+  }
+}
+
+// The inverted-residual block (expand 1x1 + ReLU, depthwise 3x3 + ReLU, project 1x1 with or
+// without residual) as three chained steps: the reference loops run them one by one, the CUDA
+// backend as one fused kernel; the block's output must agree and be written in full.
+struct BlockCase {
+  int64_t h, w, cin, cout, stride;
+  bool residual;
+  Activation act;
+};
+
+void CheckFusedBlock(const BlockCase& c, Storage storage, int64_t batch) {
+  ASSERT_TRUE(HaveGpu()) << "these tests need a CUDA GPU";
+  const uint32_t seed = FreshSeed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  PlanBuilder b(seed);
+  const int x = b.Buffer({c.h, c.w, c.cin});
+  const int64_t hidden = 2 * c.cin;
+  const int e =
+      b.ConvOn(x, ConvKind::kPointwise, hidden, 1, 1, 1, 1, 0, 0, 1, false, Activation::kRelu);
+  const int d = b.ConvOn(e, ConvKind::kDepthwise, hidden, 3, 3, c.stride, c.stride, 1, 1, hidden,
+                         false, Activation::kRelu);
+  const int out = b.ConvOn(d, ConvKind::kPointwise, c.cout, 1, 1, 1, 1, 0, 0, 1, c.residual, c.act);
+  Plan plan = b.plan;
+  plan.buffers[e].first_step = 0;
+  plan.buffers[e].last_step = 1;
+  plan.buffers[d].first_step = 1;
+  plan.buffers[d].last_step = 2;
+  plan.buffers[out].first_step = 2;
+  plan.buffers[out].last_step = 3;
+  plan.buffers[out].is_output = true;
+  const bool half = storage == Storage::kFloat16;
+  if (half) {
+    for (float& w : plan.weights) w = RoundToHalf(w);
+  }
+  const std::string what = "block " + std::to_string(c.h) + "x" + std::to_string(c.w) + "x" +
+                           std::to_string(c.cin) + " -> " + std::to_string(c.cout) + " stride " +
+                           std::to_string(c.stride) + " (" + cuda::StorageName(storage) +
+                           ", batch " + std::to_string(batch) + ")";
+  ASSERT_TRUE(cuda::FusedBlockStarts(plan, storage)[0]) << what << " was not fused";
+
+  std::vector<float> arena = RandomArena(plan, batch, half, b.rng);
+  const auto& ob = plan.buffers[out];
+  std::fill(arena.begin() + ob.offset * batch, arena.begin() + (ob.offset + ob.size) * batch,
+            std::numeric_limits<float>::quiet_NaN());
+  std::vector<float> expected = arena;
+  for (const auto& step : plan.steps) {
+    reference::RunStep(plan, step, batch, expected.data(), 0);
+    if (half) {  // the unfused half path stores every step's output as half
+      const auto& sb = plan.buffers[step.output];
+      for (int64_t i = 0; i < sb.size * batch; ++i) {
+        float& v = expected[sb.offset * batch + i];
+        v = RoundToHalf(v);
+      }
+    }
+  }
+  const size_t element = cuda::StorageSize(storage);
+  DeviceBuffer device_arena(arena.size() * element);
+  DeviceBuffer device_weights(plan.weights.size() * element);
+  ASSERT_NE(device_arena.ptr, nullptr);
+  ASSERT_NE(device_weights.ptr, nullptr);
+  Upload(arena, storage, device_arena.ptr);
+  Upload(plan.weights, storage, device_weights.ptr);
+  const Status prepared = cuda::PrepareFusedBlocks();
+  ASSERT_TRUE(prepared.ok()) << prepared.ToString();
+  const cuda::DeviceTensors tensors{storage, device_arena.ptr, device_weights.ptr};
+  const Status launched = cuda::EnqueueFusedBlock(plan, 0, batch, tensors, nullptr);
+  ASSERT_TRUE(launched.ok()) << launched.ToString();
+  ASSERT_CUDA(cudaDeviceSynchronize());
+  std::vector<float> got(arena.size());
+  Download(device_arena.ptr, storage, got);
+  ExpectClose(got.data() + ob.offset * batch, expected.data() + ob.offset * batch, ob.size * batch,
+              half ? kFloat16Tolerance : kFloat32Tolerance, what);
+}
+
+TEST(CudaKernels, FusedInvertedResidualBlock) {
+  const BlockCase cases[] = {
+      {20, 20, 12, 12, 1, true, Activation::kNone},   // the first block's shape, residual
+      {33, 17, 16, 24, 2, false, Activation::kNone},  // stride 2, odd sizes, partial tiles
+      {40, 40, 32, 32, 1, true, Activation::kRelu},   // the largest hidden that fits in float32
+      {9, 9, 6, 8, 1, false, Activation::kSigmoid},   // tiny, one tile
+      {16, 16, 8, 16, 2, true, Activation::kNone},    // stride 2 with a residual of its shape
+      {7, 30, 20, 3, 1, false, Activation::kNone},    // 3 outputs, wide image
+  };
+  for (const BlockCase& c : cases) {
+    for (const Storage storage : {Storage::kFloat32, Storage::kFloat16}) {
+      CheckFusedBlock(c, storage, 3);
+    }
+  }
+}
+
+TEST(CudaKernels, FusedBlockLeavesLargeOrOverlappingBlocksUnfused) {
+  // 256 input channels: the expanded tile does not fit in shared memory.
+  PlanBuilder b(1);
+  const int x = b.Buffer({8, 8, 256});
+  const int e =
+      b.ConvOn(x, ConvKind::kPointwise, 512, 1, 1, 1, 1, 0, 0, 1, false, Activation::kRelu);
+  const int d =
+      b.ConvOn(e, ConvKind::kDepthwise, 512, 3, 3, 1, 1, 1, 1, 512, false, Activation::kRelu);
+  b.ConvOn(d, ConvKind::kPointwise, 256, 1, 1, 1, 1, 0, 0, 1, false, Activation::kNone);
+  b.plan.buffers[e].last_step = 1;
+  b.plan.buffers[d].last_step = 2;
+  EXPECT_FALSE(cuda::FusedBlockStarts(b.plan, Storage::kFloat16)[0]);
+  // A small block whose expanded tensor is read again later may not be fused.
+  PlanBuilder s(2);
+  const int x2 = s.Buffer({8, 8, 8});
+  const int e2 =
+      s.ConvOn(x2, ConvKind::kPointwise, 16, 1, 1, 1, 1, 0, 0, 1, false, Activation::kRelu);
+  const int d2 =
+      s.ConvOn(e2, ConvKind::kDepthwise, 16, 3, 3, 1, 1, 1, 1, 16, false, Activation::kRelu);
+  s.ConvOn(d2, ConvKind::kPointwise, 8, 1, 1, 1, 1, 0, 0, 1, false, Activation::kNone);
+  s.plan.buffers[e2].last_step = 5;
+  s.plan.buffers[d2].last_step = 2;
+  EXPECT_FALSE(cuda::FusedBlockStarts(s.plan, Storage::kFloat16)[0]);
+  s.plan.buffers[e2].last_step = 1;
+  EXPECT_TRUE(cuda::FusedBlockStarts(s.plan, Storage::kFloat16)[0]);
+}
+
+// The audio branch's 3x3 convolutions at small batches go to the small-image kernel (one warp per
+// output channel and 8 pixels) up to 1024 output pixels; larger batches to the GEMM. Both against
+// the reference loops.
+TEST(CudaKernels, SmallImageConv) {
+  struct Case {
+    int64_t h, w, cin, cout, s, pad, batch;
+    bool residual;
+    const char* what;
+  };
+  const Case cases[] = {
+      {16, 16, 128, 256, 1, 1, 1, false, "audio conv3 at batch 1"},
+      {16, 16, 256, 512, 2, 3, 1, true, "audio conv5 at batch 1, residual"},
+      {16, 16, 128, 256, 1, 1, 4, false, "audio conv3 at batch 4 (1024 pixels)"},
+      {5, 7, 40, 24, 1, 1, 3, true, "odd sizes, a partial pixel group, Cin not a multiple of 32"},
+      {16, 16, 128, 256, 1, 1, 8, false, "batch 8: the GEMM again"},
+  };
+  for (const Case& c : cases) {
+    CheckBoth(
+        [&](PlanBuilder& b) {
+          b.Conv(ConvKind::kDense, {c.h, c.w, c.cin}, c.cout, 3, 3, c.s, c.s, c.pad, c.pad, 1,
+                 c.residual, Activation::kRelu);
+        },
+        c.batch, c.what);
   }
 }
 

@@ -90,7 +90,7 @@ std::unique_ptr<Engine> MakeEngine(const std::string& backend, Precision precisi
   EngineOptions options;
   options.backend = backend;
   options.precision = precision;
-  options.cuda_graph = graph;
+  options.cuda.cuda_graph = graph;
   options.max_batch = 64;
   auto engine = Engine::Create(DemoModel(), options);
   EXPECT_TRUE(engine.ok()) << backend << ": " << engine.status().ToString();

@@ -40,7 +40,7 @@ TEST(CudaUnavailable, FactoryReturnsUnavailableForEveryOption) {
       EngineOptions options;
       options.backend = "cuda";
       options.precision = precision;
-      options.cuda_graph = graph;
+      options.cuda.cuda_graph = graph;
       // The model file need not exist: the device check comes first, and must not crash either.
       auto loaded = CreateCudaBackend("/nonexistent/model.onnx", options);
       ASSERT_FALSE(loaded.ok());

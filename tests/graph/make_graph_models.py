@@ -153,6 +153,25 @@ class MaxPoolModel(nn.Module):
         return F.max_pool2d(self.c(x), 2)
 
 
+class FrameModel(nn.Module):
+    """The lip-sync interface in miniature, for the frame form: visual [N,6,S,S] and audio
+    [N,32,16,16] in, a sigmoid [N,3,S,S] out whose values spread over (0, 1)."""
+
+    def __init__(self, size):
+        super().__init__()
+        self.scale = size // 16
+        self.visual = nn.Conv2d(6, 8, 3, 1, 1)
+        self.audio = nn.Conv2d(32, 8, 1)
+        self.out = nn.Conv2d(16, 3, 3, 1, 1)
+        with torch.no_grad():
+            self.out.weight.mul_(6.0)
+
+    def forward(self, v, a):
+        x = F.relu(self.visual(v))
+        y = F.interpolate(F.relu(self.audio(a)), scale_factor=self.scale, mode="nearest")
+        return torch.sigmoid(self.out(torch.cat([x, y], dim=1)))
+
+
 def export(model, args, names, path, outs=("output",), opset=17):
     model.eval()
     dynamic = {n: {0: "batch"} for n in names + list(outs)}
@@ -253,6 +272,9 @@ def main():
     export(NearestUp(), (torch.rand(1, 3, 7, 9),), ["x"], os.path.join(out, "upsample_opset9.onnx"),
            opset=9)
     export(MaxPoolModel(), (torch.rand(1, 3, 8, 8),), ["x"], os.path.join(out, "maxpool.onnx"))
+    for size in (320, 160):
+        export(FrameModel(size), (torch.rand(1, 6, size, size), torch.rand(1, 32, 16, 16)),
+               ["visual_input", "audio_input"], os.path.join(out, f"frames{size}.onnx"))
     standalone_ops_model(os.path.join(out, "standalone_ops.onnx"))
     softmax_model(os.path.join(out, "softmax.onnx"))
     conv_bn_model(os.path.join(out, "conv_bn.onnx"))

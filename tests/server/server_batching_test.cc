@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
+#include <cstring>
 #include <future>
 #include <thread>
 
@@ -365,6 +367,97 @@ TEST(ServerBatching, CompletedTicketReleasesWhatItsCallbackHeld) {
   done.get_future().wait();
   batcher.Shutdown(std::chrono::milliseconds(1000));
   EXPECT_TRUE(watch.expired());
+}
+
+// With two schedulers (what a GPU backend gets), batches of all three forms run side by side:
+// every frame still gets its own answer, equal to the engine's for it alone, and shutdown waits
+// for both schedulers.
+TEST(ServerBatching, TwoSchedulersKeepEveryAnswerApart) {
+  auto engine = TinyEngine();
+  ASSERT_TRUE(engine);
+  Metrics metrics;
+  BatcherOptions bo;
+  bo.max_batch = 3;
+  bo.max_queue_delay = std::chrono::microseconds(0);
+  bo.schedulers = 2;
+  Batcher batcher(engine.get(), bo, &metrics);
+  constexpr int kRequests = 24;
+  const ItemForm forms[] = {ItemForm::kTensors, ItemForm::kFrames, ItemForm::kFramesToImages};
+  std::vector<Tensor> expected;
+  std::vector<std::promise<Tensor>> answers(kRequests);
+  for (int i = 0; i < kRequests; ++i) {
+    const ItemForm form = forms[i % 3];
+    const int frames = 1 + i % 2;
+    Frames f = MakeFrames(frames, 500 + i);
+    std::vector<BatchItem> items;
+    if (form == ItemForm::kTensors) {
+      expected.push_back(EngineOutput(*engine, f.engine_inputs));
+      for (int k = 0; k < frames; ++k) {
+        BatchItem one;
+        for (const auto& t : f.engine_inputs) {
+          Shape shape = t.shape();
+          shape[0] = 1;
+          Tensor row = Tensor::Uninitialized(t.dtype(), shape);
+          std::memcpy(row.data(), static_cast<const char*>(t.data()) + k * row.byte_size(),
+                      row.byte_size());
+          one.inputs.push_back(std::move(row));
+        }
+        items.push_back(std::move(one));
+      }
+    } else {
+      const auto& wire = f.request.frames();
+      Tensor faces(DataType::kUInt8, {frames, 320, 320, 3});
+      for (int k = 0; k < frames; ++k) {
+        std::memcpy(faces.data_as<uint8_t>() + k * 320 * 320 * 3, wire.frames(k).face_bgr().data(),
+                    320 * 320 * 3);
+      }
+      const bool images = form == ItemForm::kFramesToImages;
+      Tensor want = images ? Tensor(DataType::kUInt8, {frames, 320, 320, 3})
+                           : Tensor(DataType::kFloat32, {frames, 3, 320, 320});
+      ASSERT_TRUE(
+          engine->RunFrames({faces.view(), f.engine_inputs[1].view()}, want.mutable_view()).ok());
+      expected.push_back(std::move(want));
+      for (int k = 0; k < frames; ++k) {
+        BatchItem one;
+        one.form = form;
+        Tensor face(DataType::kUInt8, {1, 320, 320, 3});
+        std::memcpy(face.data(), faces.data_as<uint8_t>() + k * face.byte_size(), face.byte_size());
+        Tensor audio(DataType::kFloat32, {1, 32, 16, 16});
+        std::memcpy(audio.data(), f.engine_inputs[1].data_as<float>() + k * 32 * 16 * 16,
+                    audio.byte_size());
+        one.inputs.push_back(std::move(face));
+        one.inputs.push_back(std::move(audio));
+        items.push_back(std::move(one));
+      }
+    }
+    auto ticket = std::make_shared<Ticket>(frames, Clock::time_point::max(), [&, i](Ticket& t) {
+      EXPECT_TRUE(t.status().ok()) << t.status().ToString();
+      answers[i].set_value(t.status().ok() ? t.outputs()[0].Clone() : Tensor());
+    });
+    ASSERT_TRUE(batcher.Submit(ticket, std::move(items)).ok());
+  }
+  for (int i = 0; i < kRequests; ++i) {
+    const Tensor got = answers[i].get_future().get();
+    const Tensor& want = expected[i];
+    ASSERT_EQ(got.shape(), want.shape()) << "request " << i;
+    if (want.dtype() == DataType::kUInt8) {
+      int worst = 0;
+      for (int64_t k = 0; k < want.element_count(); ++k) {
+        worst = std::max(
+            worst, std::abs(int(got.data_as<uint8_t>()[k]) - int(want.data_as<uint8_t>()[k])));
+      }
+      EXPECT_LE(worst, 1) << "request " << i;  // batching may move a value across a step
+    } else {
+      double worst = 0;
+      for (int64_t k = 0; k < want.element_count(); ++k) {
+        worst =
+            std::max(worst, double(std::fabs(got.data_as<float>()[k] - want.data_as<float>()[k])));
+      }
+      EXPECT_LE(worst, 1e-5) << "request " << i;
+    }
+  }
+  batcher.Shutdown(std::chrono::milliseconds(5000));
+  EXPECT_EQ(metrics.frames(), static_cast<uint64_t>(kRequests / 2 + kRequests));
 }
 
 }  // namespace

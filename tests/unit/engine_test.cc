@@ -195,7 +195,7 @@ TEST(Engine, MissingGpuProviderSaysWhichLibraryOrFallsBack) {
   if (r.ok()) GTEST_SKIP() << "this machine has a working CUDA provider";
   EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
   EXPECT_NE(r.status().message().find("libonnxruntime_providers_cuda.so"), std::string::npos);
-  o.allow_cpu_fallback = true;
+  o.ort.allow_cpu_fallback = true;
   auto fallback = Engine::Create(kDir + "/tiny.onnx", o);
   ASSERT_TRUE(fallback.ok()) << fallback.status().ToString();
   EXPECT_EQ((*fallback)->info().provider, "cpu");
@@ -230,6 +230,64 @@ TEST(Engine, ConcurrentRunsMatchSingleThreadedResults) {
   }
   for (auto& th : threads) th.join();
   for (int t = 0; t < kThreads; ++t) EXPECT_EQ(mismatches[t], 0) << "thread " << t;
+}
+
+TEST(Engine, CpuBackendCapabilities) {
+  auto e = Load("tiny.onnx");
+  ASSERT_TRUE(e);
+  const BackendCapabilities& caps = e->capabilities();
+  EXPECT_TRUE(caps.Accepts(MemoryType::kHost));
+  EXPECT_TRUE(caps.Accepts(MemoryType::kPinnedHost));
+  EXPECT_FALSE(caps.Accepts(MemoryType::kDevice));
+  EXPECT_EQ(caps.device_id, -1);
+  EXPECT_FALSE(caps.frames_on_device);
+  EXPECT_EQ(caps.overlapping_runs, 1);
+}
+
+TEST(Engine, DeviceMemoryOnACpuBackendIsAClearError) {
+  auto e = Load("tiny.onnx");
+  ASSERT_TRUE(e);
+  auto in = RandomInputs(1, 3);
+  std::vector<TensorView> views = Views(in);
+  views[0].memory = MemoryType::kDevice;
+  auto r = e->Run(views);
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(r.status().message(),
+            "input 'visual_input' is in device memory, which the 'ort' backend (provider 'cpu') "
+            "cannot read (it takes: host, pinned host)");
+
+  Tensor out(DataType::kFloat32, {1, 3, 320, 320});
+  MutableTensorView out_view = out.mutable_view();
+  out_view.memory = MemoryType::kDevice;
+  const Status s = e->Run(Views(in), {out_view});
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("output buffer 'output' is in device memory"), std::string::npos)
+      << s.message();
+}
+
+TEST(Engine, PinnedHostViewsRunLikeHostViews) {
+  // The CPU backends read pinned host memory as any host memory: same results.
+  auto e = Load("tiny.onnx");
+  ASSERT_TRUE(e);
+  auto in = RandomInputs(2, 21);
+  auto expected = e->Run(Views(in));
+  ASSERT_TRUE(expected.ok());
+  std::vector<TensorView> pinned = Views(in);
+  for (auto& v : pinned) v.memory = MemoryType::kPinnedHost;
+  auto got = e->Run(pinned);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(std::memcmp((*got)[0].data(), (*expected)[0].data(), (*got)[0].byte_size()), 0);
+}
+
+TEST(Engine, BackendOptionsBelongToTheirBackend) {
+  // Options of another backend are ignored; the ort backend checks its own.
+  EngineOptions o = CpuOptions();
+  o.cuda.max_contexts = 0;  // not the ort backend's concern
+  EXPECT_TRUE(Engine::Create(kDir + "/tiny.onnx", o).ok());
+  o = CpuOptions();
+  o.ort.inter_op_threads = -1;
+  auto r = Engine::Create(kDir + "/tiny.onnx", o);
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
 }
 
 }  // namespace

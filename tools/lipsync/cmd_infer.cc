@@ -26,22 +26,6 @@ struct InferArgs {
   uint64_t seed = 0;
 };
 
-// The model's visual input is the one with 6 channels; the other is the audio window.
-Result<std::pair<size_t, size_t>> FindVisualAndAudio(const ModelInfo& info) {
-  if (info.inputs.size() != 2) {
-    return InvalidArgument(
-        "expected a lip-sync model with 2 inputs (visual, audio), this one has " +
-        std::to_string(info.inputs.size()));
-  }
-  for (size_t v = 0; v < 2; ++v) {
-    const Shape& s = info.inputs[v].shape;
-    if (s.size() == 4 && s[1] == 6 && s[2] == s[3] && s[2] > 0) return std::make_pair(v, 1 - v);
-  }
-  return InvalidArgument(
-      "neither input has the visual shape [N,6,S,S]: " + ShapeToString(info.inputs[0].shape) +
-      ", " + ShapeToString(info.inputs[1].shape));
-}
-
 Result<Tensor> LoadAudio(const std::string& path, const TensorInfo& want) {
   LIPSYNC_ASSIGN_OR_RETURN(Tensor audio, LoadNpy(path));
   Shape item(want.shape.begin() + 1, want.shape.end());
@@ -70,51 +54,50 @@ int RunInfer(const InferArgs& args) {
   if (!engine.ok()) return ReportError(engine.status());
   const double load_ms = MsSince(t0);
   const ModelInfo& info = (*engine)->info();
-  auto io = FindVisualAndAudio(info);
-  if (!io.ok()) return ReportError(io.status());
-  const auto [vi, ai] = *io;
-  const int size = static_cast<int>(info.inputs[vi].shape[2]);
-  auto layout = FaceLayout::ForInputSize(size);
-  if (!layout.ok()) return ReportError(layout.status());
+  const FrameFormInfo& form = (*engine)->frame_form();
+  if (!form.supported) {
+    return ReportError(
+        InvalidArgument("'" + args.engine.model +
+                        "' is not a lip-sync model this command can run: " + form.why_not));
+  }
+  const int size = form.layout.inner_size;
+  const TensorInfo& audio_info = info.inputs[form.audio_index];
 
+  // Reading and cropping the face; the engine does the rest of the pre-processing (RunFrames).
   t0 = Clock::now();
   auto image = LoadImage(args.face);
   if (!image.ok()) return ReportError(image.status());
-  auto inner = PrepareFace(*image, *layout);
+  auto inner = PrepareFace(*image, form.layout);
   if (!inner.ok()) return ReportError(inner.status());
-  std::vector<Tensor> inputs(2);
-  inputs[vi] = Tensor(DataType::kFloat32, {1, 6, size, size});
-  FillVisualInput(inner->bgr.data(), *layout, inputs[vi].data_as<float>());
+  Tensor faces = Tensor::Uninitialized(DataType::kUInt8, {1, size, size, 3});
+  std::memcpy(faces.data(), inner->bgr.data(), faces.byte_size());
+  Tensor audio;
   if (args.audio.empty()) {
-    Shape shape = info.inputs[ai].shape;
+    Shape shape = audio_info.shape;
     shape[0] = 1;
-    inputs[ai] = Tensor(info.inputs[ai].dtype, shape);
-    FillRandom(inputs[ai], args.seed);
+    audio = Tensor(audio_info.dtype, shape);
+    FillRandom(audio, args.seed);
   } else {
-    auto audio = LoadAudio(args.audio, info.inputs[ai]);
-    if (!audio.ok()) return ReportError(audio.status());
-    inputs[ai] = std::move(*audio);
+    auto loaded = LoadAudio(args.audio, audio_info);
+    if (!loaded.ok()) return ReportError(loaded.status());
+    audio = std::move(*loaded);
   }
   const double pre_ms = MsSince(t0);
 
   t0 = Clock::now();
-  auto outputs = (*engine)->Run(Views(inputs));
-  if (!outputs.ok()) return ReportError(outputs.status());
+  Image face{size, size, std::vector<uint8_t>(static_cast<size_t>(size) * size * 3)};
+  MutableTensorView out{DataType::kUInt8, {1, size, size, 3}, face.bgr.data()};
+  const Status ran = (*engine)->RunFrames({faces.view(), audio.view()}, out);
+  if (!ran.ok()) return ReportError(ran);
   const double infer_ms = MsSince(t0);
 
-  const Tensor& out = (*outputs)[0];
-  if (out.shape() != Shape{1, 3, size, size} || out.dtype() != DataType::kFloat32) {
-    return ReportError(InvalidArgument("model output " + ShapeToString(out.shape()) +
-                                       " is not a float32 face [1,3," + std::to_string(size) + "," +
-                                       std::to_string(size) + "]"));
-  }
-  Image face{size, size, std::vector<uint8_t>(static_cast<size_t>(size) * size * 3)};
-  OutputToImage(out.data_as<float>(), size, face.bgr.data());
   Status saved = SaveImage(args.out, face);
   if (!saved.ok()) return ReportError(saved);
   std::printf("wrote %s (%dx%d)\n", args.out.c_str(), size, size);
-  std::printf("model load %.1f ms, preprocess %.2f ms, inference %.2f ms (first run, %s/%s)\n",
-              load_ms, pre_ms, infer_ms, info.backend.c_str(), info.provider.c_str());
+  std::printf(
+      "model load %.1f ms, image read %.2f ms, inference %.2f ms (frame form, first run, "
+      "%s/%s)\n",
+      load_ms, pre_ms, infer_ms, info.backend.c_str(), info.provider.c_str());
   return 0;
 }
 

@@ -33,16 +33,17 @@ Result<EngineOptions> ToEngineOptions(const EngineFlags& f) {
   o.provider = f.provider;
   o.intra_op_threads = f.threads;
   o.device_id = f.device;
-  o.engine_cache_dir = f.engine_cache_dir;
-  o.cuda_graph = f.cuda_graph;
-  o.allow_cpu_fallback = f.allow_cpu_fallback;
+  o.ort.engine_cache_dir = f.engine_cache_dir;
+  o.ort.cuda_graph = f.cuda_graph;
+  o.cuda.cuda_graph = f.cuda_graph;
+  o.ort.allow_cpu_fallback = f.allow_cpu_fallback;
   o.max_batch = f.max_batch;
   for (const auto& entry : f.ort_config) {
     const auto eq = entry.find('=');
     if (eq == std::string::npos || eq == 0) {
       return InvalidArgument("--ort-config needs KEY=VALUE, got '" + entry + "'");
     }
-    o.ort_session_config.emplace_back(entry.substr(0, eq), entry.substr(eq + 1));
+    o.ort.session_config.emplace_back(entry.substr(0, eq), entry.substr(eq + 1));
   }
   if (f.precision == "fp32" || f.precision == "float32") {
     o.precision = Precision::kFloat32;
@@ -53,13 +54,13 @@ Result<EngineOptions> ToEngineOptions(const EngineFlags& f) {
   }
   const std::string& g = f.graph_optimization;
   if (g == "disabled")
-    o.graph_optimization = GraphOptimization::kDisabled;
+    o.ort.graph_optimization = GraphOptimization::kDisabled;
   else if (g == "basic")
-    o.graph_optimization = GraphOptimization::kBasic;
+    o.ort.graph_optimization = GraphOptimization::kBasic;
   else if (g == "extended")
-    o.graph_optimization = GraphOptimization::kExtended;
+    o.ort.graph_optimization = GraphOptimization::kExtended;
   else if (g == "all")
-    o.graph_optimization = GraphOptimization::kAll;
+    o.ort.graph_optimization = GraphOptimization::kAll;
   else
     return InvalidArgument("--graph-opt must be disabled, basic, extended or all, got '" + g + "'");
   return o;

@@ -12,8 +12,10 @@
 #include <mutex>
 #include <vector>
 
+#include "backends/cuda/kernels/frames.cuh"
 #include "backends/cuda/step_runner.h"
 #include "graph/compiler.h"
+#include "lipsync/face.h"
 
 namespace lipsync {
 namespace cuda {
@@ -67,18 +69,24 @@ int64_t ItemElements(const graph::PlanTensor& t) {
   return n;
 }
 
-// What one concurrent Run() owns: its stream, arena and staging buffers (sized for `capacity`
-// items), and the graphs captured over exactly these buffers.
+// What one concurrent Run() owns: its stream, arena, input/output buffers and their pinned host
+// mirrors (sized for `capacity` items), and the graphs captured over exactly these buffers.
 struct RunContext {
   cudaStream_t stream = nullptr;
   int64_t capacity = 0;
   DeviceMemory arena;
   DeviceMemory io;       // float32 NCHW: every input, then every output, each `capacity` items
-  PinnedMemory staging;  // host copy of `io`
-  std::map<int64_t, cudaGraphExec_t> graphs;
+  PinnedMemory staging;  // host mirror of `io`
+  // The frame form: uint8 faces in (`capacity` crops at most) then faces out.
+  int64_t face_capacity = 0;
+  DeviceMemory faces;
+  PinnedMemory face_staging;
+  // Graphs of the device work by (batch, form): the copies stay outside, so one graph serves
+  // host and device callers alike.
+  std::map<std::pair<int64_t, int>, cudaGraphExec_t> graphs;
 
   void DropGraphs() {
-    for (auto& [batch, exec] : graphs) cudaGraphExecDestroy(exec);
+    for (auto& [key, exec] : graphs) cudaGraphExecDestroy(exec);
     graphs.clear();
   }
   ~RunContext() {
@@ -88,15 +96,40 @@ struct RunContext {
   }
 };
 
+// What the device work of one call does with its inputs and outputs.
+struct Form {
+  bool frames = false;
+  FaceGeometry geometry;  // frames: source size and offset of the faces
+  FaceLayout layout;      // frames: the model's face layout (sizes the face buffers)
+  size_t visual = 0, audio = 1;
+  bool bytes_out = false;  // frames: uint8 BGR out instead of the float32 output
+
+  // A small key for the graph map: tensors 0; frames 1 + crop * 2 + bytes_out.
+  int Key() const {
+    if (!frames) return 0;
+    return 1 + (geometry.offset != 0 ? 2 : 0) + (bytes_out ? 1 : 0);
+  }
+};
+
+// A download to a caller's pageable buffer, finished by a host copy after the stream syncs.
+struct PendingCopy {
+  void* dst;
+  const void* src;
+  size_t bytes;
+};
+
 class CudaBackend : public Backend {
  public:
   CudaBackend(graph::Plan plan, int device, Storage storage, bool use_graphs, int64_t max_batch,
-              DeviceMemory weights)
+              int max_contexts, bool fused_blocks, DeviceMemory weights)
       : plan_(std::move(plan)),
+        fused_starts_(fused_blocks ? FusedBlockStarts(plan_, storage)
+                                   : std::vector<bool>(plan_.steps.size(), false)),
         device_(device),
         storage_(storage),
         use_graphs_(use_graphs),
         max_batch_(max_batch),
+        max_contexts_(static_cast<size_t>(max_contexts)),
         weights_(std::move(weights)) {
     int64_t offset = 0;
     for (const auto& t : plan_.inputs) {
@@ -124,7 +157,32 @@ class CudaBackend : public Backend {
     LIPSYNC_RETURN_IF_ERROR(
         CudaCheck(cudaSetDevice(device_), "cudaSetDevice", "selecting the backend's device"));
     LIPSYNC_ASSIGN_OR_RETURN(RunContext * ctx, Acquire());
-    const Status status = RunOn(*ctx, batch, inputs, outputs);
+    const Status status = RunTensors(*ctx, batch, inputs, outputs);
+    Release(ctx);
+    return status;
+  }
+
+  Status RunFrames(const FrameFormInfo& info, const FaceBatch& batch,
+                   const MutableTensorView& output) override {
+    const int64_t n = batch.faces.shape[0];
+    Form form;
+    form.frames = true;
+    form.visual = info.visual_index;
+    form.audio = info.audio_index;
+    form.bytes_out = output.dtype == DataType::kUInt8;
+    form.layout = info.layout;
+    const FaceLayout& l = info.layout;
+    form.geometry.size = l.inner_size;
+    form.geometry.source_size = static_cast<int>(batch.faces.shape[1]);
+    form.geometry.offset = form.geometry.source_size == l.inner_size ? 0 : l.inner_offset;
+    form.geometry.mask_x = l.mask_x;
+    form.geometry.mask_y = l.mask_y;
+    form.geometry.mask_w = l.mask_w;
+    form.geometry.mask_h = l.mask_h;
+    LIPSYNC_RETURN_IF_ERROR(
+        CudaCheck(cudaSetDevice(device_), "cudaSetDevice", "selecting the backend's device"));
+    LIPSYNC_ASSIGN_OR_RETURN(RunContext * ctx, Acquire());
+    const Status status = RunFaces(*ctx, n, form, batch, output);
     Release(ctx);
     return status;
   }
@@ -167,7 +225,7 @@ class CudaBackend : public Backend {
 
   Result<RunContext*> Acquire() {
     std::unique_lock<std::mutex> lock(mutex_);
-    while (idle_.empty() && contexts_.size() >= kMaxContexts) available_.wait(lock);
+    while (idle_.empty() && contexts_.size() >= max_contexts_) available_.wait(lock);
     if (!idle_.empty()) {
       RunContext* ctx = idle_.back();
       idle_.pop_back();
@@ -211,6 +269,33 @@ class CudaBackend : public Backend {
     return Status::Ok();
   }
 
+  // Face buffers for `batch` crops in and `batch` inner faces out (bytes per item below).
+  Status ReserveFaces(RunContext& ctx, int64_t batch, const FaceLayout& layout) {
+    if (batch <= ctx.face_capacity) return Status::Ok();
+    LIPSYNC_RETURN_IF_ERROR(CudaCheck(cudaStreamSynchronize(ctx.stream), "cudaStreamSynchronize",
+                                      "waiting to grow the face buffers"));
+    ctx.DropGraphs();
+    ctx.faces.reset();
+    ctx.face_staging.reset();
+    ctx.face_capacity = 0;
+    const size_t bytes = FaceItemBytes(layout) * static_cast<size_t>(batch);
+    const std::string what = "the faces of batch " + std::to_string(batch);
+    LIPSYNC_ASSIGN_OR_RETURN(ctx.faces, AllocateDevice(bytes, what));
+    LIPSYNC_ASSIGN_OR_RETURN(ctx.face_staging, AllocatePinned(bytes, what));
+    ctx.face_capacity = batch;
+    return Status::Ok();
+  }
+  static size_t CropBytes(const FaceLayout& l) {
+    return static_cast<size_t>(l.crop_size) * l.crop_size * 3;
+  }
+  static size_t FaceItemBytes(const FaceLayout& l) {
+    return CropBytes(l) + static_cast<size_t>(l.inner_size) * l.inner_size * 3;
+  }
+  static uint8_t* FacesIn(void* base) { return static_cast<uint8_t*>(base); }
+  static uint8_t* FacesOut(void* base, const RunContext& ctx, const FaceLayout& l) {
+    return static_cast<uint8_t*>(base) + CropBytes(l) * static_cast<size_t>(ctx.face_capacity);
+  }
+
   float* DeviceIo(RunContext& ctx, size_t slot) const {
     return static_cast<float*>(ctx.io.get()) + io_offsets_[slot] * ctx.capacity;
   }
@@ -218,41 +303,79 @@ class CudaBackend : public Backend {
     return static_cast<float*>(ctx.staging.get()) + io_offsets_[slot] * ctx.capacity;
   }
 
-  // The whole forward pass on ctx.stream: uploads, layout conversions, steps, downloads.
-  Status Enqueue(RunContext& ctx, int64_t batch) {
+  // A caller's input into device memory on the stream: device views are copied on the device,
+  // pinned ones uploaded as they are, pageable ones through the context's pinned staging.
+  Status Upload(RunContext& ctx, const TensorView& v, void* device, void* staging,
+                const std::string& what) {
+    const size_t bytes = v.byte_size();
+    const void* src = v.data;
+    cudaMemcpyKind kind = cudaMemcpyHostToDevice;
+    if (v.memory == MemoryType::kDevice) {
+      kind = cudaMemcpyDeviceToDevice;
+    } else if (v.memory == MemoryType::kHost) {
+      std::memcpy(staging, v.data, bytes);
+      src = staging;
+    }
+    return CudaCheck(cudaMemcpyAsync(device, src, bytes, kind, ctx.stream), "cudaMemcpyAsync",
+                     "uploading " + what);
+  }
+
+  // The reverse; a pageable destination is filled from staging once the stream has finished.
+  Status Download(RunContext& ctx, const void* device, const MutableTensorView& v, void* staging,
+                  const std::string& what, std::vector<PendingCopy>* pending) {
+    const size_t bytes = v.byte_size();
+    void* dst = v.data;
+    cudaMemcpyKind kind = cudaMemcpyDeviceToHost;
+    if (v.memory == MemoryType::kDevice) {
+      kind = cudaMemcpyDeviceToDevice;
+    } else if (v.memory == MemoryType::kHost) {
+      dst = staging;
+      pending->push_back({v.data, staging, bytes});
+    }
+    return CudaCheck(cudaMemcpyAsync(dst, device, bytes, kind, ctx.stream), "cudaMemcpyAsync",
+                     "downloading " + what);
+  }
+
+  // The device work of one call, from the device input buffers to the device output buffers.
+  Status Enqueue(RunContext& ctx, int64_t batch, const Form& form) {
     const DeviceTensors tensors{storage_, ctx.arena.get(), weights_.get()};
-    const size_t inputs = plan_.inputs.size();
-    for (size_t i = 0; i < inputs; ++i) {
-      const size_t bytes = static_cast<size_t>(io_elements_[i] * batch) * sizeof(float);
-      LIPSYNC_RETURN_IF_ERROR(CudaCheck(cudaMemcpyAsync(DeviceIo(ctx, i), StagingIo(ctx, i), bytes,
-                                                        cudaMemcpyHostToDevice, ctx.stream),
-                                        "cudaMemcpyAsync",
-                                        "uploading input '" + plan_.inputs[i].name + "'"));
-      LIPSYNC_RETURN_IF_ERROR(EnqueueInput(plan_, i, DeviceIo(ctx, i), batch, tensors, ctx.stream));
+    for (size_t i = 0; i < plan_.inputs.size(); ++i) {
+      if (form.frames && i == form.visual) {
+        LIPSYNC_RETURN_IF_ERROR(EnqueueFacesInput(plan_, i, FacesIn(ctx.faces.get()), form.geometry,
+                                                  batch, tensors, ctx.stream));
+      } else {
+        LIPSYNC_RETURN_IF_ERROR(
+            EnqueueInput(plan_, i, DeviceIo(ctx, i), batch, tensors, ctx.stream));
+      }
     }
     for (size_t s = 0; s < plan_.steps.size(); ++s) {
-      LIPSYNC_RETURN_IF_ERROR(EnqueueStep(plan_, s, batch, tensors, ctx.stream));
+      if (fused_starts_[s]) {
+        LIPSYNC_RETURN_IF_ERROR(EnqueueFusedBlock(plan_, s, batch, tensors, ctx.stream));
+        s += 2;
+      } else {
+        LIPSYNC_RETURN_IF_ERROR(EnqueueStep(plan_, s, batch, tensors, ctx.stream));
+      }
     }
+    const size_t inputs = plan_.inputs.size();
     for (size_t o = 0; o < plan_.outputs.size(); ++o) {
-      const size_t slot = inputs + o;
-      LIPSYNC_RETURN_IF_ERROR(
-          EnqueueOutput(plan_, o, batch, tensors, DeviceIo(ctx, slot), ctx.stream));
-      const size_t bytes = static_cast<size_t>(io_elements_[slot] * batch) * sizeof(float);
-      LIPSYNC_RETURN_IF_ERROR(CudaCheck(cudaMemcpyAsync(StagingIo(ctx, slot), DeviceIo(ctx, slot),
-                                                        bytes, cudaMemcpyDeviceToHost, ctx.stream),
-                                        "cudaMemcpyAsync",
-                                        "downloading output '" + plan_.outputs[o].name + "'"));
+      if (form.bytes_out) {
+        LIPSYNC_RETURN_IF_ERROR(EnqueueOutputBytes(
+            plan_, o, batch, tensors, FacesOut(ctx.faces.get(), ctx, form.layout), ctx.stream));
+      } else {
+        LIPSYNC_RETURN_IF_ERROR(
+            EnqueueOutput(plan_, o, batch, tensors, DeviceIo(ctx, inputs + o), ctx.stream));
+      }
     }
     return Status::Ok();
   }
 
-  Result<cudaGraphExec_t> Capture(RunContext& ctx, int64_t batch) {
+  Result<cudaGraphExec_t> Capture(RunContext& ctx, int64_t batch, const Form& form) {
     const std::string during = "capturing the CUDA graph of batch " + std::to_string(batch);
     // Thread-local mode: other threads' CUDA calls (other contexts) do not disturb the capture.
     LIPSYNC_RETURN_IF_ERROR(
         CudaCheck(cudaStreamBeginCapture(ctx.stream, cudaStreamCaptureModeThreadLocal),
                   "cudaStreamBeginCapture", during));
-    const Status enqueued = Enqueue(ctx, batch);
+    const Status enqueued = Enqueue(ctx, batch, form);
     cudaGraph_t graph = nullptr;
     const cudaError_t ended = cudaStreamEndCapture(ctx.stream, &graph);
     if (!enqueued.ok()) {
@@ -267,37 +390,76 @@ class CudaBackend : public Backend {
     return exec;
   }
 
-  Status RunOn(RunContext& ctx, int64_t batch, const std::vector<TensorView>& inputs,
-               const std::vector<MutableTensorView>& outputs) {
-    LIPSYNC_RETURN_IF_ERROR(Reserve(ctx, batch));
-    for (size_t i = 0; i < inputs.size(); ++i) {
-      std::memcpy(StagingIo(ctx, i), inputs[i].data, inputs[i].byte_size());
+  // The device work, replayed from a graph when graphs are on.
+  Status Compute(RunContext& ctx, int64_t batch, const Form& form) {
+    if (!use_graphs_) return Enqueue(ctx, batch, form);
+    const auto key = std::make_pair(batch, form.Key());
+    auto it = ctx.graphs.find(key);
+    if (it == ctx.graphs.end()) {
+      LIPSYNC_ASSIGN_OR_RETURN(cudaGraphExec_t exec, Capture(ctx, batch, form));
+      it = ctx.graphs.emplace(key, exec).first;
     }
-    if (use_graphs_) {
-      auto it = ctx.graphs.find(batch);
-      if (it == ctx.graphs.end()) {
-        LIPSYNC_ASSIGN_OR_RETURN(cudaGraphExec_t exec, Capture(ctx, batch));
-        it = ctx.graphs.emplace(batch, exec).first;
-      }
-      LIPSYNC_RETURN_IF_ERROR(CudaCheck(cudaGraphLaunch(it->second, ctx.stream), "cudaGraphLaunch",
-                                        "launching the graph of batch " + std::to_string(batch)));
-    } else {
-      LIPSYNC_RETURN_IF_ERROR(Enqueue(ctx, batch));
-    }
+    return CudaCheck(cudaGraphLaunch(it->second, ctx.stream), "cudaGraphLaunch",
+                     "launching the graph of batch " + std::to_string(batch));
+  }
+
+  // Waits for the stream, then finishes the downloads to pageable memory.
+  Status Finish(RunContext& ctx, int64_t batch, const std::vector<PendingCopy>& pending) {
     LIPSYNC_RETURN_IF_ERROR(
         CudaCheck(cudaStreamSynchronize(ctx.stream), "cudaStreamSynchronize",
                   "running the forward pass of batch " + std::to_string(batch)));
-    for (size_t o = 0; o < outputs.size(); ++o) {
-      std::memcpy(outputs[o].data, StagingIo(ctx, inputs.size() + o), outputs[o].byte_size());
-    }
+    for (const auto& p : pending) std::memcpy(p.dst, p.src, p.bytes);
     return Status::Ok();
   }
 
+  Status RunTensors(RunContext& ctx, int64_t batch, const std::vector<TensorView>& inputs,
+                    const std::vector<MutableTensorView>& outputs) {
+    LIPSYNC_RETURN_IF_ERROR(Reserve(ctx, batch));
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      LIPSYNC_RETURN_IF_ERROR(Upload(ctx, inputs[i], DeviceIo(ctx, i), StagingIo(ctx, i),
+                                     "input '" + plan_.inputs[i].name + "'"));
+    }
+    LIPSYNC_RETURN_IF_ERROR(Compute(ctx, batch, Form{}));
+    std::vector<PendingCopy> pending;
+    for (size_t o = 0; o < outputs.size(); ++o) {
+      const size_t slot = inputs.size() + o;
+      LIPSYNC_RETURN_IF_ERROR(Download(ctx, DeviceIo(ctx, slot), outputs[o], StagingIo(ctx, slot),
+                                       "output '" + plan_.outputs[o].name + "'", &pending));
+    }
+    return Finish(ctx, batch, pending);
+  }
+
+  Status RunFaces(RunContext& ctx, int64_t batch, const Form& form, const FaceBatch& faces,
+                  const MutableTensorView& output) {
+    const FaceLayout& layout = form.layout;
+    LIPSYNC_RETURN_IF_ERROR(Reserve(ctx, batch));
+    LIPSYNC_RETURN_IF_ERROR(ReserveFaces(ctx, batch, layout));
+    LIPSYNC_RETURN_IF_ERROR(Upload(ctx, faces.faces, FacesIn(ctx.faces.get()),
+                                   FacesIn(ctx.face_staging.get()), "the faces"));
+    LIPSYNC_RETURN_IF_ERROR(Upload(ctx, faces.audio, DeviceIo(ctx, form.audio),
+                                   StagingIo(ctx, form.audio),
+                                   "input '" + plan_.inputs[form.audio].name + "'"));
+    LIPSYNC_RETURN_IF_ERROR(Compute(ctx, batch, form));
+    std::vector<PendingCopy> pending;
+    if (form.bytes_out) {
+      LIPSYNC_RETURN_IF_ERROR(Download(ctx, FacesOut(ctx.faces.get(), ctx, layout), output,
+                                       FacesOut(ctx.face_staging.get(), ctx, layout),
+                                       "the output faces", &pending));
+    } else {
+      const size_t slot = plan_.inputs.size();
+      LIPSYNC_RETURN_IF_ERROR(Download(ctx, DeviceIo(ctx, slot), output, StagingIo(ctx, slot),
+                                       "output '" + plan_.outputs[0].name + "'", &pending));
+    }
+    return Finish(ctx, batch, pending);
+  }
+
   graph::Plan plan_;
+  const std::vector<bool> fused_starts_;  // steps that start a block run as one kernel
   const int device_;
   const Storage storage_;
   const bool use_graphs_;
   const int64_t max_batch_;
+  const size_t max_contexts_;
   DeviceMemory weights_;
   std::vector<int64_t> io_offsets_;   // per-item float offset of each input, then each output
   std::vector<int64_t> io_elements_;  // per-item floats of each
@@ -369,6 +531,10 @@ Status CheckCudaDevice(int device_id) {
 
 Result<LoadedBackend> CreateCudaBackend(const std::string& model_path,
                                         const EngineOptions& options) {
+  if (options.cuda.max_contexts < 1) {
+    return InvalidArgument("CUDA backend: max_contexts must be at least 1, got " +
+                           std::to_string(options.cuda.max_contexts));
+  }
   LIPSYNC_RETURN_IF_ERROR(cuda::CheckCudaDevice(options.device_id));
   Result<graph::Plan> compiled = Internal("not compiled");
   try {
@@ -386,6 +552,7 @@ Result<LoadedBackend> CreateCudaBackend(const std::string& model_path,
                                           "selecting device " + std::to_string(options.device_id)));
   const cuda::Storage storage =
       options.precision == Precision::kFloat16 ? cuda::Storage::kFloat16 : cuda::Storage::kFloat32;
+  if (options.cuda.fused_blocks) LIPSYNC_RETURN_IF_ERROR(cuda::PrepareFusedBlocks());
   LIPSYNC_ASSIGN_OR_RETURN(cuda::DeviceMemory weights, cuda::UploadWeights(plan, storage));
   plan.weights = {};  // on the device now; the steps only need the offsets
 
@@ -400,9 +567,13 @@ Result<LoadedBackend> CreateCudaBackend(const std::string& model_path,
   for (const auto& t : plan.outputs) info.outputs.push_back(cuda::Describe(t));
   info.dynamic_batch = dynamic;
   info.max_batch = max_batch;
-  loaded.backend =
-      std::make_unique<cuda::CudaBackend>(std::move(plan), options.device_id, storage,
-                                          options.cuda_graph, max_batch, std::move(weights));
+  loaded.capabilities.device_memory = true;
+  loaded.capabilities.device_id = options.device_id;
+  loaded.capabilities.frames_on_device = true;
+  loaded.capabilities.overlapping_runs = options.cuda.max_contexts;
+  loaded.backend = std::make_unique<cuda::CudaBackend>(
+      std::move(plan), options.device_id, storage, options.cuda.cuda_graph, max_batch,
+      options.cuda.max_contexts, options.cuda.fused_blocks, std::move(weights));
   return loaded;
 }
 

@@ -4,8 +4,11 @@
 // Per Run(): the inputs are copied into pinned staging memory, uploaded, converted to NHWC, the
 // plan's steps run on one stream, and the outputs come back the same way. Each concurrent Run()
 // takes its own context (stream, arena, staging) from a small pool, so callers never share
-// activations. With EngineOptions::cuda_graph, each context captures its whole forward pass
-// (copies included) as a CUDA graph per batch size on first use and replays it after.
+// activations. With CudaOptions::cuda_graph, each context captures its whole forward pass
+// (the device work; the copies stay outside) as a CUDA graph per batch size and input form on
+// first use and replays it after. Inverted-residual blocks whose shapes fit on chip run as one
+// fused kernel (CudaOptions::fused_blocks). RunFrames takes BGR uint8 faces and converts them on
+// the GPU.
 #pragma once
 
 #include <string>

@@ -6,9 +6,12 @@
 #include "backends/cuda/kernels/depthwise_conv.cuh"
 #include "backends/cuda/kernels/direct_conv.cuh"
 #include "backends/cuda/kernels/elementwise.cuh"
+#include "backends/cuda/kernels/frames.cuh"
+#include "backends/cuda/kernels/fused_block.cuh"
 #include "backends/cuda/kernels/gemm_conv.cuh"
 #include "backends/cuda/kernels/layout.cuh"
 #include "backends/cuda/kernels/resize_concat.cuh"
+#include "backends/cuda/kernels/small_conv.cuh"
 #include "backends/cuda/step_runner.h"
 
 namespace lipsync::cuda {
@@ -77,8 +80,9 @@ cudaError_t EnqueueConv(const Plan& plan, const PlanStep& step, int64_t batch,
       return LaunchDepthwiseConv<T>(g, t, act, stream);
     case ConvKind::kPointwise:  // [Cout][Cin] is the dense layout with kh = kw = 1
     case ConvKind::kDense:
-      return g.groups == 1 ? LaunchGemmConv<T>(g, t, act, stream)
-                           : LaunchDirectConv<T>(g, t, act, stream);
+      if (g.groups != 1) return LaunchDirectConv<T>(g, t, act, stream);
+      return UseSmallImageConv(g) ? LaunchSmallImageConv<T>(g, t, act, stream)
+                                  : LaunchGemmConv<T>(g, t, act, stream);
   }
   return cudaErrorInvalidValue;
 }
@@ -285,6 +289,146 @@ Status EnqueueOutput(const Plan& plan, size_t index, int64_t batch, const Device
                             : LaunchNhwcToNchw<float>(Buffer<float>(plan, id, batch, t), batch, c,
                                                       pixels, Act::kNone, nchw, stream);
   return LaunchStatus(e, "output '" + plan.outputs[index].name + "'");
+}
+
+Status EnqueueFacesInput(const Plan& plan, size_t index, const uint8_t* faces,
+                         const FaceGeometry& geometry, int64_t batch, const DeviceTensors& t,
+                         cudaStream_t stream) {
+  const int id = plan.inputs[index].buffer;
+  const auto& shape = plan.buffers[id].shape;
+  if (shape.c != 6 || shape.h != geometry.size || shape.w != geometry.size) {
+    return Internal("CUDA backend: input '" + plan.inputs[index].name + "' is not the [6," +
+                    std::to_string(geometry.size) + "," + std::to_string(geometry.size) +
+                    "] visual input of the frame form");
+  }
+  const cudaError_t e =
+      t.storage == Storage::kFloat16
+          ? LaunchFacesToVisual<__half>(faces, batch, geometry, Buffer<__half>(plan, id, batch, t),
+                                        stream)
+          : LaunchFacesToVisual<float>(faces, batch, geometry, Buffer<float>(plan, id, batch, t),
+                                       stream);
+  return LaunchStatus(e, "faces into input '" + plan.inputs[index].name + "'");
+}
+
+Status EnqueueOutputBytes(const Plan& plan, size_t index, int64_t batch, const DeviceTensors& t,
+                          uint8_t* bytes, cudaStream_t stream) {
+  const int id = plan.outputs[index].buffer;
+  const int64_t count = plan.buffers[id].size * batch;
+  const cudaError_t e =
+      t.storage == Storage::kFloat16
+          ? LaunchOutputToBytes<__half>(Buffer<__half>(plan, id, batch, t), count, bytes, stream)
+          : LaunchOutputToBytes<float>(Buffer<float>(plan, id, batch, t), count, bytes, stream);
+  return LaunchStatus(e, "output '" + plan.outputs[index].name + "' to bytes");
+}
+
+namespace {
+
+bool Overlap(const graph::PlanBuffer& a, const graph::PlanBuffer& b) {
+  return a.offset < b.offset + b.size && b.offset < a.offset + a.size;
+}
+
+FusedBlockGeometry FusedGeometry(const Plan& plan, size_t first) {
+  const PlanStep& dw = plan.steps[first + 1];
+  const PlanStep& project = plan.steps[first + 2];
+  const auto& in = plan.buffers[plan.steps[first].inputs[0]].shape;
+  const auto& out = plan.buffers[project.output].shape;
+  FusedBlockGeometry g;
+  g.h = static_cast<int>(in.h);
+  g.w = static_cast<int>(in.w);
+  g.cin = static_cast<int>(in.c);
+  g.hidden = static_cast<int>(dw.conv.cin);
+  g.oh = static_cast<int>(out.h);
+  g.ow = static_cast<int>(out.w);
+  g.cout = static_cast<int>(out.c);
+  g.stride = static_cast<int>(dw.conv.stride_h);
+  g.pad_top = static_cast<int>(dw.conv.pad_top);
+  g.pad_left = static_cast<int>(dw.conv.pad_left);
+  return g;
+}
+
+bool CanFuse(const Plan& plan, size_t i, Storage storage) {
+  if (i + 2 >= plan.steps.size()) return false;
+  const PlanStep& e = plan.steps[i];
+  const PlanStep& d = plan.steps[i + 1];
+  const PlanStep& p = plan.steps[i + 2];
+  for (const PlanStep* s : {&e, &d, &p}) {
+    if (s->kind != StepKind::kConv) return false;
+  }
+  if (e.conv.kind != ConvKind::kPointwise || e.epilogue.residual ||
+      e.epilogue.activation != graph::Activation::kRelu) {
+    return false;
+  }
+  if (d.conv.kind != ConvKind::kDepthwise || d.epilogue.residual ||
+      d.epilogue.activation != graph::Activation::kRelu || d.conv.kh != 3 || d.conv.kw != 3 ||
+      d.conv.stride_h != d.conv.stride_w || (d.conv.stride_h != 1 && d.conv.stride_h != 2) ||
+      d.conv.pad_top < 0 || d.conv.pad_top > 2 || d.conv.pad_left < 0 || d.conv.pad_left > 2) {
+    return false;
+  }
+  if (p.conv.kind != ConvKind::kPointwise) return false;
+  const graph::PlanBuffer& expanded = plan.buffers[e.output];
+  const graph::PlanBuffer& depthwise = plan.buffers[d.output];
+  if (d.inputs[0] != e.output || p.inputs[0] != d.output) return false;
+  // The intermediates are never written: nothing else may read them.
+  if (expanded.is_output || depthwise.is_output || expanded.last_step != static_cast<int>(i + 1) ||
+      depthwise.last_step != static_cast<int>(i + 2)) {
+    return false;
+  }
+  // Tiles read the block input while others write the output: they must not share memory.
+  const graph::PlanBuffer& input = plan.buffers[e.inputs[0]];
+  const graph::PlanBuffer& output = plan.buffers[p.output];
+  if (Overlap(input, output)) return false;
+  if (p.epilogue.residual && Overlap(plan.buffers[p.inputs[1]], output)) return false;
+  const FusedBlockGeometry g = FusedGeometry(plan, i);
+  return g.hidden <= kMaxFusedHidden &&
+         FusedBlockSharedBytes(g, StorageSize(storage)) <= kMaxFusedBlockSharedBytes;
+}
+
+template <typename T>
+cudaError_t LaunchFused(const Plan& plan, size_t first, int64_t batch, const DeviceTensors& dt,
+                        cudaStream_t stream) {
+  const PlanStep& e = plan.steps[first];
+  const PlanStep& d = plan.steps[first + 1];
+  const PlanStep& p = plan.steps[first + 2];
+  FusedBlockGeometry g = FusedGeometry(plan, first);
+  g.batch = static_cast<int>(batch);
+  const T* weights = static_cast<const T*>(dt.weights);
+  FusedBlockTensors<T> t;
+  t.in = Buffer<T>(plan, e.inputs[0], batch, dt);
+  t.expand_weight = weights + e.weight_offset;
+  t.expand_bias = weights + e.bias_offset;
+  t.depthwise_weight = weights + d.weight_offset;
+  t.depthwise_bias = weights + d.bias_offset;
+  t.project_weight = weights + p.weight_offset;
+  t.project_bias = weights + p.bias_offset;
+  t.residual = p.epilogue.residual ? Buffer<T>(plan, p.inputs[1], batch, dt) : nullptr;
+  t.out = Buffer<T>(plan, p.output, batch, dt);
+  return LaunchFusedBlock<T>(g, t, ToAct(p.epilogue.activation), stream);
+}
+
+}  // namespace
+
+std::vector<bool> FusedBlockStarts(const Plan& plan, Storage storage) {
+  std::vector<bool> starts(plan.steps.size(), false);
+  for (size_t i = 0; i + 2 < plan.steps.size(); ++i) {
+    if (CanFuse(plan, i, storage)) {
+      starts[i] = true;
+      i += 2;  // the block's steps are taken
+    }
+  }
+  return starts;
+}
+
+Status PrepareFusedBlocks() {
+  return LaunchStatus(PrepareFusedBlockKernels(), "the fused block kernels' shared memory");
+}
+
+Status EnqueueFusedBlock(const Plan& plan, size_t first, int64_t batch, const DeviceTensors& t,
+                         cudaStream_t stream) {
+  const cudaError_t e = t.storage == Storage::kFloat16
+                            ? LaunchFused<__half>(plan, first, batch, t, stream)
+                            : LaunchFused<float>(plan, first, batch, t, stream);
+  return LaunchStatus(e, "the fused block of " + StepLabel(plan, first) + ", " +
+                             StepLabel(plan, first + 1) + " and " + StepLabel(plan, first + 2));
 }
 
 }  // namespace lipsync::cuda

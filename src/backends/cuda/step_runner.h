@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "graph/plan.h"
 #include "lipsync/status.h"
@@ -43,5 +44,28 @@ Status EnqueueInput(const graph::Plan& plan, size_t index, const float* nchw, in
 // Model output `index` from its arena buffer to NCHW float32 device memory.
 Status EnqueueOutput(const graph::Plan& plan, size_t index, int64_t batch, const DeviceTensors& t,
                      float* nchw, cudaStream_t stream);
+
+// Inverted-residual blocks one kernel can run (kernels/fused_block.cuh): for each step, true when
+// it starts one: a 1x1 expand conv with ReLU whose output only the next step reads, a 3x3 depthwise
+// conv (stride 1 or 2) with ReLU whose output only the step after reads, and a 1x1 project conv
+// whose output does not share arena memory with the block's input; and the shapes fit on chip
+// (kernels/fused_block.cuh: at most kMaxFusedHidden expanded channels, the shared memory bound).
+std::vector<bool> FusedBlockStarts(const graph::Plan& plan, Storage storage);
+// Once per device before the fused blocks run (outside graph capture).
+Status PrepareFusedBlocks();
+// Runs steps first, first + 1 and first + 2 as one fused kernel.
+Status EnqueueFusedBlock(const graph::Plan& plan, size_t first, int64_t batch,
+                         const DeviceTensors& t, cudaStream_t stream);
+
+// The frame form's first step: faces [batch][source][source][3] uint8 on the device into the NHWC
+// arena buffer of visual input `index` (see kernels/frames.cuh for the geometry).
+struct FaceGeometry;
+Status EnqueueFacesInput(const graph::Plan& plan, size_t index, const uint8_t* faces,
+                         const FaceGeometry& geometry, int64_t batch, const DeviceTensors& t,
+                         cudaStream_t stream);
+
+// The frame form's last step: model output `index` as BGR uint8 faces [batch][S][S][3].
+Status EnqueueOutputBytes(const graph::Plan& plan, size_t index, int64_t batch,
+                          const DeviceTensors& t, uint8_t* bytes, cudaStream_t stream);
 
 }  // namespace lipsync::cuda

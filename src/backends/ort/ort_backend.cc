@@ -1,6 +1,7 @@
 // The ONNX Runtime backend: one Ort::Session per engine, shared by all threads (Session::Run is
 // thread-safe). Inputs and outputs are wrapped in place as Ort::Values over the caller's buffers,
-// so the CPU path copies nothing.
+// so the CPU path copies nothing. With a GPU provider, views in device memory are bound where they
+// are through an IoBinding, so ONNX Runtime neither copies them to nor from the host.
 #include <dlfcn.h>
 #include <onnx/onnx_pb.h>
 #include <onnxruntime_cxx_api.h>
@@ -128,7 +129,7 @@ Status AppendProvider(Ort::SessionOptions& so, const EngineOptions& o) {
       std::unique_ptr<OrtCUDAProviderOptionsV2, decltype(api.ReleaseCUDAProviderOptions)> guard(
           cuda, api.ReleaseCUDAProviderOptions);
       const char* keys[] = {"device_id", "enable_cuda_graph", "cudnn_conv_algo_search"};
-      const std::string graph = o.cuda_graph ? "1" : "0";
+      const std::string graph = o.ort.cuda_graph ? "1" : "0";
       const char* values[] = {device.c_str(), graph.c_str(), "EXHAUSTIVE"};
       Ort::ThrowOnError(api.UpdateCUDAProviderOptions(cuda, keys, values, 3));
       so.AppendExecutionProvider_CUDA_V2(*cuda);
@@ -139,10 +140,10 @@ Status AppendProvider(Ort::SessionOptions& so, const EngineOptions& o) {
           guard(trt, api.ReleaseTensorRTProviderOptions);
       std::vector<std::string> k = {"device_id", "trt_fp16_enable", "trt_cuda_graph_enable"};
       std::vector<std::string> v = {device, o.precision == Precision::kFloat16 ? "1" : "0",
-                                    o.cuda_graph ? "1" : "0"};
-      if (!o.engine_cache_dir.empty()) {
+                                    o.ort.cuda_graph ? "1" : "0"};
+      if (!o.ort.engine_cache_dir.empty()) {
         k.insert(k.end(), {"trt_engine_cache_enable", "trt_engine_cache_path"});
-        v.insert(v.end(), {"1", o.engine_cache_dir});
+        v.insert(v.end(), {"1", o.ort.engine_cache_dir});
       }
       std::vector<const char*> kp, vp;
       for (size_t i = 0; i < k.size(); ++i) {
@@ -187,10 +188,10 @@ GraphOptimizationLevel ToOrtLevel(GraphOptimization level) {
 Ort::SessionOptions BaseSessionOptions(const EngineOptions& o) {
   Ort::SessionOptions so;
   so.SetIntraOpNumThreads(o.intra_op_threads);
-  so.SetInterOpNumThreads(o.inter_op_threads);
-  so.SetGraphOptimizationLevel(ToOrtLevel(o.graph_optimization));
+  so.SetInterOpNumThreads(o.ort.inter_op_threads);
+  so.SetGraphOptimizationLevel(ToOrtLevel(o.ort.graph_optimization));
   so.SetExecutionMode(ORT_SEQUENTIAL);
-  for (const auto& [key, value] : o.ort_session_config) {
+  for (const auto& [key, value] : o.ort.session_config) {
     so.AddConfigEntry(key.c_str(), value.c_str());
   }
   return so;
@@ -220,9 +221,10 @@ Result<std::vector<TensorInfo>> DescribeTensors(Ort::Session& session, bool inpu
 
 class OrtBackend final : public Backend {
  public:
-  OrtBackend(std::unique_ptr<Ort::Session> session, const ModelInfo& info)
+  OrtBackend(std::unique_ptr<Ort::Session> session, const ModelInfo& info, int device_id)
       : session_(std::move(session)),
-        memory_(Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault)) {
+        memory_(Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault)),
+        device_id_(device_id) {
     for (const auto& t : info.inputs) input_names_.push_back(t.name);
     for (const auto& t : info.outputs) output_names_.push_back(t.name);
     for (const auto& s : input_names_) input_name_ptrs_.push_back(s.c_str());
@@ -231,20 +233,33 @@ class OrtBackend final : public Backend {
 
   Status Run(const std::vector<TensorView>& inputs,
              const std::vector<MutableTensorView>& outputs) override {
+    const auto on_device = [](const auto& v) { return v.memory == MemoryType::kDevice; };
+    const bool bind = std::any_of(inputs.begin(), inputs.end(), on_device) ||
+                      std::any_of(outputs.begin(), outputs.end(), on_device);
     try {
       std::vector<Ort::Value> in, out;
       in.reserve(inputs.size());
       out.reserve(outputs.size());
       for (const auto& t : inputs) {
-        in.push_back(Ort::Value::CreateTensor(memory_, const_cast<void*>(t.data), t.byte_size(),
-                                              t.shape.data(), t.shape.size(), ToOrtType(t.dtype)));
+        in.push_back(Ort::Value::CreateTensor(MemoryOf(t.memory), const_cast<void*>(t.data),
+                                              t.byte_size(), t.shape.data(), t.shape.size(),
+                                              ToOrtType(t.dtype)));
       }
       for (const auto& t : outputs) {
-        out.push_back(Ort::Value::CreateTensor(memory_, t.data, t.byte_size(), t.shape.data(),
-                                               t.shape.size(), ToOrtType(t.dtype)));
+        out.push_back(Ort::Value::CreateTensor(MemoryOf(t.memory), t.data, t.byte_size(),
+                                               t.shape.data(), t.shape.size(), ToOrtType(t.dtype)));
       }
-      session_->Run(run_options_, input_name_ptrs_.data(), in.data(), in.size(),
-                    output_name_ptrs_.data(), out.data(), out.size());
+      if (!bind) {
+        session_->Run(run_options_, input_name_ptrs_.data(), in.data(), in.size(),
+                      output_name_ptrs_.data(), out.data(), out.size());
+        return Status::Ok();
+      }
+      // Device memory: bound in place; the provider reads and writes it without host copies.
+      Ort::IoBinding binding(*session_);
+      for (size_t i = 0; i < in.size(); ++i) binding.BindInput(input_name_ptrs_[i], in[i]);
+      for (size_t i = 0; i < out.size(); ++i) binding.BindOutput(output_name_ptrs_[i], out[i]);
+      session_->Run(run_options_, binding);
+      binding.SynchronizeOutputs();
     } catch (const Ort::Exception& e) {
       return FromOrtException(e, "ONNX Runtime Run failed");
     }
@@ -252,8 +267,22 @@ class OrtBackend final : public Backend {
   }
 
  private:
+  // Host and pinned host views are CPU memory to ONNX Runtime; device views live on the GPU the
+  // provider runs on (the engine checked the device id).
+  const Ort::MemoryInfo& MemoryOf(MemoryType memory) {
+    if (memory != MemoryType::kDevice) return memory_;
+    std::call_once(device_memory_once_, [&] {
+      device_memory_ = std::make_unique<Ort::MemoryInfo>("Cuda", OrtDeviceAllocator, device_id_,
+                                                         OrtMemTypeDefault);
+    });
+    return *device_memory_;
+  }
+
   std::unique_ptr<Ort::Session> session_;
   Ort::MemoryInfo memory_;
+  const int device_id_;
+  std::once_flag device_memory_once_;
+  std::unique_ptr<Ort::MemoryInfo> device_memory_;
   Ort::RunOptions run_options_;
   std::vector<std::string> input_names_, output_names_;
   std::vector<const char*> input_name_ptrs_, output_name_ptrs_;
@@ -334,7 +363,7 @@ Result<LoadedBackend> CreateOrtBackend(const std::string& model_path, const Engi
     if (o.provider != "cpu") {
       Status added = AppendProvider(so, o);
       if (!added.ok()) {
-        if (!o.allow_cpu_fallback) return added;
+        if (!o.ort.allow_cpu_fallback) return added;
         info.provider = "cpu";
         info.fallback_reason = added.message();
         so = BaseSessionOptions(o);
@@ -352,8 +381,13 @@ Result<LoadedBackend> CreateOrtBackend(const std::string& model_path, const Engi
     } else {
       info.max_batch = info.inputs[0].shape.empty() ? 1 : info.inputs[0].shape[0];
     }
-    auto backend = std::make_unique<OrtBackend>(std::move(session), info);
-    return LoadedBackend{std::move(info), std::move(backend)};
+    BackendCapabilities caps;
+    if (info.provider != "cpu") {  // the CUDA and TensorRT providers read device memory
+      caps.device_memory = true;
+      caps.device_id = o.device_id;
+    }
+    auto backend = std::make_unique<OrtBackend>(std::move(session), info, o.device_id);
+    return LoadedBackend{std::move(info), caps, std::move(backend)};
   } catch (const Ort::Exception& e) {
     return FromOrtException(e, "cannot load model '" + model_path + "'");
   }

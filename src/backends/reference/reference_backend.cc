@@ -6,6 +6,7 @@
 #include "backends/backend.h"
 #include "backends/reference/reference_kernels.h"
 #include "graph/compiler.h"
+#include "lipsync/face.h"
 
 namespace lipsync {
 namespace {
@@ -21,7 +22,82 @@ class ReferenceBackend : public Backend {
                              " inputs and " + std::to_string(plan_.outputs.size()) + " outputs");
     }
     const int64_t batch = inputs[0].shape.at(0);
-    // One arena per call, so that concurrent Run() calls never share activations.
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      if (inputs[i].dtype != DataType::kFloat32 || inputs[i].shape.size() != 4 ||
+          inputs[i].shape[0] != batch) {
+        return InvalidArgument("reference backend: input '" + plan_.inputs[i].name +
+                               "' must be float32 NCHW with batch " + std::to_string(batch));
+      }
+    }
+    for (size_t i = 0; i < outputs.size(); ++i) {
+      if (outputs[i].dtype != DataType::kFloat32 ||
+          outputs[i].byte_size() != static_cast<size_t>(OutputBuffer(i).size * batch) * 4) {
+        return InvalidArgument("reference backend: output '" + plan_.outputs[i].name +
+                               "' buffer has the wrong type or size");
+      }
+    }
+    LIPSYNC_ASSIGN_OR_RETURN(std::vector<float> arena, Arena(batch));
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      ToNhwc(inputs[i].as<float>(), InputBuffer(i), batch, arena.data());
+    }
+    RunSteps(batch, arena.data());
+    for (size_t i = 0; i < outputs.size(); ++i) {
+      ToNchw(OutputBuffer(i), batch, arena.data(), outputs[i].as<float>());
+    }
+    return Status::Ok();
+  }
+
+  // The faces go straight into the visual input's NHWC arena buffer (the six channels of a pixel
+  // side by side), and a uint8 output is read straight from the NHWC output buffer, whose three
+  // channels per pixel are already the interleaved BGR of an image.
+  Status RunFrames(const FrameFormInfo& form, const FaceBatch& batch,
+                   const MutableTensorView& output) override {
+    const int64_t n = batch.faces.shape[0];
+    LIPSYNC_ASSIGN_OR_RETURN(std::vector<float> arena, Arena(n));
+    const FaceLayout& layout = form.layout;
+    const int s = layout.inner_size;
+    float* visual = arena.data() + InputBuffer(form.visual_index).offset * n;
+    for (int64_t f = 0; f < n; ++f) {
+      size_t stride = 0;
+      const uint8_t* face = InnerFace(form, batch.faces, f, &stride);
+      for (int y = 0; y < s; ++y) {
+        const uint8_t* row = face + static_cast<size_t>(y) * stride;
+        const bool mask_row = y >= layout.mask_y && y < layout.mask_y + layout.mask_h;
+        float* dst = visual + ((f * s + y) * static_cast<int64_t>(s)) * 6;
+        for (int x = 0; x < s; ++x, dst += 6) {
+          const bool masked = mask_row && x >= layout.mask_x && x < layout.mask_x + layout.mask_w;
+          for (int c = 0; c < 3; ++c) {
+            const float v = VisualValue(row[x * 3 + c]);
+            dst[c] = v;
+            dst[3 + c] = masked ? 0.0f : v;
+          }
+        }
+      }
+    }
+    ToNhwc(batch.audio.as<float>(), InputBuffer(form.audio_index), n, arena.data());
+    RunSteps(n, arena.data());
+    const graph::PlanBuffer& out = OutputBuffer(0);
+    if (output.dtype == DataType::kFloat32) {
+      ToNchw(out, n, arena.data(), output.as<float>());
+      return Status::Ok();
+    }
+    const float* src = arena.data() + out.offset * n;
+    uint8_t* dst = output.as<uint8_t>();
+    const int64_t count = n * out.size;
+    for (int64_t i = 0; i < count; ++i) dst[i] = OutputByte(src[i]);
+    return Status::Ok();
+  }
+
+ private:
+  const graph::PlanBuffer& InputBuffer(size_t i) const {
+    return plan_.buffers[plan_.inputs[i].buffer];
+  }
+  const graph::PlanBuffer& OutputBuffer(size_t i) const {
+    return plan_.buffers[plan_.outputs[i].buffer];
+  }
+
+  // One arena per call, so that concurrent calls never share activations.
+  Result<std::vector<float>> Arena(int64_t batch) const {
     std::vector<float> arena;
     try {
       arena.resize(static_cast<size_t>(plan_.arena_floats * batch));
@@ -30,30 +106,13 @@ class ReferenceBackend : public Backend {
                                std::to_string(plan_.arena_floats * batch * 4 / (1 << 20)) +
                                " MiB activation arena of batch " + std::to_string(batch));
     }
-    for (size_t i = 0; i < inputs.size(); ++i) {
-      if (inputs[i].dtype != DataType::kFloat32 || inputs[i].shape.size() != 4 ||
-          inputs[i].shape[0] != batch) {
-        return InvalidArgument("reference backend: input '" + plan_.inputs[i].name +
-                               "' must be float32 NCHW with batch " + std::to_string(batch));
-      }
-      ToNhwc(inputs[i].as<float>(), plan_.buffers[plan_.inputs[i].buffer], batch, arena.data());
-    }
-    for (const auto& step : plan_.steps) {
-      reference::RunStep(plan_, step, batch, arena.data(), threads_);
-    }
-    for (size_t i = 0; i < outputs.size(); ++i) {
-      const auto& buf = plan_.buffers[plan_.outputs[i].buffer];
-      if (outputs[i].dtype != DataType::kFloat32 ||
-          outputs[i].byte_size() != static_cast<size_t>(buf.size * batch) * sizeof(float)) {
-        return InvalidArgument("reference backend: output '" + plan_.outputs[i].name +
-                               "' buffer has the wrong type or size");
-      }
-      ToNchw(buf, batch, arena.data(), outputs[i].as<float>());
-    }
-    return Status::Ok();
+    return arena;
   }
 
- private:
+  void RunSteps(int64_t batch, float* arena) const {
+    for (const auto& step : plan_.steps) reference::RunStep(plan_, step, batch, arena, threads_);
+  }
+
   static void ToNhwc(const float* src, const graph::PlanBuffer& buf, int64_t batch, float* arena) {
     float* dst = arena + buf.offset * batch;
     const auto& s = buf.shape;

@@ -71,6 +71,58 @@ __device__ __forceinline__ void StoreVec(T* p, const float (&in)[V]) {
   }
 }
 
+// V contiguous elements with one access of V * sizeof(T) bytes when that is 4, 8 or 16, which
+// needs the address aligned to it (see AlignedTo); element by element otherwise. For channel
+// counts that are not a multiple of a 16-byte vector (12, 20, 6, ...).
+template <int Bytes>
+struct Word;
+template <>
+struct Word<16> {
+  using type = uint4;
+};
+template <>
+struct Word<8> {
+  using type = uint2;
+};
+template <>
+struct Word<4> {
+  using type = uint32_t;
+};
+
+template <typename T, int V>
+__device__ __forceinline__ void LoadAligned(const T* p, float (&out)[V]) {
+  constexpr int kBytes = V * static_cast<int>(sizeof(T));
+  if constexpr (kBytes == 16 || kBytes == 8 || kBytes == 4) {
+    const typename Word<kBytes>::type raw =
+        *reinterpret_cast<const typename Word<kBytes>::type*>(p);
+    const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+    for (int i = 0; i < V; ++i) out[i] = ToFloat(e[i]);
+  } else {
+#pragma unroll
+    for (int i = 0; i < V; ++i) out[i] = ToFloat(p[i]);
+  }
+}
+
+template <typename T, int V>
+__device__ __forceinline__ void StoreAligned(T* p, const float (&in)[V]) {
+  constexpr int kBytes = V * static_cast<int>(sizeof(T));
+  if constexpr (kBytes == 16 || kBytes == 8 || kBytes == 4) {
+    typename Word<kBytes>::type raw;
+    T* e = reinterpret_cast<T*>(&raw);
+#pragma unroll
+    for (int i = 0; i < V; ++i) e[i] = FromFloat<T>(in[i]);
+    *reinterpret_cast<typename Word<kBytes>::type*>(p) = raw;
+  } else {
+#pragma unroll
+    for (int i = 0; i < V; ++i) p[i] = FromFloat<T>(in[i]);
+  }
+}
+
+inline bool AlignedTo(const void* p, size_t bytes) {
+  return (reinterpret_cast<uintptr_t>(p) & (bytes - 1)) == 0;
+}
+
 // Elements per 16-byte vector: 4 floats or 8 halves.
 template <typename T>
 constexpr int kVec16 = static_cast<int>(16 / sizeof(T));

@@ -10,7 +10,8 @@ struct DwShape {
 };
 
 // One thread per V adjacent channels of one output pixel; neighbouring threads take neighbouring
-// channels, so every input and weight access of a warp is contiguous.
+// channels, so every input and weight access of a warp is contiguous, and each thread moves its V
+// channels with one 4-, 8- or 16-byte access.
 template <typename T, int V>
 __global__ void __launch_bounds__(kThreads)
     DepthwiseConv(DwShape s, ConvTensors<T> t, Act act, int64_t work) {
@@ -33,24 +34,24 @@ __global__ void __launch_bounds__(kThreads)
         const int ix = ox * s.stride_w - s.pad_left + kx;
         if (ix < 0 || ix >= s.w) continue;
         float x[V], w[V];
-        LoadVec<T, V>(image + (static_cast<int64_t>(iy) * s.w + ix) * s.c + c, x);
-        LoadVec<T, V>(t.weight + (ky * s.kw + kx) * s.c + c, w);
+        LoadAligned<T, V>(image + (static_cast<int64_t>(iy) * s.w + ix) * s.c + c, x);
+        LoadAligned<T, V>(t.weight + (ky * s.kw + kx) * s.c + c, w);
 #pragma unroll
         for (int e = 0; e < V; ++e) acc[e] = fmaf(x[e], w[e], acc[e]);
       }
     }
     float b[V];
-    LoadVec<T, V>(t.bias + c, b);
+    LoadAligned<T, V>(t.bias + c, b);
     const int64_t at = pixel * s.c + c;
     if (t.residual) {
       float r[V];
-      LoadVec<T, V>(t.residual + at, r);
+      LoadAligned<T, V>(t.residual + at, r);
 #pragma unroll
       for (int e = 0; e < V; ++e) acc[e] += r[e];
     }
 #pragma unroll
     for (int e = 0; e < V; ++e) acc[e] = Activate(acc[e] + b[e], act);
-    StoreVec<T, V>(t.out + at, acc);
+    StoreAligned<T, V>(t.out + at, acc);
   }
 }
 
@@ -79,10 +80,24 @@ cudaError_t LaunchDepthwiseConv(const ConvGeometry& g, const ConvTensors<T>& t, 
                   g.pad_top,
                   g.pad_left};
   if (static_cast<int64_t>(s.batch) * s.oh * s.ow * s.c == 0) return cudaSuccess;
+  // The widest vector of channels that divides C and that every pointer is aligned for: 16 bytes
+  // for most layers, 8 or 4 for channel counts such as 12, 20 or 6 (the first block has 12).
+  const auto fits = [&](int v) {
+    const size_t bytes = static_cast<size_t>(v) * sizeof(T);
+    return s.c % v == 0 && AlignedTo(t.in, bytes) && AlignedTo(t.weight, bytes) &&
+           AlignedTo(t.bias, bytes) && AlignedTo(t.out, bytes) &&
+           (t.residual == nullptr || AlignedTo(t.residual, bytes));
+  };
   constexpr int kV = kVec16<T>;
-  const bool vec = s.c % kV == 0 && Aligned16(t.in) && Aligned16(t.weight) && Aligned16(t.bias) &&
-                   Aligned16(t.out) && (t.residual == nullptr || Aligned16(t.residual));
-  vec ? Launch<T, kV>(s, t, act, stream) : Launch<T, 1>(s, t, act, stream);
+  if (fits(kV)) {
+    Launch<T, kV>(s, t, act, stream);
+  } else if (fits(kV / 2)) {
+    Launch<T, kV / 2>(s, t, act, stream);
+  } else if (fits(kV / 4)) {
+    Launch<T, kV / 4>(s, t, act, stream);
+  } else {
+    Launch<T, 1>(s, t, act, stream);
+  }
   return cudaGetLastError();
 }
 

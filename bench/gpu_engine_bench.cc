@@ -1,0 +1,297 @@
+// lipsync's CUDA backend on one GPU: the frame form and the tensor form, float32 and float16, CUDA
+// graph on and off, host buffers and device buffers, at several batch sizes; then accuracy checks
+// (float16 against float32, frame form against tensor form, CUDA against ONNX Runtime on the CPU).
+// One JSON object per line on stdout (or --json), read by bench/gpu_table.py.
+//
+//   gpu_engine_bench --model demo.onnx --batch 1,8,32 --iterations 50 --warmup 5
+#include <cuda_runtime_api.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "bench_stats.h"
+#include "lipsync/engine.h"
+#include "lipsync/face.h"
+
+namespace lipsync {
+namespace {
+
+struct DeviceBuffer {
+  void* p = nullptr;
+  explicit DeviceBuffer(size_t bytes) { cudaMalloc(&p, bytes); }
+  ~DeviceBuffer() { cudaFree(p); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+};
+
+// The same frames in both forms: faces, audio, and the visual input FillVisualInput makes.
+struct Inputs {
+  Tensor faces, audio, visual;
+};
+
+Inputs MakeInputs(const Engine& engine, int64_t n, uint32_t seed) {
+  const FrameFormInfo& form = engine.frame_form();
+  const int s = form.layout.inner_size;
+  std::mt19937 rng(seed);
+  Inputs in{Tensor(DataType::kUInt8, {n, s, s, 3}), Tensor(DataType::kFloat32, {n, 32, 16, 16}),
+            Tensor(DataType::kFloat32, {n, 6, s, s})};
+  for (int64_t i = 0; i < in.faces.element_count(); ++i) {
+    in.faces.data_as<uint8_t>()[i] = static_cast<uint8_t>(rng() & 0xff);
+  }
+  std::uniform_real_distribution<float> u(0.0f, 1.0f);
+  for (int64_t i = 0; i < in.audio.element_count(); ++i) in.audio.data_as<float>()[i] = u(rng);
+  const size_t plane = static_cast<size_t>(s) * s;
+  for (int64_t f = 0; f < n; ++f) {
+    FillVisualInput(in.faces.data_as<uint8_t>() + f * 3 * plane, form.layout,
+                    in.visual.data_as<float>() + f * 6 * plane);
+  }
+  return in;
+}
+
+std::vector<TensorView> ModelInputs(const Engine& engine, const TensorView& visual,
+                                    const TensorView& audio) {
+  std::vector<TensorView> v(2);
+  v[engine.frame_form().visual_index] = visual;
+  v[engine.frame_form().audio_index] = audio;
+  return v;
+}
+
+TensorView OnDevice(const Tensor& t, DeviceBuffer& buffer) {
+  cudaMemcpy(buffer.p, t.data(), t.byte_size(), cudaMemcpyHostToDevice);
+  TensorView v = t.view();
+  v.data = buffer.p;
+  v.memory = MemoryType::kDevice;
+  return v;
+}
+
+template <typename F>
+Result<cli::LatencySummary> Time(F&& call, int warmup, int iterations) {
+  for (int i = 0; i < warmup; ++i) LIPSYNC_RETURN_IF_ERROR(call());
+  std::vector<double> ms;
+  for (int i = 0; i < iterations; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    LIPSYNC_RETURN_IF_ERROR(call());
+    ms.push_back(
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return cli::Summarize(std::move(ms));
+}
+
+struct Args {
+  std::string model, json;
+  std::vector<int64_t> batches{1, 8, 32};
+  int iterations = 50, warmup = 5;
+};
+
+class Report {
+ public:
+  explicit Report(const std::string& path) {
+    if (!path.empty()) file_.open(path);
+  }
+  void Emit(const nlohmann::json& j) {
+    const std::string line = j.dump();
+    std::printf("%s\n", line.c_str());
+    std::fflush(stdout);
+    if (file_) file_ << line << "\n" << std::flush;
+  }
+
+ private:
+  std::ofstream file_;
+};
+
+Status Speed(const Args& args, Report& report) {
+  struct Config {
+    Precision precision;
+    bool graph, fused;
+  };
+  // Every precision with and without graphs; the unfused blocks once, for their effect.
+  const Config configs[] = {{Precision::kFloat32, false, true},
+                            {Precision::kFloat32, true, true},
+                            {Precision::kFloat16, false, true},
+                            {Precision::kFloat16, true, true},
+                            {Precision::kFloat16, true, false}};
+  for (const Config& config : configs) {
+    const Precision precision = config.precision;
+    const bool graph = config.graph;
+    EngineOptions o;
+    o.backend = "cuda";
+    o.precision = precision;
+    o.cuda.cuda_graph = graph;
+    o.cuda.fused_blocks = config.fused;
+    o.max_batch = *std::max_element(args.batches.begin(), args.batches.end());
+    LIPSYNC_ASSIGN_OR_RETURN(auto engine, Engine::Create(args.model, o));
+    const int s = engine->frame_form().layout.inner_size;
+    for (int64_t n : args.batches) {
+      Inputs in = MakeInputs(*engine, n, 1);
+      Tensor out_planes(DataType::kFloat32, {n, 3, s, s});
+      Tensor out_images(DataType::kUInt8, {n, s, s, 3});
+      DeviceBuffer d_faces(in.faces.byte_size()), d_audio(in.audio.byte_size()),
+          d_visual(in.visual.byte_size()), d_planes(out_planes.byte_size()),
+          d_images(out_images.byte_size());
+      const TensorView faces_dev = OnDevice(in.faces, d_faces);
+      const TensorView audio_dev = OnDevice(in.audio, d_audio);
+      const TensorView visual_dev = OnDevice(in.visual, d_visual);
+      MutableTensorView planes_dev = out_planes.mutable_view(),
+                        images_dev = out_images.mutable_view();
+      planes_dev.data = d_planes.p;
+      planes_dev.memory = MemoryType::kDevice;
+      images_dev.data = d_images.p;
+      images_dev.memory = MemoryType::kDevice;
+      struct Variant {
+        const char* form;
+        const char* io;
+        std::function<Status()> call;
+      };
+      Engine& e = *engine;
+      const std::vector<Variant> variants = {
+          {"frames", "host",
+           [&] {
+             return e.RunFrames({in.faces.view(), in.audio.view()}, out_images.mutable_view());
+           }},
+          {"frames", "device",
+           [&] {
+             return e.RunFrames({faces_dev, audio_dev}, images_dev);
+           }},
+          {"tensors", "host",
+           [&] {
+             return e.Run(ModelInputs(e, in.visual.view(), in.audio.view()),
+                          {out_planes.mutable_view()});
+           }},
+          {"tensors", "device",
+           [&] { return e.Run(ModelInputs(e, visual_dev, audio_dev), {planes_dev}); }},
+      };
+      for (const auto& v : variants) {
+        LIPSYNC_ASSIGN_OR_RETURN(cli::LatencySummary t, Time(v.call, args.warmup, args.iterations));
+        report.Emit({{"kind", "speed"},
+                     {"impl", "lipsync cuda"},
+                     {"form", v.form},
+                     {"precision", precision == Precision::kFloat16 ? "fp16" : "fp32"},
+                     {"cuda_graph", graph},
+                     {"fused_blocks", config.fused},
+                     {"io", v.io},
+                     {"batch", n},
+                     {"median_ms", t.median},
+                     {"p90_ms", t.p90},
+                     {"fps", n * 1000.0 / t.median}});
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+// Share of bytes within 1 of each other, and the largest float difference.
+double ShareWithinOne(const Tensor& a, const Tensor& b) {
+  int64_t close = 0;
+  for (int64_t i = 0; i < a.element_count(); ++i) {
+    close += std::abs(int(a.data_as<uint8_t>()[i]) - int(b.data_as<uint8_t>()[i])) <= 1;
+  }
+  return double(close) / a.element_count();
+}
+double MaxAbs(const Tensor& a, const Tensor& b) {
+  double worst = 0;
+  for (int64_t i = 0; i < a.element_count(); ++i) {
+    const double d = std::fabs(double(a.data_as<float>()[i]) - b.data_as<float>()[i]);
+    worst = std::isnan(d) ? INFINITY : std::max(worst, d);
+  }
+  return worst;
+}
+
+struct Outputs {
+  Tensor planes, images, tensor_form;
+};
+
+Result<Outputs> RunAll(const std::string& model, const std::string& backend, Precision precision,
+                       const Inputs& in, bool fused = true) {
+  EngineOptions o;
+  o.backend = backend;
+  o.precision = precision;
+  o.cuda.fused_blocks = fused;
+  o.max_batch = in.faces.shape()[0];
+  LIPSYNC_ASSIGN_OR_RETURN(auto e, Engine::Create(model, o));
+  const int64_t n = in.faces.shape()[0];
+  const int s = e->frame_form().layout.inner_size;
+  Outputs out{Tensor(DataType::kFloat32, {n, 3, s, s}), Tensor(DataType::kUInt8, {n, s, s, 3}),
+              Tensor()};
+  LIPSYNC_RETURN_IF_ERROR(
+      e->RunFrames({in.faces.view(), in.audio.view()}, out.planes.mutable_view()));
+  LIPSYNC_RETURN_IF_ERROR(
+      e->RunFrames({in.faces.view(), in.audio.view()}, out.images.mutable_view()));
+  LIPSYNC_ASSIGN_OR_RETURN(auto t, e->Run(ModelInputs(*e, in.visual.view(), in.audio.view())));
+  out.tensor_form = std::move(t[0]);
+  return out;
+}
+
+Status Accuracy(const Args& args, Report& report) {
+  EngineOptions probe;
+  probe.backend = "ort";
+  LIPSYNC_ASSIGN_OR_RETURN(auto cpu, Engine::Create(args.model, probe));
+  const Inputs in = MakeInputs(*cpu, 4, 7);
+  LIPSYNC_ASSIGN_OR_RETURN(Outputs ort, RunAll(args.model, "ort", Precision::kFloat32, in));
+  LIPSYNC_ASSIGN_OR_RETURN(Outputs f32, RunAll(args.model, "cuda", Precision::kFloat32, in));
+  LIPSYNC_ASSIGN_OR_RETURN(Outputs f16, RunAll(args.model, "cuda", Precision::kFloat16, in));
+  LIPSYNC_ASSIGN_OR_RETURN(Outputs f32_unfused,
+                           RunAll(args.model, "cuda", Precision::kFloat32, in, false));
+  LIPSYNC_ASSIGN_OR_RETURN(Outputs f16_unfused,
+                           RunAll(args.model, "cuda", Precision::kFloat16, in, false));
+  // Checks with a pass/fail: the GPU frame conversion must equal the CPU one it replaces.
+  const auto check = [&](const char* what, double value, double bound, bool at_most) {
+    const bool pass = at_most ? value <= bound : value >= bound;
+    report.Emit(
+        {{"kind", "check"}, {"check", what}, {"value", value}, {"bound", bound}, {"pass", pass}});
+    return pass;
+  };
+  bool ok = true;
+  ok &= check("cuda fp32 frames vs cuda fp32 tensors, float max abs",
+              MaxAbs(f32.planes, f32.tensor_form), 1e-6, true);
+  ok &= check("cuda fp16 frames vs cuda fp16 tensors, float max abs",
+              MaxAbs(f16.planes, f16.tensor_form), 1e-6, true);
+  ok &= check("cuda fp32 frames vs ort cpu frames, float max abs", MaxAbs(f32.planes, ort.planes),
+              1e-4, true);
+  ok &= check("cuda fp32 frames vs ort cpu frames, uint8 within 1",
+              ShareWithinOne(f32.images, ort.images), 0.999, false);
+  ok &= check("cuda fp32 fused blocks vs unfused, float max abs",
+              MaxAbs(f32.planes, f32_unfused.planes), 1e-5, true);
+  ok &= check("cuda fp16 fused blocks vs unfused, float max abs",
+              MaxAbs(f16.planes, f16_unfused.planes), 1e-2, true);
+  report.Emit({{"kind", "accuracy"},
+               {"impl", "lipsync cuda"},
+               {"precision", "fp16"},
+               {"against", "lipsync cuda fp32"},
+               {"max_abs", MaxAbs(f16.planes, f32.planes)},
+               {"uint8_within_1", ShareWithinOne(f16.images, f32.images)}});
+  report.Emit({{"kind", "accuracy"},
+               {"impl", "lipsync cuda"},
+               {"precision", "fp32"},
+               {"against", "onnxruntime cpu fp32"},
+               {"max_abs", MaxAbs(f32.planes, ort.planes)},
+               {"uint8_within_1", ShareWithinOne(f32.images, ort.images)}});
+  if (!ok) return Internal("a GPU frame-form check failed (see the check lines)");
+  return Status::Ok();
+}
+
+}  // namespace
+}  // namespace lipsync
+
+int main(int argc, char** argv) {
+  lipsync::Args args;
+  CLI::App app{"lipsync CUDA backend benchmark and checks"};
+  app.add_option("--model", args.model, "ONNX model with the frame form")->required();
+  app.add_option("--batch", args.batches, "batch sizes")->delimiter(',');
+  app.add_option("--iterations", args.iterations);
+  app.add_option("--warmup", args.warmup);
+  app.add_option("--json", args.json, "also write the JSON lines here");
+  CLI11_PARSE(app, argc, argv);
+  lipsync::Report report(args.json);
+  lipsync::Status status = lipsync::Accuracy(args, report);
+  if (status.ok()) status = lipsync::Speed(args, report);
+  if (!status.ok()) {
+    std::fprintf(stderr, "error: %s\n", status.ToString().c_str());
+    return 2;
+  }
+  return 0;
+}

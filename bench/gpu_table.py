@@ -1,0 +1,56 @@
+"""Prints the GPU benchmark as one table from the JSON lines of gpu_engine_bench, gpu_torch_bench
+and the test runs (bench/gpu_bench.sh). Exits 1 when a check or a test failed.
+
+    python3 bench/gpu_table.py results/*.jsonl
+"""
+import json
+import sys
+
+
+def main(paths):
+    records = []
+    for path in paths:
+        with open(path) as f:
+            records += [json.loads(line) for line in f if line.strip()]
+    failed = False
+    print("== correctness")
+    for r in records:
+        if r["kind"] == "check":
+            failed |= not r["pass"]
+            print(f"  {'PASS' if r['pass'] else 'FAIL'}  {r['check']}: {r['value']:.3g} "
+                  f"(bound {r['bound']:g})")
+        elif r["kind"] == "test":
+            failed |= not r["pass"]
+            print(f"  {'PASS' if r['pass'] else 'FAIL'}  test {r['name']} ({r['seconds']:.1f} s)")
+    speed = [r for r in records if r["kind"] == "speed"]
+    batches = sorted({r["batch"] for r in speed})
+    print("\n== speed: median ms per batch (frames per second at the largest batch); host = host "
+          "buffers in and out, device = already on the GPU")
+    header = f"  {'implementation':44} {'form':8} {'io':7}" + "".join(
+        f"{'b' + str(b) + ' ms':>10}" for b in batches) + f"{'FPS':>9}"
+    print(header)
+    rows = {}
+    for r in speed:
+        name = r["impl"]
+        if "precision" in r:
+            name += f" {r['precision']}" + (" graph" if r.get("cuda_graph") else "")
+            name += " unfused" if r.get("fused_blocks") is False else ""
+        rows.setdefault((name, r["form"], r["io"]), {})[r["batch"]] = r
+    for (name, form, io), by_batch in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][2],
+                                                                           kv[0][0])):
+        cells = "".join(f"{by_batch[b]['median_ms']:10.2f}" if b in by_batch else f"{'':>10}"
+                        for b in batches)
+        top = by_batch.get(batches[-1]) if batches else None
+        fps = f"{top['fps']:9.0f}" if top else ""
+        print(f"  {name:44} {form:8} {io:7}{cells}{fps}")
+    print("\n== float16 against float32 (same inputs): max abs difference of the [0,1] output, "
+          "share of uint8 pixels within 1")
+    for r in records:
+        if r["kind"] == "accuracy":
+            print(f"  {r['impl'] + ' ' + r['precision']:30} vs {r['against']:24} max abs "
+                  f"{r['max_abs']:.4g}, within 1: {100 * r['uint8_within_1']:.1f}%")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

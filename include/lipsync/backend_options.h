@@ -1,0 +1,43 @@
+// Settings that belong to one backend. EngineOptions (engine.h) holds the common ones and one of
+// these per backend; a backend reads only its own.
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace lipsync {
+
+enum class GraphOptimization { kDisabled, kBasic, kExtended, kAll };
+enum class Precision { kFloat32, kFloat16 };
+
+// Backend "ort": ONNX Runtime with the execution provider EngineOptions::provider.
+struct OrtOptions {
+  // When the requested GPU provider is missing, run on the CPU instead of failing.
+  bool allow_cpu_fallback = false;
+  int inter_op_threads = 1;
+  GraphOptimization graph_optimization = GraphOptimization::kAll;
+  std::string engine_cache_dir;  // TensorRT engine cache; empty: no cache
+  bool cuda_graph = false;       // the CUDA / TensorRT provider's CUDA graph capture
+  // Extra session configuration entries (key, value), e.g.
+  // {"session.intra_op.allow_spinning", "0"}; see onnxruntime_session_options_config_keys.h.
+  std::vector<std::pair<std::string, std::string>> session_config;
+};
+
+// Backend "cuda": lipsync's native CUDA kernels.
+struct CudaOptions {
+  // Capture each batch size's forward pass as a CUDA graph on first use and replay it after.
+  bool cuda_graph = false;
+  // Concurrent Run() calls each take a context (stream, activation arena, pinned staging); more
+  // callers than this wait. Two or more let one batch upload while another computes.
+  int max_contexts = 4;
+  // Run inverted-residual blocks (expand 1x1, depthwise 3x3, project 1x1) as one kernel where
+  // their shapes fit on chip, so the expanded tensor never goes to GPU memory.
+  bool fused_blocks = true;
+};
+
+// Backend "reference": the compiled plan run by plain CPU loops. It has no settings of its own
+// (EngineOptions::intra_op_threads sets its threads).
+struct ReferenceOptions {};
+
+}  // namespace lipsync

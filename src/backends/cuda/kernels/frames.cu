@@ -1,0 +1,72 @@
+#include "backends/cuda/kernels/common.cuh"
+#include "backends/cuda/kernels/frames.cuh"
+
+namespace lipsync::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+// One thread per pixel: three byte loads, six stores side by side.
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    FacesToVisual(const uint8_t* faces, FaceGeometry g, int64_t work, T* visual) {
+  const int64_t pixels = static_cast<int64_t>(g.size) * g.size;
+  const int64_t source_pixels = static_cast<int64_t>(g.source_size) * g.source_size;
+  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < work;
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t n = idx / pixels;
+    const int p = static_cast<int>(idx % pixels);
+    const int y = p / g.size, x = p % g.size;
+    const uint8_t* src =
+        faces +
+        (n * source_pixels + static_cast<int64_t>(y + g.offset) * g.source_size + x + g.offset) * 3;
+    const bool masked =
+        x >= g.mask_x && x < g.mask_x + g.mask_w && y >= g.mask_y && y < g.mask_y + g.mask_h;
+    T* dst = visual + idx * 6;
+#pragma unroll
+    for (int c = 0; c < 3; ++c) {
+      const float v = static_cast<float>(src[c]) * (1.0f / 255.0f);
+      dst[c] = FromFloat<T>(v);
+      dst[3 + c] = FromFloat<T>(masked ? 0.0f : v);
+    }
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    OutputToBytes(const T* nhwc, int64_t count, uint8_t* bytes) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    float v = ToFloat(nhwc[i]) * 255.0f;
+    v = v > 0.0f ? v : 0.0f;  // NaN to 0, as on the CPU
+    v = v < 255.0f ? v : 255.0f;
+    bytes[i] = static_cast<uint8_t>(static_cast<int>(v));
+  }
+}
+
+}  // namespace
+
+template <typename T>
+cudaError_t LaunchFacesToVisual(const uint8_t* faces, int64_t batch, const FaceGeometry& g,
+                                T* visual, cudaStream_t stream) {
+  const int64_t work = batch * g.size * g.size;
+  if (work == 0) return cudaSuccess;
+  FacesToVisual<T><<<GridFor(work, kThreads), kThreads, 0, stream>>>(faces, g, work, visual);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t LaunchOutputToBytes(const T* nhwc, int64_t count, uint8_t* bytes, cudaStream_t stream) {
+  if (count == 0) return cudaSuccess;
+  OutputToBytes<T><<<GridFor(count, kThreads), kThreads, 0, stream>>>(nhwc, count, bytes);
+  return cudaGetLastError();
+}
+
+template cudaError_t LaunchFacesToVisual<float>(const uint8_t*, int64_t, const FaceGeometry&,
+                                                float*, cudaStream_t);
+template cudaError_t LaunchFacesToVisual<__half>(const uint8_t*, int64_t, const FaceGeometry&,
+                                                 __half*, cudaStream_t);
+template cudaError_t LaunchOutputToBytes<float>(const float*, int64_t, uint8_t*, cudaStream_t);
+template cudaError_t LaunchOutputToBytes<__half>(const __half*, int64_t, uint8_t*, cudaStream_t);
+
+}  // namespace lipsync::cuda
