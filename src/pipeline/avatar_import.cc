@@ -16,7 +16,7 @@ namespace {
 EngineOptions CheckingOptions() {
   EngineOptions options;
   options.intra_op_threads = 1;
-  options.graph_optimization = GraphOptimization::kBasic;  // only loaded, never run
+  options.ort.graph_optimization = GraphOptimization::kBasic;  // only loaded, never run
   return options;
 }
 

@@ -91,7 +91,7 @@ std::string OrtLibraryDir() {
 // Empty when `library` and the shared provider bridge beside libonnxruntime load; else what fails.
 std::string ProviderLibraryProblem(const std::string& library) {
   const std::filesystem::path dir = OrtLibraryDir();
-  for (const std::string name : {std::string("libonnxruntime_providers_shared.so"), library}) {
+  for (const std::string& name : {std::string("libonnxruntime_providers_shared.so"), library}) {
     const std::filesystem::path path = dir / name;
     std::error_code ec;
     if (!std::filesystem::exists(path, ec)) return name + " is not in " + dir.string();
