@@ -97,6 +97,7 @@ struct RenderStats {
   double fps = 0.0;                // frames / seconds
   double audio_seconds = 0.0;      // speech decoded (16 kHz samples / 16000)
   double video_seconds = 0.0;      // frames / avatar fps
+  double cpu_s = 0.0;              // CPU time of the whole process during the render
   std::vector<StageStats> stages;  // audio, frames, infer, paste, output
 };
 
