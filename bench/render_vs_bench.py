@@ -40,9 +40,10 @@ def bench_fps(binary, model, batch, threads, duration):
     return result["fps"], result["latency_ms"]
 
 
-def render(binary, avatar, audio, batch, threads, out):
+def render(binary, avatar, audio, batch, threads, out, nice=0):
     proc = run_json([binary, "render", "--avatar", avatar, "--audio", audio, "--out", out,
-                     "--batch", str(batch), "--threads", str(threads), "--json", "--quiet"])
+                     "--batch", str(batch), "--threads", str(threads), "--background-nice",
+                     str(nice), "--json", "--quiet"])
     return json.loads(proc.stdout)
 
 
@@ -54,6 +55,7 @@ def main():
     parser.add_argument("--batches", default="1,4")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--nice", default="0", help="render's --background-nice values, e.g. 0,10")
     parser.add_argument("--seconds", type=float, default=20.0, help="speech per render")
     parser.add_argument("--bench-duration", type=float, default=15.0)
     parser.add_argument("--long-seconds", type=float, default=120.0,
@@ -69,52 +71,61 @@ def main():
     audio = long_speech(speech, args.seconds, os.path.join(work, "speech.wav"))
     out = os.path.join(work, "out.mp4")
     batches = [int(b) for b in args.batches.split(",")]
+    nices = [int(n) for n in args.nice.split(",")]
 
-    rows = {b: {"bench": [], "render": [], "stages": []} for b in batches}
+    rows = {(b, n): {"bench": [], "render": [], "stages": [], "cpu_ms": []}
+            for b in batches for n in nices}
     for r in range(args.rounds):
         for b in batches:
             fps, _ = bench_fps(args.bin, model, b, args.threads, args.bench_duration)
-            summary = render(args.bin, avatar, audio, b, args.threads, out)
-            rows[b]["bench"].append(fps)
-            rows[b]["render"].append(summary["fps"])
-            rows[b]["stages"].append(summary["stages"])
-            print(f"round {r + 1} batch {b}: bench {fps:.2f} frames/s, render "
-                  f"{summary['fps']:.2f} frames/s ({summary['frames']} frames)", flush=True)
+            for n in nices:
+                summary = render(args.bin, avatar, audio, b, args.threads, out, n)
+                row = rows[(b, n)]
+                row["bench"].append(fps)
+                row["render"].append(summary["fps"])
+                row["stages"].append(summary["stages"])
+                row["cpu_ms"].append(1000 * summary["cpu_s"] / summary["frames"])
+                print(f"round {r + 1} batch {b} nice {n}: bench {fps:.2f} frames/s, render "
+                      f"{summary['fps']:.2f} frames/s ({summary['frames']} frames, "
+                      f"{row['cpu_ms'][-1]:.1f} CPU ms/frame)", flush=True)
 
     report = {"threads": args.threads, "rounds": args.rounds, "speech_seconds": args.seconds,
               "batches": []}
-    print("\n| batch | bench frames/s (median, min..max) | render frames/s (median, min..max) "
-          "| render / bench |")
-    print("|---|---|---|---|")
-    for b in batches:
-        bench, rend = rows[b]["bench"], rows[b]["render"]
+    print("\n| batch | background nice | bench frames/s (median, min..max) | render frames/s "
+          "(median, min..max) | render / bench | render CPU ms/frame |")
+    print("|---|---|---|---|---|---|")
+    keys = ("busy_ms_per_frame", "cpu_ms_per_frame", "starved_s", "blocked_s")
+    for (b, n), row in rows.items():
+        bench, rend = row["bench"], row["render"]
         ratio = statistics.median(rend) / statistics.median(bench)
-        print(f"| {b} | {statistics.median(bench):.2f} ({min(bench):.2f}..{max(bench):.2f}) | "
-              f"{statistics.median(rend):.2f} ({min(rend):.2f}..{max(rend):.2f}) | "
-              f"{100 * ratio:.1f}% |")
+        print(f"| {b} | {n} | {statistics.median(bench):.2f} ({min(bench):.2f}..{max(bench):.2f})"
+              f" | {statistics.median(rend):.2f} ({min(rend):.2f}..{max(rend):.2f}) | "
+              f"{100 * ratio:.1f}% | {statistics.median(row['cpu_ms']):.1f} |")
         stages = {}
-        for round_stages in rows[b]["stages"]:
+        for round_stages in row["stages"]:
             for s in round_stages:
                 stages.setdefault(s["name"], []).append(s)
         report["batches"].append({
-            "batch": b, "bench_fps": bench, "render_fps": rend, "ratio_of_medians": ratio,
-            "stages": {name: {k: statistics.median(x[k] for x in v)
-                              for k in ("busy_ms_per_frame", "busy_s", "starved_s", "blocked_s")}
+            "batch": b, "background_nice": n, "bench_fps": bench, "render_fps": rend,
+            "ratio_of_medians": ratio, "render_cpu_ms_per_frame": row["cpu_ms"],
+            "stages": {name: {k: statistics.median(x[k] for x in v) for k in keys}
                        for name, v in stages.items()}})
-    print("\nrender stages, medians over the rounds (ms of busy time per frame; seconds starved "
-          "for input and blocked on output):")
-    print("| batch | stage | busy ms/frame | starved s | blocked s |")
-    print("|---|---|---|---|---|")
+    print("\nrender stages, medians over the rounds: wall ms per frame busy (includes waiting for "
+          "a core), the stage thread's CPU ms per frame, seconds starved for input and blocked "
+          "on output:")
+    print("| batch | nice | stage | busy ms/frame | CPU ms/frame | starved s | blocked s |")
+    print("|---|---|---|---|---|---|---|")
     for entry in report["batches"]:
         for name, s in entry["stages"].items():
-            print(f"| {entry['batch']} | {name} | {s['busy_ms_per_frame']:.2f} | "
+            print(f"| {entry['batch']} | {entry['background_nice']} | {name} | "
+                  f"{s['busy_ms_per_frame']:.2f} | {s['cpu_ms_per_frame']:.2f} | "
                   f"{s['starved_s']:.2f} | {s['blocked_s']:.2f} |")
 
     if args.long_seconds > 0:
         memory = []
         for seconds in (args.seconds, args.long_seconds):
             wav = long_speech(speech, seconds, os.path.join(work, f"speech_{int(seconds)}.wav"))
-            summary = render(args.bin, avatar, wav, batches[-1], args.threads, out)
+            summary = render(args.bin, avatar, wav, batches[-1], args.threads, out, nices[0])
             memory.append({"speech_seconds": seconds, "frames": summary["frames"],
                            "peak_rss_mb": summary["peak_rss_mb"]})
         report["memory"] = memory

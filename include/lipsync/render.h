@@ -58,6 +58,9 @@ struct RenderOptions {
   int frame_cache_mb = 256;
   // Video avatars: decoded frames each reader keeps for walking backwards.
   int video_cache_frames = 32;
+  // Linux nice value added to the threads of every stage but inference, so that on a busy CPU
+  // the model's threads come first and the others use what is left (0: equal shares).
+  int background_nice = 0;
   // Called from the output thread after each frame.
   std::function<void(const RenderProgress&)> progress;
   // Polled by every stage; when it turns true the render stops with kCancelled.
@@ -82,6 +85,8 @@ struct StageStats {
   double busy_s = 0.0;     // working
   double starved_s = 0.0;  // waiting for input
   double blocked_s = 0.0;  // waiting for room downstream
+  // CPU time of the stage's thread (for inference without the model's own worker threads).
+  double cpu_s = 0.0;
 };
 
 struct RenderStats {
@@ -92,6 +97,7 @@ struct RenderStats {
   double fps = 0.0;                // frames / seconds
   double audio_seconds = 0.0;      // speech decoded (16 kHz samples / 16000)
   double video_seconds = 0.0;      // frames / avatar fps
+  double cpu_s = 0.0;              // CPU time of the whole process during the render
   std::vector<StageStats> stages;  // audio, frames, infer, paste, output
 };
 

@@ -2,6 +2,9 @@
 // stages on their own threads and finishes (or discards) the output.
 #include "lipsync/render.h"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <thread>
 
 #include "render_pipeline.h"
@@ -53,6 +56,17 @@ bool Pipeline::CheckCancel() {
 }
 
 }  // namespace internal
+
+namespace {
+
+double ProcessCpuSeconds() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  auto seconds = [](const timeval& t) { return t.tv_sec + 1e-6 * t.tv_usec; };
+  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
+}
+
+}  // namespace
 
 struct Renderer::Models {
   Avatar avatar;
@@ -156,13 +170,22 @@ Result<RenderStats> Renderer::Render(const std::string& audio_path, const Render
   }
 
   p.started = internal::Clock::now();
+  const double cpu_before = ProcessCpuSeconds();
   {
+    // Every stage but inference may run at a lower priority (a per-thread nice on Linux).
+    const int nice = options.background_nice;
+    auto background = [nice, &p](void (*stage)(internal::Pipeline&)) {
+      return std::thread([nice, stage, &p] {
+        if (nice > 0) setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), nice);
+        stage(p);
+      });
+    };
     std::vector<std::thread> threads;
-    threads.emplace_back(internal::RunAudioStage, std::ref(p));
-    threads.emplace_back(internal::RunFramesStage, std::ref(p));
+    threads.push_back(background(internal::RunAudioStage));
+    threads.push_back(background(internal::RunFramesStage));
     threads.emplace_back(internal::RunInferStage, std::ref(p));
-    threads.emplace_back(internal::RunPasteStage, std::ref(p));
-    threads.emplace_back(internal::RunOutputStage, std::ref(p));
+    threads.push_back(background(internal::RunPasteStage));
+    threads.push_back(background(internal::RunOutputStage));
     for (auto& t : threads) t.join();
   }
   if (p.failed()) return p.error();  // the writer or staging folder removes what was written
@@ -184,6 +207,7 @@ Result<RenderStats> Renderer::Render(const std::string& audio_path, const Render
   stats.fps = stats.seconds > 0 ? stats.frames / stats.seconds : 0.0;
   stats.audio_seconds = static_cast<double>(p.audio_samples) / kAudioSampleRate;
   stats.video_seconds = stats.frames / fps;
+  stats.cpu_s = ProcessCpuSeconds() - cpu_before;
   stats.stages.assign(std::begin(p.stats), std::end(p.stats));
   return stats;
 }

@@ -1,5 +1,7 @@
 // The five render stages. Each loops: take from its input queue (time counted as starved), work
 // (busy), hand on (blocked). All stop when any of them fails.
+#include <time.h>
+
 #include <cstdio>
 #include <cstring>
 #include <list>
@@ -16,10 +18,19 @@ constexpr size_t kAudioChunk = 8000;  // 0.5 s at 16 kHz per read
 constexpr size_t kMuxChunk = 4800;    // 0.1 s at 48 kHz
 constexpr size_t kWindowValues = 32 * 16 * 16;
 
-// Times the three states of a stage.
+double ThreadCpuSeconds() {
+  timespec t{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
+
+// Times the three states of a stage, and its thread's CPU time when it ends. (Busy time is wall
+// time: it includes time the thread was ready but another one had the core.)
 class StageClock {
  public:
-  explicit StageClock(StageStats& stats) : stats_(stats), t_(Clock::now()) {}
+  explicit StageClock(StageStats& stats)
+      : stats_(stats), t_(Clock::now()), cpu_(ThreadCpuSeconds()) {}
+  ~StageClock() { stats_.cpu_s = ThreadCpuSeconds() - cpu_; }
   void Starved() { stats_.starved_s += Lap(); }
   void Busy() { stats_.busy_s += Lap(); }
   void Blocked() { stats_.blocked_s += Lap(); }
@@ -33,6 +44,7 @@ class StageClock {
   }
   StageStats& stats_;
   Clock::time_point t_;
+  double cpu_;
 };
 
 // Avatar frames with their face crops, least recently used dropped first beyond a byte budget.

@@ -4,7 +4,9 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
+import time
 import wave
 
 import numpy as np
@@ -271,3 +273,46 @@ def test_broken_avatar_fails_cleanly_even_mid_render(avatar, tmp_path):
     expect_failure(["render", "--avatar", str(broken), "--audio", str(tmp_path / "speech.wav"),
                     "--out", str(tmp_path / "out.mp4")], "unet.onnx' not found", tmp_path,
                    before)
+
+
+def test_video_avatar_renders_like_its_images(avatar, tmp_path):
+    """The same frames as one lossless video: ping-pong reading walks back through it."""
+    video_avatar = tmp_path / "video_avatar"
+    shutil.copytree(avatar, video_avatar)
+    subprocess.run(["ffmpeg", "-v", "error", "-framerate", "25", "-i",
+                    str(video_avatar / "frames" / "%06d.png"), "-c:v", "libx264rgb", "-crf", "0",
+                    "-g", "5", str(video_avatar / "frames.mp4")], check=True)
+    shutil.rmtree(video_avatar / "frames")
+    manifest = json.loads((video_avatar / "avatar.json").read_text())
+    manifest["frames"] = "frames.mp4"
+    (video_avatar / "avatar.json").write_text(json.dumps(manifest))
+    samples = 16000 + 4000  # 31 frames over 12 avatar frames: forward, back and forward again
+    write_wav(tmp_path / "speech.wav", samples, seed=5)
+    for name, source in (("from_video", video_avatar), ("from_images", avatar)):
+        run("render", "--avatar", str(source), "--audio", str(tmp_path / "speech.wav"),
+            "--frames-out", str(tmp_path / name), "--batch", "2")
+    names = sorted(os.listdir(tmp_path / "from_images"))
+    assert len(names) == expected_frames(samples)
+    assert names == sorted(os.listdir(tmp_path / "from_video"))
+    for name in names:
+        a = read_png(tmp_path / "from_images" / name)
+        b = read_png(tmp_path / "from_video" / name)
+        assert np.array_equal(a, b), name
+
+
+def test_interrupt_stops_the_render_and_removes_the_partial_file(avatar, tmp_path):
+    write_wav(tmp_path / "speech.wav", 16000 * 120)  # long enough to be caught mid-way
+    proc = subprocess.Popen([BIN, "render", "--avatar", str(avatar), "--audio",
+                             str(tmp_path / "speech.wav"), "--out", str(tmp_path / "out.mp4")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Wait for the render to start writing (its hidden temp file appears), then interrupt it.
+    deadline = time.monotonic() + 120
+    while not any(n.startswith(".out.mp4.tmp") for n in os.listdir(tmp_path)):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the render never started writing"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, out + err
+    assert "CANCELLED: render cancelled" in err
+    assert sorted(os.listdir(tmp_path)) == ["speech.wav"]
