@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "avatar_test_util.h"
+#include "lipsync/audio.h"
 
 namespace lipsync {
 namespace {
@@ -170,6 +171,19 @@ TEST(AudioReader, ChunkSizeDoesNotChangeTheSamples) {
   ASSERT_TRUE(at48k.ok());
   // Resampling to 3x the rate gives 3x the samples, up to the rounding of ceil(n * 3).
   EXPECT_NEAR(static_cast<double>(at48k->size()), 3.0 * whole->size(), 3.0);
+}
+
+TEST(AudioReader, SameSamplesAsDecodeAudioFile) {
+  // Render streams the speech with AudioReader; the features library decodes whole files with
+  // DecodeAudioFile. Both must give the same samples, at the model's rate and at another.
+  ScratchDir dir;
+  ASSERT_TRUE(WriteVideo(dir / "a.mp4", 30, 1.2).ok());  // AAC at 48 kHz
+  for (int rate : {16000, 44100}) {
+    auto streamed = ReadAllAudio(dir / "a.mp4", rate, 777);
+    auto whole = DecodeAudioFile(dir / "a.mp4", rate);
+    ASSERT_TRUE(streamed.ok() && whole.ok());
+    EXPECT_EQ(*streamed, *whole) << rate << " Hz";
+  }
 }
 
 TEST(AudioReader, BadInputs) {

@@ -13,7 +13,10 @@ void AddBenchCommand(CLI::App& app, int* exit_code);
 void AddCheckCommand(CLI::App& app, int* exit_code);
 void AddPythonCommands(CLI::App& app, int* exit_code);   // export, export-audio, compare
 void AddPlanCommand(CLI::App& app, int* exit_code);      // the native backends' compiled plan
-void AddAvatarCommand(CLI::App& app, int* exit_code);    // avatar import | check
+#ifdef LIPSYNC_WITH_AVATARS
+void AddAvatarCommand(CLI::App& app, int* exit_code);  // avatar import | check
+void AddRenderCommand(CLI::App& app, int* exit_code);  // speech + avatar -> video
+#endif
 void AddFeaturesCommand(CLI::App& app, int* exit_code);  // audio file -> features
 #ifdef LIPSYNC_WITH_SERVER
 void AddServeCommand(CLI::App& app, int* exit_code);

@@ -14,7 +14,10 @@ int main(int argc, char** argv) {
   lipsync::cli::AddCheckCommand(app, &exit_code);
   lipsync::cli::AddPythonCommands(app, &exit_code);
   lipsync::cli::AddPlanCommand(app, &exit_code);
+#ifdef LIPSYNC_WITH_AVATARS
   lipsync::cli::AddAvatarCommand(app, &exit_code);
+  lipsync::cli::AddRenderCommand(app, &exit_code);
+#endif
   lipsync::cli::AddFeaturesCommand(app, &exit_code);
 #ifdef LIPSYNC_WITH_SERVER
   lipsync::cli::AddServeCommand(app, &exit_code);

@@ -1,0 +1,132 @@
+// The Renderer as a library: progress, cancel, stats, and reuse for several renders.
+#include "lipsync/render.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "avatar_test_util.h"
+
+namespace lipsync {
+namespace {
+
+using testing::FixturePath;
+using testing::ScratchDir;
+using testing::TestModelPath;
+
+// The fixture dataset imported with the tiny models.
+Avatar ImportTinyAvatar(const ScratchDir& dir) {
+  AvatarImportOptions o;
+  o.out_dir = dir / "avatar";
+  o.model = TestModelPath("tiny.onnx");
+  o.audio_encoder = TestModelPath("tiny_audio_encoder.onnx");
+  auto avatar = ImportSyncTalkDataset(FixturePath("dataset"), o);
+  EXPECT_TRUE(avatar.ok()) << avatar.status().ToString();
+  return *avatar;
+}
+
+// A video file whose sound track is `seconds` of a gliding tone: render reads the audio of any
+// media file.
+std::string WriteSpeechVideo(const ScratchDir& dir, double seconds) {
+  const std::string path = dir / "speech.mp4";
+  VideoWriterOptions o;
+  o.width = 32;
+  o.height = 32;
+  o.audio_sample_rate = 16000;
+  auto writer = VideoWriter::Create(path, o);
+  EXPECT_TRUE(writer.ok());
+  std::vector<float> pcm(static_cast<size_t>(seconds * 16000));
+  for (size_t i = 0; i < pcm.size(); ++i) {
+    pcm[i] = 0.4f * static_cast<float>(std::sin(0.05 * i + 1e-6 * i * i));
+  }
+  EXPECT_TRUE((*writer)->WriteAudio(pcm.data(), pcm.size()).ok());
+  const Image black{32, 32, std::vector<uint8_t>(32 * 32 * 3)};
+  for (int i = 0; i < static_cast<int>(seconds * 25); ++i) {
+    EXPECT_TRUE((*writer)->WriteFrame(black).ok());
+  }
+  EXPECT_TRUE((*writer)->Finish().ok());
+  return path;
+}
+
+TEST(Renderer, ProgressStatsAndReuse) {
+  ScratchDir dir;
+  const Avatar avatar = ImportTinyAvatar(dir);
+  const std::string speech = WriteSpeechVideo(dir, 2.0);
+  auto renderer = Renderer::Create(avatar);
+  ASSERT_TRUE(renderer.ok()) << renderer.status().ToString();
+
+  RenderOptions options;
+  options.batch = 3;
+  std::vector<RenderProgress> seen;
+  options.progress = [&](const RenderProgress& p) { seen.push_back(p); };
+  auto stats = (*renderer)->Render(speech, RenderOutput::Video(dir / "a.mp4"), options);
+  ASSERT_TRUE(stats.ok()) << stats.status().ToString();
+  ASSERT_EQ(static_cast<int64_t>(seen.size()), stats->frames);
+  for (size_t i = 0; i < seen.size(); ++i) EXPECT_EQ(seen[i].frames_done, int64_t(i) + 1);
+  EXPECT_TRUE(seen.back().total_known);
+  EXPECT_EQ(seen.back().frames_total, stats->frames);
+  EXPECT_EQ(stats->batch, 3);
+  EXPECT_EQ(stats->batches, (stats->frames + 2) / 3);
+  ASSERT_EQ(stats->stages.size(), 5u);
+  for (const StageStats& s : stats->stages) EXPECT_EQ(s.items, stats->frames) << s.name;
+  EXPECT_NEAR(stats->video_seconds, stats->frames / 25.0, 1e-9);
+  EXPECT_NEAR(stats->audio_seconds, 2.0, 0.1);
+
+  // The same renderer again, to image files.
+  options.progress = nullptr;
+  auto again = (*renderer)->Render(speech, RenderOutput::Frames(dir / "frames"), options);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->frames, stats->frames);
+  EXPECT_EQ(static_cast<int64_t>(dir.List("frames").size()), stats->frames);
+}
+
+TEST(Renderer, CancelLeavesNothing) {
+  ScratchDir dir;
+  const Avatar avatar = ImportTinyAvatar(dir);
+  const std::string speech = WriteSpeechVideo(dir, 3.0);
+  auto renderer = Renderer::Create(avatar);
+  ASSERT_TRUE(renderer.ok());
+  std::atomic<bool> cancel{false};
+  RenderOptions options;
+  options.cancel = &cancel;
+  options.progress = [&](const RenderProgress& p) {
+    if (p.frames_done == 5) cancel = true;
+  };
+  const auto before = dir.List();
+  for (const RenderOutput& out :
+       {RenderOutput::Video(dir / "out.mp4"), RenderOutput::Frames(dir / "frames")}) {
+    cancel = false;
+    auto stats = (*renderer)->Render(speech, out, options);
+    EXPECT_EQ(stats.status().code(), StatusCode::kCancelled);
+    EXPECT_EQ(dir.List(), before);
+  }
+}
+
+TEST(Renderer, RejectsBadOptions) {
+  ScratchDir dir;
+  const Avatar avatar = ImportTinyAvatar(dir);
+  const std::string speech = WriteSpeechVideo(dir, 1.0);
+  auto renderer = Renderer::Create(avatar);
+  ASSERT_TRUE(renderer.ok());
+  RenderOptions options;
+  options.batch = 65;  // above the engine's default largest batch (64)
+  auto big = (*renderer)->Render(speech, RenderOutput::Video(dir / "o.mp4"), options);
+  EXPECT_NE(big.status().message().find("above the engine's largest batch 64"), std::string::npos)
+      << big.status().message();
+  options.batch = 2;
+  RenderOutput both = RenderOutput::Video(dir / "o.mp4");
+  both.frames_dir = dir / "f";
+  EXPECT_EQ((*renderer)->Render(speech, both, options).status().code(),
+            StatusCode::kInvalidArgument);
+  auto gif = (*renderer)->Render(speech, RenderOutput::Frames(dir / "f", "gif"), options);
+  EXPECT_NE(gif.status().message().find("frames must be png or jpg"), std::string::npos);
+  // A UNet of the other face size does not fit the avatar.
+  auto small = Renderer::Create(avatar, {}, TestModelPath("tiny160.onnx"));
+  EXPECT_NE(small.status().message().find("model_size 320, the model takes 160x160 faces"),
+            std::string::npos)
+      << small.status().message();
+  EXPECT_EQ(dir.List(), (std::vector<std::string>{"avatar", "speech.mp4"}));
+}
+
+}  // namespace
+}  // namespace lipsync

@@ -1,0 +1,190 @@
+// `lipsync render`: speech + an avatar -> a lip-synced MP4 (or image files). The work is the
+// library's Renderer; this file parses flags, draws the progress bar and prints the summary.
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "bench_stats.h"
+#include "commands.h"
+#include "engine_flags.h"
+#include "lipsync/render.h"
+
+namespace lipsync::cli {
+namespace {
+
+std::atomic<bool> g_interrupted{false};
+extern "C" void OnInterrupt(int) { g_interrupted = true; }
+
+struct RenderArgs {
+  EngineFlags engine;
+  std::string avatar;
+  std::string audio;
+  std::string out;
+  std::string frames_out;
+  std::string frames_format = "png";
+  std::string order = "pingpong";
+  int64_t start_frame = -1;
+  int batch = 4;
+  int crf = 18;
+  std::string preset = "veryfast";
+  int queue = 0;
+  int background_nice = 0;
+  bool json = false;
+  bool quiet = false;
+};
+
+std::string Clock(double seconds) {
+  const long s = static_cast<long>(seconds + 0.5);
+  char text[32];
+  std::snprintf(text, sizeof(text), "%ld:%02ld", s / 60, s % 60);
+  return text;
+}
+
+// A one-line bar on stderr, redrawn at most 5 times a second and once at the end.
+class ProgressBar {
+ public:
+  void Update(const RenderProgress& p) {
+    const auto now = std::chrono::steady_clock::now();
+    const bool last = p.total_known && p.frames_done == p.frames_total;
+    if (!last && now - drawn_ < std::chrono::milliseconds(200)) return;
+    drawn_ = now;
+    const double fps = p.elapsed_s > 0 ? p.frames_done / p.elapsed_s : 0.0;
+    const int64_t total = std::max<int64_t>(p.frames_total, 1);
+    const int width = 30;
+    const int filled = static_cast<int>(width * std::min<int64_t>(p.frames_done, total) / total);
+    std::string bar(static_cast<size_t>(filled), '#');
+    bar.resize(width, '.');
+    const double eta = fps > 0 ? (total - p.frames_done) / fps : 0.0;
+    std::fprintf(stderr, "\r[%s] %lld/%s%lld frames  %.1f frames/s  ETA %s ", bar.c_str(),
+                 static_cast<long long>(p.frames_done), p.total_known ? "" : "~",
+                 static_cast<long long>(total), fps, Clock(eta).c_str());
+    if (last) std::fprintf(stderr, "\n");
+    std::fflush(stderr);
+  }
+
+ private:
+  std::chrono::steady_clock::time_point drawn_{};
+};
+
+nlohmann::json StatsJson(const RenderArgs& args, const RenderStats& s, double load_s) {
+  nlohmann::json stages = nlohmann::json::array();
+  for (const StageStats& st : s.stages) {
+    stages.push_back({{"name", st.name},
+                      {"items", st.items},
+                      {"busy_s", st.busy_s},
+                      {"starved_s", st.starved_s},
+                      {"blocked_s", st.blocked_s},
+                      {"cpu_s", st.cpu_s},
+                      {"cpu_ms_per_frame", s.frames ? 1000.0 * st.cpu_s / s.frames : 0.0},
+                      {"busy_ms_per_frame", s.frames ? 1000.0 * st.busy_s / s.frames : 0.0}});
+  }
+  return {{"output", args.out.empty() ? args.frames_out : args.out},
+          {"frames", s.frames},
+          {"batch", s.batch},
+          {"batches", s.batches},
+          {"seconds", s.seconds},
+          {"fps", s.fps},
+          {"audio_seconds", s.audio_seconds},
+          {"video_seconds", s.video_seconds},
+          {"cpu_s", s.cpu_s},
+          {"model_load_s", load_s},
+          {"peak_rss_mb", PeakRssMiB()},
+          {"stages", stages}};
+}
+
+int RunRender(const RenderArgs& args) {
+  if (args.out.empty() == args.frames_out.empty()) {
+    return ReportError(InvalidArgument("give --out (a video) or --frames-out (a folder)"));
+  }
+  auto order = ParseFrameOrder(args.order);
+  if (!order.ok()) return ReportError(order.status().WithContext("--order"));
+  auto options = ToEngineOptions(args.engine);
+  if (!options.ok()) return ReportError(options.status());
+  auto avatar = LoadAvatar(args.avatar);
+  if (!avatar.ok()) return ReportError(avatar.status());
+  const auto t0 = std::chrono::steady_clock::now();
+  auto renderer = Renderer::Create(*avatar, *options, args.engine.model);
+  if (!renderer.ok()) return ReportError(renderer.status());
+  const double load_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  RenderOptions ro;
+  ro.batch = args.batch;
+  ro.order = *order;
+  ro.start_frame = args.start_frame;
+  ro.crf = args.crf;
+  ro.preset = args.preset;
+  ro.queue_frames = args.queue;
+  ro.background_nice = args.background_nice;
+  ro.cancel = &g_interrupted;
+  ProgressBar bar;
+  if (!args.quiet && isatty(fileno(stderr))) {
+    ro.progress = [&bar](const RenderProgress& p) { bar.Update(p); };
+  }
+  const RenderOutput output = args.out.empty()
+                                  ? RenderOutput::Frames(args.frames_out, args.frames_format)
+                                  : RenderOutput::Video(args.out);
+  // Ctrl-C stops the render cleanly: the partial output is removed.
+  auto previous = std::signal(SIGINT, OnInterrupt);
+  auto stats = (*renderer)->Render(args.audio, output, ro);
+  std::signal(SIGINT, previous);
+  if (ro.progress && !stats.ok()) std::fprintf(stderr, "\n");  // the bar stopped mid-line
+  if (!stats.ok()) return ReportError(stats.status());
+
+  if (args.json) {
+    std::printf("%s\n", StatsJson(args, *stats, load_s).dump(2).c_str());
+    return 0;
+  }
+  std::printf(
+      "wrote %s: %lld frames (%.2f s of video for %.2f s of audio) in %.2f s, "
+      "%.1f frames/s, batch %d\n",
+      (args.out.empty() ? args.frames_out : args.out).c_str(),
+      static_cast<long long>(stats->frames), stats->video_seconds, stats->audio_seconds,
+      stats->seconds, stats->fps, stats->batch);
+  std::printf("%-8s %10s %14s %13s %10s %10s\n", "stage", "busy s", "busy ms/frame", "cpu ms/frame",
+              "starved s", "blocked s");
+  const double per_frame = stats->frames ? 1000.0 / stats->frames : 0.0;
+  for (const StageStats& s : stats->stages) {
+    std::printf("%-8s %10.2f %14.2f %13.2f %10.2f %10.2f\n", s.name.c_str(), s.busy_s,
+                s.busy_s * per_frame, s.cpu_s * per_frame, s.starved_s, s.blocked_s);
+  }
+  return 0;
+}
+
+}  // namespace
+
+void AddRenderCommand(CLI::App& app, int* exit_code) {
+  auto* cmd = app.add_subcommand("render", "Speech + an avatar -> a lip-synced video");
+  auto args = std::make_shared<RenderArgs>();
+  AddEngineFlags(cmd, &args->engine, /*with_max_batch=*/true, /*model_required=*/false);
+  cmd->add_option("--avatar", args->avatar, "avatar folder (docs/AVATARS.md)")->required();
+  cmd->add_option("--audio", args->audio, "speech: any audio or video file FFmpeg reads")
+      ->required();
+  cmd->add_option("--out,-o", args->out, "output video (.mp4: H.264 + AAC)");
+  cmd->add_option("--frames-out", args->frames_out,
+                  "write numbered images to this new folder instead of a video");
+  cmd->add_option("--frames-format", args->frames_format, "png | jpg (with --frames-out)")
+      ->capture_default_str();
+  cmd->add_option("--batch", args->batch, "frames per model run")->capture_default_str();
+  cmd->add_option("--start-frame", args->start_frame,
+                  "avatar frame of the first output frame (default: 1 for pingpong, 0 for loop)");
+  cmd->add_option("--order", args->order, "pingpong | loop: how output frames walk the avatar")
+      ->capture_default_str();
+  cmd->add_option("--crf", args->crf, "H.264 quality (0 lossless, 18 visually lossless)")
+      ->capture_default_str();
+  cmd->add_option("--preset", args->preset, "libx264 speed preset")->capture_default_str();
+  cmd->add_option("--queue", args->queue, "frames in flight between stages (0: batch + 2)")
+      ->capture_default_str();
+  cmd->add_option("--background-nice", args->background_nice,
+                  "lower the priority of all stages but inference by this nice value")
+      ->capture_default_str();
+  cmd->add_flag("--json", args->json, "print the summary (per-stage times) as JSON");
+  cmd->add_flag("--quiet,-q", args->quiet, "no progress bar");
+  cmd->callback([=] { *exit_code = RunRender(*args); });
+}
+
+}  // namespace lipsync::cli
