@@ -26,7 +26,12 @@ build: configure
 $(MODELS)/demo.onnx $(MODELS)/demo_audio_encoder.onnx &: | build
 	PYTHONPATH=python LIPSYNC_BIN=$(CURDIR)/$(LIPSYNC) $(PYTHON) -m lipsync.demo --out-dir $(MODELS)
 
-demo: build $(MODELS)/demo.onnx $(MODELS)/demo_audio_encoder.onnx
+# The demo avatar: synthetic frames and landmarks imported with `lipsync avatar import`.
+$(MODELS)/demo_avatar/avatar.json: $(MODELS)/demo.onnx $(MODELS)/demo_audio_encoder.onnx
+	PYTHONPATH=python LIPSYNC_BIN=$(CURDIR)/$(LIPSYNC) $(PYTHON) -m lipsync.demo_avatar \
+	  --out-dir $(MODELS) --model $(MODELS)/demo.onnx --encoder $(MODELS)/demo_audio_encoder.onnx
+
+demo: build $(MODELS)/demo.onnx $(MODELS)/demo_audio_encoder.onnx $(MODELS)/demo_avatar/avatar.json
 	mkdir -p out
 	$(LIPSYNC) info --model $(MODELS)/demo.onnx
 	$(LIPSYNC) infer --model $(MODELS)/demo.onnx --face $(MODELS)/demo_face.png \
@@ -35,10 +40,13 @@ demo: build $(MODELS)/demo.onnx $(MODELS)/demo_audio_encoder.onnx
 	  --json out/bench.json
 	$(LIPSYNC) features --audio $(MODELS)/demo_speech.wav --encoder $(MODELS)/demo_audio_encoder.onnx \
 	  --mel-out out/demo_mel.npy --out out/demo_audio_windows.npy
+	$(LIPSYNC) render --avatar $(MODELS)/demo_avatar --audio $(MODELS)/demo_speech.wav \
+	  --out out/demo.mp4 --batch 4
 	@echo
 	@echo "demo output image: out/demo_face_out.png"
 	@echo "benchmark figures: out/bench.json"
 	@echo "audio features of models/demo_speech.wav: out/demo_audio_windows.npy"
+	@echo "lip-synced demo video: out/demo.mp4"
 
 test: build
 	cd $(BUILD) && LIPSYNC_BIN=$(CURDIR)/$(LIPSYNC) ctest -LE gpu --output-on-failure -j 2
