@@ -218,9 +218,9 @@ Status AddOwnConfig(const std::string& path, const YAML::Node& root,
 }  // namespace
 
 Status CheckModelId(const std::string& id) {
-  if (id.empty()) return InvalidArgument("model id is empty");
+  if (id.empty()) return InvalidArgument("model_id is empty");
   if (id == "." || id == ".." || id.find_first_of(std::string("/\\\0", 3)) != std::string::npos) {
-    return InvalidArgument("model id '" + id + "' is not a plain name");
+    return InvalidArgument("model_id '" + id + "' is not an avatar folder name");
   }
   return Status::Ok();
 }

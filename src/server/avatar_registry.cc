@@ -79,8 +79,8 @@ AvatarRegistry::Entry& AvatarRegistry::EntryLocked(const std::string& id) const 
   return entries_[id];
 }
 
-std::shared_ptr<LoadedAvatar> AvatarRegistry::LeaseLocked(Entry& entry) const {
-  entry.last_use = ++tick_;
+std::shared_ptr<LoadedAvatar> AvatarRegistry::LeaseLocked(Entry& entry, bool use) const {
+  if (use) entry.last_use = ++tick_;
   std::shared_ptr<LoadedAvatar> owner = entry.avatar;
   owner->pins.fetch_add(1);
   // Shares the owner's object; the deleter runs when the last copy of this lease goes.
@@ -259,7 +259,9 @@ Result<std::shared_ptr<LoadedAvatar>> AvatarRegistry::Load(const std::string& id
     std::lock_guard lock(mu_);
     Status room = MakeRoomLocked(id, c.host_bytes, c.gpu_bytes, true, &dropped);
     if (!room.ok()) {
-      EntryLocked(id).reason = room.message();
+      Entry& e = EntryLocked(id);
+      ++e.load_failures;
+      e.reason = room.message();
       return room;
     }
     reserved_host_ = c.host_bytes;
@@ -273,7 +275,9 @@ Result<std::shared_ptr<LoadedAvatar>> AvatarRegistry::Load(const std::string& id
   // The estimate assumed every frame as large as the first; make room for any difference.
   Status room = MakeRoomLocked(id, c.loaded->memory_bytes, c.loaded->gpu_bytes, true, &dropped);
   if (!room.ok()) {
-    EntryLocked(id).reason = room.message();
+    Entry& failed = EntryLocked(id);
+    ++failed.load_failures;
+    failed.reason = room.message();
     return room;
   }
   Entry& e = EntryLocked(id);
@@ -316,7 +320,7 @@ std::vector<std::shared_ptr<LoadedAvatar>> AvatarRegistry::Loaded() const {
   std::lock_guard lock(mu_);
   std::vector<std::shared_ptr<LoadedAvatar>> out;
   for (auto& [id, e] : entries_) {
-    if (e.avatar) out.push_back(LeaseLocked(e));
+    if (e.avatar) out.push_back(LeaseLocked(e, /*use=*/false));  // listing is not a use
   }
   return out;
 }

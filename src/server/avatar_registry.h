@@ -108,7 +108,7 @@ class AvatarRegistry {
   // Loads the config's preload list, then options.preload; stops at the first failure.
   Status Preload();
 
-  // Leases on every loaded avatar (hold them briefly: they pin).
+  // Leases on every loaded avatar (hold them briefly: they pin; listing does not count as a use).
   std::vector<std::shared_ptr<LoadedAvatar>> Loaded() const;
   // Model ids that can be loaded, sorted.
   std::vector<std::string> Available() const;
@@ -136,7 +136,8 @@ class AvatarRegistry {
     int64_t host_bytes = 0, gpu_bytes = 0;
   };
   struct Candidate;
-  std::shared_ptr<LoadedAvatar> LeaseLocked(Entry& entry) const;
+  // A lease on a loaded entry; `use` moves it to the back of the eviction order.
+  std::shared_ptr<LoadedAvatar> LeaseLocked(Entry& entry, bool use = true) const;
   Result<Candidate> Prepare(const std::string& id) const;
   Status LoadModels(Candidate& candidate) const;
   // Evicts idle avatars, least recently used first, until `host` and `gpu` more bytes and one

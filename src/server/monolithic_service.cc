@@ -352,7 +352,7 @@ grpc::ServerUnaryReactor* MonolithicService::Health(grpc::CallbackServerContext*
                                                     const monolithic::HealthRequest*,
                                                     monolithic::HealthResponse* response) {
   response->set_healthy(true);
-  response->set_loaded_models(static_cast<int32_t>(registry_->Loaded().size()));
+  response->set_loaded_models(registry_->Usage().loaded);
   response->set_max_models(registry_->max_models());
   if (registry_->gpu_id() >= 0) response->add_gpu_ids(registry_->gpu_id());
   return Reply(call, "Health");

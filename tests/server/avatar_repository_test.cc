@@ -90,6 +90,7 @@ TEST(AvatarRepository, EvictsTheLeastRecentlyUsedAtTheModelCap) {
   ASSERT_TRUE(registry.Load("a0").ok());
   ASSERT_TRUE(registry.Load("a1").ok());
   ASSERT_NE(registry.Find("a0"), nullptr);
+  EXPECT_EQ(registry.Loaded().size(), 2u);  // listing is not a use: a1 stays the least recent
   ASSERT_TRUE(registry.Load("a2").ok());
   EXPECT_EQ(registry.Find("a1"), nullptr);
   EXPECT_NE(registry.Find("a0"), nullptr);
