@@ -1,5 +1,6 @@
 #include "server/avatar_catalog.h"
 
+#include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -281,8 +282,13 @@ std::vector<std::string> AvatarCatalog::Ids() const {
 }
 
 Result<std::string> ImportGoModelToCache(const AvatarSource& source, const std::string& cache_dir) {
-  const std::string dir = (fs::path(cache_dir) / source.model_id).string();
+  // One folder per config and model id: two configs may use the same ids.
   std::error_code ec;
+  const std::string config = fs::weakly_canonical(source.path, ec).string();
+  const std::string dir =
+      (fs::path(cache_dir) / fmt::format("{}-{:08x}", source.model_id,
+                                         static_cast<uint32_t>(std::hash<std::string>{}(config))))
+          .string();
   const auto newest_input =
       std::max(fs::last_write_time(source.path, ec), fs::last_write_time(source.audio_encoder, ec));
   const fs::path manifest = fs::path(dir) / kAvatarManifestName;

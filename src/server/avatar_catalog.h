@@ -50,8 +50,8 @@ class AvatarCatalog {
   AvatarConfigSettings settings_;
 };
 
-// The Go model as an avatar folder under `cache_dir` (imported on first use; imported again when
-// the config or the model file is newer than the cached folder).
+// The Go model as an avatar folder `cache_dir/<model_id>-<hash of the config's path>` (imported on
+// first use; imported again when the config or the audio encoder is newer than the cached folder).
 Result<std::string> ImportGoModelToCache(const AvatarSource& source, const std::string& cache_dir);
 
 }  // namespace lipsync::server

@@ -224,7 +224,11 @@ Status AvatarRegistry::LoadModels(Candidate& c) const {
     loaded.backgrounds.push_back(std::move(*frame));
   }
   loaded.memory_bytes = bytes;
-  loaded.gpu_bytes = gpu_id() >= 0 ? models : 0;
+  // On the GPU only when the engine really runs there (a GPU provider may fall back to the CPU).
+  const ModelInfo& info = loaded.unet->info();
+  const bool on_gpu =
+      info.backend == "cuda" || info.provider == "cuda" || info.provider == "tensorrt";
+  loaded.gpu_bytes = on_gpu ? models : 0;
   loaded.load_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
   return Status::Ok();
 }

@@ -346,7 +346,15 @@ TEST(AvatarRepository, GoServerConfigLoadsTheFixtureAvatar) {
   EXPECT_EQ((*anna)->backgrounds[5].bgr,
             LoadImage(FixturePath("dataset/full_body_img/5.png"))->bgr);
   EXPECT_EQ((*anna)->avatar.crop_rects()[3], (CropRect{33, 20, 110, 100}));
-  EXPECT_TRUE(std::filesystem::exists(dir / "cache/anna/avatar.json"));
+  // The cache holds one avatar folder, anna-<hash of the config's path>.
+  std::vector<std::string> cached;
+  for (const auto& e : std::filesystem::directory_iterator(dir / "cache")) {
+    cached.push_back(e.path().string());
+  }
+  ASSERT_EQ(cached.size(), 1u);
+  EXPECT_EQ(std::filesystem::path(cached[0]).filename().string().rfind("anna-", 0), 0u);
+  const std::string manifest = cached[0] + "/avatar.json";
+  EXPECT_TRUE(std::filesystem::exists(manifest));
   // Entries with missing keys or wrong types fail on their own; the rest keeps serving.
   auto nokeys = r.Load("nokeys");
   EXPECT_MESSAGE(nokeys.status(), "models.nokeys: 'model_path' is missing");
@@ -356,11 +364,11 @@ TEST(AvatarRepository, GoServerConfigLoadsTheFixtureAvatar) {
   EXPECT_EQ(r.Find("anna").get(), anna->get());
   // A second registry reuses the cached folder.
   anna->reset();
-  const auto stamp = std::filesystem::last_write_time(dir / "cache/anna/avatar.json");
+  const auto stamp = std::filesystem::last_write_time(manifest);
   auto again = AvatarRegistry::Create(options);
   ASSERT_TRUE(again.ok());
   ASSERT_TRUE((*again)->Load("anna").ok());
-  EXPECT_EQ(std::filesystem::last_write_time(dir / "cache/anna/avatar.json"), stamp);
+  EXPECT_EQ(std::filesystem::last_write_time(manifest), stamp);
 }
 
 TEST(AvatarRepository, GoModelsNeedAnAudioEncoder) {
