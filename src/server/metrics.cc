@@ -71,6 +71,11 @@ uint64_t Metrics::requests(const std::string& method, const std::string& code) c
   return it == requests_.end() ? 0 : it->second;
 }
 
+void Metrics::AddCollector(std::function<void(std::string*)> collector) {
+  std::lock_guard lock(mu_);
+  collectors_.push_back(std::move(collector));
+}
+
 std::string Metrics::RenderPrometheus() const {
   std::string out;
   out += "# HELP lipsync_requests_total Requests answered, by method and status code.\n";
@@ -105,6 +110,12 @@ std::string Metrics::RenderPrometheus() const {
   out += "# HELP lipsync_preferred_batch Batch size the server forms when enough frames wait.\n";
   out += "# TYPE lipsync_preferred_batch gauge\n";
   out += fmt::format("lipsync_preferred_batch {}\n", preferred_batch_.load());
+  std::vector<std::function<void(std::string*)>> collectors;
+  {
+    std::lock_guard lock(mu_);
+    collectors = collectors_;
+  }
+  for (const auto& collect : collectors) collect(&out);
   return out;
 }
 

@@ -7,6 +7,7 @@
 
 #include <array>
 #include <atomic>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
@@ -52,6 +53,8 @@ class Metrics {
   uint64_t requests(const std::string& method, const std::string& code) const;
 
   std::string RenderPrometheus() const;
+  // More metric families, appended to every rendering (e.g. the avatar repository's).
+  void AddCollector(std::function<void(std::string*)> collector);
 
  private:
   mutable std::mutex mu_;
@@ -65,6 +68,7 @@ class Metrics {
   Histogram batch_size_hist_;
   Histogram queue_seconds_;
   Histogram compute_seconds_;
+  std::vector<std::function<void(std::string*)>> collectors_;  // guarded by mu_
 };
 
 }  // namespace lipsync::server

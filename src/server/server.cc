@@ -23,6 +23,7 @@ struct Server::Impl {
   ServiceContext ctx;
   std::unique_ptr<LipSyncService> lipsync_service;
   std::unique_ptr<KServeService> kserve_service;
+  std::unique_ptr<AvatarRegistry> avatars;  // outlives the services that use it
   std::unique_ptr<MonolithicService> monolithic_service;
   std::unique_ptr<grpc::Server> grpc_server;
   std::unique_ptr<grpc::Server> monolithic_server;  // when it has its own port
@@ -128,14 +129,21 @@ Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOption
   impl->ctx.metrics = &impl->metrics;
   impl->ctx.max_queue_delay_us = options.batching.max_queue_delay.count();
   impl->ctx.max_queue = static_cast<int64_t>(options.batching.max_queue);
+  // The avatar repository: every avatar service serves from it; preloads finish before serving.
+  if (!options.monolithic_options.avatars.root.empty()) {
+    LIPSYNC_ASSIGN_OR_RETURN(impl->avatars,
+                             AvatarRegistry::Create(options.monolithic_options.avatars));
+    LIPSYNC_RETURN_IF_ERROR(impl->avatars->Preload());
+    impl->ctx.avatars = impl->avatars.get();
+    AvatarRegistry* avatars = impl->avatars.get();
+    impl->metrics.AddCollector([avatars](std::string* out) { avatars->RenderPrometheus(out); });
+  }
   impl->lipsync_service = std::make_unique<LipSyncService>(&impl->ctx);
   impl->kserve_service = std::make_unique<KServeService>(&impl->ctx);
   if (options.monolithic) {
-    if (options.monolithic_options.avatars.root.empty()) {
-      return InvalidArgument("the monolithic service needs an avatar folder");
-    }
-    impl->monolithic_service =
-        std::make_unique<MonolithicService>(options.monolithic_options, &impl->metrics);
+    if (!impl->avatars) return InvalidArgument("the monolithic service needs avatars");
+    impl->monolithic_service = std::make_unique<MonolithicService>(
+        options.monolithic_options, impl->avatars.get(), &impl->metrics);
   }
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -198,6 +206,7 @@ int Server::port() const { return impl_->port; }
 int Server::metrics_port() const { return impl_->http ? impl_->http->port() : 0; }
 int Server::monolithic_port() const { return impl_->monolithic_port; }
 MonolithicService* Server::monolithic_service() { return impl_->monolithic_service.get(); }
+AvatarRegistry* Server::avatars() { return impl_->avatars.get(); }
 Metrics& Server::metrics() { return impl_->metrics; }
 int Server::preferred_batch() const { return impl_->batcher->batch_limit(); }
 

@@ -27,8 +27,10 @@ struct ServerOptions {
   int max_message_bytes = 64 << 20;
   std::chrono::milliseconds drain_timeout{10000};
   std::string tls_cert_file, tls_key_file, tls_client_ca_file;  // PEM files; empty: plaintext
-  // monolithic.MonolithicService (the Go server's contract) over the avatar folders under
-  // monolithic.avatars.root, on the main port or, when monolithic_listen is set, on its own.
+  // monolithic.MonolithicService (the Go server's contract) over the avatar repository, on the
+  // main port or, when monolithic_listen is set, on its own. The repository (its options are
+  // monolithic_options.avatars; root: a folder or a YAML config) exists whenever root is set, with
+  // the KServe model repository extension and per-avatar metrics, with or without this service.
   bool monolithic = false;
   std::string monolithic_listen;
   MonolithicOptions monolithic_options;
@@ -44,6 +46,8 @@ class Server {
   // The port of the monolithic service: its own, or the main one (0 when it is off).
   int monolithic_port() const;
   MonolithicService* monolithic_service();
+  // The avatar repository (monolithic_options.avatars), or nullptr when the server has no avatars.
+  AvatarRegistry* avatars();
   Metrics& metrics();
   // The batch size the batcher forms when enough frames wait (chosen at start when it was auto).
   int preferred_batch() const;

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -25,6 +26,9 @@ struct ServeArgs {
   int drain_timeout_s = 10;
   int max_message_mb = 64;
   std::string log_level = "info";
+  // The avatar repository (--avatars DIR|config.yaml).
+  std::string preload;
+  int64_t avatar_host_mb = 0, avatar_gpu_mb = 0;
 };
 
 // "auto" (the server times the engine at start-up and takes its most efficient batch size up to
@@ -66,10 +70,23 @@ int RunServe(ServeArgs& args) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   const bool has_avatars = !args.server.monolithic_options.avatars.root.empty();
-  if (has_avatars != args.server.monolithic ||
+  if ((args.server.monolithic && !has_avatars) ||
       (!args.server.monolithic_listen.empty() && !args.server.monolithic)) {
     return ReportError(InvalidArgument(
-        "--monolithic and --avatars DIR go together (--monolithic-listen needs both)"));
+        "--monolithic needs --avatars DIR|config.yaml (and --monolithic-listen needs both)"));
+  }
+  if (!has_avatars && !args.preload.empty()) {
+    return ReportError(InvalidArgument("--preload needs --avatars DIR|config.yaml"));
+  }
+  {
+    auto& avatars = args.server.monolithic_options.avatars;
+    for (size_t at = 0; at < args.preload.size();) {
+      const size_t comma = std::min(args.preload.find(',', at), args.preload.size());
+      if (comma > at) avatars.preload.push_back(args.preload.substr(at, comma - at));
+      at = comma + 1;
+    }
+    avatars.max_host_bytes = args.avatar_host_mb << 20;
+    avatars.max_gpu_bytes = args.avatar_gpu_mb << 20;
   }
   auto options = ToEngineOptions(args.engine);
   if (!options.ok()) return ReportError(options.status());
@@ -99,8 +116,15 @@ int RunServe(ServeArgs& args) {
       args.server.tls_cert_file.empty() ? "" : " with TLS", (*server)->preferred_batch(),
       args.server.batching.max_batch, args.max_queue_delay_us, args.max_queue);
   if (args.server.monolithic) {
-    spdlog::info("monolithic service on port {} over avatars in {}", (*server)->monolithic_port(),
-                 args.server.monolithic_options.avatars.root);
+    spdlog::info("monolithic service on port {}", (*server)->monolithic_port());
+  }
+  if (auto* avatars = (*server)->avatars()) {
+    spdlog::info(
+        "avatars from {}: {} available, {} loaded, at most {} loaded, host budget {} MiB, GPU "
+        "budget {} MiB (0: none); KServe model repository extension on",
+        args.server.monolithic_options.avatars.root, avatars->Available().size(),
+        avatars->Usage().loaded, avatars->max_models(), avatars->max_host_bytes() >> 20,
+        avatars->max_gpu_bytes() >> 20);
   }
   if (!args.server.metrics_listen.empty()) {
     spdlog::info("metrics on http://{}/metrics (port {}), probes /healthz /readyz",
@@ -174,15 +198,33 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
       "--monolithic", args->server.monolithic,
       "also serve monolithic.MonolithicService (the Go server's contract) over --avatars");
   cmd->add_option("--avatars", args->server.monolithic_options.avatars.root,
-                  "folder of avatar folders; a request's model_id names one");
+                  "avatar repository: a folder of avatar folders, or a YAML config (lipsync's or "
+                  "the Go server's config.yaml); a request's model_id names an avatar");
+  cmd->add_option("--preload", args->preload, "avatars to load before serving, e.g. anna,bob");
+  auto* host_mb = cmd->add_option("--avatar-memory-mb", args->avatar_host_mb,
+                                  "host memory budget for loaded avatars in MiB (0: none; "
+                                  "least recently used idle avatars are evicted to stay within)");
+  auto* gpu_mb = cmd->add_option("--avatar-gpu-memory-mb", args->avatar_gpu_mb,
+                                 "GPU memory budget for loaded avatars in MiB (0: none)");
+  cmd->add_option("--avatar-encoder", args->server.monolithic_options.avatars.audio_encoder,
+                  "audio encoder ONNX for the Go server's models (when its config names none)");
+  cmd->add_option("--avatar-cache", args->server.monolithic_options.avatars.cache_dir,
+                  "folder where the Go server's models become avatar folders");
   cmd->add_option("--monolithic-listen", args->server.monolithic_listen,
                   "own host:port for the monolithic service (default: the --listen port)");
-  cmd->add_option("--max-avatars", args->server.monolithic_options.avatars.max_models,
-                  "avatars loaded at once at most")
-      ->capture_default_str();
+  auto* max_avatars =
+      cmd->add_option("--max-avatars", args->server.monolithic_options.avatars.max_models,
+                      "avatars loaded at once at most (flags win over the avatar config)")
+          ->capture_default_str();
   cmd->add_option("--log-level", args->log_level, "trace|debug|info|warn|error")
       ->capture_default_str();
-  cmd->callback([=] { *exit_code = RunServe(*args); });
+  cmd->callback([=] {
+    auto& avatars = args->server.monolithic_options.avatars;
+    avatars.max_models_set = max_avatars->count() > 0;
+    avatars.max_host_set = host_mb->count() > 0;
+    avatars.max_gpu_set = gpu_mb->count() > 0;
+    *exit_code = RunServe(*args);
+  });
 }
 
 }  // namespace lipsync::cli
