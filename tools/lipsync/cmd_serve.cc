@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <thread>
 
 #include "commands.h"
@@ -66,10 +67,23 @@ int RunServe(ServeArgs& args) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   const bool has_avatars = !args.server.monolithic_options.avatars.root.empty();
-  if (has_avatars != args.server.monolithic ||
+  if (has_avatars != (args.server.monolithic || args.server.lipsyncsrv) ||
       (!args.server.monolithic_listen.empty() && !args.server.monolithic)) {
     return ReportError(InvalidArgument(
-        "--monolithic and --avatars DIR go together (--monolithic-listen needs both)"));
+        "--monolithic (or --lipsyncsrv) and --avatars DIR go together (--monolithic-listen "
+        "needs both)"));
+  }
+  if ((!args.server.lipsyncsrv_listen.empty() ||
+       !args.server.lipsyncsrv_options.audio_encoder.empty()) &&
+      !args.server.lipsyncsrv) {
+    return ReportError(
+        InvalidArgument("--lipsyncsrv-listen and --lipsyncsrv-encoder need --lipsyncsrv"));
+  }
+  // Imported packages' checkpoints are exported and then verified by this binary.
+  {
+    std::error_code ec;
+    auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+    if (!ec) args.server.lipsyncsrv_options.export_options.verify_engine = self.string();
   }
   auto options = ToEngineOptions(args.engine);
   if (!options.ok()) return ReportError(options.status());
@@ -100,6 +114,10 @@ int RunServe(ServeArgs& args) {
       args.server.batching.max_batch, args.max_queue_delay_us, args.max_queue);
   if (args.server.monolithic) {
     spdlog::info("monolithic service on port {} over avatars in {}", (*server)->monolithic_port(),
+                 args.server.monolithic_options.avatars.root);
+  }
+  if (args.server.lipsyncsrv) {
+    spdlog::info("lipsyncsrv service on port {} over avatars in {}", (*server)->lipsyncsrv_port(),
                  args.server.monolithic_options.avatars.root);
   }
   if (!args.server.metrics_listen.empty()) {
@@ -177,6 +195,13 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
                   "folder of avatar folders; a request's model_id names one");
   cmd->add_option("--monolithic-listen", args->server.monolithic_listen,
                   "own host:port for the monolithic service (default: the --listen port)");
+  cmd->add_flag("--lipsyncsrv", args->server.lipsyncsrv,
+                "also serve lipsyncsrv.LipSyncService (the Python server's contract) over "
+                "--avatars");
+  cmd->add_option("--lipsyncsrv-listen", args->server.lipsyncsrv_listen,
+                  "own host:port for the lipsyncsrv service (default: the --listen port)");
+  cmd->add_option("--lipsyncsrv-encoder", args->server.lipsyncsrv_options.audio_encoder,
+                  "audio encoder ONNX given to model packages that LoadModel imports");
   cmd->add_option("--max-avatars", args->server.monolithic_options.avatars.max_models,
                   "avatars loaded at once at most")
       ->capture_default_str();
