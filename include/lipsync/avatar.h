@@ -160,8 +160,8 @@ Result<Avatar> ImportGoServerModel(const std::string& config_path, const std::st
 // How a PyTorch UNet checkpoint (a SyncTalk_2D state dict, mode 'ave') becomes ONNX: lipsync's
 // Python exporter (`python3 -m lipsync.export`, which needs PyTorch) run as a child process.
 struct CheckpointExportOptions {
-  std::string python;         // interpreter; empty: /usr/bin/python3 when present, else python3
-  std::string python_dir;     // holds the lipsync package; empty: $LIPSYNC_PYTHON_DIR or the source's
+  std::string python;      // interpreter; empty: /usr/bin/python3 when present, else python3
+  std::string python_dir;  // holds the lipsync package; empty: $LIPSYNC_PYTHON_DIR or the source's
   std::string verify_engine;  // lipsync binary that verifies the export; empty: not verified
   int size = 320;
 };

@@ -92,10 +92,9 @@ Result<AvatarManifest> ReadAvatarManifest(const std::string& path) {
   const std::string where = "'" + path + "'";
   if (!doc.is_object()) return InvalidArgument(where + ": expected a JSON object");
   AvatarManifest m;
-  static const std::set<std::string> kKeys = {"format",        "version",    "name",
-                                              "fps",           "model_size", "model",
-                                              "audio_encoder", "frames",     "crop_rects",
-                                              "audio_features"};
+  static const std::set<std::string> kKeys = {
+      "format", "version",       "name",   "fps",        "model_size",
+      "model",  "audio_encoder", "frames", "crop_rects", "audio_features"};
   for (const auto& [key, value] : doc.items()) {
     if (!kKeys.count(key)) return InvalidArgument(where + ": unknown key '" + key + "'");
   }
@@ -145,7 +144,7 @@ Result<AvatarManifest> ReadAvatarManifest(const std::string& path) {
 }
 
 Status WriteAvatarManifest(const std::string& path, const AvatarManifest& m) {
-  nlohmann::ordered_json doc = {{"format", "lipsync-avatar"},
+  const nlohmann::ordered_json doc = {{"format", "lipsync-avatar"},
                                       {"version", kAvatarFormatVersion},
                                       {"name", m.name},
                                       {"fps", m.fps},
@@ -154,8 +153,9 @@ Status WriteAvatarManifest(const std::string& path, const AvatarManifest& m) {
                                       {"audio_encoder", m.audio_encoder},
                                       {"frames", m.frames},
                                       {"crop_rects", m.crop_rects}};
-  if (!m.audio_features.empty()) doc["audio_features"] = m.audio_features;
-  return internal::WriteTextFile(path, doc.dump(2) + "\n");
+  nlohmann::ordered_json out = doc;
+  if (!m.audio_features.empty()) out["audio_features"] = m.audio_features;
+  return internal::WriteTextFile(path, out.dump(2) + "\n");
 }
 
 Result<std::vector<CropRect>> ReadCropRects(const std::string& path) {

@@ -55,17 +55,24 @@ std::vector<std::string> Checkpoints(const fs::path& dir) {
 Result<CropRect> ReadBounds(const std::string& path) {
   LIPSYNC_ASSIGN_OR_RETURN(Tensor t, LoadNpy(path));
   if (t.element_count() < 4) {
-    return InvalidArgument("face bounds '" + path + "' hold " +
-                           std::to_string(t.element_count()) +
+    return InvalidArgument("face bounds '" + path + "' hold " + std::to_string(t.element_count()) +
                            " numbers; expected [xmin, ymin, xmax, ymax, ...]");
   }
   double v[4];
   for (int i = 0; i < 4; ++i) {
     switch (t.dtype()) {
-      case DataType::kFloat32: v[i] = t.data_as<float>()[i]; break;
-      case DataType::kInt32: v[i] = t.data_as<int32_t>()[i]; break;
-      case DataType::kInt64: v[i] = static_cast<double>(t.data_as<int64_t>()[i]); break;
-      case DataType::kUInt8: v[i] = t.data_as<uint8_t>()[i]; break;
+      case DataType::kFloat32:
+        v[i] = t.data_as<float>()[i];
+        break;
+      case DataType::kInt32:
+        v[i] = t.data_as<int32_t>()[i];
+        break;
+      case DataType::kInt64:
+        v[i] = static_cast<double>(t.data_as<int64_t>()[i]);
+        break;
+      case DataType::kUInt8:
+        v[i] = t.data_as<uint8_t>()[i];
+        break;
       default:
         return InvalidArgument("face bounds '" + path + "' are " + DataTypeName(t.dtype()) +
                                "; expected float32 or integers");
@@ -165,8 +172,8 @@ Result<Avatar> ImportLipSyncSrvPackage(const std::string& package_dir,
   draft.audio_encoder = options.audio_encoder;
   draft.audio_features = features;
   draft.frames_video = (dir / "video.mp4").string();
-  auto bounds = internal::ListNumberedFiles((dir / "face_bounds").string(), "", {"npy"},
-                                            "face bounds");
+  auto bounds =
+      internal::ListNumberedFiles((dir / "face_bounds").string(), "", {"npy"}, "face bounds");
   if (!bounds.ok()) return bounds.status().WithContext(where);
   for (const auto& file : *bounds) {
     auto rect = ReadBounds(file);
@@ -179,6 +186,10 @@ Result<Avatar> ImportLipSyncSrvPackage(const std::string& package_dir,
     if (!video.ok()) return video.WithContext(where);
   }
 
+  if (options.audio_encoder.empty()) {
+    return InvalidArgument(where +
+                           ": no audio encoder was given for the avatar (a package has none)");
+  }
   TempDir temp;
   if (options.model.empty()) {
     if (temp.path().empty()) return Internal("cannot create a temporary folder for the export");

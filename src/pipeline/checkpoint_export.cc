@@ -45,7 +45,7 @@ std::vector<std::string> ChildEnvironment(const std::string& python_dir) {
   for (char** e = environ; e && *e; ++e) {
     std::string entry(*e);
     if (entry.rfind("PYTHONPATH=", 0) == 0) {
-      if (entry.size() > 11) path += ":" + entry.substr(11);
+      if (entry.size() > 11) path.append(":").append(entry, 11, std::string::npos);
       continue;
     }
     env.push_back(entry);
@@ -73,11 +73,20 @@ Status ExportUnetCheckpoint(const std::string& checkpoint, const std::string& ou
   }
   std::string python = options.python;
   if (python.empty()) python = fs::exists("/usr/bin/python3", ec) ? "/usr/bin/python3" : "python3";
-  std::vector<std::string> args = {python,       "-m",     "lipsync.export",
-                                   "--checkpoint", checkpoint, "--mode",
-                                   "ave",          "--size", std::to_string(options.size),
-                                   "--out",        out_onnx, "--threads",
-                                   "1",            "--single-file"};
+  std::vector<std::string> args = {python,
+                                   "-m",
+                                   "lipsync.export",
+                                   "--checkpoint",
+                                   checkpoint,
+                                   "--mode",
+                                   "ave",
+                                   "--size",
+                                   std::to_string(options.size),
+                                   "--out",
+                                   out_onnx,
+                                   "--threads",
+                                   "1",
+                                   "--single-file"};
   if (options.verify_engine.empty()) {
     args.push_back("--no-verify");
   } else {
@@ -109,10 +118,9 @@ Status ExportUnetCheckpoint(const std::string& checkpoint, const std::string& ou
   fs::remove(log, ec);
   if (!ok || !fs::is_regular_file(out_onnx, ec)) {
     fs::remove(out_onnx, ec);
-    return InvalidArgument("exporting the UNet checkpoint '" + checkpoint +
-                           "' to ONNX failed (exit " +
-                           std::to_string(WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : -1) +
-                           "): " + tail);
+    return InvalidArgument(
+        "exporting the UNet checkpoint '" + checkpoint + "' to ONNX failed (exit " +
+        std::to_string(WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : -1) + "): " + tail);
   }
   return Status::Ok();
 }

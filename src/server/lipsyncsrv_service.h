@@ -73,8 +73,8 @@ class LipSyncSrvService final : public lipsyncsrv::LipSyncService::CallbackServi
   class StreamReactor;
   // The audio feature sequence [rows, 512] for `avatar`: its override file when one is named,
   // else its precomputed features; cached per avatar load and file.
-  Result<std::shared_ptr<const Tensor>> FeatureSequence(
-      const std::shared_ptr<LoadedAvatar>& avatar, const std::string& audio_override);
+  Result<std::shared_ptr<const Tensor>> FeatureSequence(const std::shared_ptr<LoadedAvatar>& avatar,
+                                                        const std::string& audio_override);
   grpc::ServerUnaryReactor* Post(grpc::CallbackServerContext* call, const char* method,
                                  std::function<void()> work);
   void WorkerLoop();

@@ -143,7 +143,8 @@ Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOption
   }
   if (options.lipsyncsrv) {
     const AvatarRegistryOptions& avatars = options.monolithic_options.avatars;
-    if (avatars.root.empty()) return InvalidArgument("the lipsyncsrv service needs an avatar folder");
+    if (avatars.root.empty())
+      return InvalidArgument("the lipsyncsrv service needs an avatar folder");
     AvatarRegistry* registry = nullptr;
     if (impl->monolithic_service) {
       registry = &impl->monolithic_service->registry();

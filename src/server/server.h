@@ -14,8 +14,8 @@
 
 #include "lipsync/engine.h"
 #include "server/batcher.h"
-#include "server/metrics.h"
 #include "server/lipsyncsrv_service.h"
+#include "server/metrics.h"
 #include "server/monolithic_service.h"
 
 namespace lipsync::server {

@@ -80,8 +80,8 @@ TEST(LipSyncSrvImport, EveryMissingFileIsNamed) {
   auto avatar = ImportLipSyncSrvPackage(package, options);
   ASSERT_FALSE(avatar.ok());
   EXPECT_EQ(avatar.status().code(), StatusCode::kNotFound);
-  for (const char* name : {"aud_ave.npy", "video.mp4", "package_info.json", "face_bounds/",
-                           "models/*.pth"}) {
+  for (const char* name :
+       {"aud_ave.npy", "video.mp4", "package_info.json", "face_bounds/", "models/*.pth"}) {
     EXPECT_NE(avatar.status().message().find(name), std::string::npos)
         << name << " not named in: " << avatar.status().message();
   }
@@ -106,8 +106,8 @@ TEST(LipSyncSrvImport, BrokenPackagesAreRefusedAndLeaveNothing) {
        "expected float32 [frames, 512]"},
       {"truncated features", [](const std::string& p) { fs::resize_file(p + "/aud_ave.npy", 90); },
        "aud_ave.npy"},
-      {"bounds missing for a frame", [](const std::string& p) { fs::remove(p + "/face_bounds/2.npy"); },
-       "face bounds 2"},
+      {"bounds missing for a frame",
+       [](const std::string& p) { fs::remove(p + "/face_bounds/2.npy"); }, "face bounds 2"},
       {"one bounds file too few",
        [](const std::string& p) { fs::remove(p + "/face_bounds/5.npy"); }, "face_bounds/ has 5"},
       {"bounds with three numbers",
@@ -124,9 +124,11 @@ TEST(LipSyncSrvImport, BrokenPackagesAreRefusedAndLeaveNothing) {
          ASSERT_TRUE(SaveNpy(p + "/face_bounds/3.npy", t.view()).ok());
        },
        "crop rectangle 3"},
-      {"crop video not a video", [](const std::string& p) { WriteFile(p + "/face_regions_320.mp4", "x"); },
+      {"crop video not a video",
+       [](const std::string& p) { WriteFile(p + "/face_regions_320.mp4", "x"); },
        "face_regions_320.mp4"},
-      {"package_info not JSON", [](const std::string& p) { WriteFile(p + "/package_info.json", "{"); },
+      {"package_info not JSON",
+       [](const std::string& p) { WriteFile(p + "/package_info.json", "{"); },
        "package_info.json is not a JSON object"},
   };
   for (const auto& c : cases) {
@@ -277,10 +279,10 @@ TEST(LipSyncSrv, GenerateInferenceServesTheFaceAndWhereItGoes) {
   const CropRect r = RectOf(4);
   ASSERT_EQ(first.bounds_size(), 6);
   const std::vector<float> bounds(first.bounds().begin(), first.bounds().end());
-  EXPECT_EQ(bounds, (std::vector<float>{static_cast<float>(r.x1), static_cast<float>(r.y1),
-                                        static_cast<float>(r.x2), static_cast<float>(r.y2),
-                                        static_cast<float>(r.width()),
-                                        static_cast<float>(r.height())}));
+  EXPECT_EQ(bounds,
+            (std::vector<float>{static_cast<float>(r.x1), static_cast<float>(r.y1),
+                                static_cast<float>(r.x2), static_cast<float>(r.y2),
+                                static_cast<float>(r.width()), static_cast<float>(r.height())}));
 
   auto second = Infer(*f, "anna", 0);
   ASSERT_TRUE(second.success()) << second.error();

@@ -16,7 +16,6 @@ import grpc
 import numpy as np
 import pytest
 import torch
-from grpc_tools import protoc
 
 BIN = os.environ["LIPSYNC_BIN"]
 DATA = os.environ["LIPSYNC_TEST_DATA_DIR"]
@@ -28,10 +27,12 @@ CROP, INNER, OFFSET = 328, 320, 4
 
 @pytest.fixture(scope="module")
 def pb(tmp_path_factory):
+    # Debian's protoc (the python3-protobuf runtime's version) with gRPC's Python plugin: the
+    # protoc inside python3-grpc-tools predates proto3 `optional`.
     out = tmp_path_factory.mktemp("stubs")
-    code = protoc.main(["protoc", f"-I{PROTO_DIR}", f"--python_out={out}",
-                        f"--grpc_python_out={out}", "lipsyncsrv/lipsyncsrv.proto"])
-    assert code == 0
+    subprocess.run(["protoc", f"-I{PROTO_DIR}", f"--python_out={out}",
+                    "--plugin=protoc-gen-grpc_python=/usr/bin/grpc_python_plugin",
+                    f"--grpc_python_out={out}", "lipsyncsrv/lipsyncsrv.proto"], check=True)
     sys.path.insert(0, str(out))
     from lipsyncsrv import lipsyncsrv_pb2, lipsyncsrv_pb2_grpc
     return lipsyncsrv_pb2, lipsyncsrv_pb2_grpc
@@ -86,15 +87,32 @@ def bounds_of(frame):
     return np.load(os.path.join(PACKAGE, "face_bounds", f"{frame}.npy"))
 
 
-def torch_face(root, frame, features):
-    """The face PyTorch computes from the package's checkpoint on the avatar's frame (decoded by
-    OpenCV), cropped and masked as the spec says, with the window of `features` rows."""
-    from lipsync.checkpoint import load_model
-    model = load_model(os.path.join(PACKAGE, "models", "7.pth"), "ave", 320)
-    capture = cv2.VideoCapture(str(root / "pkg" / "frames.mp4"))
-    for _ in range(frame + 1):
+def png_copy(root, name):
+    """A copy of avatar `name` whose frames are PNG files of its video as OpenCV decodes it, so
+    that the server and the reference below see the same pixels (two video decoders may differ by
+    a level, which the random demo weights amplify)."""
+    copy = root / (name + "_png")
+    shutil.copytree(root / name, copy)
+    capture = cv2.VideoCapture(str(copy / "frames.mp4"))
+    (copy / "frames").mkdir()
+    frames = []
+    for i in range(FRAMES):
         ok, image = capture.read()
         assert ok
+        cv2.imwrite(str(copy / "frames" / f"{i:06d}.png"), image)
+        frames.append(image)
+    os.remove(copy / "frames.mp4")
+    manifest = json.loads((copy / "avatar.json").read_text())
+    manifest["frames"] = "frames"
+    (copy / "avatar.json").write_text(json.dumps(manifest))
+    return copy.name, frames
+
+
+def torch_face(image, frame, features):
+    """The face PyTorch computes from the package's checkpoint on `image`, cropped and masked as
+    the spec says, with the window of `features` rows around `frame`, as a q95 JPEG decodes."""
+    from lipsync.checkpoint import load_model
+    model = load_model(os.path.join(PACKAGE, "models", "7.pth"), "ave", 320)
     x1, y1, x2, y2 = [int(v) for v in bounds_of(frame)[:4]]
     crop = cv2.resize(image[y1:y2, x1:x2], (CROP, CROP), interpolation=cv2.INTER_CUBIC)
     inner = crop[OFFSET:OFFSET + INNER, OFFSET:OFFSET + INNER].copy()
@@ -124,11 +142,20 @@ def test_generate_inference_matches_pytorch(pb, stub, root, imported):
     assert face.shape == (320, 320, 3) and face.dtype == np.uint8
     x1, y1, x2, y2 = [int(v) for v in bounds_of(2)[:4]]
     assert list(response.bounds) == [x1, y1, x2, y2, x2 - x1, y2 - y1]
-    expected = torch_face(root, 2, np.load(os.path.join(PACKAGE, "aud_ave.npy")))
-    diff = np.abs(face.astype(int) - expected.astype(int))
-    # ONNX Runtime and PyTorch differ by float rounding (a byte here and there), and the two
-    # bicubic crops by at most one step; through JPEG q95 that stays within a few levels.
-    assert diff.mean() < 1.0 and diff.max() <= 16, (diff.mean(), diff.max())
+
+    # The exported UNet and the whole path against PyTorch on the package's checkpoint.
+    name, frames = png_copy(root, imported)
+    features = np.load(os.path.join(PACKAGE, "aud_ave.npy"))
+    for frame in (0, 2, 5):
+        served = stub.GenerateInference(pb[0].InferenceRequest(model_name=name, frame_id=frame))
+        assert served.success, served.error
+        diff = np.abs(decode(served.prediction_data).astype(int)
+                      - torch_face(frames[frame], frame, features).astype(int))
+        # ONNX Runtime and PyTorch agree to about 1e-4 (the export's own check): a byte flips at
+        # a truncation step here and there, and JPEG spreads it over its block (measured: mean
+        # 0.07, max 7). For scale: these random weights turn +-1 noise on the frame into a mean
+        # difference of about 1 (max 186), so a wrong input or weight shows far above this bound.
+        assert diff.mean() < 0.25 and diff.max() <= 16, (frame, diff.mean(), diff.max())
 
 
 def test_batch_and_stream_keep_order(pb, stub, imported):

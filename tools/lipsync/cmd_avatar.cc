@@ -1,6 +1,6 @@
 // `lipsync avatar import` (a SyncTalk_2D dataset, a Go server model or a Python server's model
-// package to an avatar folder) and
-// `lipsync avatar check` (load, decode every frame, load both models).
+// package to an avatar folder) and `lipsync avatar check` (load, decode every frame, load both
+// models).
 #include <unistd.h>
 
 #include <cstdio>
@@ -126,16 +126,20 @@ void AddAvatarCommand(CLI::App& app, int* exit_code) {
   avatar->require_subcommand(1);
 
   auto* import = avatar->add_subcommand(
-      "import", "Make an avatar folder from a SyncTalk_2D dataset, a Go server model or a Python "
+      "import",
+      "Make an avatar folder from a SyncTalk_2D dataset, a Go server model or a Python "
       "server's model package");
   auto iargs = std::make_shared<ImportArgs>();
-  import->add_option("--from", iargs->from, "synctalk DATASET_DIR | go CONFIG.yaml | lipsyncsrv PACKAGE_DIR")
+  import
+      ->add_option("--from", iargs->from,
+                   "synctalk DATASET_DIR | go CONFIG.yaml | lipsyncsrv PACKAGE_DIR")
       ->expected(2)
       ->required();
   import->add_option("--out,-o", iargs->options.out_dir, "the avatar folder to create")->required();
-  import->add_option("--model,-m", iargs->options.model,
-                     "UNet ONNX (go: defaults to the config's model_path; lipsyncsrv: to the package's "
-                     "checkpoint, exported)");
+  import->add_option(
+      "--model,-m", iargs->options.model,
+      "UNet ONNX (go: defaults to the config's model_path; lipsyncsrv: to the package's "
+      "checkpoint, exported)");
   import->add_option("--encoder", iargs->options.audio_encoder, "audio encoder ONNX")->required();
   import->add_option("--model-id", iargs->model_id, "go: the model's key under models:");
   import->add_option("--name", iargs->options.name, "avatar name (default: folder or model id)");
