@@ -2,10 +2,12 @@
 // (PyTorch lives on the Python side only). Its output goes to a log file whose end is quoted when
 // the export fails.
 #include <fcntl.h>
+#include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -101,10 +103,17 @@ Status ExportUnetCheckpoint(const std::string& checkpoint, const std::string& ou
   auto env_strings = ChildEnvironment(python_dir);
   auto argv = Pointers(args);
   auto envp = Pointers(env_strings);
+  // A server blocks its stop signals in every thread; the exporter should not inherit that.
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
   pid_t pid = 0;
-  const int spawned =
-      posix_spawnp(&pid, python.c_str(), &actions, nullptr, argv.data(), envp.data());
+  const int spawned = posix_spawnp(&pid, python.c_str(), &actions, &attr, argv.data(), envp.data());
   posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
   if (spawned != 0) {
     fs::remove(log, ec);
     return Unavailable("cannot run '" + python + "' to export the checkpoint '" + checkpoint + "'");

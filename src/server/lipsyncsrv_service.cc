@@ -194,6 +194,11 @@ void LipSyncSrvService::RunFrames(const std::string& model, const std::vector<in
     }
   };
   if (frame_ids.empty()) return;
+  if (frame_ids.size() > static_cast<size_t>(kLipSyncSrvMaxFrames)) {
+    return fail_all(InvalidArgument("frame_ids holds " + std::to_string(frame_ids.size()) +
+                                    " ids; at most " + std::to_string(kLipSyncSrvMaxFrames) +
+                                    " per call"));
+  }
   bool loaded_now = false;
   auto loaded = registry_->Load(model, &loaded_now);
   if (!loaded.ok()) return fail_all(loaded.status());

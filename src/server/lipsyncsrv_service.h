@@ -24,7 +24,8 @@
 namespace lipsync::server {
 
 constexpr int kLipSyncSrvJpegQuality = 95;
-constexpr int kLipSyncSrvMessageBytes = 16 << 20;  // the Python server's message limit
+// Frames of one batch call at most: the faces take 1.2 MB each while the batch runs.
+constexpr int kLipSyncSrvMaxFrames = 256;
 
 struct LipSyncSrvOptions {
   int worker_threads = 2;  // requests run on these, in arrival order

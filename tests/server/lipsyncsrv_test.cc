@@ -333,6 +333,21 @@ TEST(LipSyncSrv, BatchAnswersEachFrameInOrder) {
   }
 }
 
+TEST(LipSyncSrv, BatchesAboveTheLimitAreRefused) {
+  auto f = Start();
+  ASSERT_TRUE(f);
+  lipsyncsrv::BatchInferenceRequest request;
+  request.set_model_name("anna");
+  for (int i = 0; i <= kLipSyncSrvMaxFrames; ++i) request.add_frame_ids(i % kFrames);
+  lipsyncsrv::BatchInferenceResponse response;
+  ASSERT_TRUE(f->stub->GenerateBatchInference(Context().get(), request, &response).ok());
+  ASSERT_EQ(response.responses_size(), kLipSyncSrvMaxFrames + 1);
+  for (const auto& r : response.responses()) {
+    EXPECT_FALSE(r.success());
+    EXPECT_NE(r.error().find("at most 256 per call"), std::string::npos) << r.error();
+  }
+}
+
 TEST(LipSyncSrv, StreamAnswersInRequestOrder) {
   auto f = Start();
   ASSERT_TRUE(f);
