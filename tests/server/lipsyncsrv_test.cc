@@ -378,6 +378,31 @@ TEST(LipSyncSrv, StreamAnswersInRequestOrder) {
   EXPECT_FALSE(answers[1].auto_loaded());
 }
 
+TEST(LipSyncSrv, CancelledStreamLeavesTheServerServing) {
+  auto f = Start();
+  ASSERT_TRUE(f);
+  {
+    auto ctx = Context();
+    auto stream = f->stub->StreamInference(ctx.get());
+    lipsyncsrv::InferenceRequest request;
+    request.set_model_name("anna");
+    for (int frame : {0, 1, 2}) {
+      request.set_frame_id(frame);
+      ASSERT_TRUE(stream->Write(request));
+    }
+    lipsyncsrv::InferenceResponse first;
+    ASSERT_TRUE(stream->Read(&first));  // the server is working on the rest
+    EXPECT_EQ(first.frame_id(), 0);
+    ctx->TryCancel();
+    lipsyncsrv::InferenceResponse rest;
+    while (stream->Read(&rest)) {
+    }
+    EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  }
+  auto after = Infer(*f, "anna", 3);
+  EXPECT_TRUE(after.success()) << after.error();
+}
+
 TEST(LipSyncSrv, ErrorsAreSuccessFalse) {
   auto f = Start();
   ASSERT_TRUE(f);
@@ -450,6 +475,21 @@ TEST(LipSyncSrv, LoadModel) {
   auto bad_name = Load(*f, "../x", broken);
   EXPECT_FALSE(bad_name.success());
   EXPECT_NE(bad_name.error().find("not an avatar folder name"), std::string::npos);
+  // An audio_override given to LoadModel holds for the model's later requests.
+  lipsyncsrv::LoadModelRequest with_override;
+  with_override.set_model_name("anna");
+  with_override.set_audio_override("other.npy");
+  lipsyncsrv::LoadModelResponse overridden;
+  ASSERT_TRUE(f->stub->LoadModel(Context().get(), with_override, &overridden).ok());
+  ASSERT_TRUE(overridden.success()) << overridden.error();
+  const auto expected = ExpectedFaces(f->root / "anna", f->root / "anna/other.npy", {2});
+  EXPECT_LE(MaxDiff(Decode(Infer(*f, "anna", 2).prediction_data()), expected[0]), kFaceTolerance);
+  with_override.set_audio_override("../outside.npy");
+  lipsyncsrv::LoadModelResponse refused;
+  ASSERT_TRUE(f->stub->LoadModel(Context().get(), with_override, &refused).ok());
+  EXPECT_FALSE(refused.success());
+  EXPECT_NE(refused.error().find("outside the avatar folder"), std::string::npos);
+
   // This server has no audio encoder for imports.
   auto no_encoder = Load(*f, "dave", kPackage);
   EXPECT_FALSE(no_encoder.success());
