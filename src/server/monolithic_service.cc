@@ -24,8 +24,8 @@ int64_t AudioSamplesFor(int batch) {
   return static_cast<int64_t>(batch + kCompositeAudioExtraFrames) * kSamplesPerVideoFrame;
 }
 
-// Runs the UNet over the whole batch in runs of at most the engine's batch limit; a fixed-batch
-// model gets its last run padded with copies of the last frame.
+}  // namespace
+
 Status RunUnet(LoadedAvatar& a, const Tensor& visual, const Tensor& audio, int batch,
                Tensor* output) {
   Engine& unet = *a.unet;
@@ -73,8 +73,6 @@ Status RunUnet(LoadedAvatar& a, const Tensor& visual, const Tensor& audio, int b
   }
   return Status::Ok();
 }
-
-}  // namespace
 
 Status CheckCompositeRequest(const monolithic::CompositeBatchRequest& request) {
   const int batch = request.batch_size();

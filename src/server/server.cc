@@ -25,9 +25,12 @@ struct Server::Impl {
   std::unique_ptr<KServeService> kserve_service;
   std::unique_ptr<AvatarRegistry> avatars;  // outlives the services that use it
   std::unique_ptr<MonolithicService> monolithic_service;
+  std::unique_ptr<LipSyncSrvService> lipsyncsrv_service;
   std::unique_ptr<grpc::Server> grpc_server;
   std::unique_ptr<grpc::Server> monolithic_server;  // when it has its own port
   int monolithic_port = 0;
+  std::unique_ptr<grpc::Server> lipsyncsrv_server;  // when it has its own port
+  int lipsyncsrv_port = 0;
   std::unique_ptr<HttpEndpoint> http;
   int port = 0;
   std::mutex shutdown_mu;
@@ -145,6 +148,12 @@ Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOption
     impl->monolithic_service = std::make_unique<MonolithicService>(
         options.monolithic_options, impl->avatars.get(), &impl->metrics);
   }
+  if (options.lipsyncsrv) {
+    if (!impl->avatars) return InvalidArgument("the lipsyncsrv service needs avatars");
+    impl->lipsyncsrv_service = std::make_unique<LipSyncSrvService>(
+        impl->avatars.get(), options.monolithic_options.avatars.root, options.lipsyncsrv_options,
+        &impl->metrics);
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -164,6 +173,10 @@ Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOption
   const bool monolithic_own_port = impl->monolithic_service && !options.monolithic_listen.empty();
   if (impl->monolithic_service && !monolithic_own_port) {
     builder.RegisterService(impl->monolithic_service.get());
+  }
+  const bool lipsyncsrv_own_port = impl->lipsyncsrv_service && !options.lipsyncsrv_listen.empty();
+  if (impl->lipsyncsrv_service && !lipsyncsrv_own_port) {
+    builder.RegisterService(impl->lipsyncsrv_service.get());
   }
   impl->grpc_server = builder.BuildAndStart();
   if (!impl->grpc_server || impl->port == 0) {
@@ -185,6 +198,21 @@ Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOption
                          " (port in use, or not an address of this machine)");
     }
   }
+  if (impl->lipsyncsrv_service) impl->lipsyncsrv_port = impl->port;
+  if (lipsyncsrv_own_port) {
+    grpc::ServerBuilder own;
+    own.AddListeningPort(options.lipsyncsrv_listen, credentials, &impl->lipsyncsrv_port);
+    own.SetMaxReceiveMessageSize(message_bytes);
+    own.SetMaxSendMessageSize(message_bytes);
+    own.RegisterService(impl->lipsyncsrv_service.get());
+    impl->lipsyncsrv_server = own.BuildAndStart();
+    if (!impl->lipsyncsrv_server || impl->lipsyncsrv_port == 0) {
+      impl->grpc_server->Shutdown();
+      if (impl->monolithic_server) impl->monolithic_server->Shutdown();
+      return Unavailable("cannot listen on " + options.lipsyncsrv_listen +
+                         " (port in use, or not an address of this machine)");
+    }
+  }
   if (!options.metrics_listen.empty()) {
     Impl* raw = impl.get();
     auto http = HttpEndpoint::Start(options.metrics_listen,
@@ -193,6 +221,7 @@ Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOption
     if (!http.ok()) {
       impl->grpc_server->Shutdown();
       if (impl->monolithic_server) impl->monolithic_server->Shutdown();
+      if (impl->lipsyncsrv_server) impl->lipsyncsrv_server->Shutdown();
       return http.status();
     }
     impl->http = std::move(*http);
@@ -207,6 +236,7 @@ int Server::metrics_port() const { return impl_->http ? impl_->http->port() : 0;
 int Server::monolithic_port() const { return impl_->monolithic_port; }
 MonolithicService* Server::monolithic_service() { return impl_->monolithic_service.get(); }
 AvatarRegistry* Server::avatars() { return impl_->avatars.get(); }
+int Server::lipsyncsrv_port() const { return impl_->lipsyncsrv_port; }
 Metrics& Server::metrics() { return impl_->metrics; }
 int Server::preferred_batch() const { return impl_->batcher->batch_limit(); }
 
@@ -220,10 +250,12 @@ void Server::Shutdown() {
   // past the drain deadline it cancels what is left.
   const auto deadline = std::chrono::system_clock::now() + impl_->options.drain_timeout;
   if (impl_->monolithic_server) impl_->monolithic_server->Shutdown(deadline);
+  if (impl_->lipsyncsrv_server) impl_->lipsyncsrv_server->Shutdown(deadline);
   impl_->grpc_server->Shutdown(deadline);
   impl_->batcher->Shutdown(std::chrono::milliseconds(0));
   impl_->grpc_server->Wait();
   if (impl_->monolithic_server) impl_->monolithic_server->Wait();
+  if (impl_->lipsyncsrv_server) impl_->lipsyncsrv_server->Wait();
   if (impl_->http) impl_->http->Stop();
 }
 

@@ -14,6 +14,7 @@
 
 #include "lipsync/engine.h"
 #include "server/batcher.h"
+#include "server/lipsyncsrv_service.h"
 #include "server/metrics.h"
 #include "server/monolithic_service.h"
 
@@ -34,6 +35,12 @@ struct ServerOptions {
   bool monolithic = false;
   std::string monolithic_listen;
   MonolithicOptions monolithic_options;
+  // lipsyncsrv.LipSyncService (the Python server's contract) over the same avatar folders
+  // (monolithic_options.avatars, one registry when both are on), on the main port or, when
+  // lipsyncsrv_listen is set, on its own.
+  bool lipsyncsrv = false;
+  std::string lipsyncsrv_listen;
+  LipSyncSrvOptions lipsyncsrv_options;
 };
 
 class Server {
@@ -48,6 +55,8 @@ class Server {
   MonolithicService* monolithic_service();
   // The avatar repository (monolithic_options.avatars), or nullptr when the server has no avatars.
   AvatarRegistry* avatars();
+  // The port of the lipsyncsrv service: its own, or the main one (0 when it is off).
+  int lipsyncsrv_port() const;
   Metrics& metrics();
   // The batch size the batcher forms when enough frames wait (chosen at start when it was auto).
   int preferred_batch() const;

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <thread>
 
 #include "commands.h"
@@ -70,13 +71,26 @@ int RunServe(ServeArgs& args) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   const bool has_avatars = !args.server.monolithic_options.avatars.root.empty();
-  if ((args.server.monolithic && !has_avatars) ||
+  if (((args.server.monolithic || args.server.lipsyncsrv) && !has_avatars) ||
       (!args.server.monolithic_listen.empty() && !args.server.monolithic)) {
     return ReportError(InvalidArgument(
-        "--monolithic needs --avatars DIR|config.yaml (and --monolithic-listen needs both)"));
+        "--monolithic and --lipsyncsrv need --avatars DIR|config.yaml (and --monolithic-listen "
+        "needs --monolithic)"));
+  }
+  if ((!args.server.lipsyncsrv_listen.empty() ||
+       !args.server.lipsyncsrv_options.audio_encoder.empty()) &&
+      !args.server.lipsyncsrv) {
+    return ReportError(
+        InvalidArgument("--lipsyncsrv-listen and --lipsyncsrv-encoder need --lipsyncsrv"));
   }
   if (!has_avatars && !args.preload.empty()) {
     return ReportError(InvalidArgument("--preload needs --avatars DIR|config.yaml"));
+  }
+  // Imported packages' checkpoints are exported and then verified by this binary.
+  {
+    std::error_code ec;
+    auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+    if (!ec) args.server.lipsyncsrv_options.export_options.verify_engine = self.string();
   }
   {
     auto& avatars = args.server.monolithic_options.avatars;
@@ -125,6 +139,10 @@ int RunServe(ServeArgs& args) {
         args.server.monolithic_options.avatars.root, avatars->Available().size(),
         avatars->Usage().loaded, avatars->max_models(), avatars->max_host_bytes() >> 20,
         avatars->max_gpu_bytes() >> 20);
+  }
+  if (args.server.lipsyncsrv) {
+    spdlog::info("lipsyncsrv service on port {} over avatars in {}", (*server)->lipsyncsrv_port(),
+                 args.server.monolithic_options.avatars.root);
   }
   if (!args.server.metrics_listen.empty()) {
     spdlog::info("metrics on http://{}/metrics (port {}), probes /healthz /readyz",
@@ -212,6 +230,13 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
                   "folder where the Go server's models become avatar folders");
   cmd->add_option("--monolithic-listen", args->server.monolithic_listen,
                   "own host:port for the monolithic service (default: the --listen port)");
+  cmd->add_flag("--lipsyncsrv", args->server.lipsyncsrv,
+                "also serve lipsyncsrv.LipSyncService (the Python server's contract) over "
+                "--avatars");
+  cmd->add_option("--lipsyncsrv-listen", args->server.lipsyncsrv_listen,
+                  "own host:port for the lipsyncsrv service (default: the --listen port)");
+  cmd->add_option("--lipsyncsrv-encoder", args->server.lipsyncsrv_options.audio_encoder,
+                  "audio encoder ONNX given to model packages that LoadModel imports");
   auto* max_avatars =
       cmd->add_option("--max-avatars", args->server.monolithic_options.avatars.max_models,
                       "avatars loaded at once at most (flags win over the avatar config)")
