@@ -42,6 +42,7 @@ CROP_SIZES = {320: (328, 4), 160: (168, 4)}  # model size -> (crop size, inner o
 
 def load_stubs(proto_dir, out_dir):
     from grpc_tools import protoc
+    os.makedirs(out_dir, exist_ok=True)
     code = protoc.main(["protoc", f"-I{proto_dir}", f"--python_out={out_dir}",
                         f"--grpc_python_out={out_dir}", "monolithic/monolithic.proto"])
     if code != 0:
