@@ -109,10 +109,25 @@ def load_stubs(out_dir):
     return monolithic_pb2, monolithic_pb2_grpc
 
 
-def channel(target):
+# gRPC's standard retry policy for UNAVAILABLE, which a client behind a balancer needs: when
+# nginx reloads, its old worker closes idle client connections with GOAWAY, and a call started in
+# that instant fails with UNAVAILABLE ("GOAWAY received") without reaching any server.
+RETRY_UNAVAILABLE = json.dumps({"methodConfig": [{
+    "name": [{"service": "monolithic.MonolithicService"}],
+    "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.05s", "maxBackoff": "0.5s",
+                    "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}]})
+
+
+def channel(target, retry_unavailable=False):
     import grpc
-    return grpc.insecure_channel(target, options=[("grpc.max_send_message_length", 100 << 20),
-                                                  ("grpc.max_receive_message_length", 100 << 20)])
+    options = [("grpc.max_send_message_length", 100 << 20),
+               ("grpc.max_receive_message_length", 100 << 20)]
+    if retry_unavailable:
+        # A call can be retried only while its request is buffered; the default buffer
+        # (256 KiB) is smaller than one frame here.
+        options += [("grpc.enable_retries", 1), ("grpc.service_config", RETRY_UNAVAILABLE),
+                    ("grpc.per_rpc_retry_buffer_size", 64 << 20)]
+    return grpc.insecure_channel(target, options=options)
 
 
 def composite_request(pb, batch, seed, start_frame=0, model_id="sanders"):
