@@ -230,6 +230,10 @@ def free_port():
 
 
 def find_nginx():
+    """$LIPSYNC_NGINX when set (None unless it is an executable), else nginx from PATH or sbin."""
+    chosen = os.environ.get("LIPSYNC_NGINX")
+    if chosen is not None:
+        return chosen if os.access(chosen, os.X_OK) else None
     return shutil.which("nginx") or next(
         (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None)
 
