@@ -109,7 +109,8 @@ def test_shift_traffic_then_drain_lipsync(nginx_binary, tmp_path):
             client.wait_for_calls(CALLS_PER_PHASE)
             after = counts()
             d_old, d_new = after[0] - before[0], after[1] - before[1]
-            assert d_old + d_new >= CALLS_PER_PHASE, (label, before, after)
+            # A call the server counted just before `before` may reach the client just after it.
+            assert d_old + d_new >= CALLS_PER_PHASE - 1, (label, before, after)
             shares[label] = d_new / (d_old + d_new)
             print(f"{label}: old {d_old} calls, lipsync {d_new} calls, "
                   f"lipsync share {100 * shares[label]:.1f}%")
@@ -130,7 +131,7 @@ def test_shift_traffic_then_drain_lipsync(nginx_binary, tmp_path):
         assert new.proc.wait(60) == 0, new.output()[-3000:]
         before_old = mu.request_count(old_stub)
         client.wait_for_calls(CALLS_PER_PHASE)
-        assert mu.request_count(old_stub) - before_old >= CALLS_PER_PHASE
+        assert mu.request_count(old_stub) - before_old >= CALLS_PER_PHASE - 1
         client.stop()
         assert not client.failures, client.failures
         print(f"{client.ok} calls, none failed")
