@@ -245,6 +245,7 @@ int RunCompare(const CompareArgs& a) {
         "compare-servers: old %s vs new %s, model %s, %d requests of %d frames (seed %llu)\n",
         a.old_target.c_str(), a.new_target.c_str(), a.model.c_str(), a.requests, a.batch,
         static_cast<unsigned long long>(a.seed));
+    std::printf("(request 0 warms both servers up and is not timed)\n");
     std::printf("%8s %6s %8s %9s %9s\n", "request", "frame", "max_abs", "mean_abs", "psnr_db");
     for (const auto& d : frames) {
       std::printf("%8d %6d %8.0f %9.4f %9s\n", d.request, d.frame, d.max_abs, d.mean_abs,
