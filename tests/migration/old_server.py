@@ -260,7 +260,9 @@ class OldServer:
     def ListModels(self, request, context):
         reply = self.pb.ListModelsResponse()
         loaded = self._loaded()
-        for model_id in sorted(set(os.listdir(self.root)) | set(loaded)):
+        folders = {n for n in os.listdir(self.root)
+                   if os.path.isfile(os.path.join(self.root, n, "avatar.json"))}
+        for model_id in sorted(folders | set(loaded)):
             a = loaded.get(model_id)
             reply.models.add(model_id=model_id, loaded=a is not None, gpu_id=-1,
                              request_count=a.requests if a else 0,

@@ -93,3 +93,18 @@ def test_failures_give_a_non_zero_exit(servers):
     assert "new server" in report["error"]
     run, _ = compare(servers["old"], servers["a"], size=320)  # wrong input size
     assert run.returncode != 0
+
+
+def test_old_server_counts_its_calls(servers, tmp_path):
+    pb, pb_grpc = mu.load_stubs(tmp_path / "stubs")
+    stub = pb_grpc.MonolithicServiceStub(mu.channel(servers["old"]))
+    before = mu.request_count(stub)
+    for i in range(3):
+        reply = stub.InferBatchComposite(mu.composite_request(pb, 1, seed=i), timeout=60)
+        assert reply.success, reply.error
+    assert mu.request_count(stub) == before + 3
+    listed = {m.model_id: m for m in stub.ListModels(pb.ListModelsRequest(), timeout=30).models}
+    assert list(listed) == ["sanders"] and listed["sanders"].loaded
+    assert listed["sanders"].request_count == before + 3
+    bad = stub.InferBatchComposite(mu.composite_request(pb, 1, seed=0, model_id="nobody"))
+    assert not bad.success and "nobody" in bad.error
