@@ -240,6 +240,13 @@ int Server::lipsyncsrv_port() const { return impl_->lipsyncsrv_port; }
 Metrics& Server::metrics() { return impl_->metrics; }
 int Server::preferred_batch() const { return impl_->batcher->batch_limit(); }
 
+void Server::MarkUnready() {
+  std::lock_guard lock(impl_->shutdown_mu);
+  if (impl_->shut_down) return;
+  impl_->ctx.ready = false;
+  impl_->grpc_server->GetHealthCheckService()->SetServingStatus(false);
+}
+
 void Server::Shutdown() {
   std::lock_guard lock(impl_->shutdown_mu);
   if (impl_->shut_down) return;

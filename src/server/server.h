@@ -60,6 +60,9 @@ class Server {
   Metrics& metrics();
   // The batch size the batcher forms when enough frames wait (chosen at start when it was auto).
   int preferred_batch() const;
+  // Turns /readyz to 503 and gRPC health to NOT_SERVING while calls are still served, so that a
+  // balancer watching either takes this instance out before Shutdown() refuses calls.
+  void MarkUnready();
   // Stops accepting calls, lets accepted ones finish (up to the drain timeout), then stops.
   void Shutdown();
   // Blocks until Shutdown() has finished.

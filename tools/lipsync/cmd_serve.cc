@@ -1,5 +1,8 @@
 // `lipsync serve`: the gRPC server. Stops cleanly on SIGINT/SIGTERM: refuses new calls, finishes
-// the accepted ones within the drain timeout, exits 0.
+// the accepted ones within the drain timeout, exits 0. With a drain delay it first keeps serving
+// with /readyz at 503 for up to that long (a second signal ends the wait), so that a balancer
+// polling /readyz takes it out before it refuses calls.
+#include <errno.h>
 #include <malloc.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
@@ -25,6 +28,7 @@ struct ServeArgs {
   std::string preferred_batch = "auto";
   size_t max_queue = 256;
   int drain_timeout_s = 10;
+  int drain_delay_s = 0;
   int max_message_mb = 64;
   std::string log_level = "info";
   // The avatar repository (--avatars DIR|config.yaml).
@@ -174,6 +178,14 @@ int RunServe(ServeArgs& args) {
   sigwait(&stop_signals, &sig);
   stopping = true;
   trimmer.join();
+  if (args.drain_delay_s > 0) {
+    (*server)->MarkUnready();
+    spdlog::info("received {}, unready: serving on for up to {} s (until another stop signal)",
+                 sig == SIGINT ? "SIGINT" : "SIGTERM", args.drain_delay_s);
+    const timespec delay{args.drain_delay_s, 0};
+    while (sigtimedwait(&stop_signals, nullptr, &delay) < 0 && errno == EINTR) {
+    }
+  }
   spdlog::info("received {}, draining (up to {} s)", sig == SIGINT ? "SIGINT" : "SIGTERM",
                args.drain_timeout_s);
   (*server)->Shutdown();
@@ -206,6 +218,11 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   cmd->add_option("--drain-timeout-s", args->drain_timeout_s, "seconds to finish accepted calls")
       ->capture_default_str();
+  cmd->add_option("--drain-delay-s", args->drain_delay_s,
+                  "on a stop signal, first serve on this long with /readyz at 503 (a second "
+                  "signal cuts it short) so balancers take the instance out")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 3600));
   cmd->add_option("--max-message-mb", args->max_message_mb, "largest request or response")
       ->capture_default_str();
   cmd->add_option("--tls-cert", args->server.tls_cert_file, "PEM certificate (enables TLS)");

@@ -22,6 +22,7 @@ void AddFeaturesCommand(CLI::App& app, int* exit_code);  // audio file -> featur
 void AddServeCommand(CLI::App& app, int* exit_code);
 void AddClientCommand(CLI::App& app, int* exit_code);
 void AddLoadtestCommand(CLI::App& app, int* exit_code);
+void AddCompareServersCommand(CLI::App& app, int* exit_code);  // old server vs lipsync
 #endif
 
 }  // namespace lipsync::cli

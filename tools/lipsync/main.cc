@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   lipsync::cli::AddServeCommand(app, &exit_code);
   lipsync::cli::AddClientCommand(app, &exit_code);
   lipsync::cli::AddLoadtestCommand(app, &exit_code);
+  lipsync::cli::AddCompareServersCommand(app, &exit_code);
 #endif
   try {
     app.parse(argc, argv);
