@@ -114,7 +114,7 @@ def load_stubs(out_dir):
 # that instant fails with UNAVAILABLE ("GOAWAY received") without reaching any server.
 RETRY_UNAVAILABLE = json.dumps({"methodConfig": [{
     "name": [{"service": "monolithic.MonolithicService"}],
-    "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.05s", "maxBackoff": "0.5s",
+    "retryPolicy": {"maxAttempts": 5, "initialBackoff": "0.05s", "maxBackoff": "0.5s",
                     "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}]})
 
 
