@@ -53,6 +53,13 @@ class Metrics {
 
   std::string RenderPrometheus() const;
 
+  // Live sessions (session_service.h): open sessions, their frames and their batches.
+  void AddSessions(int delta) { sessions_open_ += delta; }
+  void RecordSessionBatch(int size, double compute_seconds);
+  void AddSessionFramesSent(int n) { session_frames_sent_ += n; }
+  int64_t sessions_open() const { return sessions_open_; }
+  uint64_t session_batches_of_size(int size) const;
+
  private:
   mutable std::mutex mu_;
   std::map<std::pair<std::string, std::string>, uint64_t> requests_;
@@ -65,6 +72,11 @@ class Metrics {
   Histogram batch_size_hist_;
   Histogram queue_seconds_;
   Histogram compute_seconds_;
+  // Live sessions.
+  std::atomic<int64_t> sessions_open_{0};
+  std::atomic<uint64_t> session_frames_sent_{0};
+  std::map<int, uint64_t> session_batch_sizes_;  // guarded by mu_
+  Histogram session_batch_hist_{{1, 2, 4, 8, 16, 32, 64}};
 };
 
 }  // namespace lipsync::server

@@ -24,6 +24,8 @@ struct Server::Impl {
   std::unique_ptr<LipSyncService> lipsync_service;
   std::unique_ptr<KServeService> kserve_service;
   std::unique_ptr<MonolithicService> monolithic_service;
+  std::unique_ptr<AvatarRegistry> session_avatars;  // when the monolithic service is off
+  std::unique_ptr<SessionService> session_service;
   std::unique_ptr<grpc::Server> grpc_server;
   std::unique_ptr<grpc::Server> monolithic_server;  // when it has its own port
   int monolithic_port = 0;
@@ -137,6 +139,17 @@ Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOption
     impl->monolithic_service =
         std::make_unique<MonolithicService>(options.monolithic_options, &impl->metrics);
   }
+  if (!options.monolithic_options.avatars.root.empty()) {
+    AvatarRegistry* avatars = nullptr;
+    if (impl->monolithic_service) {
+      avatars = &impl->monolithic_service->registry();
+    } else {
+      impl->session_avatars = std::make_unique<AvatarRegistry>(options.monolithic_options.avatars);
+      avatars = impl->session_avatars.get();
+    }
+    impl->session_service =
+        std::make_unique<SessionService>(avatars, options.sessions, &impl->metrics);
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -153,6 +166,7 @@ Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOption
   builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 8 << 20);
   builder.RegisterService(impl->lipsync_service.get());
   builder.RegisterService(impl->kserve_service.get());
+  if (impl->session_service) builder.RegisterService(impl->session_service.get());
   const bool monolithic_own_port = impl->monolithic_service && !options.monolithic_listen.empty();
   if (impl->monolithic_service && !monolithic_own_port) {
     builder.RegisterService(impl->monolithic_service.get());
@@ -198,6 +212,7 @@ int Server::port() const { return impl_->port; }
 int Server::metrics_port() const { return impl_->http ? impl_->http->port() : 0; }
 int Server::monolithic_port() const { return impl_->monolithic_port; }
 MonolithicService* Server::monolithic_service() { return impl_->monolithic_service.get(); }
+SessionService* Server::session_service() { return impl_->session_service.get(); }
 Metrics& Server::metrics() { return impl_->metrics; }
 int Server::preferred_batch() const { return impl_->batcher->batch_limit(); }
 

@@ -16,6 +16,7 @@
 #include "server/batcher.h"
 #include "server/metrics.h"
 #include "server/monolithic_service.h"
+#include "server/session_service.h"
 
 namespace lipsync::server {
 
@@ -32,6 +33,9 @@ struct ServerOptions {
   bool monolithic = false;
   std::string monolithic_listen;
   MonolithicOptions monolithic_options;
+  // lipsync.v1.Sessions (live audio sessions) over the same avatar folders: on whenever
+  // monolithic_options.avatars.root is set, sharing the monolithic service's avatars when it runs.
+  SessionOptions sessions;
 };
 
 class Server {
@@ -44,6 +48,7 @@ class Server {
   // The port of the monolithic service: its own, or the main one (0 when it is off).
   int monolithic_port() const;
   MonolithicService* monolithic_service();
+  SessionService* session_service();  // nullptr without avatars
   Metrics& metrics();
   // The batch size the batcher forms when enough frames wait (chosen at start when it was auto).
   int preferred_batch() const;

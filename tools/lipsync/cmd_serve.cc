@@ -25,6 +25,7 @@ struct ServeArgs {
   int drain_timeout_s = 10;
   int max_message_mb = 64;
   std::string log_level = "info";
+  int session_idle_timeout_s = 30;
 };
 
 // "auto" (the server times the engine at start-up and takes its most efficient batch size up to
@@ -65,12 +66,14 @@ int RunServe(ServeArgs& args) {
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
+  // --avatars alone serves live sessions; --monolithic adds the Go server's contract over them.
   const bool has_avatars = !args.server.monolithic_options.avatars.root.empty();
-  if (has_avatars != args.server.monolithic ||
+  if ((args.server.monolithic && !has_avatars) ||
       (!args.server.monolithic_listen.empty() && !args.server.monolithic)) {
-    return ReportError(InvalidArgument(
-        "--monolithic and --avatars DIR go together (--monolithic-listen needs both)"));
+    return ReportError(
+        InvalidArgument("--monolithic needs --avatars DIR (--monolithic-listen needs both)"));
   }
+  args.server.sessions.idle_timeout = std::chrono::seconds(args.session_idle_timeout_s);
   auto options = ToEngineOptions(args.engine);
   if (!options.ok()) return ReportError(options.status());
   options->max_batch = args.server.batching.max_batch;
@@ -101,6 +104,10 @@ int RunServe(ServeArgs& args) {
   if (args.server.monolithic) {
     spdlog::info("monolithic service on port {} over avatars in {}", (*server)->monolithic_port(),
                  args.server.monolithic_options.avatars.root);
+  }
+  if (has_avatars) {
+    spdlog::info("live sessions (lipsync.v1.Sessions) over avatars in {}, batches of up to {}",
+                 args.server.monolithic_options.avatars.root, args.server.sessions.max_batch);
   }
   if (!args.server.metrics_listen.empty()) {
     spdlog::info("metrics on http://{}/metrics (port {}), probes /healthz /readyz",
@@ -174,11 +181,21 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
       "--monolithic", args->server.monolithic,
       "also serve monolithic.MonolithicService (the Go server's contract) over --avatars");
   cmd->add_option("--avatars", args->server.monolithic_options.avatars.root,
-                  "folder of avatar folders; a request's model_id names one");
+                  "folder of avatar folders (model id = folder name): serves live sessions, and "
+                  "the monolithic service with --monolithic");
   cmd->add_option("--monolithic-listen", args->server.monolithic_listen,
                   "own host:port for the monolithic service (default: the --listen port)");
   cmd->add_option("--max-avatars", args->server.monolithic_options.avatars.max_models,
                   "avatars loaded at once at most")
+      ->capture_default_str();
+  cmd->add_option("--session-max-batch", args->server.sessions.max_batch,
+                  "frames per model run of live sessions on one avatar")
+      ->capture_default_str();
+  cmd->add_option("--session-idle-timeout-s", args->session_idle_timeout_s,
+                  "end a live session whose client sends nothing (or takes no frame) this long")
+      ->capture_default_str();
+  cmd->add_option("--max-sessions", args->server.sessions.max_sessions,
+                  "live sessions open at once at most")
       ->capture_default_str();
   cmd->add_option("--log-level", args->log_level, "trace|debug|info|warn|error")
       ->capture_default_str();
