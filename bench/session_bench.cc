@@ -4,8 +4,10 @@
 // chunk of a session fed in real time: from the chunk's send to the arrival of the first frame it
 // decides (which frames a chunk decides is counted with a local AudioFeatureStream).
 //
-//   build/bench/session_bench --avatars models --avatar demo_avatar \
+//   build/bench/session_bench --avatars models --avatar demo_avatar
 //       --audio models/demo_speech.wav [--rounds 3] [--threads 2] [--sessions 1,4]
+#include <grpcpp/grpcpp.h>
+
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>

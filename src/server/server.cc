@@ -96,6 +96,7 @@ Result<int> ChoosePreferredBatch(Engine& engine, int max_batch) {
 }  // namespace
 
 Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOptions& options) {
+  if (!engine) return StartAvatarsOnly(options);
   if (options.batching.max_batch < 1) return InvalidArgument("--max-batch must be at least 1");
   if (options.batching.max_batch > engine->info().max_batch) {
     return InvalidArgument("--max-batch " + std::to_string(options.batching.max_batch) +
@@ -208,13 +209,75 @@ Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOption
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
 
+// No model of its own: only the avatar services (live sessions, and the monolithic service when
+// asked) on the main port.
+Result<std::unique_ptr<Server>> Server::StartAvatarsOnly(const ServerOptions& options) {
+  if (options.monolithic_options.avatars.root.empty()) {
+    return InvalidArgument("the server needs a model or an avatar folder");
+  }
+  if (!options.monolithic_listen.empty()) {
+    return InvalidArgument("without a model the monolithic service takes the main port");
+  }
+  LIPSYNC_ASSIGN_OR_RETURN(auto host_port, SplitHostPort(options.listen));
+  (void)host_port;
+  LIPSYNC_ASSIGN_OR_RETURN(auto credentials, Credentials(options));
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  impl->ctx.metrics = &impl->metrics;
+  if (options.monolithic) {
+    impl->monolithic_service =
+        std::make_unique<MonolithicService>(options.monolithic_options, &impl->metrics);
+  }
+  AvatarRegistry* avatars = nullptr;
+  if (impl->monolithic_service) {
+    avatars = &impl->monolithic_service->registry();
+  } else {
+    impl->session_avatars = std::make_unique<AvatarRegistry>(options.monolithic_options.avatars);
+    avatars = impl->session_avatars.get();
+  }
+  impl->session_service =
+      std::make_unique<SessionService>(avatars, options.sessions, &impl->metrics);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.listen, credentials, &impl->port);
+  const int message_bytes = options.monolithic
+                                ? std::max(options.max_message_bytes, kMonolithicMessageBytes)
+                                : options.max_message_bytes;
+  builder.SetMaxReceiveMessageSize(message_bytes);
+  builder.SetMaxSendMessageSize(message_bytes);
+  builder.RegisterService(impl->session_service.get());
+  if (impl->monolithic_service) builder.RegisterService(impl->monolithic_service.get());
+  impl->grpc_server = builder.BuildAndStart();
+  if (!impl->grpc_server || impl->port == 0) {
+    return Unavailable("cannot listen on " + options.listen +
+                       " (port in use, or not an address of this machine)");
+  }
+  if (impl->monolithic_service) impl->monolithic_port = impl->port;
+  if (!options.metrics_listen.empty()) {
+    Impl* raw = impl.get();
+    auto http = HttpEndpoint::Start(options.metrics_listen,
+                                    {[raw] { return raw->metrics.RenderPrometheus(); },
+                                     [raw] { return raw->ctx.ready.load(); }});
+    if (!http.ok()) {
+      impl->grpc_server->Shutdown();
+      return http.status();
+    }
+    impl->http = std::move(*http);
+  }
+  impl->grpc_server->GetHealthCheckService()->SetServingStatus(true);
+  impl->ctx.ready = true;
+  return std::unique_ptr<Server>(new Server(std::move(impl)));
+}
+
 int Server::port() const { return impl_->port; }
 int Server::metrics_port() const { return impl_->http ? impl_->http->port() : 0; }
 int Server::monolithic_port() const { return impl_->monolithic_port; }
 MonolithicService* Server::monolithic_service() { return impl_->monolithic_service.get(); }
 SessionService* Server::session_service() { return impl_->session_service.get(); }
 Metrics& Server::metrics() { return impl_->metrics; }
-int Server::preferred_batch() const { return impl_->batcher->batch_limit(); }
+int Server::preferred_batch() const { return impl_->batcher ? impl_->batcher->batch_limit() : 0; }
 
 void Server::Shutdown() {
   std::lock_guard lock(impl_->shutdown_mu);
@@ -227,7 +290,7 @@ void Server::Shutdown() {
   const auto deadline = std::chrono::system_clock::now() + impl_->options.drain_timeout;
   if (impl_->monolithic_server) impl_->monolithic_server->Shutdown(deadline);
   impl_->grpc_server->Shutdown(deadline);
-  impl_->batcher->Shutdown(std::chrono::milliseconds(0));
+  if (impl_->batcher) impl_->batcher->Shutdown(std::chrono::milliseconds(0));
   impl_->grpc_server->Wait();
   if (impl_->monolithic_server) impl_->monolithic_server->Wait();
   if (impl_->http) impl_->http->Stop();

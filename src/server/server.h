@@ -40,6 +40,8 @@ struct ServerOptions {
 
 class Server {
  public:
+  // `engine` may be null when monolithic_options.avatars.root is set: then only the avatar
+  // services run (live sessions, and the monolithic service when asked).
   static Result<std::unique_ptr<Server>> Start(Engine* engine, const ServerOptions& options);
   ~Server();
 
@@ -61,6 +63,7 @@ class Server {
 
  private:
   explicit Server(std::unique_ptr<Impl> impl);
+  static Result<std::unique_ptr<Server>> StartAvatarsOnly(const ServerOptions& options);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -424,6 +424,32 @@ TEST_F(SessionTest, BadInputIsRefusedAndTheServerGoesOn) {
             VideoFrameCount(1 + static_cast<int64_t>(pcm.size()) / kMelHop));
 }
 
+TEST_F(SessionTest, ServesAvatarsWithoutAModel) {
+  ServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.monolithic_options.avatars.root = root_.path();
+  options.monolithic_options.avatars.engine.intra_op_threads = 1;
+  auto server = Server::Start(nullptr, options);
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string((*server)->port()),
+                                     grpc::InsecureChannelCredentials());
+  auto stub = lipsync::v1::Sessions::NewStub(channel);
+  const auto pcm = Speech(0.5);
+  auto got = RunSession(*stub, StartMessage("anna"), Bytes(pcm.data(), pcm.size() * 4), 4000);
+  EXPECT_TRUE(got.status.ok()) << got.status.error_message();
+  EXPECT_EQ(static_cast<int64_t>(got.frames.size()),
+            VideoFrameCount(1 + static_cast<int64_t>(pcm.size()) / kMelHop));
+  // The model services are not there.
+  grpc::ClientContext context;
+  lipsync::v1::GetModelInfoRequest request;
+  lipsync::v1::ModelInfo info;
+  EXPECT_EQ(
+      lipsync::v1::LipSync::NewStub(channel)->GetModelInfo(&context, request, &info).error_code(),
+      grpc::StatusCode::UNIMPLEMENTED);
+  (*server)->Shutdown();
+  EXPECT_EQ(Server::Start(nullptr, ServerOptions{}).status().code(), StatusCode::kInvalidArgument);
+}
+
 TEST(SessionAudio, DecodesBothFormats) {
   const int16_t s16[3] = {-32768, 0, 16384};
   auto a = DecodeSessionAudio(Bytes(s16, sizeof(s16)), lipsync::v1::SAMPLE_FORMAT_S16LE);

@@ -77,11 +77,19 @@ int RunServe(ServeArgs& args) {
   auto options = ToEngineOptions(args.engine);
   if (!options.ok()) return ReportError(options.status());
   options->max_batch = args.server.batching.max_batch;
-  auto engine = Engine::Create(args.engine.model, *options);
-  if (!engine.ok()) return ReportError(engine.status());
-  const ModelInfo& info = (*engine)->info();
-  spdlog::info("loaded {} ({} inputs, opset {}) on backend {} provider {}", info.path,
-               info.inputs.size(), info.opset, info.backend, info.provider);
+  // Without --model only the avatar services run.
+  if (args.engine.model.empty() && !has_avatars) {
+    return ReportError(InvalidArgument("give --model, --avatars DIR or both"));
+  }
+  std::unique_ptr<Engine> engine;
+  if (!args.engine.model.empty()) {
+    auto created = Engine::Create(args.engine.model, *options);
+    if (!created.ok()) return ReportError(created.status());
+    engine = std::move(*created);
+    const ModelInfo& info = engine->info();
+    spdlog::info("loaded {} ({} inputs, opset {}) on backend {} provider {}", info.path,
+                 info.inputs.size(), info.opset, info.backend, info.provider);
+  }
 
   auto preferred = ParsePreferredBatch(args.preferred_batch, args.server.batching.max_batch);
   if (!preferred.ok()) return ReportError(preferred.status());
@@ -93,14 +101,19 @@ int RunServe(ServeArgs& args) {
   args.server.max_message_bytes = args.max_message_mb << 20;
   args.server.monolithic_options.avatars.engine = *options;
   args.server.monolithic_options.avatars.engine.max_batch = server::kCompositeMaxBatch;
-  auto server = server::Server::Start(engine->get(), args.server);
+  auto server = server::Server::Start(engine.get(), args.server);
   if (!server.ok()) return ReportError(server.status());
-  spdlog::info(
-      "serving model '{}' on {} (port {}){}; batches of up to {} (max {}), queue delay {} us, "
-      "queue {}",
-      args.server.model_name, args.server.listen, (*server)->port(),
-      args.server.tls_cert_file.empty() ? "" : " with TLS", (*server)->preferred_batch(),
-      args.server.batching.max_batch, args.max_queue_delay_us, args.max_queue);
+  if (engine) {
+    spdlog::info(
+        "serving model '{}' on {} (port {}){}; batches of up to {} (max {}), queue delay {} us, "
+        "queue {}",
+        args.server.model_name, args.server.listen, (*server)->port(),
+        args.server.tls_cert_file.empty() ? "" : " with TLS", (*server)->preferred_batch(),
+        args.server.batching.max_batch, args.max_queue_delay_us, args.max_queue);
+  } else {
+    spdlog::info("serving avatars only on {} (port {}){}", args.server.listen, (*server)->port(),
+                 args.server.tls_cert_file.empty() ? "" : " with TLS");
+  }
   if (args.server.monolithic) {
     spdlog::info("monolithic service on port {} over avatars in {}", (*server)->monolithic_port(),
                  args.server.monolithic_options.avatars.root);
@@ -151,7 +164,7 @@ int RunServe(ServeArgs& args) {
 void AddServeCommand(CLI::App& app, int* exit_code) {
   auto* cmd = app.add_subcommand("serve", "Serve a model over gRPC (LipSync and KServe v2)");
   auto args = std::make_shared<ServeArgs>();
-  AddEngineFlags(cmd, &args->engine, /*with_max_batch=*/false);
+  AddEngineFlags(cmd, &args->engine, /*with_max_batch=*/false, /*model_required=*/false);
   cmd->add_option("--listen", args->server.listen, "gRPC address host:port")->capture_default_str();
   cmd->add_option("--metrics", args->server.metrics_listen,
                   "HTTP address for /metrics, /healthz, /readyz (e.g. 127.0.0.1:9090)");
