@@ -88,6 +88,9 @@ class SessionCall final : public grpc::ServerBidiReactor<SessionRequest, Session
     service_->metrics_->AddSessions(1);
     last_message_ = Clock::now();
     StartRead(&incoming_);
+    // Under the lock, so that thread_ is set before Main() can finish the call (and OnDone read
+    // it).
+    std::lock_guard lock(signal_->mu);
     thread_ = std::thread([this] { Main(); });
   }
 
@@ -132,6 +135,7 @@ class SessionCall final : public grpc::ServerBidiReactor<SessionRequest, Session
 
  private:
   void Main() {
+    { std::lock_guard lock(signal_->mu); }  // the constructor has set thread_
     grpc::Status status = ToGrpcStatus(Serve());
     if (!status.ok()) {
       spdlog::debug("session {} ended: {} {}", id_, GrpcCodeName(status.error_code()),
