@@ -35,11 +35,14 @@ double Since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
+// Linear interpolation between the closest ranks (the median of two values is their mean).
 double Percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
-  const size_t i = std::min(v.size() - 1, static_cast<size_t>(p / 100.0 * (v.size() - 1) + 0.5));
-  return v[i];
+  const double x = p / 100.0 * static_cast<double>(v.size() - 1);
+  const size_t i = static_cast<size_t>(x);
+  if (i + 1 >= v.size()) return v.back();
+  return v[i] + (x - static_cast<double>(i)) * (v[i + 1] - v[i]);
 }
 
 struct Args {
@@ -226,7 +229,8 @@ int Main(const Args& args) {
       args.chunk_ms, latency_ms.size(), Percentile(latency_ms, 50), Percentile(latency_ms, 99));
   j["latency_ms"] = {{"p50", Percentile(latency_ms, 50)},
                      {"p99", Percentile(latency_ms, 99)},
-                     {"samples", latency_ms.size()}};
+                     {"samples", latency_ms.size()},
+                     {"all", latency_ms}};
   if (!args.json.empty()) std::ofstream(args.json) << j.dump(2) << "\n";
   return 0;
 }
