@@ -4,6 +4,7 @@ alternated round by round in one run, with render's per-stage times; and render'
 a short and a long speech (it should not grow with the length).
 
     bench/render_vs_bench.py [--rounds 3] [--batches 1,4] [--threads 2] [--seconds 20]
+                             [--variant 'LABEL=RENDER FLAGS' ...]
 needs `make demo` (models/demo.onnx, models/demo_avatar, models/demo_speech.wav). Writes
 out/perf/render_vs_bench.json and prints the tables of docs/PERFORMANCE.md.
 """
@@ -40,11 +41,20 @@ def bench_fps(binary, model, batch, threads, duration):
     return result["fps"], result["latency_ms"]
 
 
-def render(binary, avatar, audio, batch, threads, out, nice=0):
+def render(binary, avatar, audio, batch, threads, out, flags=()):
     proc = run_json([binary, "render", "--avatar", avatar, "--audio", audio, "--out", out,
-                     "--batch", str(batch), "--threads", str(threads), "--background-nice",
-                     str(nice), "--json", "--quiet"])
+                     "--batch", str(batch), "--threads", str(threads), "--json", "--quiet",
+                     *flags])
     return json.loads(proc.stdout)
+
+
+def parse_variants(specs):
+    """'LABEL=FLAGS' strings -> [(label, [flag, ...])]; none given: render's defaults."""
+    variants = []
+    for spec in specs or ["default="]:
+        label, _, flags = spec.partition("=")
+        variants.append((label, flags.split()))
+    return variants
 
 
 def main():
@@ -55,7 +65,9 @@ def main():
     parser.add_argument("--batches", default="1,4")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--nice", default="0", help="render's --background-nice values, e.g. 0,10")
+    parser.add_argument("--variant", action="append",
+                        help="LABEL=FLAGS: a render configuration to measure (repeatable), e.g. "
+                             "'nice10=--background-nice 10'; default: render's defaults")
     parser.add_argument("--seconds", type=float, default=20.0, help="speech per render")
     parser.add_argument("--bench-duration", type=float, default=15.0)
     parser.add_argument("--long-seconds", type=float, default=120.0,
@@ -71,27 +83,27 @@ def main():
     audio = long_speech(speech, args.seconds, os.path.join(work, "speech.wav"))
     out = os.path.join(work, "out.mp4")
     batches = [int(b) for b in args.batches.split(",")]
-    nices = [int(n) for n in args.nice.split(",")]
+    variants = parse_variants(args.variant)
 
     rows = {(b, n): {"bench": [], "render": [], "stages": [], "cpu_ms": []}
-            for b in batches for n in nices}
+            for b in batches for n, _ in variants}
     for r in range(args.rounds):
         for b in batches:
             fps, _ = bench_fps(args.bin, model, b, args.threads, args.bench_duration)
-            for n in nices:
-                summary = render(args.bin, avatar, audio, b, args.threads, out, n)
+            for n, flags in variants:
+                summary = render(args.bin, avatar, audio, b, args.threads, out, flags)
                 row = rows[(b, n)]
                 row["bench"].append(fps)
                 row["render"].append(summary["fps"])
                 row["stages"].append(summary["stages"])
                 row["cpu_ms"].append(1000 * summary["cpu_s"] / summary["frames"])
-                print(f"round {r + 1} batch {b} nice {n}: bench {fps:.2f} frames/s, render "
+                print(f"round {r + 1} batch {b} {n}: bench {fps:.2f} frames/s, render "
                       f"{summary['fps']:.2f} frames/s ({summary['frames']} frames, "
                       f"{row['cpu_ms'][-1]:.1f} CPU ms/frame)", flush=True)
 
-    report = {"threads": args.threads, "rounds": args.rounds, "speech_seconds": args.seconds,
+    report = {"threads": args.threads, "variants": dict(variants), "rounds": args.rounds, "speech_seconds": args.seconds,
               "batches": []}
-    print("\n| batch | background nice | bench frames/s (median, min..max) | render frames/s "
+    print("\n| batch | render variant | bench frames/s (median, min..max) | render frames/s "
           "(median, min..max) | render / bench | render CPU ms/frame |")
     print("|---|---|---|---|---|---|")
     keys = ("busy_ms_per_frame", "cpu_ms_per_frame", "starved_s", "blocked_s")
@@ -106,18 +118,18 @@ def main():
             for s in round_stages:
                 stages.setdefault(s["name"], []).append(s)
         report["batches"].append({
-            "batch": b, "background_nice": n, "bench_fps": bench, "render_fps": rend,
+            "batch": b, "variant": n, "bench_fps": bench, "render_fps": rend,
             "ratio_of_medians": ratio, "render_cpu_ms_per_frame": row["cpu_ms"],
             "stages": {name: {k: statistics.median(x[k] for x in v) for k in keys}
                        for name, v in stages.items()}})
     print("\nrender stages, medians over the rounds: wall ms per frame busy (includes waiting for "
           "a core), the stage thread's CPU ms per frame, seconds starved for input and blocked "
           "on output:")
-    print("| batch | nice | stage | busy ms/frame | CPU ms/frame | starved s | blocked s |")
+    print("| batch | variant | stage | busy ms/frame | CPU ms/frame | starved s | blocked s |")
     print("|---|---|---|---|---|---|---|")
     for entry in report["batches"]:
         for name, s in entry["stages"].items():
-            print(f"| {entry['batch']} | {entry['background_nice']} | {name} | "
+            print(f"| {entry['batch']} | {entry['variant']} | {name} | "
                   f"{s['busy_ms_per_frame']:.2f} | {s['cpu_ms_per_frame']:.2f} | "
                   f"{s['starved_s']:.2f} | {s['blocked_s']:.2f} |")
 
@@ -125,7 +137,7 @@ def main():
         memory = []
         for seconds in (args.seconds, args.long_seconds):
             wav = long_speech(speech, seconds, os.path.join(work, f"speech_{int(seconds)}.wav"))
-            summary = render(args.bin, avatar, wav, batches[-1], args.threads, out, nices[0])
+            summary = render(args.bin, avatar, wav, batches[-1], args.threads, out, variants[0][1])
             memory.append({"speech_seconds": seconds, "frames": summary["frames"],
                            "peak_rss_mb": summary["peak_rss_mb"]})
         report["memory"] = memory

@@ -89,6 +89,13 @@ enum class WindowEdge { kZeros, kRepeat };
 Result<Tensor> AudioWindowsFromEmbeddings(const Tensor& embeddings,
                                           WindowEdge edge = WindowEdge::kZeros);
 
+// Windows of chosen video frames from a sequence that already holds one row per video frame
+// (float32 [F, 512], e.g. a precomputed aud_ave.npy, which is step 8's sequence): frame i reads
+// rows i-8 .. i+7 (out-of-range rows per `edge`) reshaped to [32, 16, 16]. Result: [frames, 32, 16,
+// 16].
+Result<Tensor> AudioWindowsFromSequence(const Tensor& sequence, const std::vector<int64_t>& frames,
+                                        WindowEdge edge = WindowEdge::kZeros);
+
 // The whole path: mel -> encoder windows -> embeddings -> UNet audio windows [frames, 32, 16, 16].
 Result<Tensor> ComputeAudioWindows(AudioEncoder& encoder, const Tensor& mel, double fps = 25.0,
                                    WindowEdge edge = WindowEdge::kZeros);

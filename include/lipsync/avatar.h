@@ -36,6 +36,9 @@ struct AvatarManifest {
   std::string audio_encoder = "audio_encoder.onnx";
   std::string frames = "frames";  // a folder of numbered images or one video file
   std::string crop_rects = "crop_rects.json";
+  // Optional: precomputed audio features [rows, 512], one row per video frame (the embedding
+  // sequence of the model spec, section 2 step 8), e.g. a lipsyncsrv package's aud_ave.npy.
+  std::string audio_features;
 };
 
 // Reads and checks avatar.json: InvalidArgument naming the file, the line and column of a syntax
@@ -83,6 +86,7 @@ class Avatar {
   std::string model_path() const;
   std::string audio_encoder_path() const;
   std::string frames_path() const;
+  std::string audio_features_path() const;  // empty when the avatar has none
   bool frames_are_video() const { return frames_are_video_; }
   int64_t frame_count() const { return static_cast<int64_t>(rects_.size()); }
   int width() const { return width_; }
@@ -152,5 +156,28 @@ Result<Avatar> ImportSyncTalkDataset(const std::string& dataset_dir,
 // Relative paths are taken from the config file's folder joined with models_root when it is set.
 Result<Avatar> ImportGoServerModel(const std::string& config_path, const std::string& model_id,
                                    const AvatarImportOptions& options);
+
+// How a PyTorch UNet checkpoint (a SyncTalk_2D state dict, mode 'ave') becomes ONNX: lipsync's
+// Python exporter (`python3 -m lipsync.export`, which needs PyTorch) run as a child process.
+struct CheckpointExportOptions {
+  std::string python;      // interpreter; empty: /usr/bin/python3 when present, else python3
+  std::string python_dir;  // holds the lipsync package; empty: $LIPSYNC_PYTHON_DIR or the source's
+  std::string verify_engine;  // lipsync binary that verifies the export; empty: not verified
+  int size = 320;
+};
+// Writes `out_onnx`; on failure the Status carries the end of the exporter's output.
+Status ExportUnetCheckpoint(const std::string& checkpoint, const std::string& out_onnx,
+                            const CheckpointExportOptions& options = {});
+
+// A model package of the Python lipsync server, a folder holding package_info.json, models/*.pth
+// (UNet weights), aud_ave.npy (audio features [frames, 512]), face_regions_320.mp4 and
+// masked_regions_320.mp4 (the crops, one video frame per frame id), face_bounds/<n>.npy ([xmin,
+// ymin, xmax, ymax, ...] of frame n) and video.mp4 (the frames). The avatar gets video.mp4 as its
+// frames, the bounds as crop rectangles and aud_ave.npy as its audio features; the UNet is
+// options.model when given, else the checkpoint exported with `export_options`. Every missing file
+// is named in one error; zip archives are refused (unpack them first).
+Result<Avatar> ImportLipSyncSrvPackage(const std::string& package_dir,
+                                       const AvatarImportOptions& options,
+                                       const CheckpointExportOptions& export_options = {});
 
 }  // namespace lipsync

@@ -117,6 +117,38 @@ Result<Tensor> AudioWindowsFromEmbeddings(const Tensor& embeddings, WindowEdge e
   return windows;
 }
 
+Result<Tensor> AudioWindowsFromSequence(const Tensor& sequence, const std::vector<int64_t>& frames,
+                                        WindowEdge edge) {
+  using namespace audio_internal;
+  const Shape& shape = sequence.shape();
+  if (sequence.dtype() != DataType::kFloat32 || shape.size() != 2 || shape[0] < 1 ||
+      shape[1] != kEmbeddingSize) {
+    return InvalidArgument("audio feature sequence: expected float32 [F,512] with F >= 1, got " +
+                           std::string(DataTypeName(sequence.dtype())) + " " +
+                           ShapeToString(shape, false));
+  }
+  const int64_t rows = shape[0];
+  Tensor windows =
+      Tensor::Uninitialized(DataType::kFloat32, {static_cast<int64_t>(frames.size()), 32, 16, 16});
+  for (size_t k = 0; k < frames.size(); ++k) {
+    float* window = windows.data_as<float>() + k * kFrameRows * kEmbeddingSize;
+    for (int r = 0; r < kFrameRows; ++r) {
+      int64_t j = frames[k] - kFrameRows / 2 + r;
+      float* dst = window + static_cast<int64_t>(r) * kEmbeddingSize;
+      if (j < 0 || j >= rows) {
+        if (edge == WindowEdge::kZeros) {
+          std::memset(dst, 0, sizeof(float) * kEmbeddingSize);
+          continue;
+        }
+        j = std::clamp<int64_t>(j, 0, rows - 1);
+      }
+      std::memcpy(dst, sequence.data_as<float>() + j * kEmbeddingSize,
+                  sizeof(float) * kEmbeddingSize);
+    }
+  }
+  return windows;
+}
+
 Result<Tensor> ComputeAudioWindows(AudioEncoder& encoder, const Tensor& mel, double fps,
                                    WindowEdge edge) {
   LIPSYNC_ASSIGN_OR_RETURN(Tensor windows, MelWindows(mel, fps));

@@ -192,6 +192,9 @@ std::string Avatar::Resolve(const std::string& path) const {
 std::string Avatar::model_path() const { return Resolve(manifest_.model); }
 std::string Avatar::audio_encoder_path() const { return Resolve(manifest_.audio_encoder); }
 std::string Avatar::frames_path() const { return Resolve(manifest_.frames); }
+std::string Avatar::audio_features_path() const {
+  return manifest_.audio_features.empty() ? std::string() : Resolve(manifest_.audio_features);
+}
 
 Result<std::unique_ptr<FrameReader>> Avatar::OpenFrames(const FrameReaderOptions& options) const {
   if (!frames_are_video_) {
@@ -222,6 +225,9 @@ Result<Avatar> LoadAvatar(const std::string& dir) {
   }
   if (!fs::is_regular_file(a.audio_encoder_path(), ec)) {
     return NotFound(where + ": audio encoder '" + a.audio_encoder_path() + "' not found");
+  }
+  if (!a.manifest_.audio_features.empty() && !fs::is_regular_file(a.audio_features_path(), ec)) {
+    return NotFound(where + ": audio features '" + a.audio_features_path() + "' not found");
   }
   const std::string frames = a.frames_path();
   int64_t frame_count = 0;

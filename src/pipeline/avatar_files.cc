@@ -92,9 +92,9 @@ Result<AvatarManifest> ReadAvatarManifest(const std::string& path) {
   const std::string where = "'" + path + "'";
   if (!doc.is_object()) return InvalidArgument(where + ": expected a JSON object");
   AvatarManifest m;
-  static const std::set<std::string> kKeys = {"format",        "version",    "name",
-                                              "fps",           "model_size", "model",
-                                              "audio_encoder", "frames",     "crop_rects"};
+  static const std::set<std::string> kKeys = {
+      "format", "version",       "name",   "fps",        "model_size",
+      "model",  "audio_encoder", "frames", "crop_rects", "audio_features"};
   for (const auto& [key, value] : doc.items()) {
     if (!kKeys.count(key)) return InvalidArgument(where + ": unknown key '" + key + "'");
   }
@@ -126,6 +126,7 @@ Result<AvatarManifest> ReadAvatarManifest(const std::string& path) {
   LIPSYNC_RETURN_IF_ERROR(read_string("audio_encoder", &m.audio_encoder, false));
   LIPSYNC_RETURN_IF_ERROR(read_string("frames", &m.frames, false));
   LIPSYNC_RETURN_IF_ERROR(read_string("crop_rects", &m.crop_rects, false));
+  LIPSYNC_RETURN_IF_ERROR(read_string("audio_features", &m.audio_features, false));
   if (doc.contains("fps")) {
     const json& fps = doc["fps"];
     if (!fps.is_number() || !(fps.get<double>() > 0.0 && fps.get<double>() <= 240.0)) {
@@ -152,7 +153,9 @@ Status WriteAvatarManifest(const std::string& path, const AvatarManifest& m) {
                                       {"audio_encoder", m.audio_encoder},
                                       {"frames", m.frames},
                                       {"crop_rects", m.crop_rects}};
-  return internal::WriteTextFile(path, doc.dump(2) + "\n");
+  nlohmann::ordered_json out = doc;
+  if (!m.audio_features.empty()) out["audio_features"] = m.audio_features;
+  return internal::WriteTextFile(path, out.dump(2) + "\n");
 }
 
 Result<std::vector<CropRect>> ReadCropRects(const std::string& path) {

@@ -121,6 +121,10 @@ Result<Avatar> WriteAvatarFolder(const AvatarDraft& draft, const std::string& ou
       LIPSYNC_RETURN_IF_ERROR(CopyInto(draft.frame_files[i], root / m.frames / file));
     }
   }
+  if (!draft.audio_features.empty()) {
+    m.audio_features = "audio_features.npy";
+    LIPSYNC_RETURN_IF_ERROR(CopyInto(draft.audio_features, root / m.audio_features));
+  }
   LIPSYNC_RETURN_IF_ERROR(WriteCropRects((root / m.crop_rects).string(), draft.rects));
   LIPSYNC_RETURN_IF_ERROR(WriteAvatarManifest((root / kAvatarManifestName).string(), m));
   // The copy is loaded before it is moved into place, so a bad one never appears there.

@@ -58,6 +58,7 @@ struct AvatarDraft {
   std::vector<std::string> frame_files;  // images by frame index, or
   std::string frames_video;              // one video holding the frames
   std::vector<CropRect> rects;
+  std::string audio_features;  // optional .npy copied in as the avatar's audio features
 };
 
 // Checks both models, copies everything into a staging folder, writes avatar.json and

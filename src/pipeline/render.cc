@@ -21,6 +21,9 @@ Pipeline::Pipeline(const Avatar& a, Engine& u, AudioEncoder& e, const RenderOpti
       options(o),
       // The audio runs ahead of the frames by a few seconds at most: a window is 4 KiB.
       windows(std::max<size_t>(4 * queue_frames, 128)),
+      // Enough for the frames queued before the model, the batch it runs and the one being
+      // filled; more would only hold memory.
+      free_batches(queue_frames + 3),
       cropped(queue_frames),
       inferred(queue_frames),
       pasted(queue_frames) {
@@ -36,6 +39,7 @@ void Pipeline::Fail(const Status& status) {
     failed_ = true;
   }
   windows.Stop();
+  free_batches.Stop();
   cropped.Stop();
   inferred.Stop();
   pasted.Stop();
@@ -167,6 +171,15 @@ Result<RenderStats> Renderer::Render(const std::string& audio_path, const Render
     p.frames_ext = ext;
     LIPSYNC_ASSIGN_OR_RETURN(auto staging, internal::StagingFolder::Create(output.frames_dir));
     p.frames_dir.emplace(std::move(staging));
+  }
+
+  {
+    const size_t batch_values = static_cast<size_t>(p.batch) * 6 * p.layout.inner_size *
+                                static_cast<size_t>(p.layout.inner_size);
+    const size_t buffers = queue_frames / static_cast<size_t>(p.batch) + 3;
+    for (size_t i = 0; i < buffers; ++i) {
+      p.free_batches.Push(internal::BatchBuffer(new float[batch_values]));
+    }
   }
 
   p.started = internal::Clock::now();

@@ -27,6 +27,11 @@ struct AudioWindow {
   std::vector<float> values;
 };
 
+// The model's face input for one batch, [batch,6,S,S]. The frames stage writes frame i straight
+// into slot i % batch of its batch's buffer, so that the model stage runs on it without a copy;
+// buffers go back to a pool after the run.
+using BatchBuffer = std::shared_ptr<float[]>;
+
 // One output frame on its way through the stages.
 struct FrameJob {
   int64_t index = 0;         // output frame
@@ -34,8 +39,9 @@ struct FrameJob {
   Image frame;               // the whole frame; the new face is pasted into it
   Image crop;                // the face crop at layout.crop_size
   CropRect rect;
-  std::vector<float> visual;  // the model's face input [6,S,S]
-  std::vector<float> output;  // the model's face [3,S,S]
+  BatchBuffer visual;               // holds the frame's input at slot index % batch
+  std::shared_ptr<float[]> output;  // the batch's model output [n,3,S,S], shared by its frames
+  const float* face = nullptr;      // this frame's [3,S,S] in `output`
 };
 
 enum Stage { kAudioStage, kFramesStage, kInferStage, kPasteStage, kOutputStage, kStageCount };
@@ -63,9 +69,10 @@ struct Pipeline {
   int64_t estimated_total = 0;
 
   BoundedQueue<AudioWindow> windows;
-  BoundedQueue<FrameJob> cropped;   // frames -> infer
-  BoundedQueue<FrameJob> inferred;  // infer -> paste
-  BoundedQueue<FrameJob> pasted;    // paste -> output
+  BoundedQueue<BatchBuffer> free_batches;  // input buffers the frames stage may fill
+  BoundedQueue<FrameJob> cropped;          // frames -> infer
+  BoundedQueue<FrameJob> inferred;         // infer -> paste
+  BoundedQueue<FrameJob> pasted;           // paste -> output
 
   // The number of output frames, known when the audio has ended (-1 before).
   std::atomic<int64_t> total{-1};

@@ -135,11 +135,20 @@ void RunFramesStage(Pipeline& p) {
   reader_options.video_cache_frames = p.options.video_cache_frames;
   auto reader = p.avatar.OpenFrames(reader_options);
   if (!reader.ok()) return p.Fail(reader.status());
-  const int s = p.layout.inner_size;
+  const size_t visual_size = static_cast<size_t>(6) * p.layout.inner_size * p.layout.inner_size;
   PreparedFrames cache(static_cast<size_t>(std::max(0, p.options.frame_cache_mb)) << 20);
+  BatchBuffer buffer;
   for (int64_t i = 0; !p.CheckCancel(); ++i) {
     const int64_t total = p.total.load();
     if (total >= 0 && i >= total) break;
+    const int64_t slot = i % p.batch;
+    if (slot == 0) {  // a new batch: wait for a free input buffer
+      clock.Busy();
+      auto free = p.free_batches.Pop();
+      clock.Blocked();
+      if (!free) break;  // stopped: enough frames, or a failure
+      buffer = std::move(*free);
+    }
     FrameJob job;
     job.index = i;
     job.avatar_frame = (*p.sequence)(i);
@@ -163,8 +172,8 @@ void RunFramesStage(Pipeline& p) {
     }
     auto inner = PrepareFace(job.crop, p.layout);
     if (!inner.ok()) return p.Fail(inner.status());
-    job.visual.resize(static_cast<size_t>(6) * s * s);
-    FillVisualInput(inner->bgr.data(), p.layout, job.visual.data());
+    FillVisualInput(inner->bgr.data(), p.layout, buffer.get() + slot * visual_size);
+    job.visual = buffer;
     p.stats[kFramesStage].items++;
     clock.Busy();
     if (!p.cropped.Push(std::move(job))) return;  // stopped: enough frames, or a failure
@@ -180,9 +189,7 @@ void RunInferStage(Pipeline& p) {
   const size_t output_size = static_cast<size_t>(3) * s * s;
   const Shape audio_item(p.unet.info().inputs[p.roles.audio].shape.begin() + 1,
                          p.unet.info().inputs[p.roles.audio].shape.end());
-  Tensor visual = Tensor::Uninitialized(DataType::kFloat32, {p.batch, 6, s, s});
   Tensor audio = Tensor::Uninitialized(DataType::kFloat32, {p.batch, 32, 16, 16});
-  Tensor output = Tensor::Uninitialized(DataType::kFloat32, {p.batch, 3, s, s});
   std::vector<FrameJob> jobs;
   while (!p.CheckCancel()) {
     jobs.clear();
@@ -191,40 +198,47 @@ void RunInferStage(Pipeline& p) {
       if (!window) break;  // the audio has ended (or a failure)
       auto job = p.cropped.Pop();
       if (!job) break;  // a failure stopped the queue
+      const size_t k = jobs.size();
       if (job->index != window->index) {
         return p.Fail(Internal("render: frame " + std::to_string(job->index) +
                                " met audio window " + std::to_string(window->index)));
       }
-      const size_t k = jobs.size();
-      std::memcpy(visual.data_as<float>() + k * visual_size, job->visual.data(),
-                  visual_size * sizeof(float));
+      if (job->index % p.batch != static_cast<int64_t>(k) ||
+          (k > 0 && job->visual != jobs[0].visual)) {
+        return p.Fail(Internal("render: frame " + std::to_string(job->index) +
+                               " is not in its batch's input buffer"));
+      }
       std::memcpy(audio.data_as<float>() + k * kWindowValues, window->values.data(),
                   kWindowValues * sizeof(float));
-      job->visual = {};
       jobs.push_back(std::move(*job));
     }
     clock.Starved();
     if (jobs.empty() || p.failed()) break;
     const int64_t n = static_cast<int64_t>(jobs.size());
     const int64_t run = p.pad_batches ? p.batch : n;
+    float* visual = jobs[0].visual.get();
     for (int64_t k = n; k < run; ++k) {  // a fixed-batch model: repeat the last frame
-      std::memcpy(visual.data_as<float>() + k * visual_size,
-                  visual.data_as<float>() + (n - 1) * visual_size, visual_size * sizeof(float));
+      std::memcpy(visual + k * visual_size, visual + (n - 1) * visual_size,
+                  visual_size * sizeof(float));
       std::memcpy(audio.data_as<float>() + k * kWindowValues,
                   audio.data_as<float>() + (n - 1) * kWindowValues, kWindowValues * sizeof(float));
     }
+    std::shared_ptr<float[]> output(new float[static_cast<size_t>(run) * output_size]);
     std::vector<TensorView> inputs(2);
     Shape audio_shape = {run};
     audio_shape.insert(audio_shape.end(), audio_item.begin(), audio_item.end());
-    inputs[p.roles.visual] = {DataType::kFloat32, {run, 6, s, s}, visual.data()};
+    inputs[p.roles.visual] = {DataType::kFloat32, {run, 6, s, s}, visual};
     inputs[p.roles.audio] = {DataType::kFloat32, audio_shape, audio.data()};
-    const MutableTensorView out{DataType::kFloat32, {run, 3, s, s}, output.data()};
+    const MutableTensorView out{DataType::kFloat32, {run, 3, s, s}, output.get()};
     Status ran = p.unet.Run(inputs, {out});
     if (!ran.ok()) return p.Fail(ran.WithContext("model"));
     ++p.batches;
+    p.free_batches.Push(jobs[0].visual);  // the frames stage may fill it again
     for (int64_t k = 0; k < n; ++k) {
-      const float* face = output.data_as<float>() + k * output_size;
-      jobs[static_cast<size_t>(k)].output.assign(face, face + output_size);
+      FrameJob& job = jobs[static_cast<size_t>(k)];
+      job.visual.reset();
+      job.output = output;
+      job.face = output.get() + k * output_size;
     }
     p.stats[kInferStage].items += n;
     clock.Busy();
@@ -233,7 +247,9 @@ void RunInferStage(Pipeline& p) {
     }
     clock.Blocked();
   }
-  p.cropped.Stop();  // every frame the audio asks for is in: the frame reader may stop
+  // Every frame the audio asks for is in: the frame reader may stop.
+  p.cropped.Stop();
+  p.free_batches.Stop();
   p.inferred.Close();
 }
 
@@ -245,10 +261,11 @@ void RunPasteStage(Pipeline& p) {
     auto job = p.inferred.Pop();
     clock.Starved();
     if (!job) break;
-    OutputToImage(job->output.data(), s, face.data());
+    OutputToImage(job->face, s, face.data());
     Status pasted = PasteFace(face.data(), p.layout, job->crop, job->rect, job->frame);
     if (!pasted.ok()) return p.Fail(pasted);
-    job->output = {};
+    job->face = nullptr;
+    job->output.reset();
     job->crop = {};
     p.stats[kPasteStage].items++;
     clock.Busy();

@@ -1,5 +1,7 @@
 #include "server/kserve_service.h"
 
+#include "server/repository_service.h"
+
 namespace lipsync::server {
 namespace {
 
@@ -70,6 +72,7 @@ grpc::ServerUnaryReactor* KServeService::ServerMetadata(
     inference::ServerMetadataResponse* response) {
   response->set_name("lipsync");
   response->set_version(LIPSYNC_SERVER_VERSION);
+  if (ctx_->avatars) response->add_extensions("model_repository");
   return Reply(call, "ServerMetadata", grpc::Status::OK);
 }
 
@@ -100,6 +103,36 @@ grpc::ServerUnaryReactor* KServeService::ModelInfer(grpc::CallbackServerContext*
                                                     inference::ModelInferResponse* response) {
   return new UnaryInferCall<inference::ModelInferRequest, inference::ModelInferResponse>(
       ctx_, call, request, response, "ModelInfer", &DecodeModelInferRequest, &EncodeKServe);
+}
+
+// The repository rpcs load avatars on the calling thread: loads are rare and take seconds, and
+// the registry runs one at a time anyway.
+namespace {
+const grpc::Status kNoRepository(grpc::StatusCode::UNIMPLEMENTED,
+                                 "the model repository extension is served with avatars only");
+}  // namespace
+
+grpc::ServerUnaryReactor* KServeService::RepositoryIndex(
+    grpc::CallbackServerContext* call, const inference::RepositoryIndexRequest* request,
+    inference::RepositoryIndexResponse* response) {
+  if (!ctx_->avatars) return Reply(call, "RepositoryIndex", kNoRepository);
+  return Reply(call, "RepositoryIndex",
+               server::RepositoryIndex(*ctx_->avatars, *request, response));
+}
+
+grpc::ServerUnaryReactor* KServeService::RepositoryModelLoad(
+    grpc::CallbackServerContext* call, const inference::RepositoryModelLoadRequest* request,
+    inference::RepositoryModelLoadResponse*) {
+  if (!ctx_->avatars) return Reply(call, "RepositoryModelLoad", kNoRepository);
+  return Reply(call, "RepositoryModelLoad", server::RepositoryModelLoad(*ctx_->avatars, *request));
+}
+
+grpc::ServerUnaryReactor* KServeService::RepositoryModelUnload(
+    grpc::CallbackServerContext* call, const inference::RepositoryModelUnloadRequest* request,
+    inference::RepositoryModelUnloadResponse*) {
+  if (!ctx_->avatars) return Reply(call, "RepositoryModelUnload", kNoRepository);
+  return Reply(call, "RepositoryModelUnload",
+               server::RepositoryModelUnload(*ctx_->avatars, *request));
 }
 
 }  // namespace lipsync::server

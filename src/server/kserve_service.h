@@ -28,6 +28,16 @@ class KServeService final : public inference::GRPCInferenceService::CallbackServ
   grpc::ServerUnaryReactor* ModelInfer(grpc::CallbackServerContext* call,
                                        const inference::ModelInferRequest* request,
                                        inference::ModelInferResponse* response) override;
+  // The model repository extension, over ctx->avatars (UNIMPLEMENTED without avatars).
+  grpc::ServerUnaryReactor* RepositoryIndex(grpc::CallbackServerContext* call,
+                                            const inference::RepositoryIndexRequest* request,
+                                            inference::RepositoryIndexResponse* response) override;
+  grpc::ServerUnaryReactor* RepositoryModelLoad(
+      grpc::CallbackServerContext* call, const inference::RepositoryModelLoadRequest* request,
+      inference::RepositoryModelLoadResponse* response) override;
+  grpc::ServerUnaryReactor* RepositoryModelUnload(
+      grpc::CallbackServerContext* call, const inference::RepositoryModelUnloadRequest* request,
+      inference::RepositoryModelUnloadResponse* response) override;
 
  private:
   grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* call, const char* method,

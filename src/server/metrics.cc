@@ -84,6 +84,11 @@ uint64_t Metrics::requests(const std::string& method, const std::string& code) c
   return it == requests_.end() ? 0 : it->second;
 }
 
+void Metrics::AddCollector(std::function<void(std::string*)> collector) {
+  std::lock_guard lock(mu_);
+  collectors_.push_back(std::move(collector));
+}
+
 std::string Metrics::RenderPrometheus() const {
   std::string out;
   out += "# HELP lipsync_requests_total Requests answered, by method and status code.\n";
@@ -127,6 +132,12 @@ std::string Metrics::RenderPrometheus() const {
   out += "# HELP lipsync_session_batch_size Frames per batch of live sessions' frames.\n";
   out += "# TYPE lipsync_session_batch_size histogram\n";
   session_batch_hist_.Render("lipsync_session_batch_size", &out);
+  std::vector<std::function<void(std::string*)>> collectors;
+  {
+    std::lock_guard lock(mu_);
+    collectors = collectors_;
+  }
+  for (const auto& collect : collectors) collect(&out);
   return out;
 }
 

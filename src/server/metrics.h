@@ -7,6 +7,7 @@
 
 #include <array>
 #include <atomic>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
@@ -52,6 +53,8 @@ class Metrics {
   uint64_t requests(const std::string& method, const std::string& code) const;
 
   std::string RenderPrometheus() const;
+  // More metric families, appended to every rendering (e.g. the avatar repository's).
+  void AddCollector(std::function<void(std::string*)> collector);
 
   // Live sessions (session_service.h): open sessions, their frames and their batches.
   void AddSessions(int delta) { sessions_open_ += delta; }
@@ -77,6 +80,7 @@ class Metrics {
   std::atomic<uint64_t> session_frames_sent_{0};
   std::map<int, uint64_t> session_batch_sizes_;  // guarded by mu_
   Histogram session_batch_hist_{{1, 2, 4, 8, 16, 32, 64}};
+  std::vector<std::function<void(std::string*)>> collectors_;  // guarded by mu_
 };
 
 }  // namespace lipsync::server

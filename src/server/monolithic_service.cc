@@ -24,8 +24,8 @@ int64_t AudioSamplesFor(int batch) {
   return static_cast<int64_t>(batch + kCompositeAudioExtraFrames) * kSamplesPerVideoFrame;
 }
 
-// Runs the UNet over the whole batch in runs of at most the engine's batch limit; a fixed-batch
-// model gets its last run padded with copies of the last frame.
+}  // namespace
+
 Status RunUnet(LoadedAvatar& a, const Tensor& visual, const Tensor& audio, int batch,
                Tensor* output) {
   Engine& unet = *a.unet;
@@ -73,8 +73,6 @@ Status RunUnet(LoadedAvatar& a, const Tensor& visual, const Tensor& audio, int b
   }
   return Status::Ok();
 }
-
-}  // namespace
 
 Status CheckCompositeRequest(const monolithic::CompositeBatchRequest& request) {
   const int batch = request.batch_size();
@@ -182,8 +180,9 @@ Result<std::string> EncodeJpeg(const Image& image, int quality) {
   }
 }
 
-MonolithicService::MonolithicService(MonolithicOptions options, Metrics* metrics)
-    : options_(std::move(options)), metrics_(metrics), registry_(options_.avatars) {
+MonolithicService::MonolithicService(MonolithicOptions options, AvatarRegistry* registry,
+                                     Metrics* metrics)
+    : options_(std::move(options)), metrics_(metrics), registry_(registry) {
   for (int i = 0; i < std::max(1, options_.worker_threads); ++i) {
     workers_.emplace_back([this] { WorkerLoop(); });
   }
@@ -249,7 +248,7 @@ grpc::ServerUnaryReactor* MonolithicService::InferBatchComposite(
 void MonolithicService::RunComposite(const monolithic::CompositeBatchRequest& request,
                                      monolithic::CompositeBatchResponse* response) {
   const auto start = Clock::now();
-  response->set_gpu_id(registry_.gpu_id());
+  response->set_gpu_id(registry_->gpu_id());
   auto fail = [&](const Status& status) {
     response->clear_composited_frames();
     response->set_success(false);
@@ -259,7 +258,7 @@ void MonolithicService::RunComposite(const monolithic::CompositeBatchRequest& re
   Status checked = CheckCompositeRequest(request);
   if (!checked.ok()) return fail(checked);
   bool loaded_now = false;
-  auto avatar = registry_.Load(request.model_id(), &loaded_now);
+  auto avatar = registry_->Load(request.model_id(), &loaded_now);
   if (!avatar.ok()) return fail(avatar.status());
   response->set_model_loaded(loaded_now);
   if (loaded_now) response->set_model_load_time_ms(static_cast<float>((*avatar)->load_ms));
@@ -276,11 +275,7 @@ void MonolithicService::RunComposite(const monolithic::CompositeBatchRequest& re
   }
   timings.composite_ms += MsSince(encode_start);
 
-  a.requests.fetch_add(1);
-  a.inference_us.fetch_add(static_cast<int64_t>(timings.inference_ms * 1000.0));
-  a.last_used_unix_s.store(std::chrono::duration_cast<std::chrono::seconds>(
-                               std::chrono::system_clock::now().time_since_epoch())
-                               .count());
+  a.RecordRequest(timings.inference_ms);
   response->set_audio_processing_ms(static_cast<float>(timings.audio_ms));
   response->set_inference_time_ms(static_cast<float>(timings.inference_ms));
   response->set_composite_time_ms(static_cast<float>(timings.composite_ms));
@@ -292,13 +287,13 @@ grpc::ServerUnaryReactor* MonolithicService::ListModels(grpc::CallbackServerCont
                                                         const monolithic::ListModelsRequest*,
                                                         monolithic::ListModelsResponse* response) {
   std::map<std::string, std::shared_ptr<LoadedAvatar>> models;
-  for (const auto& id : registry_.Available()) models[id] = nullptr;
-  for (auto& a : registry_.Loaded()) models[a->id] = a;
+  for (const auto& id : registry_->Available()) models[id] = nullptr;
+  for (auto& a : registry_->Loaded()) models[a->id] = a;
   for (const auto& [id, a] : models) {
     auto* info = response->add_models();
     info->set_model_id(id);
     info->set_loaded(a != nullptr);
-    info->set_gpu_id(a ? registry_.gpu_id() : -1);
+    info->set_gpu_id(a ? registry_->gpu_id() : -1);
     if (!a) continue;
     const int64_t requests = a->requests.load();
     info->set_memory_mb(a->memory_bytes >> 20);
@@ -314,9 +309,9 @@ grpc::ServerUnaryReactor* MonolithicService::LoadModel(grpc::CallbackServerConte
                                                        monolithic::LoadModelResponse* response) {
   return Post(call, "LoadModel", [this, request, response] {
     const auto start = Clock::now();
-    auto avatar = registry_.Load(request->model_id());
+    auto avatar = registry_->Load(request->model_id());
     response->set_success(avatar.ok());
-    response->set_gpu_id(registry_.gpu_id());
+    response->set_gpu_id(registry_->gpu_id());
     response->set_load_time_ms(static_cast<float>(MsSince(start)));
     if (!avatar.ok()) response->set_error(avatar.status().message());
   });
@@ -325,7 +320,7 @@ grpc::ServerUnaryReactor* MonolithicService::LoadModel(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* MonolithicService::UnloadModel(
     grpc::CallbackServerContext* call, const monolithic::UnloadModelRequest* request,
     monolithic::UnloadModelResponse* response) {
-  Status unloaded = registry_.Unload(request->model_id());
+  Status unloaded = registry_->Unload(request->model_id());
   response->set_success(unloaded.ok());
   if (!unloaded.ok()) response->set_error(unloaded.message());
   return Reply(call, "UnloadModel");
@@ -334,13 +329,13 @@ grpc::ServerUnaryReactor* MonolithicService::UnloadModel(
 grpc::ServerUnaryReactor* MonolithicService::GetModelStats(
     grpc::CallbackServerContext* call, const monolithic::GetModelStatsRequest*,
     monolithic::GetModelStatsResponse* response) {
-  for (auto& a : registry_.Loaded()) {
+  for (auto& a : registry_->Loaded()) {
     auto* stats = response->add_models();
     const int64_t requests = a->requests.load();
     const int64_t inference_us = a->inference_us.load();
     stats->set_model_id(a->id);
     stats->set_loaded(true);
-    stats->set_gpu_id(registry_.gpu_id());
+    stats->set_gpu_id(registry_->gpu_id());
     stats->set_memory_mb(a->memory_bytes >> 20);
     stats->set_request_count(static_cast<int32_t>(requests));
     stats->set_total_inference_ms(inference_us / 1000);
@@ -355,9 +350,9 @@ grpc::ServerUnaryReactor* MonolithicService::Health(grpc::CallbackServerContext*
                                                     const monolithic::HealthRequest*,
                                                     monolithic::HealthResponse* response) {
   response->set_healthy(true);
-  response->set_loaded_models(static_cast<int32_t>(registry_.Loaded().size()));
-  response->set_max_models(registry_.max_models());
-  if (registry_.gpu_id() >= 0) response->add_gpu_ids(registry_.gpu_id());
+  response->set_loaded_models(registry_->Usage().loaded);
+  response->set_max_models(registry_->max_models());
+  if (registry_->gpu_id() >= 0) response->add_gpu_ids(registry_->gpu_id());
   return Reply(call, "Health");
 }
 

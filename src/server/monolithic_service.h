@@ -41,6 +41,12 @@ Status CheckCompositeRequest(const monolithic::CompositeBatchRequest& request);
 Result<Tensor> CompositeAudioWindows(AudioEncoder& encoder, const float* pcm, size_t samples,
                                      int batch);
 
+// Runs the UNet over a batch (visual [batch, 6, S, S], audio [batch, ...]) into output
+// [batch, 3, S, S], in runs of at most the engine's batch limit; a fixed-batch model gets its last
+// run padded with copies of the last frame.
+Status RunUnet(LoadedAvatar& avatar, const Tensor& visual, const Tensor& audio, int batch,
+               Tensor* output);
+
 struct CompositeTimings {
   double audio_ms = 0, inference_ms = 0, composite_ms = 0;
 };
@@ -55,16 +61,16 @@ Result<std::vector<Image>> ComposeBatch(LoadedAvatar& avatar,
 Result<std::string> EncodeJpeg(const Image& image, int quality = kCompositeJpegQuality);
 
 struct MonolithicOptions {
-  AvatarRegistryOptions avatars;
-  int worker_threads = 2;  // requests run on these, in arrival order
+  AvatarRegistryOptions avatars;  // the server's avatar repository (shared with its other services)
+  int worker_threads = 2;         // requests run on these, in arrival order
 };
 
 class MonolithicService final : public monolithic::MonolithicService::CallbackService {
  public:
-  MonolithicService(MonolithicOptions options, Metrics* metrics);
+  MonolithicService(MonolithicOptions options, AvatarRegistry* registry, Metrics* metrics);
   ~MonolithicService() override;  // finishes queued work, then joins the workers
 
-  AvatarRegistry& registry() { return registry_; }
+  AvatarRegistry& registry() { return *registry_; }
 
   grpc::ServerUnaryReactor* InferBatchComposite(
       grpc::CallbackServerContext* call, const monolithic::CompositeBatchRequest* request,
@@ -96,7 +102,7 @@ class MonolithicService final : public monolithic::MonolithicService::CallbackSe
 
   MonolithicOptions options_;
   Metrics* metrics_;
-  AvatarRegistry registry_;
+  AvatarRegistry* registry_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::function<void()>> queue_;

@@ -23,12 +23,15 @@ struct Server::Impl {
   ServiceContext ctx;
   std::unique_ptr<LipSyncService> lipsync_service;
   std::unique_ptr<KServeService> kserve_service;
+  std::unique_ptr<AvatarRegistry> avatars;  // outlives the services that use it
   std::unique_ptr<MonolithicService> monolithic_service;
-  std::unique_ptr<AvatarRegistry> session_avatars;  // when the monolithic service is off
+  std::unique_ptr<LipSyncSrvService> lipsyncsrv_service;
   std::unique_ptr<SessionService> session_service;
   std::unique_ptr<grpc::Server> grpc_server;
   std::unique_ptr<grpc::Server> monolithic_server;  // when it has its own port
   int monolithic_port = 0;
+  std::unique_ptr<grpc::Server> lipsyncsrv_server;  // when it has its own port
+  int lipsyncsrv_port = 0;
   std::unique_ptr<HttpEndpoint> http;
   int port = 0;
   std::mutex shutdown_mu;
@@ -131,25 +134,31 @@ Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOption
   impl->ctx.metrics = &impl->metrics;
   impl->ctx.max_queue_delay_us = options.batching.max_queue_delay.count();
   impl->ctx.max_queue = static_cast<int64_t>(options.batching.max_queue);
+  // The avatar repository: every avatar service serves from it; preloads finish before serving.
+  if (!options.monolithic_options.avatars.root.empty()) {
+    LIPSYNC_ASSIGN_OR_RETURN(impl->avatars,
+                             AvatarRegistry::Create(options.monolithic_options.avatars));
+    LIPSYNC_RETURN_IF_ERROR(impl->avatars->Preload());
+    impl->ctx.avatars = impl->avatars.get();
+    AvatarRegistry* avatars = impl->avatars.get();
+    impl->metrics.AddCollector([avatars](std::string* out) { avatars->RenderPrometheus(out); });
+  }
   impl->lipsync_service = std::make_unique<LipSyncService>(&impl->ctx);
   impl->kserve_service = std::make_unique<KServeService>(&impl->ctx);
   if (options.monolithic) {
-    if (options.monolithic_options.avatars.root.empty()) {
-      return InvalidArgument("the monolithic service needs an avatar folder");
-    }
-    impl->monolithic_service =
-        std::make_unique<MonolithicService>(options.monolithic_options, &impl->metrics);
+    if (!impl->avatars) return InvalidArgument("the monolithic service needs avatars");
+    impl->monolithic_service = std::make_unique<MonolithicService>(
+        options.monolithic_options, impl->avatars.get(), &impl->metrics);
   }
-  if (!options.monolithic_options.avatars.root.empty()) {
-    AvatarRegistry* avatars = nullptr;
-    if (impl->monolithic_service) {
-      avatars = &impl->monolithic_service->registry();
-    } else {
-      impl->session_avatars = std::make_unique<AvatarRegistry>(options.monolithic_options.avatars);
-      avatars = impl->session_avatars.get();
-    }
+  if (options.lipsyncsrv) {
+    if (!impl->avatars) return InvalidArgument("the lipsyncsrv service needs avatars");
+    impl->lipsyncsrv_service = std::make_unique<LipSyncSrvService>(
+        impl->avatars.get(), options.monolithic_options.avatars.root, options.lipsyncsrv_options,
+        &impl->metrics);
+  }
+  if (impl->avatars) {
     impl->session_service =
-        std::make_unique<SessionService>(avatars, options.sessions, &impl->metrics);
+        std::make_unique<SessionService>(impl->avatars.get(), options.sessions, &impl->metrics);
   }
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -172,6 +181,10 @@ Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOption
   if (impl->monolithic_service && !monolithic_own_port) {
     builder.RegisterService(impl->monolithic_service.get());
   }
+  const bool lipsyncsrv_own_port = impl->lipsyncsrv_service && !options.lipsyncsrv_listen.empty();
+  if (impl->lipsyncsrv_service && !lipsyncsrv_own_port) {
+    builder.RegisterService(impl->lipsyncsrv_service.get());
+  }
   impl->grpc_server = builder.BuildAndStart();
   if (!impl->grpc_server || impl->port == 0) {
     return Unavailable("cannot listen on " + options.listen +
@@ -192,6 +205,21 @@ Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOption
                          " (port in use, or not an address of this machine)");
     }
   }
+  if (impl->lipsyncsrv_service) impl->lipsyncsrv_port = impl->port;
+  if (lipsyncsrv_own_port) {
+    grpc::ServerBuilder own;
+    own.AddListeningPort(options.lipsyncsrv_listen, credentials, &impl->lipsyncsrv_port);
+    own.SetMaxReceiveMessageSize(message_bytes);
+    own.SetMaxSendMessageSize(message_bytes);
+    own.RegisterService(impl->lipsyncsrv_service.get());
+    impl->lipsyncsrv_server = own.BuildAndStart();
+    if (!impl->lipsyncsrv_server || impl->lipsyncsrv_port == 0) {
+      impl->grpc_server->Shutdown();
+      if (impl->monolithic_server) impl->monolithic_server->Shutdown();
+      return Unavailable("cannot listen on " + options.lipsyncsrv_listen +
+                         " (port in use, or not an address of this machine)");
+    }
+  }
   if (!options.metrics_listen.empty()) {
     Impl* raw = impl.get();
     auto http = HttpEndpoint::Start(options.metrics_listen,
@@ -200,6 +228,7 @@ Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOption
     if (!http.ok()) {
       impl->grpc_server->Shutdown();
       if (impl->monolithic_server) impl->monolithic_server->Shutdown();
+      if (impl->lipsyncsrv_server) impl->lipsyncsrv_server->Shutdown();
       return http.status();
     }
     impl->http = std::move(*http);
@@ -215,8 +244,8 @@ Result<std::unique_ptr<Server>> Server::StartAvatarsOnly(const ServerOptions& op
   if (options.monolithic_options.avatars.root.empty()) {
     return InvalidArgument("the server needs a model or an avatar folder");
   }
-  if (!options.monolithic_listen.empty()) {
-    return InvalidArgument("without a model the monolithic service takes the main port");
+  if (!options.monolithic_listen.empty() || !options.lipsyncsrv_listen.empty()) {
+    return InvalidArgument("without a model the avatar services take the main port");
   }
   LIPSYNC_ASSIGN_OR_RETURN(auto host_port, SplitHostPort(options.listen));
   (void)host_port;
@@ -224,19 +253,23 @@ Result<std::unique_ptr<Server>> Server::StartAvatarsOnly(const ServerOptions& op
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   impl->ctx.metrics = &impl->metrics;
+  LIPSYNC_ASSIGN_OR_RETURN(impl->avatars,
+                           AvatarRegistry::Create(options.monolithic_options.avatars));
+  LIPSYNC_RETURN_IF_ERROR(impl->avatars->Preload());
+  impl->ctx.avatars = impl->avatars.get();
+  AvatarRegistry* registry = impl->avatars.get();
+  impl->metrics.AddCollector([registry](std::string* out) { registry->RenderPrometheus(out); });
   if (options.monolithic) {
     impl->monolithic_service =
-        std::make_unique<MonolithicService>(options.monolithic_options, &impl->metrics);
+        std::make_unique<MonolithicService>(options.monolithic_options, registry, &impl->metrics);
   }
-  AvatarRegistry* avatars = nullptr;
-  if (impl->monolithic_service) {
-    avatars = &impl->monolithic_service->registry();
-  } else {
-    impl->session_avatars = std::make_unique<AvatarRegistry>(options.monolithic_options.avatars);
-    avatars = impl->session_avatars.get();
+  if (options.lipsyncsrv) {
+    impl->lipsyncsrv_service =
+        std::make_unique<LipSyncSrvService>(registry, options.monolithic_options.avatars.root,
+                                            options.lipsyncsrv_options, &impl->metrics);
   }
   impl->session_service =
-      std::make_unique<SessionService>(avatars, options.sessions, &impl->metrics);
+      std::make_unique<SessionService>(registry, options.sessions, &impl->metrics);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -249,12 +282,14 @@ Result<std::unique_ptr<Server>> Server::StartAvatarsOnly(const ServerOptions& op
   builder.SetMaxSendMessageSize(message_bytes);
   builder.RegisterService(impl->session_service.get());
   if (impl->monolithic_service) builder.RegisterService(impl->monolithic_service.get());
+  if (impl->lipsyncsrv_service) builder.RegisterService(impl->lipsyncsrv_service.get());
   impl->grpc_server = builder.BuildAndStart();
   if (!impl->grpc_server || impl->port == 0) {
     return Unavailable("cannot listen on " + options.listen +
                        " (port in use, or not an address of this machine)");
   }
   if (impl->monolithic_service) impl->monolithic_port = impl->port;
+  if (impl->lipsyncsrv_service) impl->lipsyncsrv_port = impl->port;
   if (!options.metrics_listen.empty()) {
     Impl* raw = impl.get();
     auto http = HttpEndpoint::Start(options.metrics_listen,
@@ -276,6 +311,8 @@ int Server::metrics_port() const { return impl_->http ? impl_->http->port() : 0;
 int Server::monolithic_port() const { return impl_->monolithic_port; }
 MonolithicService* Server::monolithic_service() { return impl_->monolithic_service.get(); }
 SessionService* Server::session_service() { return impl_->session_service.get(); }
+AvatarRegistry* Server::avatars() { return impl_->avatars.get(); }
+int Server::lipsyncsrv_port() const { return impl_->lipsyncsrv_port; }
 Metrics& Server::metrics() { return impl_->metrics; }
 int Server::preferred_batch() const { return impl_->batcher ? impl_->batcher->batch_limit() : 0; }
 
@@ -289,10 +326,12 @@ void Server::Shutdown() {
   // past the drain deadline it cancels what is left.
   const auto deadline = std::chrono::system_clock::now() + impl_->options.drain_timeout;
   if (impl_->monolithic_server) impl_->monolithic_server->Shutdown(deadline);
+  if (impl_->lipsyncsrv_server) impl_->lipsyncsrv_server->Shutdown(deadline);
   impl_->grpc_server->Shutdown(deadline);
   if (impl_->batcher) impl_->batcher->Shutdown(std::chrono::milliseconds(0));
   impl_->grpc_server->Wait();
   if (impl_->monolithic_server) impl_->monolithic_server->Wait();
+  if (impl_->lipsyncsrv_server) impl_->lipsyncsrv_server->Wait();
   if (impl_->http) impl_->http->Stop();
 }
 

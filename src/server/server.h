@@ -14,6 +14,7 @@
 
 #include "lipsync/engine.h"
 #include "server/batcher.h"
+#include "server/lipsyncsrv_service.h"
 #include "server/metrics.h"
 #include "server/monolithic_service.h"
 #include "server/session_service.h"
@@ -28,14 +29,22 @@ struct ServerOptions {
   int max_message_bytes = 64 << 20;
   std::chrono::milliseconds drain_timeout{10000};
   std::string tls_cert_file, tls_key_file, tls_client_ca_file;  // PEM files; empty: plaintext
-  // monolithic.MonolithicService (the Go server's contract) over the avatar folders under
-  // monolithic.avatars.root, on the main port or, when monolithic_listen is set, on its own.
+  // monolithic.MonolithicService (the Go server's contract) over the avatar repository, on the
+  // main port or, when monolithic_listen is set, on its own. The repository (its options are
+  // monolithic_options.avatars; root: a folder or a YAML config) exists whenever root is set, with
+  // the KServe model repository extension and per-avatar metrics, with or without this service.
   bool monolithic = false;
   std::string monolithic_listen;
   MonolithicOptions monolithic_options;
   // lipsync.v1.Sessions (live audio sessions) over the same avatar folders: on whenever
   // monolithic_options.avatars.root is set, sharing the monolithic service's avatars when it runs.
   SessionOptions sessions;
+  // lipsyncsrv.LipSyncService (the Python server's contract) over the same avatar folders
+  // (monolithic_options.avatars, one registry when both are on), on the main port or, when
+  // lipsyncsrv_listen is set, on its own.
+  bool lipsyncsrv = false;
+  std::string lipsyncsrv_listen;
+  LipSyncSrvOptions lipsyncsrv_options;
 };
 
 class Server {
@@ -51,6 +60,10 @@ class Server {
   int monolithic_port() const;
   MonolithicService* monolithic_service();
   SessionService* session_service();  // nullptr without avatars
+  // The avatar repository (monolithic_options.avatars), or nullptr when the server has no avatars.
+  AvatarRegistry* avatars();
+  // The port of the lipsyncsrv service: its own, or the main one (0 when it is off).
+  int lipsyncsrv_port() const;
   Metrics& metrics();
   // The batch size the batcher forms when enough frames wait (chosen at start when it was auto).
   int preferred_batch() const;

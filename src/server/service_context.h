@@ -7,6 +7,7 @@
 #include <chrono>
 #include <string>
 
+#include "server/avatar_registry.h"
 #include "server/batcher.h"
 #include "server/metrics.h"
 #include "server/request_codec.h"
@@ -21,6 +22,7 @@ struct ServiceContext {
   std::atomic<bool> ready{false};
   int64_t max_queue_delay_us = 0;
   int64_t max_queue = 0;
+  AvatarRegistry* avatars = nullptr;  // the avatar repository, when the server has avatars
 };
 
 // The call's gRPC deadline on the steady clock (far future when the client set none).

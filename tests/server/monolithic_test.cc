@@ -17,6 +17,7 @@
 #include "lipsync/avatar.h"
 #include "monolithic/monolithic.grpc.pb.h"
 #include "server_test_util.h"
+#include "test_avatars.h"
 
 namespace lipsync::server {
 namespace {
@@ -28,27 +29,8 @@ constexpr int kFrames = 5;
 constexpr int kW = 192, kH = 128;
 constexpr int kFace = 320;
 
-CropRect RectOf(int i) { return {48 + 4 * i, 24, 112 + 4 * i, 88}; }
-
-// An avatar folder `root/id` with kFrames pattern frames, the tiny UNet and the tiny encoder.
-void WriteTestAvatar(const std::string& root, const std::string& id) {
-  const std::string dir = root + "/" + id;
-  WriteFile(dir + "/avatar.json", R"({"format": "lipsync-avatar", "version": 1, "name": ")" + id +
-                                      R"(", "fps": 25, "model_size": 320, "model": "unet.onnx",
-    "audio_encoder": "enc.onnx", "frames": "frames", "crop_rects": "crop_rects.json"})");
-  std::filesystem::copy_file(lipsync::testing::TestModelPath("tiny.onnx"), dir + "/unet.onnx");
-  std::filesystem::copy_file(lipsync::testing::TestModelPath("tiny_audio_encoder.onnx"),
-                             dir + "/enc.onnx");
-  std::filesystem::create_directories(dir + "/frames");
-  std::string rects = "[";
-  for (int i = 0; i < kFrames; ++i) {
-    char name[32];
-    std::snprintf(name, sizeof(name), "/frames/%06d.png", i);
-    ASSERT_TRUE(SaveImage(dir + name, lipsync::testing::PatternImage(kW, kH, i)).ok());
-    rects += std::string(i ? "," : "") + CropRectToString(RectOf(i));
-  }
-  WriteFile(dir + "/crop_rects.json", rects + "]");
-}
+CropRect RectOf(int i) { return testing::TestAvatarRect(i); }
+using testing::WriteTestAvatar;
 
 struct Fixture {
   ScratchDir root;
@@ -439,15 +421,19 @@ TEST(Monolithic, RegistryCapacityAndBadFolders) {
   AvatarRegistry registry(options);
   EXPECT_EQ(registry.Available(), (std::vector<std::string>{"anna", "bob", "broken"}));
   bool loaded_now = false;
-  ASSERT_TRUE(registry.Load("anna", &loaded_now).ok());
+  auto held = registry.Load("anna", &loaded_now);
+  ASSERT_TRUE(held.ok());
   EXPECT_TRUE(loaded_now);
   ASSERT_TRUE(registry.Load("anna", &loaded_now).ok());
   EXPECT_FALSE(loaded_now);  // already there
+  // Full, and anna is in use: refused.
   auto full = registry.Load("bob");
   ASSERT_EQ(full.status().code(), StatusCode::kResourceExhausted);
-  EXPECT_NE(full.status().message().find("unload one"), std::string::npos);
-  ASSERT_TRUE(registry.Unload("anna").ok());
+  EXPECT_NE(full.status().message().find("cap of 1"), std::string::npos) << full.status().message();
+  // Full, and anna is idle: evicted to make room.
+  held->reset();
   EXPECT_TRUE(registry.Load("bob").ok());
+  EXPECT_EQ(registry.Find("anna"), nullptr);
   ASSERT_TRUE(registry.Unload("bob").ok());
   auto broken = registry.Load("broken");
   ASSERT_FALSE(broken.ok());

@@ -24,7 +24,8 @@ MODEL = os.path.join(DATA, "tiny.onnx")
 def pb(tmp_path_factory):
     out = tmp_path_factory.mktemp("stubs")
     code = protoc.main(["protoc", f"-I{PROTO_DIR}", f"--python_out={out}",
-                        f"--grpc_python_out={out}", "kserve/grpc_predict_v2.proto"])
+                        f"--grpc_python_out={out}", "kserve/model_repository.proto",
+                        "kserve/grpc_predict_v2.proto"])
     assert code == 0
     sys.path.insert(0, str(out))
     from kserve import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc

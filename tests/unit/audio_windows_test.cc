@@ -180,6 +180,32 @@ TEST(AudioFrameWindows, RejectsBadEmbeddings) {
   EXPECT_FALSE(AudioWindowsFromEmbeddings(Tensor(DataType::kInt32, {4, 512})).ok());
 }
 
+// A precomputed per-frame sequence is windowed as it is: no rows added at its ends.
+TEST(AudioFrameWindows, FromSequenceReadsRowsAroundEachFrame) {
+  for (WindowEdge edge : {WindowEdge::kZeros, WindowEdge::kRepeat}) {
+    const int64_t n = 12;
+    const Tensor rows = IndexEmbeddings(n);
+    const std::vector<int64_t> frames = {0, 7, 3, 11, 20};
+    auto windows = AudioWindowsFromSequence(rows, frames, edge);
+    ASSERT_TRUE(windows.ok()) << windows.status().ToString();
+    ASSERT_EQ(windows->shape(), (Shape{5, 32, 16, 16}));
+    for (size_t k = 0; k < frames.size(); ++k) {
+      for (int64_t r = 0; r < 16; ++r) {
+        int64_t j = frames[k] - 8 + r;
+        const bool outside = j < 0 || j >= n;
+        j = std::clamp<int64_t>(j, 0, n - 1);
+        const float* row = windows->data_as<float>() + (static_cast<int64_t>(k) * 16 + r) * 512;
+        for (int64_t c = 0; c < 512; c += 31) {
+          const float want = outside && edge == WindowEdge::kZeros ? 0.0f : j * 1000.0f + c + 1;
+          ASSERT_EQ(row[c], want) << "frame " << frames[k] << " row " << r;
+        }
+      }
+    }
+  }
+  EXPECT_FALSE(AudioWindowsFromSequence(Tensor(DataType::kFloat32, {0, 512}), {0}).ok());
+  EXPECT_FALSE(AudioWindowsFromSequence(Tensor(DataType::kFloat32, {4, 500}), {0}).ok());
+}
+
 TEST(AudioMel, ShapeSilenceAndErrors) {
   for (size_t n : {size_t{1}, size_t{199}, size_t{200}, size_t{401}, size_t{16000}}) {
     std::vector<float> silence(n, 0.0f);

@@ -1,8 +1,10 @@
-// `lipsync avatar import` (a SyncTalk_2D dataset or a Go server model to an avatar folder) and
-// `lipsync avatar check` (load, decode every frame, load both models).
+// `lipsync avatar import` (a SyncTalk_2D dataset, a Go server model or a Python server's model
+// package to an avatar folder) and `lipsync avatar check` (load, decode every frame, load both
+// models).
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
@@ -22,7 +24,8 @@ int RunImport(const ImportArgs& args) {
   const std::string& kind = args.from[0];
   const std::string& source = args.from[1];
   Result<Avatar> avatar =
-      InvalidArgument("unknown source kind '" + kind + "' (use synctalk DIR or go CONFIG.yaml)");
+      InvalidArgument("unknown source kind '" + kind +
+                      "' (use synctalk DIR, go CONFIG.yaml or lipsyncsrv PACKAGE_DIR)");
   if (kind == "synctalk") {
     if (args.options.model.empty()) {
       return ReportError(InvalidArgument("--model is required with --from synctalk"));
@@ -36,6 +39,16 @@ int RunImport(const ImportArgs& args) {
       return ReportError(InvalidArgument("--model-id is required with --from go"));
     }
     avatar = ImportGoServerModel(source, args.model_id, args.options);
+  } else if (kind == "lipsyncsrv") {
+    if (!args.model_id.empty()) {
+      return ReportError(InvalidArgument("--model-id only applies to --from go"));
+    }
+    // Without --model the package's checkpoint is exported, and verified by this binary.
+    CheckpointExportOptions export_options;
+    std::error_code ec;
+    auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+    if (!ec) export_options.verify_engine = self.string();
+    avatar = ImportLipSyncSrvPackage(source, args.options, export_options);
   }
   if (!avatar.ok()) return ReportError(avatar.status());
   std::printf("wrote avatar '%s' to %s: %lld frames of %dx%d, %s\n",
@@ -113,14 +126,20 @@ void AddAvatarCommand(CLI::App& app, int* exit_code) {
   avatar->require_subcommand(1);
 
   auto* import = avatar->add_subcommand(
-      "import", "Make an avatar folder from a SyncTalk_2D dataset or a Go server model");
+      "import",
+      "Make an avatar folder from a SyncTalk_2D dataset, a Go server model or a Python "
+      "server's model package");
   auto iargs = std::make_shared<ImportArgs>();
-  import->add_option("--from", iargs->from, "synctalk DATASET_DIR | go CONFIG.yaml")
+  import
+      ->add_option("--from", iargs->from,
+                   "synctalk DATASET_DIR | go CONFIG.yaml | lipsyncsrv PACKAGE_DIR")
       ->expected(2)
       ->required();
   import->add_option("--out,-o", iargs->options.out_dir, "the avatar folder to create")->required();
-  import->add_option("--model,-m", iargs->options.model,
-                     "UNet ONNX (go: defaults to the config's model_path)");
+  import->add_option(
+      "--model,-m", iargs->options.model,
+      "UNet ONNX (go: defaults to the config's model_path; lipsyncsrv: to the package's "
+      "checkpoint, exported)");
   import->add_option("--encoder", iargs->options.audio_encoder, "audio encoder ONNX")->required();
   import->add_option("--model-id", iargs->model_id, "go: the model's key under models:");
   import->add_option("--name", iargs->options.name, "avatar name (default: folder or model id)");

@@ -4,9 +4,11 @@
 #include <signal.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <thread>
 
 #include "commands.h"
@@ -26,6 +28,9 @@ struct ServeArgs {
   int max_message_mb = 64;
   std::string log_level = "info";
   int session_idle_timeout_s = 30;
+  // The avatar repository (--avatars DIR|config.yaml).
+  std::string preload;
+  int64_t avatar_host_mb = 0, avatar_gpu_mb = 0;
 };
 
 // "auto" (the server times the engine at start-up and takes its most efficient batch size up to
@@ -66,12 +71,38 @@ int RunServe(ServeArgs& args) {
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
-  // --avatars alone serves live sessions; --monolithic adds the Go server's contract over them.
+  // --avatars alone serves live sessions; --monolithic and --lipsyncsrv add other contracts.
   const bool has_avatars = !args.server.monolithic_options.avatars.root.empty();
-  if ((args.server.monolithic && !has_avatars) ||
+  if (((args.server.monolithic || args.server.lipsyncsrv) && !has_avatars) ||
       (!args.server.monolithic_listen.empty() && !args.server.monolithic)) {
+    return ReportError(InvalidArgument(
+        "--monolithic and --lipsyncsrv need --avatars DIR|config.yaml (and --monolithic-listen "
+        "needs --monolithic)"));
+  }
+  if ((!args.server.lipsyncsrv_listen.empty() ||
+       !args.server.lipsyncsrv_options.audio_encoder.empty()) &&
+      !args.server.lipsyncsrv) {
     return ReportError(
-        InvalidArgument("--monolithic needs --avatars DIR (--monolithic-listen needs both)"));
+        InvalidArgument("--lipsyncsrv-listen and --lipsyncsrv-encoder need --lipsyncsrv"));
+  }
+  if (!has_avatars && !args.preload.empty()) {
+    return ReportError(InvalidArgument("--preload needs --avatars DIR|config.yaml"));
+  }
+  // Imported packages' checkpoints are exported and then verified by this binary.
+  {
+    std::error_code ec;
+    auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+    if (!ec) args.server.lipsyncsrv_options.export_options.verify_engine = self.string();
+  }
+  {
+    auto& avatars = args.server.monolithic_options.avatars;
+    for (size_t at = 0; at < args.preload.size();) {
+      const size_t comma = std::min(args.preload.find(',', at), args.preload.size());
+      if (comma > at) avatars.preload.push_back(args.preload.substr(at, comma - at));
+      at = comma + 1;
+    }
+    avatars.max_host_bytes = args.avatar_host_mb << 20;
+    avatars.max_gpu_bytes = args.avatar_gpu_mb << 20;
   }
   args.server.sessions.idle_timeout = std::chrono::seconds(args.session_idle_timeout_s);
   auto options = ToEngineOptions(args.engine);
@@ -115,7 +146,18 @@ int RunServe(ServeArgs& args) {
                  args.server.tls_cert_file.empty() ? "" : " with TLS");
   }
   if (args.server.monolithic) {
-    spdlog::info("monolithic service on port {} over avatars in {}", (*server)->monolithic_port(),
+    spdlog::info("monolithic service on port {}", (*server)->monolithic_port());
+  }
+  if (auto* avatars = (*server)->avatars()) {
+    spdlog::info(
+        "avatars from {}: {} available, {} loaded, at most {} loaded, host budget {} MiB, GPU "
+        "budget {} MiB (0: none); KServe model repository extension on",
+        args.server.monolithic_options.avatars.root, avatars->Available().size(),
+        avatars->Usage().loaded, avatars->max_models(), avatars->max_host_bytes() >> 20,
+        avatars->max_gpu_bytes() >> 20);
+  }
+  if (args.server.lipsyncsrv) {
+    spdlog::info("lipsyncsrv service on port {} over avatars in {}", (*server)->lipsyncsrv_port(),
                  args.server.monolithic_options.avatars.root);
   }
   if (has_avatars) {
@@ -194,13 +236,32 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
       "--monolithic", args->server.monolithic,
       "also serve monolithic.MonolithicService (the Go server's contract) over --avatars");
   cmd->add_option("--avatars", args->server.monolithic_options.avatars.root,
-                  "folder of avatar folders (model id = folder name): serves live sessions, and "
-                  "the monolithic service with --monolithic");
+                  "avatar repository: a folder of avatar folders, or a YAML config (lipsync's or "
+                  "the Go server's config.yaml); a request's model_id names an avatar; serves "
+                  "live sessions (lipsync.v1.Sessions)");
+  cmd->add_option("--preload", args->preload, "avatars to load before serving, e.g. anna,bob");
+  auto* host_mb = cmd->add_option("--avatar-memory-mb", args->avatar_host_mb,
+                                  "host memory budget for loaded avatars in MiB (0: none; "
+                                  "least recently used idle avatars are evicted to stay within)");
+  auto* gpu_mb = cmd->add_option("--avatar-gpu-memory-mb", args->avatar_gpu_mb,
+                                 "GPU memory budget for loaded avatars in MiB (0: none)");
+  cmd->add_option("--avatar-encoder", args->server.monolithic_options.avatars.audio_encoder,
+                  "audio encoder ONNX for the Go server's models (when its config names none)");
+  cmd->add_option("--avatar-cache", args->server.monolithic_options.avatars.cache_dir,
+                  "folder where the Go server's models become avatar folders");
   cmd->add_option("--monolithic-listen", args->server.monolithic_listen,
                   "own host:port for the monolithic service (default: the --listen port)");
-  cmd->add_option("--max-avatars", args->server.monolithic_options.avatars.max_models,
-                  "avatars loaded at once at most")
-      ->capture_default_str();
+  cmd->add_flag("--lipsyncsrv", args->server.lipsyncsrv,
+                "also serve lipsyncsrv.LipSyncService (the Python server's contract) over "
+                "--avatars");
+  cmd->add_option("--lipsyncsrv-listen", args->server.lipsyncsrv_listen,
+                  "own host:port for the lipsyncsrv service (default: the --listen port)");
+  cmd->add_option("--lipsyncsrv-encoder", args->server.lipsyncsrv_options.audio_encoder,
+                  "audio encoder ONNX given to model packages that LoadModel imports");
+  auto* max_avatars =
+      cmd->add_option("--max-avatars", args->server.monolithic_options.avatars.max_models,
+                      "avatars loaded at once at most (flags win over the avatar config)")
+          ->capture_default_str();
   cmd->add_option("--session-max-batch", args->server.sessions.max_batch,
                   "frames per model run of live sessions on one avatar")
       ->capture_default_str();
@@ -212,7 +273,13 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   cmd->add_option("--log-level", args->log_level, "trace|debug|info|warn|error")
       ->capture_default_str();
-  cmd->callback([=] { *exit_code = RunServe(*args); });
+  cmd->callback([=] {
+    auto& avatars = args->server.monolithic_options.avatars;
+    avatars.max_models_set = max_avatars->count() > 0;
+    avatars.max_host_set = host_mb->count() > 0;
+    avatars.max_gpu_set = gpu_mb->count() > 0;
+    *exit_code = RunServe(*args);
+  });
 }
 
 }  // namespace lipsync::cli

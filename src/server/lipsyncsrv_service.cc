@@ -1,0 +1,424 @@
+#include "server/lipsyncsrv_service.h"
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+
+#include "lipsync/npy.h"
+#include "server/monolithic_service.h"
+
+namespace lipsync::server {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+int32_t MsSince(Clock::time_point start) {
+  return static_cast<int32_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count());
+}
+
+// Model names become avatar folders under the root: nothing that could step outside it.
+Status CheckModelName(const std::string& name) {
+  if (name.empty()) return InvalidArgument("model_name is empty");
+  if (name == "." || name == ".." || name.find('/') != std::string::npos ||
+      name.find('\\') != std::string::npos || name.find('\0') != std::string::npos) {
+    return InvalidArgument("model_name '" + name + "' is not an avatar folder name");
+  }
+  return Status::Ok();
+}
+
+// A per-frame sequence [rows, 512] from a features file.
+Result<Tensor> LoadSequence(const std::string& path) {
+  LIPSYNC_ASSIGN_OR_RETURN(Tensor t, LoadNpy(path));
+  if (t.dtype() != DataType::kFloat32 || t.shape().size() != 2 || t.shape()[0] < 1 ||
+      t.shape()[1] != 512) {
+    return InvalidArgument("audio features '" + path + "': expected float32 [frames, 512], got " +
+                           std::string(DataTypeName(t.dtype())) + " " +
+                           ShapeToString(t.shape(), false));
+  }
+  LIPSYNC_RETURN_IF_ERROR(CheckFinite(t.view(), "audio features '" + path + "'"));
+  return t;
+}
+
+// The per-frame sequence of an audio file: the encoder's embeddings e with the first and last
+// repeated ([e0] + e + [e_last], model spec section 2 step 8), one row per video frame.
+Result<Tensor> SequenceFromAudio(AudioEncoder& encoder, const std::string& path, double fps) {
+  LIPSYNC_ASSIGN_OR_RETURN(std::vector<float> pcm, DecodeAudioFile(path));
+  LIPSYNC_ASSIGN_OR_RETURN(Tensor mel, MelSpectrogram(pcm.data(), pcm.size()));
+  LIPSYNC_ASSIGN_OR_RETURN(Tensor windows, MelWindows(mel, fps));
+  LIPSYNC_ASSIGN_OR_RETURN(Tensor e, encoder.Encode(windows));
+  const int64_t count = e.shape()[0];
+  Tensor rows = Tensor::Uninitialized(DataType::kFloat32, {count + 2, 512});
+  const size_t row = 512 * sizeof(float);
+  std::memcpy(rows.data_as<float>(), e.data_as<float>(), row);
+  std::memcpy(rows.data_as<float>() + 512, e.data_as<float>(), count * row);
+  std::memcpy(rows.data_as<float>() + (count + 1) * 512, e.data_as<float>() + (count - 1) * 512,
+              row);
+  return rows;
+}
+
+void Fail(lipsyncsrv::InferenceResponse* r, const std::string& error) {
+  r->set_success(false);
+  r->clear_prediction_data();
+  r->clear_bounds();
+  r->set_error(error);
+}
+
+}  // namespace
+
+Result<std::string> ResolveAudioOverride(const std::string& dir, const std::string& name) {
+  if (name.empty()) return InvalidArgument("audio_override is empty");
+  std::error_code ec;
+  const fs::path folder = fs::weakly_canonical(fs::absolute(dir, ec), ec);
+  if (ec) return NotFound("avatar folder '" + dir + "' not found");
+  fs::path p(name);
+  if (p.is_relative()) p = folder / p;
+  const fs::path resolved = fs::weakly_canonical(p, ec);
+  const fs::path relative = resolved.lexically_relative(folder);
+  if (ec || relative.empty() || *relative.begin() == ".." || relative == ".") {
+    return InvalidArgument("audio_override '" + name + "' is outside the avatar folder '" + dir +
+                           "'; name a file inside it");
+  }
+  if (!fs::is_regular_file(resolved, ec)) {
+    return NotFound("audio_override '" + name + "' not found in the avatar folder '" + dir + "'");
+  }
+  return resolved.string();
+}
+
+LipSyncSrvService::LipSyncSrvService(AvatarRegistry* registry, std::string avatar_root,
+                                     LipSyncSrvOptions options, Metrics* metrics)
+    : registry_(registry),
+      root_(std::move(avatar_root)),
+      options_(std::move(options)),
+      metrics_(metrics) {
+  for (int i = 0; i < std::max(1, options_.worker_threads); ++i) {
+    workers_.emplace_back([this] { WorkerLoop(); });
+  }
+}
+
+LipSyncSrvService::~LipSyncSrvService() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  for (auto& t : workers_) t.join();
+}
+
+void LipSyncSrvService::WorkerLoop() {
+  for (;;) {
+    std::function<void()> work;
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping, and nothing left
+      work = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    work();
+  }
+}
+
+void LipSyncSrvService::Enqueue(std::function<void()> work) {
+  {
+    std::lock_guard lock(mu_);
+    queue_.push_back(std::move(work));
+  }
+  cv_.notify_one();
+}
+
+grpc::ServerUnaryReactor* LipSyncSrvService::Post(grpc::CallbackServerContext* call,
+                                                  const char* method, std::function<void()> work) {
+  auto* reactor = call->DefaultReactor();
+  if (metrics_) metrics_->AddInFlight(1);
+  Enqueue([this, reactor, method, work = std::move(work)] {
+    work();
+    if (metrics_) {
+      metrics_->RecordRequest(method, "OK");
+      metrics_->AddInFlight(-1);
+    }
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
+Result<std::shared_ptr<const Tensor>> LipSyncSrvService::FeatureSequence(
+    const std::shared_ptr<LoadedAvatar>& avatar, const std::string& audio_override) {
+  const Avatar& a = avatar->avatar;
+  std::string path;
+  if (audio_override.empty()) {
+    path = a.audio_features_path();
+    if (path.empty()) {
+      return FailedPrecondition("avatar '" + avatar->id +
+                                "' has no precomputed audio features (audio_features in "
+                                "avatar.json); name an audio or .npy features file in its folder "
+                                "with audio_override");
+    }
+  } else {
+    LIPSYNC_ASSIGN_OR_RETURN(path, ResolveAudioOverride(a.dir(), audio_override));
+  }
+  const std::string key = avatar->id + '\n' + path;
+  {
+    std::lock_guard lock(cache_mu_);
+    auto it = sequences_.find(key);
+    if (it != sequences_.end() && it->second.owner.lock() == avatar) return it->second.rows;
+  }
+  // A .npy names features; anything else is audio for the avatar's encoder.
+  const bool npy = fs::path(path).extension() == ".npy" || fs::path(path).extension() == ".NPY";
+  Result<Tensor> rows =
+      npy ? LoadSequence(path) : SequenceFromAudio(*avatar->encoder, path, a.manifest().fps);
+  if (!rows.ok()) {
+    return rows.status().WithContext(audio_override.empty() ? "audio features" : "audio_override");
+  }
+  auto shared = std::make_shared<const Tensor>(std::move(*rows));
+  std::lock_guard lock(cache_mu_);
+  if (sequences_.size() >= 64) sequences_.clear();  // a bound, not a policy: they reload quickly
+  sequences_[key] = {avatar, shared};
+  return shared;
+}
+
+void LipSyncSrvService::RunFrames(const std::string& model, const std::vector<int32_t>& frame_ids,
+                                  const std::optional<std::string>& audio_override,
+                                  std::vector<lipsyncsrv::InferenceResponse>* responses) {
+  const auto start = Clock::now();
+  responses->assign(frame_ids.size(), {});
+  for (size_t i = 0; i < frame_ids.size(); ++i) {
+    (*responses)[i].set_model_name(model);
+    (*responses)[i].set_frame_id(frame_ids[i]);
+  }
+  auto fail_all = [&](const Status& status) {
+    for (auto& r : *responses) {
+      Fail(&r, status.message());
+      r.set_processing_time_ms(MsSince(start));
+    }
+  };
+  if (frame_ids.empty()) return;
+  if (frame_ids.size() > static_cast<size_t>(kLipSyncSrvMaxFrames)) {
+    return fail_all(InvalidArgument("frame_ids holds " + std::to_string(frame_ids.size()) +
+                                    " ids; at most " + std::to_string(kLipSyncSrvMaxFrames) +
+                                    " per call"));
+  }
+  bool loaded_now = false;
+  auto loaded = registry_->Load(model, &loaded_now);
+  if (!loaded.ok()) return fail_all(loaded.status());
+  const std::shared_ptr<LoadedAvatar>& avatar = *loaded;
+  LoadedAvatar& a = *avatar;
+  std::string override_name;
+  if (audio_override) {
+    override_name = *audio_override;
+  } else {
+    std::lock_guard lock(cache_mu_);
+    auto it = default_overrides_.find(model);
+    if (it != default_overrides_.end()) override_name = it->second;
+  }
+  auto sequence = FeatureSequence(avatar, override_name);
+  if (!sequence.ok()) return fail_all(sequence.status());
+
+  const int s = a.layout.inner_size;
+  const std::string shape = std::to_string(s) + "x" + std::to_string(s) + "x3";
+  const int64_t n = a.avatar.frame_count();
+  std::vector<size_t> valid;  // indices into frame_ids
+  std::vector<int64_t> frames;
+  for (size_t i = 0; i < frame_ids.size(); ++i) {
+    auto& r = (*responses)[i];
+    r.set_auto_loaded(loaded_now);
+    r.set_prediction_shape(shape);
+    if (frame_ids[i] < 0 || frame_ids[i] >= n) {
+      Fail(&r, "frame_id " + std::to_string(frame_ids[i]) + " is out of range: model '" + model +
+                   "' has " + std::to_string(n) + " frames (0.." + std::to_string(n - 1) + ")");
+      continue;
+    }
+    valid.push_back(i);
+    frames.push_back(frame_ids[i]);
+  }
+  const int batch = static_cast<int>(frames.size());
+  if (batch > 0) {
+    const size_t item = static_cast<size_t>(6) * s * s;
+    Tensor visual = Tensor::Uninitialized(DataType::kFloat32, {batch, 6, s, s});
+    Status status = Status::Ok();
+    for (int k = 0; k < batch && status.ok(); ++k) {
+      const auto index = static_cast<size_t>(frames[static_cast<size_t>(k)]);
+      auto crop = CropFace(a.backgrounds[index], a.avatar.crop_rects()[index], a.layout);
+      if (!crop.ok()) {
+        status = crop.status();
+        break;
+      }
+      const size_t stride = static_cast<size_t>(a.layout.crop_size) * 3;
+      const uint8_t* inner = crop->bgr.data() + a.layout.inner_offset * stride +
+                             static_cast<size_t>(a.layout.inner_offset) * 3;
+      FillVisualInput(inner, stride, a.layout, visual.data_as<float>() + k * item);
+    }
+    Tensor output;
+    Tensor audio;
+    if (status.ok()) {
+      auto windows = AudioWindowsFromSequence(**sequence, frames);
+      if (windows.ok()) {
+        audio = std::move(*windows);
+      } else {
+        status = windows.status();
+      }
+    }
+    const auto inference_start = Clock::now();
+    if (status.ok()) status = RunUnet(a, visual, audio, batch, &output);
+    const auto inference_us =
+        std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - inference_start)
+            .count();
+    Image face{s, s, std::vector<uint8_t>(static_cast<size_t>(s) * s * 3)};
+    for (int k = 0; k < batch; ++k) {
+      auto& r = (*responses)[valid[static_cast<size_t>(k)]];
+      if (!status.ok()) {
+        Fail(&r, status.message());
+        continue;
+      }
+      OutputToImage(output.data_as<float>() + static_cast<size_t>(k) * 3 * s * s, s,
+                    face.bgr.data());
+      auto jpeg = EncodeJpeg(face, kLipSyncSrvJpegQuality);
+      if (!jpeg.ok()) {
+        Fail(&r, jpeg.status().message());
+        continue;
+      }
+      const CropRect& rect = a.avatar.crop_rects()[static_cast<size_t>(frames[k])];
+      r.set_success(true);
+      r.set_prediction_data(std::move(*jpeg));
+      for (int v : {rect.x1, rect.y1, rect.x2, rect.y2, rect.width(), rect.height()}) {
+        r.add_bounds(static_cast<float>(v));
+      }
+    }
+    if (status.ok()) {
+      a.requests.fetch_add(1);
+      a.inference_us.fetch_add(inference_us);
+      a.last_used_unix_s.store(std::chrono::duration_cast<std::chrono::seconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count());
+    }
+  }
+  // The frames ran together: each answer carries the time of the whole call.
+  for (auto& r : *responses) r.set_processing_time_ms(MsSince(start));
+}
+
+void LipSyncSrvService::RunLoadModel(const lipsyncsrv::LoadModelRequest& request,
+                                     lipsyncsrv::LoadModelResponse* response) {
+  const auto start = Clock::now();
+  const std::string& model = request.model_name();
+  response->set_model_name(model);
+  auto fail = [&](const Status& status) {
+    response->set_success(false);
+    response->set_error(status.message());
+    response->set_message("cannot load model '" + model + "'");
+    response->set_initialization_time_ms(MsSince(start));
+  };
+  Status name_ok = CheckModelName(model);
+  if (!name_ok.ok()) return fail(name_ok);
+  std::string message;
+  if (!request.package_path().empty()) {
+    std::lock_guard import_lock(import_mu_);
+    std::error_code ec;
+    if (!fs::is_directory(root_, ec)) {
+      return fail(FailedPrecondition(
+          "model packages are imported into a folder of avatars, and this server's avatars come "
+          "from '" +
+          root_ + "', which is not a folder"));
+    }
+    const std::string dir = root_ + "/" + model;
+    if (fs::exists(fs::path(dir) / kAvatarManifestName, ec)) {
+      message = "avatar '" + model + "' exists already (imported before); the package was not " +
+                "imported again; ";
+    } else {
+      AvatarImportOptions import;
+      import.out_dir = dir;
+      import.name = model;
+      import.audio_encoder = options_.audio_encoder;
+      auto avatar =
+          ImportLipSyncSrvPackage(request.package_path(), import, options_.export_options);
+      if (!avatar.ok()) return fail(avatar.status());
+      message = "imported package '" + request.package_path() + "' as avatar '" + model + "'; ";
+    }
+  }
+  bool loaded_now = false;
+  auto avatar = registry_->Load(model, &loaded_now);
+  if (!avatar.ok()) return fail(avatar.status());
+  if (request.has_audio_override()) {
+    auto sequence = FeatureSequence(*avatar, request.audio_override());
+    if (!sequence.ok()) return fail(sequence.status());
+    std::lock_guard lock(cache_mu_);
+    default_overrides_[model] = request.audio_override();
+  }
+  message += loaded_now ? "loaded" : "already loaded";
+  message += " (" + std::to_string((*avatar)->avatar.frame_count()) + " frames)";
+  response->set_success(true);
+  response->set_message(message);
+  response->set_initialization_time_ms(MsSince(start));
+}
+
+grpc::ServerUnaryReactor* LipSyncSrvService::GenerateInference(
+    grpc::CallbackServerContext* call, const lipsyncsrv::InferenceRequest* request,
+    lipsyncsrv::InferenceResponse* response) {
+  return Post(call, "GenerateInference", [this, request, response] {
+    std::vector<lipsyncsrv::InferenceResponse> out;
+    RunFrames(
+        request->model_name(), {request->frame_id()},
+        request->has_audio_override() ? std::optional(request->audio_override()) : std::nullopt,
+        &out);
+    *response = std::move(out[0]);
+  });
+}
+
+grpc::ServerUnaryReactor* LipSyncSrvService::GenerateBatchInference(
+    grpc::CallbackServerContext* call, const lipsyncsrv::BatchInferenceRequest* request,
+    lipsyncsrv::BatchInferenceResponse* response) {
+  return Post(call, "GenerateBatchInference", [this, request, response] {
+    const auto start = Clock::now();
+    std::vector<lipsyncsrv::InferenceResponse> out;
+    RunFrames(
+        request->model_name(), {request->frame_ids().begin(), request->frame_ids().end()},
+        request->has_audio_override() ? std::optional(request->audio_override()) : std::nullopt,
+        &out);
+    for (auto& r : out) *response->add_responses() = std::move(r);
+    response->set_total_processing_time_ms(MsSince(start));
+  });
+}
+
+grpc::ServerUnaryReactor* LipSyncSrvService::LoadModel(grpc::CallbackServerContext* call,
+                                                       const lipsyncsrv::LoadModelRequest* request,
+                                                       lipsyncsrv::LoadModelResponse* response) {
+  return Post(call, "LoadModel", [this, request, response] { RunLoadModel(*request, response); });
+}
+
+// One request at a time per stream: read, run on a worker, write, read the next. Answers thus
+// leave in request order.
+class LipSyncSrvService::StreamReactor
+    : public grpc::ServerBidiReactor<lipsyncsrv::InferenceRequest, lipsyncsrv::InferenceResponse> {
+ public:
+  explicit StreamReactor(LipSyncSrvService* service) : service_(service) { StartRead(&request_); }
+  void OnReadDone(bool ok) override {
+    if (!ok) return Finish(grpc::Status::OK);  // the client closed its side
+    service_->Enqueue([this] {
+      std::vector<lipsyncsrv::InferenceResponse> out;
+      service_->RunFrames(
+          request_.model_name(), {request_.frame_id()},
+          request_.has_audio_override() ? std::optional(request_.audio_override()) : std::nullopt,
+          &out);
+      response_ = std::move(out[0]);
+      if (service_->metrics_) service_->metrics_->RecordRequest("StreamInference", "OK");
+      StartWrite(&response_);
+    });
+  }
+  void OnWriteDone(bool ok) override {
+    if (!ok) return Finish(grpc::Status(grpc::StatusCode::CANCELLED, "stream closed"));
+    StartRead(&request_);
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  LipSyncSrvService* service_;
+  lipsyncsrv::InferenceRequest request_;
+  lipsyncsrv::InferenceResponse response_;
+};
+
+grpc::ServerBidiReactor<lipsyncsrv::InferenceRequest, lipsyncsrv::InferenceResponse>*
+LipSyncSrvService::StreamInference(grpc::CallbackServerContext*) {
+  return new StreamReactor(this);
+}
+
+}  // namespace lipsync::server

@@ -1,0 +1,414 @@
+// The avatar repository: LRU eviction within the model cap and the memory budgets, leases that
+// keep an avatar from eviction, load/unload storms from several threads with the invariants
+// checked after every operation, YAML configs (lipsync's and the Go server's) and their errors.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <filesystem>
+#include <random>
+#include <thread>
+
+#include "avatar_test_util.h"
+#include "server/avatar_registry.h"
+#include "test_avatars.h"
+
+namespace lipsync::server {
+namespace {
+
+using lipsync::testing::FixturePath;
+using lipsync::testing::ScratchDir;
+using lipsync::testing::TestModelPath;
+using lipsync::testing::WriteFile;
+using testing::WriteTestAvatar;
+
+#define EXPECT_MESSAGE(status, text)                          \
+  EXPECT_NE((status).message().find(text), std::string::npos) \
+      << "message: " << (status).message() << "\nexpected to contain: " << (text)
+
+AvatarRegistryOptions Options(const std::string& root) {
+  AvatarRegistryOptions o;
+  o.root = root;
+  o.engine.intra_op_threads = 1;
+  return o;
+}
+
+// Host bytes of one test avatar, as the registry counts them (all test avatars are alike).
+int64_t AvatarBytes(const std::string& root) {
+  AvatarRegistry registry(Options(root));
+  auto a = registry.Load("a0");
+  EXPECT_TRUE(a.ok()) << a.status().ToString();
+  return a.ok() ? (*a)->memory_bytes : 0;
+}
+
+// The invariants that hold after every operation: within the cap and the budgets, and the
+// counts of loads, unloads and evictions agree with what is loaded.
+void ExpectConsistent(const AvatarRegistry& registry) {
+  const AvatarUsage usage = registry.Usage();
+  EXPECT_LE(usage.loaded, registry.max_models());
+  if (registry.max_host_bytes() > 0) {
+    EXPECT_LE(usage.host_bytes, registry.max_host_bytes());
+  }
+  for (const AvatarState& s : registry.States()) {
+    EXPECT_EQ(s.loads - s.unloads - s.evictions, s.loaded ? 1 : 0) << s.id;
+  }
+}
+
+TEST(AvatarRepository, EvictsTheLeastRecentlyUsedWithinTheHostBudget) {
+  ScratchDir root;
+  for (const char* id : {"a0", "a1", "a2", "a3"}) WriteTestAvatar(root.path(), id);
+  const int64_t m = AvatarBytes(root.path());
+  ASSERT_GT(m, 0);
+  auto options = Options(root.path());
+  options.max_host_bytes = 2 * m + m / 2;  // two fit, three do not
+  AvatarRegistry registry(options);
+  ASSERT_TRUE(registry.Load("a0").ok());
+  ASSERT_TRUE(registry.Load("a1").ok());
+  ASSERT_NE(registry.Find("a0"), nullptr);  // a0 is now the more recently used
+  ASSERT_TRUE(registry.Load("a2").ok());    // evicts a1
+  EXPECT_EQ(registry.Find("a1"), nullptr);
+  EXPECT_NE(registry.Find("a0"), nullptr);  // used again: a2 is now the least recent
+  ASSERT_TRUE(registry.Load("a3").ok());    // evicts a2
+  EXPECT_EQ(registry.Find("a2"), nullptr);
+  EXPECT_NE(registry.Find("a0"), nullptr);
+  EXPECT_NE(registry.Find("a3"), nullptr);
+  ExpectConsistent(registry);
+  for (const AvatarState& s : registry.States()) {
+    EXPECT_EQ(s.evictions, s.id == "a1" || s.id == "a2" ? 1 : 0) << s.id;
+    if (s.id == "a1") {
+      EXPECT_EQ(s.reason, "evicted");
+    }
+  }
+  EXPECT_EQ(registry.Usage().host_bytes, 2 * m);
+}
+
+TEST(AvatarRepository, EvictsTheLeastRecentlyUsedAtTheModelCap) {
+  ScratchDir root;
+  for (const char* id : {"a0", "a1", "a2"}) WriteTestAvatar(root.path(), id);
+  auto options = Options(root.path());
+  options.max_models = 2;
+  AvatarRegistry registry(options);
+  ASSERT_TRUE(registry.Load("a0").ok());
+  ASSERT_TRUE(registry.Load("a1").ok());
+  ASSERT_NE(registry.Find("a0"), nullptr);
+  EXPECT_EQ(registry.Loaded().size(), 2u);  // listing is not a use: a1 stays the least recent
+  ASSERT_TRUE(registry.Load("a2").ok());
+  EXPECT_EQ(registry.Find("a1"), nullptr);
+  EXPECT_NE(registry.Find("a0"), nullptr);
+  ExpectConsistent(registry);
+}
+
+TEST(AvatarRepository, APinnedAvatarIsNotEvictedAndTheLoadFailsClearly) {
+  ScratchDir root;
+  for (const char* id : {"a0", "a1"}) WriteTestAvatar(root.path(), id);
+  const int64_t m = AvatarBytes(root.path());
+  auto options = Options(root.path());
+  options.max_host_bytes = m + m / 2;
+  AvatarRegistry registry(options);
+  auto lease = registry.Load("a0");
+  ASSERT_TRUE(lease.ok());
+  EXPECT_EQ((*lease)->pins.load(), 1);
+  auto refused = registry.Load("a1");
+  ASSERT_EQ(refused.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_MESSAGE(refused.status(), "host memory budget");
+  EXPECT_MESSAGE(refused.status(), "in use (a0)");
+  EXPECT_EQ(registry.Find("a0").get(), lease->get());  // still loaded, the same object
+  ExpectConsistent(registry);
+
+  // Unloaded while leased, its memory still counts until the lease goes.
+  ASSERT_TRUE(registry.Unload("a0").ok());
+  EXPECT_EQ(registry.Find("a0"), nullptr);
+  auto still = registry.Load("a1");
+  ASSERT_EQ(still.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_MESSAGE(still.status(), "unloaded avatars still in use");
+  EXPECT_EQ(registry.Usage().host_bytes, m);
+  lease->reset();
+  EXPECT_EQ(registry.Usage().host_bytes, 0);
+  ASSERT_TRUE(registry.Load("a1").ok());
+  ExpectConsistent(registry);
+}
+
+// Copies of a lease share one pin; the pin goes with the last copy.
+TEST(AvatarRepository, LeaseCopiesShareOnePin) {
+  ScratchDir root;
+  WriteTestAvatar(root.path(), "a0");
+  AvatarRegistry registry(Options(root.path()));
+  auto lease = registry.Load("a0");
+  ASSERT_TRUE(lease.ok());
+  auto copy = *lease;
+  auto second = registry.Find("a0");
+  EXPECT_EQ(second->pins.load(), 2);
+  lease->reset();
+  EXPECT_EQ(second->pins.load(), 2);  // `copy` still holds the first lease
+  copy.reset();
+  EXPECT_EQ(second->pins.load(), 1);
+  EXPECT_EQ(registry.States()[0].pins, 1);
+}
+
+// Request threads lease avatars of one set and check, while they hold one, that it stays loaded
+// as the same object; an admin thread loads and unloads a second set; every thread checks the
+// cap and the budget after each operation. The budget lets three of nine avatars in.
+TEST(AvatarRepository, LoadUnloadStormsKeepTheInvariants) {
+  ScratchDir root;
+  const std::vector<std::string> requested = {"r0", "r1", "r2", "r3", "r4"};
+  const std::vector<std::string> managed = {"m0", "m1", "m2", "m3"};
+  for (const auto& id : requested) WriteTestAvatar(root.path(), id, 2);
+  for (const auto& id : managed) WriteTestAvatar(root.path(), id, 2);
+  auto options = Options(root.path());
+  int64_t m = 0;
+  {
+    AvatarRegistry probe(options);
+    auto a = probe.Load("r0");
+    ASSERT_TRUE(a.ok());
+    m = (*a)->memory_bytes;
+  }
+  options.max_models = 4;
+  options.max_host_bytes = 3 * m + m / 2;
+  AvatarRegistry registry(options);
+
+  std::atomic<int64_t> served{0}, refused{0};
+  std::atomic<bool> failed{false};
+  auto check = [&] {
+    const AvatarUsage u = registry.Usage();
+    if (u.loaded > registry.max_models() || u.host_bytes > registry.max_host_bytes()) {
+      failed = true;
+    }
+  };
+  auto request_loop = [&](uint32_t seed) {
+    std::mt19937 rng(seed);
+    for (int i = 0; i < 40 && !failed; ++i) {
+      const std::string& id = requested[rng() % requested.size()];
+      auto lease = registry.Load(id);
+      check();
+      if (!lease.ok()) {
+        // Only a full registry of pinned avatars may refuse.
+        if (lease.status().code() != StatusCode::kResourceExhausted) failed = true;
+        ++refused;
+        continue;
+      }
+      for (int k = 0; k < 3; ++k) {
+        std::this_thread::yield();
+        if (registry.Find(id).get() != lease->get()) failed = true;  // evicted while in use
+        if ((*lease)->backgrounds.size() != 2 || !(*lease)->unet) failed = true;
+      }
+      (*lease)->RecordRequest(1.0);
+      ++served;
+    }
+  };
+  auto admin_loop = [&] {
+    std::mt19937 rng(99);
+    for (int i = 0; i < 40 && !failed; ++i) {
+      const std::string& id = managed[rng() % managed.size()];
+      if (rng() % 2) {
+        auto loaded = registry.Load(id);
+        if (!loaded.ok() && loaded.status().code() != StatusCode::kResourceExhausted) {
+          failed = true;
+        }
+      } else {
+        Status unloaded = registry.Unload(id);
+        if (!unloaded.ok() && unloaded.code() != StatusCode::kNotFound) failed = true;
+      }
+      check();
+    }
+  };
+  std::vector<std::thread> threads;
+  for (uint32_t t = 0; t < 3; ++t) threads.emplace_back(request_loop, t + 1);
+  threads.emplace_back(admin_loop);
+  for (auto& t : threads) t.join();
+  EXPECT_FALSE(failed);
+  EXPECT_GT(served.load(), 0);
+  ExpectConsistent(registry);
+  int64_t requests = 0, host = 0;
+  for (const AvatarState& s : registry.States()) {
+    EXPECT_EQ(s.pins, 0) << s.id;
+    requests += s.total_requests;
+    host += s.host_bytes;
+  }
+  EXPECT_EQ(requests, served.load());
+  EXPECT_EQ(registry.Usage().host_bytes, host);  // nothing retired or reserved is left
+}
+
+TEST(AvatarRepository, UnknownAndCorruptAvatarsFailAndTheRestServes) {
+  ScratchDir root;
+  WriteTestAvatar(root.path(), "good");
+  WriteTestAvatar(root.path(), "corrupt");
+  WriteFile(root / "corrupt/crop_rects.json", "[[1, 2, 3");
+  AvatarRegistry registry(Options(root.path()));
+  auto unknown = registry.Load("nobody");
+  EXPECT_EQ(unknown.status().code(), StatusCode::kNotFound);
+  EXPECT_MESSAGE(unknown.status(), "unknown model 'nobody'");
+  EXPECT_EQ(registry.Load("../good").status().code(), StatusCode::kInvalidArgument);
+  auto corrupt = registry.Load("corrupt");
+  ASSERT_FALSE(corrupt.ok());
+  EXPECT_MESSAGE(corrupt.status(), "crop_rects.json");
+  ASSERT_TRUE(registry.Load("good").ok());
+  for (const AvatarState& s : registry.States()) {
+    if (s.id == "corrupt") {
+      EXPECT_EQ(s.load_failures, 1);
+      EXPECT_NE(s.reason.find("crop_rects.json"), std::string::npos) << s.reason;
+    }
+    EXPECT_NE(s.id, "nobody");
+  }
+}
+
+TEST(AvatarRepository, OwnYamlConfig) {
+  ScratchDir dir;
+  WriteTestAvatar(dir / "folders", "anna");
+  WriteTestAvatar(dir / "elsewhere", "bob");
+  WriteFile(dir / "avatars.yaml",
+            "avatars_root: folders\nmax_models: 3\nhost_memory_mb: 64\npreload: [anna]\n"
+            "avatars:\n  robert: elsewhere/bob\n");
+  auto registry = AvatarRegistry::Create(Options(dir / "avatars.yaml"));
+  ASSERT_TRUE(registry.ok()) << registry.status().ToString();
+  AvatarRegistry& r = **registry;
+  EXPECT_EQ(r.Available(), (std::vector<std::string>{"anna", "robert"}));
+  EXPECT_EQ(r.max_models(), 3);
+  EXPECT_EQ(r.max_host_bytes(), int64_t{64} << 20);
+  ASSERT_TRUE(r.Preload().ok());
+  EXPECT_NE(r.Find("anna"), nullptr);
+  EXPECT_TRUE(r.Load("robert").ok());
+  EXPECT_EQ(r.Load("bob").status().code(), StatusCode::kNotFound);
+
+  // Limits the caller set win over the config's.
+  auto options = Options(dir / "avatars.yaml");
+  options.max_models = 1;
+  options.max_models_set = true;
+  auto capped = AvatarRegistry::Create(options);
+  ASSERT_TRUE(capped.ok());
+  EXPECT_EQ((*capped)->max_models(), 1);
+}
+
+TEST(AvatarRepository, BadYamlIsNamedByLineAndKey) {
+  ScratchDir dir;
+  WriteTestAvatar(dir / "folders", "anna");
+  auto error_of = [&](const std::string& text) {
+    WriteFile(dir / "bad.yaml", text);
+    auto registry = AvatarRegistry::Create(Options(dir / "bad.yaml"));
+    EXPECT_FALSE(registry.ok()) << text;
+    return registry.ok() ? Status::Ok() : registry.status();
+  };
+  EXPECT_MESSAGE(error_of("avatars_root: folders\npreload: [anna\n"), "is not valid YAML at line");
+  EXPECT_MESSAGE(error_of("avatars_root: folders\nmax_models: many\n"),
+                 "'max_models' at line 2, column 13 must be an integer");
+  EXPECT_MESSAGE(error_of("avatars_root: folders\nhost_memory_mb: [1]\n"),
+                 "'host_memory_mb' at line 2, column 17 must be an integer");
+  EXPECT_MESSAGE(error_of("avatars_root: [folders]\n"), "'avatars_root' at line 1");
+  EXPECT_MESSAGE(error_of("avatar_root: folders\n"), "unknown key 'avatar_root' at line 1");
+  EXPECT_MESSAGE(error_of("max_models: 2\n"), "names no avatars");
+  EXPECT_MESSAGE(error_of("avatars_root: nowhere\n"), "avatars_root");
+  EXPECT_MESSAGE(error_of("avatars:\n  anna: [1]\n"), "must be the path of an avatar folder");
+  EXPECT_MESSAGE(error_of("models: 3\n"), "'models' must be a mapping");
+  EXPECT_MESSAGE(error_of("- a\n- b\n"), "expected a YAML mapping at the top");
+  auto missing = AvatarRegistry::Create(Options(dir / "none.yaml"));
+  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
+}
+
+// A Go server layout from the avatar fixtures: the dataset's frames as frame_NNNN.png, a
+// rectangles file, the tiny UNet; `extra` is appended to the config.
+std::string WriteGoLayout(const ScratchDir& dir, const std::string& extra = "") {
+  std::filesystem::create_directories(dir / "go/anna/bg");
+  std::string rects = "[";
+  for (int i = 0; i < 12; ++i) {
+    char name[64];
+    std::snprintf(name, sizeof(name), "go/anna/bg/frame_%04d.png", i);
+    std::filesystem::copy_file(FixturePath("dataset/full_body_img/" + std::to_string(i) + ".png"),
+                               dir / name);
+    rects += std::string(i ? "," : "") + "[" + std::to_string(30 + i) + ",20,110,100]";
+  }
+  WriteFile(dir / "go/anna/rects.json", rects + "]");
+  std::filesystem::copy_file(TestModelPath("tiny.onnx"), dir / "go/anna/anna.onnx");
+  const std::string config = dir / "config.yaml";
+  WriteFile(config, "models_root: go\nmax_models: 2\ngpu_ids: [0, 1]\naudio_encoder: " +
+                        FixturePath("tiny_encoder.onnx") +
+                        "\nmodels:\n  anna:\n    model_path: anna/anna.onnx\n"
+                        "    background_dir: anna/bg\n    crop_rects_path: anna/rects.json\n"
+                        "    num_frames: 12\n    preferred_gpu: 0\n" +
+                        extra);
+  return config;
+}
+
+TEST(AvatarRepository, GoServerConfigLoadsTheFixtureAvatar) {
+  ScratchDir dir;
+  const std::string config = WriteGoLayout(
+      dir,
+      "  nokeys:\n    background_dir: anna/bg\n"
+      "  badtype:\n    model_path: anna/anna.onnx\n    crop_rects_path: anna/rects.json\n"
+      "    background_dir: anna/bg\n    num_frames: twelve\n");
+  auto options = Options(config);
+  options.cache_dir = dir / "cache";
+  auto registry = AvatarRegistry::Create(options);
+  ASSERT_TRUE(registry.ok()) << registry.status().ToString();
+  AvatarRegistry& r = **registry;
+  EXPECT_EQ(r.max_models(), 2);  // the Go config's max_models
+  EXPECT_EQ(r.Available(), (std::vector<std::string>{"anna", "badtype", "nokeys"}));
+  auto anna = r.Load("anna");
+  ASSERT_TRUE(anna.ok()) << anna.status().ToString();
+  ASSERT_EQ((*anna)->backgrounds.size(), 12u);
+  EXPECT_EQ((*anna)->backgrounds[5].bgr,
+            LoadImage(FixturePath("dataset/full_body_img/5.png"))->bgr);
+  EXPECT_EQ((*anna)->avatar.crop_rects()[3], (CropRect{33, 20, 110, 100}));
+  // The cache holds one avatar folder, anna-<hash of the config's path>.
+  std::vector<std::string> cached;
+  for (const auto& e : std::filesystem::directory_iterator(dir / "cache")) {
+    cached.push_back(e.path().string());
+  }
+  ASSERT_EQ(cached.size(), 1u);
+  EXPECT_EQ(std::filesystem::path(cached[0]).filename().string().rfind("anna-", 0), 0u);
+  const std::string manifest = cached[0] + "/avatar.json";
+  EXPECT_TRUE(std::filesystem::exists(manifest));
+  // Entries with missing keys or wrong types fail on their own; the rest keeps serving.
+  auto nokeys = r.Load("nokeys");
+  EXPECT_MESSAGE(nokeys.status(), "models.nokeys: 'model_path' is missing");
+  auto badtype = r.Load("badtype");
+  EXPECT_MESSAGE(badtype.status(), "models.badtype.num_frames at line");
+  EXPECT_MESSAGE(badtype.status(), "must be an integer");
+  EXPECT_EQ(r.Find("anna").get(), anna->get());
+  // A second registry reuses the cached folder.
+  anna->reset();
+  const auto stamp = std::filesystem::last_write_time(manifest);
+  auto again = AvatarRegistry::Create(options);
+  ASSERT_TRUE(again.ok());
+  ASSERT_TRUE((*again)->Load("anna").ok());
+  EXPECT_EQ(std::filesystem::last_write_time(manifest), stamp);
+}
+
+TEST(AvatarRepository, GoModelsNeedAnAudioEncoder) {
+  ScratchDir dir;
+  std::filesystem::create_directories(dir.path());
+  WriteFile(dir / "config.yaml",
+            "models:\n  anna:\n    model_path: a.onnx\n    crop_rects_path: r.json\n"
+            "    background_dir: bg\n");
+  auto registry = AvatarRegistry::Create(Options(dir / "config.yaml"));
+  ASSERT_TRUE(registry.ok());
+  EXPECT_MESSAGE((*registry)->Load("anna").status(), "needs an audio encoder");
+}
+
+TEST(AvatarRepository, PrometheusMetrics) {
+  ScratchDir root;
+  WriteTestAvatar(root.path(), "a0");
+  WriteTestAvatar(root.path(), "a1");
+  auto options = Options(root.path());
+  options.max_models = 1;
+  AvatarRegistry registry(options);
+  {
+    auto a0 = registry.Load("a0");
+    ASSERT_TRUE(a0.ok());
+    (*a0)->RecordRequest(1500.0);
+    (*a0)->RecordRequest(500.0);
+  }
+  ASSERT_TRUE(registry.Load("a1").ok());  // evicts a0
+  ASSERT_TRUE(registry.Unload("a1").ok());
+  std::string text;
+  registry.RenderPrometheus(&text);
+  for (const std::string want :
+       {"lipsync_avatar_loaded{avatar=\"a0\"} 0", "lipsync_avatar_requests_total{avatar=\"a0\"} 2",
+        "lipsync_avatar_inference_seconds_total{avatar=\"a0\"} 2",
+        "lipsync_avatar_evictions_total{avatar=\"a0\"} 1",
+        "lipsync_avatar_unloads_total{avatar=\"a1\"} 1",
+        "lipsync_avatar_loads_total{avatar=\"a1\"} 1", "lipsync_avatars_loaded 0",
+        "lipsync_avatars_max 1", "# TYPE lipsync_avatar_memory_bytes gauge"}) {
+    EXPECT_NE(text.find(want + "\n"), std::string::npos) << "missing: " << want << "\n" << text;
+  }
+}
+
+}  // namespace
+}  // namespace lipsync::server

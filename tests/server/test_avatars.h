@@ -1,0 +1,37 @@
+// Small avatar folders for the server tests: pattern frames, the tiny UNet and the tiny encoder.
+#pragma once
+
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include "avatar_test_util.h"
+#include "lipsync/avatar.h"
+
+namespace lipsync::server::testing {
+
+inline CropRect TestAvatarRect(int i) { return {48 + 4 * i, 24, 112 + 4 * i, 88}; }
+
+// An avatar folder `root/id` with `frames` pattern frames of w x h and TestAvatarRect(i) faces.
+inline void WriteTestAvatar(const std::string& root, const std::string& id, int frames = 5,
+                            int w = 192, int h = 128) {
+  using lipsync::testing::WriteFile;
+  const std::string dir = root + "/" + id;
+  WriteFile(dir + "/avatar.json", R"({"format": "lipsync-avatar", "version": 1, "name": ")" + id +
+                                      R"(", "fps": 25, "model_size": 320, "model": "unet.onnx",
+    "audio_encoder": "enc.onnx", "frames": "frames", "crop_rects": "crop_rects.json"})");
+  std::filesystem::copy_file(lipsync::testing::TestModelPath("tiny.onnx"), dir + "/unet.onnx");
+  std::filesystem::copy_file(lipsync::testing::TestModelPath("tiny_audio_encoder.onnx"),
+                             dir + "/enc.onnx");
+  std::filesystem::create_directories(dir + "/frames");
+  std::string rects = "[";
+  for (int i = 0; i < frames; ++i) {
+    char name[32];
+    std::snprintf(name, sizeof(name), "/frames/%06d.png", i);
+    ASSERT_TRUE(SaveImage(dir + name, lipsync::testing::PatternImage(w, h, i)).ok());
+    rects += std::string(i ? "," : "") + CropRectToString(TestAvatarRect(i));
+  }
+  WriteFile(dir + "/crop_rects.json", rects + "]");
+}
+
+}  // namespace lipsync::server::testing
