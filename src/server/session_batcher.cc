@@ -151,7 +151,9 @@ Status AvatarBatcher::RunBatch(const std::vector<Slot>& slots) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   metrics_->AddFrames(static_cast<int>(n));
   metrics_->RecordSessionBatch(static_cast<int>(n), seconds);
-  a.inference_us.fetch_add(static_cast<int64_t>(seconds * 1e6));
+  const auto us = static_cast<int64_t>(seconds * 1e6);
+  a.inference_us.fetch_add(us);
+  a.totals->inference_us.fetch_add(us);
   for (int64_t k = 0; k < n; ++k) {
     SessionFrameJob& job = slots[static_cast<size_t>(k)].group->jobs[slots[k].job];
     job.face.resize(static_cast<size_t>(s) * s * 3);

@@ -270,7 +270,7 @@ Status SessionCall::Open(const SessionStart& start) {
   batcher_ = service_->batchers_.Acquire(avatar_);
   stream_ = std::make_unique<AudioFeatureStream>(*avatar_->encoder, MelOptions{},
                                                  avatar_->avatar.manifest().fps);
-  avatar_->requests.fetch_add(1);
+  avatar_->RecordRequest(0);  // a session counts as one request; its batches add their time
   spdlog::debug("session {} opened on '{}' peer={}", id_, start.model_id(), call_->peer());
 
   auto* started = outgoing_.mutable_started();
