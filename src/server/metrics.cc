@@ -65,6 +65,19 @@ uint64_t Metrics::batches_of_size(int size) const {
   return it == batch_sizes_.end() ? 0 : it->second;
 }
 
+void Metrics::RecordSessionBatch(int size, double compute_seconds) {
+  session_batch_hist_.Observe(size);
+  compute_seconds_.Observe(compute_seconds);
+  std::lock_guard lock(mu_);
+  ++session_batch_sizes_[size];
+}
+
+uint64_t Metrics::session_batches_of_size(int size) const {
+  std::lock_guard lock(mu_);
+  auto it = session_batch_sizes_.find(size);
+  return it == session_batch_sizes_.end() ? 0 : it->second;
+}
+
 uint64_t Metrics::requests(const std::string& method, const std::string& code) const {
   std::lock_guard lock(mu_);
   auto it = requests_.find({method, code});
@@ -110,6 +123,15 @@ std::string Metrics::RenderPrometheus() const {
   out += "# HELP lipsync_preferred_batch Batch size the server forms when enough frames wait.\n";
   out += "# TYPE lipsync_preferred_batch gauge\n";
   out += fmt::format("lipsync_preferred_batch {}\n", preferred_batch_.load());
+  out += "# HELP lipsync_sessions_open Live sessions open now.\n";
+  out += "# TYPE lipsync_sessions_open gauge\n";
+  out += fmt::format("lipsync_sessions_open {}\n", sessions_open_.load());
+  out += "# HELP lipsync_session_frames_sent_total Frames sent to live sessions.\n";
+  out += "# TYPE lipsync_session_frames_sent_total counter\n";
+  out += fmt::format("lipsync_session_frames_sent_total {}\n", session_frames_sent_.load());
+  out += "# HELP lipsync_session_batch_size Frames per batch of live sessions' frames.\n";
+  out += "# TYPE lipsync_session_batch_size histogram\n";
+  session_batch_hist_.Render("lipsync_session_batch_size", &out);
   std::vector<std::function<void(std::string*)>> collectors;
   {
     std::lock_guard lock(mu_);

@@ -56,6 +56,13 @@ class Metrics {
   // More metric families, appended to every rendering (e.g. the avatar repository's).
   void AddCollector(std::function<void(std::string*)> collector);
 
+  // Live sessions (session_service.h): open sessions, their frames and their batches.
+  void AddSessions(int delta) { sessions_open_ += delta; }
+  void RecordSessionBatch(int size, double compute_seconds);
+  void AddSessionFramesSent(int n) { session_frames_sent_ += n; }
+  int64_t sessions_open() const { return sessions_open_; }
+  uint64_t session_batches_of_size(int size) const;
+
  private:
   mutable std::mutex mu_;
   std::map<std::pair<std::string, std::string>, uint64_t> requests_;
@@ -68,6 +75,11 @@ class Metrics {
   Histogram batch_size_hist_;
   Histogram queue_seconds_;
   Histogram compute_seconds_;
+  // Live sessions.
+  std::atomic<int64_t> sessions_open_{0};
+  std::atomic<uint64_t> session_frames_sent_{0};
+  std::map<int, uint64_t> session_batch_sizes_;  // guarded by mu_
+  Histogram session_batch_hist_{{1, 2, 4, 8, 16, 32, 64}};
   std::vector<std::function<void(std::string*)>> collectors_;  // guarded by mu_
 };
 

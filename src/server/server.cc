@@ -26,6 +26,7 @@ struct Server::Impl {
   std::unique_ptr<AvatarRegistry> avatars;  // outlives the services that use it
   std::unique_ptr<MonolithicService> monolithic_service;
   std::unique_ptr<LipSyncSrvService> lipsyncsrv_service;
+  std::unique_ptr<SessionService> session_service;
   std::unique_ptr<grpc::Server> grpc_server;
   std::unique_ptr<grpc::Server> monolithic_server;  // when it has its own port
   int monolithic_port = 0;
@@ -98,6 +99,7 @@ Result<int> ChoosePreferredBatch(Engine& engine, int max_batch) {
 }  // namespace
 
 Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOptions& options) {
+  if (!engine) return StartAvatarsOnly(options);
   if (options.batching.max_batch < 1) return InvalidArgument("--max-batch must be at least 1");
   if (options.batching.max_batch > engine->info().max_batch) {
     return InvalidArgument("--max-batch " + std::to_string(options.batching.max_batch) +
@@ -154,6 +156,10 @@ Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOption
         impl->avatars.get(), options.monolithic_options.avatars.root, options.lipsyncsrv_options,
         &impl->metrics);
   }
+  if (impl->avatars) {
+    impl->session_service =
+        std::make_unique<SessionService>(impl->avatars.get(), options.sessions, &impl->metrics);
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -170,6 +176,7 @@ Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOption
   builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 8 << 20);
   builder.RegisterService(impl->lipsync_service.get());
   builder.RegisterService(impl->kserve_service.get());
+  if (impl->session_service) builder.RegisterService(impl->session_service.get());
   const bool monolithic_own_port = impl->monolithic_service && !options.monolithic_listen.empty();
   if (impl->monolithic_service && !monolithic_own_port) {
     builder.RegisterService(impl->monolithic_service.get());
@@ -231,14 +238,83 @@ Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOption
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
 
+// No model of its own: only the avatar services (live sessions, and the monolithic service when
+// asked) on the main port.
+Result<std::unique_ptr<Server>> Server::StartAvatarsOnly(const ServerOptions& options) {
+  if (options.monolithic_options.avatars.root.empty()) {
+    return InvalidArgument("the server needs a model or an avatar folder");
+  }
+  if (!options.monolithic_listen.empty() || !options.lipsyncsrv_listen.empty()) {
+    return InvalidArgument("without a model the avatar services take the main port");
+  }
+  LIPSYNC_ASSIGN_OR_RETURN(auto host_port, SplitHostPort(options.listen));
+  (void)host_port;
+  LIPSYNC_ASSIGN_OR_RETURN(auto credentials, Credentials(options));
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  impl->ctx.metrics = &impl->metrics;
+  LIPSYNC_ASSIGN_OR_RETURN(impl->avatars,
+                           AvatarRegistry::Create(options.monolithic_options.avatars));
+  LIPSYNC_RETURN_IF_ERROR(impl->avatars->Preload());
+  impl->ctx.avatars = impl->avatars.get();
+  AvatarRegistry* registry = impl->avatars.get();
+  impl->metrics.AddCollector([registry](std::string* out) { registry->RenderPrometheus(out); });
+  if (options.monolithic) {
+    impl->monolithic_service =
+        std::make_unique<MonolithicService>(options.monolithic_options, registry, &impl->metrics);
+  }
+  if (options.lipsyncsrv) {
+    impl->lipsyncsrv_service =
+        std::make_unique<LipSyncSrvService>(registry, options.monolithic_options.avatars.root,
+                                            options.lipsyncsrv_options, &impl->metrics);
+  }
+  impl->session_service =
+      std::make_unique<SessionService>(registry, options.sessions, &impl->metrics);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.listen, credentials, &impl->port);
+  const int message_bytes = options.monolithic
+                                ? std::max(options.max_message_bytes, kMonolithicMessageBytes)
+                                : options.max_message_bytes;
+  builder.SetMaxReceiveMessageSize(message_bytes);
+  builder.SetMaxSendMessageSize(message_bytes);
+  builder.RegisterService(impl->session_service.get());
+  if (impl->monolithic_service) builder.RegisterService(impl->monolithic_service.get());
+  if (impl->lipsyncsrv_service) builder.RegisterService(impl->lipsyncsrv_service.get());
+  impl->grpc_server = builder.BuildAndStart();
+  if (!impl->grpc_server || impl->port == 0) {
+    return Unavailable("cannot listen on " + options.listen +
+                       " (port in use, or not an address of this machine)");
+  }
+  if (impl->monolithic_service) impl->monolithic_port = impl->port;
+  if (impl->lipsyncsrv_service) impl->lipsyncsrv_port = impl->port;
+  if (!options.metrics_listen.empty()) {
+    Impl* raw = impl.get();
+    auto http = HttpEndpoint::Start(options.metrics_listen,
+                                    {[raw] { return raw->metrics.RenderPrometheus(); },
+                                     [raw] { return raw->ctx.ready.load(); }});
+    if (!http.ok()) {
+      impl->grpc_server->Shutdown();
+      return http.status();
+    }
+    impl->http = std::move(*http);
+  }
+  impl->grpc_server->GetHealthCheckService()->SetServingStatus(true);
+  impl->ctx.ready = true;
+  return std::unique_ptr<Server>(new Server(std::move(impl)));
+}
+
 int Server::port() const { return impl_->port; }
 int Server::metrics_port() const { return impl_->http ? impl_->http->port() : 0; }
 int Server::monolithic_port() const { return impl_->monolithic_port; }
 MonolithicService* Server::monolithic_service() { return impl_->monolithic_service.get(); }
+SessionService* Server::session_service() { return impl_->session_service.get(); }
 AvatarRegistry* Server::avatars() { return impl_->avatars.get(); }
 int Server::lipsyncsrv_port() const { return impl_->lipsyncsrv_port; }
 Metrics& Server::metrics() { return impl_->metrics; }
-int Server::preferred_batch() const { return impl_->batcher->batch_limit(); }
+int Server::preferred_batch() const { return impl_->batcher ? impl_->batcher->batch_limit() : 0; }
 
 void Server::MarkUnready() {
   std::lock_guard lock(impl_->shutdown_mu);
@@ -259,7 +335,7 @@ void Server::Shutdown() {
   if (impl_->monolithic_server) impl_->monolithic_server->Shutdown(deadline);
   if (impl_->lipsyncsrv_server) impl_->lipsyncsrv_server->Shutdown(deadline);
   impl_->grpc_server->Shutdown(deadline);
-  impl_->batcher->Shutdown(std::chrono::milliseconds(0));
+  if (impl_->batcher) impl_->batcher->Shutdown(std::chrono::milliseconds(0));
   impl_->grpc_server->Wait();
   if (impl_->monolithic_server) impl_->monolithic_server->Wait();
   if (impl_->lipsyncsrv_server) impl_->lipsyncsrv_server->Wait();

@@ -17,6 +17,7 @@
 #include "server/lipsyncsrv_service.h"
 #include "server/metrics.h"
 #include "server/monolithic_service.h"
+#include "server/session_service.h"
 
 namespace lipsync::server {
 
@@ -35,6 +36,9 @@ struct ServerOptions {
   bool monolithic = false;
   std::string monolithic_listen;
   MonolithicOptions monolithic_options;
+  // lipsync.v1.Sessions (live audio sessions) over the same avatar folders: on whenever
+  // monolithic_options.avatars.root is set, sharing the monolithic service's avatars when it runs.
+  SessionOptions sessions;
   // lipsyncsrv.LipSyncService (the Python server's contract) over the same avatar folders
   // (monolithic_options.avatars, one registry when both are on), on the main port or, when
   // lipsyncsrv_listen is set, on its own.
@@ -45,6 +49,8 @@ struct ServerOptions {
 
 class Server {
  public:
+  // `engine` may be null when monolithic_options.avatars.root is set: then only the avatar
+  // services run (live sessions, and the monolithic service when asked).
   static Result<std::unique_ptr<Server>> Start(Engine* engine, const ServerOptions& options);
   ~Server();
 
@@ -53,6 +59,7 @@ class Server {
   // The port of the monolithic service: its own, or the main one (0 when it is off).
   int monolithic_port() const;
   MonolithicService* monolithic_service();
+  SessionService* session_service();  // nullptr without avatars
   // The avatar repository (monolithic_options.avatars), or nullptr when the server has no avatars.
   AvatarRegistry* avatars();
   // The port of the lipsyncsrv service: its own, or the main one (0 when it is off).
@@ -72,6 +79,7 @@ class Server {
 
  private:
   explicit Server(std::unique_ptr<Impl> impl);
+  static Result<std::unique_ptr<Server>> StartAvatarsOnly(const ServerOptions& options);
   std::unique_ptr<Impl> impl_;
 };
 

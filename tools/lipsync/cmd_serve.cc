@@ -31,6 +31,7 @@ struct ServeArgs {
   int drain_delay_s = 0;
   int max_message_mb = 64;
   std::string log_level = "info";
+  int session_idle_timeout_s = 30;
   // The avatar repository (--avatars DIR|config.yaml).
   std::string preload;
   int64_t avatar_host_mb = 0, avatar_gpu_mb = 0;
@@ -74,6 +75,7 @@ int RunServe(ServeArgs& args) {
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
+  // --avatars alone serves live sessions; --monolithic and --lipsyncsrv add other contracts.
   const bool has_avatars = !args.server.monolithic_options.avatars.root.empty();
   if (((args.server.monolithic || args.server.lipsyncsrv) && !has_avatars) ||
       (!args.server.monolithic_listen.empty() && !args.server.monolithic)) {
@@ -106,14 +108,23 @@ int RunServe(ServeArgs& args) {
     avatars.max_host_bytes = args.avatar_host_mb << 20;
     avatars.max_gpu_bytes = args.avatar_gpu_mb << 20;
   }
+  args.server.sessions.idle_timeout = std::chrono::seconds(args.session_idle_timeout_s);
   auto options = ToEngineOptions(args.engine);
   if (!options.ok()) return ReportError(options.status());
   options->max_batch = args.server.batching.max_batch;
-  auto engine = Engine::Create(args.engine.model, *options);
-  if (!engine.ok()) return ReportError(engine.status());
-  const ModelInfo& info = (*engine)->info();
-  spdlog::info("loaded {} ({} inputs, opset {}) on backend {} provider {}", info.path,
-               info.inputs.size(), info.opset, info.backend, info.provider);
+  // Without --model only the avatar services run.
+  if (args.engine.model.empty() && !has_avatars) {
+    return ReportError(InvalidArgument("give --model, --avatars DIR or both"));
+  }
+  std::unique_ptr<Engine> engine;
+  if (!args.engine.model.empty()) {
+    auto created = Engine::Create(args.engine.model, *options);
+    if (!created.ok()) return ReportError(created.status());
+    engine = std::move(*created);
+    const ModelInfo& info = engine->info();
+    spdlog::info("loaded {} ({} inputs, opset {}) on backend {} provider {}", info.path,
+                 info.inputs.size(), info.opset, info.backend, info.provider);
+  }
 
   auto preferred = ParsePreferredBatch(args.preferred_batch, args.server.batching.max_batch);
   if (!preferred.ok()) return ReportError(preferred.status());
@@ -125,14 +136,19 @@ int RunServe(ServeArgs& args) {
   args.server.max_message_bytes = args.max_message_mb << 20;
   args.server.monolithic_options.avatars.engine = *options;
   args.server.monolithic_options.avatars.engine.max_batch = server::kCompositeMaxBatch;
-  auto server = server::Server::Start(engine->get(), args.server);
+  auto server = server::Server::Start(engine.get(), args.server);
   if (!server.ok()) return ReportError(server.status());
-  spdlog::info(
-      "serving model '{}' on {} (port {}){}; batches of up to {} (max {}), queue delay {} us, "
-      "queue {}",
-      args.server.model_name, args.server.listen, (*server)->port(),
-      args.server.tls_cert_file.empty() ? "" : " with TLS", (*server)->preferred_batch(),
-      args.server.batching.max_batch, args.max_queue_delay_us, args.max_queue);
+  if (engine) {
+    spdlog::info(
+        "serving model '{}' on {} (port {}){}; batches of up to {} (max {}), queue delay {} us, "
+        "queue {}",
+        args.server.model_name, args.server.listen, (*server)->port(),
+        args.server.tls_cert_file.empty() ? "" : " with TLS", (*server)->preferred_batch(),
+        args.server.batching.max_batch, args.max_queue_delay_us, args.max_queue);
+  } else {
+    spdlog::info("serving avatars only on {} (port {}){}", args.server.listen, (*server)->port(),
+                 args.server.tls_cert_file.empty() ? "" : " with TLS");
+  }
   if (args.server.monolithic) {
     spdlog::info("monolithic service on port {}", (*server)->monolithic_port());
   }
@@ -147,6 +163,10 @@ int RunServe(ServeArgs& args) {
   if (args.server.lipsyncsrv) {
     spdlog::info("lipsyncsrv service on port {} over avatars in {}", (*server)->lipsyncsrv_port(),
                  args.server.monolithic_options.avatars.root);
+  }
+  if (has_avatars) {
+    spdlog::info("live sessions (lipsync.v1.Sessions) over avatars in {}, batches of up to {}",
+                 args.server.monolithic_options.avatars.root, args.server.sessions.max_batch);
   }
   if (!args.server.metrics_listen.empty()) {
     spdlog::info("metrics on http://{}/metrics (port {}), probes /healthz /readyz",
@@ -198,7 +218,7 @@ int RunServe(ServeArgs& args) {
 void AddServeCommand(CLI::App& app, int* exit_code) {
   auto* cmd = app.add_subcommand("serve", "Serve a model over gRPC (LipSync and KServe v2)");
   auto args = std::make_shared<ServeArgs>();
-  AddEngineFlags(cmd, &args->engine, /*with_max_batch=*/false);
+  AddEngineFlags(cmd, &args->engine, /*with_max_batch=*/false, /*model_required=*/false);
   cmd->add_option("--listen", args->server.listen, "gRPC address host:port")->capture_default_str();
   cmd->add_option("--metrics", args->server.metrics_listen,
                   "HTTP address for /metrics, /healthz, /readyz (e.g. 127.0.0.1:9090)");
@@ -234,7 +254,8 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
       "also serve monolithic.MonolithicService (the Go server's contract) over --avatars");
   cmd->add_option("--avatars", args->server.monolithic_options.avatars.root,
                   "avatar repository: a folder of avatar folders, or a YAML config (lipsync's or "
-                  "the Go server's config.yaml); a request's model_id names an avatar");
+                  "the Go server's config.yaml); a request's model_id names an avatar; serves "
+                  "live sessions (lipsync.v1.Sessions)");
   cmd->add_option("--preload", args->preload, "avatars to load before serving, e.g. anna,bob");
   auto* host_mb = cmd->add_option("--avatar-memory-mb", args->avatar_host_mb,
                                   "host memory budget for loaded avatars in MiB (0: none; "
@@ -258,6 +279,15 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
       cmd->add_option("--max-avatars", args->server.monolithic_options.avatars.max_models,
                       "avatars loaded at once at most (flags win over the avatar config)")
           ->capture_default_str();
+  cmd->add_option("--session-max-batch", args->server.sessions.max_batch,
+                  "frames per model run of live sessions on one avatar")
+      ->capture_default_str();
+  cmd->add_option("--session-idle-timeout-s", args->session_idle_timeout_s,
+                  "end a live session whose client sends nothing (or takes no frame) this long")
+      ->capture_default_str();
+  cmd->add_option("--max-sessions", args->server.sessions.max_sessions,
+                  "live sessions open at once at most")
+      ->capture_default_str();
   cmd->add_option("--log-level", args->log_level, "trace|debug|info|warn|error")
       ->capture_default_str();
   cmd->callback([=] {
