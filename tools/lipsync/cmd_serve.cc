@@ -155,10 +155,11 @@ int RunServe(ServeArgs& args) {
   if (auto* avatars = (*server)->avatars()) {
     spdlog::info(
         "avatars from {}: {} available, {} loaded, at most {} loaded, host budget {} MiB, GPU "
-        "budget {} MiB (0: none); KServe model repository extension on",
+        "budget {} MiB (0: none){}",
         args.server.monolithic_options.avatars.root, avatars->Available().size(),
         avatars->Usage().loaded, avatars->max_models(), avatars->max_host_bytes() >> 20,
-        avatars->max_gpu_bytes() >> 20);
+        avatars->max_gpu_bytes() >> 20,
+        args.engine.model.empty() ? "" : "; KServe model repository extension on");
   }
   if (args.server.lipsyncsrv) {
     spdlog::info("lipsyncsrv service on port {} over avatars in {}", (*server)->lipsyncsrv_port(),
