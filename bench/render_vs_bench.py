@@ -104,22 +104,28 @@ def main():
     report = {"threads": args.threads, "variants": dict(variants), "rounds": args.rounds, "speech_seconds": args.seconds,
               "batches": []}
     print("\n| batch | render variant | bench frames/s (median, min..max) | render frames/s "
-          "(median, min..max) | render / bench | render CPU ms/frame |")
-    print("|---|---|---|---|---|---|")
+          "(median, min..max) | render / bench | same-round ratios (median, min..max) | "
+          "render CPU ms/frame |")
+    print("|---|---|---|---|---|---|---|")
     keys = ("busy_ms_per_frame", "cpu_ms_per_frame", "starved_s", "blocked_s")
     for (b, n), row in rows.items():
         bench, rend = row["bench"], row["render"]
         ratio = statistics.median(rend) / statistics.median(bench)
+        # Each round's render against the bench run just before it: robust to slow drifts of
+        # the machine's speed that span several rounds.
+        rounds = [r / b_ for r, b_ in zip(rend, bench)]
         print(f"| {b} | {n} | {statistics.median(bench):.2f} ({min(bench):.2f}..{max(bench):.2f})"
               f" | {statistics.median(rend):.2f} ({min(rend):.2f}..{max(rend):.2f}) | "
-              f"{100 * ratio:.1f}% | {statistics.median(row['cpu_ms']):.1f} |")
+              f"{100 * ratio:.1f}% | {100 * statistics.median(rounds):.1f}% "
+              f"({100 * min(rounds):.1f}..{100 * max(rounds):.1f}%) | "
+              f"{statistics.median(row['cpu_ms']):.1f} |")
         stages = {}
         for round_stages in row["stages"]:
             for s in round_stages:
                 stages.setdefault(s["name"], []).append(s)
         report["batches"].append({
             "batch": b, "variant": n, "bench_fps": bench, "render_fps": rend,
-            "ratio_of_medians": ratio, "render_cpu_ms_per_frame": row["cpu_ms"],
+            "ratio_of_medians": ratio, "round_ratios": rounds, "render_cpu_ms_per_frame": row["cpu_ms"],
             "stages": {name: {k: statistics.median(x[k] for x in v) for k in keys}
                        for name, v in stages.items()}})
     print("\nrender stages, medians over the rounds: wall ms per frame busy (includes waiting for "

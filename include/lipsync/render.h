@@ -104,7 +104,10 @@ struct RenderStats {
 class Renderer {
  public:
   // Loads the avatar's UNet (or `model_path` instead, when given) with `options` and its audio
-  // encoder with one thread, and checks that they fit the avatar (see CheckAvatarModels()).
+  // encoder with one thread, and checks that they fit the avatar (see CheckAvatarModels()). On
+  // ONNX Runtime's CPU provider the UNet's threads wait idle instead of spinning, since the other
+  // stages need the cores, unless options.ort.session_config sets
+  // "session.intra_op.allow_spinning".
   static Result<std::unique_ptr<Renderer>> Create(const Avatar& avatar,
                                                   const EngineOptions& options = {},
                                                   const std::string& model_path = "");
