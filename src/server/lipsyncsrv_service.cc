@@ -91,42 +91,12 @@ LipSyncSrvService::LipSyncSrvService(AvatarRegistry* registry, std::string avata
     : registry_(registry),
       root_(std::move(avatar_root)),
       options_(std::move(options)),
-      metrics_(metrics) {
-  for (int i = 0; i < std::max(1, options_.worker_threads); ++i) {
-    workers_.emplace_back([this] { WorkerLoop(); });
-  }
-}
+      metrics_(metrics),
+      workers_(options_.worker_threads) {}
 
-LipSyncSrvService::~LipSyncSrvService() {
-  {
-    std::lock_guard lock(mu_);
-    stopping_ = true;
-  }
-  cv_.notify_all();
-  for (auto& t : workers_) t.join();
-}
+LipSyncSrvService::~LipSyncSrvService() = default;
 
-void LipSyncSrvService::WorkerLoop() {
-  for (;;) {
-    std::function<void()> work;
-    {
-      std::unique_lock lock(mu_);
-      cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stopping, and nothing left
-      work = std::move(queue_.front());
-      queue_.pop_front();
-    }
-    work();
-  }
-}
-
-void LipSyncSrvService::Enqueue(std::function<void()> work) {
-  {
-    std::lock_guard lock(mu_);
-    queue_.push_back(std::move(work));
-  }
-  cv_.notify_one();
-}
+void LipSyncSrvService::Enqueue(std::function<void()> work) { workers_.Post(std::move(work)); }
 
 grpc::ServerUnaryReactor* LipSyncSrvService::Post(grpc::CallbackServerContext* call,
                                                   const char* method, std::function<void()> work) {

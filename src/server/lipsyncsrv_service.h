@@ -20,6 +20,7 @@
 #include "lipsyncsrv/lipsyncsrv.grpc.pb.h"
 #include "server/avatar_registry.h"
 #include "server/metrics.h"
+#include "server/worker_pool.h"
 
 namespace lipsync::server {
 
@@ -78,7 +79,6 @@ class LipSyncSrvService final : public lipsyncsrv::LipSyncService::CallbackServi
                                                         const std::string& audio_override);
   grpc::ServerUnaryReactor* Post(grpc::CallbackServerContext* call, const char* method,
                                  std::function<void()> work);
-  void WorkerLoop();
 
   AvatarRegistry* registry_;
   std::string root_;
@@ -93,12 +93,7 @@ class LipSyncSrvService final : public lipsyncsrv::LipSyncService::CallbackServi
   std::map<std::string, CachedSequence> sequences_;
   std::map<std::string, std::string> default_overrides_;  // set by LoadModel's audio_override
   std::mutex import_mu_;                                  // one package import at a time
-
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> queue_;
-  bool stopping_ = false;
-  std::vector<std::thread> workers_;
+  WorkerPool workers_;  // last: its threads stop before the rest goes
 };
 
 }  // namespace lipsync::server

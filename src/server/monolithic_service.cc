@@ -182,34 +182,12 @@ Result<std::string> EncodeJpeg(const Image& image, int quality) {
 
 MonolithicService::MonolithicService(MonolithicOptions options, AvatarRegistry* registry,
                                      Metrics* metrics)
-    : options_(std::move(options)), metrics_(metrics), registry_(registry) {
-  for (int i = 0; i < std::max(1, options_.worker_threads); ++i) {
-    workers_.emplace_back([this] { WorkerLoop(); });
-  }
-}
+    : options_(std::move(options)),
+      metrics_(metrics),
+      registry_(registry),
+      workers_(options_.worker_threads) {}
 
-MonolithicService::~MonolithicService() {
-  {
-    std::lock_guard lock(mu_);
-    stopping_ = true;
-  }
-  cv_.notify_all();
-  for (auto& t : workers_) t.join();
-}
-
-void MonolithicService::WorkerLoop() {
-  for (;;) {
-    std::function<void()> work;
-    {
-      std::unique_lock lock(mu_);
-      cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stopping, and nothing left
-      work = std::move(queue_.front());
-      queue_.pop_front();
-    }
-    work();
-  }
-}
+MonolithicService::~MonolithicService() = default;
 
 grpc::ServerUnaryReactor* MonolithicService::Reply(grpc::CallbackServerContext* call,
                                                    const char* method) {
@@ -223,18 +201,14 @@ grpc::ServerUnaryReactor* MonolithicService::Post(grpc::CallbackServerContext* c
                                                   const char* method, std::function<void()> work) {
   auto* reactor = call->DefaultReactor();
   if (metrics_) metrics_->AddInFlight(1);
-  {
-    std::lock_guard lock(mu_);
-    queue_.push_back([this, reactor, method, work = std::move(work)] {
-      work();
-      if (metrics_) {
-        metrics_->RecordRequest(method, "OK");
-        metrics_->AddInFlight(-1);
-      }
-      reactor->Finish(grpc::Status::OK);
-    });
-  }
-  cv_.notify_one();
+  workers_.Post([this, reactor, method, work = std::move(work)] {
+    work();
+    if (metrics_) {
+      metrics_->RecordRequest(method, "OK");
+      metrics_->AddInFlight(-1);
+    }
+    reactor->Finish(grpc::Status::OK);
+  });
   return reactor;
 }
 

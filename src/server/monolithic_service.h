@@ -16,6 +16,7 @@
 #include "monolithic/monolithic.grpc.pb.h"
 #include "server/avatar_registry.h"
 #include "server/metrics.h"
+#include "server/worker_pool.h"
 
 namespace lipsync::server {
 
@@ -98,16 +99,11 @@ class MonolithicService final : public monolithic::MonolithicService::CallbackSe
   grpc::ServerUnaryReactor* Post(grpc::CallbackServerContext* call, const char* method,
                                  std::function<void()> work);
   grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* call, const char* method);
-  void WorkerLoop();
 
   MonolithicOptions options_;
   Metrics* metrics_;
   AvatarRegistry* registry_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> queue_;
-  bool stopping_ = false;
-  std::vector<std::thread> workers_;
+  WorkerPool workers_;  // last: its threads stop before the rest goes
 };
 
 }  // namespace lipsync::server

@@ -96,6 +96,34 @@ Result<int> ChoosePreferredBatch(Engine& engine, int max_batch) {
   return tuning->preferred_batch;
 }
 
+// The avatar repository and every service that serves from it; preloads finish before serving.
+// A server without avatars gets none of them (and an error when one was asked for).
+Status StartAvatarServices(Server::Impl& impl, const ServerOptions& options) {
+  if (options.monolithic_options.avatars.root.empty()) {
+    if (options.monolithic) return InvalidArgument("the monolithic service needs avatars");
+    if (options.lipsyncsrv) return InvalidArgument("the lipsyncsrv service needs avatars");
+    return Status::Ok();
+  }
+  LIPSYNC_ASSIGN_OR_RETURN(impl.avatars,
+                           AvatarRegistry::Create(options.monolithic_options.avatars));
+  LIPSYNC_RETURN_IF_ERROR(impl.avatars->Preload());
+  AvatarRegistry* registry = impl.avatars.get();
+  impl.ctx.avatars = registry;
+  impl.metrics.AddCollector([registry](std::string* out) { registry->RenderPrometheus(out); });
+  if (options.monolithic) {
+    impl.monolithic_service =
+        std::make_unique<MonolithicService>(options.monolithic_options, registry, &impl.metrics);
+  }
+  if (options.lipsyncsrv) {
+    impl.lipsyncsrv_service =
+        std::make_unique<LipSyncSrvService>(registry, options.monolithic_options.avatars.root,
+                                            options.lipsyncsrv_options, &impl.metrics);
+  }
+  impl.session_service =
+      std::make_unique<SessionService>(registry, options.sessions, &impl.metrics);
+  return Status::Ok();
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOptions& options) {
@@ -134,32 +162,9 @@ Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOption
   impl->ctx.metrics = &impl->metrics;
   impl->ctx.max_queue_delay_us = options.batching.max_queue_delay.count();
   impl->ctx.max_queue = static_cast<int64_t>(options.batching.max_queue);
-  // The avatar repository: every avatar service serves from it; preloads finish before serving.
-  if (!options.monolithic_options.avatars.root.empty()) {
-    LIPSYNC_ASSIGN_OR_RETURN(impl->avatars,
-                             AvatarRegistry::Create(options.monolithic_options.avatars));
-    LIPSYNC_RETURN_IF_ERROR(impl->avatars->Preload());
-    impl->ctx.avatars = impl->avatars.get();
-    AvatarRegistry* avatars = impl->avatars.get();
-    impl->metrics.AddCollector([avatars](std::string* out) { avatars->RenderPrometheus(out); });
-  }
   impl->lipsync_service = std::make_unique<LipSyncService>(&impl->ctx);
   impl->kserve_service = std::make_unique<KServeService>(&impl->ctx);
-  if (options.monolithic) {
-    if (!impl->avatars) return InvalidArgument("the monolithic service needs avatars");
-    impl->monolithic_service = std::make_unique<MonolithicService>(
-        options.monolithic_options, impl->avatars.get(), &impl->metrics);
-  }
-  if (options.lipsyncsrv) {
-    if (!impl->avatars) return InvalidArgument("the lipsyncsrv service needs avatars");
-    impl->lipsyncsrv_service = std::make_unique<LipSyncSrvService>(
-        impl->avatars.get(), options.monolithic_options.avatars.root, options.lipsyncsrv_options,
-        &impl->metrics);
-  }
-  if (impl->avatars) {
-    impl->session_service =
-        std::make_unique<SessionService>(impl->avatars.get(), options.sessions, &impl->metrics);
-  }
+  LIPSYNC_RETURN_IF_ERROR(StartAvatarServices(*impl, options));
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -253,23 +258,7 @@ Result<std::unique_ptr<Server>> Server::StartAvatarsOnly(const ServerOptions& op
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   impl->ctx.metrics = &impl->metrics;
-  LIPSYNC_ASSIGN_OR_RETURN(impl->avatars,
-                           AvatarRegistry::Create(options.monolithic_options.avatars));
-  LIPSYNC_RETURN_IF_ERROR(impl->avatars->Preload());
-  impl->ctx.avatars = impl->avatars.get();
-  AvatarRegistry* registry = impl->avatars.get();
-  impl->metrics.AddCollector([registry](std::string* out) { registry->RenderPrometheus(out); });
-  if (options.monolithic) {
-    impl->monolithic_service =
-        std::make_unique<MonolithicService>(options.monolithic_options, registry, &impl->metrics);
-  }
-  if (options.lipsyncsrv) {
-    impl->lipsyncsrv_service =
-        std::make_unique<LipSyncSrvService>(registry, options.monolithic_options.avatars.root,
-                                            options.lipsyncsrv_options, &impl->metrics);
-  }
-  impl->session_service =
-      std::make_unique<SessionService>(registry, options.sessions, &impl->metrics);
+  LIPSYNC_RETURN_IF_ERROR(StartAvatarServices(*impl, options));
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
