@@ -2,17 +2,16 @@
 proto at test time, against `lipsync serve`. The expected output is computed independently with
 numpy from the test model's weights (tiny.onnx: sigmoid(conv1x1(visual) + conv1x1(mean(audio))))."""
 import os
-import socket
 import subprocess
-import sys
 import time
 
 import grpc
 import numpy as np
 import onnx
 import pytest
-from grpc_tools import protoc
 from onnx import numpy_helper
+
+from grpc_stubs import free_port, generate_stubs
 
 BIN = os.environ["LIPSYNC_BIN"]
 DATA = os.environ["LIPSYNC_TEST_DATA_DIR"]
@@ -22,20 +21,10 @@ MODEL = os.path.join(DATA, "tiny.onnx")
 
 @pytest.fixture(scope="module")
 def pb(tmp_path_factory):
-    out = tmp_path_factory.mktemp("stubs")
-    code = protoc.main(["protoc", f"-I{PROTO_DIR}", f"--python_out={out}",
-                        f"--grpc_python_out={out}", "kserve/model_repository.proto",
-                        "kserve/grpc_predict_v2.proto"])
-    assert code == 0
-    sys.path.insert(0, str(out))
+    generate_stubs(PROTO_DIR, tmp_path_factory.mktemp("stubs"),
+                   "kserve/model_repository.proto", "kserve/grpc_predict_v2.proto")
     from kserve import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
     return grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

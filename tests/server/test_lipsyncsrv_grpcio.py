@@ -6,9 +6,7 @@ Also `lipsync avatar import --from lipsyncsrv`."""
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import wave
 
 import cv2
@@ -16,6 +14,8 @@ import grpc
 import numpy as np
 import pytest
 import torch
+
+from grpc_stubs import free_port, generate_stubs
 
 BIN = os.environ["LIPSYNC_BIN"]
 DATA = os.environ["LIPSYNC_TEST_DATA_DIR"]
@@ -27,21 +27,9 @@ CROP, INNER, OFFSET = 328, 320, 4
 
 @pytest.fixture(scope="module")
 def pb(tmp_path_factory):
-    # Debian's protoc (the python3-protobuf runtime's version) with gRPC's Python plugin: the
-    # protoc inside python3-grpc-tools predates proto3 `optional`.
-    out = tmp_path_factory.mktemp("stubs")
-    subprocess.run(["protoc", f"-I{PROTO_DIR}", f"--python_out={out}",
-                    "--plugin=protoc-gen-grpc_python=/usr/bin/grpc_python_plugin",
-                    f"--grpc_python_out={out}", "lipsyncsrv/lipsyncsrv.proto"], check=True)
-    sys.path.insert(0, str(out))
+    generate_stubs(PROTO_DIR, tmp_path_factory.mktemp("stubs"), "lipsyncsrv/lipsyncsrv.proto")
     from lipsyncsrv import lipsyncsrv_pb2, lipsyncsrv_pb2_grpc
     return lipsyncsrv_pb2, lipsyncsrv_pb2_grpc
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

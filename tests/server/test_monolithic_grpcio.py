@@ -4,15 +4,14 @@ the JPEG frames decoded with OpenCV, and an error answered as success=false."""
 import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
 
 import cv2
 import grpc
 import numpy as np
 import pytest
-from grpc_tools import protoc
+
+from grpc_stubs import free_port, generate_stubs
 
 BIN = os.environ["LIPSYNC_BIN"]
 DATA = os.environ["LIPSYNC_TEST_DATA_DIR"]
@@ -23,11 +22,7 @@ RECT = [40, 24, 104, 88]
 
 @pytest.fixture(scope="module")
 def pb(tmp_path_factory):
-    out = tmp_path_factory.mktemp("stubs")
-    code = protoc.main(["protoc", f"-I{PROTO_DIR}", f"--python_out={out}",
-                        f"--grpc_python_out={out}", "monolithic/monolithic.proto"])
-    assert code == 0
-    sys.path.insert(0, str(out))
+    generate_stubs(PROTO_DIR, tmp_path_factory.mktemp("stubs"), "monolithic/monolithic.proto")
     from monolithic import monolithic_pb2, monolithic_pb2_grpc
     return monolithic_pb2, monolithic_pb2_grpc
 
@@ -53,12 +48,6 @@ def avatars(tmp_path_factory):
         "model_size": 320, "model": "unet.onnx", "audio_encoder": "audio_encoder.onnx",
         "frames": "frames", "crop_rects": "crop_rects.json"}))
     return root
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

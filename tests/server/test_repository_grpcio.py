@@ -4,16 +4,15 @@ test time): preload, index, load with eviction under the host memory budget, unl
 per-avatar metrics, and start-up errors for a broken config."""
 import json
 import os
-import socket
 import subprocess
-import sys
 import urllib.request
 
 import cv2
 import grpc
 import numpy as np
 import pytest
-from grpc_tools import protoc
+
+from grpc_stubs import free_port, generate_stubs
 
 BIN = os.environ["LIPSYNC_BIN"]
 DATA = os.environ["LIPSYNC_TEST_DATA_DIR"]
@@ -24,20 +23,10 @@ ENCODER = os.path.join(DATA, "tiny_audio_encoder.onnx")
 
 @pytest.fixture(scope="module")
 def pb(tmp_path_factory):
-    out = tmp_path_factory.mktemp("stubs")
-    code = protoc.main(["protoc", f"-I{PROTO_DIR}", f"--python_out={out}",
-                        f"--grpc_python_out={out}", "kserve/model_repository.proto",
-                        "kserve/grpc_predict_v2.proto"])
-    assert code == 0
-    sys.path.insert(0, str(out))
+    generate_stubs(PROTO_DIR, tmp_path_factory.mktemp("stubs"),
+                   "kserve/model_repository.proto", "kserve/grpc_predict_v2.proto")
     from kserve import grpc_predict_v2_pb2_grpc, model_repository_pb2
     return model_repository_pb2, grpc_predict_v2_pb2_grpc
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_go_layout(root, ids, frames=4):
