@@ -6,8 +6,8 @@ if(NOT LIPSYNC_OPENCV_INCLUDE_DIR)
   message(FATAL_ERROR "OpenCV headers not found: install libopencv-imgproc-dev libopencv-imgcodecs-dev")
 endif()
 set(LIPSYNC_OPENCV_MODULES core imgproc)
-if(NOT LIPSYNC_LEAN)
-  list(APPEND LIPSYNC_OPENCV_MODULES imgcodecs)  # image files; the lean build uses libpng
+if(LIPSYNC_IMAGE_CODECS STREQUAL "opencv")
+  list(APPEND LIPSYNC_OPENCV_MODULES imgcodecs)  # image files; LIPSYNC_IMAGE_CODECS=png uses libpng
 endif()
 foreach(module ${LIPSYNC_OPENCV_MODULES})
   find_library(LIPSYNC_OPENCV_${module} opencv_${module})

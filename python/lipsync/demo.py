@@ -287,7 +287,7 @@ def make_audio_files(args):
     if new_weights or not keep(onnx_path, lambda: valid_audio_encoder_onnx(onnx_path)):
         from . import export_audio  # the same path a real checkpoint takes
         tmp = f"{onnx_path}.tmp{os.getpid()}.onnx"
-        export_args = ["--checkpoint", pth, "--out", tmp]
+        export_args = ["--checkpoint", pth, "--out", tmp, "--exporter", args.exporter]
         if args.engine:
             export_args += ["--engine", args.engine]
         if args.no_verify:
@@ -319,6 +319,8 @@ def main(argv=None):
     parser.add_argument("--force", action="store_true", help="remake files that exist")
     parser.add_argument("--engine", help="lipsync binary that verifies the export")
     parser.add_argument("--no-verify", action="store_true", help="skip the engine check")
+    parser.add_argument("--exporter", default="auto", choices=("auto", "legacy", "dynamo"),
+                        help="PyTorch's ONNX exporter for both models (auto: PyTorch's default)")
     args = parser.parse_args(argv)
 
     os.makedirs(args.out_dir, exist_ok=True)
@@ -354,7 +356,7 @@ def main(argv=None):
         from . import export  # the same path a real checkpoint takes
         tmp = f"{onnx_path}.tmp{os.getpid()}.onnx"
         export_args = ["--checkpoint", pth, "--mode", args.mode, "--size", str(args.size),
-                       "--out", tmp]
+                       "--out", tmp, "--exporter", args.exporter]
         if args.engine:
             export_args += ["--engine", args.engine]
         if args.no_verify:

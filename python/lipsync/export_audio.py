@@ -19,20 +19,28 @@ import torch
 from . import engine_cli
 from .audio_model import WINDOW_SHAPE, load_audio_encoder, mel_like_windows
 from .checkpoint import CheckpointError
+from .export import has_dynamo_exporter
 
 
 def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
-def export_onnx(model, out, input_name="mel", output_name="embedding", opset=17):
+def export_onnx(model, out, input_name="mel", output_name="embedding", opset=17,
+                exporter="auto"):
+    """exporter: auto (the installed PyTorch's default), legacy (TorchScript-based) or dynamo."""
     example = torch.zeros(1, *WINDOW_SHAPE)
+    kwargs = {}
+    if exporter == "dynamo":
+        kwargs["dynamo"] = True
+    elif exporter == "legacy" and has_dynamo_exporter():
+        kwargs["dynamo"] = False
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer notes about static shapes do not apply
         torch.onnx.export(model, (example,), out, opset_version=opset, input_names=[input_name],
                           output_names=[output_name],
                           dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
-                          do_constant_folding=True)
+                          do_constant_folding=True, **kwargs)
 
 
 def verify(model, onnx_path, engine, tolerance, batches=(1, 5), input_name="mel"):
@@ -71,6 +79,8 @@ def main(argv=None):
     parser.add_argument("--no-verify", dest="verify", action="store_false")
     parser.add_argument("--engine", help="path of the lipsync binary used to verify")
     parser.add_argument("--tolerance", type=float, default=1e-4)
+    parser.add_argument("--exporter", default="auto", choices=("auto", "legacy", "dynamo"),
+                        help="PyTorch's ONNX exporter: auto takes the installed PyTorch's default")
     parser.add_argument("--threads", type=int, default=2, help="PyTorch threads")
     args = parser.parse_args(argv)
 
@@ -97,7 +107,8 @@ def main(argv=None):
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     tmp = f"{args.out}.tmp{os.getpid()}.onnx"
     try:
-        export_onnx(model, tmp, args.input_name, args.output_name, args.opset)
+        export_onnx(model, tmp, args.input_name, args.output_name, args.opset,
+                    args.exporter)
     except Exception as e:  # the exporter raises many kinds; report them as one failure
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -1,5 +1,5 @@
-// Image files for the lean build (LIPSYNC_LEAN): PNG only, through libpng, so that the binaries
-// do not carry OpenCV's codecs and the hundred libraries behind them.
+// Image files when LIPSYNC_IMAGE_CODECS is png (the lean build's choice): PNG only, through libpng,
+// so that the binaries do not carry OpenCV's codecs and the hundred libraries behind them.
 #include <png.h>
 
 #include <cstdio>

@@ -1,0 +1,53 @@
+"""The table of bench/gpu_render_bench.sh run: per batch, `lipsync render`'s frames/s, each
+stage's busy milliseconds per frame (from render --json), the stage that limits render (the most
+busy time per frame) and the UNet alone (`lipsync bench --json`) in frames/s.
+
+    python3 bench/gpu_render_table.py --results results --batches 1,8,25
+reads results/render_b<batch>.json and results/bench.json; writes results/summary.json.
+"""
+import argparse
+import json
+import os
+import sys
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--results", required=True)
+    p.add_argument("--batches", required=True, help="comma-separated")
+    args = p.parse_args()
+    batches = [int(b) for b in args.batches.split(",")]
+    with open(os.path.join(args.results, "bench.json")) as f:
+        unet = {r["batch"]: r for r in json.load(f)["results"]}
+    rows, stage_names = [], []
+    for batch in batches:
+        with open(os.path.join(args.results, f"render_b{batch}.json")) as f:
+            render = json.load(f)
+        stages = {s["name"]: s["busy_ms_per_frame"] for s in render["stages"]}
+        stage_names += [n for n in stages if n not in stage_names]
+        limit = max(stages, key=stages.get)
+        rows.append({"batch": batch, "frames": render["frames"], "render_fps": render["fps"],
+                     "busy_ms_per_frame": stages, "limited_by": limit,
+                     "unet_fps": unet[batch]["fps"] if batch in unet else None,
+                     "peak_rss_mb": render.get("peak_rss_mb")})
+    head = ["batch", "frames", "render fps"] + [f"{n} ms/f" for n in stage_names] + \
+        ["limited by", "UNet fps", "render/UNet"]
+    lines = [head]
+    for r in rows:
+        unet_fps = r["unet_fps"]
+        lines.append([str(r["batch"]), str(r["frames"]), f"{r['render_fps']:.1f}"] +
+                     [f"{r['busy_ms_per_frame'].get(n, 0.0):.2f}" for n in stage_names] +
+                     [r["limited_by"], f"{unet_fps:.1f}" if unet_fps else "-",
+                      f"{100 * r['render_fps'] / unet_fps:.0f}%" if unet_fps else "-"])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    for line in lines:
+        print("  ".join(cell.rjust(w) for cell, w in zip(line, widths)))
+    print("ms/f: a stage's busy time per output frame (render --json busy_ms_per_frame); "
+          "UNet fps: lipsync bench's median at the same batch")
+    with open(os.path.join(args.results, "summary.json"), "w") as f:
+        json.dump(rows, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
