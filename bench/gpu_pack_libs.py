@@ -7,9 +7,11 @@ FFmpeg's libraries name dozens of codec, network and hardware libraries (x265, A
 VA-API, ...) that lipsync never calls but that the loader must find, and those bring in a hundred
 more. A placeholder has the same soname and defines every symbol (with its version) that the
 carried files take from the real library, so loading and binding succeed; its functions return 0
-and its data are zeroes. The program must then not reach those libraries: the render path (WAV or
-other audio through FFmpeg's own decoders, H.264 through libx264, AAC through FFmpeg's own
-encoder) does not.
+and its data are zeroes. So a placeholder only fits a library whose calls on the program's path
+take 0 as "not there": on render's path (audio through FFmpeg's own decoders, H.264 through
+libx264, AAC through FFmpeg's own encoder) FFmpeg only asks libaom, libvpx and libx265 for their
+capabilities when it lists its codecs (0: none) and libopenmpt whether it knows the input's format
+(0: no). libgme answers that question with a string that FFmpeg reads, so it is carried.
 
     python3 bench/gpu_pack_libs.py --out LIBDIR [--placeholder SONAME ...] PROGRAM...
 """
@@ -59,7 +61,7 @@ def dynamic_symbols(path):
         default = version.startswith("@")
         version = version.lstrip("@") or None
         size = int(size, 0) if size.startswith("0x") else int(size)
-        out.append((name, version, default, kind, size, ndx != "UND", bind == "WEAK"))
+        out.append((name, version, default, kind, size, ndx != "UND"))
     return out
 
 
@@ -80,7 +82,7 @@ def placeholder(real, soname, wanted, out_dir):
     symbols = [s for s in dynamic_symbols(real) if s[5] and s[0] in wanted]
     nodes = version_names(real)
     asm = [".text", "lipsync_placeholder_zero:", "  xor %eax, %eax", "  ret"]
-    for i, (name, version, default, kind, size, _, _) in enumerate(symbols):
+    for i, (name, version, default, kind, size, _) in enumerate(symbols):
         label = f"lipsync_placeholder_{i}" if version else name
         size = max(size, 1)
         if kind == "TLS":

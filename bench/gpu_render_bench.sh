@@ -21,12 +21,14 @@ set -euo pipefail
 
 HERE="$(dirname "$(readlink -f "$0")")"
 ARCHS="${ARCHS:-90}"
-# Libraries FFmpeg and OpenCV name but render never calls: other codecs (AV1, VP8/9, HEVC, MP3
-# and Vorbis encoders, SVG, JPEG 2000/XL, ...), network protocols and TLS, hardware video
-# (VA-API, VDPAU, QSV, OpenCL, X11) and LAPACK/GLX behind OpenCV's core. Each becomes a
-# placeholder, and with it the libraries behind it (ICU, GLib, cairo, GnuTLS, ...) stay home.
+# Libraries FFmpeg and OpenCV name but render does not use: other codecs (AV1, VP8/9, HEVC, MP3
+# and Vorbis encoders, SVG, JPEG 2000/XL, ...), module-music probing, network protocols and TLS,
+# hardware video (VA-API, VDPAU, QSV, OpenCL, X11) and LAPACK/GLX behind OpenCV's core. Each
+# becomes a placeholder whose functions return 0 (bench/gpu_pack_libs.py says which calls that
+# answers), and the libraries behind them (ICU, GLib, cairo, GnuTLS, ...) stay home. A library
+# added here must be checked with a render through the pack (`run` with BACKEND=ort on a CPU).
 PLACEHOLDERS=(
-  libxml2.so.2 libgme.so.0 libopenmpt.so.0 libchromaprint.so.1 libbluray.so.2 libgnutls.so.30
+  libxml2.so.2 libopenmpt.so.0 libchromaprint.so.1 libbluray.so.2 libgnutls.so.30
   librabbitmq.so.4 librist.so.4 libsrt-gnutls.so.1.5 libssh-gcrypt.so.4 libzmq.so.5
   libvpx.so.7 libwebpmux.so.3 libwebp.so.7 libdav1d.so.6 librsvg-2.so.2 libgobject-2.0.so.0
   libglib-2.0.so.0 libcairo.so.2 libzvbi.so.0 libsnappy.so.1 libaom.so.3 libcodec2.so.1.0
@@ -86,6 +88,14 @@ pack() {
   find "$stage/python" -name __pycache__ -prune -exec rm -rf {} +
   cp "$HERE/gpu_render_bench.sh" "$HERE/gpu_render_table.py" "$stage/bench/"
   ln -s bench/gpu_render_bench.sh "$stage/gpu_render_bench.sh"
+  # lipsync with its libraries, for this script and the Python tools alike; the libraries are not
+  # put on LD_LIBRARY_PATH for Python itself, whose own libraries must not meet the placeholders.
+  cat >"$stage/lipsync" <<'EOF'
+#!/bin/sh
+here="$(dirname "$(readlink -f "$0")")"
+LD_LIBRARY_PATH="$here/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" exec "$here/bin/lipsync" "$@"
+EOF
+  chmod +x "$stage/lipsync"
   {
     echo "commit $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
     echo "built $(date -u +%F) on $(. /etc/os-release && echo "$PRETTY_NAME"), CUDA archs $ARCHS"
@@ -124,21 +134,20 @@ run() {
     exit 2
   fi
   local py="${PYTHON:-python3}" backend="${BACKEND:-cuda}" precision="${PRECISION:-fp16}"
-  local batches="${BATCHES:-1 8 25}" bin="$dir/bin/lipsync" models="$dir/models"
+  local batches="${BATCHES:-1 8 25}" bin="$dir/lipsync" models="$dir/models"
   local results="$dir/results"
-  export LD_LIBRARY_PATH="$dir/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   export PYTHONPATH="$dir/python" LIPSYNC_BIN="$bin"
   mkdir -p "$results" "$models"
   rm -f "$results"/*
   exec > >(tee "$results/run.log") 2>&1
   cat "$dir/BUILD_INFO"
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 || true
   echo "$(nproc) CPU cores; backend $backend, precision $precision, batches $batches"
   "$py" -c 'import torch; print("PyTorch", torch.__version__, "CUDA", torch.version.cuda)'
 
   echo "== libraries the program misses here (must be none)"
   local missing
-  missing="$(missing_libs "$dir/lib" "$bin")"
+  missing="$(missing_libs "$dir/lib" "$dir/bin/lipsync")"
   if [ -n "$missing" ]; then
     echo "$missing"
     exit 1

@@ -109,7 +109,7 @@ TEST(LoadAvatar, FrameNumbering) {
   EXPECT_MESSAGE(gap.status(), "frame 2 is missing");
 
   WriteAvatar(dir, 4);
-  ASSERT_TRUE(SaveImage(dir / "frames/1.jpg", testing::PatternImage(kW, kH)).ok());
+  WriteFile(dir / "frames/1.jpg", "not read: the numbering is checked first");
   EXPECT_MESSAGE(LoadAvatar(dir.path()).status(),
                  "frame 1 appears twice ('000001.png' and '1.jpg')");
 }
