@@ -187,6 +187,7 @@ write_atomic(sys.argv[1], wav_bytes(synthetic_speech(seconds=float(sys.argv[2]))
   echo
   "$py" "$dir/bench/gpu_render_table.py" --results "$results" --batches "$csv" |
     tee "$results/table.txt"
+  echo "run took $SECONDS s; results in $results"
 }
 
 case "${1:-}" in
