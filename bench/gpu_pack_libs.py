@@ -13,7 +13,7 @@ libx264, AAC through FFmpeg's own encoder) FFmpeg only asks libaom, libvpx and l
 capabilities when it lists its codecs (0: none) and libopenmpt whether it knows the input's format
 (0: no). libgme answers that question with a string that FFmpeg reads, so it is carried.
 
-    python3 bench/gpu_pack_libs.py --out LIBDIR [--placeholder SONAME ...] PROGRAM...
+    python3 bench/gpu_pack_libs.py --out LIBDIR [--placeholder SONAME ... --] PROGRAM...
 """
 import argparse
 import os
@@ -57,7 +57,7 @@ def dynamic_symbols(path):
         size, kind, bind, ndx, full = f[2], f[3], f[4], f[6], f[7]
         if bind == "LOCAL" or not full:
             continue
-        name, sep, version = full.partition("@")
+        name, _, version = full.partition("@")
         default = version.startswith("@")
         version = version.lstrip("@") or None
         size = int(size, 0) if size.startswith("0x") else int(size)

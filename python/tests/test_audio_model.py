@@ -139,3 +139,16 @@ def test_export_audio_command_errors(tmp_path, engine_bin):
     assert proc.returncode == 2
     assert "91 missing key(s)" in proc.stderr and "unexpected key(s)" in proc.stderr
     assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.parametrize("exporter", ["auto", "legacy", "dynamo"])
+def test_exporter_choice_reaches_torch(tmp_path, monkeypatch, exporter):
+    # auto leaves the choice to PyTorch; legacy asks for the TorchScript-based exporter where
+    # PyTorch also has the dynamo one; dynamo asks for it.
+    seen = {}
+    monkeypatch.setattr(torch.onnx, "export", lambda *args, **kwargs: seen.update(kwargs))
+    monkeypatch.setattr(export_audio, "has_dynamo_exporter", lambda: True)
+    export_audio.export_onnx(build_audio_encoder().eval(), str(tmp_path / "a.onnx"),
+                             exporter=exporter)
+    assert seen.get("dynamo") == {"auto": None, "legacy": False, "dynamo": True}[exporter]
+    assert seen["dynamic_axes"] == {"mel": {0: "batch"}, "embedding": {0: "batch"}}
