@@ -137,8 +137,8 @@ run() {
   local batches="${BATCHES:-1 8 25}" bin="$dir/lipsync" models="$dir/models"
   local results="$dir/results"
   export PYTHONPATH="$dir/python" LIPSYNC_BIN="$bin"
+  rm -rf "$results"
   mkdir -p "$results" "$models"
-  rm -f "$results"/*
   exec > >(tee "$results/run.log") 2>&1
   cat "$dir/BUILD_INFO"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 || true
@@ -171,23 +171,33 @@ write_atomic(sys.argv[1], wav_bytes(synthetic_speech(seconds=float(sys.argv[2]))
 
   local batch csv
   csv="$(echo "$batches" | tr ' ' ',')"
+  # A step that fails is reported and the run goes on, so that the table always comes.
+  local status=0
   echo "== render (${seconds} s of speech) at batch $csv"
   for batch in $batches; do
-    timeout 300 "$bin" render --avatar "$models/demo_avatar" --audio "$speech" \
+    if timeout 300 "$bin" render --avatar "$models/demo_avatar" --audio "$speech" \
       --out "$results/render_b$batch.mp4" --backend "$backend" --precision "$precision" \
       --batch "$batch" --json --quiet >"$results/render_b$batch.json" \
-      2>"$results/render_b$batch.log" || { tail -20 "$results/render_b$batch.log"; exit 1; }
-    echo "  batch $batch: done"
+      2>"$results/render_b$batch.log"; then
+      echo "  batch $batch: done"
+    else
+      echo "  batch $batch: FAILED"; tail -5 "$results/render_b$batch.log"; status=1
+      rm -f "$results/render_b$batch.json"
+    fi
   done
   echo "== the avatar's UNet alone (lipsync bench, $iterations runs per batch)"
-  timeout 300 "$bin" bench --model "$models/demo_avatar/unet.onnx" --backend "$backend" \
+  if ! timeout 300 "$bin" bench --model "$models/demo_avatar/unet.onnx" --backend "$backend" \
     --precision "$precision" --batch "$csv" --iterations "$iterations" --warmup 3 \
-    --json "$results/bench.json" >"$results/bench.log" 2>&1 || { tail -20 "$results/bench.log"; exit 1; }
+    --json "$results/bench.json" >"$results/bench.log" 2>&1; then
+    echo "  FAILED"; tail -5 "$results/bench.log"; status=1
+    rm -f "$results/bench.json"
+  fi
 
   echo
   "$py" "$dir/bench/gpu_render_table.py" --results "$results" --batches "$csv" |
     tee "$results/table.txt"
   echo "run took $SECONDS s; results in $results"
+  return $status
 }
 
 case "${1:-}" in

@@ -17,11 +17,17 @@ def main():
     p.add_argument("--batches", required=True, help="comma-separated")
     args = p.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
-    with open(os.path.join(args.results, "bench.json")) as f:
-        unet = {r["batch"]: r for r in json.load(f)["results"]}
-    rows, stage_names = [], []
+    unet, rows, stage_names, failed = {}, [], [], []
+    bench = os.path.join(args.results, "bench.json")
+    if os.path.exists(bench):  # absent when lipsync bench failed
+        with open(bench) as f:
+            unet = {r["batch"]: r for r in json.load(f)["results"]}
     for batch in batches:
-        with open(os.path.join(args.results, f"render_b{batch}.json")) as f:
+        path = os.path.join(args.results, f"render_b{batch}.json")
+        if not os.path.exists(path):  # the render failed: its log says why
+            failed.append(batch)
+            continue
+        with open(path) as f:
             render = json.load(f)
         stages = {s["name"]: s["busy_ms_per_frame"] for s in render["stages"]}
         stage_names += [n for n in stages if n not in stage_names]
@@ -44,6 +50,10 @@ def main():
         print("  ".join(cell.rjust(w) for cell, w in zip(line, widths)))
     print("ms/f: a stage's busy time per output frame (render --json busy_ms_per_frame); "
           "UNet fps: lipsync bench's median at the same batch")
+    for batch in failed:
+        print(f"batch {batch}: render failed, see render_b{batch}.log")
+    if not unet:
+        print("lipsync bench failed, see bench.log")
     with open(os.path.join(args.results, "summary.json"), "w") as f:
         json.dump(rows, f, indent=2)
     return 0
