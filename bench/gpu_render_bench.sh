@@ -13,10 +13,11 @@
 #
 #   bench/gpu_render_bench.sh pack [PACK.tar.xz]   # default out/lipsync-gpu-render-pack.tar.xz
 #   # copy PACK.tar.xz to the GPU machine, unpack it, then there:
-#   ./gpu_render_bench.sh run [--seconds 60] [--iterations 30]
+#   ./gpu_render_bench.sh run [--seconds 60] [--iterations 30] [--frame-size 480x352]
 #
 # Environment: BACKEND (cuda), PRECISION (fp16), BATCHES ("1 8 25"), ARCHS (CUDA architectures
-# to build, 90: the H100/H200), PYTHON (python3), PACK_LIMIT_MB (58). Results go to results/.
+# to build, 90: the H100/H200), PYTHON (python3), PACK_LIMIT_MB (58). Results go to
+# results/<frame size>/ (a run at another --frame-size keeps the others).
 set -euo pipefail
 
 HERE="$(dirname "$(readlink -f "$0")")"
@@ -118,10 +119,11 @@ EOF
 }
 
 run() {
-  local seconds=60 iterations=30
+  local seconds=60 iterations=30 frame_size=480x352
   while [ $# -gt 0 ]; do
     case "$1" in
       --seconds) seconds="$2"; shift 2 ;;
+      --frame-size) frame_size="$2"; shift 2 ;;
       --iterations) iterations="$2"; shift 2 ;;
       *) echo "error: unknown option $1" >&2; exit 2 ;;
     esac
@@ -134,8 +136,13 @@ run() {
     exit 2
   fi
   local py="${PYTHON:-python3}" backend="${BACKEND:-cuda}" precision="${PRECISION:-fp16}"
+  if ! [[ "$frame_size" =~ ^([0-9]+)x([0-9]+)$ ]]; then
+    echo "error: --frame-size takes WIDTHxHEIGHT, e.g. 1280x720" >&2
+    exit 2
+  fi
+  local width="${BASH_REMATCH[1]}" height="${BASH_REMATCH[2]}"
   local batches="${BATCHES:-1 8 25}" bin="$dir/lipsync" models="$dir/models"
-  local results="$dir/results"
+  local results="$dir/results/$frame_size"
   export PYTHONPATH="$dir/python" LIPSYNC_BIN="$bin"
   rm -rf "$results"
   mkdir -p "$results" "$models"
@@ -158,16 +165,20 @@ run() {
   # The TorchScript-based exporter: the dynamo one (PyTorch 2.9+'s default) needs onnxscript.
   timeout 600 "$py" -m lipsync.demo --out-dir "$models" --engine "$bin" --exporter legacy \
     >"$results/demo_model.log" 2>&1 || { tail -20 "$results/demo_model.log"; exit 1; }
-  timeout 300 "$py" -m lipsync.demo_avatar --out-dir "$models" --model "$models/demo.onnx" \
-    --encoder "$models/demo_audio_encoder.onnx" --engine "$bin" \
-    >"$results/demo_avatar.log" 2>&1 || { tail -20 "$results/demo_avatar.log"; exit 1; }
+  # One avatar folder per frame size, so that runs at several sizes keep theirs.
+  local avatar_dir="$models/avatar_$frame_size"
+  timeout 300 "$py" -m lipsync.demo_avatar --out-dir "$avatar_dir" --model "$models/demo.onnx" \
+    --encoder "$models/demo_audio_encoder.onnx" --engine "$bin" --width "$width" \
+    --height "$height" >"$results/demo_avatar.log" 2>&1 ||
+    { tail -20 "$results/demo_avatar.log"; exit 1; }
+  local avatar="$avatar_dir/demo_avatar"
   local speech="$models/speech_${seconds}s.wav"
   timeout 120 "$py" -c '
 import sys
 from lipsync.demo import synthetic_speech, wav_bytes, write_atomic
 write_atomic(sys.argv[1], wav_bytes(synthetic_speech(seconds=float(sys.argv[2])), 16000))
 ' "$speech" "$seconds"
-  echo "  avatar $models/demo_avatar, speech $speech ($seconds s)"
+  echo "  avatar $avatar ($frame_size frames), speech $speech ($seconds s)"
 
   local batch csv
   csv="$(echo "$batches" | tr ' ' ',')"
@@ -175,7 +186,7 @@ write_atomic(sys.argv[1], wav_bytes(synthetic_speech(seconds=float(sys.argv[2]))
   local status=0
   echo "== render (${seconds} s of speech) at batch $csv"
   for batch in $batches; do
-    if timeout 300 "$bin" render --avatar "$models/demo_avatar" --audio "$speech" \
+    if timeout 300 "$bin" render --avatar "$avatar" --audio "$speech" \
       --out "$results/render_b$batch.mp4" --backend "$backend" --precision "$precision" \
       --batch "$batch" --json --quiet >"$results/render_b$batch.json" \
       2>"$results/render_b$batch.log"; then
@@ -186,7 +197,7 @@ write_atomic(sys.argv[1], wav_bytes(synthetic_speech(seconds=float(sys.argv[2]))
     fi
   done
   echo "== the avatar's UNet alone (lipsync bench, $iterations runs per batch)"
-  if ! timeout 300 "$bin" bench --model "$models/demo_avatar/unet.onnx" --backend "$backend" \
+  if ! timeout 300 "$bin" bench --model "$avatar/unet.onnx" --backend "$backend" \
     --precision "$precision" --batch "$csv" --iterations "$iterations" --warmup 3 \
     --json "$results/bench.json" >"$results/bench.log" 2>&1; then
     echo "  FAILED"; tail -5 "$results/bench.log"; status=1
@@ -203,5 +214,5 @@ write_atomic(sys.argv[1], wav_bytes(synthetic_speech(seconds=float(sys.argv[2]))
 case "${1:-}" in
   pack) shift; pack "$@" ;;
   run) shift; run "$@" ;;
-  *) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

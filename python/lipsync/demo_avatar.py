@@ -2,7 +2,7 @@
 with 110-point landmark files) imported into an avatar folder with `lipsync avatar import`.
 
     python3 -m lipsync.demo_avatar --out-dir models --model models/demo.onnx \
-        --encoder models/demo_audio_encoder.onnx [--frames 50]
+        --encoder models/demo_audio_encoder.onnx [--frames 50] [--width 480 --height 352]
 writes models/demo_dataset/{full_body_img,landmarks}/ and the avatar folder models/demo_avatar/.
 The tests use synthetic_dataset() for their own avatars.
 """
@@ -109,11 +109,28 @@ def lipsync_bin(explicit=None):
     return path
 
 
-def make_demo_avatar(out_dir, model, encoder, engine=None, frames=50, force=False):
-    """Makes (or keeps, when it is current) models/demo_avatar from a synthetic dataset."""
+def png_size(path):
+    """(width, height) from a PNG file's header, or None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(24)
+    except OSError:
+        return None
+    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n":
+        return None
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def make_demo_avatar(out_dir, model, encoder, engine=None, frames=50, force=False, width=480,
+                     height=352):
+    """Makes (or keeps, when it is current) models/demo_avatar from a synthetic dataset of
+    `frames` frames of width x height."""
     dataset = os.path.join(out_dir, "demo_dataset")
     avatar = os.path.join(out_dir, "demo_avatar")
+    images = os.path.join(dataset, "full_body_img")
     current = (not force and os.path.isfile(os.path.join(avatar, "avatar.json"))
+               and png_size(os.path.join(images, "0.png")) == (width, height)
+               and len(os.listdir(images)) == frames
                and os.path.isfile(os.path.join(avatar, "unet.onnx"))
                and filecmp.cmp(model, os.path.join(avatar, "unet.onnx"), shallow=False)
                and filecmp.cmp(encoder, os.path.join(avatar, "audio_encoder.onnx"),
@@ -127,8 +144,8 @@ def make_demo_avatar(out_dir, model, encoder, engine=None, frames=50, force=Fals
             return avatar
     shutil.rmtree(dataset, ignore_errors=True)
     shutil.rmtree(avatar, ignore_errors=True)
-    synthetic_dataset(dataset, frames=frames)
-    log(f"wrote the synthetic dataset {dataset} ({frames} frames)")
+    synthetic_dataset(dataset, frames=frames, width=width, height=height)
+    log(f"wrote the synthetic dataset {dataset} ({frames} frames of {width}x{height})")
     subprocess.run([binary, "avatar", "import", "--from", "synctalk", dataset, "--out", avatar,
                     "--model", model, "--encoder", encoder, "--name", "demo"], check=True)
     return avatar
@@ -140,10 +157,15 @@ def main(argv=None):
     parser.add_argument("--model", required=True)
     parser.add_argument("--encoder", required=True)
     parser.add_argument("--frames", type=int, default=50)
+    parser.add_argument("--width", type=int, default=480, help="frame width in pixels")
+    parser.add_argument("--height", type=int, default=352, help="frame height in pixels")
     parser.add_argument("--engine", help="lipsync binary (default: $LIPSYNC_BIN)")
     parser.add_argument("--force", action="store_true")
     args = parser.parse_args(argv)
-    make_demo_avatar(args.out_dir, args.model, args.encoder, args.engine, args.frames, args.force)
+    if args.width < 64 or args.height < 64:
+        parser.error("the frames must be at least 64x64")
+    make_demo_avatar(args.out_dir, args.model, args.encoder, args.engine, args.frames, args.force,
+                     args.width, args.height)
     return 0
 
 

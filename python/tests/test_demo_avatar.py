@@ -3,7 +3,7 @@ import os
 
 import numpy as np
 
-from lipsync.demo_avatar import LANDMARKS, synthetic_dataset
+from lipsync.demo_avatar import LANDMARKS, png_size, synthetic_dataset
 
 
 def read_lms(path):
@@ -32,3 +32,12 @@ def test_frames_move_and_are_deterministic(tmp_path):
     assert first == (tmp_path / "b" / "full_body_img" / "0.png").read_bytes()
     assert first != (tmp_path / "a" / "full_body_img" / "2.png").read_bytes()
     assert len({tuple(box) for box in a}) > 1  # the face moves
+
+
+def test_png_size_reads_the_header(tmp_path):
+    # make_demo_avatar keeps an avatar only when its dataset has the asked frame size.
+    synthetic_dataset(str(tmp_path), frames=1, width=130, height=70)
+    assert png_size(str(tmp_path / "full_body_img" / "0.png")) == (130, 70)
+    (tmp_path / "junk.png").write_bytes(b"not a png at all, but long enough")
+    assert png_size(str(tmp_path / "junk.png")) is None
+    assert png_size(str(tmp_path / "missing.png")) is None
