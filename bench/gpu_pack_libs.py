@@ -4,7 +4,7 @@ ones every Linux has (libc, libm, libstdc++, libgcc_s, the loader, the driver's 
 a small placeholder in place of each library named with --placeholder.
 
 FFmpeg's libraries name dozens of codec, network and hardware libraries (x265, AV1, SVG, TLS,
-VA-API, ...) that lipsync never calls but that the loader must find, and those bring in a hundred
+VA-API, ...) that render does not use but that the loader must find, and those bring in a hundred
 more. A placeholder has the same soname and defines every symbol (with its version) that the
 carried files take from the real library, so loading and binding succeed; its functions return 0
 and its data are zeroes. So a placeholder only fits a library whose calls on the program's path

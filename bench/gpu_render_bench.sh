@@ -7,7 +7,7 @@
 # The GPU machine needs only the NVIDIA driver and a python3 with PyTorch, numpy and onnx; nothing
 # is built there. The full `lipsync` CLI is built on a Debian machine with nvcc and packed with
 # its shared libraries: image files through libpng (LIPSYNC_IMAGE_CODECS=png), no server, and
-# placeholders for the FFmpeg libraries that render never calls (bench/gpu_pack_libs.py), which
+# placeholders for the FFmpeg libraries that render does not use (bench/gpu_pack_libs.py), which
 # keeps the pack near 25 MB. The pack holds no model: `run` makes the demo model, audio encoder
 # and avatar with the GPU machine's PyTorch, checked by the packed lipsync.
 #
