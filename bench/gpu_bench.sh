@@ -141,10 +141,11 @@ run() {
 
   echo "== lipsync cuda: checks and speed"
   step gpu_engine_bench "$dir/bin/gpu_engine_bench" --model "$model" --batch 1,8,32 \
-    --iterations "$iterations" --warmup 5 --json "$results/lipsync.jsonl"
+    --iterations "$iterations" --warmup 5 --json "$results/lipsync.jsonl" --reference "$dir/models"
   echo "== pytorch: accuracy and speed"
   step gpu_torch_bench "$py" "$dir/bench/gpu_torch_bench.py" --checkpoint "$dir/models/demo.pth" \
-    --batch 1,8,32 --iterations "$iterations" $compile --json "$results/torch.jsonl"
+    --batch 1,8,32 --iterations "$iterations" $compile --json "$results/torch.jsonl" \
+    --reference "$dir/models"
 
   local status=0
   echo
@@ -159,7 +160,9 @@ run() {
   echo "Kernel breakdown (Nsight Compute: one load, a first and one warm forward at batch 32;"
   echo "sum gpu__time_duration.sum by kernel name and halve it for one forward):"
   echo "  LD_LIBRARY_PATH=$LD_LIBRARY_PATH ${ncu_cmd[*]}"
-  if [ "$ncu" = 1 ] && command -v ncu >/dev/null; then "${ncu_cmd[@]}" >/dev/null; fi
+  if [ "$ncu" = 1 ] && command -v ncu >/dev/null; then
+    timeout 180 "${ncu_cmd[@]}" >"$results/ncu.log" 2>&1 || echo "  ncu failed or timed out (see $results/ncu.log)"
+  fi
   return $status
 }
 

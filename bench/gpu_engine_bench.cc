@@ -7,6 +7,7 @@
 #include <cuda_runtime_api.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -17,6 +18,7 @@
 #include "bench_stats.h"
 #include "lipsync/engine.h"
 #include "lipsync/face.h"
+#include "lipsync/npy.h"
 
 namespace lipsync {
 namespace {
@@ -83,7 +85,7 @@ Result<cli::LatencySummary> Time(F&& call, int warmup, int iterations) {
 }
 
 struct Args {
-  std::string model, json;
+  std::string model, json, reference;
   std::vector<int64_t> batches{1, 8, 32};
   int iterations = 50, warmup = 5;
 };
@@ -109,12 +111,11 @@ Status Speed(const Args& args, Report& report) {
     Precision precision;
     bool graph, fused;
   };
-  // Every precision with and without graphs; the unfused blocks once, for their effect.
-  const Config configs[] = {{Precision::kFloat32, false, true},
-                            {Precision::kFloat32, true, true},
-                            {Precision::kFloat16, false, true},
-                            {Precision::kFloat16, true, true},
-                            {Precision::kFloat16, true, false}};
+  // Every precision with and without graphs; the fused blocks (an option, off by default) with
+  // graphs in both precisions, for their effect.
+  const Config configs[] = {{Precision::kFloat32, false, false}, {Precision::kFloat32, true, false},
+                            {Precision::kFloat16, false, false}, {Precision::kFloat16, true, false},
+                            {Precision::kFloat32, true, true},   {Precision::kFloat16, true, true}};
   for (const Config& config : configs) {
     const Precision precision = config.precision;
     const bool graph = config.graph;
@@ -205,8 +206,18 @@ struct Outputs {
   Tensor planes, images, tensor_form;
 };
 
+Result<std::unique_ptr<Engine>> CudaEngine(const std::string& model, Precision precision,
+                                           bool fused, int64_t max_batch) {
+  EngineOptions o;
+  o.backend = "cuda";
+  o.precision = precision;
+  o.cuda.fused_blocks = fused;
+  o.max_batch = max_batch;
+  return Engine::Create(model, o);
+}
+
 Result<Outputs> RunAll(const std::string& model, const std::string& backend, Precision precision,
-                       const Inputs& in, bool fused = true) {
+                       const Inputs& in, bool fused = false) {
   EngineOptions o;
   o.backend = backend;
   o.precision = precision;
@@ -226,7 +237,83 @@ Result<Outputs> RunAll(const std::string& model, const std::string& backend, Pre
   return out;
 }
 
-Status Accuracy(const Args& args, Report& report) {
+// Bytes of a [0,1] float output as OutputToImage makes them (x255, clamped, truncated).
+Tensor ToBytes(const Tensor& planes) {
+  Tensor bytes(DataType::kUInt8, planes.shape());
+  for (int64_t i = 0; i < planes.element_count(); ++i) {
+    bytes.data_as<uint8_t>()[i] =
+        static_cast<uint8_t>(std::clamp(planes.data_as<float>()[i] * 255.0f, 0.0f, 255.0f));
+  }
+  return bytes;
+}
+
+class Checks {
+ public:
+  explicit Checks(Report& report) : report_(report) {}
+  void Check(const std::string& what, double value, double bound, bool at_most) {
+    const bool pass = at_most ? value <= bound : value >= bound;
+    report_.Emit(
+        {{"kind", "check"}, {"check", what}, {"value", value}, {"bound", bound}, {"pass", pass}});
+    ok_ &= pass;
+  }
+  bool ok() const { return ok_; }
+
+ private:
+  Report& report_;
+  bool ok_ = true;
+};
+
+// Against PyTorch on the frames bench/gpu_make_model.py saved (reference_*.npy in `dir`). Float16:
+// no larger max abs difference from PyTorch float32 and no smaller share of bytes within 1 than
+// PyTorch's own float16. Float32: this random-weight model magnifies float32 rounding on such
+// frames (PyTorch's own float32 is about 3e-4 from float64 there), so the bound is twice PyTorch
+// float32's distance from float64 rather than a fixed number.
+Status AgainstPyTorch(const Args& args, Report& report, Checks& checks) {
+  std::vector<Tensor> ref;
+  for (const char* name : {"visual", "audio", "fp32", "fp16", "fp64"}) {
+    LIPSYNC_ASSIGN_OR_RETURN(Tensor t, LoadNpy(args.reference + "/reference_" + name + ".npy"));
+    ref.push_back(std::move(t));
+  }
+  const Tensor want_bytes = ToBytes(ref[2]);
+  const double torch_max = MaxAbs(ref[3], ref[2]);
+  const double torch_within = ShareWithinOne(ToBytes(ref[3]), want_bytes);
+  const double torch_f32_error = MaxAbs(ref[2], ref[4]);
+  report.Emit({{"kind", "accuracy"},
+               {"impl", "pytorch eager"},
+               {"precision", "fp32"},
+               {"against", "pytorch eager fp64"},
+               {"max_abs", torch_f32_error},
+               {"uint8_within_1", ShareWithinOne(want_bytes, ToBytes(ref[4]))}});
+  for (const Precision precision : {Precision::kFloat32, Precision::kFloat16}) {
+    for (const bool fused : {false, true}) {
+      LIPSYNC_ASSIGN_OR_RETURN(auto e, CudaEngine(args.model, precision, fused, 8));
+      LIPSYNC_ASSIGN_OR_RETURN(auto got, e->Run(ModelInputs(*e, ref[0].view(), ref[1].view())));
+      const bool half = precision == Precision::kFloat16;
+      const std::string name = std::string("lipsync cuda") + (fused ? " fused" : "");
+      const Tensor& against = half ? ref[2] : ref[4];
+      const double max_abs = MaxAbs(got[0], against);
+      const double within = ShareWithinOne(ToBytes(got[0]), ToBytes(against));
+      report.Emit({{"kind", "accuracy"},
+                   {"impl", name},
+                   {"precision", half ? "fp16" : "fp32"},
+                   {"against", half ? "pytorch eager fp32" : "pytorch eager fp64"},
+                   {"max_abs", max_abs},
+                   {"uint8_within_1", within}});
+      if (half) {
+        const std::string label = name + " fp16 vs pytorch fp32";
+        checks.Check(label + ", max abs (bound: pytorch fp16's)", max_abs, torch_max, true);
+        checks.Check(label + ", uint8 within 1 (bound: pytorch fp16's)", within, torch_within,
+                     false);
+      } else {
+        checks.Check(name + " fp32 vs pytorch fp64, max abs (bound: 2x pytorch fp32's)", max_abs,
+                     2 * torch_f32_error, true);
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+Status Accuracy(const Args& args, Report& report, Checks& checks) {
   EngineOptions probe;
   probe.backend = "ort";
   LIPSYNC_ASSIGN_OR_RETURN(auto cpu, Engine::Create(args.model, probe));
@@ -234,30 +321,16 @@ Status Accuracy(const Args& args, Report& report) {
   LIPSYNC_ASSIGN_OR_RETURN(Outputs ort, RunAll(args.model, "ort", Precision::kFloat32, in));
   LIPSYNC_ASSIGN_OR_RETURN(Outputs f32, RunAll(args.model, "cuda", Precision::kFloat32, in));
   LIPSYNC_ASSIGN_OR_RETURN(Outputs f16, RunAll(args.model, "cuda", Precision::kFloat16, in));
-  LIPSYNC_ASSIGN_OR_RETURN(Outputs f32_unfused,
-                           RunAll(args.model, "cuda", Precision::kFloat32, in, false));
-  LIPSYNC_ASSIGN_OR_RETURN(Outputs f16_unfused,
-                           RunAll(args.model, "cuda", Precision::kFloat16, in, false));
-  // Checks with a pass/fail: the GPU frame conversion must equal the CPU one it replaces.
-  const auto check = [&](const char* what, double value, double bound, bool at_most) {
-    const bool pass = at_most ? value <= bound : value >= bound;
-    report.Emit(
-        {{"kind", "check"}, {"check", what}, {"value", value}, {"bound", bound}, {"pass", pass}});
-    return pass;
-  };
-  bool ok = true;
-  ok &= check("cuda fp32 frames vs cuda fp32 tensors, float max abs",
-              MaxAbs(f32.planes, f32.tensor_form), 1e-6, true);
-  ok &= check("cuda fp16 frames vs cuda fp16 tensors, float max abs",
-              MaxAbs(f16.planes, f16.tensor_form), 1e-6, true);
-  ok &= check("cuda fp32 frames vs ort cpu frames, float max abs", MaxAbs(f32.planes, ort.planes),
-              1e-4, true);
-  ok &= check("cuda fp32 frames vs ort cpu frames, uint8 within 1",
-              ShareWithinOne(f32.images, ort.images), 0.999, false);
-  ok &= check("cuda fp32 fused blocks vs unfused, float max abs",
-              MaxAbs(f32.planes, f32_unfused.planes), 1e-5, true);
-  ok &= check("cuda fp16 fused blocks vs unfused, float max abs",
-              MaxAbs(f16.planes, f16_unfused.planes), 1e-2, true);
+  // The GPU frame conversion must equal the CPU one it replaces.
+  checks.Check("cuda fp32 frames vs cuda fp32 tensors, float max abs",
+               MaxAbs(f32.planes, f32.tensor_form), 1e-6, true);
+  checks.Check("cuda fp16 frames vs cuda fp16 tensors, float max abs",
+               MaxAbs(f16.planes, f16.tensor_form), 1e-6, true);
+  // Not 1e-4: on frames this model magnifies float32 rounding (see AgainstPyTorch).
+  checks.Check("cuda fp32 frames vs ort cpu frames, float max abs", MaxAbs(f32.planes, ort.planes),
+               5e-4, true);
+  checks.Check("cuda fp32 frames vs ort cpu frames, uint8 within 1",
+               ShareWithinOne(f32.images, ort.images), 0.999, false);
   report.Emit({{"kind", "accuracy"},
                {"impl", "lipsync cuda"},
                {"precision", "fp16"},
@@ -270,7 +343,7 @@ Status Accuracy(const Args& args, Report& report) {
                {"against", "onnxruntime cpu fp32"},
                {"max_abs", MaxAbs(f32.planes, ort.planes)},
                {"uint8_within_1", ShareWithinOne(f32.images, ort.images)}});
-  if (!ok) return Internal("a GPU frame-form check failed (see the check lines)");
+  if (!args.reference.empty()) return AgainstPyTorch(args, report, checks);
   return Status::Ok();
 }
 
@@ -285,13 +358,16 @@ int main(int argc, char** argv) {
   app.add_option("--iterations", args.iterations);
   app.add_option("--warmup", args.warmup);
   app.add_option("--json", args.json, "also write the JSON lines here");
+  app.add_option("--reference", args.reference,
+                 "folder with the PyTorch reference (reference_*.npy) to check against");
   CLI11_PARSE(app, argc, argv);
   lipsync::Report report(args.json);
-  lipsync::Status status = lipsync::Accuracy(args, report);
-  if (status.ok()) status = lipsync::Speed(args, report);
-  if (!status.ok()) {
-    std::fprintf(stderr, "error: %s\n", status.ToString().c_str());
-    return 2;
-  }
-  return 0;
+  lipsync::Checks checks(report);
+  // The speed runs whatever the checks say, so that one run always gives every figure.
+  const lipsync::Status accuracy = lipsync::Accuracy(args, report, checks);
+  if (!accuracy.ok()) std::fprintf(stderr, "error: %s\n", accuracy.ToString().c_str());
+  const lipsync::Status speed = lipsync::Speed(args, report);
+  if (!speed.ok()) std::fprintf(stderr, "error: %s\n", speed.ToString().c_str());
+  if (!checks.ok()) std::fprintf(stderr, "error: a check failed (see the check lines)\n");
+  return accuracy.ok() && speed.ok() && checks.ok() ? 0 : 2;
 }

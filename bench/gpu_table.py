@@ -34,7 +34,7 @@ def main(paths):
         name = r["impl"]
         if "precision" in r:
             name += f" {r['precision']}" + (" graph" if r.get("cuda_graph") else "")
-            name += " unfused" if r.get("fused_blocks") is False else ""
+            name += " fused" if r.get("fused_blocks") else ""
         rows.setdefault((name, r["form"], r["io"]), {})[r["batch"]] = r
     for (name, form, io), by_batch in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][2],
                                                                            kv[0][0])):
@@ -43,8 +43,8 @@ def main(paths):
         top = by_batch.get(batches[-1]) if batches else None
         fps = f"{top['fps']:9.0f}" if top else ""
         print(f"  {name:44} {form:8} {io:7}{cells}{fps}")
-    print("\n== float16 against float32 (same inputs): max abs difference of the [0,1] output, "
-          "share of uint8 pixels within 1")
+    print("\n== accuracy (same inputs): max abs difference of the [0,1] output, share of uint8 "
+          "pixels within 1")
     for r in records:
         if r["kind"] == "accuracy":
             print(f"  {r['impl'] + ' ' + r['precision']:30} vs {r['against']:24} max abs "

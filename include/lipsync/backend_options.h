@@ -32,8 +32,10 @@ struct CudaOptions {
   // callers than this wait. Two or more let one batch upload while another computes.
   int max_contexts = 4;
   // Run inverted-residual blocks (expand 1x1, depthwise 3x3, project 1x1) as one kernel where
-  // their shapes fit on chip, so the expanded tensor never goes to GPU memory.
-  bool fused_blocks = true;
+  // their shapes fit on chip, so the expanded tensor never goes to GPU memory. Off by default:
+  // that kernel multiplies on the CUDA cores and made the whole model slower on an H200 than the
+  // unfused tensor-core steps (docs/PERFORMANCE.md).
+  bool fused_blocks = false;
 };
 
 // Backend "reference": the compiled plan run by plain CPU loops. It has no settings of its own

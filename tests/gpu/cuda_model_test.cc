@@ -1,8 +1,11 @@
 // The whole demo model (SyncTalk_2D 320x320 'ave' layout, random weights with calibrated
 // batch norms) on the CUDA backend against ONNX Runtime on the CPU, on fresh random inputs with
-// NaN-poisoned output buffers: max abs difference of the sigmoid output under 1e-4 in float32 and
-// 1e-2 in float16, at batch 1, 7 and 32; graph replay equal to eager runs; concurrent runs kept
-// apart. DEMO_MODEL overrides the model path.
+// NaN-poisoned output buffers: max abs difference of the sigmoid output under 1e-4 in float32 at
+// batch 1, 7 and 32; float16 no less accurate than PyTorch's own float16 against PyTorch float32
+// on the same weights and frames (the reference bench/gpu_make_model.py saves beside the model: an
+// absolute bound does not work there, since this random-weight model magnifies rounding at a few
+// pixels); graph replay equal to eager runs; concurrent runs kept apart. DEMO_MODEL overrides the
+// model path.
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
@@ -18,6 +21,7 @@
 #include <vector>
 
 #include "lipsync/engine.h"
+#include "lipsync/npy.h"
 
 namespace lipsync {
 namespace {
@@ -86,11 +90,35 @@ double MaxAbsDiff(const Tensor& a, const Tensor& b) {
   return worst;
 }
 
-std::unique_ptr<Engine> MakeEngine(const std::string& backend, Precision precision, bool graph) {
+// How far a [0,1] image output is from a reference: the largest float difference, and the share
+// of pixels whose bytes (x255, clamped, truncated like OutputToImage) are within 1.
+struct OutputError {
+  double max_abs = 0.0, within_one = 0.0;
+};
+
+OutputError Compare(const Tensor& got, const Tensor& want) {
+  EXPECT_EQ(got.element_count(), want.element_count());
+  const auto byte = [](float v) { return static_cast<int>(std::clamp(v * 255.0f, 0.0f, 255.0f)); };
+  OutputError e;
+  int64_t close = 0;
+  const float* g = got.data_as<float>();
+  const float* w = want.data_as<float>();
+  for (int64_t i = 0; i < got.element_count(); ++i) {
+    if (!std::isfinite(g[i])) return {std::numeric_limits<double>::infinity(), 0.0};
+    e.max_abs = std::max(e.max_abs, std::fabs(static_cast<double>(g[i]) - w[i]));
+    close += std::abs(byte(g[i]) - byte(w[i])) <= 1;
+  }
+  e.within_one = static_cast<double>(close) / static_cast<double>(got.element_count());
+  return e;
+}
+
+std::unique_ptr<Engine> MakeEngine(const std::string& backend, Precision precision, bool graph,
+                                   bool fused_blocks = false) {
   EngineOptions options;
   options.backend = backend;
   options.precision = precision;
   options.cuda.cuda_graph = graph;
+  options.cuda.fused_blocks = fused_blocks;
   options.max_batch = 64;
   auto engine = Engine::Create(DemoModel(), options);
   EXPECT_TRUE(engine.ok()) << backend << ": " << engine.status().ToString();
@@ -109,28 +137,58 @@ class CudaModelTest : public ::testing::Test {
   std::unique_ptr<Engine> ort_;
 };
 
-TEST_F(CudaModelTest, MatchesOnnxRuntimeCpu) {
-  for (const Precision precision : {Precision::kFloat32, Precision::kFloat16}) {
-    const bool half = precision == Precision::kFloat16;
-    const double tolerance = half ? 1e-2 : 1e-4;
-    auto cuda = MakeEngine("cuda", precision, /*graph=*/true);
+TEST_F(CudaModelTest, Float32MatchesOnnxRuntimeCpu) {
+  for (const bool fused : {false, true}) {
+    auto cuda = MakeEngine("cuda", Precision::kFloat32, /*graph=*/true, fused);
     ASSERT_NE(cuda, nullptr);
     EXPECT_EQ(cuda->info().backend, "cuda");
     for (const int64_t batch : {1, 7, 32}) {
       const uint32_t seed = FreshSeed();
-      SCOPED_TRACE(std::string(half ? "float16" : "float32") + ", batch " + std::to_string(batch) +
-                   ", seed " + std::to_string(seed));
+      SCOPED_TRACE(std::string(fused ? "fused blocks" : "unfused") + ", batch " +
+                   std::to_string(batch) + ", seed " + std::to_string(seed));
       const auto inputs = RandomInputs(cuda->info(), batch, seed);
       const auto want = RunPoisoned(*ort_, inputs);
       const auto got = RunPoisoned(*cuda, inputs);
       ASSERT_EQ(want.size(), got.size());
       for (size_t o = 0; o < got.size(); ++o) {
         const double diff = MaxAbsDiff(got[o], want[o]);
-        EXPECT_LT(diff, tolerance) << "output " << o << ": max abs difference " << diff;
-        std::printf("%s batch %lld: max abs difference to ONNX Runtime %.3g\n",
-                    half ? "float16" : "float32", static_cast<long long>(batch), diff);
+        EXPECT_LT(diff, 1e-4) << "output " << o << ": max abs difference " << diff;
+        std::printf("float32%s batch %lld: max abs difference to ONNX Runtime %.3g\n",
+                    fused ? " fused" : "", static_cast<long long>(batch), diff);
       }
     }
+  }
+}
+
+// The bar for float16: against PyTorch float32 on the same frames, no larger max abs difference
+// and no smaller share of bytes within 1 than PyTorch's own float16 (model.half()).
+TEST_F(CudaModelTest, Float16IsAsAccurateAsPyTorchFloat16) {
+  const std::string model = DemoModel();
+  const std::string dir = model.substr(0, model.find_last_of('/') + 1);
+  std::vector<Tensor> reference;
+  for (const char* name : {"visual", "audio", "fp32", "fp16"}) {
+    auto t = LoadNpy(dir + "reference_" + name + ".npy");
+    ASSERT_TRUE(t.ok())
+        << t.status().ToString()
+        << " (bench/gpu_make_model.py saves the PyTorch reference beside the model)";
+    reference.push_back(std::move(t).value());
+  }
+  const OutputError pytorch = Compare(reference[3], reference[2]);
+  std::printf("pytorch float16 vs pytorch float32: max abs %.4g, within 1: %.2f%%\n",
+              pytorch.max_abs, 100 * pytorch.within_one);
+  for (const bool fused : {false, true}) {
+    auto cuda = MakeEngine("cuda", Precision::kFloat16, /*graph=*/false, fused);
+    ASSERT_NE(cuda, nullptr);
+    std::vector<Tensor> inputs(2);
+    inputs[cuda->frame_form().visual_index] = reference[0].Clone();
+    inputs[cuda->frame_form().audio_index] = reference[1].Clone();
+    const auto got = RunPoisoned(*cuda, inputs);
+    ASSERT_EQ(got.size(), 1u);
+    const OutputError ours = Compare(got[0], reference[2]);
+    std::printf("lipsync cuda float16%s vs pytorch float32: max abs %.4g, within 1: %.2f%%\n",
+                fused ? " fused" : "", ours.max_abs, 100 * ours.within_one);
+    EXPECT_LE(ours.max_abs, pytorch.max_abs) << (fused ? "fused blocks" : "unfused");
+    EXPECT_GE(ours.within_one, pytorch.within_one) << (fused ? "fused blocks" : "unfused");
   }
 }
 

@@ -55,8 +55,92 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// The model's case, 3x3 with stride 1 or 2: each thread computes kStrip horizontally adjacent
+// output pixels of its V channels, so every loaded input column serves up to three of them and
+// each weight row is loaded once per strip; 32-bit index arithmetic (the caller checks that the
+// work fits). Same summation order as DepthwiseConv, so the results are identical.
+constexpr int kStrip = 4;
+
+template <typename T, int V, int kStride>
+__global__ void __launch_bounds__(kThreads)
+    Depthwise3x3(DwShape s, ConvTensors<T> t, Act act, int work) {
+  constexpr int kCols = (kStrip - 1) * kStride + 3;
+  const int groups = s.c / V;
+  const int strips = (s.ow + kStrip - 1) / kStrip;
+  for (int idx = blockIdx.x * blockDim.x + threadIdx.x; idx < work; idx += gridDim.x * blockDim.x) {
+    const int c = (idx % groups) * V;
+    int rest = idx / groups;
+    const int ox0 = (rest % strips) * kStrip;
+    rest /= strips;
+    const int oy = rest % s.oh;
+    const int n = rest / s.oh;
+    float acc[kStrip][V];
+#pragma unroll
+    for (int p = 0; p < kStrip; ++p) {
+#pragma unroll
+      for (int e = 0; e < V; ++e) acc[p][e] = 0.0f;
+    }
+    const T* image = t.in + static_cast<int64_t>(n) * s.h * s.w * s.c;
+    const int ix0 = ox0 * kStride - s.pad_left;
+#pragma unroll
+    for (int ky = 0; ky < 3; ++ky) {
+      const int iy = oy * kStride - s.pad_top + ky;
+      if (iy < 0 || iy >= s.h) continue;
+      float w[3][V];
+#pragma unroll
+      for (int kx = 0; kx < 3; ++kx) LoadAligned<T, V>(t.weight + (ky * 3 + kx) * s.c + c, w[kx]);
+      const T* row = image + static_cast<int64_t>(iy) * s.w * s.c + c;
+#pragma unroll
+      for (int col = 0; col < kCols; ++col) {
+        const int ix = ix0 + col;
+        if (ix < 0 || ix >= s.w) continue;
+        float x[V];
+        LoadAligned<T, V>(row + ix * s.c, x);
+#pragma unroll
+        for (int p = 0; p < kStrip; ++p) {
+          const int kx = col - p * kStride;
+          if (kx < 0 || kx >= 3) continue;
+#pragma unroll
+          for (int e = 0; e < V; ++e) acc[p][e] = fmaf(x[e], w[kx][e], acc[p][e]);
+        }
+      }
+    }
+    float b[V];
+    LoadAligned<T, V>(t.bias + c, b);
+#pragma unroll
+    for (int p = 0; p < kStrip; ++p) {
+      const int ox = ox0 + p;
+      if (ox >= s.ow) break;
+      const int64_t at = ((static_cast<int64_t>(n) * s.oh + oy) * s.ow + ox) * s.c + c;
+      if (t.residual) {
+        float r[V];
+        LoadAligned<T, V>(t.residual + at, r);
+#pragma unroll
+        for (int e = 0; e < V; ++e) acc[p][e] += r[e];
+      }
+#pragma unroll
+      for (int e = 0; e < V; ++e) acc[p][e] = Activate(acc[p][e] + b[e], act);
+      StoreAligned<T, V>(t.out + at, acc[p]);
+    }
+  }
+}
+
 template <typename T, int V>
 void Launch(const DwShape& s, const ConvTensors<T>& t, Act act, cudaStream_t stream) {
+  const bool is3x3 =
+      s.kh == 3 && s.kw == 3 && s.stride_h == s.stride_w && (s.stride_h == 1 || s.stride_h == 2);
+  const int64_t strips = (s.ow + kStrip - 1) / kStrip;
+  const int64_t strip_work = static_cast<int64_t>(s.batch) * s.oh * strips * (s.c / V);
+  if (is3x3 && strip_work < (int64_t{1} << 30) &&
+      static_cast<int64_t>(s.w) * s.c < (int64_t{1} << 30)) {
+    const int work = static_cast<int>(strip_work);
+    if (s.stride_h == 1) {
+      Depthwise3x3<T, V, 1><<<GridFor(work, kThreads), kThreads, 0, stream>>>(s, t, act, work);
+    } else {
+      Depthwise3x3<T, V, 2><<<GridFor(work, kThreads), kThreads, 0, stream>>>(s, t, act, work);
+    }
+    return;
+  }
   const int64_t work = static_cast<int64_t>(s.batch) * s.oh * s.ow * (s.c / V);
   DepthwiseConv<T, V><<<GridFor(work, kThreads), kThreads, 0, stream>>>(s, t, act, work);
 }
