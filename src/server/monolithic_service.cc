@@ -190,21 +190,22 @@ MonolithicService::MonolithicService(MonolithicOptions options, AvatarRegistry* 
 MonolithicService::~MonolithicService() = default;
 
 grpc::ServerUnaryReactor* MonolithicService::Reply(grpc::CallbackServerContext* call,
-                                                   const char* method) {
-  if (metrics_) metrics_->RecordRequest(method, "OK");
+                                                   const char* method, const Status& outcome) {
+  if (metrics_) metrics_->RecordRequest(method, StatusCodeName(outcome.code()));
   auto* reactor = call->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
 
 grpc::ServerUnaryReactor* MonolithicService::Post(grpc::CallbackServerContext* call,
-                                                  const char* method, std::function<void()> work) {
+                                                  const char* method,
+                                                  std::function<Status()> work) {
   auto* reactor = call->DefaultReactor();
   if (metrics_) metrics_->AddInFlight(1);
   workers_.Post([this, reactor, method, work = std::move(work)] {
-    work();
+    const Status outcome = work();
     if (metrics_) {
-      metrics_->RecordRequest(method, "OK");
+      metrics_->RecordRequest(method, StatusCodeName(outcome.code()));
       metrics_->AddInFlight(-1);
     }
     reactor->Finish(grpc::Status::OK);
@@ -216,11 +217,11 @@ grpc::ServerUnaryReactor* MonolithicService::InferBatchComposite(
     grpc::CallbackServerContext* call, const monolithic::CompositeBatchRequest* request,
     monolithic::CompositeBatchResponse* response) {
   return Post(call, "InferBatchComposite",
-              [this, request, response] { RunComposite(*request, response); });
+              [this, request, response] { return RunComposite(*request, response); });
 }
 
-void MonolithicService::RunComposite(const monolithic::CompositeBatchRequest& request,
-                                     monolithic::CompositeBatchResponse* response) {
+Status MonolithicService::RunComposite(const monolithic::CompositeBatchRequest& request,
+                                       monolithic::CompositeBatchResponse* response) {
   const auto start = Clock::now();
   response->set_gpu_id(registry_->gpu_id());
   auto fail = [&](const Status& status) {
@@ -228,6 +229,7 @@ void MonolithicService::RunComposite(const monolithic::CompositeBatchRequest& re
     response->set_success(false);
     response->set_error(status.message());
     response->set_total_time_ms(static_cast<float>(MsSince(start)));
+    return status;
   };
   Status checked = CheckCompositeRequest(request);
   if (!checked.ok()) return fail(checked);
@@ -255,6 +257,7 @@ void MonolithicService::RunComposite(const monolithic::CompositeBatchRequest& re
   response->set_composite_time_ms(static_cast<float>(timings.composite_ms));
   response->set_success(true);
   response->set_total_time_ms(static_cast<float>(MsSince(start)));
+  return Status::Ok();
 }
 
 grpc::ServerUnaryReactor* MonolithicService::ListModels(grpc::CallbackServerContext* call,
@@ -288,6 +291,7 @@ grpc::ServerUnaryReactor* MonolithicService::LoadModel(grpc::CallbackServerConte
     response->set_gpu_id(registry_->gpu_id());
     response->set_load_time_ms(static_cast<float>(MsSince(start)));
     if (!avatar.ok()) response->set_error(avatar.status().message());
+    return avatar.status();
   });
 }
 
@@ -297,7 +301,7 @@ grpc::ServerUnaryReactor* MonolithicService::UnloadModel(
   Status unloaded = registry_->Unload(request->model_id());
   response->set_success(unloaded.ok());
   if (!unloaded.ok()) response->set_error(unloaded.message());
-  return Reply(call, "UnloadModel");
+  return Reply(call, "UnloadModel", unloaded);
 }
 
 grpc::ServerUnaryReactor* MonolithicService::GetModelStats(
