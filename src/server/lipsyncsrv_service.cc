@@ -99,13 +99,14 @@ LipSyncSrvService::~LipSyncSrvService() = default;
 void LipSyncSrvService::Enqueue(std::function<void()> work) { workers_.Post(std::move(work)); }
 
 grpc::ServerUnaryReactor* LipSyncSrvService::Post(grpc::CallbackServerContext* call,
-                                                  const char* method, std::function<void()> work) {
+                                                  const char* method,
+                                                  std::function<Status()> work) {
   auto* reactor = call->DefaultReactor();
   if (metrics_) metrics_->AddInFlight(1);
   Enqueue([this, reactor, method, work = std::move(work)] {
-    work();
+    const Status outcome = work();
     if (metrics_) {
-      metrics_->RecordRequest(method, "OK");
+      metrics_->RecordRequest(method, StatusCodeName(outcome.code()));
       metrics_->AddInFlight(-1);
     }
     reactor->Finish(grpc::Status::OK);
@@ -148,9 +149,9 @@ Result<std::shared_ptr<const Tensor>> LipSyncSrvService::FeatureSequence(
   return shared;
 }
 
-void LipSyncSrvService::RunFrames(const std::string& model, const std::vector<int32_t>& frame_ids,
-                                  const std::optional<std::string>& audio_override,
-                                  std::vector<lipsyncsrv::InferenceResponse>* responses) {
+Status LipSyncSrvService::RunFrames(const std::string& model, const std::vector<int32_t>& frame_ids,
+                                    const std::optional<std::string>& audio_override,
+                                    std::vector<lipsyncsrv::InferenceResponse>* responses) {
   const auto start = Clock::now();
   responses->assign(frame_ids.size(), {});
   for (size_t i = 0; i < frame_ids.size(); ++i) {
@@ -162,8 +163,14 @@ void LipSyncSrvService::RunFrames(const std::string& model, const std::vector<in
       Fail(&r, status.message());
       r.set_processing_time_ms(MsSince(start));
     }
+    return status;
   };
-  if (frame_ids.empty()) return;
+  if (frame_ids.empty()) return Status::Ok();
+  Status outcome = Status::Ok();  // the first failure answered
+  const auto failed = [&outcome](const Status& status) {
+    if (outcome.ok()) outcome = status;
+    return status.message();
+  };
   if (frame_ids.size() > static_cast<size_t>(kLipSyncSrvMaxFrames)) {
     return fail_all(InvalidArgument("frame_ids holds " + std::to_string(frame_ids.size()) +
                                     " ids; at most " + std::to_string(kLipSyncSrvMaxFrames) +
@@ -195,8 +202,10 @@ void LipSyncSrvService::RunFrames(const std::string& model, const std::vector<in
     r.set_auto_loaded(loaded_now);
     r.set_prediction_shape(shape);
     if (frame_ids[i] < 0 || frame_ids[i] >= n) {
-      Fail(&r, "frame_id " + std::to_string(frame_ids[i]) + " is out of range: model '" + model +
-                   "' has " + std::to_string(n) + " frames (0.." + std::to_string(n - 1) + ")");
+      Fail(&r,
+           failed(InvalidArgument(
+               "frame_id " + std::to_string(frame_ids[i]) + " is out of range: model '" + model +
+               "' has " + std::to_string(n) + " frames (0.." + std::to_string(n - 1) + ")")));
       continue;
     }
     valid.push_back(i);
@@ -238,14 +247,14 @@ void LipSyncSrvService::RunFrames(const std::string& model, const std::vector<in
     for (int k = 0; k < batch; ++k) {
       auto& r = (*responses)[valid[static_cast<size_t>(k)]];
       if (!status.ok()) {
-        Fail(&r, status.message());
+        Fail(&r, failed(status));
         continue;
       }
       OutputToImage(output.data_as<float>() + static_cast<size_t>(k) * 3 * s * s, s,
                     face.bgr.data());
       auto jpeg = EncodeJpeg(face, kLipSyncSrvJpegQuality);
       if (!jpeg.ok()) {
-        Fail(&r, jpeg.status().message());
+        Fail(&r, failed(jpeg.status()));
         continue;
       }
       const CropRect& rect = a.avatar.crop_rects()[static_cast<size_t>(frames[k])];
@@ -265,10 +274,11 @@ void LipSyncSrvService::RunFrames(const std::string& model, const std::vector<in
   }
   // The frames ran together: each answer carries the time of the whole call.
   for (auto& r : *responses) r.set_processing_time_ms(MsSince(start));
+  return outcome;
 }
 
-void LipSyncSrvService::RunLoadModel(const lipsyncsrv::LoadModelRequest& request,
-                                     lipsyncsrv::LoadModelResponse* response) {
+Status LipSyncSrvService::RunLoadModel(const lipsyncsrv::LoadModelRequest& request,
+                                       lipsyncsrv::LoadModelResponse* response) {
   const auto start = Clock::now();
   const std::string& model = request.model_name();
   response->set_model_name(model);
@@ -277,6 +287,7 @@ void LipSyncSrvService::RunLoadModel(const lipsyncsrv::LoadModelRequest& request
     response->set_error(status.message());
     response->set_message("cannot load model '" + model + "'");
     response->set_initialization_time_ms(MsSince(start));
+    return status;
   };
   Status name_ok = CheckModelName(model);
   if (!name_ok.ok()) return fail(name_ok);
@@ -319,6 +330,7 @@ void LipSyncSrvService::RunLoadModel(const lipsyncsrv::LoadModelRequest& request
   response->set_success(true);
   response->set_message(message);
   response->set_initialization_time_ms(MsSince(start));
+  return Status::Ok();
 }
 
 grpc::ServerUnaryReactor* LipSyncSrvService::GenerateInference(
@@ -326,11 +338,12 @@ grpc::ServerUnaryReactor* LipSyncSrvService::GenerateInference(
     lipsyncsrv::InferenceResponse* response) {
   return Post(call, "GenerateInference", [this, request, response] {
     std::vector<lipsyncsrv::InferenceResponse> out;
-    RunFrames(
+    Status outcome = RunFrames(
         request->model_name(), {request->frame_id()},
         request->has_audio_override() ? std::optional(request->audio_override()) : std::nullopt,
         &out);
     *response = std::move(out[0]);
+    return outcome;
   });
 }
 
@@ -340,19 +353,21 @@ grpc::ServerUnaryReactor* LipSyncSrvService::GenerateBatchInference(
   return Post(call, "GenerateBatchInference", [this, request, response] {
     const auto start = Clock::now();
     std::vector<lipsyncsrv::InferenceResponse> out;
-    RunFrames(
+    Status outcome = RunFrames(
         request->model_name(), {request->frame_ids().begin(), request->frame_ids().end()},
         request->has_audio_override() ? std::optional(request->audio_override()) : std::nullopt,
         &out);
     for (auto& r : out) *response->add_responses() = std::move(r);
     response->set_total_processing_time_ms(MsSince(start));
+    return outcome;
   });
 }
 
 grpc::ServerUnaryReactor* LipSyncSrvService::LoadModel(grpc::CallbackServerContext* call,
                                                        const lipsyncsrv::LoadModelRequest* request,
                                                        lipsyncsrv::LoadModelResponse* response) {
-  return Post(call, "LoadModel", [this, request, response] { RunLoadModel(*request, response); });
+  return Post(call, "LoadModel",
+              [this, request, response] { return RunLoadModel(*request, response); });
 }
 
 // One request at a time per stream: read, run on a worker, write, read the next. Answers thus
@@ -365,12 +380,14 @@ class LipSyncSrvService::StreamReactor
     if (!ok) return Finish(grpc::Status::OK);  // the client closed its side
     service_->Enqueue([this] {
       std::vector<lipsyncsrv::InferenceResponse> out;
-      service_->RunFrames(
+      const Status outcome = service_->RunFrames(
           request_.model_name(), {request_.frame_id()},
           request_.has_audio_override() ? std::optional(request_.audio_override()) : std::nullopt,
           &out);
       response_ = std::move(out[0]);
-      if (service_->metrics_) service_->metrics_->RecordRequest("StreamInference", "OK");
+      if (service_->metrics_) {
+        service_->metrics_->RecordRequest("StreamInference", StatusCodeName(outcome.code()));
+      }
       StartWrite(&response_);
     });
   }

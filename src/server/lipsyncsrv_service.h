@@ -62,12 +62,13 @@ class LipSyncSrvService final : public lipsyncsrv::LipSyncService::CallbackServi
                                       lipsyncsrv::LoadModelResponse* response) override;
 
   // The frames of one model as one engine batch; one response per frame id, in order. Runs on
-  // the calling thread.
-  void RunFrames(const std::string& model, const std::vector<int32_t>& frame_ids,
-                 const std::optional<std::string>& audio_override,
-                 std::vector<lipsyncsrv::InferenceResponse>* responses);
-  void RunLoadModel(const lipsyncsrv::LoadModelRequest& request,
-                    lipsyncsrv::LoadModelResponse* response);
+  // the calling thread. Returns the first failure answered (OK when every frame succeeded), for
+  // the metrics.
+  Status RunFrames(const std::string& model, const std::vector<int32_t>& frame_ids,
+                   const std::optional<std::string>& audio_override,
+                   std::vector<lipsyncsrv::InferenceResponse>* responses);
+  Status RunLoadModel(const lipsyncsrv::LoadModelRequest& request,
+                      lipsyncsrv::LoadModelResponse* response);
   // Queues `work` for a worker thread.
   void Enqueue(std::function<void()> work);
 
@@ -77,8 +78,10 @@ class LipSyncSrvService final : public lipsyncsrv::LipSyncService::CallbackServi
   // else its precomputed features; cached per avatar load and file.
   Result<std::shared_ptr<const Tensor>> FeatureSequence(const std::shared_ptr<LoadedAvatar>& avatar,
                                                         const std::string& audio_override);
+  // Runs `work` on a worker thread and finishes the call with gRPC OK (the protocol answers
+  // failures inside the response); lipsync_requests_total counts it under the outcome's code.
   grpc::ServerUnaryReactor* Post(grpc::CallbackServerContext* call, const char* method,
-                                 std::function<void()> work);
+                                 std::function<Status()> work);
 
   AvatarRegistry* registry_;
   std::string root_;

@@ -304,6 +304,16 @@ TEST(LipSyncSrv, ErrorsAreSuccessFalse) {
     EXPECT_EQ(response.frame_id(), c.frame);
   }
   EXPECT_TRUE(Infer(*f, "anna", 1).success());  // and the server goes on
+  // The metrics count each answer under its outcome (recorded before the answer leaves).
+  const Metrics& metrics = f->server->server->metrics();
+  EXPECT_EQ(metrics.requests("GenerateInference", "OK"), 1u);
+  EXPECT_EQ(metrics.requests("GenerateInference", "NOT_FOUND"), 2u);  // nobody, absent.npy
+  uint64_t failed = 0;
+  for (int code = static_cast<int>(StatusCode::kInvalidArgument);
+       code <= static_cast<int>(StatusCode::kInternal); ++code) {
+    failed += metrics.requests("GenerateInference", StatusCodeName(static_cast<StatusCode>(code)));
+  }
+  EXPECT_EQ(failed, std::size(cases));
 }
 
 lipsyncsrv::LoadModelResponse Load(Fixture& f, const std::string& model,
