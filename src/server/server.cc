@@ -124,6 +124,55 @@ Status StartAvatarServices(Server::Impl& impl, const ServerOptions& options) {
   return Status::Ok();
 }
 
+// The monolithic service's batches of 32 faces are 79 MB; its clients expect 100 MB to pass.
+int MessageBytes(const ServerOptions& options) {
+  return options.monolithic ? std::max(options.max_message_bytes, kMonolithicMessageBytes)
+                            : options.max_message_bytes;
+}
+
+// A gRPC server for `services` on `address`; null (and *port 0) when it cannot listen there.
+std::unique_ptr<grpc::Server> BuildGrpcServer(
+    const std::string& address, const std::shared_ptr<grpc::ServerCredentials>& credentials,
+    int message_bytes, const std::vector<grpc::Service*>& services, int* port) {
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(address, credentials, port);
+  builder.SetMaxReceiveMessageSize(message_bytes);
+  builder.SetMaxSendMessageSize(message_bytes);
+  // Frames are hundreds of kilobytes: start each stream with a window that holds a whole request
+  // instead of growing it from 64 KiB with extra round trips of flow-control updates.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 8 << 20);
+  for (grpc::Service* service : services) builder.RegisterService(service);
+  auto server = builder.BuildAndStart();
+  return server && *port != 0 ? std::move(server) : nullptr;
+}
+
+Status CannotListen(const std::string& address) {
+  return Unavailable("cannot listen on " + address +
+                     " (port in use, or not an address of this machine)");
+}
+
+void ShutdownGrpc(Server::Impl& impl) {
+  for (auto* server :
+       {impl.grpc_server.get(), impl.monolithic_server.get(), impl.lipsyncsrv_server.get()}) {
+    if (server) server->Shutdown();
+  }
+}
+
+// The HTTP endpoint (metrics and probes) when one is asked for; on failure the gRPC servers stop.
+Status StartHttp(Server::Impl& impl, const ServerOptions& options) {
+  if (options.metrics_listen.empty()) return Status::Ok();
+  Server::Impl* raw = &impl;
+  auto http = HttpEndpoint::Start(
+      options.metrics_listen,
+      {[raw] { return raw->metrics.RenderPrometheus(); }, [raw] { return raw->ctx.ready.load(); }});
+  if (!http.ok()) {
+    ShutdownGrpc(impl);
+    return http.status();
+  }
+  impl.http = std::move(*http);
+  return Status::Ok();
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOptions& options) {
@@ -168,76 +217,41 @@ Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOption
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen, credentials, &impl->port);
-  // The monolithic service's batches of 32 faces are 79 MB; its clients expect 100 MB to pass.
-  const int message_bytes = options.monolithic
-                                ? std::max(options.max_message_bytes, kMonolithicMessageBytes)
-                                : options.max_message_bytes;
-  builder.SetMaxReceiveMessageSize(message_bytes);
-  builder.SetMaxSendMessageSize(message_bytes);
-  // Frames are hundreds of kilobytes: start each stream with a window that holds a whole request
-  // instead of growing it from 64 KiB with extra round trips of flow-control updates.
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 8 << 20);
-  builder.RegisterService(impl->lipsync_service.get());
-  builder.RegisterService(impl->kserve_service.get());
-  if (impl->session_service) builder.RegisterService(impl->session_service.get());
+  const int message_bytes = MessageBytes(options);
+  std::vector<grpc::Service*> services = {impl->lipsync_service.get(), impl->kserve_service.get()};
+  if (impl->session_service) services.push_back(impl->session_service.get());
   const bool monolithic_own_port = impl->monolithic_service && !options.monolithic_listen.empty();
   if (impl->monolithic_service && !monolithic_own_port) {
-    builder.RegisterService(impl->monolithic_service.get());
+    services.push_back(impl->monolithic_service.get());
   }
   const bool lipsyncsrv_own_port = impl->lipsyncsrv_service && !options.lipsyncsrv_listen.empty();
   if (impl->lipsyncsrv_service && !lipsyncsrv_own_port) {
-    builder.RegisterService(impl->lipsyncsrv_service.get());
+    services.push_back(impl->lipsyncsrv_service.get());
   }
-  impl->grpc_server = builder.BuildAndStart();
-  if (!impl->grpc_server || impl->port == 0) {
-    return Unavailable("cannot listen on " + options.listen +
-                       " (port in use, or not an address of this machine)");
-  }
+  impl->grpc_server =
+      BuildGrpcServer(options.listen, credentials, message_bytes, services, &impl->port);
+  if (!impl->grpc_server) return CannotListen(options.listen);
   if (impl->monolithic_service) impl->monolithic_port = impl->port;
   if (monolithic_own_port) {
-    grpc::ServerBuilder own;
-    own.AddListeningPort(options.monolithic_listen, credentials, &impl->monolithic_port);
-    own.SetMaxReceiveMessageSize(message_bytes);
-    own.SetMaxSendMessageSize(message_bytes);
-    own.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 8 << 20);
-    own.RegisterService(impl->monolithic_service.get());
-    impl->monolithic_server = own.BuildAndStart();
-    if (!impl->monolithic_server || impl->monolithic_port == 0) {
-      impl->grpc_server->Shutdown();
-      return Unavailable("cannot listen on " + options.monolithic_listen +
-                         " (port in use, or not an address of this machine)");
+    impl->monolithic_server =
+        BuildGrpcServer(options.monolithic_listen, credentials, message_bytes,
+                        {impl->monolithic_service.get()}, &impl->monolithic_port);
+    if (!impl->monolithic_server) {
+      ShutdownGrpc(*impl);
+      return CannotListen(options.monolithic_listen);
     }
   }
   if (impl->lipsyncsrv_service) impl->lipsyncsrv_port = impl->port;
   if (lipsyncsrv_own_port) {
-    grpc::ServerBuilder own;
-    own.AddListeningPort(options.lipsyncsrv_listen, credentials, &impl->lipsyncsrv_port);
-    own.SetMaxReceiveMessageSize(message_bytes);
-    own.SetMaxSendMessageSize(message_bytes);
-    own.RegisterService(impl->lipsyncsrv_service.get());
-    impl->lipsyncsrv_server = own.BuildAndStart();
-    if (!impl->lipsyncsrv_server || impl->lipsyncsrv_port == 0) {
-      impl->grpc_server->Shutdown();
-      if (impl->monolithic_server) impl->monolithic_server->Shutdown();
-      return Unavailable("cannot listen on " + options.lipsyncsrv_listen +
-                         " (port in use, or not an address of this machine)");
+    impl->lipsyncsrv_server =
+        BuildGrpcServer(options.lipsyncsrv_listen, credentials, message_bytes,
+                        {impl->lipsyncsrv_service.get()}, &impl->lipsyncsrv_port);
+    if (!impl->lipsyncsrv_server) {
+      ShutdownGrpc(*impl);
+      return CannotListen(options.lipsyncsrv_listen);
     }
   }
-  if (!options.metrics_listen.empty()) {
-    Impl* raw = impl.get();
-    auto http = HttpEndpoint::Start(options.metrics_listen,
-                                    {[raw] { return raw->metrics.RenderPrometheus(); },
-                                     [raw] { return raw->ctx.ready.load(); }});
-    if (!http.ok()) {
-      impl->grpc_server->Shutdown();
-      if (impl->monolithic_server) impl->monolithic_server->Shutdown();
-      if (impl->lipsyncsrv_server) impl->lipsyncsrv_server->Shutdown();
-      return http.status();
-    }
-    impl->http = std::move(*http);
-  }
+  LIPSYNC_RETURN_IF_ERROR(StartHttp(*impl, options));
   impl->grpc_server->GetHealthCheckService()->SetServingStatus(true);
   impl->ctx.ready = true;
   return std::unique_ptr<Server>(new Server(std::move(impl)));
@@ -262,34 +276,15 @@ Result<std::unique_ptr<Server>> Server::StartAvatarsOnly(const ServerOptions& op
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen, credentials, &impl->port);
-  const int message_bytes = options.monolithic
-                                ? std::max(options.max_message_bytes, kMonolithicMessageBytes)
-                                : options.max_message_bytes;
-  builder.SetMaxReceiveMessageSize(message_bytes);
-  builder.SetMaxSendMessageSize(message_bytes);
-  builder.RegisterService(impl->session_service.get());
-  if (impl->monolithic_service) builder.RegisterService(impl->monolithic_service.get());
-  if (impl->lipsyncsrv_service) builder.RegisterService(impl->lipsyncsrv_service.get());
-  impl->grpc_server = builder.BuildAndStart();
-  if (!impl->grpc_server || impl->port == 0) {
-    return Unavailable("cannot listen on " + options.listen +
-                       " (port in use, or not an address of this machine)");
-  }
+  std::vector<grpc::Service*> services = {impl->session_service.get()};
+  if (impl->monolithic_service) services.push_back(impl->monolithic_service.get());
+  if (impl->lipsyncsrv_service) services.push_back(impl->lipsyncsrv_service.get());
+  impl->grpc_server =
+      BuildGrpcServer(options.listen, credentials, MessageBytes(options), services, &impl->port);
+  if (!impl->grpc_server) return CannotListen(options.listen);
   if (impl->monolithic_service) impl->monolithic_port = impl->port;
   if (impl->lipsyncsrv_service) impl->lipsyncsrv_port = impl->port;
-  if (!options.metrics_listen.empty()) {
-    Impl* raw = impl.get();
-    auto http = HttpEndpoint::Start(options.metrics_listen,
-                                    {[raw] { return raw->metrics.RenderPrometheus(); },
-                                     [raw] { return raw->ctx.ready.load(); }});
-    if (!http.ok()) {
-      impl->grpc_server->Shutdown();
-      return http.status();
-    }
-    impl->http = std::move(*http);
-  }
+  LIPSYNC_RETURN_IF_ERROR(StartHttp(*impl, options));
   impl->grpc_server->GetHealthCheckService()->SetServingStatus(true);
   impl->ctx.ready = true;
   return std::unique_ptr<Server>(new Server(std::move(impl)));
