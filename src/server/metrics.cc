@@ -65,17 +65,25 @@ uint64_t Metrics::batches_of_size(int size) const {
   return it == batch_sizes_.end() ? 0 : it->second;
 }
 
-void Metrics::RecordSessionBatch(int size, double compute_seconds) {
+void Metrics::RecordSessionBatch(int size, int sessions, double compute_seconds) {
   session_batch_hist_.Observe(size);
+  session_batch_sessions_hist_.Observe(sessions);
   compute_seconds_.Observe(compute_seconds);
   std::lock_guard lock(mu_);
   ++session_batch_sizes_[size];
+  ++session_batch_sessions_[sessions];
 }
 
 uint64_t Metrics::session_batches_of_size(int size) const {
   std::lock_guard lock(mu_);
   auto it = session_batch_sizes_.find(size);
   return it == session_batch_sizes_.end() ? 0 : it->second;
+}
+
+uint64_t Metrics::session_batches_with_sessions(int sessions) const {
+  std::lock_guard lock(mu_);
+  auto it = session_batch_sessions_.find(sessions);
+  return it == session_batch_sessions_.end() ? 0 : it->second;
 }
 
 uint64_t Metrics::requests(const std::string& method, const std::string& code) const {
@@ -132,6 +140,9 @@ std::string Metrics::RenderPrometheus() const {
   out += "# HELP lipsync_session_batch_size Frames per batch of live sessions' frames.\n";
   out += "# TYPE lipsync_session_batch_size histogram\n";
   session_batch_hist_.Render("lipsync_session_batch_size", &out);
+  out += "# HELP lipsync_session_batch_sessions Sessions whose frames shared a batch.\n";
+  out += "# TYPE lipsync_session_batch_sessions histogram\n";
+  session_batch_sessions_hist_.Render("lipsync_session_batch_sessions", &out);
   std::vector<std::function<void(std::string*)>> collectors;
   {
     std::lock_guard lock(mu_);

@@ -58,10 +58,13 @@ class Metrics {
 
   // Live sessions (session_service.h): open sessions, their frames and their batches.
   void AddSessions(int delta) { sessions_open_ += delta; }
-  void RecordSessionBatch(int size, double compute_seconds);
+  // A batch of `size` frames from `sessions` different sessions.
+  void RecordSessionBatch(int size, int sessions, double compute_seconds);
   void AddSessionFramesSent(int n) { session_frames_sent_ += n; }
   int64_t sessions_open() const { return sessions_open_; }
   uint64_t session_batches_of_size(int size) const;
+  // Number of batches that held frames of exactly `sessions` sessions.
+  uint64_t session_batches_with_sessions(int sessions) const;
 
  private:
   mutable std::mutex mu_;
@@ -80,6 +83,8 @@ class Metrics {
   std::atomic<uint64_t> session_frames_sent_{0};
   std::map<int, uint64_t> session_batch_sizes_;  // guarded by mu_
   Histogram session_batch_hist_{{1, 2, 4, 8, 16, 32, 64}};
+  std::map<int, uint64_t> session_batch_sessions_;  // guarded by mu_
+  Histogram session_batch_sessions_hist_{{1, 2, 4, 8, 16, 32, 64}};
   std::vector<std::function<void(std::string*)>> collectors_;  // guarded by mu_
 };
 

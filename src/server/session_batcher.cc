@@ -27,6 +27,11 @@ void FairGate::Leave() {
   cv_.notify_all();
 }
 
+uint64_t FairGate::waiting() const {
+  std::lock_guard lock(mu_);
+  return next_ - serving_ - (next_ > serving_ ? 1 : 0);
+}
+
 AvatarBatcher::AvatarBatcher(std::shared_ptr<LoadedAvatar> avatar, int max_batch, FairGate* gate,
                              Metrics* metrics)
     : avatar_(std::move(avatar)), max_batch_(max_batch), gate_(gate), metrics_(metrics) {
@@ -150,7 +155,14 @@ Status AvatarBatcher::RunBatch(const std::vector<Slot>& slots) {
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   metrics_->AddFrames(static_cast<int>(n));
-  metrics_->RecordSessionBatch(static_cast<int>(n), seconds);
+  std::vector<const SessionSignal*> sessions;  // a session's groups share its signal
+  for (const Slot& slot : slots) {
+    const SessionSignal* signal = slot.group->signal.get();
+    if (std::find(sessions.begin(), sessions.end(), signal) == sessions.end()) {
+      sessions.push_back(signal);
+    }
+  }
+  metrics_->RecordSessionBatch(static_cast<int>(n), static_cast<int>(sessions.size()), seconds);
   const auto us = static_cast<int64_t>(seconds * 1e6);
   a.inference_us.fetch_add(us);
   a.totals->inference_us.fetch_add(us);

@@ -47,9 +47,12 @@ class FairGate {
  public:
   void Enter();
   void Leave();
+  // Callers inside Enter() that have not passed yet (lets a test that holds the gate know that a
+  // worker has taken its batch and waits to run it).
+  uint64_t waiting() const;
 
  private:
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable cv_;
   uint64_t next_ = 0, serving_ = 0;
 };

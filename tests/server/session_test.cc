@@ -8,11 +8,14 @@
 #include <cstring>
 #include <fstream>
 #include <limits>
+#include <random>
 #include <thread>
 
 #include "avatar_test_util.h"
 #include "lipsync/audio.h"
 #include "lipsync/render.h"
+#include "server/avatar_registry.h"
+#include "server/session_batcher.h"
 #include "server_test_util.h"
 
 namespace lipsync::server {
@@ -372,6 +375,174 @@ TEST_F(SessionTest, SixteenSessionsOnTwoAvatars) {
     ExpectFramesEqual(results[i], want, "session " + std::to_string(i));
   }
   EXPECT_TRUE(WaitForOpenSessions(0));
+}
+
+// Opens a session (start message, then the server's `started`) and keeps it open.
+struct OpenSession {
+  grpc::ClientContext context;
+  std::unique_ptr<grpc::ClientReaderWriter<SessionRequest, SessionResponse>> stream;
+  SessionResponse first;  // the server's first reply, or nothing when the stream ended at once
+  bool replied = false;
+
+  OpenSession(lipsync::v1::Sessions::Stub& stub, const std::string& avatar) {
+    stream = stub.Session(&context);
+    SessionRequest request;
+    *request.mutable_start() = StartMessage(avatar);
+    stream->Write(request);
+    replied = stream->Read(&first);
+  }
+};
+
+TEST_F(SessionTest, MaxSessionsIsEnforced) {
+  SessionOptions sessions;
+  sessions.max_sessions = 2;
+  sessions.idle_timeout = std::chrono::minutes(10);  // the open sessions wait on the test
+  StartWith(sessions);
+  OpenSession a(*stub_, "anna"), b(*stub_, "bob");
+  ASSERT_TRUE(a.replied && a.first.has_started());
+  ASSERT_TRUE(b.replied && b.first.has_started());
+
+  // A third is refused while both are open, and says why.
+  OpenSession c(*stub_, "anna");
+  EXPECT_FALSE(c.replied);
+  if (c.replied) c.context.TryCancel();  // wrongly accepted: do not wait for its idle timeout
+  const grpc::Status refused = c.stream->Finish();
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << refused.error_message();
+  EXPECT_NE(refused.error_message().find("2 sessions are open"), std::string::npos)
+      << refused.error_message();
+  EXPECT_EQ(server_->server->metrics().requests("Session", "RESOURCE_EXHAUSTED"), 1u);
+
+  // `a` ends normally; the server counts it closed before it sends the status, so a new session
+  // is accepted as soon as `a`'s status has arrived.
+  const auto pcm = Speech(0.5);
+  SessionRequest request;
+  request.set_audio(Bytes(pcm.data(), pcm.size() * 4));
+  ASSERT_TRUE(a.stream->Write(request));
+  request.mutable_end();
+  ASSERT_TRUE(a.stream->Write(request));
+  a.stream->WritesDone();
+  SessionResponse response;
+  int64_t frames = 0;
+  while (a.stream->Read(&response)) frames += response.has_frame() ? 1 : 0;
+  const grpc::Status ended = a.stream->Finish();
+  ASSERT_TRUE(ended.ok()) << ended.error_message();
+  EXPECT_EQ(frames, VideoFrameCount(1 + static_cast<int64_t>(pcm.size()) / kMelHop));
+
+  OpenSession d(*stub_, "anna");
+  ASSERT_TRUE(d.replied) << d.stream->Finish().error_message();
+  EXPECT_TRUE(d.first.has_started());
+  EXPECT_EQ(server_->server->session_service()->open_sessions(), 2);
+  for (OpenSession* open : {&b, &d}) {
+    open->context.TryCancel();
+    while (open->stream->Read(&response)) {
+    }
+    open->stream->Finish();
+  }
+  EXPECT_TRUE(WaitForOpenSessions(0));
+}
+
+// A group of `frames` frames of one session with random faces and audio windows.
+std::shared_ptr<FrameGroup> RandomGroup(std::shared_ptr<SessionSignal> signal, int frames,
+                                        size_t face_bytes, std::mt19937& rng) {
+  auto group = std::make_shared<FrameGroup>();
+  group->signal = std::move(signal);
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::uniform_real_distribution<float> value(-4.0f, 4.0f);
+  for (int k = 0; k < frames; ++k) {
+    SessionFrameJob job;
+    job.index = k;
+    job.face.resize(face_bytes);
+    for (auto& b : job.face) b = static_cast<uint8_t>(byte(rng));
+    job.audio.resize(32 * 16 * 16);
+    for (auto& v : job.audio) v = value(rng);
+    group->jobs.push_back(std::move(job));
+  }
+  return group;
+}
+
+Status WaitDone(FrameGroup& group) {
+  std::unique_lock lock(group.signal->mu);
+  group.signal->cv.wait(lock, [&] { return group.done; });
+  return group.status;
+}
+
+int MaxDifference(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b) {
+  if (a.size() != b.size()) return 256;
+  int most = 0;
+  for (size_t i = 0; i < a.size(); ++i) most = std::max(most, std::abs(a[i] - b[i]));
+  return most;
+}
+
+// The groups of three sessions, queued while the avatar's worker waits at the gate with another
+// batch, run as one batch, and each session gets its own frames back in order.
+TEST_F(SessionTest, FramesOfSeveralSessionsShareOneBatch) {
+  AvatarRegistryOptions registry_options;
+  registry_options.root = root_.path();
+  registry_options.engine.intra_op_threads = 1;
+  AvatarRegistry registry(registry_options);
+  auto avatar = registry.Load("anna");
+  ASSERT_TRUE(avatar.ok()) << avatar.status().ToString();
+  const int64_t s = (*avatar)->layout.inner_size;
+  const size_t face_bytes = static_cast<size_t>(s * s * 3);
+  std::mt19937 rng(20261126);
+  constexpr int kSessions = 3, kFrames = 2;
+
+  Metrics metrics;
+  FairGate gate;
+  AvatarBatcher batcher(*avatar, 8, &gate, &metrics);
+  ASSERT_GE(batcher.max_batch(), kSessions * kFrames);
+  gate.Enter();  // the worker's next batch waits here until the test leaves
+  auto first = RandomGroup(std::make_shared<SessionSignal>(), 1, face_bytes, rng);
+  batcher.Submit(first);
+  while (gate.waiting() == 0) std::this_thread::yield();  // the worker holds `first` at the gate
+  std::vector<std::shared_ptr<FrameGroup>> groups;
+  std::vector<std::vector<SessionFrameJob>> inputs;
+  for (int i = 0; i < kSessions; ++i) {
+    groups.push_back(RandomGroup(std::make_shared<SessionSignal>(), kFrames, face_bytes, rng));
+    inputs.push_back(groups.back()->jobs);
+    batcher.Submit(groups.back());
+  }
+  gate.Leave();
+  ASSERT_TRUE(WaitDone(*first).ok());
+  for (auto& group : groups) ASSERT_TRUE(WaitDone(*group).ok());
+
+  EXPECT_EQ(metrics.session_batches_of_size(1), 1u);  // `first`, alone
+  EXPECT_EQ(metrics.session_batches_with_sessions(1), 1u);
+  EXPECT_EQ(metrics.session_batches_of_size(kSessions * kFrames), 1u);  // all three together
+  EXPECT_EQ(metrics.session_batches_with_sessions(kSessions), 1u);
+  EXPECT_NE(metrics.RenderPrometheus().find("lipsync_session_batch_sessions_count 2"),
+            std::string::npos);
+
+  // The reference: every frame alone in its own batch, one after the other.
+  std::vector<std::vector<std::vector<uint8_t>>> want(kSessions);
+  for (int i = 0; i < kSessions; ++i) {
+    for (const SessionFrameJob& job : inputs[i]) {
+      auto alone = std::make_shared<FrameGroup>();
+      alone->signal = std::make_shared<SessionSignal>();
+      alone->jobs.push_back(job);
+      batcher.Submit(alone);
+      ASSERT_TRUE(WaitDone(*alone).ok());
+      want[i].push_back(alone->jobs[0].face);
+    }
+  }
+  // The UNet's CPU results do not depend on the batch; 1 of 255 allowed for rounding. Every
+  // reference frame differs from every other by more than that, so a frame given to the wrong
+  // session or out of order would be seen.
+  constexpr int kTolerance = 1;
+  for (int i = 0; i < kSessions * kFrames; ++i) {
+    for (int j = i + 1; j < kSessions * kFrames; ++j) {
+      ASSERT_GT(MaxDifference(want[i / kFrames][i % kFrames], want[j / kFrames][j % kFrames]),
+                kTolerance);
+    }
+  }
+  for (int i = 0; i < kSessions; ++i) {
+    ASSERT_EQ(groups[i]->jobs.size(), static_cast<size_t>(kFrames));
+    for (int k = 0; k < kFrames; ++k) {
+      EXPECT_EQ(groups[i]->jobs[k].index, k);
+      EXPECT_LE(MaxDifference(groups[i]->jobs[k].face, want[i][k]), kTolerance)
+          << "session " << i << " frame " << k;
+    }
+  }
 }
 
 TEST_F(SessionTest, BadInputIsRefusedAndTheServerGoesOn) {
