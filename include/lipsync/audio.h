@@ -89,6 +89,10 @@ enum class WindowEdge { kZeros, kRepeat };
 Result<Tensor> AudioWindowsFromEmbeddings(const Tensor& embeddings,
                                           WindowEdge edge = WindowEdge::kZeros);
 
+// A per-frame feature sequence from a .npy file (e.g. an aud_ave.npy): float32 [F, 512] with
+// F >= 1 and every value finite, or an error naming the file.
+Result<Tensor> LoadFeatureSequence(const std::string& path);
+
 // Windows of chosen video frames from a sequence that already holds one row per video frame
 // (float32 [F, 512], e.g. a precomputed aud_ave.npy, which is step 8's sequence): frame i reads
 // rows i-8 .. i+7 (out-of-range rows per `edge`) reshaped to [32, 16, 16]. Result: [frames, 32, 16,

@@ -15,6 +15,8 @@
 #include <string>
 
 #include "audio_internal.h"
+#include "lipsync/engine.h"
+#include "lipsync/npy.h"
 
 namespace lipsync {
 namespace audio_internal {
@@ -115,6 +117,18 @@ Result<Tensor> AudioWindowsFromEmbeddings(const Tensor& embeddings, WindowEdge e
                     windows.data_as<float>() + i * kFrameRows * kEmbeddingSize);
   }
   return windows;
+}
+
+Result<Tensor> LoadFeatureSequence(const std::string& path) {
+  LIPSYNC_ASSIGN_OR_RETURN(Tensor t, LoadNpy(path));
+  if (t.dtype() != DataType::kFloat32 || t.shape().size() != 2 || t.shape()[0] < 1 ||
+      t.shape()[1] != audio_internal::kEmbeddingSize) {
+    return InvalidArgument("audio features '" + path + "': expected float32 [frames, 512], got " +
+                           std::string(DataTypeName(t.dtype())) + " " +
+                           ShapeToString(t.shape(), false));
+  }
+  LIPSYNC_RETURN_IF_ERROR(CheckFinite(t.view(), "audio features '" + path + "'"));
+  return t;
 }
 
 Result<Tensor> AudioWindowsFromSequence(const Tensor& sequence, const std::vector<int64_t>& frames,

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "avatar_internal.h"
+#include "lipsync/audio.h"
 #include "lipsync/avatar.h"
 #include "lipsync/npy.h"
 #include "lipsync/video.h"
@@ -83,17 +84,6 @@ Result<CropRect> ReadBounds(const std::string& path) {
                   static_cast<int>(v[3])};
 }
 
-Status CheckFeatures(const std::string& path) {
-  LIPSYNC_ASSIGN_OR_RETURN(Tensor t, LoadNpy(path));
-  if (t.dtype() != DataType::kFloat32 || t.shape().size() != 2 || t.shape()[0] < 1 ||
-      t.shape()[1] != 512) {
-    return InvalidArgument("audio features '" + path + "': expected float32 [frames, 512], got " +
-                           std::string(DataTypeName(t.dtype())) + " " +
-                           ShapeToString(t.shape(), false));
-  }
-  return CheckFinite(t.view(), "audio features '" + path + "'");
-}
-
 Status CheckCropVideo(const std::string& path, int64_t frames) {
   auto video = VideoReader::Open(path);
   if (!video.ok()) return video.status();
@@ -163,7 +153,7 @@ Result<Avatar> ImportLipSyncSrvPackage(const std::string& package_dir,
     return InvalidArgument(where + ": package_info.json is not a JSON object");
   }
   const std::string features = (dir / "aud_ave.npy").string();
-  Status checked = CheckFeatures(features);
+  Status checked = LoadFeatureSequence(features).status();
   if (!checked.ok()) return checked.WithContext(where);
 
   internal::AvatarDraft draft;

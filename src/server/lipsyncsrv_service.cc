@@ -4,7 +4,7 @@
 #include <cstring>
 #include <filesystem>
 
-#include "lipsync/npy.h"
+#include "lipsync/audio.h"
 #include "server/monolithic_service.h"
 
 namespace lipsync::server {
@@ -26,19 +26,6 @@ Status CheckModelName(const std::string& name) {
     return InvalidArgument("model_name '" + name + "' is not an avatar folder name");
   }
   return Status::Ok();
-}
-
-// A per-frame sequence [rows, 512] from a features file.
-Result<Tensor> LoadSequence(const std::string& path) {
-  LIPSYNC_ASSIGN_OR_RETURN(Tensor t, LoadNpy(path));
-  if (t.dtype() != DataType::kFloat32 || t.shape().size() != 2 || t.shape()[0] < 1 ||
-      t.shape()[1] != 512) {
-    return InvalidArgument("audio features '" + path + "': expected float32 [frames, 512], got " +
-                           std::string(DataTypeName(t.dtype())) + " " +
-                           ShapeToString(t.shape(), false));
-  }
-  LIPSYNC_RETURN_IF_ERROR(CheckFinite(t.view(), "audio features '" + path + "'"));
-  return t;
 }
 
 // The per-frame sequence of an audio file: the encoder's embeddings e with the first and last
@@ -98,22 +85,6 @@ LipSyncSrvService::~LipSyncSrvService() = default;
 
 void LipSyncSrvService::Enqueue(std::function<void()> work) { workers_.Post(std::move(work)); }
 
-grpc::ServerUnaryReactor* LipSyncSrvService::Post(grpc::CallbackServerContext* call,
-                                                  const char* method,
-                                                  std::function<Status()> work) {
-  auto* reactor = call->DefaultReactor();
-  if (metrics_) metrics_->AddInFlight(1);
-  Enqueue([this, reactor, method, work = std::move(work)] {
-    const Status outcome = work();
-    if (metrics_) {
-      metrics_->RecordRequest(method, StatusCodeName(outcome.code()));
-      metrics_->AddInFlight(-1);
-    }
-    reactor->Finish(grpc::Status::OK);
-  });
-  return reactor;
-}
-
 Result<std::shared_ptr<const Tensor>> LipSyncSrvService::FeatureSequence(
     const std::shared_ptr<LoadedAvatar>& avatar, const std::string& audio_override) {
   const Avatar& a = avatar->avatar;
@@ -138,7 +109,7 @@ Result<std::shared_ptr<const Tensor>> LipSyncSrvService::FeatureSequence(
   // A .npy names features; anything else is audio for the avatar's encoder.
   const bool npy = fs::path(path).extension() == ".npy" || fs::path(path).extension() == ".NPY";
   Result<Tensor> rows =
-      npy ? LoadSequence(path) : SequenceFromAudio(*avatar->encoder, path, a.manifest().fps);
+      npy ? LoadFeatureSequence(path) : SequenceFromAudio(*avatar->encoder, path, a.manifest().fps);
   if (!rows.ok()) {
     return rows.status().WithContext(audio_override.empty() ? "audio features" : "audio_override");
   }
@@ -336,7 +307,7 @@ Status LipSyncSrvService::RunLoadModel(const lipsyncsrv::LoadModelRequest& reque
 grpc::ServerUnaryReactor* LipSyncSrvService::GenerateInference(
     grpc::CallbackServerContext* call, const lipsyncsrv::InferenceRequest* request,
     lipsyncsrv::InferenceResponse* response) {
-  return Post(call, "GenerateInference", [this, request, response] {
+  return PostUnaryCall(workers_, metrics_, call, "GenerateInference", [this, request, response] {
     std::vector<lipsyncsrv::InferenceResponse> out;
     Status outcome = RunFrames(
         request->model_name(), {request->frame_id()},
@@ -350,24 +321,25 @@ grpc::ServerUnaryReactor* LipSyncSrvService::GenerateInference(
 grpc::ServerUnaryReactor* LipSyncSrvService::GenerateBatchInference(
     grpc::CallbackServerContext* call, const lipsyncsrv::BatchInferenceRequest* request,
     lipsyncsrv::BatchInferenceResponse* response) {
-  return Post(call, "GenerateBatchInference", [this, request, response] {
-    const auto start = Clock::now();
-    std::vector<lipsyncsrv::InferenceResponse> out;
-    Status outcome = RunFrames(
-        request->model_name(), {request->frame_ids().begin(), request->frame_ids().end()},
-        request->has_audio_override() ? std::optional(request->audio_override()) : std::nullopt,
-        &out);
-    for (auto& r : out) *response->add_responses() = std::move(r);
-    response->set_total_processing_time_ms(MsSince(start));
-    return outcome;
-  });
+  return PostUnaryCall(
+      workers_, metrics_, call, "GenerateBatchInference", [this, request, response] {
+        const auto start = Clock::now();
+        std::vector<lipsyncsrv::InferenceResponse> out;
+        Status outcome = RunFrames(
+            request->model_name(), {request->frame_ids().begin(), request->frame_ids().end()},
+            request->has_audio_override() ? std::optional(request->audio_override()) : std::nullopt,
+            &out);
+        for (auto& r : out) *response->add_responses() = std::move(r);
+        response->set_total_processing_time_ms(MsSince(start));
+        return outcome;
+      });
 }
 
 grpc::ServerUnaryReactor* LipSyncSrvService::LoadModel(grpc::CallbackServerContext* call,
                                                        const lipsyncsrv::LoadModelRequest* request,
                                                        lipsyncsrv::LoadModelResponse* response) {
-  return Post(call, "LoadModel",
-              [this, request, response] { return RunLoadModel(*request, response); });
+  return PostUnaryCall(workers_, metrics_, call, "LoadModel",
+                       [this, request, response] { return RunLoadModel(*request, response); });
 }
 
 // One request at a time per stream: read, run on a worker, write, read the next. Answers thus

@@ -78,10 +78,6 @@ class LipSyncSrvService final : public lipsyncsrv::LipSyncService::CallbackServi
   // else its precomputed features; cached per avatar load and file.
   Result<std::shared_ptr<const Tensor>> FeatureSequence(const std::shared_ptr<LoadedAvatar>& avatar,
                                                         const std::string& audio_override);
-  // Runs `work` on a worker thread and finishes the call with gRPC OK (the protocol answers
-  // failures inside the response); lipsync_requests_total counts it under the outcome's code.
-  grpc::ServerUnaryReactor* Post(grpc::CallbackServerContext* call, const char* method,
-                                 std::function<Status()> work);
 
   AvatarRegistry* registry_;
   std::string root_;

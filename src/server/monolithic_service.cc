@@ -197,27 +197,11 @@ grpc::ServerUnaryReactor* MonolithicService::Reply(grpc::CallbackServerContext* 
   return reactor;
 }
 
-grpc::ServerUnaryReactor* MonolithicService::Post(grpc::CallbackServerContext* call,
-                                                  const char* method,
-                                                  std::function<Status()> work) {
-  auto* reactor = call->DefaultReactor();
-  if (metrics_) metrics_->AddInFlight(1);
-  workers_.Post([this, reactor, method, work = std::move(work)] {
-    const Status outcome = work();
-    if (metrics_) {
-      metrics_->RecordRequest(method, StatusCodeName(outcome.code()));
-      metrics_->AddInFlight(-1);
-    }
-    reactor->Finish(grpc::Status::OK);
-  });
-  return reactor;
-}
-
 grpc::ServerUnaryReactor* MonolithicService::InferBatchComposite(
     grpc::CallbackServerContext* call, const monolithic::CompositeBatchRequest* request,
     monolithic::CompositeBatchResponse* response) {
-  return Post(call, "InferBatchComposite",
-              [this, request, response] { return RunComposite(*request, response); });
+  return PostUnaryCall(workers_, metrics_, call, "InferBatchComposite",
+                       [this, request, response] { return RunComposite(*request, response); });
 }
 
 Status MonolithicService::RunComposite(const monolithic::CompositeBatchRequest& request,
@@ -284,7 +268,7 @@ grpc::ServerUnaryReactor* MonolithicService::ListModels(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* MonolithicService::LoadModel(grpc::CallbackServerContext* call,
                                                        const monolithic::LoadModelRequest* request,
                                                        monolithic::LoadModelResponse* response) {
-  return Post(call, "LoadModel", [this, request, response] {
+  return PostUnaryCall(workers_, metrics_, call, "LoadModel", [this, request, response] {
     const auto start = Clock::now();
     auto avatar = registry_->Load(request->model_id());
     response->set_success(avatar.ok());

@@ -96,11 +96,6 @@ class MonolithicService final : public monolithic::MonolithicService::CallbackSe
   // Fills `response` (success=false with the error on failure) and returns the outcome.
   Status RunComposite(const monolithic::CompositeBatchRequest& request,
                       monolithic::CompositeBatchResponse* response);
-  // Runs `work` on a worker thread, then finishes the call with gRPC status OK, as the protocol
-  // answers failures inside the response. lipsync_requests_total counts the call under the code
-  // of the outcome `work` returns, so that failures answered as success=false are seen.
-  grpc::ServerUnaryReactor* Post(grpc::CallbackServerContext* call, const char* method,
-                                 std::function<Status()> work);
   grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* call, const char* method,
                                   const Status& outcome = Status::Ok());
 

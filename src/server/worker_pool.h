@@ -3,6 +3,8 @@
 // of gRPC's own threads. The destructor runs what was posted, then joins.
 #pragma once
 
+#include <grpcpp/grpcpp.h>
+
 #include <algorithm>
 #include <condition_variable>
 #include <deque>
@@ -10,6 +12,9 @@
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#include "lipsync/status.h"
+#include "server/metrics.h"
 
 namespace lipsync::server {
 
@@ -58,5 +63,24 @@ class WorkerPool {
   bool stopping_ = false;
   std::vector<std::thread> threads_;  // last: they start once the rest is built
 };
+
+// A unary call of the compatibility services, whose protocols answer failures inside the
+// response: runs `work` on `pool`, then finishes the call with gRPC OK. lipsync_requests_total
+// counts it under the code of the outcome `work` returns, so that failures are still seen.
+inline grpc::ServerUnaryReactor* PostUnaryCall(WorkerPool& pool, Metrics* metrics,
+                                               grpc::CallbackServerContext* call,
+                                               const char* method, std::function<Status()> work) {
+  auto* reactor = call->DefaultReactor();
+  if (metrics) metrics->AddInFlight(1);
+  pool.Post([metrics, reactor, method, work = std::move(work)] {
+    const Status outcome = work();
+    if (metrics) {
+      metrics->RecordRequest(method, StatusCodeName(outcome.code()));
+      metrics->AddInFlight(-1);
+    }
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
 
 }  // namespace lipsync::server
