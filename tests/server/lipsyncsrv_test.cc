@@ -308,12 +308,7 @@ TEST(LipSyncSrv, ErrorsAreSuccessFalse) {
   const Metrics& metrics = f->server->server->metrics();
   EXPECT_EQ(metrics.requests("GenerateInference", "OK"), 1u);
   EXPECT_EQ(metrics.requests("GenerateInference", "NOT_FOUND"), 2u);  // nobody, absent.npy
-  uint64_t failed = 0;
-  for (int code = static_cast<int>(StatusCode::kInvalidArgument);
-       code <= static_cast<int>(StatusCode::kInternal); ++code) {
-    failed += metrics.requests("GenerateInference", StatusCodeName(static_cast<StatusCode>(code)));
-  }
-  EXPECT_EQ(failed, std::size(cases));
+  EXPECT_EQ(testing::FailedRequests(metrics, "GenerateInference"), std::size(cases));
 }
 
 lipsyncsrv::LoadModelResponse Load(Fixture& f, const std::string& model,

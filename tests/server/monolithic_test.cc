@@ -290,13 +290,7 @@ TEST(Monolithic, ErrorsAreAnsweredAndTheServerGoesOn) {
   // The metrics count answers by outcome: success=false is not counted as OK. Each call is
   // counted before its answer leaves, so the counts are final here.
   const Metrics& metrics = f->server->server->metrics();
-  uint64_t failed = 0;
-  for (int code = static_cast<int>(StatusCode::kInvalidArgument);
-       code <= static_cast<int>(StatusCode::kInternal); ++code) {
-    failed +=
-        metrics.requests("InferBatchComposite", StatusCodeName(static_cast<StatusCode>(code)));
-  }
-  EXPECT_EQ(failed, cases.size());
+  EXPECT_EQ(testing::FailedRequests(metrics, "InferBatchComposite"), cases.size());
   EXPECT_EQ(metrics.requests("InferBatchComposite", "OK"), 1u);
   EXPECT_EQ(metrics.requests("InferBatchComposite", "NOT_FOUND"), 1u);  // the unknown model
 }

@@ -10,6 +10,15 @@
 
 namespace lipsync::server::testing {
 
+uint64_t FailedRequests(const Metrics& metrics, const std::string& method) {
+  uint64_t failed = 0;
+  for (int code = static_cast<int>(StatusCode::kInvalidArgument);
+       code <= static_cast<int>(StatusCode::kInternal); ++code) {
+    failed += metrics.requests(method, StatusCodeName(static_cast<StatusCode>(code)));
+  }
+  return failed;
+}
+
 ServerOptions Options(int max_batch, int delay_us, size_t max_queue) {
   ServerOptions o;
   o.listen = "127.0.0.1:0";

@@ -32,6 +32,9 @@ std::unique_ptr<TestServer> StartServer(ServerOptions options = {},
                                         const std::string& model = "tiny.onnx");
 ServerOptions Options(int max_batch, int delay_us, size_t max_queue = 64);
 
+// Calls of `method` that lipsync_requests_total counts under any failure code.
+uint64_t FailedRequests(const Metrics& metrics, const std::string& method);
+
 // Frames with seeded random faces and audio; the frame-form request, and the same inputs as the
 // engine's float tensors [N,6,S,S] and [N,32,16,16].
 struct Frames {
