@@ -106,6 +106,18 @@ class Report {
   std::ofstream file_;
 };
 
+Result<std::unique_ptr<Engine>> MakeEngine(const std::string& model, const std::string& backend,
+                                           Precision precision, int64_t max_batch,
+                                           bool fused = false, bool graph = false) {
+  EngineOptions o;
+  o.backend = backend;
+  o.precision = precision;
+  o.cuda.cuda_graph = graph;
+  o.cuda.fused_blocks = fused;
+  o.max_batch = max_batch;
+  return Engine::Create(model, o);
+}
+
 Status Speed(const Args& args, Report& report) {
   struct Config {
     Precision precision;
@@ -119,13 +131,10 @@ Status Speed(const Args& args, Report& report) {
   for (const Config& config : configs) {
     const Precision precision = config.precision;
     const bool graph = config.graph;
-    EngineOptions o;
-    o.backend = "cuda";
-    o.precision = precision;
-    o.cuda.cuda_graph = graph;
-    o.cuda.fused_blocks = config.fused;
-    o.max_batch = *std::max_element(args.batches.begin(), args.batches.end());
-    LIPSYNC_ASSIGN_OR_RETURN(auto engine, Engine::Create(args.model, o));
+    LIPSYNC_ASSIGN_OR_RETURN(auto engine,
+                             MakeEngine(args.model, "cuda", precision,
+                                        *std::max_element(args.batches.begin(), args.batches.end()),
+                                        config.fused, graph));
     const int s = engine->frame_form().layout.inner_size;
     for (int64_t n : args.batches) {
       Inputs in = MakeInputs(*engine, n, 1);
@@ -206,24 +215,9 @@ struct Outputs {
   Tensor planes, images, tensor_form;
 };
 
-Result<std::unique_ptr<Engine>> CudaEngine(const std::string& model, Precision precision,
-                                           bool fused, int64_t max_batch) {
-  EngineOptions o;
-  o.backend = "cuda";
-  o.precision = precision;
-  o.cuda.fused_blocks = fused;
-  o.max_batch = max_batch;
-  return Engine::Create(model, o);
-}
-
 Result<Outputs> RunAll(const std::string& model, const std::string& backend, Precision precision,
-                       const Inputs& in, bool fused = false) {
-  EngineOptions o;
-  o.backend = backend;
-  o.precision = precision;
-  o.cuda.fused_blocks = fused;
-  o.max_batch = in.faces.shape()[0];
-  LIPSYNC_ASSIGN_OR_RETURN(auto e, Engine::Create(model, o));
+                       const Inputs& in) {
+  LIPSYNC_ASSIGN_OR_RETURN(auto e, MakeEngine(model, backend, precision, in.faces.shape()[0]));
   const int64_t n = in.faces.shape()[0];
   const int s = e->frame_form().layout.inner_size;
   Outputs out{Tensor(DataType::kFloat32, {n, 3, s, s}), Tensor(DataType::kUInt8, {n, s, s, 3}),
@@ -286,7 +280,7 @@ Status AgainstPyTorch(const Args& args, Report& report, Checks& checks) {
                {"uint8_within_1", ShareWithinOne(want_bytes, ToBytes(ref[4]))}});
   for (const Precision precision : {Precision::kFloat32, Precision::kFloat16}) {
     for (const bool fused : {false, true}) {
-      LIPSYNC_ASSIGN_OR_RETURN(auto e, CudaEngine(args.model, precision, fused, 8));
+      LIPSYNC_ASSIGN_OR_RETURN(auto e, MakeEngine(args.model, "cuda", precision, 8, fused));
       LIPSYNC_ASSIGN_OR_RETURN(auto got, e->Run(ModelInputs(*e, ref[0].view(), ref[1].view())));
       const bool half = precision == Precision::kFloat16;
       const std::string name = std::string("lipsync cuda") + (fused ? " fused" : "");
