@@ -31,6 +31,7 @@ def make_reference(pth, out_dir, frames=4):
     import copy
 
     import torch
+    from gpu_torch_bench import MASK_H, MASK_W, MASK_X, MASK_Y  # the mouth rectangle
     from lipsync.checkpoint import load_model
 
     torch.backends.cudnn.allow_tf32 = False
@@ -39,7 +40,7 @@ def make_reference(pth, out_dir, frames=4):
     faces = rng.integers(0, 256, (frames, 320, 320, 3), dtype=np.uint8)
     face = faces.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
     masked = face.copy()
-    masked[:, :, 5:5 + 305, 5:5 + 310] = 0  # the 320 model's mouth rectangle (FaceLayout)
+    masked[:, :, MASK_Y:MASK_Y + MASK_H, MASK_X:MASK_X + MASK_W] = 0
     visual = np.concatenate([face, masked], axis=1)
     audio = rng.random((frames, 32, 16, 16), dtype=np.float32)
     model = load_model(pth, "ave", 320).eval()
