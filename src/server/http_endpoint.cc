@@ -44,6 +44,12 @@ Result<std::unique_ptr<HttpEndpoint>> HttpEndpoint::Start(const std::string& add
     res.status = ready ? 200 : 503;
     res.set_content(ready ? "ready\n" : "not ready\n", "text/plain");
   });
+  // httplib's sockets allow a shared port (SO_REUSEPORT), so a second server would listen beside
+  // the first; SO_REUSEADDR alone still rebinds a port left in TIME_WAIT, and refuses one in use.
+  http.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
   const auto& [host, port] = host_port;
   if (port == 0) {
     endpoint->port_ = http.bind_to_any_port(host.c_str());

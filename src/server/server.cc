@@ -54,12 +54,12 @@ Result<std::string> ReadPem(const std::string& path, const char* what) {
 Result<std::shared_ptr<grpc::ServerCredentials>> Credentials(const ServerOptions& o) {
   if (o.tls_cert_file.empty() && o.tls_key_file.empty()) {
     if (!o.tls_client_ca_file.empty()) {
-      return InvalidArgument("--tls-client-ca needs --tls-cert and --tls-key");
+      return InvalidArgument("a client CA file needs the server's certificate and key files");
     }
     return grpc::InsecureServerCredentials();
   }
   if (o.tls_cert_file.empty() || o.tls_key_file.empty()) {
-    return InvalidArgument("TLS needs both --tls-cert and --tls-key");
+    return InvalidArgument("TLS needs both a certificate file and a key file");
   }
   grpc::SslServerCredentialsOptions ssl;
   LIPSYNC_ASSIGN_OR_RETURN(std::string cert, ReadPem(o.tls_cert_file, "certificate"));
@@ -136,6 +136,9 @@ std::unique_ptr<grpc::Server> BuildGrpcServer(
     int message_bytes, const std::vector<grpc::Service*>& services, int* port) {
   grpc::ServerBuilder builder;
   builder.AddListeningPort(address, credentials, port);
+  // gRPC shares a port with any socket that allows it by default: a second server would start
+  // and take half of the first one's connections. A port in use is an error instead.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.SetMaxReceiveMessageSize(message_bytes);
   builder.SetMaxSendMessageSize(message_bytes);
   // Frames are hundreds of kilobytes: start each stream with a window that holds a whole request
@@ -158,6 +161,17 @@ void ShutdownGrpc(Server::Impl& impl) {
   }
 }
 
+// A compatibility service on a port of its own; when it cannot listen there, every gRPC server
+// started so far stops.
+Status StartOwnPort(Server::Impl& impl, const std::string& address,
+                    const std::shared_ptr<grpc::ServerCredentials>& credentials, int message_bytes,
+                    grpc::Service* service, std::unique_ptr<grpc::Server>* server, int* port) {
+  *server = BuildGrpcServer(address, credentials, message_bytes, {service}, port);
+  if (*server) return Status::Ok();
+  ShutdownGrpc(impl);
+  return CannotListen(address);
+}
+
 // The HTTP endpoint (metrics and probes) when one is asked for; on failure the gRPC servers stop.
 Status StartHttp(Server::Impl& impl, const ServerOptions& options) {
   if (options.metrics_listen.empty()) return Status::Ok();
@@ -177,21 +191,24 @@ Status StartHttp(Server::Impl& impl, const ServerOptions& options) {
 
 Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOptions& options) {
   if (!engine) return StartAvatarsOnly(options);
-  if (options.batching.max_batch < 1) return InvalidArgument("--max-batch must be at least 1");
+  if (options.batching.max_batch < 1)
+    return InvalidArgument("the largest batch must be at least 1");
   if (options.batching.max_batch > engine->info().max_batch) {
-    return InvalidArgument("--max-batch " + std::to_string(options.batching.max_batch) +
+    return InvalidArgument("largest batch " + std::to_string(options.batching.max_batch) +
                            " exceeds the model's limit of " +
                            std::to_string(engine->info().max_batch));
   }
   if (options.batching.preferred_batch != BatcherOptions::kAutoPreferredBatch &&
       (options.batching.preferred_batch < 0 ||
        options.batching.preferred_batch > options.batching.max_batch)) {
-    return InvalidArgument("--preferred-batch " + std::to_string(options.batching.preferred_batch) +
-                           " must be between 1 and --max-batch (" +
+    return InvalidArgument("preferred batch " + std::to_string(options.batching.preferred_batch) +
+                           " must be between 1 and the largest batch (" +
                            std::to_string(options.batching.max_batch) + ")");
   }
   if (options.batching.max_queue < static_cast<size_t>(options.batching.max_batch)) {
-    return InvalidArgument("--max-queue must be at least --max-batch");
+    return InvalidArgument("the queue (" + std::to_string(options.batching.max_queue) +
+                           " requests) must hold at least one largest batch (" +
+                           std::to_string(options.batching.max_batch) + ")");
   }
   LIPSYNC_ASSIGN_OR_RETURN(auto host_port, SplitHostPort(options.listen));
   LIPSYNC_ASSIGN_OR_RETURN(auto credentials, Credentials(options));
@@ -233,23 +250,15 @@ Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOption
   if (!impl->grpc_server) return CannotListen(options.listen);
   if (impl->monolithic_service) impl->monolithic_port = impl->port;
   if (monolithic_own_port) {
-    impl->monolithic_server =
-        BuildGrpcServer(options.monolithic_listen, credentials, message_bytes,
-                        {impl->monolithic_service.get()}, &impl->monolithic_port);
-    if (!impl->monolithic_server) {
-      ShutdownGrpc(*impl);
-      return CannotListen(options.monolithic_listen);
-    }
+    LIPSYNC_RETURN_IF_ERROR(StartOwnPort(*impl, options.monolithic_listen, credentials,
+                                         message_bytes, impl->monolithic_service.get(),
+                                         &impl->monolithic_server, &impl->monolithic_port));
   }
   if (impl->lipsyncsrv_service) impl->lipsyncsrv_port = impl->port;
   if (lipsyncsrv_own_port) {
-    impl->lipsyncsrv_server =
-        BuildGrpcServer(options.lipsyncsrv_listen, credentials, message_bytes,
-                        {impl->lipsyncsrv_service.get()}, &impl->lipsyncsrv_port);
-    if (!impl->lipsyncsrv_server) {
-      ShutdownGrpc(*impl);
-      return CannotListen(options.lipsyncsrv_listen);
-    }
+    LIPSYNC_RETURN_IF_ERROR(StartOwnPort(*impl, options.lipsyncsrv_listen, credentials,
+                                         message_bytes, impl->lipsyncsrv_service.get(),
+                                         &impl->lipsyncsrv_server, &impl->lipsyncsrv_port));
   }
   LIPSYNC_RETURN_IF_ERROR(StartHttp(*impl, options));
   impl->grpc_server->GetHealthCheckService()->SetServingStatus(true);

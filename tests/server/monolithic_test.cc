@@ -462,5 +462,27 @@ TEST(Monolithic, OwnPort) {
   EXPECT_EQ(main_stub->Health(&ctx2, {}, &h).error_code(), grpc::StatusCode::UNIMPLEMENTED);
 }
 
+// Its own port, when another server holds it, is refused with an error naming it; the other
+// server keeps serving.
+TEST(Monolithic, OwnPortInUseIsRefused) {
+  auto f = Start("127.0.0.1:0");
+  ASSERT_TRUE(f);
+  const std::string taken = "127.0.0.1:" + std::to_string(f->server->server->monolithic_port());
+  ServerOptions options = testing::Options(1, 0);
+  options.monolithic = true;
+  options.monolithic_listen = taken;
+  options.monolithic_options.avatars.root = f->root.path();
+  options.monolithic_options.avatars.engine.intra_op_threads = 1;
+  auto second = Server::Start(f->server->engine.get(), options);
+  ASSERT_FALSE(second.ok()) << "a second monolithic service started on " << taken;
+  EXPECT_EQ(second.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(second.status().message().find("cannot listen on " + taken), std::string::npos)
+      << second.status().message();
+  grpc::ClientContext ctx;
+  monolithic::HealthResponse h;
+  ASSERT_TRUE(f->stub->Health(&ctx, {}, &h).ok());
+  EXPECT_TRUE(h.healthy());
+}
+
 }  // namespace
 }  // namespace lipsync::server

@@ -229,6 +229,42 @@ TEST(ServerRobustness, HttpMetricsAndProbes) {
   EXPECT_EQ(http.Get("/readyz")->status, 200);
 }
 
+// A port another server listens on is refused with an error naming it, for gRPC and for HTTP,
+// and the server that holds it keeps serving.
+TEST(ServerRobustness, PortsInUseAreRefused) {
+  ServerOptions first_options = Options(2, 100);
+  first_options.metrics_listen = "127.0.0.1:0";
+  auto first = StartServer(first_options);
+  ASSERT_TRUE(first);
+  const std::string grpc_taken = first->address();
+  const std::string http_taken = "127.0.0.1:" + std::to_string(first->server->metrics_port());
+
+  ServerOptions o = Options(2, 100);
+  o.listen = grpc_taken;
+  auto second = Server::Start(first->engine.get(), o);
+  ASSERT_FALSE(second.ok()) << "a second server started on " << grpc_taken;
+  EXPECT_EQ(second.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(second.status().message().find("cannot listen on " + grpc_taken), std::string::npos)
+      << second.status().message();
+
+  o = Options(2, 100);
+  o.listen = "127.0.0.1:0";
+  o.metrics_listen = http_taken;
+  second = Server::Start(first->engine.get(), o);
+  ASSERT_FALSE(second.ok()) << "a second HTTP endpoint started on " << http_taken;
+  EXPECT_EQ(second.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(second.status().message().find("cannot listen for HTTP on " + http_taken),
+            std::string::npos)
+      << second.status().message();
+
+  lipsync::v1::InferResponse r;
+  EXPECT_TRUE(CallInfer(*first, MakeFrames(1, 1).request, &r).ok());
+  httplib::Client http("127.0.0.1", first->server->metrics_port());
+  auto ready = http.Get("/readyz");
+  ASSERT_TRUE(ready);
+  EXPECT_EQ(ready->status, 200);
+}
+
 class TlsFiles {
  public:
   TlsFiles() {
@@ -285,11 +321,14 @@ TEST(ServerRobustness, StartupErrorsAreClear) {
   ASSERT_TRUE(engine.ok());
   ServerOptions o = Options(16, 100);
   auto s = Server::Start(engine->get(), o);
-  EXPECT_EQ(s.status().message(), "--max-batch 16 exceeds the model's limit of 8");
+  EXPECT_EQ(s.status().message(), "largest batch 16 exceeds the model's limit of 8");
   o = Options(4, 100);
   o.batching.preferred_batch = 5;
   EXPECT_EQ(Server::Start(engine->get(), o).status().message(),
-            "--preferred-batch 5 must be between 1 and --max-batch (4)");
+            "preferred batch 5 must be between 1 and the largest batch (4)");
+  o = Options(4, 100, 3);
+  EXPECT_EQ(Server::Start(engine->get(), o).status().message(),
+            "the queue (3 requests) must hold at least one largest batch (4)");
   o = Options(2, 100);
   o.listen = "not-an-address";
   EXPECT_EQ(Server::Start(engine->get(), o).status().code(), StatusCode::kInvalidArgument);

@@ -115,7 +115,7 @@ Status MissingProvider(const std::string& provider, const std::string& library,
                      "dependencies) beside libonnxruntime in " +
                      OrtLibraryDir() +
                      ": build against an ONNX Runtime GPU release with ONNXRUNTIME_ROOT=<release> "
-                     "or copy its provider libraries there; or pass --allow-cpu-fallback");
+                     "or copy its provider libraries there; or allow falling back to the CPU");
 }
 
 // Adds the requested GPU provider to `so`. Returns Unavailable when the provider cannot be loaded.
