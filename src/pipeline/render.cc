@@ -135,6 +135,14 @@ Result<RenderStats> Renderer::Render(const std::string& audio_path, const Render
   if (options.batch < 1) {
     return InvalidArgument("batch " + std::to_string(options.batch) + " must be at least 1");
   }
+  if (options.queue_frames < 0) {
+    return InvalidArgument("queue of " + std::to_string(options.queue_frames) +
+                           " frames: give 0 (automatic) or more");
+  }
+  if (options.background_nice < 0 || options.background_nice > 19) {
+    return InvalidArgument("background nice value " + std::to_string(options.background_nice) +
+                           " is outside 0..19");
+  }
   if (output.video_path.empty() == output.frames_dir.empty()) {
     return InvalidArgument("give either a video path or a frames folder as the output");
   }

@@ -206,6 +206,15 @@ Result<std::unique_ptr<VideoWriter>> VideoWriter::Create(const std::string& path
     return InvalidArgument("video '" + path + "': frame rate " + std::to_string(options.fps) +
                            " is out of range");
   }
+  if (options.crf < 0 || options.crf > 51) {  // libx264 would clamp it without a word
+    return InvalidArgument("video '" + path + "': crf " + std::to_string(options.crf) +
+                           " is outside H.264's 0..51");
+  }
+  if (options.encoder_threads < 0) {
+    return InvalidArgument("video '" + path + "': encoder threads " +
+                           std::to_string(options.encoder_threads) +
+                           " must be 0 (automatic) or more");
+  }
   if (options.audio && (options.audio_sample_rate < 8000 || options.audio_sample_rate > 96000)) {
     return InvalidArgument("video '" + path + "': audio sample rate " +
                            std::to_string(options.audio_sample_rate) + " is out of range");

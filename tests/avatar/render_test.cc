@@ -120,6 +120,20 @@ TEST(Renderer, RejectsBadOptions) {
             StatusCode::kInvalidArgument);
   auto gif = (*renderer)->Render(speech, RenderOutput::Frames(dir / "f", "gif"), options);
   EXPECT_NE(gif.status().message().find("frames must be png or jpg"), std::string::npos);
+  auto expect_refused = [&](RenderOptions bad, const std::string& message) {
+    auto r = (*renderer)->Render(speech, RenderOutput::Video(dir / "o.mp4"), bad);
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << message;
+    EXPECT_NE(r.status().message().find(message), std::string::npos) << r.status().message();
+  };
+  RenderOptions bad = options;
+  bad.crf = 52;
+  expect_refused(bad, "crf 52 is outside H.264's 0..51");
+  bad = options;
+  bad.queue_frames = -1;
+  expect_refused(bad, "queue of -1 frames");
+  bad = options;
+  bad.background_nice = 20;
+  expect_refused(bad, "background nice value 20 is outside 0..19");
   // A UNet of the other face size does not fit the avatar.
   auto small = Renderer::Create(avatar, {}, TestModelPath("tiny160.onnx"));
   EXPECT_NE(small.status().message().find("model_size 320, the model takes 160x160 faces"),
