@@ -147,6 +147,9 @@ def test_bench_json_has_cold_and_warm_figures(tmp_path):
 def test_bench_rejects_bad_batch():
     r = run("bench", "--model", MODEL, "--batch", "0", "--iterations", "1", check=False)
     assert r.returncode == 2 and "--batch 0 is outside 1..64" in r.stderr
+    for flags in (["--iterations", "-1"], ["--warmup", "-1"], ["--duration", "0"]):
+        r = run("bench", "--model", MODEL, "--batch", "1", *flags, check=False)
+        assert r.returncode == 2 and "take 0 or more runs" in r.stderr, flags
 
 
 def test_check_compares_against_expected_output(tmp_path):

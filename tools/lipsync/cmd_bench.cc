@@ -101,6 +101,11 @@ int RunBench(const BenchArgs& args) {
                                          std::to_string(options->max_batch)));
     }
   }
+  if (args.iterations < 0 || args.warmup < 0 || !(args.duration_s > 0)) {
+    return ReportError(
+        InvalidArgument("--iterations and --warmup take 0 or more runs, --duration "
+                        "a positive number of seconds"));
+  }
   auto t0 = Clock::now();
   auto engine = Engine::Create(args.engine.model, *options);
   if (!engine.ok()) return ReportError(engine.status());
