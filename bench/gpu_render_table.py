@@ -35,7 +35,8 @@ def main():
         rows.append({"batch": batch, "frames": render["frames"], "render_fps": render["fps"],
                      "busy_ms_per_frame": stages, "limited_by": limit,
                      "unet_fps": unet[batch]["fps"] if batch in unet else None,
-                     "peak_rss_mb": render.get("peak_rss_mb")})
+                     "peak_rss_mb": render.get("peak_rss_mb"),
+                     "backends": (render.get("unet_backend"), render.get("audio_encoder_backend"))})
     head = ["batch", "frames", "render fps"] + [f"{n} ms/f" for n in stage_names] + \
         ["limited by", "UNet fps", "render/UNet"]
     lines = [head]
@@ -50,6 +51,8 @@ def main():
         print("  ".join(cell.rjust(w) for cell, w in zip(line, widths)))
     print("ms/f: a stage's busy time per output frame (render --json busy_ms_per_frame); "
           "UNet fps: lipsync bench's median at the same batch")
+    for backends in sorted({r["backends"] for r in rows if r["backends"][0]}):
+        print(f"UNet on {backends[0]}, audio encoder on {backends[1]}")
     for batch in failed:
         print(f"batch {batch}: render failed, see render_b{batch}.log")
     if not unet:

@@ -68,15 +68,23 @@ Result<Tensor> MelWindows(const Tensor& mel, double fps = 25.0);
 // ONNX file.
 class AudioEncoder {
  public:
+  // On `options`' backend. lipsync's own backends ("cuda", "reference") compile the UNet's
+  // operators only; when one of them cannot compile the encoder, it runs on ONNX Runtime's CPU
+  // provider instead (it is small: 93 M multiply-adds per window) and fallback_reason() says why.
   static Result<std::unique_ptr<AudioEncoder>> Create(const std::string& onnx_path,
                                                       const EngineOptions& options = {});
   // windows [B,1,80,16] -> embeddings [B,512]; any B >= 1 (split into the engine's max batch).
   Result<Tensor> Encode(const Tensor& windows);
   Engine& engine() { return *engine_; }
+  // Why the encoder runs on ONNX Runtime's CPU provider instead of the backend asked for; empty
+  // when it runs on that backend.
+  const std::string& fallback_reason() const { return fallback_reason_; }
 
  private:
-  explicit AudioEncoder(std::unique_ptr<Engine> engine) : engine_(std::move(engine)) {}
+  AudioEncoder(std::unique_ptr<Engine> engine, std::string fallback_reason)
+      : engine_(std::move(engine)), fallback_reason_(std::move(fallback_reason)) {}
   std::unique_ptr<Engine> engine_;
+  std::string fallback_reason_;
 };
 
 // Rows outside the embedding sequence: zeros (upstream) or the nearest edge row (one fork).

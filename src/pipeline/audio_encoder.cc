@@ -17,11 +17,30 @@ bool ShapeMatches(const Shape& declared, const Shape& want) {
   return true;
 }
 
+// ONNX Runtime's CPU provider with the caller's threads, batch bound and checks.
+EngineOptions OrtCpuOptions(const EngineOptions& options) {
+  EngineOptions cpu;
+  cpu.intra_op_threads = options.intra_op_threads;
+  cpu.max_batch = options.max_batch;
+  cpu.check_finite = options.check_finite;
+  cpu.ort = options.ort;
+  return cpu;
+}
+
 }  // namespace
 
 Result<std::unique_ptr<AudioEncoder>> AudioEncoder::Create(const std::string& onnx_path,
                                                            const EngineOptions& options) {
-  LIPSYNC_ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(onnx_path, options));
+  auto created = Engine::Create(onnx_path, options);
+  std::string fallback_reason;
+  if (!created.ok() && created.status().code() == StatusCode::kUnimplemented &&
+      options.backend != "ort") {
+    fallback_reason = "the " + options.backend + " backend cannot run it (" +
+                      created.status().message() + "); ONNX Runtime's CPU provider does";
+    created = Engine::Create(onnx_path, OrtCpuOptions(options));
+  }
+  if (!created.ok()) return created.status();
+  std::unique_ptr<Engine> engine = std::move(*created);
   const ModelInfo& info = engine->info();
   const Shape window = {-1, 1, kMelBands, kMelWindowFrames};
   const Shape embedding = {-1, audio_internal::kEmbeddingSize};
@@ -38,7 +57,7 @@ Result<std::unique_ptr<AudioEncoder>> AudioEncoder::Create(const std::string& on
                            "and one float32 output [N,512], it has " +
                            got);
   }
-  return std::unique_ptr<AudioEncoder>(new AudioEncoder(std::move(engine)));
+  return std::unique_ptr<AudioEncoder>(new AudioEncoder(std::move(engine), fallback_reason));
 }
 
 Result<Tensor> AudioEncoder::Encode(const Tensor& windows) {

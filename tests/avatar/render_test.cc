@@ -102,6 +102,21 @@ TEST(Renderer, CancelLeavesNothing) {
   }
 }
 
+// On lipsync's own backends the UNet runs there and the audio encoder, which they cannot compile,
+// on ONNX Runtime's CPU provider.
+TEST(Renderer, NativeBackendRunsTheEncoderOnOnnxRuntime) {
+  ScratchDir dir;
+  const Avatar avatar = ImportTinyAvatar(dir);
+  EngineOptions native;
+  native.backend = "reference";
+  native.intra_op_threads = 1;
+  auto renderer = Renderer::Create(avatar, native, TestModelPath("demo/demo.onnx"));
+  ASSERT_TRUE(renderer.ok()) << renderer.status().ToString();
+  EXPECT_EQ((*renderer)->unet().info().backend, "reference");
+  EXPECT_EQ((*renderer)->audio_encoder().engine().info().backend, "ort");
+  EXPECT_FALSE((*renderer)->audio_encoder().fallback_reason().empty());
+}
+
 TEST(Renderer, RejectsBadOptions) {
   ScratchDir dir;
   const Avatar avatar = ImportTinyAvatar(dir);

@@ -72,6 +72,32 @@ TEST(AudioEncoderTest, SplitsAtMaxBatchAndPadsFixedBatches) {
     ASSERT_NEAR(one->data_as<float>()[i], a->data_as<float>()[i], 1e-6);
 }
 
+// lipsync's own backends compile the UNet's operators only: an encoder they cannot compile runs
+// on ONNX Runtime's CPU provider, with the results of asking for that provider, and says why.
+TEST(AudioEncoderTest, NativeBackendFallsBackToOnnxRuntimeCpu) {
+  EngineOptions native;
+  native.backend = "reference";
+  native.intra_op_threads = 1;
+  auto fallen_back = AudioEncoder::Create(kDir + "/tiny_audio_encoder.onnx", native);
+  ASSERT_TRUE(fallen_back.ok()) << fallen_back.status().ToString();
+  EXPECT_EQ((*fallen_back)->engine().info().backend, "ort");
+  EXPECT_EQ((*fallen_back)->engine().info().provider, "cpu");
+  EXPECT_NE((*fallen_back)->fallback_reason().find("the reference backend cannot run it"),
+            std::string::npos)
+      << (*fallen_back)->fallback_reason();
+  auto ort = LoadEncoder("tiny_audio_encoder.onnx");
+  ASSERT_TRUE(ort);
+  EXPECT_TRUE(ort->fallback_reason().empty());
+  const Tensor windows = RandomWindows(5, 7);
+  auto a = (*fallen_back)->Encode(windows);
+  auto b = ort->Encode(windows);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_TRUE(SameBytes(*a, *b));
+  // Other failures are not hidden by the fallback.
+  EXPECT_EQ(AudioEncoder::Create(kDir + "/missing.onnx", native).status().code(),
+            StatusCode::kNotFound);
+}
+
 TEST(AudioEncoderTest, RejectsOtherModelsAndShapes) {
   auto unet = AudioEncoder::Create(kDir + "/tiny.onnx");
   ASSERT_FALSE(unet.ok());

@@ -111,6 +111,10 @@ int RunRender(const RenderArgs& args) {
   if (!renderer.ok()) return ReportError(renderer.status());
   const double load_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  AudioEncoder& encoder = (*renderer)->audio_encoder();
+  if (!encoder.fallback_reason().empty() && !args.quiet) {
+    std::fprintf(stderr, "audio encoder: %s\n", encoder.fallback_reason().c_str());
+  }
 
   RenderOptions ro;
   ro.batch = args.batch;
@@ -136,7 +140,13 @@ int RunRender(const RenderArgs& args) {
   if (!stats.ok()) return ReportError(stats.status());
 
   if (args.json) {
-    std::printf("%s\n", StatsJson(args, *stats, load_s).dump(2).c_str());
+    nlohmann::json json = StatsJson(args, *stats, load_s);
+    auto backend_of = [](const Engine& engine) {
+      return engine.info().backend + "/" + engine.info().provider;
+    };
+    json["unet_backend"] = backend_of((*renderer)->unet());
+    json["audio_encoder_backend"] = backend_of(encoder.engine());
+    std::printf("%s\n", json.dump(2).c_str());
     return 0;
   }
   std::printf(
