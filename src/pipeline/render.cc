@@ -118,9 +118,13 @@ Result<std::unique_ptr<Renderer>> Renderer::Create(const Avatar& avatar,
                            " faces");
   }
   LIPSYNC_ASSIGN_OR_RETURN(m->layout, FaceLayout::ForInputSize(m->roles.size));
-  // The encoder is small and runs beside the UNet: one thread keeps it off the UNet's cores.
+  // The encoder is small and runs beside the UNet. Beside a UNet on the CPU one thread keeps it
+  // off the UNet's cores; beside one on a GPU, where frames go by at hundreds a second, one core
+  // (about 2 ms a frame) would limit the render, so it gets a few.
+  constexpr int kEncoderThreadsBesideGpu = 4;
   EngineOptions encoder_options = options;
-  encoder_options.intra_op_threads = 1;
+  encoder_options.intra_op_threads =
+      m->unet->info().provider == "cpu" ? 1 : kEncoderThreadsBesideGpu;
   LIPSYNC_ASSIGN_OR_RETURN(m->encoder,
                            AudioEncoder::Create(avatar.audio_encoder_path(), encoder_options));
   Status encoder_ok = CheckAudioEncoderInfo(m->encoder->engine().info());
