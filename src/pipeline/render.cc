@@ -2,6 +2,7 @@
 // stages on their own threads and finishes (or discards) the output.
 #include "lipsync/render.h"
 
+#include <pthread.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -212,19 +213,21 @@ Result<RenderStats> Renderer::Render(const std::string& audio_path, const Render
   const double cpu_before = ProcessCpuSeconds();
   {
     // Every stage but inference may run at a lower priority (a per-thread nice on Linux).
+    // Each thread is named after its stage ("render-paste"), as top -H and profilers show it.
     const int nice = options.background_nice;
-    auto background = [nice, &p](void (*stage)(internal::Pipeline&)) {
-      return std::thread([nice, stage, &p] {
-        if (nice > 0) setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), nice);
+    auto start = [nice, &p](const char* name, void (*stage)(internal::Pipeline&), bool background) {
+      return std::thread([=, &p] {
+        pthread_setname_np(pthread_self(), name);
+        if (background && nice > 0) setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), nice);
         stage(p);
       });
     };
     std::vector<std::thread> threads;
-    threads.push_back(background(internal::RunAudioStage));
-    threads.push_back(background(internal::RunFramesStage));
-    threads.emplace_back(internal::RunInferStage, std::ref(p));
-    threads.push_back(background(internal::RunPasteStage));
-    threads.push_back(background(internal::RunOutputStage));
+    threads.push_back(start("render-audio", internal::RunAudioStage, true));
+    threads.push_back(start("render-frames", internal::RunFramesStage, true));
+    threads.push_back(start("render-infer", internal::RunInferStage, false));
+    threads.push_back(start("render-paste", internal::RunPasteStage, true));
+    threads.push_back(start("render-output", internal::RunOutputStage, true));
     for (auto& t : threads) t.join();
   }
   if (p.failed()) return p.error();  // the writer or staging folder removes what was written
