@@ -104,8 +104,9 @@ struct RenderStats {
 class Renderer {
  public:
   // Loads the avatar's UNet (or `model_path` instead, when given) with `options` and its audio
-  // encoder (see AudioEncoder::Create) with one CPU thread beside a UNet on the CPU and four
-  // beside one on a GPU, and checks that they fit the avatar (see CheckAvatarModels()). On
+  // encoder (see AudioEncoder::Create), and checks that they fit the avatar (see
+  // CheckAvatarModels()). The audio encoder and the conversion of frames to YUV get one CPU
+  // thread each beside a UNet on the CPU, four beside one on a GPU. On
   // ONNX Runtime's CPU provider the UNet's threads wait idle instead of spinning, since the other
   // stages need the cores, unless options.ort.session_config sets
   // "session.intra_op.allow_spinning".

@@ -29,6 +29,9 @@ struct VideoWriterOptions {
   int crf = 18;
   std::string preset = "veryfast";
   int encoder_threads = 0;  // 0: libx264 chooses
+  // Threads that convert each frame from BGR to YUV 4:2:0 (in slices at once). More than one
+  // takes that work off the caller's thread when cores are to spare.
+  int conversion_threads = 1;
   // Audio track (AAC, FFmpeg's own encoder), mono. Off: a video without sound.
   bool audio = true;
   int audio_sample_rate = 48000;

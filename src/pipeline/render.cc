@@ -84,6 +84,15 @@ EngineOptions RenderUnetOptions(EngineOptions options) {
   return options;
 }
 
+// Threads for the CPU work that one stage does on each frame (the audio encoder, the conversion
+// to YUV). Beside a UNet on the CPU, one: the UNet needs the cores. Beside one on a GPU, frames go
+// by at hundreds a second, and one core would limit the render (the encoder takes about 2 ms a
+// frame, the conversion of a 1280x720 frame about 3 ms): a few.
+int HelperThreads(const Engine& unet) {
+  constexpr int kBesideGpu = 4;
+  return unet.info().provider == "cpu" ? 1 : kBesideGpu;
+}
+
 }  // namespace
 
 struct Renderer::Models {
@@ -119,13 +128,10 @@ Result<std::unique_ptr<Renderer>> Renderer::Create(const Avatar& avatar,
                            " faces");
   }
   LIPSYNC_ASSIGN_OR_RETURN(m->layout, FaceLayout::ForInputSize(m->roles.size));
-  // The encoder is small and runs beside the UNet. Beside a UNet on the CPU one thread keeps it
-  // off the UNet's cores; beside one on a GPU, where frames go by at hundreds a second, one core
-  // (about 2 ms a frame) would limit the render, so it gets a few.
-  constexpr int kEncoderThreadsBesideGpu = 4;
+  // The encoder is small and runs beside the UNet: one thread keeps it off the cores of a UNet on
+  // the CPU (see HelperThreads).
   EngineOptions encoder_options = options;
-  encoder_options.intra_op_threads =
-      m->unet->info().provider == "cpu" ? 1 : kEncoderThreadsBesideGpu;
+  encoder_options.intra_op_threads = HelperThreads(*m->unet);
   LIPSYNC_ASSIGN_OR_RETURN(m->encoder,
                            AudioEncoder::Create(avatar.audio_encoder_path(), encoder_options));
   Status encoder_ok = CheckAudioEncoderInfo(m->encoder->engine().info());
@@ -187,6 +193,7 @@ Result<RenderStats> Renderer::Render(const std::string& audio_path, const Render
     vo.crf = options.crf;
     vo.preset = options.preset;
     vo.encoder_threads = options.encoder_threads;
+    vo.conversion_threads = HelperThreads(*models_->unet);
     vo.audio_sample_rate = options.audio_sample_rate;
     LIPSYNC_ASSIGN_OR_RETURN(p.writer, VideoWriter::Create(output.video_path, vo));
   } else {

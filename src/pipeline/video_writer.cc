@@ -29,6 +29,7 @@ struct VideoWriter::State {
   AVStream* video_stream = nullptr;
   AVStream* audio_stream = nullptr;
   SwsPtr sws;
+  FramePtr source;  // points at the caller's BGR frame during a conversion
   FramePtr picture;
   FramePtr sound;
   PacketPtr packet;
@@ -151,10 +152,25 @@ Status VideoWriter::State::OpenVideoEncoder(const AVOutputFormat* container) {
   if ((rc = av_frame_get_buffer(s.picture.get(), 0)) < 0) {
     return ResourceExhausted("picture buffer: " + ErrorText(rc));
   }
-  s.sws.reset(sws_getContext(o.width, o.height, AV_PIX_FMT_BGR24, o.width, o.height,
-                             AV_PIX_FMT_YUV420P, SWS_BICUBIC | SWS_ACCURATE_RND, nullptr, nullptr,
-                             nullptr));
-  if (!s.sws) return Internal("cannot set up the BGR to YUV conversion");
+  s.sws.reset(sws_alloc_context());
+  if (!s.sws) return ResourceExhausted("out of memory");
+  SwsContext* sws = s.sws.get();
+  av_opt_set_int(sws, "srcw", o.width, 0);
+  av_opt_set_int(sws, "srch", o.height, 0);
+  av_opt_set_int(sws, "src_format", AV_PIX_FMT_BGR24, 0);
+  av_opt_set_int(sws, "dstw", o.width, 0);
+  av_opt_set_int(sws, "dsth", o.height, 0);
+  av_opt_set_int(sws, "dst_format", AV_PIX_FMT_YUV420P, 0);
+  av_opt_set_int(sws, "sws_flags", SWS_BICUBIC | SWS_ACCURATE_RND, 0);
+  av_opt_set_int(sws, "threads", o.conversion_threads, 0);
+  if ((rc = sws_init_context(sws, nullptr, nullptr)) < 0) {
+    return Internal("cannot set up the BGR to YUV conversion: " + ErrorText(rc));
+  }
+  s.source.reset(av_frame_alloc());
+  if (!s.source) return ResourceExhausted("out of memory");
+  s.source->format = AV_PIX_FMT_BGR24;
+  s.source->width = o.width;
+  s.source->height = o.height;
   return Status::Ok();
 }
 
@@ -209,6 +225,10 @@ Result<std::unique_ptr<VideoWriter>> VideoWriter::Create(const std::string& path
   if (options.crf < 0 || options.crf > 51) {  // libx264 would clamp it without a word
     return InvalidArgument("video '" + path + "': crf " + std::to_string(options.crf) +
                            " is outside H.264's 0..51");
+  }
+  if (options.conversion_threads < 1) {
+    return InvalidArgument("video '" + path + "': conversion threads " +
+                           std::to_string(options.conversion_threads) + " must be 1 or more");
   }
   if (options.encoder_threads < 0) {
     return InvalidArgument("video '" + path + "': encoder threads " +
@@ -272,9 +292,18 @@ Status VideoWriter::WriteFrame(const Image& frame) {
   }
   int rc = av_frame_make_writable(s.picture.get());
   if (rc < 0) return s.Fail(Internal("picture buffer: " + ErrorText(rc)));
-  const uint8_t* src[1] = {frame.bgr.data()};
-  const int stride[1] = {frame.width * 3};
-  sws_scale(s.sws.get(), src, stride, 0, frame.height, s.picture->data, s.picture->linesize);
+  // The source frame borrows the caller's pixels for this call: a buffer that frees nothing, so
+  // that swscale references them instead of copying the frame.
+  uint8_t* pixels = const_cast<uint8_t*>(frame.bgr.data());
+  s.source->buf[0] = av_buffer_create(
+      pixels, frame.bgr.size(), [](void*, uint8_t*) {}, nullptr, AV_BUFFER_FLAG_READONLY);
+  if (!s.source->buf[0]) return s.Fail(ResourceExhausted("out of memory"));
+  s.source->data[0] = pixels;
+  s.source->linesize[0] = frame.width * 3;
+  rc = sws_scale_frame(s.sws.get(), s.picture.get(), s.source.get());
+  av_buffer_unref(&s.source->buf[0]);
+  s.source->data[0] = nullptr;
+  if (rc < 0) return s.Fail(Internal("BGR to YUV conversion: " + ErrorText(rc)));
   s.picture->pts = s.frames;
   Status st = s.Encode(s.video.get(), s.video_stream, s.picture.get());
   if (!st.ok()) return s.Fail(st);
