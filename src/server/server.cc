@@ -191,8 +191,9 @@ Status StartHttp(Server::Impl& impl, const ServerOptions& options) {
 
 Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOptions& options) {
   if (!engine) return StartAvatarsOnly(options);
-  if (options.batching.max_batch < 1)
+  if (options.batching.max_batch < 1) {
     return InvalidArgument("the largest batch must be at least 1");
+  }
   if (options.batching.max_batch > engine->info().max_batch) {
     return InvalidArgument("largest batch " + std::to_string(options.batching.max_batch) +
                            " exceeds the model's limit of " +

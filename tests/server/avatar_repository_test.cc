@@ -19,22 +19,16 @@ using lipsync::testing::FixturePath;
 using lipsync::testing::ScratchDir;
 using lipsync::testing::TestModelPath;
 using lipsync::testing::WriteFile;
+using testing::TestRegistryOptions;
 using testing::WriteTestAvatar;
 
 #define EXPECT_MESSAGE(status, text)                          \
   EXPECT_NE((status).message().find(text), std::string::npos) \
       << "message: " << (status).message() << "\nexpected to contain: " << (text)
 
-AvatarRegistryOptions Options(const std::string& root) {
-  AvatarRegistryOptions o;
-  o.root = root;
-  o.engine.intra_op_threads = 1;
-  return o;
-}
-
 // Host bytes of one test avatar, as the registry counts them (all test avatars are alike).
 int64_t AvatarBytes(const std::string& root) {
-  AvatarRegistry registry(Options(root));
+  AvatarRegistry registry(TestRegistryOptions(root));
   auto a = registry.Load("a0");
   EXPECT_TRUE(a.ok()) << a.status().ToString();
   return a.ok() ? (*a)->memory_bytes : 0;
@@ -58,7 +52,7 @@ TEST(AvatarRepository, EvictsTheLeastRecentlyUsedWithinTheHostBudget) {
   for (const char* id : {"a0", "a1", "a2", "a3"}) WriteTestAvatar(root.path(), id);
   const int64_t m = AvatarBytes(root.path());
   ASSERT_GT(m, 0);
-  auto options = Options(root.path());
+  auto options = TestRegistryOptions(root.path());
   options.max_host_bytes = 2 * m + m / 2;  // two fit, three do not
   AvatarRegistry registry(options);
   ASSERT_TRUE(registry.Load("a0").ok());
@@ -84,7 +78,7 @@ TEST(AvatarRepository, EvictsTheLeastRecentlyUsedWithinTheHostBudget) {
 TEST(AvatarRepository, EvictsTheLeastRecentlyUsedAtTheModelCap) {
   ScratchDir root;
   for (const char* id : {"a0", "a1", "a2"}) WriteTestAvatar(root.path(), id);
-  auto options = Options(root.path());
+  auto options = TestRegistryOptions(root.path());
   options.max_models = 2;
   AvatarRegistry registry(options);
   ASSERT_TRUE(registry.Load("a0").ok());
@@ -101,7 +95,7 @@ TEST(AvatarRepository, APinnedAvatarIsNotEvictedAndTheLoadFailsClearly) {
   ScratchDir root;
   for (const char* id : {"a0", "a1"}) WriteTestAvatar(root.path(), id);
   const int64_t m = AvatarBytes(root.path());
-  auto options = Options(root.path());
+  auto options = TestRegistryOptions(root.path());
   options.max_host_bytes = m + m / 2;
   AvatarRegistry registry(options);
   auto lease = registry.Load("a0");
@@ -131,7 +125,7 @@ TEST(AvatarRepository, APinnedAvatarIsNotEvictedAndTheLoadFailsClearly) {
 TEST(AvatarRepository, LeaseCopiesShareOnePin) {
   ScratchDir root;
   WriteTestAvatar(root.path(), "a0");
-  AvatarRegistry registry(Options(root.path()));
+  AvatarRegistry registry(TestRegistryOptions(root.path()));
   auto lease = registry.Load("a0");
   ASSERT_TRUE(lease.ok());
   auto copy = *lease;
@@ -153,7 +147,7 @@ TEST(AvatarRepository, LoadUnloadStormsKeepTheInvariants) {
   const std::vector<std::string> managed = {"m0", "m1", "m2", "m3"};
   for (const auto& id : requested) WriteTestAvatar(root.path(), id, 2);
   for (const auto& id : managed) WriteTestAvatar(root.path(), id, 2);
-  auto options = Options(root.path());
+  auto options = TestRegistryOptions(root.path());
   int64_t m = 0;
   {
     AvatarRegistry probe(options);
@@ -232,7 +226,7 @@ TEST(AvatarRepository, UnknownAndCorruptAvatarsFailAndTheRestServes) {
   WriteTestAvatar(root.path(), "good");
   WriteTestAvatar(root.path(), "corrupt");
   WriteFile(root / "corrupt/crop_rects.json", "[[1, 2, 3");
-  AvatarRegistry registry(Options(root.path()));
+  AvatarRegistry registry(TestRegistryOptions(root.path()));
   auto unknown = registry.Load("nobody");
   EXPECT_EQ(unknown.status().code(), StatusCode::kNotFound);
   EXPECT_MESSAGE(unknown.status(), "unknown model 'nobody'");
@@ -257,7 +251,7 @@ TEST(AvatarRepository, OwnYamlConfig) {
   WriteFile(dir / "avatars.yaml",
             "avatars_root: folders\nmax_models: 3\nhost_memory_mb: 64\npreload: [anna]\n"
             "avatars:\n  robert: elsewhere/bob\n");
-  auto registry = AvatarRegistry::Create(Options(dir / "avatars.yaml"));
+  auto registry = AvatarRegistry::Create(TestRegistryOptions(dir / "avatars.yaml"));
   ASSERT_TRUE(registry.ok()) << registry.status().ToString();
   AvatarRegistry& r = **registry;
   EXPECT_EQ(r.Available(), (std::vector<std::string>{"anna", "robert"}));
@@ -269,7 +263,7 @@ TEST(AvatarRepository, OwnYamlConfig) {
   EXPECT_EQ(r.Load("bob").status().code(), StatusCode::kNotFound);
 
   // Limits the caller set win over the config's.
-  auto options = Options(dir / "avatars.yaml");
+  auto options = TestRegistryOptions(dir / "avatars.yaml");
   options.max_models = 1;
   options.max_models_set = true;
   auto capped = AvatarRegistry::Create(options);
@@ -282,7 +276,7 @@ TEST(AvatarRepository, BadYamlIsNamedByLineAndKey) {
   WriteTestAvatar(dir / "folders", "anna");
   auto error_of = [&](const std::string& text) {
     WriteFile(dir / "bad.yaml", text);
-    auto registry = AvatarRegistry::Create(Options(dir / "bad.yaml"));
+    auto registry = AvatarRegistry::Create(TestRegistryOptions(dir / "bad.yaml"));
     EXPECT_FALSE(registry.ok()) << text;
     return registry.ok() ? Status::Ok() : registry.status();
   };
@@ -298,7 +292,7 @@ TEST(AvatarRepository, BadYamlIsNamedByLineAndKey) {
   EXPECT_MESSAGE(error_of("avatars:\n  anna: [1]\n"), "must be the path of an avatar folder");
   EXPECT_MESSAGE(error_of("models: 3\n"), "'models' must be a mapping");
   EXPECT_MESSAGE(error_of("- a\n- b\n"), "expected a YAML mapping at the top");
-  auto missing = AvatarRegistry::Create(Options(dir / "none.yaml"));
+  auto missing = AvatarRegistry::Create(TestRegistryOptions(dir / "none.yaml"));
   EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
 }
 
@@ -333,7 +327,7 @@ TEST(AvatarRepository, GoServerConfigLoadsTheFixtureAvatar) {
       "  nokeys:\n    background_dir: anna/bg\n"
       "  badtype:\n    model_path: anna/anna.onnx\n    crop_rects_path: anna/rects.json\n"
       "    background_dir: anna/bg\n    num_frames: twelve\n");
-  auto options = Options(config);
+  auto options = TestRegistryOptions(config);
   options.cache_dir = dir / "cache";
   auto registry = AvatarRegistry::Create(options);
   ASSERT_TRUE(registry.ok()) << registry.status().ToString();
@@ -377,7 +371,7 @@ TEST(AvatarRepository, GoModelsNeedAnAudioEncoder) {
   WriteFile(dir / "config.yaml",
             "models:\n  anna:\n    model_path: a.onnx\n    crop_rects_path: r.json\n"
             "    background_dir: bg\n");
-  auto registry = AvatarRegistry::Create(Options(dir / "config.yaml"));
+  auto registry = AvatarRegistry::Create(TestRegistryOptions(dir / "config.yaml"));
   ASSERT_TRUE(registry.ok());
   EXPECT_MESSAGE((*registry)->Load("anna").status(), "needs an audio encoder");
 }
@@ -386,7 +380,7 @@ TEST(AvatarRepository, PrometheusMetrics) {
   ScratchDir root;
   WriteTestAvatar(root.path(), "a0");
   WriteTestAvatar(root.path(), "a1");
-  auto options = Options(root.path());
+  auto options = TestRegistryOptions(root.path());
   options.max_models = 1;
   AvatarRegistry registry(options);
   {

@@ -38,17 +38,21 @@ struct Fixture {
   std::unique_ptr<monolithic::MonolithicService::Stub> stub;
 };
 
-std::unique_ptr<Fixture> Start(const std::string& own_listen = "") {
-  auto f = std::make_unique<Fixture>();
-  WriteTestAvatar(f->root.path(), "anna");
+// The monolithic service over the avatars under `root`, on its own port when `own_listen` is set.
+ServerOptions MonolithicServerOptions(const std::string& root, const std::string& own_listen) {
   ServerOptions options = testing::Options(1, 0);
   options.batching.preferred_batch = 1;
   options.monolithic = true;
   options.monolithic_listen = own_listen;
-  options.monolithic_options.avatars.root = f->root.path();
-  options.monolithic_options.avatars.engine.intra_op_threads = 1;
+  options.monolithic_options.avatars = testing::TestRegistryOptions(root);
   options.monolithic_options.avatars.engine.max_batch = 16;  // batch 32 runs as two
-  f->server = testing::StartServer(options);
+  return options;
+}
+
+std::unique_ptr<Fixture> Start(const std::string& own_listen = "") {
+  auto f = std::make_unique<Fixture>();
+  WriteTestAvatar(f->root.path(), "anna");
+  f->server = testing::StartServer(MonolithicServerOptions(f->root.path(), own_listen));
   if (!f->server) return nullptr;
   auto channel = f->server->channel;
   if (!own_listen.empty()) {
@@ -396,9 +400,7 @@ TEST(Monolithic, LoadUnloadListStatsHealth) {
 TEST(Monolithic, UnloadWhileHeldKeepsTheAvatarForItsHolder) {
   ScratchDir root;
   WriteTestAvatar(root.path(), "anna");
-  AvatarRegistryOptions options;
-  options.root = root.path();
-  options.engine.intra_op_threads = 1;
+  AvatarRegistryOptions options = testing::TestRegistryOptions(root.path());
   AvatarRegistry registry(options);
   auto held = registry.Load("anna");
   ASSERT_TRUE(held.ok()) << held.status().ToString();
@@ -420,9 +422,7 @@ TEST(Monolithic, RegistryCapacityAndBadFolders) {
   WriteTestAvatar(root.path(), "anna");
   WriteTestAvatar(root.path(), "bob");
   WriteFile(root / "broken/avatar.json", "{");
-  AvatarRegistryOptions options;
-  options.root = root.path();
-  options.engine.intra_op_threads = 1;
+  AvatarRegistryOptions options = testing::TestRegistryOptions(root.path());
   options.max_models = 1;
   AvatarRegistry registry(options);
   EXPECT_EQ(registry.Available(), (std::vector<std::string>{"anna", "bob", "broken"}));
@@ -468,12 +468,8 @@ TEST(Monolithic, OwnPortInUseIsRefused) {
   auto f = Start("127.0.0.1:0");
   ASSERT_TRUE(f);
   const std::string taken = "127.0.0.1:" + std::to_string(f->server->server->monolithic_port());
-  ServerOptions options = testing::Options(1, 0);
-  options.monolithic = true;
-  options.monolithic_listen = taken;
-  options.monolithic_options.avatars.root = f->root.path();
-  options.monolithic_options.avatars.engine.intra_op_threads = 1;
-  auto second = Server::Start(f->server->engine.get(), options);
+  auto second =
+      Server::Start(f->server->engine.get(), MonolithicServerOptions(f->root.path(), taken));
   ASSERT_FALSE(second.ok()) << "a second monolithic service started on " << taken;
   EXPECT_EQ(second.status().code(), StatusCode::kUnavailable);
   EXPECT_NE(second.status().message().find("cannot listen on " + taken), std::string::npos)

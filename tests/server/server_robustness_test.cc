@@ -239,23 +239,19 @@ TEST(ServerRobustness, PortsInUseAreRefused) {
   const std::string grpc_taken = first->address();
   const std::string http_taken = "127.0.0.1:" + std::to_string(first->server->metrics_port());
 
+  auto expect_refused = [&](const ServerOptions& o, const std::string& message) {
+    auto second = Server::Start(first->engine.get(), o);
+    ASSERT_FALSE(second.ok()) << "a second server started: " << message;
+    EXPECT_EQ(second.status().code(), StatusCode::kUnavailable);
+    EXPECT_NE(second.status().message().find(message), std::string::npos)
+        << second.status().message();
+  };
   ServerOptions o = Options(2, 100);
   o.listen = grpc_taken;
-  auto second = Server::Start(first->engine.get(), o);
-  ASSERT_FALSE(second.ok()) << "a second server started on " << grpc_taken;
-  EXPECT_EQ(second.status().code(), StatusCode::kUnavailable);
-  EXPECT_NE(second.status().message().find("cannot listen on " + grpc_taken), std::string::npos)
-      << second.status().message();
-
+  expect_refused(o, "cannot listen on " + grpc_taken);
   o = Options(2, 100);
-  o.listen = "127.0.0.1:0";
   o.metrics_listen = http_taken;
-  second = Server::Start(first->engine.get(), o);
-  ASSERT_FALSE(second.ok()) << "a second HTTP endpoint started on " << http_taken;
-  EXPECT_EQ(second.status().code(), StatusCode::kUnavailable);
-  EXPECT_NE(second.status().message().find("cannot listen for HTTP on " + http_taken),
-            std::string::npos)
-      << second.status().message();
+  expect_refused(o, "cannot listen for HTTP on " + http_taken);
 
   lipsync::v1::InferResponse r;
   EXPECT_TRUE(CallInfer(*first, MakeFrames(1, 1).request, &r).ok());

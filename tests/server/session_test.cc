@@ -17,6 +17,7 @@
 #include "server/avatar_registry.h"
 #include "server/session_batcher.h"
 #include "server_test_util.h"
+#include "test_avatars.h"
 
 namespace lipsync::server {
 namespace {
@@ -476,10 +477,7 @@ int MaxDifference(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b) 
 // The groups of three sessions, queued while the avatar's worker waits at the gate with another
 // batch, run as one batch, and each session gets its own frames back in order.
 TEST_F(SessionTest, FramesOfSeveralSessionsShareOneBatch) {
-  AvatarRegistryOptions registry_options;
-  registry_options.root = root_.path();
-  registry_options.engine.intra_op_threads = 1;
-  AvatarRegistry registry(registry_options);
+  AvatarRegistry registry(testing::TestRegistryOptions(root_.path()));
   auto avatar = registry.Load("anna");
   ASSERT_TRUE(avatar.ok()) << avatar.status().ToString();
   const int64_t s = (*avatar)->layout.inner_size;

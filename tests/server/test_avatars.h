@@ -7,6 +7,7 @@
 
 #include "avatar_test_util.h"
 #include "lipsync/avatar.h"
+#include "server/avatar_registry.h"
 
 namespace lipsync::server::testing {
 
@@ -32,6 +33,14 @@ inline void WriteTestAvatar(const std::string& root, const std::string& id, int 
     rects += std::string(i ? "," : "") + CropRectToString(TestAvatarRect(i));
   }
   WriteFile(dir + "/crop_rects.json", rects + "]");
+}
+
+// Registry options for the avatar folders under `root` (or a YAML config), one engine thread each.
+inline AvatarRegistryOptions TestRegistryOptions(const std::string& root) {
+  AvatarRegistryOptions o;
+  o.root = root;
+  o.engine.intra_op_threads = 1;
+  return o;
 }
 
 }  // namespace lipsync::server::testing
