@@ -1,6 +1,7 @@
 #include "server/avatar_registry.h"
 
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -27,6 +28,24 @@ std::string Label(const std::string& value) {
 }
 
 std::string Mib(int64_t bytes) { return fmt::format("{:.1f} MiB", bytes / 1048576.0); }
+
+std::string BackendOf(const Engine& engine) {
+  return engine.info().backend + "/" + engine.info().provider;
+}
+
+// Where both models of a freshly loaded avatar run, and why either is not where it was asked to
+// run: a GPU server whose avatars quietly run on the CPU is the first thing an operator looks for.
+void LogLoad(const LoadedAvatar& a) {
+  spdlog::info("loaded avatar '{}' in {:.0f} ms: {} frames, {}, UNet on {}, audio encoder on {}",
+               a.id, a.load_ms, a.backgrounds.size(), Mib(a.memory_bytes), BackendOf(*a.unet),
+               BackendOf(a.encoder->engine()));
+  if (!a.unet->info().fallback_reason.empty()) {
+    spdlog::warn("avatar '{}': UNet: {}", a.id, a.unet->info().fallback_reason);
+  }
+  if (!a.encoder->fallback_reason().empty()) {
+    spdlog::warn("avatar '{}': audio encoder: {}", a.id, a.encoder->fallback_reason());
+  }
+}
 
 }  // namespace
 
@@ -230,6 +249,7 @@ Status AvatarRegistry::LoadModels(Candidate& c) const {
       info.backend == "cuda" || info.provider == "cuda" || info.provider == "tensorrt";
   loaded.gpu_bytes = on_gpu ? models : 0;
   loaded.load_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+  LogLoad(loaded);
   return Status::Ok();
 }
 

@@ -2,6 +2,8 @@
 // keep an avatar from eviction, load/unload storms from several threads with the invariants
 // checked after every operation, YAML configs (lipsync's and the Go server's) and their errors.
 #include <gtest/gtest.h>
+#include <spdlog/sinks/ringbuffer_sink.h>
+#include <spdlog/spdlog.h>
 
 #include <atomic>
 #include <filesystem>
@@ -242,6 +244,48 @@ TEST(AvatarRepository, UnknownAndCorruptAvatarsFailAndTheRestServes) {
     }
     EXPECT_NE(s.id, "nobody");
   }
+}
+
+// The server's log while it lives: a ring of the last lines, the previous logger restored after.
+class CapturedLog {
+ public:
+  CapturedLog()
+      : sink_(std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(64)),
+        previous_(spdlog::default_logger()) {
+    sink_->set_pattern("%l %v");
+    spdlog::set_default_logger(std::make_shared<spdlog::logger>("captured", sink_));
+  }
+  ~CapturedLog() { spdlog::set_default_logger(previous_); }
+  std::string Text() const {
+    std::string text;
+    for (const std::string& line : sink_->last_formatted()) text += line;
+    return text;
+  }
+
+ private:
+  std::shared_ptr<spdlog::sinks::ringbuffer_sink_mt> sink_;
+  std::shared_ptr<spdlog::logger> previous_;
+};
+
+TEST(AvatarRepository, ALoadLogsWhereBothModelsRunAndWhyTheEncoderFellBack) {
+  ScratchDir root;
+  WriteTestAvatar(root.path(), "ref");
+  // The tiny UNet has an operator the graph compiler lacks; the demo UNet compiles.
+  std::filesystem::copy_file(TestModelPath("demo/demo.onnx"), root / "ref/unet.onnx",
+                             std::filesystem::copy_options::overwrite_existing);
+  auto options = TestRegistryOptions(root.path());
+  options.engine.backend = "reference";  // cannot compile the encoder's Flatten: ORT CPU runs it
+  AvatarRegistry registry(options);
+  CapturedLog log;
+  auto loaded = registry.Load("ref");
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  const std::string text = log.Text();
+  EXPECT_NE(text.find("info loaded avatar 'ref'"), std::string::npos) << text;
+  EXPECT_NE(text.find("UNet on reference/"), std::string::npos) << text;
+  EXPECT_NE(text.find("audio encoder on ort/cpu"), std::string::npos) << text;
+  EXPECT_NE(text.find("warning avatar 'ref': audio encoder: the reference backend cannot run it"),
+            std::string::npos)
+      << text;
 }
 
 TEST(AvatarRepository, OwnYamlConfig) {

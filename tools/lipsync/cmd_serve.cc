@@ -124,6 +124,7 @@ int RunServe(ServeArgs& args) {
     const ModelInfo& info = engine->info();
     spdlog::info("loaded {} ({} inputs, opset {}) on backend {} provider {}", info.path,
                  info.inputs.size(), info.opset, info.backend, info.provider);
+    if (!info.fallback_reason.empty()) spdlog::warn("{}: {}", info.path, info.fallback_reason);
   }
 
   auto preferred = ParsePreferredBatch(args.preferred_batch, args.server.batching.max_batch);
