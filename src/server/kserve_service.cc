@@ -105,8 +105,6 @@ grpc::ServerUnaryReactor* KServeService::ModelInfer(grpc::CallbackServerContext*
       ctx_, call, request, response, "ModelInfer", &DecodeModelInferRequest, &EncodeKServe);
 }
 
-// The repository rpcs load avatars on the calling thread: loads are rare and take seconds, and
-// the registry runs one at a time anyway.
 namespace {
 const grpc::Status kNoRepository(grpc::StatusCode::UNIMPLEMENTED,
                                  "the model repository extension is served with avatars only");
@@ -124,7 +122,13 @@ grpc::ServerUnaryReactor* KServeService::RepositoryModelLoad(
     grpc::CallbackServerContext* call, const inference::RepositoryModelLoadRequest* request,
     inference::RepositoryModelLoadResponse*) {
   if (!ctx_->avatars) return Reply(call, "RepositoryModelLoad", kNoRepository);
-  return Reply(call, "RepositoryModelLoad", server::RepositoryModelLoad(*ctx_->avatars, *request));
+  auto* reactor = call->DefaultReactor();
+  loader_.Post([this, reactor, request] {
+    const grpc::Status status = server::RepositoryModelLoad(*ctx_->avatars, *request);
+    ctx_->metrics->RecordRequest("RepositoryModelLoad", GrpcCodeName(status.error_code()));
+    reactor->Finish(status);
+  });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* KServeService::RepositoryModelUnload(

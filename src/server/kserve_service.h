@@ -3,6 +3,7 @@
 
 #include "kserve/grpc_predict_v2.grpc.pb.h"
 #include "server/service_context.h"
+#include "server/worker_pool.h"
 
 namespace lipsync::server {
 
@@ -43,6 +44,9 @@ class KServeService final : public inference::GRPCInferenceService::CallbackServ
   grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* call, const char* method,
                                   const grpc::Status& status);
   ServiceContext* ctx_;
+  // Avatar loads take seconds; they run here, one at a time as the registry runs them anyway,
+  // rather than on gRPC's callback threads. Last: its thread stops before the rest goes.
+  WorkerPool loader_{1};
 };
 
 }  // namespace lipsync::server
