@@ -253,6 +253,14 @@ Result<std::unique_ptr<VideoWriter>> VideoWriter::Create(const std::string& path
   if (!container) {
     return InvalidArgument("video '" + path + "': no container for this extension (use .mp4)");
   }
+  // A container that says it cannot hold H.264 or AAC (WebM, for one) is refused before any work;
+  // one that does not say (GIF) refuses at the header, with the same message.
+  const bool holds_video = avformat_query_codec(container, AV_CODEC_ID_H264, 0) != 0;
+  const bool holds_audio = !options.audio || avformat_query_codec(container, AV_CODEC_ID_AAC, 0);
+  const std::string unfit = "video '" + path + "': the " + container->name +
+                            " container cannot hold H.264 video" +
+                            (options.audio ? " with AAC audio" : "") + " (use .mp4, .mkv or .mov)";
+  if (!holds_video || !holds_audio) return InvalidArgument(unfit);
 
   auto s = std::make_unique<State>();
   s->options = options;
@@ -276,6 +284,7 @@ Result<std::unique_ptr<VideoWriter>> VideoWriter::Create(const std::string& path
   av_dict_set(&mux_options, "movflags", "+faststart", 0);  // index first: playable while loading
   rc = avformat_write_header(s->format, &mux_options);
   av_dict_free(&mux_options);
+  if (rc == AVERROR(EINVAL)) return InvalidArgument(unfit);
   if (rc < 0) return Internal("video '" + path + "': cannot write the header: " + ErrorText(rc));
   return std::unique_ptr<VideoWriter>(new VideoWriter(std::move(s)));
 }

@@ -191,6 +191,12 @@ TEST(VideoWriter, FailuresLeaveNoFile) {
   EXPECT_EQ(VideoWriter::Create(dir / "no/such/dir.mp4", o).status().code(), StatusCode::kNotFound);
   EXPECT_MESSAGE(VideoWriter::Create(dir / "x.nosuchformat", o).status(),
                  "no container for this extension");
+  // WebM says it cannot hold H.264; GIF does not say, and refuses at the header.
+  for (const char* name : {"x.webm", "x.gif"}) {
+    auto unfit = VideoWriter::Create(dir / name, o);
+    EXPECT_EQ(unfit.status().code(), StatusCode::kInvalidArgument) << name;
+    EXPECT_MESSAGE(unfit.status(), "container cannot hold H.264 video with AAC audio");
+  }
   EXPECT_TRUE(dir.List().empty());
 }
 
