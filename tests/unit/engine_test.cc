@@ -157,7 +157,9 @@ TEST(Engine, MissingCorruptAndTruncatedFiles) {
 
   const std::string garbage = kDir + "/garbage.onnx";
   std::ofstream(garbage) << "definitely not a protobuf \xff\xff\xff";
-  EXPECT_FALSE(Engine::Create(garbage, CpuOptions()).ok());
+  auto g = Engine::Create(garbage, CpuOptions());
+  ASSERT_FALSE(g.ok());
+  EXPECT_NE(g.status().message().find("garbage.onnx"), std::string::npos) << g.status().message();
 
   const std::string truncated = kDir + "/truncated.onnx";
   std::filesystem::copy_file(kDir + "/tiny.onnx", truncated,
@@ -166,6 +168,7 @@ TEST(Engine, MissingCorruptAndTruncatedFiles) {
   auto t = Engine::Create(truncated, CpuOptions());
   ASSERT_FALSE(t.ok());
   EXPECT_EQ(t.status().code(), StatusCode::kDataLoss);
+  EXPECT_NE(t.status().message().find("truncated.onnx"), std::string::npos) << t.status().message();
 
   const std::string empty = kDir + "/empty.onnx";
   std::ofstream(empty).close();

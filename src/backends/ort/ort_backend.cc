@@ -340,7 +340,9 @@ Result<LoadedBackend> CreateOrtBackend(const std::string& model_path, const Engi
   }
   LIPSYNC_ASSIGN_OR_RETURN(std::string bytes, ReadFile(model_path));
   SharedEnv();  // ORT's logger must exist before provider options are made
-  LIPSYNC_ASSIGN_OR_RETURN(OnnxHeader header, ReadOnnxHeader(bytes));
+  auto parsed = ReadOnnxHeader(bytes);
+  if (!parsed.ok()) return parsed.status().WithContext("model '" + model_path + "'");
+  const OnnxHeader& header = *parsed;
   // ONNX Runtime reads external data itself, from the model's folder since it is given the path;
   // the same location rules as the native importer apply before it opens anything.
   {
