@@ -18,6 +18,7 @@
 #include "server/session_batcher.h"
 #include "server_test_util.h"
 #include "test_avatars.h"
+#include "wav_file.h"
 
 namespace lipsync::server {
 namespace {
@@ -25,6 +26,7 @@ namespace {
 using lipsync::testing::FixturePath;
 using lipsync::testing::ScratchDir;
 using lipsync::testing::TestModelPath;
+using lipsync::testing::WriteWav;
 using lipsync::v1::SessionRequest;
 using lipsync::v1::SessionResponse;
 
@@ -43,28 +45,6 @@ std::vector<int16_t> ToS16(const std::vector<float>& pcm) {
   for (size_t i = 0; i < pcm.size(); ++i)
     out[i] = static_cast<int16_t>(std::lround(pcm[i] * 20000));
   return out;
-}
-
-// A 16 kHz mono WAV file of raw samples (format 3: float, 1: 16-bit integer).
-void WriteWav(const std::string& path, const void* samples, size_t count, int bytes_per_sample,
-              int format) {
-  const uint32_t data = static_cast<uint32_t>(count * bytes_per_sample);
-  std::ofstream out(path, std::ios::binary);
-  auto u32 = [&](uint32_t v) { out.write(reinterpret_cast<const char*>(&v), 4); };
-  auto u16 = [&](uint16_t v) { out.write(reinterpret_cast<const char*>(&v), 2); };
-  out.write("RIFF", 4);
-  u32(36 + data);
-  out.write("WAVEfmt ", 8);
-  u32(16);
-  u16(static_cast<uint16_t>(format));
-  u16(1);
-  u32(kAudioSampleRate);
-  u32(static_cast<uint32_t>(kAudioSampleRate * bytes_per_sample));
-  u16(static_cast<uint16_t>(bytes_per_sample));
-  u16(static_cast<uint16_t>(8 * bytes_per_sample));
-  out.write("data", 4);
-  u32(data);
-  out.write(static_cast<const char*>(samples), data);
 }
 
 // The Renderer's frames (PNG, lossless) of `wav` on the avatar folder.

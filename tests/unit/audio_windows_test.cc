@@ -11,9 +11,12 @@
 #include <random>
 
 #include "lipsync/audio.h"
+#include "wav_file.h"
 
 namespace lipsync {
 namespace {
+
+using lipsync::testing::WriteWav;
 
 // A [80, T] mel whose element (b, t) is b * 10000 + t, so a copied window shows where it came from.
 Tensor IndexMel(int64_t frames) {
@@ -253,28 +256,6 @@ TEST(AudioMel, ToneLandsInItsBand) {
   }
 }
 
-// A minimal RIFF/WAVE writer (16-bit PCM), enough for the decoder tests.
-void WriteWav(const std::string& path, const std::vector<int16_t>& interleaved, int channels,
-              int rate) {
-  std::ofstream f(path, std::ios::binary);
-  auto u32 = [&](uint32_t v) { f.write(reinterpret_cast<const char*>(&v), 4); };
-  auto u16 = [&](uint16_t v) { f.write(reinterpret_cast<const char*>(&v), 2); };
-  const uint32_t bytes = static_cast<uint32_t>(interleaved.size() * 2);
-  f.write("RIFF", 4);
-  u32(36 + bytes);
-  f.write("WAVEfmt ", 8);
-  u32(16);
-  u16(1);
-  u16(static_cast<uint16_t>(channels));
-  u32(static_cast<uint32_t>(rate));
-  u32(static_cast<uint32_t>(rate * channels * 2));
-  u16(static_cast<uint16_t>(channels * 2));
-  u16(16);
-  f.write("data", 4);
-  u32(bytes);
-  f.write(reinterpret_cast<const char*>(interleaved.data()), bytes);
-}
-
 class AudioDecode : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -331,7 +312,7 @@ TEST_F(AudioDecode, ClearErrors) {
   ASSERT_FALSE(text.ok());
   EXPECT_EQ(text.status().code(), StatusCode::kDataLoss) << text.status().ToString();
 
-  WriteWav(Path("empty.wav"), {}, 1, 16000);
+  WriteWav(Path("empty.wav"), std::vector<int16_t>{}, 1, 16000);
   auto empty = DecodeAudioFile(Path("empty.wav"));
   ASSERT_FALSE(empty.ok());
   EXPECT_EQ(empty.status().code(), StatusCode::kInvalidArgument) << empty.status().ToString();
