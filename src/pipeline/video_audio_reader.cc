@@ -164,6 +164,14 @@ struct AudioReader::State {
         return CheckComplete();
       }
       if (rc < 0) return DataLoss("the file is damaged: " + ErrorText(rc));
+      if (packet->stream_index == stream_index && (packet->flags & AV_PKT_FLAG_CORRUPT)) {
+        // The demuxer's mark for a packet the file ends inside of (a cut WAV, for one).
+        const AVStream* stream = format->streams[stream_index];
+        const double at = static_cast<double>(packet->pts) * av_q2d(stream->time_base);
+        av_packet_unref(packet.get());
+        return DataLoss("the file is truncated or damaged: an audio packet at " +
+                        std::to_string(at) + " s is cut short");
+      }
       if (packet->stream_index == stream_index) {
         rc = avcodec_send_packet(codec.get(), packet.get());
         if (rc == AVERROR_INVALIDDATA) {

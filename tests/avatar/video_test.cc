@@ -9,6 +9,7 @@
 
 #include "avatar_test_util.h"
 #include "lipsync/audio.h"
+#include "wav_file.h"
 
 namespace lipsync {
 namespace {
@@ -237,6 +238,21 @@ TEST(AudioReader, BadInputs) {
   auto silent = AudioReader::Open(dir / "silent.mp4", 16000);
   EXPECT_EQ(silent.status().code(), StatusCode::kInvalidArgument);
   EXPECT_MESSAGE(silent.status(), "has no audio stream");
+  // A WAV file cut to half its declared data reads up to the cut, then fails saying so (render
+  // would otherwise make a video of half the speech).
+  const std::vector<int16_t> pcm(32000, 1000);
+  testing::WriteWav(dir / "cut.wav", pcm, 1, 16000);
+  std::filesystem::resize_file(dir / "cut.wav", 44 + 32000);
+  auto cut = AudioReader::Open(dir / "cut.wav", 16000);
+  ASSERT_TRUE(cut.ok()) << cut.status().ToString();
+  std::vector<float> samples;
+  Status read = Status::Ok();
+  while (read.ok()) {
+    auto n = (*cut)->Read(4000, samples);
+    if (!n.ok() || *n == 0) read = n.ok() ? Internal("the cut file read to its end") : n.status();
+  }
+  EXPECT_EQ(read.code(), StatusCode::kDataLoss) << read.ToString();
+  EXPECT_MESSAGE(read, "cut.wav': the file is truncated or damaged");
   EXPECT_EQ(VideoReader::Open(dir / "none.mp4").status().code(), StatusCode::kNotFound);
   EXPECT_EQ(VideoReader::Open(dir / "junk.wav").status().code(), StatusCode::kDataLoss);
 }
