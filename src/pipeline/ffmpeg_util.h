@@ -13,6 +13,8 @@ extern "C" {
 #include <memory>
 #include <string>
 
+#include "lipsync/status.h"
+
 namespace lipsync::ffmpeg {
 
 inline std::string ErrorText(int err) {
@@ -47,7 +49,13 @@ using PacketPtr = std::unique_ptr<AVPacket, PacketFreer>;
 using SwsPtr = std::unique_ptr<SwsContext, SwsFreer>;
 using SwrPtr = std::unique_ptr<SwrContext, SwrFreer>;
 
-// Keeps FFmpeg's own log quiet except for errors; lipsync reports failures through Status.
-inline void QuietLogs() { av_log_set_level(AV_LOG_ERROR); }
+// Keeps FFmpeg's own log off: lipsync reports failures through Status, and FFmpeg's lines on
+// stderr would repeat them beside a program's (or a server's) own log.
+inline void QuietLogs() { av_log_set_level(AV_LOG_QUIET); }
+
+// A resampler from (layout, format, rate) to mono float at `to_rate`, downmixing by the mean of
+// the channels (librosa's to_mono), with the SoX resampler when this FFmpeg has it.
+Result<SwrPtr> MakeMonoResampler(const AVChannelLayout& in_layout, AVSampleFormat in_format,
+                                 int in_rate, int to_rate);
 
 }  // namespace lipsync::ffmpeg

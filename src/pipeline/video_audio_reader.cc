@@ -1,6 +1,6 @@
-// The audio of a media file, decoded and resampled a chunk at a time. It converts the way
-// DecodeAudioFile() does (mean of the channels, the SoX resampler when available, each segment of
-// constant format cut to ceil(in * rate_out / rate_in) samples), so the two give the same samples.
+// The audio of a media file, decoded and resampled a chunk at a time: mean of the channels, the
+// shared mono resampler, each segment of constant format cut to ceil(in * rate_out / rate_in)
+// samples. DecodeAudioFile() reads whole files through it.
 #include <algorithm>
 #include <cmath>
 #include <deque>
@@ -12,7 +12,6 @@
 
 extern "C" {
 #include <libavutil/channel_layout.h>
-#include <libavutil/opt.h>
 }
 
 namespace lipsync {
@@ -74,32 +73,9 @@ struct AudioReader::State {
       return DataLoss("the stream's sample rate " + std::to_string(f.sample_rate) +
                       " Hz is out of range");
     }
-    AVChannelLayout in_layout = {};
-    if (f.ch_layout.order == AV_CHANNEL_ORDER_UNSPEC || f.ch_layout.nb_channels <= 0) {
-      av_channel_layout_default(&in_layout,
-                                f.ch_layout.nb_channels > 0 ? f.ch_layout.nb_channels : 1);
-    } else if (av_channel_layout_copy(&in_layout, &f.ch_layout) < 0) {
-      return Internal("cannot copy the audio channel layout");
-    }
-    AVChannelLayout mono = AV_CHANNEL_LAYOUT_MONO;
-    SwrContext* raw = nullptr;
-    int rc = swr_alloc_set_opts2(&raw, &mono, AV_SAMPLE_FMT_FLT, rate, &in_layout,
-                                 static_cast<AVSampleFormat>(f.format), f.sample_rate, 0, nullptr);
-    const int channels = in_layout.nb_channels;
-    av_channel_layout_uninit(&in_layout);
-    swr.reset(raw);
-    if (rc < 0 || !swr) return Internal("cannot set up the audio resampler: " + ErrorText(rc));
-    av_opt_set_int(swr.get(), "resampler", SWR_ENGINE_SOXR, 0);
-    std::vector<double> mean(static_cast<size_t>(channels), 1.0 / channels);
-    if ((rc = swr_set_matrix(swr.get(), mean.data(), channels)) < 0) {
-      return Internal("cannot set the downmix matrix: " + ErrorText(rc));
-    }
-    if (swr_init(swr.get()) < 0) {  // no SoX resampler in this FFmpeg: its own
-      av_opt_set_int(swr.get(), "resampler", SWR_ENGINE_SWR, 0);
-      if ((rc = swr_init(swr.get())) < 0) {
-        return Internal("cannot start the audio resampler: " + ErrorText(rc));
-      }
-    }
+    LIPSYNC_ASSIGN_OR_RETURN(
+        swr,
+        MakeMonoResampler(f.ch_layout, static_cast<AVSampleFormat>(f.format), f.sample_rate, rate));
     av_channel_layout_uninit(&layout);
     av_channel_layout_copy(&layout, &f.ch_layout);
     sample_format = static_cast<AVSampleFormat>(f.format);
@@ -216,7 +192,8 @@ Result<std::unique_ptr<AudioReader>> AudioReader::Open(const std::string& path, 
   const AVCodec* decoder = nullptr;
   s->stream_index = av_find_best_stream(s->format.get(), AVMEDIA_TYPE_AUDIO, -1, -1, &decoder, 0);
   if (s->stream_index == AVERROR_STREAM_NOT_FOUND) {
-    return InvalidArgument("file '" + path + "' has no audio stream");
+    return InvalidArgument("file '" + path + "' has no audio stream (read as " +
+                           s->format->iformat->name + ")");
   }
   if (s->stream_index < 0 || !decoder) {
     return Unimplemented("file '" + path + "': no decoder for its audio stream");

@@ -215,8 +215,9 @@ TEST(AudioReader, ChunkSizeDoesNotChangeTheSamples) {
 }
 
 TEST(AudioReader, SameSamplesAsDecodeAudioFile) {
-  // Render streams the speech with AudioReader; the features library decodes whole files with
-  // DecodeAudioFile. Both must give the same samples, at the model's rate and at another.
+  // Render streams the speech with AudioReader in small pieces; DecodeAudioFile (the features
+  // library) reads whole files through it in large ones. Both must give the same samples, at the
+  // model's rate and at another.
   ScratchDir dir;
   ASSERT_TRUE(WriteVideo(dir / "a.mp4", 30, 1.2).ok());  // AAC at 48 kHz
   for (int rate : {16000, 44100}) {
