@@ -79,6 +79,7 @@ struct RenderOutput {
   }
 };
 
+// A stage's times; for inference with several runs at once, summed over its threads.
 struct StageStats {
   std::string name;
   int64_t items = 0;       // frames (inference: frames, in `batches` runs)
@@ -93,12 +94,21 @@ struct RenderStats {
   int64_t frames = 0;
   int64_t batches = 0;
   int batch = 0;
+  int model_runs = 1;              // UNet runs at once (see RendererOptions)
   double seconds = 0.0;            // wall time of the render, models already loaded
   double fps = 0.0;                // frames / seconds
   double audio_seconds = 0.0;      // speech decoded (16 kHz samples / 16000)
   double video_seconds = 0.0;      // frames / avatar fps
   double cpu_s = 0.0;              // CPU time of the whole process during the render
   std::vector<StageStats> stages;  // audio, frames, infer, paste, output
+};
+
+struct RendererOptions {
+  // UNet runs at once, each on its own copy of the model with its share of the engine's
+  // intra_op_threads (0 there: ONNX Runtime's own choice for each). 0: two on ONNX Runtime's CPU
+  // provider with two or more threads (faster than one run on all of them, whose threads wait for
+  // one another at every operator), one elsewhere.
+  int model_runs = 0;
 };
 
 class Renderer {
@@ -109,10 +119,11 @@ class Renderer {
   // thread each beside a UNet on the CPU, four beside one on a GPU. On
   // ONNX Runtime's CPU provider the UNet's threads wait idle instead of spinning, since the other
   // stages need the cores, unless options.ort.session_config sets
-  // "session.intra_op.allow_spinning".
+  // "session.intra_op.allow_spinning". InvalidArgument for model runs outside 0..16.
   static Result<std::unique_ptr<Renderer>> Create(const Avatar& avatar,
                                                   const EngineOptions& options = {},
-                                                  const std::string& model_path = "");
+                                                  const std::string& model_path = "",
+                                                  const RendererOptions& renderer_options = {});
   ~Renderer();
   Renderer(const Renderer&) = delete;
   Renderer& operator=(const Renderer&) = delete;
@@ -125,8 +136,9 @@ class Renderer {
                              const RenderOptions& options);
 
   const Avatar& avatar() const;
-  Engine& unet();
+  Engine& unet();  // the first copy, when there are several (model_runs())
   AudioEncoder& audio_encoder();
+  int model_runs() const;
 
  private:
   struct Models;

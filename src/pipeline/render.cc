@@ -6,6 +6,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <thread>
 
 #include "render_pipeline.h"
@@ -14,17 +15,17 @@ namespace lipsync {
 
 namespace internal {
 
-Pipeline::Pipeline(const Avatar& a, Engine& u, AudioEncoder& e, const RenderOptions& o,
+Pipeline::Pipeline(const Avatar& a, std::vector<Engine*> u, AudioEncoder& e, const RenderOptions& o,
                    size_t queue_frames)
     : avatar(a),
-      unet(u),
+      unets(std::move(u)),
       encoder(e),
       options(o),
       // The audio runs ahead of the frames by a few seconds at most: a window is 4 KiB.
       windows(std::max<size_t>(4 * queue_frames, 128)),
-      // Enough for the frames queued before the model, the batch it runs and the one being
+      // Enough for the frames queued before the model, the batches it runs and the one being
       // filled; more would only hold memory.
-      free_batches(queue_frames + 3),
+      free_batches(queue_frames + 2 + unets.size()),
       cropped(queue_frames),
       inferred(queue_frames),
       pasted(queue_frames) {
@@ -44,6 +45,10 @@ void Pipeline::Fail(const Status& status) {
   cropped.Stop();
   inferred.Stop();
   pasted.Stop();
+  {
+    std::lock_guard<std::mutex> lock(handoff_mutex);  // no inference thread misses the news
+  }
+  handoff_turn.notify_all();
 }
 
 Status Pipeline::error() const {
@@ -84,6 +89,32 @@ EngineOptions RenderUnetOptions(EngineOptions options) {
   return options;
 }
 
+// How many UNet runs go at once, and the engine options of each. On ONNX Runtime's CPU provider
+// one run on N threads stops at every operator until all N are done, so a thread that another
+// stage takes the core from holds up the rest; runs on one thread each do not wait on one
+// another. Two runs of half the threads each were 4-20% faster than one on two cores (measured,
+// docs/PERFORMANCE.md). Elsewhere one run, unless the caller asks for more.
+struct UnetRuns {
+  int runs = 1;
+  EngineOptions options;
+};
+
+Result<UnetRuns> PlanUnetRuns(const EngineOptions& options, int requested) {
+  constexpr int kMostRuns = 16;
+  if (requested < 0 || requested > kMostRuns) {
+    return InvalidArgument("model runs at once " + std::to_string(requested) + " is outside 0.." +
+                           std::to_string(kMostRuns) + " (0: automatic)");
+  }
+  UnetRuns plan;
+  plan.options = RenderUnetOptions(options);
+  const bool ort_cpu = options.backend == "ort" && options.provider == "cpu";
+  plan.runs = requested > 0 ? requested : (ort_cpu && options.intra_op_threads >= 2 ? 2 : 1);
+  if (plan.runs > 1 && options.intra_op_threads > 0) {
+    plan.options.intra_op_threads = std::max(1, options.intra_op_threads / plan.runs);
+  }
+  return plan;
+}
+
 // Threads for the CPU work that one stage does on each frame (the audio encoder, the conversion
 // to YUV). Beside a UNet on the CPU, one: the UNet needs the cores. Beside one on a GPU, frames go
 // by at hundreds a second, and one core would limit the render (the encoder takes about 2 ms a
@@ -97,7 +128,7 @@ int HelperThreads(const Engine& unet) {
 
 struct Renderer::Models {
   Avatar avatar;
-  std::unique_ptr<Engine> unet;
+  std::vector<std::unique_ptr<Engine>> unets;  // one per concurrent run
   std::unique_ptr<AudioEncoder> encoder;
   UnetInputs roles;
   FaceLayout layout;
@@ -106,19 +137,25 @@ struct Renderer::Models {
 Renderer::Renderer(std::unique_ptr<Models> models) : models_(std::move(models)) {}
 Renderer::~Renderer() = default;
 const Avatar& Renderer::avatar() const { return models_->avatar; }
-Engine& Renderer::unet() { return *models_->unet; }
+Engine& Renderer::unet() { return *models_->unets[0]; }
+int Renderer::model_runs() const { return static_cast<int>(models_->unets.size()); }
 AudioEncoder& Renderer::audio_encoder() { return *models_->encoder; }
 
 Result<std::unique_ptr<Renderer>> Renderer::Create(const Avatar& avatar,
                                                    const EngineOptions& options,
-                                                   const std::string& model_path) {
+                                                   const std::string& model_path,
+                                                   const RendererOptions& renderer_options) {
   auto m = std::make_unique<Models>();
   m->avatar = avatar;
   const std::string where = "avatar '" + avatar.dir() + "'";
-  LIPSYNC_ASSIGN_OR_RETURN(m->unet,
-                           Engine::Create(model_path.empty() ? avatar.model_path() : model_path,
-                                          RenderUnetOptions(options)));
-  auto roles = FindUnetInputs(m->unet->info());
+  LIPSYNC_ASSIGN_OR_RETURN(UnetRuns plan, PlanUnetRuns(options, renderer_options.model_runs));
+  for (int i = 0; i < plan.runs; ++i) {
+    LIPSYNC_ASSIGN_OR_RETURN(
+        auto unet,
+        Engine::Create(model_path.empty() ? avatar.model_path() : model_path, plan.options));
+    m->unets.push_back(std::move(unet));
+  }
+  auto roles = FindUnetInputs(m->unets[0]->info());
   if (!roles.ok()) return roles.status().WithContext(where);
   m->roles = *roles;
   if (m->roles.size != avatar.manifest().model_size) {
@@ -131,7 +168,7 @@ Result<std::unique_ptr<Renderer>> Renderer::Create(const Avatar& avatar,
   // The encoder is small and runs beside the UNet: one thread keeps it off the cores of a UNet on
   // the CPU (see HelperThreads).
   EngineOptions encoder_options = options;
-  encoder_options.intra_op_threads = HelperThreads(*m->unet);
+  encoder_options.intra_op_threads = HelperThreads(*m->unets[0]);
   LIPSYNC_ASSIGN_OR_RETURN(m->encoder,
                            AudioEncoder::Create(avatar.audio_encoder_path(), encoder_options));
   Status encoder_ok = CheckAudioEncoderInfo(m->encoder->engine().info());
@@ -142,7 +179,7 @@ Result<std::unique_ptr<Renderer>> Renderer::Create(const Avatar& avatar,
 Result<RenderStats> Renderer::Render(const std::string& audio_path, const RenderOutput& output,
                                      const RenderOptions& options) {
   const Avatar& avatar = models_->avatar;
-  const ModelInfo& info = models_->unet->info();
+  const ModelInfo& info = models_->unets[0]->info();
   if (options.batch < 1) {
     return InvalidArgument("batch " + std::to_string(options.batch) + " must be at least 1");
   }
@@ -159,7 +196,9 @@ Result<RenderStats> Renderer::Render(const std::string& audio_path, const Render
   }
   const size_t queue_frames =
       options.queue_frames > 0 ? options.queue_frames : static_cast<size_t>(options.batch) + 2;
-  internal::Pipeline p(avatar, *models_->unet, *models_->encoder, options, queue_frames);
+  std::vector<Engine*> unets;
+  for (auto& unet : models_->unets) unets.push_back(unet.get());
+  internal::Pipeline p(avatar, std::move(unets), *models_->encoder, options, queue_frames);
   p.layout = models_->layout;
   p.roles = models_->roles;
   p.audio_path = audio_path;
@@ -193,7 +232,7 @@ Result<RenderStats> Renderer::Render(const std::string& audio_path, const Render
     vo.crf = options.crf;
     vo.preset = options.preset;
     vo.encoder_threads = options.encoder_threads;
-    vo.conversion_threads = HelperThreads(*models_->unet);
+    vo.conversion_threads = HelperThreads(*models_->unets[0]);
     vo.audio_sample_rate = options.audio_sample_rate;
     LIPSYNC_ASSIGN_OR_RETURN(p.writer, VideoWriter::Create(output.video_path, vo));
   } else {
@@ -210,7 +249,7 @@ Result<RenderStats> Renderer::Render(const std::string& audio_path, const Render
   {
     const size_t batch_values = static_cast<size_t>(p.batch) * 6 * p.layout.inner_size *
                                 static_cast<size_t>(p.layout.inner_size);
-    const size_t buffers = queue_frames / static_cast<size_t>(p.batch) + 3;
+    const size_t buffers = queue_frames / static_cast<size_t>(p.batch) + 2 + p.unets.size();
     for (size_t i = 0; i < buffers; ++i) {
       p.free_batches.Push(internal::BatchBuffer(new float[batch_values]));
     }
@@ -232,10 +271,25 @@ Result<RenderStats> Renderer::Render(const std::string& audio_path, const Render
     std::vector<std::thread> threads;
     threads.push_back(start("render-audio", internal::RunAudioStage, true));
     threads.push_back(start("render-frames", internal::RunFramesStage, true));
-    threads.push_back(start("render-infer", internal::RunInferStage, false));
+    p.infer_stats.resize(p.unets.size());
+    p.infer_threads_running = static_cast<int>(p.unets.size());
+    for (size_t i = 0; i < p.unets.size(); ++i) {
+      threads.push_back(std::thread([&p, i] {
+        pthread_setname_np(pthread_self(), "render-infer");
+        internal::RunInferStage(p, static_cast<int>(i));
+      }));
+    }
     threads.push_back(start("render-paste", internal::RunPasteStage, true));
     threads.push_back(start("render-output", internal::RunOutputStage, true));
     for (auto& t : threads) t.join();
+    StageStats& infer = p.stats[internal::kInferStage];
+    for (const StageStats& t : p.infer_stats) {
+      infer.items += t.items;
+      infer.busy_s += t.busy_s;
+      infer.starved_s += t.starved_s;
+      infer.blocked_s += t.blocked_s;
+      infer.cpu_s += t.cpu_s;
+    }
   }
   if (p.failed()) return p.error();  // the writer or staging folder removes what was written
   if (p.frames_written != p.total.load()) {
@@ -250,7 +304,8 @@ Result<RenderStats> Renderer::Render(const std::string& audio_path, const Render
 
   RenderStats stats;
   stats.frames = p.frames_written;
-  stats.batches = p.batches;
+  stats.batches = p.batches.load();
+  stats.model_runs = static_cast<int>(p.unets.size());
   stats.batch = p.batch;
   stats.seconds = internal::SecondsSince(p.started);
   stats.fps = stats.seconds > 0 ? stats.frames / stats.seconds : 0.0;

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -47,12 +48,12 @@ struct FrameJob {
 enum Stage { kAudioStage, kFramesStage, kInferStage, kPasteStage, kOutputStage, kStageCount };
 
 struct Pipeline {
-  Pipeline(const Avatar& avatar, Engine& unet, AudioEncoder& encoder, const RenderOptions& options,
-           size_t queue_frames);
+  Pipeline(const Avatar& avatar, std::vector<Engine*> unets, AudioEncoder& encoder,
+           const RenderOptions& options, size_t queue_frames);
 
   // Set up by Render() before the threads start.
   const Avatar& avatar;
-  Engine& unet;
+  std::vector<Engine*> unets;  // one per concurrent model run, each used by one inference thread
   AudioEncoder& encoder;
   const RenderOptions& options;
   FaceLayout layout;
@@ -76,11 +77,21 @@ struct Pipeline {
 
   // The number of output frames, known when the audio has ended (-1 before).
   std::atomic<int64_t> total{-1};
-  int64_t audio_samples = 0;   // written by the audio stage
-  int64_t batches = 0;         // written by the inference stage
-  int64_t frames_written = 0;  // written by the output stage
-  StageStats stats[kStageCount];
+  int64_t audio_samples = 0;        // written by the audio stage
+  std::atomic<int64_t> batches{0};  // counted by the inference threads
+  int64_t frames_written = 0;       // written by the output stage
+  StageStats stats[kStageCount];    // the inference stage's: its threads' summed after they end
   Clock::time_point started;
+
+  // The inference threads (one per engine) take batches in frame order, one thread at a time,
+  // run them at once and hand them on in the order they were taken.
+  std::vector<StageStats> infer_stats;  // one per inference thread
+  std::mutex gather_mutex;
+  int64_t batches_taken = 0;  // under gather_mutex
+  std::mutex handoff_mutex;
+  std::condition_variable handoff_turn;
+  int64_t batches_handed_on = 0;  // under handoff_mutex
+  std::atomic<int> infer_threads_running{0};
 
   // The first failure stops every queue; later ones are dropped.
   void Fail(const Status& status);
@@ -97,7 +108,7 @@ struct Pipeline {
 
 void RunAudioStage(Pipeline& p);
 void RunFramesStage(Pipeline& p);
-void RunInferStage(Pipeline& p);
+void RunInferStage(Pipeline& p, int thread);  // thread: which of p.unets it runs
 void RunPasteStage(Pipeline& p);
 void RunOutputStage(Pipeline& p);
 

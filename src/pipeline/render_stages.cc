@@ -182,36 +182,70 @@ void RunFramesStage(Pipeline& p) {
   p.cropped.Close();
 }
 
-void RunInferStage(Pipeline& p) {
-  StageClock clock(p.stats[kInferStage]);
+namespace {
+
+// Takes the next batch in frame order: its audio windows into `audio`, its frames into `jobs`
+// (empty at the end of the audio, or on a failure). One inference thread at a time.
+Status TakeBatch(Pipeline& p, Tensor& audio, std::vector<FrameJob>& jobs, int64_t* sequence) {
+  std::lock_guard<std::mutex> lock(p.gather_mutex);
+  jobs.clear();
+  while (static_cast<int>(jobs.size()) < p.batch) {
+    auto window = p.windows.Pop();
+    if (!window) break;  // the audio has ended (or a failure)
+    auto job = p.cropped.Pop();
+    if (!job) break;  // a failure stopped the queue
+    const size_t k = jobs.size();
+    if (job->index != window->index) {
+      return Internal("render: frame " + std::to_string(job->index) + " met audio window " +
+                      std::to_string(window->index));
+    }
+    if (job->index % p.batch != static_cast<int64_t>(k) ||
+        (k > 0 && job->visual != jobs[0].visual)) {
+      return Internal("render: frame " + std::to_string(job->index) +
+                      " is not in its batch's input buffer");
+    }
+    std::memcpy(audio.data_as<float>() + k * kWindowValues, window->values.data(),
+                kWindowValues * sizeof(float));
+    jobs.push_back(std::move(*job));
+  }
+  if (!jobs.empty()) *sequence = p.batches_taken++;
+  return Status::Ok();
+}
+
+// Hands a run batch on to the paste stage once every batch taken before it has been handed on.
+// False when the pipeline stopped.
+bool HandOn(Pipeline& p, int64_t sequence, std::vector<FrameJob>& jobs) {
+  std::unique_lock<std::mutex> lock(p.handoff_mutex);
+  p.handoff_turn.wait(lock, [&] { return p.batches_handed_on == sequence || p.failed(); });
+  if (p.failed()) return false;
+  lock.unlock();  // the push may wait for room; the next batch waits for its turn meanwhile
+  for (auto& job : jobs) {
+    if (!p.inferred.Push(std::move(job))) return false;
+  }
+  lock.lock();
+  ++p.batches_handed_on;
+  lock.unlock();
+  p.handoff_turn.notify_all();
+  return true;
+}
+
+}  // namespace
+
+void RunInferStage(Pipeline& p, int thread) {
+  Engine& unet = *p.unets[static_cast<size_t>(thread)];
+  StageStats& stats = p.infer_stats[static_cast<size_t>(thread)];
+  StageClock clock(stats);
   const int s = p.layout.inner_size;
   const size_t visual_size = static_cast<size_t>(6) * s * s;
   const size_t output_size = static_cast<size_t>(3) * s * s;
-  const Shape audio_item(p.unet.info().inputs[p.roles.audio].shape.begin() + 1,
-                         p.unet.info().inputs[p.roles.audio].shape.end());
+  const Shape audio_item(unet.info().inputs[p.roles.audio].shape.begin() + 1,
+                         unet.info().inputs[p.roles.audio].shape.end());
   Tensor audio = Tensor::Uninitialized(DataType::kFloat32, {p.batch, 32, 16, 16});
   std::vector<FrameJob> jobs;
   while (!p.CheckCancel()) {
-    jobs.clear();
-    while (static_cast<int>(jobs.size()) < p.batch) {
-      auto window = p.windows.Pop();
-      if (!window) break;  // the audio has ended (or a failure)
-      auto job = p.cropped.Pop();
-      if (!job) break;  // a failure stopped the queue
-      const size_t k = jobs.size();
-      if (job->index != window->index) {
-        return p.Fail(Internal("render: frame " + std::to_string(job->index) +
-                               " met audio window " + std::to_string(window->index)));
-      }
-      if (job->index % p.batch != static_cast<int64_t>(k) ||
-          (k > 0 && job->visual != jobs[0].visual)) {
-        return p.Fail(Internal("render: frame " + std::to_string(job->index) +
-                               " is not in its batch's input buffer"));
-      }
-      std::memcpy(audio.data_as<float>() + k * kWindowValues, window->values.data(),
-                  kWindowValues * sizeof(float));
-      jobs.push_back(std::move(*job));
-    }
+    int64_t sequence = 0;
+    Status taken = TakeBatch(p, audio, jobs, &sequence);
+    if (!taken.ok()) return p.Fail(taken);
     clock.Starved();
     if (jobs.empty() || p.failed()) break;
     const int64_t n = static_cast<int64_t>(jobs.size());
@@ -230,7 +264,7 @@ void RunInferStage(Pipeline& p) {
     inputs[p.roles.visual] = {DataType::kFloat32, {run, 6, s, s}, visual};
     inputs[p.roles.audio] = {DataType::kFloat32, audio_shape, audio.data()};
     const MutableTensorView out{DataType::kFloat32, {run, 3, s, s}, output.get()};
-    Status ran = p.unet.Run(inputs, {out});
+    Status ran = unet.Run(inputs, {out});
     if (!ran.ok()) return p.Fail(ran.WithContext("model"));
     ++p.batches;
     p.free_batches.Push(jobs[0].visual);  // the frames stage may fill it again
@@ -240,17 +274,18 @@ void RunInferStage(Pipeline& p) {
       job.output = output;
       job.face = output.get() + k * output_size;
     }
-    p.stats[kInferStage].items += n;
+    stats.items += n;
     clock.Busy();
-    for (auto& job : jobs) {
-      if (!p.inferred.Push(std::move(job))) return;
-    }
+    if (!HandOn(p, sequence, jobs)) return;
     clock.Blocked();
   }
-  // Every frame the audio asks for is in: the frame reader may stop.
-  p.cropped.Stop();
-  p.free_batches.Stop();
-  p.inferred.Close();
+  // The last inference thread to end: every frame the audio asks for is in, and the frame
+  // reader may stop.
+  if (p.infer_threads_running.fetch_sub(1) == 1) {
+    p.cropped.Stop();
+    p.free_batches.Stop();
+    p.inferred.Close();
+  }
 }
 
 void RunPasteStage(Pipeline& p) {

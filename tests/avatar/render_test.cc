@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <fstream>
+#include <iterator>
 
 #include "avatar_test_util.h"
 
@@ -84,8 +86,6 @@ TEST(Renderer, CancelLeavesNothing) {
   ScratchDir dir;
   const Avatar avatar = ImportTinyAvatar(dir);
   const std::string speech = WriteSpeechVideo(dir, 3.0);
-  auto renderer = Renderer::Create(avatar);
-  ASSERT_TRUE(renderer.ok());
   std::atomic<bool> cancel{false};
   RenderOptions options;
   options.cancel = &cancel;
@@ -93,12 +93,18 @@ TEST(Renderer, CancelLeavesNothing) {
     if (p.frames_done == 5) cancel = true;
   };
   const auto before = dir.List();
-  for (const RenderOutput& out :
-       {RenderOutput::Video(dir / "out.mp4"), RenderOutput::Frames(dir / "frames")}) {
-    cancel = false;
-    auto stats = (*renderer)->Render(speech, out, options);
-    EXPECT_EQ(stats.status().code(), StatusCode::kCancelled);
-    EXPECT_EQ(dir.List(), before);
+  for (int runs : {1, 2}) {
+    RendererOptions renderer_options;
+    renderer_options.model_runs = runs;
+    auto renderer = Renderer::Create(avatar, {}, "", renderer_options);
+    ASSERT_TRUE(renderer.ok());
+    for (const RenderOutput& out :
+         {RenderOutput::Video(dir / "out.mp4"), RenderOutput::Frames(dir / "frames")}) {
+      cancel = false;
+      auto stats = (*renderer)->Render(speech, out, options);
+      EXPECT_EQ(stats.status().code(), StatusCode::kCancelled) << runs << " runs";
+      EXPECT_EQ(dir.List(), before);
+    }
   }
 }
 
@@ -115,6 +121,69 @@ TEST(Renderer, NativeBackendRunsTheEncoderOnOnnxRuntime) {
   EXPECT_EQ((*renderer)->unet().info().backend, "reference");
   EXPECT_EQ((*renderer)->audio_encoder().engine().info().backend, "ort");
   EXPECT_FALSE((*renderer)->audio_encoder().fallback_reason().empty());
+}
+
+std::string FileBytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// Several UNet runs at once take batches in frame order and hand them on in that order: the same
+// frames as one run, byte for byte, including the last, short batch.
+TEST(Renderer, SeveralModelRunsGiveTheSameFramesInOrder) {
+  ScratchDir dir;
+  const Avatar avatar = ImportTinyAvatar(dir);
+  const std::string speech = WriteSpeechVideo(dir, 2.0);
+  RenderOptions options;
+  options.batch = 3;
+  std::vector<std::string> names[2];
+  for (int runs : {1, 3}) {
+    EngineOptions engine;
+    engine.intra_op_threads = runs;  // one thread for each run
+    RendererOptions renderer_options;
+    renderer_options.model_runs = runs;
+    auto renderer = Renderer::Create(avatar, engine, "", renderer_options);
+    ASSERT_TRUE(renderer.ok()) << renderer.status().ToString();
+    EXPECT_EQ((*renderer)->model_runs(), runs);
+    const std::string out = dir / ("frames" + std::to_string(runs));
+    auto stats = (*renderer)->Render(speech, RenderOutput::Frames(out), options);
+    ASSERT_TRUE(stats.ok()) << stats.status().ToString();
+    EXPECT_EQ(stats->model_runs, runs);
+    EXPECT_NE(stats->frames % 3, 0) << "the test wants a short last batch";
+    EXPECT_EQ(stats->batches, (stats->frames + 2) / 3);
+    for (const StageStats& s : stats->stages) EXPECT_EQ(s.items, stats->frames) << s.name;
+    names[runs == 1 ? 0 : 1] = dir.List("frames" + std::to_string(runs));
+    EXPECT_EQ(static_cast<int64_t>(names[runs == 1 ? 0 : 1].size()), stats->frames);
+  }
+  ASSERT_EQ(names[0], names[1]);
+  for (const std::string& name : names[0]) {
+    EXPECT_EQ(FileBytes(dir / ("frames1/" + name)), FileBytes(dir / ("frames3/" + name))) << name;
+  }
+}
+
+TEST(Renderer, ModelRunsByDefaultAndOutOfRange) {
+  ScratchDir dir;
+  const Avatar avatar = ImportTinyAvatar(dir);
+  auto runs_for = [&](const EngineOptions& engine) {
+    auto renderer = Renderer::Create(avatar, engine);
+    EXPECT_TRUE(renderer.ok()) << renderer.status().ToString();
+    return renderer.ok() ? (*renderer)->model_runs() : -1;
+  };
+  EngineOptions engine;
+  engine.intra_op_threads = 2;
+  EXPECT_EQ(runs_for(engine), 2);  // ONNX Runtime's CPU provider, two threads: two runs of one
+  engine.intra_op_threads = 1;
+  EXPECT_EQ(runs_for(engine), 1);
+  engine.intra_op_threads = 0;  // ONNX Runtime's own choice: one run
+  EXPECT_EQ(runs_for(engine), 1);
+  for (int bad : {-1, 17}) {
+    RendererOptions renderer_options;
+    renderer_options.model_runs = bad;
+    auto refused = Renderer::Create(avatar, {}, "", renderer_options);
+    EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(refused.status().message().find("is outside 0..16"), std::string::npos)
+        << refused.status().message();
+  }
 }
 
 TEST(Renderer, RejectsBadOptions) {

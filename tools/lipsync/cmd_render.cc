@@ -29,6 +29,7 @@ struct RenderArgs {
   std::string order = "pingpong";
   int64_t start_frame = -1;
   int batch = 4;
+  int model_runs = 0;
   int crf = 18;
   std::string preset = "veryfast";
   int queue = 0;
@@ -86,6 +87,7 @@ nlohmann::json StatsJson(const RenderArgs& args, const RenderStats& s, double lo
           {"frames", s.frames},
           {"batch", s.batch},
           {"batches", s.batches},
+          {"model_runs", s.model_runs},
           {"seconds", s.seconds},
           {"fps", s.fps},
           {"audio_seconds", s.audio_seconds},
@@ -107,7 +109,9 @@ int RunRender(const RenderArgs& args) {
   auto avatar = LoadAvatar(args.avatar);
   if (!avatar.ok()) return ReportError(avatar.status());
   const auto t0 = std::chrono::steady_clock::now();
-  auto renderer = Renderer::Create(*avatar, *options, args.engine.model);
+  RendererOptions renderer_options;
+  renderer_options.model_runs = args.model_runs;
+  auto renderer = Renderer::Create(*avatar, *options, args.engine.model, renderer_options);
   if (!renderer.ok()) return ReportError(renderer.status());
   const double load_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -151,10 +155,13 @@ int RunRender(const RenderArgs& args) {
   }
   std::printf(
       "wrote %s: %lld frames (%.2f s of video for %.2f s of audio) in %.2f s, "
-      "%.1f frames/s, batch %d\n",
+      "%.1f frames/s, batch %d%s\n",
       (args.out.empty() ? args.frames_out : args.out).c_str(),
       static_cast<long long>(stats->frames), stats->video_seconds, stats->audio_seconds,
-      stats->seconds, stats->fps, stats->batch);
+      stats->seconds, stats->fps, stats->batch,
+      stats->model_runs > 1
+          ? (", " + std::to_string(stats->model_runs) + " model runs at once").c_str()
+          : "");
   std::printf("%-8s %10s %14s %13s %10s %10s\n", "stage", "busy s", "busy ms/frame", "cpu ms/frame",
               "starved s", "blocked s");
   const double per_frame = stats->frames ? 1000.0 / stats->frames : 0.0;
@@ -180,6 +187,10 @@ void AddRenderCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--frames-format", args->frames_format, "png | jpg (with --frames-out)")
       ->capture_default_str();
   cmd->add_option("--batch", args->batch, "frames per model run")->capture_default_str();
+  cmd->add_option("--model-runs", args->model_runs,
+                  "model runs at once, each with its share of --threads (0: two on the CPU with "
+                  "2+ threads, else one)")
+      ->capture_default_str();
   cmd->add_option("--start-frame", args->start_frame,
                   "avatar frame of the first output frame (default: 1 for pingpong, 0 for loop)");
   cmd->add_option("--order", args->order, "pingpong | loop: how output frames walk the avatar")
