@@ -19,6 +19,10 @@ struct OrtOptions {
   GraphOptimization graph_optimization = GraphOptimization::kAll;
   std::string engine_cache_dir;  // TensorRT engine cache; empty: no cache
   bool cuda_graph = false;       // the CUDA / TensorRT provider's CUDA graph capture
+  // ONNX Runtime's memory pattern: one block planned for all of a run's activations, per input
+  // shape. Off, each operator's output comes from the arena as it runs: on the demo UNet on the
+  // CPU, 30-40% less peak memory and 2-9% slower alone (docs/PERFORMANCE.md).
+  bool memory_pattern = true;
   // Extra session configuration entries (key, value), e.g.
   // {"session.intra_op.allow_spinning", "0"}; see onnxruntime_session_options_config_keys.h.
   std::vector<std::pair<std::string, std::string>> session_config;

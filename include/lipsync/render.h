@@ -10,7 +10,8 @@
 //
 // Five stages run on their own threads, joined by bounded queues: audio features (decode, mel,
 // encoder, windows), frames (decode the avatar frame, crop, mask), inference (batches through the
-// UNet), paste (the new face back into its frame) and output (H.264 + AAC, or image files). The
+// UNet, on one thread per concurrent run), paste (the new face back into its frame) and output
+// (H.264 + AAC, or image files). The
 // model waits only when the stages before it are slower than it; memory is bounded by the queues,
 // not by the length of the audio. On any error or cancel nothing is left at the output path.
 #pragma once

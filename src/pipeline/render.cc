@@ -92,7 +92,7 @@ EngineOptions RenderUnetOptions(EngineOptions options) {
 // How many UNet runs go at once, and the engine options of each. On ONNX Runtime's CPU provider
 // one run on N threads stops at every operator until all N are done, so a thread that another
 // stage takes the core from holds up the rest; runs on one thread each do not wait on one
-// another. Two runs of half the threads each were 4-20% faster than one on two cores (measured,
+// another. Two runs of half the threads each were faster than one on two cores (measured,
 // docs/PERFORMANCE.md). Elsewhere one run, unless the caller asks for more.
 struct UnetRuns {
   int runs = 1;
@@ -112,6 +112,10 @@ Result<UnetRuns> PlanUnetRuns(const EngineOptions& options, int requested) {
   if (plan.runs > 1 && options.intra_op_threads > 0) {
     plan.options.intra_op_threads = std::max(1, options.intra_op_threads / plan.runs);
   }
+  // Each run's planned block would hold all its activations at once (1.4 GB at batch 4 for the
+  // demo UNet); taken from the arena as needed, two runs hold about what one planned run does,
+  // and were faster too (docs/PERFORMANCE.md).
+  if (plan.runs > 1 && ort_cpu) plan.options.ort.memory_pattern = false;
   return plan;
 }
 

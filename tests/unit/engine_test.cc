@@ -83,6 +83,22 @@ TEST(Engine, BatchItemsAreIndependentAndInSigmoidRange) {
   for (int i = 0; i < 3 * 320 * 320; ++i) ASSERT_NEAR(a[i], b[i], 1e-6f);
 }
 
+TEST(Engine, WithoutTheMemoryPatternTheOutputsAreTheSame) {
+  auto planned = Load("tiny.onnx");
+  EngineOptions o = CpuOptions();
+  o.ort.memory_pattern = false;
+  auto unplanned = Load("tiny.onnx", o);
+  ASSERT_TRUE(planned && unplanned);
+  for (int64_t batch : {1, 3, 2}) {  // a new shape, then one seen before
+    auto in = RandomInputs(batch, 40 + static_cast<uint32_t>(batch));
+    auto a = planned->Run(Views(in));
+    auto b = unplanned->Run(Views(in));
+    ASSERT_TRUE(a.ok() && b.ok());
+    ASSERT_EQ((*a)[0].byte_size(), (*b)[0].byte_size());
+    EXPECT_EQ(std::memcmp((*a)[0].data(), (*b)[0].data(), (*a)[0].byte_size()), 0) << batch;
+  }
+}
+
 TEST(Engine, WrongShapeNamesTensorAndShapes) {
   auto e = Load("tiny.onnx");
   ASSERT_TRUE(e);

@@ -191,6 +191,7 @@ Ort::SessionOptions BaseSessionOptions(const EngineOptions& o) {
   so.SetInterOpNumThreads(o.ort.inter_op_threads);
   so.SetGraphOptimizationLevel(ToOrtLevel(o.ort.graph_optimization));
   so.SetExecutionMode(ORT_SEQUENTIAL);
+  if (!o.ort.memory_pattern) so.DisableMemPattern();
   for (const auto& [key, value] : o.ort.session_config) {
     so.AddConfigEntry(key.c_str(), value.c_str());
   }
