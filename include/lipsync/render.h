@@ -106,9 +106,10 @@ struct RenderStats {
 
 struct RendererOptions {
   // UNet runs at once, each on its own copy of the model with its share of the engine's
-  // intra_op_threads (0 there: ONNX Runtime's own choice for each). 0: two on ONNX Runtime's CPU
-  // provider with two or more threads (faster than one run on all of them, whose threads wait for
-  // one another at every operator), one elsewhere.
+  // intra_op_threads (0 there: the physical cores). 0: two on ONNX Runtime's CPU provider with two
+  // or more threads (faster than one run on all of them, whose threads wait for one another at
+  // every operator), one elsewhere. Several runs on the CPU take their activations from the arena
+  // as needed (OrtOptions::memory_pattern off), so that two hold about what one planned run does.
   int model_runs = 0;
 };
 

@@ -3,11 +3,15 @@
 #include "lipsync/render.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <fstream>
+#include <set>
 #include <thread>
+#include <utility>
 
 #include "render_pipeline.h"
 
@@ -99,6 +103,26 @@ struct UnetRuns {
   EngineOptions options;
 };
 
+// The cores a default (0) thread count stands for: the physical cores this process may run on,
+// as ONNX Runtime counts them (distinct package and core ids in sysfs, at most the CPUs of the
+// affinity mask).
+int PhysicalCores() {
+  std::set<std::pair<int, int>> cores;
+  for (int cpu = 0;; ++cpu) {
+    const std::string dir = "/sys/devices/system/cpu/cpu" + std::to_string(cpu) + "/topology/";
+    std::ifstream package_file(dir + "physical_package_id");
+    std::ifstream core_file(dir + "core_id");
+    int package = 0, core = 0;
+    if (!(package_file >> package) || !(core_file >> core)) break;
+    cores.insert({package, core});
+  }
+  int count = cores.empty() ? static_cast<int>(std::thread::hardware_concurrency())
+                            : static_cast<int>(cores.size());
+  cpu_set_t mask;
+  if (sched_getaffinity(0, sizeof(mask), &mask) == 0) count = std::min(count, CPU_COUNT(&mask));
+  return std::max(1, count);
+}
+
 Result<UnetRuns> PlanUnetRuns(const EngineOptions& options, int requested) {
   constexpr int kMostRuns = 16;
   if (requested < 0 || requested > kMostRuns) {
@@ -108,10 +132,12 @@ Result<UnetRuns> PlanUnetRuns(const EngineOptions& options, int requested) {
   UnetRuns plan;
   plan.options = RenderUnetOptions(options);
   const bool ort_cpu = options.backend == "ort" && options.provider == "cpu";
-  plan.runs = requested > 0 ? requested : (ort_cpu && options.intra_op_threads >= 2 ? 2 : 1);
-  if (plan.runs > 1 && options.intra_op_threads > 0) {
-    plan.options.intra_op_threads = std::max(1, options.intra_op_threads / plan.runs);
-  }
+  const int threads = options.intra_op_threads > 0 ? options.intra_op_threads
+                      : ort_cpu                    ? PhysicalCores()
+                                                   : 0;
+  plan.runs = requested > 0 ? requested : (ort_cpu && threads >= 2 ? 2 : 1);
+  if (plan.runs > 1 && threads > 0)
+    plan.options.intra_op_threads = std::max(1, threads / plan.runs);
   // Each run's planned block would hold all its activations at once (1.4 GB at batch 4 for the
   // demo UNet); taken from the arena as needed, two runs hold about what one planned run does,
   // and were faster too (docs/PERFORMANCE.md).

@@ -2,6 +2,7 @@
 #include "lipsync/render.h"
 
 #include <gtest/gtest.h>
+#include <sched.h>
 
 #include <cmath>
 #include <fstream>
@@ -164,8 +165,8 @@ TEST(Renderer, SeveralModelRunsGiveTheSameFramesInOrder) {
 TEST(Renderer, ModelRunsByDefaultAndOutOfRange) {
   ScratchDir dir;
   const Avatar avatar = ImportTinyAvatar(dir);
-  auto runs_for = [&](const EngineOptions& engine) {
-    auto renderer = Renderer::Create(avatar, engine);
+  auto runs_for = [&](const EngineOptions& engine, const std::string& model = "") {
+    auto renderer = Renderer::Create(avatar, engine, model);
     EXPECT_TRUE(renderer.ok()) << renderer.status().ToString();
     return renderer.ok() ? (*renderer)->model_runs() : -1;
   };
@@ -174,8 +175,24 @@ TEST(Renderer, ModelRunsByDefaultAndOutOfRange) {
   EXPECT_EQ(runs_for(engine), 2);  // ONNX Runtime's CPU provider, two threads: two runs of one
   engine.intra_op_threads = 1;
   EXPECT_EQ(runs_for(engine), 1);
-  engine.intra_op_threads = 0;  // ONNX Runtime's own choice: one run
-  EXPECT_EQ(runs_for(engine), 1);
+  // The default thread count stands for the physical cores this thread may use: one CPU, one run.
+  engine.intra_op_threads = 0;
+  cpu_set_t all, one;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(all), &all), 0);
+  CPU_ZERO(&one);
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (CPU_ISSET(cpu, &all)) {
+      CPU_SET(cpu, &one);
+      break;
+    }
+  }
+  ASSERT_EQ(sched_setaffinity(0, sizeof(one), &one), 0);
+  const int runs_on_one_cpu = runs_for(engine);
+  ASSERT_EQ(sched_setaffinity(0, sizeof(all), &all), 0);
+  EXPECT_EQ(runs_on_one_cpu, 1);
+  engine.backend = "reference";  // lipsync's own backends: one run
+  engine.intra_op_threads = 2;
+  EXPECT_EQ(runs_for(engine, TestModelPath("demo/demo.onnx")), 1);
   for (int bad : {-1, 17}) {
     RendererOptions renderer_options;
     renderer_options.model_runs = bad;
