@@ -93,19 +93,8 @@ EngineOptions RenderUnetOptions(EngineOptions options) {
   return options;
 }
 
-// How many UNet runs go at once, and the engine options of each. On ONNX Runtime's CPU provider
-// one run on N threads stops at every operator until all N are done, so a thread that another
-// stage takes the core from holds up the rest; runs on one thread each do not wait on one
-// another. Two runs of half the threads each were faster than one on two cores (measured,
-// docs/PERFORMANCE.md). Elsewhere one run, unless the caller asks for more.
-struct UnetRuns {
-  int runs = 1;
-  EngineOptions options;
-};
-
-// The cores a default (0) thread count stands for: the physical cores this process may run on,
-// as ONNX Runtime counts them (distinct package and core ids in sysfs, at most the CPUs of the
-// affinity mask).
+// The cores a default (0) thread count stands for: the physical cores this process may run on
+// (distinct package and core ids in sysfs, at most the CPUs of its affinity mask).
 int PhysicalCores() {
   std::set<std::pair<int, int>> cores;
   for (int cpu = 0;; ++cpu) {
@@ -122,6 +111,16 @@ int PhysicalCores() {
   if (sched_getaffinity(0, sizeof(mask), &mask) == 0) count = std::min(count, CPU_COUNT(&mask));
   return std::max(1, count);
 }
+
+// How many UNet runs go at once, and the engine options of each. On ONNX Runtime's CPU provider
+// one run on N threads stops at every operator until all N are done, so a thread that another
+// stage takes the core from holds up the rest; runs on one thread each do not wait on one
+// another. Two runs of half the threads each were faster than one on two cores (measured,
+// docs/PERFORMANCE.md). Elsewhere one run, unless the caller asks for more.
+struct UnetRuns {
+  int runs = 1;
+  EngineOptions options;
+};
 
 Result<UnetRuns> PlanUnetRuns(const EngineOptions& options, int requested) {
   constexpr int kMostRuns = 16;
