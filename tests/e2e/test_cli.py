@@ -144,6 +144,21 @@ def test_bench_json_has_cold_and_warm_figures(tmp_path):
         assert r["fps"] == pytest.approx(r["batch"] * 1000.0 / lat["median"])
 
 
+def test_bench_runs_at_once_report_throughput(tmp_path):
+    out = tmp_path / "bench.json"
+    run("bench", "--model", MODEL, "--batch", "2", "--iterations", "5", "--warmup", "1",
+        "--threads", "2", "--runs", "2", "--json", str(out))
+    report = json.loads(out.read_text())
+    assert report["runs_at_once"] == 2
+    r = report["results"][0]
+    assert r["runs_at_once"] == 2
+    assert r["iterations"] == 5 and len(r["samples_ms"]) == 5  # counted over both runs
+    assert r["fps"] == r["throughput_fps"] > 0
+    for runs in ("0", "17"):
+        bad = run("bench", "--model", MODEL, "--runs", runs, "--iterations", "1", check=False)
+        assert bad.returncode == 2 and f"--runs {runs} is outside 1..16" in bad.stderr
+
+
 def test_bench_rejects_bad_batch():
     r = run("bench", "--model", MODEL, "--batch", "0", "--iterations", "1", check=False)
     assert r.returncode == 2 and "--batch 0 is outside 1..64" in r.stderr

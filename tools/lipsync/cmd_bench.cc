@@ -2,10 +2,14 @@
 // apart, as a table and as JSON (the same schema as python/lipsync/torch_bench.py).
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <ctime>
 #include <fstream>
+#include <mutex>
+#include <thread>
 
 #include "bench_stats.h"
 #include "commands.h"
@@ -26,6 +30,7 @@ struct BenchArgs {
   int iterations = 0;
   double duration_s = 10.0;
   int warmup = 5;
+  int runs = 1;  // runs at once, each on its own engine with its share of the threads
   std::string json_path;
   std::string implementation;
   uint64_t seed = 0;
@@ -44,7 +49,20 @@ std::string HostName() {
   return buf;
 }
 
-Result<nlohmann::json> BenchBatch(Engine& engine, const BenchArgs& args, int64_t batch) {
+// What the engines' loops share: the timed window starts when every engine is warm.
+struct SharedClock {
+  std::mutex mu;
+  std::condition_variable all_warm;
+  size_t engines = 1, warm = 0;
+  Clock::time_point start, deadline;
+  std::vector<double> samples;  // latencies of the timed runs, ms
+  int taken = 0;                // timed runs started
+};
+
+// One engine's loop: first run, warm-up, then timed runs until the deadline or the iteration
+// count (counted over all engines).
+Status TimeEngine(Engine& engine, const BenchArgs& args, int64_t batch, SharedClock& shared,
+                  double* first_ms) {
   LIPSYNC_ASSIGN_OR_RETURN(std::vector<Tensor> inputs,
                            MakeRandomInputs(engine.info(), batch, args.seed));
   LIPSYNC_ASSIGN_OR_RETURN(std::vector<Shape> shapes, engine.OutputShapes(batch));
@@ -55,41 +73,75 @@ Result<nlohmann::json> BenchBatch(Engine& engine, const BenchArgs& args, int64_t
     out_views.push_back(outputs.back().mutable_view());
   }
   const auto in_views = Views(inputs);
-
   auto t0 = Clock::now();
-  LIPSYNC_RETURN_IF_ERROR(engine.Run(in_views, out_views));
-  const double first_ms = MsSince(t0);
-  for (int i = 0; i < args.warmup; ++i) LIPSYNC_RETURN_IF_ERROR(engine.Run(in_views, out_views));
-
-  std::vector<double> samples;
-  const auto start = Clock::now();
-  const auto deadline = start + std::chrono::duration<double>(args.duration_s);
-  auto last_report = start;
-  while (true) {
-    if (args.iterations > 0 ? static_cast<int>(samples.size()) >= args.iterations
-                            : (Clock::now() >= deadline && samples.size() >= 3)) {
-      break;
+  Status warmed = engine.Run(in_views, out_views);
+  if (first_ms) *first_ms = MsSince(t0);
+  for (int i = 0; i < args.warmup && warmed.ok(); ++i) warmed = engine.Run(in_views, out_views);
+  {
+    std::unique_lock<std::mutex> lock(shared.mu);
+    if (++shared.warm == shared.engines) {  // the last one starts the clock for all
+      shared.start = Clock::now();
+      shared.deadline = shared.start + std::chrono::duration_cast<Clock::duration>(
+                                           std::chrono::duration<double>(args.duration_s));
+      shared.all_warm.notify_all();
+    }
+    shared.all_warm.wait(lock, [&] { return shared.warm == shared.engines; });
+  }
+  LIPSYNC_RETURN_IF_ERROR(warmed);  // after the count, so that the others do not wait forever
+  auto last_report = Clock::now();
+  for (;;) {
+    {
+      std::lock_guard<std::mutex> lock(shared.mu);
+      const bool done = args.iterations > 0
+                            ? shared.taken >= args.iterations
+                            : Clock::now() >= shared.deadline && shared.samples.size() >= 3;
+      if (done) return Status::Ok();
+      ++shared.taken;
+      if (first_ms && std::chrono::duration<double>(Clock::now() - last_report).count() > 5.0) {
+        std::fprintf(stderr, "  batch %lld: %zu runs so far\n", static_cast<long long>(batch),
+                     shared.samples.size());
+        last_report = Clock::now();
+      }
     }
     t0 = Clock::now();
     LIPSYNC_RETURN_IF_ERROR(engine.Run(in_views, out_views));
-    samples.push_back(MsSince(t0));
-    if (std::chrono::duration<double>(Clock::now() - last_report).count() > 5.0) {
-      std::fprintf(stderr, "  batch %lld: %zu runs so far\n", static_cast<long long>(batch),
-                   samples.size());
-      last_report = Clock::now();
-    }
+    const double ms = MsSince(t0);
+    std::lock_guard<std::mutex> lock(shared.mu);
+    shared.samples.push_back(ms);
   }
-  const double total_s = std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// Every engine at once on `batch` (one engine: the plain latency loop). Frames per second is the
+// median's for one engine and the measured throughput for several.
+Result<nlohmann::json> BenchBatch(std::vector<std::unique_ptr<Engine>>& engines,
+                                  const BenchArgs& args, int64_t batch) {
+  SharedClock shared;
+  shared.engines = engines.size();
+  double first_ms = 0;
+  std::vector<Status> status(engines.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < engines.size(); ++i) {
+    threads.emplace_back([&, i] {
+      status[i] = TimeEngine(*engines[i], args, batch, shared, i == 0 ? &first_ms : nullptr);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (const Status& s : status) LIPSYNC_RETURN_IF_ERROR(s);
+  const double total_s = std::chrono::duration<double>(Clock::now() - shared.start).count();
+  const std::vector<double>& samples = shared.samples;
   const LatencySummary s = Summarize(samples);
-  return nlohmann::json{{"batch", batch},
-                        {"first_inference_ms", first_ms},
-                        {"warmup", args.warmup},
-                        {"iterations", samples.size()},
-                        {"latency_ms", ToJson(s)},
-                        {"ms_per_frame", s.median / static_cast<double>(batch)},
-                        {"fps", static_cast<double>(batch) * 1000.0 / s.median},
-                        {"throughput_fps", static_cast<double>(batch) * samples.size() / total_s},
-                        {"samples_ms", samples}};
+  const double throughput = static_cast<double>(batch) * samples.size() / total_s;
+  return nlohmann::json{
+      {"batch", batch},
+      {"runs_at_once", engines.size()},
+      {"first_inference_ms", first_ms},
+      {"warmup", args.warmup},
+      {"iterations", samples.size()},
+      {"latency_ms", ToJson(s)},
+      {"ms_per_frame", s.median / static_cast<double>(batch) / engines.size()},
+      {"fps", engines.size() == 1 ? static_cast<double>(batch) * 1000.0 / s.median : throughput},
+      {"throughput_fps", throughput},
+      {"samples_ms", samples}};
 }
 
 int RunBench(const BenchArgs& args) {
@@ -106,11 +158,28 @@ int RunBench(const BenchArgs& args) {
         InvalidArgument("--iterations and --warmup take 0 or more runs, --duration "
                         "a positive number of seconds"));
   }
+  if (args.runs < 1 || args.runs > 16) {
+    return ReportError(
+        InvalidArgument("--runs " + std::to_string(args.runs) + " is outside 1..16"));
+  }
+  // Each run gets its share of the threads (0: the engine's default) and, on ONNX Runtime's CPU
+  // provider, no memory pattern: the configuration render uses for several runs.
+  EngineOptions per_run = *options;
+  if (args.runs > 1 && per_run.intra_op_threads > 0) {
+    per_run.intra_op_threads = std::max(1, per_run.intra_op_threads / args.runs);
+  }
+  if (args.runs > 1 && per_run.backend == "ort" && per_run.provider == "cpu") {
+    per_run.ort.memory_pattern = false;
+  }
   auto t0 = Clock::now();
-  auto engine = Engine::Create(args.engine.model, *options);
-  if (!engine.ok()) return ReportError(engine.status());
-  const double create_ms = MsSince(t0);
-  const ModelInfo& info = (*engine)->info();
+  std::vector<std::unique_ptr<Engine>> engines;
+  for (int i = 0; i < args.runs; ++i) {
+    auto engine = Engine::Create(args.engine.model, per_run);
+    if (!engine.ok()) return ReportError(engine.status());
+    engines.push_back(std::move(*engine));
+  }
+  const double create_ms = MsSince(t0) / args.runs;
+  const ModelInfo& info = engines[0]->info();
   const std::string impl = args.implementation.empty()
                                ? "lipsync-" + info.backend + "-" + info.provider
                                : args.implementation;
@@ -120,7 +189,7 @@ int RunBench(const BenchArgs& args) {
   nlohmann::json results = nlohmann::json::array();
   for (int64_t batch : args.batches) {
     std::fprintf(stderr, "  batch %lld ...\n", static_cast<long long>(batch));
-    auto r = BenchBatch(**engine, args, batch);
+    auto r = BenchBatch(engines, args, batch);
     if (!r.ok()) return ReportError(r.status().WithContext("batch " + std::to_string(batch)));
     results.push_back(*r);
   }
@@ -145,6 +214,7 @@ int RunBench(const BenchArgs& args) {
                         {"backend", info.backend},
                         {"provider", info.provider},
                         {"threads", args.engine.threads},
+                        {"runs_at_once", args.runs},
                         {"precision", args.engine.precision == "fp16" ? "float16" : "float32"},
                         {"session_create_ms", create_ms},
                         {"date", IsoNow()},
@@ -173,6 +243,10 @@ void AddBenchCommand(CLI::App& app, int* exit_code) {
       ->excludes(iters)
       ->capture_default_str();
   cmd->add_option("--warmup", args->warmup, "untimed runs before timing")->capture_default_str();
+  cmd->add_option("--runs", args->runs,
+                  "runs at once, each on its own copy of the model with its share of --threads "
+                  "(FPS is then the measured throughput)")
+      ->capture_default_str();
   cmd->add_option("--json", args->json_path, "write results as JSON");
   cmd->add_option("--implementation", args->implementation, "name in the report");
   cmd->add_option("--seed", args->seed, "seed of the random inputs")->capture_default_str();
