@@ -78,6 +78,12 @@ struct EngineOptions {
   ReferenceOptions reference;
 };
 
+// The options of each of `runs` engines that run the same model at once (render's model runs,
+// bench's --runs): its share of intra_op_threads (0 stays 0, the backend's default) and, on ONNX
+// Runtime's CPU provider, no memory pattern, whose block planned per engine would hold all of a
+// run's activations at once. One run: `options` as they are.
+EngineOptions OptionsPerRun(EngineOptions options, int runs);
+
 // What the loaded backend accepts, so callers can hand it the memory it reads best.
 struct BackendCapabilities {
   bool host_memory = true;         // pageable host buffers

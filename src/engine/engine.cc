@@ -1,5 +1,6 @@
 #include "lipsync/engine.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 
@@ -85,6 +86,15 @@ Engine::Engine(std::string path, EngineOptions options, ModelInfo info,
       backend_(std::move(backend)) {}
 
 Engine::~Engine() = default;
+
+EngineOptions OptionsPerRun(EngineOptions options, int runs) {
+  if (runs <= 1) return options;
+  if (options.intra_op_threads > 0) {
+    options.intra_op_threads = std::max(1, options.intra_op_threads / runs);
+  }
+  if (options.backend == "ort" && options.provider == "cpu") options.ort.memory_pattern = false;
+  return options;
+}
 
 Result<std::unique_ptr<Engine>> Engine::Create(const std::string& model_path,
                                                const EngineOptions& options) {

@@ -129,18 +129,16 @@ Result<UnetRuns> PlanUnetRuns(const EngineOptions& options, int requested) {
                            std::to_string(kMostRuns) + " (0: automatic)");
   }
   UnetRuns plan;
-  plan.options = RenderUnetOptions(options);
   const bool ort_cpu = options.backend == "ort" && options.provider == "cpu";
   const int threads = options.intra_op_threads > 0 ? options.intra_op_threads
                       : ort_cpu                    ? PhysicalCores()
                                                    : 0;
   plan.runs = requested > 0 ? requested : (ort_cpu && threads >= 2 ? 2 : 1);
-  if (plan.runs > 1 && threads > 0)
-    plan.options.intra_op_threads = std::max(1, threads / plan.runs);
-  // Each run's planned block would hold all its activations at once (1.4 GB at batch 4 for the
-  // demo UNet); taken from the arena as needed, two runs hold about what one planned run does,
-  // and were faster too (docs/PERFORMANCE.md).
-  if (plan.runs > 1 && ort_cpu) plan.options.ort.memory_pattern = false;
+  EngineOptions all_runs = RenderUnetOptions(options);
+  if (plan.runs > 1) all_runs.intra_op_threads = threads;  // one run keeps the backend's default
+  // Without the memory pattern, two runs hold about what one planned run does (1.4 GB of
+  // activations at batch 4 for the demo UNet), and were faster too (docs/PERFORMANCE.md).
+  plan.options = OptionsPerRun(all_runs, plan.runs);
   return plan;
 }
 

@@ -99,6 +99,22 @@ TEST(Engine, WithoutTheMemoryPatternTheOutputsAreTheSame) {
   }
 }
 
+TEST(Engine, OptionsPerRunShareTheThreadsAndDropTheMemoryPatternOnTheCpu) {
+  EngineOptions o;
+  o.intra_op_threads = 4;
+  const EngineOptions one = OptionsPerRun(o, 1);
+  EXPECT_EQ(one.intra_op_threads, 4);
+  EXPECT_TRUE(one.ort.memory_pattern);
+  const EngineOptions two = OptionsPerRun(o, 2);
+  EXPECT_EQ(two.intra_op_threads, 2);
+  EXPECT_FALSE(two.ort.memory_pattern);
+  EXPECT_EQ(OptionsPerRun(o, 8).intra_op_threads, 1);  // at least one each
+  o.intra_op_threads = 0;
+  EXPECT_EQ(OptionsPerRun(o, 2).intra_op_threads, 0);  // the backend's default stays
+  o.provider = "cuda";
+  EXPECT_TRUE(OptionsPerRun(o, 2).ort.memory_pattern);  // a GPU provider keeps its pattern
+}
+
 TEST(Engine, WrongShapeNamesTensorAndShapes) {
   auto e = Load("tiny.onnx");
   ASSERT_TRUE(e);

@@ -2,7 +2,6 @@
 // apart, as a table and as JSON (the same schema as python/lipsync/torch_bench.py).
 #include <unistd.h>
 
-#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -162,15 +161,7 @@ int RunBench(const BenchArgs& args) {
     return ReportError(
         InvalidArgument("--runs " + std::to_string(args.runs) + " is outside 1..16"));
   }
-  // Each run gets its share of the threads (0: the engine's default) and, on ONNX Runtime's CPU
-  // provider, no memory pattern: the configuration render uses for several runs.
-  EngineOptions per_run = *options;
-  if (args.runs > 1 && per_run.intra_op_threads > 0) {
-    per_run.intra_op_threads = std::max(1, per_run.intra_op_threads / args.runs);
-  }
-  if (args.runs > 1 && per_run.backend == "ort" && per_run.provider == "cpu") {
-    per_run.ort.memory_pattern = false;
-  }
+  const EngineOptions per_run = OptionsPerRun(*options, args.runs);  // as render's model runs
   auto t0 = Clock::now();
   std::vector<std::unique_ptr<Engine>> engines;
   for (int i = 0; i < args.runs; ++i) {
