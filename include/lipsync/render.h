@@ -39,6 +39,15 @@ struct RenderProgress {
   double elapsed_s = 0.0;
 };
 
+// How the faces reach the UNet (see RenderOptions::face_input).
+enum class FaceInput {
+  kAuto,     // kFrames where the backend converts faces on its GPU, kTensors elsewhere
+  kFrames,   // BGR uint8 faces (Engine::RunFrames): the backend masks, scales and converts them
+  kTensors,  // float32 [N,6,S,S] tensors built on the CPU by the frames stage (Engine::Run)
+};
+const char* FaceInputName(FaceInput input);  // "auto", "frames", "tensors"
+Result<FaceInput> ParseFaceInput(const std::string& name);
+
 struct RenderOptions {
   int batch = 4;  // frames per UNet run (a fixed-batch model uses its own)
   FrameOrder order = FrameOrder::kPingPong;
@@ -62,6 +71,11 @@ struct RenderOptions {
   // Linux nice value added to the threads of every stage but inference, so that on a busy CPU
   // the model's threads come first and the others use what is left (0: equal shares).
   int background_nice = 0;
+  // kAuto hands a GPU backend that converts faces itself (BackendCapabilities::frames_on_device)
+  // 0.3 MB of uint8 face per frame instead of a 2.5 MB float tensor, and keeps the CPU backends'
+  // tensors, which the frames stage builds off the model's thread. Both give the same frames.
+  // kFrames on a model without the frame form (FrameFormInfo) is InvalidArgument.
+  FaceInput face_input = FaceInput::kAuto;
   // Called from the output thread after each frame.
   std::function<void(const RenderProgress&)> progress;
   // Polled by every stage; when it turns true the render stops with kCancelled.
@@ -95,21 +109,26 @@ struct RenderStats {
   int64_t frames = 0;
   int64_t batches = 0;
   int batch = 0;
-  int model_runs = 1;              // UNet runs at once (see RendererOptions)
-  double seconds = 0.0;            // wall time of the render, models already loaded
-  double fps = 0.0;                // frames / seconds
-  double audio_seconds = 0.0;      // speech decoded (16 kHz samples / 16000)
-  double video_seconds = 0.0;      // frames / avatar fps
-  double cpu_s = 0.0;              // CPU time of the whole process during the render
-  std::vector<StageStats> stages;  // audio, frames, infer, paste, output
+  int model_runs = 1;                          // UNet runs at once (see RendererOptions)
+  FaceInput face_input = FaceInput::kTensors;  // what the UNet was given: kFrames or kTensors
+  double seconds = 0.0;                        // wall time of the render, models already loaded
+  double fps = 0.0;                            // frames / seconds
+  double audio_seconds = 0.0;                  // speech decoded (16 kHz samples / 16000)
+  double video_seconds = 0.0;                  // frames / avatar fps
+  double cpu_s = 0.0;                          // CPU time of the whole process during the render
+  std::vector<StageStats> stages;              // audio, frames, infer, paste, output
 };
 
 struct RendererOptions {
-  // UNet runs at once, each on its own copy of the model with its share of the engine's
-  // intra_op_threads (0 there: the physical cores). 0: two on ONNX Runtime's CPU provider with two
-  // or more threads (faster than one run on all of them, whose threads wait for one another at
-  // every operator), one elsewhere. Several runs on the CPU take their activations from the arena
-  // as needed (OrtOptions::memory_pattern off), so that two hold about what one planned run does.
+  // UNet runs at once, each on its own inference thread. On a backend that overlaps calls on one
+  // engine (BackendCapabilities::overlapping_runs > 1: the CUDA backend, each call on its own
+  // stream) the runs share one engine, and one batch uploads while another computes. Elsewhere
+  // each run has its own copy of the model with its share of the engine's intra_op_threads (0
+  // there: the physical cores); several runs on the CPU take their activations from the arena as
+  // needed (OrtOptions::memory_pattern off), so that two hold about what one planned run does.
+  // 0: two on ONNX Runtime's CPU provider with two or more threads (faster than one run on all of
+  // them, whose threads wait for one another at every operator) and on a backend that overlaps
+  // calls, one elsewhere.
   int model_runs = 0;
 };
 

@@ -71,6 +71,25 @@ bool Pipeline::CheckCancel() {
 
 }  // namespace internal
 
+const char* FaceInputName(FaceInput input) {
+  switch (input) {
+    case FaceInput::kFrames:
+      return "frames";
+    case FaceInput::kTensors:
+      return "tensors";
+    case FaceInput::kAuto:
+      break;
+  }
+  return "auto";
+}
+
+Result<FaceInput> ParseFaceInput(const std::string& name) {
+  for (FaceInput input : {FaceInput::kAuto, FaceInput::kFrames, FaceInput::kTensors}) {
+    if (name == FaceInputName(input)) return input;
+  }
+  return InvalidArgument("face input must be auto, frames or tensors, got '" + name + "'");
+}
+
 namespace {
 
 double ProcessCpuSeconds() {
@@ -155,7 +174,8 @@ int HelperThreads(const Engine& unet) {
 
 struct Renderer::Models {
   Avatar avatar;
-  std::vector<std::unique_ptr<Engine>> unets;  // one per concurrent run
+  std::vector<std::unique_ptr<Engine>> unets;  // the loaded copies of the UNet
+  std::vector<Engine*> runs;                   // one per concurrent run: its copy, or a shared one
   std::unique_ptr<AudioEncoder> encoder;
   UnetInputs roles;
   FaceLayout layout;
@@ -165,7 +185,7 @@ Renderer::Renderer(std::unique_ptr<Models> models) : models_(std::move(models)) 
 Renderer::~Renderer() = default;
 const Avatar& Renderer::avatar() const { return models_->avatar; }
 Engine& Renderer::unet() { return *models_->unets[0]; }
-int Renderer::model_runs() const { return static_cast<int>(models_->unets.size()); }
+int Renderer::model_runs() const { return static_cast<int>(models_->runs.size()); }
 AudioEncoder& Renderer::audio_encoder() { return *models_->encoder; }
 
 Result<std::unique_ptr<Renderer>> Renderer::Create(const Avatar& avatar,
@@ -176,11 +196,20 @@ Result<std::unique_ptr<Renderer>> Renderer::Create(const Avatar& avatar,
   m->avatar = avatar;
   const std::string where = "avatar '" + avatar.dir() + "'";
   LIPSYNC_ASSIGN_OR_RETURN(UnetRuns plan, PlanUnetRuns(options, renderer_options.model_runs));
-  for (int i = 0; i < plan.runs; ++i) {
-    LIPSYNC_ASSIGN_OR_RETURN(
-        auto unet,
-        Engine::Create(model_path.empty() ? avatar.model_path() : model_path, plan.options));
-    m->unets.push_back(std::move(unet));
+  const std::string unet_path = model_path.empty() ? avatar.model_path() : model_path;
+  LIPSYNC_ASSIGN_OR_RETURN(auto first, Engine::Create(unet_path, plan.options));
+  const int overlapping = first->capabilities().overlapping_runs;
+  m->unets.push_back(std::move(first));
+  if (overlapping > 1) {
+    // Calls on this engine run at once on their own streams: every run shares it.
+    const int runs = renderer_options.model_runs > 0 ? renderer_options.model_runs : 2;
+    m->runs.assign(static_cast<size_t>(runs), m->unets[0].get());
+  } else {
+    for (int i = 1; i < plan.runs; ++i) {
+      LIPSYNC_ASSIGN_OR_RETURN(auto unet, Engine::Create(unet_path, plan.options));
+      m->unets.push_back(std::move(unet));
+    }
+    for (auto& unet : m->unets) m->runs.push_back(unet.get());
   }
   auto roles = FindUnetInputs(m->unets[0]->info());
   if (!roles.ok()) return roles.status().WithContext(where);
@@ -223,9 +252,15 @@ Result<RenderStats> Renderer::Render(const std::string& audio_path, const Render
   }
   const size_t queue_frames =
       options.queue_frames > 0 ? options.queue_frames : static_cast<size_t>(options.batch) + 2;
-  std::vector<Engine*> unets;
-  for (auto& unet : models_->unets) unets.push_back(unet.get());
-  internal::Pipeline p(avatar, std::move(unets), *models_->encoder, options, queue_frames);
+  Engine& unet = *models_->unets[0];
+  const FrameFormInfo& form = unet.frame_form();
+  if (options.face_input == FaceInput::kFrames && !form.supported) {
+    return InvalidArgument("faces cannot go to the model as frames: " + form.why_not);
+  }
+  internal::Pipeline p(avatar, models_->runs, *models_->encoder, options, queue_frames);
+  p.frame_form = options.face_input == FaceInput::kFrames ||
+                 (options.face_input == FaceInput::kAuto && form.supported &&
+                  unet.capabilities().frames_on_device);
   p.layout = models_->layout;
   p.roles = models_->roles;
   p.audio_path = audio_path;
@@ -274,11 +309,17 @@ Result<RenderStats> Renderer::Render(const std::string& audio_path, const Render
   }
 
   {
-    const size_t batch_values = static_cast<size_t>(p.batch) * 6 * p.layout.inner_size *
-                                static_cast<size_t>(p.layout.inner_size);
+    const size_t pixels = static_cast<size_t>(p.batch) * p.layout.inner_size *
+                          static_cast<size_t>(p.layout.inner_size);
     const size_t buffers = queue_frames / static_cast<size_t>(p.batch) + 2 + p.unets.size();
     for (size_t i = 0; i < buffers; ++i) {
-      p.free_batches.Push(internal::BatchBuffer(new float[batch_values]));
+      auto buffer = std::make_shared<internal::BatchInput>();
+      if (p.frame_form) {
+        buffer->faces.resize(pixels * 3);
+      } else {
+        buffer->visual.resize(pixels * 6);
+      }
+      p.free_batches.Push(std::move(buffer));
     }
   }
 
@@ -333,6 +374,7 @@ Result<RenderStats> Renderer::Render(const std::string& audio_path, const Render
   stats.frames = p.frames_written;
   stats.batches = p.batches.load();
   stats.model_runs = static_cast<int>(p.unets.size());
+  stats.face_input = p.frame_form ? FaceInput::kFrames : FaceInput::kTensors;
   stats.batch = p.batch;
   stats.seconds = internal::SecondsSince(p.started);
   stats.fps = stats.seconds > 0 ? stats.frames / stats.seconds : 0.0;

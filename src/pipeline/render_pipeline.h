@@ -28,10 +28,22 @@ struct AudioWindow {
   std::vector<float> values;
 };
 
-// The model's face input for one batch, [batch,6,S,S]. The frames stage writes frame i straight
-// into slot i % batch of its batch's buffer, so that the model stage runs on it without a copy;
-// buffers go back to a pool after the run.
-using BatchBuffer = std::shared_ptr<float[]>;
+// The model's face input for one batch: float32 [batch,6,S,S] for Engine::Run, or with the
+// frame form BGR uint8 inner faces [batch,S,S,3] for Engine::RunFrames (the backend masks and
+// converts them, on its GPU). The frames stage writes frame i straight into slot i % batch, so
+// that the model runs on it without a copy; buffers go back to a pool after the run.
+struct BatchInput {
+  std::vector<float> visual;
+  std::vector<uint8_t> faces;
+};
+using BatchBuffer = std::shared_ptr<BatchInput>;
+
+// One batch's model output, shared by its frames: float32 [n,3,S,S], or with the frame form the
+// BGR uint8 faces [n,S,S,3]. (Left uninitialised: the model writes all of it.)
+struct BatchOutput {
+  std::unique_ptr<float[]> visual;
+  std::unique_ptr<uint8_t[]> faces;
+};
 
 // One output frame on its way through the stages.
 struct FrameJob {
@@ -40,9 +52,8 @@ struct FrameJob {
   Image frame;               // the whole frame; the new face is pasted into it
   Image crop;                // the face crop at layout.crop_size
   CropRect rect;
-  BatchBuffer visual;               // holds the frame's input at slot index % batch
-  std::shared_ptr<float[]> output;  // the batch's model output [n,3,S,S], shared by its frames
-  const float* face = nullptr;      // this frame's [3,S,S] in `output`
+  BatchBuffer input;                          // holds the frame's input at slot index % batch
+  std::shared_ptr<const BatchOutput> output;  // holds the frame's new face at slot index % batch
 };
 
 enum Stage { kAudioStage, kFramesStage, kInferStage, kPasteStage, kOutputStage, kStageCount };
@@ -61,6 +72,7 @@ struct Pipeline {
   std::optional<FrameSequence> sequence;
   int batch = 1;             // frames per model run
   bool pad_batches = false;  // a fixed-batch model: short batches are padded to `batch`
+  bool frame_form = false;   // faces go to the model as uint8 (Engine::RunFrames)
   std::string audio_path;
   std::unique_ptr<AudioReader> feature_audio;  // 16 kHz, for the features
   std::unique_ptr<AudioReader> mux_audio;      // the output's sound track (video only)

@@ -135,7 +135,9 @@ void RunFramesStage(Pipeline& p) {
   reader_options.video_cache_frames = p.options.video_cache_frames;
   auto reader = p.avatar.OpenFrames(reader_options);
   if (!reader.ok()) return p.Fail(reader.status());
-  const size_t visual_size = static_cast<size_t>(6) * p.layout.inner_size * p.layout.inner_size;
+  const int inner = p.layout.inner_size;
+  const size_t visual_size = static_cast<size_t>(6) * inner * inner;
+  const size_t face_row = static_cast<size_t>(inner) * 3;
   PreparedFrames cache(static_cast<size_t>(std::max(0, p.options.frame_cache_mb)) << 20);
   BatchBuffer buffer;
   for (int64_t i = 0; !p.CheckCancel(); ++i) {
@@ -170,10 +172,16 @@ void RunFramesStage(Pipeline& p) {
       job.crop = *crop;
       cache.Add(job.avatar_frame, {std::move(*frame), std::move(*crop)});
     }
-    auto inner = PrepareFace(job.crop, p.layout);
-    if (!inner.ok()) return p.Fail(inner.status());
-    FillVisualInput(inner->bgr.data(), p.layout, buffer.get() + slot * visual_size);
-    job.visual = buffer;
+    // The inner face is the centre of the crop.
+    const size_t crop_row = static_cast<size_t>(job.crop.width) * 3;
+    const uint8_t* face = job.crop.bgr.data() + p.layout.inner_offset * (crop_row + 3);
+    if (p.frame_form) {
+      uint8_t* to = buffer->faces.data() + slot * face_row * inner;
+      for (int y = 0; y < inner; ++y) std::memcpy(to + y * face_row, face + y * crop_row, face_row);
+    } else {
+      FillVisualInput(face, crop_row, p.layout, buffer->visual.data() + slot * visual_size);
+    }
+    job.input = buffer;
     p.stats[kFramesStage].items++;
     clock.Busy();
     if (!p.cropped.Push(std::move(job))) return;  // stopped: enough frames, or a failure
@@ -199,8 +207,7 @@ Status TakeBatch(Pipeline& p, Tensor& audio, std::vector<FrameJob>& jobs, int64_
       return Internal("render: frame " + std::to_string(job->index) + " met audio window " +
                       std::to_string(window->index));
     }
-    if (job->index % p.batch != static_cast<int64_t>(k) ||
-        (k > 0 && job->visual != jobs[0].visual)) {
+    if (job->index % p.batch != static_cast<int64_t>(k) || (k > 0 && job->input != jobs[0].input)) {
       return Internal("render: frame " + std::to_string(job->index) +
                       " is not in its batch's input buffer");
     }
@@ -229,17 +236,51 @@ bool HandOn(Pipeline& p, int64_t sequence, std::vector<FrameJob>& jobs) {
   return true;
 }
 
+// Runs one batch of `run` frames (the first n real, the rest padding) into a new output.
+Result<std::shared_ptr<BatchOutput>> RunBatch(Pipeline& p, Engine& unet, BatchInput& input,
+                                              Tensor& audio, int64_t n, int64_t run) {
+  const int s = p.layout.inner_size;
+  const size_t face_values = static_cast<size_t>(s) * s * (p.frame_form ? 3 : 6);  // per frame
+  uint8_t* faces = p.frame_form ? input.faces.data() : nullptr;
+  float* visual = p.frame_form ? nullptr : input.visual.data();
+  for (int64_t k = n; k < run; ++k) {  // a fixed-batch model: repeat the last frame
+    if (faces) {
+      std::memcpy(faces + k * face_values, faces + (n - 1) * face_values, face_values);
+    } else {
+      std::memcpy(visual + k * face_values, visual + (n - 1) * face_values,
+                  face_values * sizeof(float));
+    }
+    std::memcpy(audio.data_as<float>() + k * kWindowValues,
+                audio.data_as<float>() + (n - 1) * kWindowValues, kWindowValues * sizeof(float));
+  }
+  const Shape& declared = unet.info().inputs[p.roles.audio].shape;
+  Shape audio_shape = {run};
+  audio_shape.insert(audio_shape.end(), declared.begin() + 1, declared.end());
+  const TensorView audio_view{DataType::kFloat32, audio_shape, audio.data()};
+  auto output = std::make_shared<BatchOutput>();
+  const size_t out_values = static_cast<size_t>(run) * 3 * s * s;
+  if (faces) {
+    output->faces.reset(new uint8_t[out_values]);
+    const FaceBatch batch{TensorView{DataType::kUInt8, {run, s, s, 3}, faces}, audio_view};
+    LIPSYNC_RETURN_IF_ERROR(
+        unet.RunFrames(batch, {DataType::kUInt8, {run, s, s, 3}, output->faces.get()}));
+  } else {
+    output->visual.reset(new float[out_values]);
+    std::vector<TensorView> inputs(2);
+    inputs[p.roles.visual] = {DataType::kFloat32, {run, 6, s, s}, visual};
+    inputs[p.roles.audio] = audio_view;
+    LIPSYNC_RETURN_IF_ERROR(
+        unet.Run(inputs, {{DataType::kFloat32, {run, 3, s, s}, output->visual.get()}}));
+  }
+  return output;
+}
+
 }  // namespace
 
 void RunInferStage(Pipeline& p, int thread) {
   Engine& unet = *p.unets[static_cast<size_t>(thread)];
   StageStats& stats = p.infer_stats[static_cast<size_t>(thread)];
   StageClock clock(stats);
-  const int s = p.layout.inner_size;
-  const size_t visual_size = static_cast<size_t>(6) * s * s;
-  const size_t output_size = static_cast<size_t>(3) * s * s;
-  const Shape audio_item(unet.info().inputs[p.roles.audio].shape.begin() + 1,
-                         unet.info().inputs[p.roles.audio].shape.end());
   Tensor audio = Tensor::Uninitialized(DataType::kFloat32, {p.batch, 32, 16, 16});
   std::vector<FrameJob> jobs;
   while (!p.CheckCancel()) {
@@ -249,30 +290,13 @@ void RunInferStage(Pipeline& p, int thread) {
     clock.Starved();
     if (jobs.empty() || p.failed()) break;
     const int64_t n = static_cast<int64_t>(jobs.size());
-    const int64_t run = p.pad_batches ? p.batch : n;
-    float* visual = jobs[0].visual.get();
-    for (int64_t k = n; k < run; ++k) {  // a fixed-batch model: repeat the last frame
-      std::memcpy(visual + k * visual_size, visual + (n - 1) * visual_size,
-                  visual_size * sizeof(float));
-      std::memcpy(audio.data_as<float>() + k * kWindowValues,
-                  audio.data_as<float>() + (n - 1) * kWindowValues, kWindowValues * sizeof(float));
-    }
-    std::shared_ptr<float[]> output(new float[static_cast<size_t>(run) * output_size]);
-    std::vector<TensorView> inputs(2);
-    Shape audio_shape = {run};
-    audio_shape.insert(audio_shape.end(), audio_item.begin(), audio_item.end());
-    inputs[p.roles.visual] = {DataType::kFloat32, {run, 6, s, s}, visual};
-    inputs[p.roles.audio] = {DataType::kFloat32, audio_shape, audio.data()};
-    const MutableTensorView out{DataType::kFloat32, {run, 3, s, s}, output.get()};
-    Status ran = unet.Run(inputs, {out});
-    if (!ran.ok()) return p.Fail(ran.WithContext("model"));
+    auto output = RunBatch(p, unet, *jobs[0].input, audio, n, p.pad_batches ? p.batch : n);
+    if (!output.ok()) return p.Fail(output.status().WithContext("model"));
     ++p.batches;
-    p.free_batches.Push(jobs[0].visual);  // the frames stage may fill it again
-    for (int64_t k = 0; k < n; ++k) {
-      FrameJob& job = jobs[static_cast<size_t>(k)];
-      job.visual.reset();
-      job.output = output;
-      job.face = output.get() + k * output_size;
+    p.free_batches.Push(jobs[0].input);  // the frames stage may fill it again
+    for (FrameJob& job : jobs) {
+      job.input.reset();
+      job.output = *output;
     }
     stats.items += n;
     clock.Busy();
@@ -291,15 +315,21 @@ void RunInferStage(Pipeline& p, int thread) {
 void RunPasteStage(Pipeline& p) {
   StageClock clock(p.stats[kPasteStage]);
   const int s = p.layout.inner_size;
-  std::vector<uint8_t> face(static_cast<size_t>(s) * s * 3);
+  const size_t face_values = static_cast<size_t>(s) * s * 3;
+  std::vector<uint8_t> face(face_values);
   while (!p.CheckCancel()) {
     auto job = p.inferred.Pop();
     clock.Starved();
     if (!job) break;
-    OutputToImage(job->face, s, face.data());
-    Status pasted = PasteFace(face.data(), p.layout, job->crop, job->rect, job->frame);
+    const size_t slot = static_cast<size_t>(job->index % p.batch);
+    const uint8_t* new_face = face.data();
+    if (p.frame_form) {
+      new_face = job->output->faces.get() + slot * face_values;
+    } else {
+      OutputToImage(job->output->visual.get() + slot * face_values, s, face.data());
+    }
+    Status pasted = PasteFace(new_face, p.layout, job->crop, job->rect, job->frame);
     if (!pasted.ok()) return p.Fail(pasted);
-    job->face = nullptr;
     job->output.reset();
     job->crop = {};
     p.stats[kPasteStage].items++;

@@ -162,6 +162,49 @@ TEST(Renderer, SeveralModelRunsGiveTheSameFramesInOrder) {
   }
 }
 
+// Faces handed to the UNet as uint8 frames (Engine::RunFrames, what a GPU backend converts
+// itself) give the frames that float tensors built by the frames stage give, byte for byte: with a
+// short last batch, two runs at once, and a model of fixed batch 3 whose last batch is padded.
+TEST(Renderer, FacesAsFramesOrTensorsGiveTheSameFrames) {
+  ScratchDir dir;
+  const Avatar avatar = ImportTinyAvatar(dir);
+  const std::string speech = WriteSpeechVideo(dir, 1.4);
+  for (const std::string model : {"tiny.onnx", "tiny_fixed3.onnx"}) {
+    EngineOptions engine;
+    engine.intra_op_threads = 2;
+    auto renderer = Renderer::Create(avatar, engine, TestModelPath(model));
+    ASSERT_TRUE(renderer.ok()) << renderer.status().ToString();
+    ASSERT_EQ((*renderer)->model_runs(), 2);
+    std::vector<std::string> names[2];
+    for (FaceInput input : {FaceInput::kAuto, FaceInput::kFrames}) {
+      RenderOptions options;
+      options.batch = 3;
+      options.face_input = input;
+      const std::string out = model + "-" + FaceInputName(input);
+      auto stats = (*renderer)->Render(speech, RenderOutput::Frames(dir / out), options);
+      ASSERT_TRUE(stats.ok()) << stats.status().ToString();
+      // On the CPU, automatic means tensors: the frames stage builds them off the model's thread.
+      EXPECT_EQ(stats->face_input,
+                input == FaceInput::kAuto ? FaceInput::kTensors : FaceInput::kFrames);
+      EXPECT_NE(stats->frames % stats->batch, 0) << model << ": the test wants a short last batch";
+      for (const StageStats& s : stats->stages) EXPECT_EQ(s.items, stats->frames) << s.name;
+      names[input == FaceInput::kAuto ? 0 : 1] = dir.List(out);
+      EXPECT_EQ(static_cast<int64_t>(names[input == FaceInput::kAuto ? 0 : 1].size()),
+                stats->frames);
+    }
+    ASSERT_EQ(names[0], names[1]) << model;
+    for (const std::string& name : names[0]) {
+      EXPECT_EQ(FileBytes(dir / (model + "-auto/" + name)),
+                FileBytes(dir / (model + "-frames/" + name)))
+          << model << " " << name;
+    }
+  }
+  EXPECT_EQ(ParseFaceInput("tensors").value(), FaceInput::kTensors);
+  auto bad = ParseFaceInput("float");
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("must be auto, frames or tensors"), std::string::npos);
+}
+
 TEST(Renderer, ModelRunsByDefaultAndOutOfRange) {
   ScratchDir dir;
   const Avatar avatar = ImportTinyAvatar(dir);

@@ -116,6 +116,7 @@ def test_video_has_the_spec_frame_count_duration_and_an_audio_track(avatar, tmp_
     assert all(s["items"] == want for s in summary["stages"])
     assert all(s["busy_s"] > 0 for s in summary["stages"])
     assert summary["fps"] > 0
+    assert summary["face_input"] == "tensors"  # automatic on the CPU
     assert sorted(os.listdir(tmp_path)) == ["out.mp4", "speech.wav"]
 
     probe = ffprobe(out)
@@ -247,6 +248,8 @@ def test_bad_input_is_a_clear_error_and_leaves_no_output(avatar, tmp_path):
     expect_failure(["render", "--avatar", str(avatar), "--out", "/proc/lipsync_test.mp4"] + ok,
                    "cannot write", tmp_path, before)
     expect_failure(base + ok + ["--batch", "0"], "batch 0", tmp_path, before)
+    expect_failure(base + ok + ["--face-input", "floats"],
+                   "face input must be auto, frames or tensors, got 'floats'", tmp_path, before)
     expect_failure(base + ok + ["--start-frame", "12"], "start frame 12 is outside", tmp_path,
                    before)
     expect_failure(base + ok + ["--frames-out", str(tmp_path / "f")], "give --out", tmp_path,
@@ -300,7 +303,8 @@ def test_video_avatar_renders_like_its_images(avatar, tmp_path):
         assert np.array_equal(a, b), name
 
 
-def test_interrupt_stops_the_render_and_removes_the_partial_file(avatar, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_stops_the_render_and_removes_the_partial_file(avatar, tmp_path, sig):
     write_wav(tmp_path / "speech.wav", 16000 * 120)  # long enough to be caught mid-way
     proc = subprocess.Popen([BIN, "render", "--avatar", str(avatar), "--audio",
                              str(tmp_path / "speech.wav"), "--out", str(tmp_path / "out.mp4")],
@@ -311,7 +315,7 @@ def test_interrupt_stops_the_render_and_removes_the_partial_file(avatar, tmp_pat
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "the render never started writing"
         time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2, out + err
     assert "CANCELLED: render cancelled" in err

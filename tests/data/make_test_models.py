@@ -4,6 +4,7 @@ They have the lip-sync model's interface (visual [N,6,S,S] + audio [N,32,16,16] 
 a cheap graph, so tests run in milliseconds:
   tiny.onnx        dynamic batch, names visual_input/audio_input -> output
   tiny_fixed.onnx  fixed batch 1, upstream names input/audio -> output
+  tiny_fixed3.onnx the same with a fixed batch of 3 (short batches are padded)
 and an audio encoder's interface (mel windows [N,1,80,16] -> embeddings [N,512]):
   tiny_audio_encoder.onnx         dynamic batch, one dense layer over the whole window + tanh
   tiny_audio_encoder_fixed4.onnx  the same weights with a fixed batch of 4
@@ -75,6 +76,7 @@ def main():
     os.makedirs(args.out_dir, exist_ok=True)
     build(os.path.join(args.out_dir, "tiny.onnx"), 0, ("visual_input", "audio_input", "output"))
     build(os.path.join(args.out_dir, "tiny_fixed.onnx"), 1, ("input", "audio", "output"))
+    build(os.path.join(args.out_dir, "tiny_fixed3.onnx"), 3, ("input", "audio", "output"))
     build(os.path.join(args.out_dir, "tiny160.onnx"), 0, ("visual_input", "audio_input", "output"),
           size=160)
     build_audio_encoder(os.path.join(args.out_dir, "tiny_audio_encoder.onnx"), 0)

@@ -30,6 +30,7 @@ struct RenderArgs {
   int64_t start_frame = -1;
   int batch = 4;
   int model_runs = 0;
+  std::string face_input = "auto";
   int crf = 18;
   std::string preset = "veryfast";
   int queue = 0;
@@ -88,6 +89,7 @@ nlohmann::json StatsJson(const RenderArgs& args, const RenderStats& s, double lo
           {"batch", s.batch},
           {"batches", s.batches},
           {"model_runs", s.model_runs},
+          {"face_input", FaceInputName(s.face_input)},
           {"seconds", s.seconds},
           {"fps", s.fps},
           {"audio_seconds", s.audio_seconds},
@@ -104,6 +106,8 @@ int RunRender(const RenderArgs& args) {
   }
   auto order = ParseFrameOrder(args.order);
   if (!order.ok()) return ReportError(order.status().WithContext("--order"));
+  auto face_input = ParseFaceInput(args.face_input);
+  if (!face_input.ok()) return ReportError(face_input.status().WithContext("--face-input"));
   auto options = ToEngineOptions(args.engine);
   if (!options.ok()) return ReportError(options.status());
   auto avatar = LoadAvatar(args.avatar);
@@ -123,6 +127,7 @@ int RunRender(const RenderArgs& args) {
   RenderOptions ro;
   ro.batch = args.batch;
   ro.order = *order;
+  ro.face_input = *face_input;
   ro.start_frame = args.start_frame;
   ro.crf = args.crf;
   ro.preset = args.preset;
@@ -136,10 +141,13 @@ int RunRender(const RenderArgs& args) {
   const RenderOutput output = args.out.empty()
                                   ? RenderOutput::Frames(args.frames_out, args.frames_format)
                                   : RenderOutput::Video(args.out);
-  // Ctrl-C stops the render cleanly: the partial output is removed.
-  auto previous = std::signal(SIGINT, OnInterrupt);
+  // Ctrl-C, or a stop from a service manager or `timeout` (SIGTERM), stops the render cleanly:
+  // the partial output is removed.
+  auto previous_int = std::signal(SIGINT, OnInterrupt);
+  auto previous_term = std::signal(SIGTERM, OnInterrupt);
   auto stats = (*renderer)->Render(args.audio, output, ro);
-  std::signal(SIGINT, previous);
+  std::signal(SIGINT, previous_int);
+  std::signal(SIGTERM, previous_term);
   if (ro.progress && !stats.ok()) std::fprintf(stderr, "\n");  // the bar stopped mid-line
   if (!stats.ok()) return ReportError(stats.status());
 
@@ -188,8 +196,13 @@ void AddRenderCommand(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   cmd->add_option("--batch", args->batch, "frames per model run")->capture_default_str();
   cmd->add_option("--model-runs", args->model_runs,
-                  "model runs at once, each with its share of --threads (0: two on the CPU with "
-                  "2+ threads, else one)")
+                  "model runs at once; on the CPU each with its share of --threads (0: two on the "
+                  "CPU with 2+ threads and on --backend cuda, else one)")
+      ->capture_default_str();
+  cmd->add_option("--face-input", args->face_input,
+                  "auto | frames | tensors: faces go to the model as uint8 frames (converted on "
+                  "the GPU by --backend cuda) or as float tensors built on the CPU; auto: frames "
+                  "where the GPU converts them")
       ->capture_default_str();
   cmd->add_option("--start-frame", args->start_frame,
                   "avatar frame of the first output frame (default: 1 for pingpong, 0 for loop)");
