@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "lipsync/audio.h"
+#include "server/avatar_faces.h"
 #include "server/monolithic_service.h"
 
 namespace lipsync::server {
@@ -184,8 +185,11 @@ Status LipSyncSrvService::RunFrames(const std::string& model, const std::vector<
   }
   const int batch = static_cast<int>(frames.size());
   if (batch > 0) {
-    const size_t item = static_cast<size_t>(6) * s * s;
-    Tensor visual = Tensor::Uninitialized(DataType::kFloat32, {batch, 6, s, s});
+    // The face crops [batch,C,C,3]; the model reads their centres.
+    const int c = a.layout.crop_size;
+    const size_t crop_bytes = static_cast<size_t>(c) * c * 3;
+    const size_t face_bytes = static_cast<size_t>(s) * s * 3;
+    Tensor crops = Tensor::Uninitialized(DataType::kUInt8, {batch, c, c, 3});
     Status status = Status::Ok();
     for (int k = 0; k < batch && status.ok(); ++k) {
       const auto index = static_cast<size_t>(frames[static_cast<size_t>(k)]);
@@ -194,12 +198,9 @@ Status LipSyncSrvService::RunFrames(const std::string& model, const std::vector<
         status = crop.status();
         break;
       }
-      const size_t stride = static_cast<size_t>(a.layout.crop_size) * 3;
-      const uint8_t* inner = crop->bgr.data() + a.layout.inner_offset * stride +
-                             static_cast<size_t>(a.layout.inner_offset) * 3;
-      FillVisualInput(inner, stride, a.layout, visual.data_as<float>() + k * item);
+      std::memcpy(crops.data_as<uint8_t>() + k * crop_bytes, crop->bgr.data(), crop_bytes);
     }
-    Tensor output;
+    std::vector<uint8_t> output(static_cast<size_t>(batch) * face_bytes);
     Tensor audio;
     if (status.ok()) {
       auto windows = AudioWindowsFromSequence(**sequence, frames);
@@ -210,7 +211,7 @@ Status LipSyncSrvService::RunFrames(const std::string& model, const std::vector<
       }
     }
     const auto inference_start = Clock::now();
-    if (status.ok()) status = RunUnet(a, visual, audio, batch, &output);
+    if (status.ok()) status = RunAvatarFaces(a, crops.view(), audio.view(), output.data());
     const auto inference_us =
         std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - inference_start)
             .count();
@@ -221,8 +222,7 @@ Status LipSyncSrvService::RunFrames(const std::string& model, const std::vector<
         Fail(&r, failed(status));
         continue;
       }
-      OutputToImage(output.data_as<float>() + static_cast<size_t>(k) * 3 * s * s, s,
-                    face.bgr.data());
+      std::memcpy(face.bgr.data(), output.data() + k * face_bytes, face_bytes);
       auto jpeg = EncodeJpeg(face, kLipSyncSrvJpegQuality);
       if (!jpeg.ok()) {
         Fail(&r, failed(jpeg.status()));

@@ -24,8 +24,9 @@ int64_t AudioSamplesFor(int batch) {
   return static_cast<int64_t>(batch + kCompositeAudioExtraFrames) * kSamplesPerVideoFrame;
 }
 
-}  // namespace
-
+// Runs the UNet over a batch of the request's float input (visual [batch, 6, S, S], audio
+// [batch, ...]) into output [batch, 3, S, S], in runs of at most the engine's batch limit; a
+// fixed-batch model gets its last run padded with copies of the last frame.
 Status RunUnet(LoadedAvatar& a, const Tensor& visual, const Tensor& audio, int batch,
                Tensor* output) {
   Engine& unet = *a.unet;
@@ -73,6 +74,8 @@ Status RunUnet(LoadedAvatar& a, const Tensor& visual, const Tensor& audio, int b
   }
   return Status::Ok();
 }
+
+}  // namespace
 
 Status CheckCompositeRequest(const monolithic::CompositeBatchRequest& request) {
   const int batch = request.batch_size();

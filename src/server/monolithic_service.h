@@ -42,12 +42,6 @@ Status CheckCompositeRequest(const monolithic::CompositeBatchRequest& request);
 Result<Tensor> CompositeAudioWindows(AudioEncoder& encoder, const float* pcm, size_t samples,
                                      int batch);
 
-// Runs the UNet over a batch (visual [batch, 6, S, S], audio [batch, ...]) into output
-// [batch, 3, S, S], in runs of at most the engine's batch limit; a fixed-batch model gets its last
-// run padded with copies of the last frame.
-Status RunUnet(LoadedAvatar& avatar, const Tensor& visual, const Tensor& audio, int batch,
-               Tensor* output);
-
 struct CompositeTimings {
   double audio_ms = 0, inference_ms = 0, composite_ms = 0;
 };

@@ -6,6 +6,8 @@
 #include <chrono>
 #include <cstring>
 
+#include "server/avatar_faces.h"
+
 namespace lipsync::server {
 namespace {
 
@@ -38,14 +40,13 @@ AvatarBatcher::AvatarBatcher(std::shared_ptr<LoadedAvatar> avatar, int max_batch
   const ModelInfo& info = avatar_->unet->info();
   if (!info.dynamic_batch) {  // the model's own batch, short batches padded (as render does)
     max_batch_ = static_cast<int>(info.inputs[avatar_->roles.visual].shape[0]);
-    pad_batches_ = true;
   } else {
     max_batch_ = static_cast<int>(std::clamp<int64_t>(max_batch_, 1, info.max_batch));
   }
   const int64_t s = avatar_->layout.inner_size;
-  visual_ = Tensor::Uninitialized(DataType::kFloat32, {max_batch_, 6, s, s});
+  faces_ = Tensor::Uninitialized(DataType::kUInt8, {max_batch_, s, s, 3});
   audio_ = Tensor::Uninitialized(DataType::kFloat32, {max_batch_, 32, 16, 16});
-  output_ = Tensor::Uninitialized(DataType::kFloat32, {max_batch_, 3, s, s});
+  output_ = Tensor::Uninitialized(DataType::kUInt8, {max_batch_, s, s, 3});
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -118,36 +119,23 @@ void AvatarBatcher::Loop() {
   }
 }
 
-// The render pipeline's inference step (render_stages.cc) on frames of several sessions: the
-// same input filling, model run and output conversion, so the frames are the same.
+// The frames of several sessions through the avatar's UNet as one batch (RunAvatarFaces: the
+// frame form, as render's inference step on a GPU; the same bytes as render gives).
 Status AvatarBatcher::RunBatch(const std::vector<Slot>& slots) {
   LoadedAvatar& a = *avatar_;
   const int s = a.layout.inner_size;
-  const size_t visual_size = static_cast<size_t>(6) * s * s;
-  const size_t output_size = static_cast<size_t>(3) * s * s;
+  const size_t face_size = static_cast<size_t>(s) * s * 3;
   const int64_t n = static_cast<int64_t>(slots.size());
   for (int64_t k = 0; k < n; ++k) {
     const SessionFrameJob& job = slots[static_cast<size_t>(k)].group->jobs[slots[k].job];
-    FillVisualInput(job.face.data(), a.layout, visual_.data_as<float>() + k * visual_size);
+    std::memcpy(faces_.data_as<uint8_t>() + k * face_size, job.face.data(), face_size);
     std::memcpy(audio_.data_as<float>() + k * kWindowValues, job.audio.data(),
                 kWindowValues * sizeof(float));
   }
-  const int64_t run = pad_batches_ ? max_batch_ : n;
-  for (int64_t k = n; k < run; ++k) {  // a fixed-batch model: repeat the last frame
-    std::memcpy(visual_.data_as<float>() + k * visual_size,
-                visual_.data_as<float>() + (n - 1) * visual_size, visual_size * sizeof(float));
-    std::memcpy(audio_.data_as<float>() + k * kWindowValues,
-                audio_.data_as<float>() + (n - 1) * kWindowValues, kWindowValues * sizeof(float));
-  }
-  const Shape& audio_decl = a.unet->info().inputs[a.roles.audio].shape;
-  Shape audio_shape = {run};
-  audio_shape.insert(audio_shape.end(), audio_decl.begin() + 1, audio_decl.end());
-  std::vector<TensorView> inputs(2);
-  inputs[a.roles.visual] = {DataType::kFloat32, {run, 6, s, s}, visual_.data()};
-  inputs[a.roles.audio] = {DataType::kFloat32, audio_shape, audio_.data()};
-  const MutableTensorView out{DataType::kFloat32, {run, 3, s, s}, output_.data()};
+  const TensorView faces{DataType::kUInt8, {n, s, s, 3}, faces_.data()};
+  const TensorView audio{DataType::kFloat32, {n, 32, 16, 16}, audio_.data()};
   const auto start = std::chrono::steady_clock::now();
-  Status ran = a.unet->Run(inputs, {out});
+  Status ran = RunAvatarFaces(a, faces, audio, output_.data_as<uint8_t>());
   if (!ran.ok()) {
     spdlog::warn("session batch on avatar '{}' failed: {}", a.id, ran.ToString());
     return ran.WithContext("avatar '" + a.id + "' model");
@@ -168,8 +156,8 @@ Status AvatarBatcher::RunBatch(const std::vector<Slot>& slots) {
   a.totals->inference_us.fetch_add(us);
   for (int64_t k = 0; k < n; ++k) {
     SessionFrameJob& job = slots[static_cast<size_t>(k)].group->jobs[slots[k].job];
-    job.face.resize(static_cast<size_t>(s) * s * 3);
-    OutputToImage(output_.data_as<float>() + k * output_size, s, job.face.data());
+    job.face.assign(output_.data_as<uint8_t>() + k * face_size,
+                    output_.data_as<uint8_t>() + (k + 1) * face_size);
   }
   return Status::Ok();
 }

@@ -83,10 +83,9 @@ class AvatarBatcher {
 
   std::shared_ptr<LoadedAvatar> avatar_;
   int max_batch_;
-  bool pad_batches_ = false;  // a fixed-batch model: short batches are padded to max_batch_
   FairGate* gate_;
   Metrics* metrics_;
-  Tensor visual_, audio_, output_;
+  Tensor faces_, audio_, output_;  // one batch: uint8 faces in, float windows, uint8 faces out
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::shared_ptr<FrameGroup>> queue_;
