@@ -2,7 +2,10 @@
 # `lipsync render` end to end on a GPU (speech -> audio features -> UNet -> paste -> H.264 MP4) at
 # batch 1, 8 and 25, beside the avatar's UNet alone (`lipsync bench`) at the same batches, printed
 # as one table: render frames/s, each stage's busy time per frame, the stage that limits render
-# (the most busy time per frame) and the UNet-only frames/s.
+# (the most busy time per frame) and the UNet-only frames/s. At the largest batch two more renders
+# show what render's GPU defaults bring: faces as float tensors built on the CPU instead of uint8
+# frames converted on the GPU (--face-input tensors), and one model run instead of two
+# overlapping ones (--model-runs 1).
 #
 # The GPU machine needs only the NVIDIA driver and a python3 with PyTorch, numpy and onnx; nothing
 # is built there. The full `lipsync` CLI is built on a Debian machine with nvcc and packed with
@@ -184,18 +187,29 @@ write_atomic(sys.argv[1], wav_bytes(synthetic_speech(seconds=float(sys.argv[2]))
   csv="$(echo "$batches" | tr ' ' ',')"
   # A step that fails is reported and the run goes on, so that the table always comes.
   local status=0
+  # render_once NAME BATCH [FLAGS...]: one render into results/render_NAME.{json,log,mp4}.
+  render_once() {
+    local name="$1" batch="$2"
+    shift 2
+    if timeout 300 "$bin" render --avatar "$avatar" --audio "$speech" \
+      --out "$results/render_$name.mp4" --backend "$backend" --precision "$precision" \
+      --batch "$batch" --json --quiet "$@" >"$results/render_$name.json" \
+      2>"$results/render_$name.log"; then
+      echo "  $name: done"
+    else
+      echo "  $name: FAILED"; tail -5 "$results/render_$name.log"; status=1
+      rm -f "$results/render_$name.json"
+    fi
+  }
   echo "== render (${seconds} s of speech) at batch $csv"
   for batch in $batches; do
-    if timeout 300 "$bin" render --avatar "$avatar" --audio "$speech" \
-      --out "$results/render_b$batch.mp4" --backend "$backend" --precision "$precision" \
-      --batch "$batch" --json --quiet >"$results/render_b$batch.json" \
-      2>"$results/render_b$batch.log"; then
-      echo "  batch $batch: done"
-    else
-      echo "  batch $batch: FAILED"; tail -5 "$results/render_b$batch.log"; status=1
-      rm -f "$results/render_b$batch.json"
-    fi
+    render_once "b$batch" "$batch"
   done
+  # What the defaults bring at the largest batch: the faces as float tensors built on the CPU
+  # instead of uint8 frames converted on the GPU, and one model run instead of two overlapping.
+  local last="${batches##* }"
+  render_once "b${last}_tensors" "$last" --face-input tensors
+  render_once "b${last}_one_run" "$last" --model-runs 1
   echo "== the avatar's UNet alone (lipsync bench, $iterations runs per batch)"
   if ! timeout 300 "$bin" bench --model "$avatar/unet.onnx" --backend "$backend" \
     --precision "$precision" --batch "$csv" --iterations "$iterations" --warmup 3 \
