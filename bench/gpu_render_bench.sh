@@ -5,7 +5,9 @@
 # (the most busy time per frame) and the UNet-only frames/s. At the largest batch two more renders
 # show what render's GPU defaults bring: faces as float tensors built on the CPU instead of uint8
 # frames converted on the GPU (--face-input tensors), and one model run instead of two
-# overlapping ones (--model-runs 1).
+# overlapping ones (--model-runs 1). First, a check: 3 s rendered to PNG frames in float32 by the
+# backend measured and by ONNX Runtime on the CPU must match (`lipsync frames-diff`: at most 2
+# apart, 99.9% of values within 1).
 #
 # The GPU machine needs only the NVIDIA driver and a python3 with PyTorch, numpy and onnx; nothing
 # is built there. The full `lipsync` CLI is built on a Debian machine with nvcc and packed with
@@ -175,12 +177,16 @@ run() {
     --height "$height" >"$results/demo_avatar.log" 2>&1 ||
     { tail -20 "$results/demo_avatar.log"; exit 1; }
   local avatar="$avatar_dir/demo_avatar"
-  local speech="$models/speech_${seconds}s.wav"
-  timeout 120 "$py" -c '
+  # write_speech PATH SECONDS: the demo's synthetic speech as a 16 kHz WAV.
+  write_speech() {
+    timeout 120 "$py" -c '
 import sys
 from lipsync.demo import synthetic_speech, wav_bytes, write_atomic
 write_atomic(sys.argv[1], wav_bytes(synthetic_speech(seconds=float(sys.argv[2])), 16000))
-' "$speech" "$seconds"
+' "$1" "$2"
+  }
+  local speech="$models/speech_${seconds}s.wav"
+  write_speech "$speech" "$seconds"
   echo "  avatar $avatar ($frame_size frames), speech $speech ($seconds s)"
 
   local batch csv
@@ -201,6 +207,26 @@ write_atomic(sys.argv[1], wav_bytes(synthetic_speech(seconds=float(sys.argv[2]))
       rm -f "$results/render_$name.json"
     fi
   }
+  # The same 3 s of speech rendered to PNG frames by the backend measured here (float32, its
+  # defaults: frames form and overlapping runs on cuda) and by ONNX Runtime on the CPU, compared
+  # pixel by pixel: the faces may differ by float rounding, one 8-bit step before pasting.
+  echo "== correctness: $backend float32 against ONNX Runtime CPU, 3 s of speech, batch 8"
+  local check_speech="$models/speech_3s.wav"
+  write_speech "$check_speech" 3
+  rm -rf "$results/check_$backend" "$results/check_cpu"
+  if timeout 300 "$bin" render --avatar "$avatar" --audio "$check_speech" --batch 8 --quiet \
+      --frames-out "$results/check_$backend" --backend "$backend" --precision fp32 \
+      >"$results/check.log" 2>&1 &&
+    timeout 300 "$bin" render --avatar "$avatar" --audio "$check_speech" --batch 8 --quiet \
+      --frames-out "$results/check_cpu" --backend ort >>"$results/check.log" 2>&1 &&
+    "$bin" frames-diff "$results/check_$backend" "$results/check_cpu" --max-abs 2 \
+      --min-within-1 0.999 | tee -a "$results/check.log"; then
+    echo "  frames match"
+  else
+    echo "  FAILED"; tail -5 "$results/check.log"; status=1
+  fi
+  rm -rf "$results/check_$backend" "$results/check_cpu"
+
   echo "== render (${seconds} s of speech) at batch $csv"
   for batch in $batches; do
     render_once "b$batch" "$batch"

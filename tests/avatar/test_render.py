@@ -303,6 +303,35 @@ def test_video_avatar_renders_like_its_images(avatar, tmp_path):
         assert np.array_equal(a, b), name
 
 
+def test_frames_diff_compares_two_renders(avatar, tmp_path):
+    write_wav(tmp_path / "speech.wav", 16000)
+    for name, batch in (("a", "1"), ("b", "4")):
+        run("render", "--avatar", str(avatar), "--audio", str(tmp_path / "speech.wav"),
+            "--frames-out", str(tmp_path / name), "--batch", batch)
+    a, b = tmp_path / "a", tmp_path / "b"
+    same = json.loads(run("frames-diff", str(a), str(b), "--json").stdout)
+    assert same["frames"] == expected_frames(16000)
+    assert same["max_abs"] == 0 and same["share_within_1"] == 1.0 and same["within_tolerance"]
+    # One frame changed: 3 steps in a 10x10 block, 1 step in another.
+    import cv2
+    name = sorted(os.listdir(b))[5]
+    img = read_png(b / name).astype(np.int16)
+    img[0:10, 0:10] = np.clip(img[0:10, 0:10] + 3, 0, 255)
+    img[20:30, 0:10] = np.clip(img[20:30, 0:10] + 1, 0, 255)
+    cv2.imwrite(str(b / name), img.astype(np.uint8))
+    r = run("frames-diff", str(a), str(b), check=False)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "max abs 3" in r.stdout and f"worst frame {name}" in r.stdout, r.stdout
+    assert "DIFFERENT" in r.stdout
+    loose = run("frames-diff", str(a), str(b), "--max-abs", "3", "--min-within-1", "0.9")
+    assert "OK" in loose.stdout
+    (b / name).unlink()
+    r = run("frames-diff", str(a), str(b), check=False)
+    assert r.returncode == 2 and f"'{name}' is in one only" in r.stderr, r.stderr
+    r = run("frames-diff", str(a), str(tmp_path / "none"), check=False)
+    assert r.returncode == 2 and "is not a folder" in r.stderr, r.stderr
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_stops_the_render_and_removes_the_partial_file(avatar, tmp_path, sig):
     write_wav(tmp_path / "speech.wav", 16000 * 120)  # long enough to be caught mid-way

@@ -11,11 +11,12 @@ void AddInfoCommand(CLI::App& app, int* exit_code);
 void AddInferCommand(CLI::App& app, int* exit_code);
 void AddBenchCommand(CLI::App& app, int* exit_code);
 void AddCheckCommand(CLI::App& app, int* exit_code);
-void AddPythonCommands(CLI::App& app, int* exit_code);   // export, export-audio, compare
-void AddPlanCommand(CLI::App& app, int* exit_code);      // the native backends' compiled plan
+void AddPythonCommands(CLI::App& app, int* exit_code);  // export, export-audio, compare
+void AddPlanCommand(CLI::App& app, int* exit_code);     // the native backends' compiled plan
 #ifdef LIPSYNC_WITH_AVATARS
-void AddAvatarCommand(CLI::App& app, int* exit_code);  // avatar import | check
-void AddRenderCommand(CLI::App& app, int* exit_code);  // speech + avatar -> video
+void AddAvatarCommand(CLI::App& app, int* exit_code);      // avatar import | check
+void AddRenderCommand(CLI::App& app, int* exit_code);      // speech + avatar -> video
+void AddFramesDiffCommand(CLI::App& app, int* exit_code);  // two renders' frames compared
 #endif
 void AddFeaturesCommand(CLI::App& app, int* exit_code);  // audio file -> features
 #ifdef LIPSYNC_WITH_SERVER

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
 #ifdef LIPSYNC_WITH_AVATARS
   lipsync::cli::AddAvatarCommand(app, &exit_code);
   lipsync::cli::AddRenderCommand(app, &exit_code);
+  lipsync::cli::AddFramesDiffCommand(app, &exit_code);
 #endif
   lipsync::cli::AddFeaturesCommand(app, &exit_code);
 #ifdef LIPSYNC_WITH_SERVER
