@@ -127,6 +127,8 @@ struct UnetInputs {
   size_t audio = 1;
   int size = 0;  // S, 320 or 160
 };
+// InvalidArgument unless the model has exactly these two float32 inputs and one float32 output
+// [N,3,S,S]: the frame form's interface (Engine::frame_form()), so every avatar UNet takes faces.
 Result<UnetInputs> FindUnetInputs(const ModelInfo& info);
 // InvalidArgument unless the audio encoder takes mel windows [N,1,80,16] and gives [N,512].
 Status CheckAudioEncoderInfo(const ModelInfo& info);

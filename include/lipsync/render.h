@@ -74,7 +74,6 @@ struct RenderOptions {
   // kAuto hands a GPU backend that converts faces itself (BackendCapabilities::frames_on_device)
   // 0.3 MB of uint8 face per frame instead of a 2.5 MB float tensor, and keeps the CPU backends'
   // tensors, which the frames stage builds off the model's thread. Both give the same frames.
-  // kFrames on a model without the frame form (FrameFormInfo) is InvalidArgument.
   FaceInput face_input = FaceInput::kAuto;
   // Called from the output thread after each frame.
   std::function<void(const RenderProgress&)> progress;

@@ -5,9 +5,10 @@ namespace lipsync {
 
 Result<UnetInputs> FindUnetInputs(const ModelInfo& info) {
   const std::string where = "model '" + info.path + "'";
-  if (info.inputs.size() != 2 || info.outputs.empty()) {
+  // Exactly the frame form's interface (Engine::frame_form()), which the services run faces by.
+  if (info.inputs.size() != 2 || info.outputs.size() != 1) {
     return InvalidArgument(where + ": expected a lip-sync UNet with 2 inputs (face, audio) and " +
-                           "an output, it has " + std::to_string(info.inputs.size()) +
+                           "one output, it has " + std::to_string(info.inputs.size()) +
                            " inputs and " + std::to_string(info.outputs.size()) + " outputs");
   }
   UnetInputs roles;

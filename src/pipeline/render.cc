@@ -252,15 +252,11 @@ Result<RenderStats> Renderer::Render(const std::string& audio_path, const Render
   }
   const size_t queue_frames =
       options.queue_frames > 0 ? options.queue_frames : static_cast<size_t>(options.batch) + 2;
-  Engine& unet = *models_->unets[0];
-  const FrameFormInfo& form = unet.frame_form();
-  if (options.face_input == FaceInput::kFrames && !form.supported) {
-    return InvalidArgument("faces cannot go to the model as frames: " + form.why_not);
-  }
+  // Every avatar UNet has the frame form (FindUnetInputs asks for its interface).
   internal::Pipeline p(avatar, models_->runs, *models_->encoder, options, queue_frames);
   p.frame_form = options.face_input == FaceInput::kFrames ||
-                 (options.face_input == FaceInput::kAuto && form.supported &&
-                  unet.capabilities().frames_on_device);
+                 (options.face_input == FaceInput::kAuto &&
+                  models_->unets[0]->capabilities().frames_on_device);
   p.layout = models_->layout;
   p.roles = models_->roles;
   p.audio_path = audio_path;

@@ -4,8 +4,6 @@
 #include <cstring>
 #include <vector>
 
-#include "lipsync/face.h"
-
 namespace lipsync::server {
 namespace {
 
@@ -17,30 +15,10 @@ Status RunOnce(LoadedAvatar& a, const uint8_t* faces, int64_t side, const float*
   const Shape& declared = unet.info().inputs[a.roles.audio].shape;
   Shape audio_shape = {run};
   audio_shape.insert(audio_shape.end(), declared.begin() + 1, declared.end());
-  const TensorView audio_view{DataType::kFloat32, audio_shape, audio};
-  if (unet.frame_form().supported) {
-    FaceBatch batch;
-    batch.faces = TensorView{DataType::kUInt8, {run, side, side, 3}, faces};
-    batch.audio = audio_view;
-    return unet.RunFrames(batch, {DataType::kUInt8, {run, s, s, 3}, out});
-  }
-  const size_t plane = static_cast<size_t>(s) * s;
-  const size_t row = static_cast<size_t>(side) * 3;
-  const int64_t offset = side == s ? 0 : a.layout.inner_offset;
-  Tensor visual = Tensor::Uninitialized(DataType::kFloat32, {run, 6, s, s});
-  Tensor output = Tensor::Uninitialized(DataType::kFloat32, {run, 3, s, s});
-  for (int64_t k = 0; k < run; ++k) {
-    const uint8_t* face = faces + k * row * side + offset * (row + 3);
-    FillVisualInput(face, row, a.layout, visual.data_as<float>() + k * 6 * plane);
-  }
-  std::vector<TensorView> inputs(2);
-  inputs[a.roles.visual] = visual.view();
-  inputs[a.roles.audio] = audio_view;
-  LIPSYNC_RETURN_IF_ERROR(unet.Run(inputs, {output.mutable_view()}));
-  for (int64_t k = 0; k < run; ++k) {
-    OutputToImage(output.data_as<float>() + k * 3 * plane, s, out + k * 3 * plane);
-  }
-  return Status::Ok();
+  FaceBatch batch;
+  batch.faces = TensorView{DataType::kUInt8, {run, side, side, 3}, faces};
+  batch.audio = TensorView{DataType::kFloat32, audio_shape, audio};
+  return unet.RunFrames(batch, {DataType::kUInt8, {run, s, s, 3}, out});
 }
 
 }  // namespace

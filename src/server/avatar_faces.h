@@ -12,9 +12,9 @@ namespace lipsync::server {
 // Runs n faces through the avatar's UNet: `faces` uint8 [n,S,S,3] inner faces or [n,C,C,3] crops
 // (the centre is used), `audio` float32 [n,32,16,16] windows; `out` receives n*S*S*3 bytes of new
 // faces. Runs of at most the engine's batch limit; a fixed-batch model's last run is padded with
-// copies of the last frame. Where the model has the frame form, Engine::RunFrames does the mask,
-// scaling and conversion (on the GPU for the CUDA backend, so 0.3 MB a face crosses to it instead
-// of a 2.5 MB tensor); otherwise float tensors are built here. Both give the same bytes.
+// copies of the last frame. Engine::RunFrames does the mask, scaling and conversion (every avatar
+// UNet has the frame form, see FindUnetInputs): on the CPU as render does, on the GPU for the
+// CUDA backend, so that 0.3 MB a face crosses to it instead of a 2.5 MB tensor.
 Status RunAvatarFaces(LoadedAvatar& avatar, const TensorView& faces, const TensorView& audio,
                       uint8_t* out);
 

@@ -278,6 +278,13 @@ TEST(Renderer, RejectsBadOptions) {
   bad = options;
   bad.background_nice = 20;
   expect_refused(bad, "background nice value 20 is outside 0..19");
+  // A model with a second output is not a lip-sync UNet: the services run faces by the frame form.
+  auto two = Renderer::Create(avatar, {}, TestModelPath("tiny_two_outputs.onnx"));
+  EXPECT_EQ(two.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(two.status().message().find("2 inputs (face, audio) and one output, it has 2 inputs "
+                                        "and 2 outputs"),
+            std::string::npos)
+      << two.status().message();
   // A UNet of the other face size does not fit the avatar.
   auto small = Renderer::Create(avatar, {}, TestModelPath("tiny160.onnx"));
   EXPECT_NE(small.status().message().find("model_size 320, the model takes 160x160 faces"),

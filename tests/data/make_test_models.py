@@ -5,6 +5,7 @@ a cheap graph, so tests run in milliseconds:
   tiny.onnx        dynamic batch, names visual_input/audio_input -> output
   tiny_fixed.onnx  fixed batch 1, upstream names input/audio -> output
   tiny_fixed3.onnx the same with a fixed batch of 3 (short batches are padded)
+  tiny_two_outputs.onnx  tiny.onnx that also returns its pre-sigmoid sum (not a lip-sync UNet)
 and an audio encoder's interface (mel windows [N,1,80,16] -> embeddings [N,512]):
   tiny_audio_encoder.onnx         dynamic batch, one dense layer over the whole window + tanh
   tiny_audio_encoder_fixed4.onnx  the same weights with a fixed batch of 4
@@ -17,7 +18,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 
-def build(path, batch, names, size=320, seed=0):
+def build(path, batch, names, size=320, seed=0, two_outputs=False):
     rng = np.random.default_rng(seed)
     visual, audio, output = names
     n = batch if batch else "N"
@@ -26,6 +27,8 @@ def build(path, batch, names, size=320, seed=0):
         helper.make_tensor_value_info(audio, TensorProto.FLOAT, [n, 32, 16, 16]),
     ]
     outputs = [helper.make_tensor_value_info(output, TensorProto.FLOAT, [n, 3, size, size])]
+    if two_outputs:
+        outputs.append(helper.make_tensor_value_info("s", TensorProto.FLOAT, [n, 3, size, size]))
     weights = [
         numpy_helper.from_array(rng.normal(0, 0.5, (3, 6, 1, 1)).astype(np.float32), "w"),
         numpy_helper.from_array(rng.normal(0, 0.1, (3,)).astype(np.float32), "b"),
@@ -77,6 +80,8 @@ def main():
     build(os.path.join(args.out_dir, "tiny.onnx"), 0, ("visual_input", "audio_input", "output"))
     build(os.path.join(args.out_dir, "tiny_fixed.onnx"), 1, ("input", "audio", "output"))
     build(os.path.join(args.out_dir, "tiny_fixed3.onnx"), 3, ("input", "audio", "output"))
+    build(os.path.join(args.out_dir, "tiny_two_outputs.onnx"), 0,
+          ("visual_input", "audio_input", "output"), two_outputs=True)
     build(os.path.join(args.out_dir, "tiny160.onnx"), 0, ("visual_input", "audio_input", "output"),
           size=160)
     build_audio_encoder(os.path.join(args.out_dir, "tiny_audio_encoder.onnx"), 0)
