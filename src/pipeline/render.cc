@@ -135,7 +135,8 @@ int PhysicalCores() {
 // one run on N threads stops at every operator until all N are done, so a thread that another
 // stage takes the core from holds up the rest; runs on one thread each do not wait on one
 // another. Two runs of half the threads each were faster than one on two cores (measured,
-// docs/PERFORMANCE.md). Elsewhere one run, unless the caller asks for more.
+// docs/PERFORMANCE.md). Elsewhere one run, unless the caller asks for more; a backend whose
+// engine overlaps calls is seen only once it is loaded, and Create() then shares that engine.
 struct UnetRuns {
   int runs = 1;
   EngineOptions options;

@@ -95,7 +95,7 @@ struct Pipeline {
   StageStats stats[kStageCount];    // the inference stage's: its threads' summed after they end
   Clock::time_point started;
 
-  // The inference threads (one per engine) take batches in frame order, one thread at a time,
+  // The inference threads (one per run) take batches in frame order, one thread at a time,
   // run them at once and hand them on in the order they were taken.
   std::vector<StageStats> infer_stats;  // one per inference thread
   std::mutex gather_mutex;

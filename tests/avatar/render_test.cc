@@ -129,6 +129,18 @@ std::string FileBytes(const std::string& path) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
+// Two renders' frame folders under `dir` hold the same `frames` files, byte for byte.
+void ExpectSameFrames(const ScratchDir& dir, const std::string& a, const std::string& b,
+                      int64_t frames) {
+  const std::vector<std::string> names = dir.List(a);
+  EXPECT_EQ(static_cast<int64_t>(names.size()), frames) << a;
+  ASSERT_EQ(names, dir.List(b)) << a << " and " << b;
+  for (const std::string& name : names) {
+    EXPECT_EQ(FileBytes(dir / (a + "/" + name)), FileBytes(dir / (b + "/" + name)))
+        << a << " and " << b << ": " << name;
+  }
+}
+
 // Several UNet runs at once take batches in frame order and hand them on in that order: the same
 // frames as one run, byte for byte, including the last, short batch.
 TEST(Renderer, SeveralModelRunsGiveTheSameFramesInOrder) {
@@ -137,7 +149,7 @@ TEST(Renderer, SeveralModelRunsGiveTheSameFramesInOrder) {
   const std::string speech = WriteSpeechVideo(dir, 2.0);
   RenderOptions options;
   options.batch = 3;
-  std::vector<std::string> names[2];
+  int64_t frames = 0;
   for (int runs : {1, 3}) {
     EngineOptions engine;
     engine.intra_op_threads = runs;  // one thread for each run
@@ -153,13 +165,9 @@ TEST(Renderer, SeveralModelRunsGiveTheSameFramesInOrder) {
     EXPECT_NE(stats->frames % 3, 0) << "the test wants a short last batch";
     EXPECT_EQ(stats->batches, (stats->frames + 2) / 3);
     for (const StageStats& s : stats->stages) EXPECT_EQ(s.items, stats->frames) << s.name;
-    names[runs == 1 ? 0 : 1] = dir.List("frames" + std::to_string(runs));
-    EXPECT_EQ(static_cast<int64_t>(names[runs == 1 ? 0 : 1].size()), stats->frames);
+    frames = stats->frames;
   }
-  ASSERT_EQ(names[0], names[1]);
-  for (const std::string& name : names[0]) {
-    EXPECT_EQ(FileBytes(dir / ("frames1/" + name)), FileBytes(dir / ("frames3/" + name))) << name;
-  }
+  ExpectSameFrames(dir, "frames1", "frames3", frames);
 }
 
 // Faces handed to the UNet as uint8 frames (Engine::RunFrames, what a GPU backend converts
@@ -175,7 +183,7 @@ TEST(Renderer, FacesAsFramesOrTensorsGiveTheSameFrames) {
     auto renderer = Renderer::Create(avatar, engine, TestModelPath(model));
     ASSERT_TRUE(renderer.ok()) << renderer.status().ToString();
     ASSERT_EQ((*renderer)->model_runs(), 2);
-    std::vector<std::string> names[2];
+    int64_t frames = 0;
     for (FaceInput input : {FaceInput::kAuto, FaceInput::kFrames}) {
       RenderOptions options;
       options.batch = 3;
@@ -188,16 +196,9 @@ TEST(Renderer, FacesAsFramesOrTensorsGiveTheSameFrames) {
                 input == FaceInput::kAuto ? FaceInput::kTensors : FaceInput::kFrames);
       EXPECT_NE(stats->frames % stats->batch, 0) << model << ": the test wants a short last batch";
       for (const StageStats& s : stats->stages) EXPECT_EQ(s.items, stats->frames) << s.name;
-      names[input == FaceInput::kAuto ? 0 : 1] = dir.List(out);
-      EXPECT_EQ(static_cast<int64_t>(names[input == FaceInput::kAuto ? 0 : 1].size()),
-                stats->frames);
+      frames = stats->frames;
     }
-    ASSERT_EQ(names[0], names[1]) << model;
-    for (const std::string& name : names[0]) {
-      EXPECT_EQ(FileBytes(dir / (model + "-auto/" + name)),
-                FileBytes(dir / (model + "-frames/" + name)))
-          << model << " " << name;
-    }
+    ExpectSameFrames(dir, model + "-auto", model + "-frames", frames);
   }
   EXPECT_EQ(ParseFaceInput("tensors").value(), FaceInput::kTensors);
   auto bad = ParseFaceInput("float");

@@ -161,7 +161,7 @@ int RunBench(const BenchArgs& args) {
     return ReportError(
         InvalidArgument("--runs " + std::to_string(args.runs) + " is outside 1..16"));
   }
-  const EngineOptions per_run = OptionsPerRun(*options, args.runs);  // as render's model runs
+  const EngineOptions per_run = OptionsPerRun(*options, args.runs);  // as render's runs on the CPU
   auto t0 = Clock::now();
   std::vector<std::unique_ptr<Engine>> engines;
   for (int i = 0; i < args.runs; ++i) {
