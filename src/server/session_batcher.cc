@@ -18,20 +18,29 @@ constexpr size_t kWindowValues = 32 * 16 * 16;
 void FairGate::Enter() {
   std::unique_lock lock(mu_);
   const uint64_t ticket = next_++;
-  cv_.wait(lock, [&] { return serving_ == ticket; });
+  cv_.wait(lock, [&] { return ticket - left_ < capacity_; });
 }
 
 void FairGate::Leave() {
   {
     std::lock_guard lock(mu_);
-    ++serving_;
+    ++left_;
+  }
+  cv_.notify_all();
+}
+
+void FairGate::Widen(int capacity) {
+  {
+    std::lock_guard lock(mu_);
+    capacity_ = std::max<uint64_t>(capacity_, static_cast<uint64_t>(std::max(capacity, 1)));
   }
   cv_.notify_all();
 }
 
 uint64_t FairGate::waiting() const {
   std::lock_guard lock(mu_);
-  return next_ - serving_ - (next_ > serving_ ? 1 : 0);
+  const uint64_t inside = next_ - left_;
+  return inside > capacity_ ? inside - capacity_ : 0;
 }
 
 AvatarBatcher::AvatarBatcher(std::shared_ptr<LoadedAvatar> avatar, int max_batch, FairGate* gate,
@@ -169,6 +178,8 @@ std::shared_ptr<AvatarBatcher> SessionBatchers::Acquire(
     it = it->second.expired() ? batchers_.erase(it) : std::next(it);
   }
   if (auto found = batchers_[avatar.get()].lock()) return found;
+  // A GPU backend overlaps the runs of several avatars (one CUDA stream each).
+  gate_.Widen(avatar->unet->capabilities().overlapping_runs);
   auto batcher = std::make_shared<AvatarBatcher>(avatar, max_batch_, &gate_, metrics_);
   batchers_[avatar.get()] = batcher;
   return batcher;

@@ -42,11 +42,15 @@ struct FrameGroup {
   size_t finished = 0;                 // jobs run (worker only)
 };
 
-// A ticket lock: workers pass in the order they asked, which is round robin among busy avatars.
+// A ticket gate: workers pass in the order they asked, which is round robin among busy avatars,
+// and up to `capacity` of them are inside at once (1 on the CPU, where runs share the cores; more
+// on a backend whose runs overlap).
 class FairGate {
  public:
   void Enter();
   void Leave();
+  // Lets up to `capacity` callers in at once from now on (never fewer than before).
+  void Widen(int capacity);
   // Callers inside Enter() that have not passed yet (lets a test that holds the gate know that a
   // worker has taken its batch and waits to run it).
   uint64_t waiting() const;
@@ -54,7 +58,7 @@ class FairGate {
  private:
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  uint64_t next_ = 0, serving_ = 0;
+  uint64_t next_ = 0, left_ = 0, capacity_ = 1;
 };
 
 // The worker of one avatar. Submit() queues a group; the worker takes what waits, up to max_batch

@@ -4,6 +4,7 @@
 // two avatars at once, and bad input.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -452,6 +453,30 @@ int MaxDifference(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b) 
   int most = 0;
   for (size_t i = 0; i < a.size(); ++i) most = std::max(most, std::abs(a[i] - b[i]));
   return most;
+}
+
+// A widened gate lets that many callers in at once, in ticket order; the next one waits until one
+// of them leaves.
+TEST(FairGateTest, WidenedGateAdmitsThatManyAtOnce) {
+  FairGate gate;
+  gate.Widen(2);
+  gate.Widen(1);  // never narrower than before
+  gate.Enter();
+  gate.Enter();  // the second one is in too: this returns
+  std::atomic<bool> third_in{false};
+  std::thread third([&] {
+    gate.Enter();
+    third_in = true;
+    gate.Leave();
+  });
+  while (gate.waiting() == 0) std::this_thread::yield();  // the third one waits at the gate
+  EXPECT_FALSE(third_in);
+  EXPECT_EQ(gate.waiting(), 1u);
+  gate.Leave();
+  third.join();  // returns only once the third one has passed
+  EXPECT_TRUE(third_in);
+  gate.Leave();
+  EXPECT_EQ(gate.waiting(), 0u);
 }
 
 // The groups of three sessions, queued while the avatar's worker waits at the gate with another
