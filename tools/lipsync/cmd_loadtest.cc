@@ -15,6 +15,7 @@
 #include "commands.h"
 #include "engine_flags.h"
 #include "grpc_client.h"
+#include "load_sessions.h"
 #include "server/request_codec.h"
 
 namespace lipsync::cli {
@@ -36,6 +37,9 @@ struct LoadArgs {
   std::string api = "lipsync";
   std::string tls_ca;
   std::string json_path;
+  std::string model;        // monolithic, lipsyncsrv: the avatar
+  int avatar_frames = 100;  // monolithic, lipsyncsrv: the avatar's frames, which requests stay in
+  SessionLoadArgs sessions;
 };
 
 // Latencies and outcomes from every client thread. For answers that say how long the engine ran
@@ -44,10 +48,18 @@ struct LoadArgs {
 // model's own run-to-run noise cancels out.
 class Recorder {
  public:
-  void Add(double ms, grpc::StatusCode code, double engine_ms = -1) {
+  void Add(double ms, grpc::StatusCode code, double engine_ms = -1, bool answered_error = false,
+           const std::string& error = "") {
     std::lock_guard lock(mu_);
     codes_[code]++;
+    if ((code != grpc::StatusCode::OK || answered_error) && first_error_.empty()) {
+      first_error_ = error.substr(0, 300);
+    }
     if (code != grpc::StatusCode::OK) return;
+    if (answered_error) {  // a compatibility service's success=false, sent with status OK
+      ++answered_errors_;
+      return;
+    }
     latencies_.push_back(ms);
     if (engine_ms >= 0) beyond_engine_.push_back(ms - engine_ms);
   }
@@ -63,12 +75,22 @@ class Recorder {
     std::lock_guard lock(mu_);
     return codes_;
   }
+  int64_t answered_errors() const {
+    std::lock_guard lock(mu_);
+    return answered_errors_;
+  }
+  std::string first_error() const {
+    std::lock_guard lock(mu_);
+    return first_error_;
+  }
 
  private:
   mutable std::mutex mu_;
   std::vector<double> latencies_;
   std::vector<double> beyond_engine_;
   std::map<grpc::StatusCode, int64_t> codes_;
+  int64_t answered_errors_ = 0;
+  std::string first_error_;
 };
 
 double Ms(Clock::time_point a, Clock::time_point b) {
@@ -89,6 +111,7 @@ struct Budget {
 struct Target {
   std::unique_ptr<lipsync::v1::LipSync::Stub> lipsync;
   std::unique_ptr<inference::GRPCInferenceService::Stub> kserve;
+  std::unique_ptr<CompatTarget> compat;  // monolithic or lipsyncsrv
   lipsync::v1::InferRequest request;
   inference::ModelInferRequest kserve_request;
   bool use_kserve = false;
@@ -97,29 +120,37 @@ struct Target {
   struct Outcome {
     grpc::StatusCode code;
     double engine_ms = -1;  // the server's compute_ms, where the API reports it
+    bool answered_error = false;
+    std::string error;
   };
 
-  Outcome CallOnce() {
+  // The `index`th call of client `client`.
+  Outcome CallOnce(int client = 0, int64_t index = 0) {
+    if (compat) {
+      const CompatCall call = compat->Call(client, index);
+      return {call.code, -1, call.code == grpc::StatusCode::OK && !call.success, call.error};
+    }
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms));
     if (use_kserve) {
       inference::ModelInferResponse response;
-      return {kserve->ModelInfer(&ctx, kserve_request, &response).error_code()};
+      return {kserve->ModelInfer(&ctx, kserve_request, &response).error_code(), -1, false, ""};
     }
     lipsync::v1::InferResponse response;
     const auto code = lipsync->Infer(&ctx, request, &response).error_code();
-    return {code, response.compute_ms()};
+    return {code, response.compute_ms(), false, ""};
   }
 };
 
 void ClosedLoop(Target& target, int concurrency, Budget& budget, Recorder& rec) {
   std::vector<std::thread> threads;
   for (int c = 0; c < concurrency; ++c) {
-    threads.emplace_back([&] {
-      while (budget.Take()) {
+    threads.emplace_back([&, c] {
+      for (int64_t i = 0; budget.Take(); ++i) {
         const auto t0 = Clock::now();
-        const auto outcome = target.CallOnce();
-        rec.Add(Ms(t0, Clock::now()), outcome.code, outcome.engine_ms);
+        const auto outcome = target.CallOnce(c, i);
+        rec.Add(Ms(t0, Clock::now()), outcome.code, outcome.engine_ms, outcome.answered_error,
+                outcome.error);
       }
     });
   }
@@ -143,8 +174,9 @@ void OpenLoop(Target& target, double rate, Budget& budget, Recorder& rec) {
         if (scheduled >= budget.end) return;
         if (budget.max_requests > 0 && i >= budget.max_requests) return;
         std::this_thread::sleep_until(scheduled);
-        const auto outcome = target.CallOnce();
-        rec.Add(Ms(scheduled, Clock::now()), outcome.code, outcome.engine_ms);
+        const auto outcome = target.CallOnce(0, i);
+        rec.Add(Ms(scheduled, Clock::now()), outcome.code, outcome.engine_ms,
+                outcome.answered_error, outcome.error);
       }
     });
   }
@@ -203,26 +235,46 @@ int RunLoadtest(const LoadArgs& a) {
   if (a.form != "frame" && a.form != "tensor") {
     return ReportError(InvalidArgument("--form must be frame or tensor"));
   }
-  if (a.api != "lipsync" && a.api != "kserve") {
-    return ReportError(InvalidArgument("--api must be lipsync or kserve"));
+  const bool compat = a.api == "monolithic" || a.api == "lipsyncsrv";
+  if (a.api != "lipsync" && a.api != "kserve" && !compat && a.api != "sessions") {
+    return ReportError(
+        InvalidArgument("--api must be lipsync, kserve, monolithic, lipsyncsrv or sessions"));
   }
   if (a.concurrency < 1 || a.batch < 1 || a.duration_s <= 0 || a.rate < 0 || a.streams < 0) {
     return ReportError(InvalidArgument("--concurrency, --batch, --duration must be positive"));
   }
   auto channel = MakeChannel(a.target, a.tls_ca);
   if (!channel.ok()) return ReportError(channel.status());
+  if (a.api == "sessions") return RunSessionLoad(a.sessions, *channel);
   Target target;
   target.lipsync = lipsync::v1::LipSync::NewStub(*channel);
   target.kserve = inference::GRPCInferenceService::NewStub(*channel);
   target.timeout_ms = a.timeout_ms;
-  auto info = FetchModelInfo(*target.lipsync, a.timeout_ms);
-  if (!info.ok()) return ReportError(info.status());
-  auto request = MakeInferRequest(*info, a.batch, a.form == "frame", "", 1);
-  if (!request.ok()) return ReportError(request.status());
-  target.request = std::move(*request);
-  // Frame-form clients want the face back as an image, a quarter of the float tensor's bytes.
-  if (a.form == "frame") target.request.set_output_form(lipsync::v1::OUTPUT_IMAGE);
+  if (compat) {
+    if (a.model.empty())
+      return ReportError(InvalidArgument("the " + a.api + " API needs an avatar"));
+    if (a.batch > a.avatar_frames) {
+      return ReportError(InvalidArgument("the batch is larger than the avatar's frames"));
+    }
+    target.compat =
+        a.api == "monolithic"
+            ? MakeMonolithicTarget(*channel, a.model, a.batch, a.avatar_frames, a.timeout_ms)
+            : MakeLipsyncsrvTarget(*channel, a.model, a.batch, a.avatar_frames, a.timeout_ms);
+  } else {
+    auto info = FetchModelInfo(*target.lipsync, a.timeout_ms);
+    if (!info.ok()) return ReportError(info.status());
+    auto request = MakeInferRequest(*info, a.batch, a.form == "frame", "", 1);
+    if (!request.ok()) return ReportError(request.status());
+    target.request = std::move(*request);
+    // Frame-form clients want the face back as an image, a quarter of the float tensor's bytes.
+    if (a.form == "frame") target.request.set_output_form(lipsync::v1::OUTPUT_IMAGE);
+  }
+  if (compat && a.streams > 0) {
+    return ReportError(InvalidArgument("streams are for the lipsync API"));
+  }
   if (a.api == "kserve") {
+    auto info = FetchModelInfo(*target.lipsync, a.timeout_ms);
+    if (!info.ok()) return ReportError(info.status());
     auto k = MakeKServeRequest(*info, a.batch, 1);
     if (!k.ok()) return ReportError(k.status());
     target.kserve_request = std::move(*k);
@@ -252,11 +304,12 @@ int RunLoadtest(const LoadArgs& a) {
   const auto beyond_samples = rec.beyond_engine();
   const auto beyond = Summarize(beyond_samples);
   const auto codes = rec.codes();
+  const int64_t answered_errors = rec.answered_errors();
   int64_t ok = 0, total = 0;
   nlohmann::json code_json = nlohmann::json::object();
   for (const auto& [code, n] : codes) {
     total += n;
-    if (code == grpc::StatusCode::OK) ok = n;
+    if (code == grpc::StatusCode::OK) ok = n - answered_errors;
     code_json[server::GrpcCodeName(code)] = n;
   }
   const double rps = ok / elapsed_s;
@@ -270,6 +323,10 @@ int RunLoadtest(const LoadArgs& a) {
     std::printf("latency minus the server's engine time ms: median %.3f p90 %.3f p99 %.3f\n",
                 beyond.median, beyond.p90, beyond.p99);
   }
+  if (answered_errors > 0) {
+    std::printf("errors: success=false answers %lld\n", static_cast<long long>(answered_errors));
+  }
+  if (!rec.first_error().empty()) std::printf("first error: %s\n", rec.first_error().c_str());
   for (const auto& [code, n] : codes) {
     if (code != grpc::StatusCode::OK) {
       std::printf("errors: %s %lld\n", server::GrpcCodeName(code), static_cast<long long>(n));
@@ -290,7 +347,9 @@ int RunLoadtest(const LoadArgs& a) {
                         {"requests_per_s", rps},
                         {"frames_per_s", rps * a.batch},
                         {"latency_ms", ToJson(lat)},
-                        {"codes", code_json}};
+                        {"codes", code_json},
+                        {"answered_errors", answered_errors},
+                        {"first_error", rec.first_error()}};
     if (!beyond_samples.empty()) j["beyond_engine_ms"] = ToJson(beyond);
     std::ofstream(a.json_path) << j.dump(2) << "\n";
   }
@@ -311,11 +370,34 @@ void AddLoadtestCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--requests", a->requests, "stop after this many requests (0: no limit)");
   cmd->add_option("--batch", a->batch, "frames per request")->capture_default_str();
   cmd->add_option("--form", a->form, "frame | tensor")->capture_default_str();
-  cmd->add_option("--api", a->api, "lipsync | kserve (tensor form)")->capture_default_str();
+  cmd->add_option("--api", a->api,
+                  "lipsync | kserve (tensor form) | monolithic | lipsyncsrv (the users' old "
+                  "services, requests as their clients build them) | sessions (live sessions)")
+      ->capture_default_str();
+  cmd->add_option("--model", a->model, "monolithic, lipsyncsrv: the avatar to ask for");
+  cmd->add_option("--avatar-frames", a->avatar_frames,
+                  "monolithic, lipsyncsrv: the avatar's frames (requests stay inside them)")
+      ->capture_default_str();
+  cmd->add_option("--models", a->sessions.models, "sessions: avatars, sessions spread over them")
+      ->delimiter(',');
+  cmd->add_option("--sessions-per-model", a->sessions.sessions_per_model, "sessions: per avatar")
+      ->capture_default_str();
+  cmd->add_option("--audio", a->sessions.audio, "sessions: the speech each session streams");
+  cmd->add_option("--encoder", a->sessions.encoder,
+                  "sessions: the avatars' audio encoder (to tell which chunk completes a frame)");
+  cmd->add_option("--chunk-ms", a->sessions.chunk_ms,
+                  "sessions: audio per chunk, sent at real time")
+      ->capture_default_str();
+  cmd->add_option("--keep-up-ms", a->sessions.keep_up_ms,
+                  "sessions: a session keeps up while every frame comes within this")
+      ->capture_default_str();
   cmd->add_option("--tls-ca", a->tls_ca, "PEM roots to trust (enables TLS)");
   cmd->add_option("--timeout-ms", a->timeout_ms, "deadline per request")->capture_default_str();
   cmd->add_option("--json", a->json_path, "write the results as JSON");
-  cmd->callback([=] { *exit_code = RunLoadtest(*a); });
+  cmd->callback([=] {
+    a->sessions.json_path = a->json_path;
+    *exit_code = RunLoadtest(*a);
+  });
 }
 
 }  // namespace lipsync::cli
