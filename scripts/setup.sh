@@ -24,7 +24,7 @@ APT_PACKAGES=(
   libopencv-imgproc-dev libopencv-imgcodecs-dev libcli11-dev libspdlog-dev libfmt-dev
   nlohmann-json3-dev libgtest-dev libcpp-httplib-dev openssl
   libavcodec-dev libavformat-dev libavutil-dev libswresample-dev libswscale-dev libfftw3-dev
-  ffmpeg python3-opencv espeak-ng python3-yaml yamllint libyaml-cpp-dev nginx-light
+  ffmpeg python3-opencv espeak-ng python3-yaml yamllint libyaml-cpp-dev nginx-light libzip-dev libssl-dev
 )
 
 log() { printf '[setup] %s\n' "$*"; }

@@ -171,15 +171,25 @@ struct CheckpointExportOptions {
 Status ExportUnetCheckpoint(const std::string& checkpoint, const std::string& out_onnx,
                             const CheckpointExportOptions& options = {});
 
-// A model package of the Python lipsync server, a folder holding package_info.json, models/*.pth
-// (UNet weights), aud_ave.npy (audio features [frames, 512]), face_regions_320.mp4 and
-// masked_regions_320.mp4 (the crops, one video frame per frame id), face_bounds/<n>.npy ([xmin,
-// ymin, xmax, ymax, ...] of frame n) and video.mp4 (the frames). The avatar gets video.mp4 as its
-// frames, the bounds as crop rectangles and aud_ave.npy as its audio features; the UNet is
-// options.model when given, else the checkpoint exported with `export_options`. Every missing file
-// is named in one error; zip archives are refused (unpack them first).
-Result<Avatar> ImportLipSyncSrvPackage(const std::string& package_dir,
+// Limits on a zip archive while it is unpacked: the declared sizes and the bytes actually inflated
+// are both held to them, so a zip bomb stops at the limit.
+struct ZipLimits {
+  int64_t max_bytes = int64_t{8} << 30;  // all entries together, uncompressed
+  int64_t max_entries = 200000;          // a package has about one per video frame
+};
+
+// A model package of the Python lipsync server, a folder or a zip archive of one (its files at the
+// archive's top or in one folder there) holding package_info.json, models/*.pth (UNet weights),
+// aud_ave.npy (audio features [frames, 512]), face_regions_320.mp4 and masked_regions_320.mp4 (the
+// crops, one video frame per frame id), face_bounds/<n>.npy ([xmin, ymin, xmax, ymax, ...] of
+// frame n) and video.mp4 (the frames). The avatar gets video.mp4 as its frames, the bounds as crop
+// rectangles and aud_ave.npy as its audio features; the UNet is options.model when given, else
+// the checkpoint exported with `export_options`. Every missing file is named in one error. A zip
+// is unpacked (within `zip_limits`, refusing entries that would land outside) into a hidden
+// folder beside `out_dir`, which is removed afterwards whatever happens.
+Result<Avatar> ImportLipSyncSrvPackage(const std::string& package,
                                        const AvatarImportOptions& options,
-                                       const CheckpointExportOptions& export_options = {});
+                                       const CheckpointExportOptions& export_options = {},
+                                       const ZipLimits& zip_limits = {});
 
 }  // namespace lipsync

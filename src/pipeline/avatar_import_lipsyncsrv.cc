@@ -11,6 +11,8 @@
 #include "lipsync/avatar.h"
 #include "lipsync/npy.h"
 #include "lipsync/video.h"
+#include "output_files.h"
+#include "zip_extract.h"
 
 namespace lipsync {
 namespace {
@@ -20,15 +22,6 @@ namespace fs = std::filesystem;
 constexpr const char* kRequiredFiles[] = {"package_info.json", "aud_ave.npy",
                                           "face_regions_320.mp4", "masked_regions_320.mp4",
                                           "video.mp4"};
-
-bool LooksLikeZip(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  char magic[4] = {};
-  in.read(magic, 4);
-  return (in.gcount() == 4 && magic[0] == 'P' && magic[1] == 'K' && magic[2] == 3 &&
-          magic[3] == 4) ||
-         internal::LowerExtension(path) == "zip";
-}
 
 // The checkpoints in models/, the one with the largest number in its name first (SyncTalk_2D
 // names them by epoch), then by name.
@@ -110,12 +103,17 @@ Status CheckPackageFiles(const fs::path& dir, bool need_checkpoint) {
   return NotFound("missing " + list);
 }
 
-// A temporary folder for the exported UNet, removed at destruction.
+// A temporary folder, removed at destruction: for the exported UNet in the temp folder, or
+// `path` (created here) for an unpacked package.
 class TempDir {
  public:
   TempDir() {
     std::string pattern = (fs::temp_directory_path() / "lipsync_import_XXXXXX").string();
     if (mkdtemp(pattern.data())) path_ = pattern;
+  }
+  explicit TempDir(const std::string& path) {
+    std::error_code ec;
+    if (fs::create_directory(path, ec) && !ec) path_ = path;
   }
   ~TempDir() {
     std::error_code ec;
@@ -127,21 +125,22 @@ class TempDir {
   std::string path_;
 };
 
-}  // namespace
-
-Result<Avatar> ImportLipSyncSrvPackage(const std::string& package_dir,
-                                       const AvatarImportOptions& options,
-                                       const CheckpointExportOptions& export_options) {
-  const std::string where = "package '" + package_dir + "'";
+// The folder of an unpacked package: its top, or its one folder when the files are in one.
+fs::path PackageRoot(const fs::path& unpacked) {
   std::error_code ec;
-  if (fs::is_regular_file(package_dir, ec)) {
-    if (LooksLikeZip(package_dir)) {
-      return Unimplemented(where + " is a zip archive, which is not read directly; unpack it " +
-                           "(unzip PACKAGE.zip -d DIR) and import the folder");
+  if (fs::exists(unpacked / "package_info.json", ec)) return unpacked;
+  std::vector<fs::path> folders;
+  for (const auto& entry : fs::directory_iterator(unpacked, ec)) {
+    if (entry.is_directory(ec) && entry.path().filename() != "__MACOSX") {
+      folders.push_back(entry.path());
     }
-    return InvalidArgument(where + " is a file, not a package folder");
   }
-  if (!fs::is_directory(package_dir, ec)) return NotFound(where + " not found");
+  return folders.size() == 1 ? folders[0] : unpacked;
+}
+
+Result<Avatar> ImportPackageFolder(const std::string& package_dir, const std::string& where,
+                                   const AvatarImportOptions& options,
+                                   const CheckpointExportOptions& export_options) {
   const fs::path dir(package_dir);
   Status files = CheckPackageFiles(dir, options.model.empty());
   if (!files.ok()) return files.WithContext(where);
@@ -193,6 +192,35 @@ Result<Avatar> ImportLipSyncSrvPackage(const std::string& package_dir,
   auto avatar = internal::WriteAvatarFolder(draft, options.out_dir);
   if (!avatar.ok()) return avatar.status().WithContext("importing " + where);
   return avatar;
+}
+
+}  // namespace
+
+Result<Avatar> ImportLipSyncSrvPackage(const std::string& package,
+                                       const AvatarImportOptions& options,
+                                       const CheckpointExportOptions& export_options,
+                                       const ZipLimits& zip_limits) {
+  const std::string where = "package '" + package + "'";
+  std::error_code ec;
+  if (fs::is_directory(package, ec)) {
+    return ImportPackageFolder(package, where, options, export_options);
+  }
+  if (!fs::is_regular_file(package, ec)) return NotFound(where + " not found");
+  if (!internal::LooksLikeZip(package)) {
+    return InvalidArgument(where + " is neither a package folder nor a zip archive");
+  }
+  if (options.out_dir.empty()) return InvalidArgument("no folder to import the package into");
+  // Unpacked beside the avatar (same file system, hidden name), removed whatever happens.
+  TempDir unpacked(internal::HiddenTempPath(options.out_dir + ".package"));
+  if (unpacked.path().empty()) {
+    return Unavailable("cannot create a folder beside '" + options.out_dir + "' to unpack " +
+                       where + " into");
+  }
+  Status extracted = internal::ExtractZip(package, unpacked.path(), zip_limits);
+  if (!extracted.ok()) return extracted;
+  AvatarImportOptions named = options;
+  if (named.name.empty()) named.name = fs::path(package).stem().string();
+  return ImportPackageFolder(PackageRoot(unpacked.path()).string(), where, named, export_options);
 }
 
 }  // namespace lipsync
