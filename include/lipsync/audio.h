@@ -97,6 +97,11 @@ enum class WindowEdge { kZeros, kRepeat };
 Result<Tensor> AudioWindowsFromEmbeddings(const Tensor& embeddings,
                                           WindowEdge edge = WindowEdge::kZeros);
 
+// Step 8's sequence from the encoder's embeddings [W, 512]: [e0] + e + [e_last], float32
+// [W + 2, 512], one row per video frame (what a Python server package's aud_ave.npy holds, and
+// what AudioWindowsFromSequence reads).
+Result<Tensor> FeatureSequenceFromEmbeddings(const Tensor& embeddings);
+
 // A per-frame feature sequence from a .npy file (e.g. an aud_ave.npy): float32 [F, 512] with
 // F >= 1 and every value finite, or an error naming the file.
 Result<Tensor> LoadFeatureSequence(const std::string& path);

@@ -119,6 +119,27 @@ Result<Tensor> AudioWindowsFromEmbeddings(const Tensor& embeddings, WindowEdge e
   return windows;
 }
 
+Result<Tensor> FeatureSequenceFromEmbeddings(const Tensor& embeddings) {
+  const Shape& shape = embeddings.shape();
+  if (embeddings.dtype() != DataType::kFloat32 || shape.size() != 2 || shape[0] < 1 ||
+      shape[1] != audio_internal::kEmbeddingSize) {
+    return InvalidArgument("audio embeddings: expected float32 [W,512] with W >= 1, got " +
+                           std::string(DataTypeName(embeddings.dtype())) + " " +
+                           ShapeToString(shape, false));
+  }
+  const int64_t count = shape[0];
+  const size_t row = audio_internal::kEmbeddingSize * sizeof(float);
+  Tensor rows =
+      Tensor::Uninitialized(DataType::kFloat32, {count + 2, audio_internal::kEmbeddingSize});
+  const auto* src = static_cast<const char*>(embeddings.data());
+  auto* dst = static_cast<char*>(rows.data());
+  std::memcpy(dst, src, row);
+  std::memcpy(dst + row, src, static_cast<size_t>(count) * row);
+  std::memcpy(dst + static_cast<size_t>(count + 1) * row,
+              src + static_cast<size_t>(count - 1) * row, row);
+  return rows;
+}
+
 Result<Tensor> LoadFeatureSequence(const std::string& path) {
   LIPSYNC_ASSIGN_OR_RETURN(Tensor t, LoadNpy(path));
   if (t.dtype() != DataType::kFloat32 || t.shape().size() != 2 || t.shape()[0] < 1 ||

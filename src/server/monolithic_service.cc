@@ -20,10 +20,6 @@ double MsSince(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
 }
 
-int64_t AudioSamplesFor(int batch) {
-  return static_cast<int64_t>(batch + kCompositeAudioExtraFrames) * kSamplesPerVideoFrame;
-}
-
 // Runs the UNet over a batch of the request's float input (visual [batch, 6, S, S], audio
 // [batch, ...]) into output [batch, 3, S, S], in runs of at most the engine's batch limit; a
 // fixed-batch model gets its last run padded with copies of the last frame.
@@ -83,45 +79,50 @@ Status CheckCompositeRequest(const monolithic::CompositeBatchRequest& request) {
     return InvalidArgument("batch_size " + std::to_string(batch) + " is outside 1.." +
                            std::to_string(kCompositeMaxBatch));
   }
-  if (request.sample_rate() != kAudioSampleRate) {
-    return InvalidArgument("sample_rate " + std::to_string(request.sample_rate()) +
-                           " is not supported; raw_audio must be 16000 Hz");
+  // The Go server never reads sample_rate and its clients leave it unset: 0 means 16 kHz.
+  const int rate = request.sample_rate();
+  if (rate != 0 && (rate < 8000 || rate > 192000)) {
+    return InvalidArgument("sample_rate " + std::to_string(rate) +
+                           " is outside 8000..192000 Hz (0: 16000)");
   }
   if (request.start_frame_idx() < 0) {
     return InvalidArgument("start_frame_idx " + std::to_string(request.start_frame_idx()) +
                            " is negative");
   }
-  const int64_t want = AudioSamplesFor(batch) * static_cast<int64_t>(sizeof(float));
-  if (static_cast<int64_t>(request.raw_audio().size()) != want) {
-    return InvalidArgument("raw_audio holds " + std::to_string(request.raw_audio().size()) +
-                           " bytes; batch_size " + std::to_string(batch) + " needs " +
-                           std::to_string(want) + " ((batch_size + 15) x 640 float32 samples)");
-  }
   return Status::Ok();
 }
 
-Result<Tensor> CompositeAudioWindows(AudioEncoder& encoder, const float* pcm, size_t samples,
-                                     int batch) {
-  LIPSYNC_ASSIGN_OR_RETURN(Tensor mel, MelSpectrogram(pcm, samples));
-  LIPSYNC_ASSIGN_OR_RETURN(Tensor windows, ComputeAudioWindows(encoder, mel));
-  const int64_t need = kCompositeAudioLead + batch;
-  if (windows.shape().empty() || windows.shape()[0] < need) {
-    return InvalidArgument("raw_audio gives " +
-                           std::to_string(windows.shape().empty() ? 0 : windows.shape()[0]) +
-                           " audio windows, fewer than the " + std::to_string(need) + " needed");
+void PasteStretched(const uint8_t* face, int s, const CropRect& rect, Image& frame) {
+  const int w = rect.width(), h = rect.height();
+  // float32 throughout, as that server computes.
+  const float x_ratio = static_cast<float>(s) / static_cast<float>(w);
+  const float y_ratio = static_cast<float>(s) / static_cast<float>(h);
+  for (int y = 0; y < h; ++y) {
+    const float sy = static_cast<float>(y) * y_ratio;
+    const int y0 = static_cast<int>(sy), y1 = std::min(y0 + 1, s - 1);
+    const float wy = sy - static_cast<float>(y0);
+    uint8_t* row =
+        frame.bgr.data() + (static_cast<size_t>(rect.y1 + y) * frame.width + rect.x1) * 3;
+    for (int x = 0; x < w; ++x) {
+      const float sx = static_cast<float>(x) * x_ratio;
+      const int x0 = static_cast<int>(sx), x1 = std::min(x0 + 1, s - 1);
+      const float wx = sx - static_cast<float>(x0);
+      for (int c = 0; c < 3; ++c) {
+        auto at = [&](int px, int py) {
+          return static_cast<float>(face[(static_cast<size_t>(py) * s + px) * 3 + c]);
+        };
+        const float top = at(x0, y0) * (1 - wx) + at(x1, y0) * wx;
+        const float bottom = at(x0, y1) * (1 - wx) + at(x1, y1) * wx;
+        row[x * 3 + c] = static_cast<uint8_t>(top * (1 - wy) + bottom * wy);
+      }
+    }
   }
-  const int64_t item = windows.element_count() / windows.shape()[0];
-  Shape shape = windows.shape();
-  shape[0] = batch;
-  Tensor out = Tensor::Uninitialized(DataType::kFloat32, shape);
-  std::memcpy(out.data_as<float>(), windows.data_as<float>() + kCompositeAudioLead * item,
-              static_cast<size_t>(batch * item) * sizeof(float));
-  return out;
 }
 
 Result<std::vector<Image>> ComposeBatch(LoadedAvatar& a,
                                         const monolithic::CompositeBatchRequest& request,
-                                        CompositeTimings* timings) {
+                                        CompositeTimings* timings,
+                                        const CompositeBehaviour& behaviour) {
   LIPSYNC_RETURN_IF_ERROR(CheckCompositeRequest(request));
   const int batch = request.batch_size();
   const int s = a.layout.inner_size;
@@ -135,15 +136,10 @@ Result<std::vector<Image>> ComposeBatch(LoadedAvatar& a,
   Tensor visual = Tensor::Uninitialized(DataType::kFloat32, {batch, 6, s, s});
   std::memcpy(visual.data(), request.visual_frames().data(), visual_bytes);
   LIPSYNC_RETURN_IF_ERROR(CheckFinite(visual.view(), "visual_frames"));
-  const size_t samples = static_cast<size_t>(AudioSamplesFor(batch));
-  std::vector<float> pcm(samples);
-  std::memcpy(pcm.data(), request.raw_audio().data(), samples * sizeof(float));
-  LIPSYNC_RETURN_IF_ERROR(CheckFinite(
-      TensorView{DataType::kFloat32, {static_cast<int64_t>(samples)}, pcm.data()}, "raw_audio"));
 
   auto start = Clock::now();
-  auto audio = CompositeAudioWindows(*a.encoder, pcm.data(), samples, batch);
-  if (!audio.ok()) return audio.status().WithContext("audio");
+  auto audio = CompositeAudioInput(*a.encoder, request, behaviour.align);
+  if (!audio.ok()) return audio.status();
   timings->audio_ms = MsSince(start);
 
   start = Clock::now();
@@ -161,9 +157,13 @@ Result<std::vector<Image>> ComposeBatch(LoadedAvatar& a,
     const int64_t index = (static_cast<int64_t>(request.start_frame_idx()) + i) % n;
     const CropRect& rect = a.avatar.crop_rects()[static_cast<size_t>(index)];
     Image frame = a.backgrounds[static_cast<size_t>(index)];
-    LIPSYNC_ASSIGN_OR_RETURN(Image crop, CropFace(frame, rect, a.layout));
     OutputToImage(output.data_as<float>() + static_cast<size_t>(i) * 3 * s * s, s, face.data());
-    LIPSYNC_RETURN_IF_ERROR(PasteFace(face.data(), a.layout, crop, rect, frame));
+    if (behaviour.paste == Behaviour::kOld) {
+      PasteStretched(face.data(), s, rect, frame);
+    } else {
+      LIPSYNC_ASSIGN_OR_RETURN(Image crop, CropFace(frame, rect, a.layout));
+      LIPSYNC_RETURN_IF_ERROR(PasteFace(face.data(), a.layout, crop, rect, frame));
+    }
     frames.push_back(std::move(frame));
   }
   timings->composite_ms = MsSince(start);
@@ -228,7 +228,7 @@ Status MonolithicService::RunComposite(const monolithic::CompositeBatchRequest& 
   LoadedAvatar& a = **avatar;
 
   CompositeTimings timings;
-  auto frames = ComposeBatch(a, request, &timings);
+  auto frames = ComposeBatch(a, request, &timings, options_.behaviour);
   if (!frames.ok()) return fail(frames.status());
   auto encode_start = Clock::now();
   for (const Image& frame : *frames) {

@@ -15,6 +15,7 @@
 
 #include "monolithic/monolithic.grpc.pb.h"
 #include "server/avatar_registry.h"
+#include "server/composite_audio.h"
 #include "server/metrics.h"
 #include "server/worker_pool.h"
 
@@ -23,24 +24,22 @@ namespace lipsync::server {
 constexpr int kCompositeMaxBatch = 32;
 constexpr int kCompositeJpegQuality = 75;
 constexpr int kMonolithicMessageBytes = 100 << 20;  // the Go server's message limit
-// The audio chunk holds (batch + 15) video frames of 640 samples (40 ms at 16 kHz), starting
-// kCompositeAudioLead frames before the first output frame.
-constexpr int kCompositeAudioExtraFrames = 15;
-constexpr int kCompositeAudioLead = 8;
-constexpr int kSamplesPerVideoFrame = kAudioSampleRate / 25;
 
-// Checks what a request can be checked for without its avatar: batch size, sample rate, start
-// index, and the audio chunk's length.
+// Checks what a request can be checked for without its avatar: batch size, sample rate and start
+// index.
 Status CheckCompositeRequest(const monolithic::CompositeBatchRequest& request);
 
-// The UNet audio windows [batch, 32, 16, 16] of the batch's output frames from the request's
-// audio chunk. The chunk's own features are computed as for a whole signal (mel, encoder windows,
-// embeddings, windows per video frame: lipsync's audio module); the chunk's video frame c covers
-// samples [640c, 640c + 640), so output frame i is the chunk's frame i + 8, whose window reads the
-// embedding sequence rows i .. i + 15. The chunk gives batch + 14 rows, so only the last output
-// frame's last row lies past them and is zero, as at the end of a whole recording.
-Result<Tensor> CompositeAudioWindows(AudioEncoder& encoder, const float* pcm, size_t samples,
-                                     int batch);
+// Where the service follows the Go server instead of lipsync (docs/API.md): which audio rows an
+// output frame reads, and how the model's face goes into the crop rectangle.
+struct CompositeBehaviour {
+  Behaviour align = Behaviour::kLipsync;
+  Behaviour paste = Behaviour::kLipsync;
+};
+
+// The Go server's paste: the face (s x s BGR bytes) stretched over the whole crop rectangle with
+// that server's bilinear resize (source point dst x s / size, no half-pixel offset, truncated).
+// lipsync's PasteFace puts it into the centre of the rectangle's 328 crop, as SyncTalk_2D does.
+void PasteStretched(const uint8_t* face, int s, const CropRect& rect, Image& frame);
 
 struct CompositeTimings {
   double audio_ms = 0, inference_ms = 0, composite_ms = 0;
@@ -50,7 +49,8 @@ struct CompositeTimings {
 // faces pasted, in output order.
 Result<std::vector<Image>> ComposeBatch(LoadedAvatar& avatar,
                                         const monolithic::CompositeBatchRequest& request,
-                                        CompositeTimings* timings);
+                                        CompositeTimings* timings,
+                                        const CompositeBehaviour& behaviour = {});
 
 // Baseline JPEG of a BGR image (decoders give the usual RGB picture).
 Result<std::string> EncodeJpeg(const Image& image, int quality = kCompositeJpegQuality);
@@ -58,6 +58,7 @@ Result<std::string> EncodeJpeg(const Image& image, int quality = kCompositeJpegQ
 struct MonolithicOptions {
   AvatarRegistryOptions avatars;  // the server's avatar repository (shared with its other services)
   int worker_threads = 2;         // requests run on these, in arrival order
+  CompositeBehaviour behaviour;
 };
 
 class MonolithicService final : public monolithic::MonolithicService::CallbackService {
