@@ -6,6 +6,7 @@
 
 #include "lipsync/audio.h"
 #include "server/avatar_faces.h"
+#include "server/lipsyncsrv_audio.h"
 #include "server/monolithic_service.h"
 
 namespace lipsync::server {
@@ -36,14 +37,16 @@ Result<Tensor> SequenceFromAudio(AudioEncoder& encoder, const std::string& path,
   LIPSYNC_ASSIGN_OR_RETURN(Tensor mel, MelSpectrogram(pcm.data(), pcm.size()));
   LIPSYNC_ASSIGN_OR_RETURN(Tensor windows, MelWindows(mel, fps));
   LIPSYNC_ASSIGN_OR_RETURN(Tensor e, encoder.Encode(windows));
-  const int64_t count = e.shape()[0];
-  Tensor rows = Tensor::Uninitialized(DataType::kFloat32, {count + 2, 512});
-  const size_t row = 512 * sizeof(float);
-  std::memcpy(rows.data_as<float>(), e.data_as<float>(), row);
-  std::memcpy(rows.data_as<float>() + 512, e.data_as<float>(), count * row);
-  std::memcpy(rows.data_as<float>() + (count + 1) * 512, e.data_as<float>() + (count - 1) * 512,
-              row);
-  return rows;
+  return FeatureSequenceFromEmbeddings(e);
+}
+
+// Why an avatar has no audio to show without an override, and how to give it some.
+std::string NoFeaturesMessage(const std::string& id, const std::string& why) {
+  return "avatar '" + id + "' has no precomputed audio features and " + why +
+         "; send an audio_override (base64 int16 PCM at 24 kHz, or a file in its folder), or add "
+         "features: lipsync features --audio SPEECH --encoder ENCODER --sequence-out "
+         "<avatar>/audio_features.npy, and \"audio_features\": \"audio_features.npy\" in its "
+         "avatar.json";
 }
 
 void Fail(lipsyncsrv::InferenceResponse* r, const std::string& error) {
@@ -90,16 +93,16 @@ Result<std::shared_ptr<const Tensor>> LipSyncSrvService::FeatureSequence(
     const std::shared_ptr<LoadedAvatar>& avatar, const std::string& audio_override) {
   const Avatar& a = avatar->avatar;
   std::string path;
-  if (audio_override.empty()) {
-    path = a.audio_features_path();
-    if (path.empty()) {
-      return FailedPrecondition("avatar '" + avatar->id +
-                                "' has no precomputed audio features (audio_features in "
-                                "avatar.json); name an audio or .npy features file in its folder "
-                                "with audio_override");
-    }
-  } else {
+  bool own_sound = false;
+  if (!audio_override.empty()) {
     LIPSYNC_ASSIGN_OR_RETURN(path, ResolveAudioOverride(a.dir(), audio_override));
+  } else if (!a.audio_features_path().empty()) {
+    path = a.audio_features_path();
+  } else if (a.frames_are_video()) {
+    path = a.frames_path();  // the sound of the avatar's own video, when it has one
+    own_sound = true;
+  } else {
+    return FailedPrecondition(NoFeaturesMessage(avatar->id, "its frames are images"));
   }
   const std::string key = avatar->id + '\n' + path;
   {
@@ -111,6 +114,11 @@ Result<std::shared_ptr<const Tensor>> LipSyncSrvService::FeatureSequence(
   const bool npy = fs::path(path).extension() == ".npy" || fs::path(path).extension() == ".NPY";
   Result<Tensor> rows =
       npy ? LoadFeatureSequence(path) : SequenceFromAudio(*avatar->encoder, path, a.manifest().fps);
+  if (!rows.ok() && own_sound) {
+    return FailedPrecondition(NoFeaturesMessage(avatar->id, "the sound of its frames video '" +
+                                                                path + "' gives none (" +
+                                                                rows.status().message() + ")"));
+  }
   if (!rows.ok()) {
     return rows.status().WithContext(audio_override.empty() ? "audio features" : "audio_override");
   }
@@ -119,6 +127,54 @@ Result<std::shared_ptr<const Tensor>> LipSyncSrvService::FeatureSequence(
   if (sequences_.size() >= 64) sequences_.clear();  // a bound, not a policy: they reload quickly
   sequences_[key] = {avatar, shared};
   return shared;
+}
+
+Result<std::shared_ptr<const Tensor>> LipSyncSrvService::PcmWindow(
+    const std::shared_ptr<LoadedAvatar>& avatar, const std::string& audio_override) {
+  LIPSYNC_ASSIGN_OR_RETURN(std::vector<float> pcm, DecodePcmOverride(audio_override));
+  Result<Tensor> window = options_.window == Behaviour::kOld
+                              ? PythonPcmOverrideWindow(pcm)
+                              : PcmOverrideWindow(*avatar->encoder, pcm);
+  if (!window.ok()) return window.status();
+  return std::make_shared<const Tensor>(std::move(*window));
+}
+
+Result<Tensor> LipSyncSrvService::AudioWindows(const std::shared_ptr<LoadedAvatar>& avatar,
+                                               const std::string& audio_override,
+                                               const std::vector<int64_t>& frames) {
+  if (IsPcmOverride(audio_override)) {
+    // The model's default override (LoadModel) is decoded once per avatar load.
+    const std::string key = avatar->id + "\npcm\n" + audio_override;
+    std::shared_ptr<const Tensor> window;
+    bool is_default = false;
+    {
+      std::lock_guard lock(cache_mu_);
+      auto d = default_overrides_.find(avatar->id);
+      is_default = d != default_overrides_.end() && d->second == audio_override;
+      auto it = sequences_.find(key);
+      if (is_default && it != sequences_.end() && it->second.owner.lock() == avatar) {
+        window = it->second.rows;
+      }
+    }
+    if (!window) {
+      LIPSYNC_ASSIGN_OR_RETURN(window, PcmWindow(avatar, audio_override));
+      if (is_default) {
+        std::lock_guard lock(cache_mu_);
+        if (sequences_.size() >= 64) sequences_.clear();
+        sequences_[key] = {avatar, window};
+      }
+    }
+    // One window drives every frame of the request, as on the Python server.
+    Tensor out = Tensor::Uninitialized(DataType::kFloat32,
+                                       {static_cast<int64_t>(frames.size()), 32, 16, 16});
+    for (size_t k = 0; k < frames.size(); ++k) {
+      std::memcpy(out.data_as<float>() + k * 8192, window->data(), window->byte_size());
+    }
+    return out;
+  }
+  LIPSYNC_ASSIGN_OR_RETURN(auto sequence, FeatureSequence(avatar, audio_override));
+  if (options_.window == Behaviour::kOld) return PythonSequenceWindows(*sequence, frames);
+  return AudioWindowsFromSequence(*sequence, frames);
 }
 
 Status LipSyncSrvService::RunFrames(const std::string& model, const std::vector<int32_t>& frame_ids,
@@ -148,6 +204,8 @@ Status LipSyncSrvService::RunFrames(const std::string& model, const std::vector<
                                     " ids; at most " + std::to_string(kLipSyncSrvMaxFrames) +
                                     " per call"));
   }
+  Status name_ok = CheckModelName(model);
+  if (!name_ok.ok()) return fail_all(name_ok);
   bool loaded_now = false;
   auto loaded = registry_->Load(model, &loaded_now);
   if (!loaded.ok()) return fail_all(loaded.status());
@@ -161,9 +219,6 @@ Status LipSyncSrvService::RunFrames(const std::string& model, const std::vector<
     auto it = default_overrides_.find(model);
     if (it != default_overrides_.end()) override_name = it->second;
   }
-  auto sequence = FeatureSequence(avatar, override_name);
-  if (!sequence.ok()) return fail_all(sequence.status());
-
   const int s = a.layout.inner_size;
   const std::string shape = std::to_string(s) + "x" + std::to_string(s) + "x3";
   const int64_t n = a.avatar.frame_count();
@@ -185,6 +240,9 @@ Status LipSyncSrvService::RunFrames(const std::string& model, const std::vector<
   }
   const int batch = static_cast<int>(frames.size());
   if (batch > 0) {
+    auto windows = AudioWindows(avatar, override_name, frames);
+    if (!windows.ok()) return fail_all(windows.status());
+    const Tensor audio = std::move(*windows);
     // The face crops [batch,C,C,3]; the model reads their centres.
     const int c = a.layout.crop_size;
     const size_t crop_bytes = static_cast<size_t>(c) * c * 3;
@@ -201,15 +259,6 @@ Status LipSyncSrvService::RunFrames(const std::string& model, const std::vector<
       std::memcpy(crops.data_as<uint8_t>() + k * crop_bytes, crop->bgr.data(), crop_bytes);
     }
     std::vector<uint8_t> output(static_cast<size_t>(batch) * face_bytes);
-    Tensor audio;
-    if (status.ok()) {
-      auto windows = AudioWindowsFromSequence(**sequence, frames);
-      if (windows.ok()) {
-        audio = std::move(*windows);
-      } else {
-        status = windows.status();
-      }
-    }
     const auto inference_start = Clock::now();
     if (status.ok()) status = RunAvatarFaces(a, crops.view(), audio.view(), output.data());
     const auto inference_us =
@@ -281,8 +330,8 @@ Status LipSyncSrvService::RunLoadModel(const lipsyncsrv::LoadModelRequest& reque
       import.out_dir = dir;
       import.name = model;
       import.audio_encoder = options_.audio_encoder;
-      auto avatar =
-          ImportLipSyncSrvPackage(request.package_path(), import, options_.export_options);
+      auto avatar = ImportLipSyncSrvPackage(request.package_path(), import, options_.export_options,
+                                            options_.package_limits);
       if (!avatar.ok()) return fail(avatar.status());
       message = "imported package '" + request.package_path() + "' as avatar '" + model + "'; ";
     }
@@ -291,10 +340,17 @@ Status LipSyncSrvService::RunLoadModel(const lipsyncsrv::LoadModelRequest& reque
   auto avatar = registry_->Load(model, &loaded_now);
   if (!avatar.ok()) return fail(avatar.status());
   if (request.has_audio_override()) {
-    auto sequence = FeatureSequence(*avatar, request.audio_override());
-    if (!sequence.ok()) return fail(sequence.status());
-    std::lock_guard lock(cache_mu_);
-    default_overrides_[model] = request.audio_override();
+    {
+      std::lock_guard lock(cache_mu_);
+      default_overrides_[model] = request.audio_override();
+    }
+    // Checked (and a PCM override decoded) now, so that a bad one fails here.
+    auto windows = AudioWindows(*avatar, request.audio_override(), {0});
+    if (!windows.ok()) {
+      std::lock_guard lock(cache_mu_);
+      default_overrides_.erase(model);
+      return fail(windows.status());
+    }
   }
   message += loaded_now ? "loaded" : "already loaded";
   message += " (" + std::to_string((*avatar)->avatar.frame_count()) + " frames)";

@@ -1,8 +1,9 @@
 // lipsyncsrv.LipSyncService: the Python lip-sync server's contract (proto/lipsyncsrv), so its
 // clients can call lipsync unchanged. A request names an avatar and a frame id; the answer is the
 // predicted 320x320 face as a JPEG and the rectangle the client pastes it into. The audio comes
-// from the avatar's precomputed features (a row per video frame) or from an override file in the
-// avatar's folder. Errors are answered as success=false with gRPC status OK, as that server does.
+// from an audio_override (base64 PCM as the Python server's JavaScript clients send, or a file in
+// the avatar's folder), or else from the avatar's precomputed features (a row per video frame) or
+// its own audio. Errors are answered as success=false with gRPC status OK, as that server does.
 // Work runs on the service's own threads, not on gRPC's.
 #pragma once
 
@@ -20,6 +21,7 @@
 #include "lipsyncsrv/lipsyncsrv.grpc.pb.h"
 #include "server/avatar_registry.h"
 #include "server/metrics.h"
+#include "server/old_behaviour.h"
 #include "server/worker_pool.h"
 
 namespace lipsync::server {
@@ -35,6 +37,10 @@ struct LipSyncSrvOptions {
   // checkpoint with `export_options`.
   std::string audio_encoder;
   CheckpointExportOptions export_options;
+  ZipLimits package_limits;  // a zip package unpacks within these
+  // A frame's audio window: lipsync's (16 feature rows around the frame) or the Python server's
+  // (lipsyncsrv_audio.h).
+  Behaviour window = Behaviour::kLipsync;
 };
 
 // `name` (an audio_override) as a file inside the avatar folder `dir`: relative names are taken
@@ -75,9 +81,17 @@ class LipSyncSrvService final : public lipsyncsrv::LipSyncService::CallbackServi
  private:
   class StreamReactor;
   // The audio feature sequence [rows, 512] for `avatar`: its override file when one is named,
-  // else its precomputed features; cached per avatar load and file.
+  // else its precomputed features, else those of its frames video's sound; cached per avatar
+  // load and file.
   Result<std::shared_ptr<const Tensor>> FeatureSequence(const std::shared_ptr<LoadedAvatar>& avatar,
                                                         const std::string& audio_override);
+  // The audio windows [frames, 32, 16, 16] of `frames` under `audio_override` (empty: none).
+  Result<Tensor> AudioWindows(const std::shared_ptr<LoadedAvatar>& avatar,
+                              const std::string& audio_override,
+                              const std::vector<int64_t>& frames);
+  // A base64 PCM override's window [1, 32, 16, 16]; cached per avatar load and text.
+  Result<std::shared_ptr<const Tensor>> PcmWindow(const std::shared_ptr<LoadedAvatar>& avatar,
+                                                  const std::string& audio_override);
 
   AvatarRegistry* registry_;
   std::string root_;

@@ -25,6 +25,7 @@ struct FeaturesArgs {
   std::string encoder;
   std::string mel_out;
   std::string out;
+  std::string sequence_out;
   std::string pcm_out;
   std::string padding = "zero";
   std::string edge = "zeros";
@@ -83,11 +84,14 @@ Result<Tensor> StreamWindows(AudioEncoder& encoder, const std::vector<float>& pc
 }
 
 int RunFeatures(const FeaturesArgs& args) {
-  if (args.mel_out.empty() && args.out.empty() && args.pcm_out.empty()) {
-    return ReportError(InvalidArgument("nothing to write: give --mel-out, --out or --pcm-out"));
+  if (args.mel_out.empty() && args.out.empty() && args.pcm_out.empty() &&
+      args.sequence_out.empty()) {
+    return ReportError(
+        InvalidArgument("nothing to write: give --mel-out, --out, --sequence-out or --pcm-out"));
   }
-  if (!args.out.empty() && args.encoder.empty()) {
-    return ReportError(InvalidArgument("--out needs --encoder (the audio encoder's ONNX file)"));
+  if ((!args.out.empty() || !args.sequence_out.empty()) && args.encoder.empty()) {
+    return ReportError(
+        InvalidArgument("--out and --sequence-out need --encoder (the audio encoder's ONNX file)"));
   }
   if (args.chunk < 0) return ReportError(InvalidArgument("--chunk must not be negative"));
   MelOptions mel_options;
@@ -126,14 +130,26 @@ int RunFeatures(const FeaturesArgs& args) {
     windows = std::move(*computed);
     encode_ms = MsSince(t0);
   }
+  Tensor sequence;
+  if (!args.sequence_out.empty()) {
+    auto mel_windows = MelWindows(*mel, args.fps);
+    if (!mel_windows.ok()) return ReportError(mel_windows.status());
+    auto embeddings = encoder->Encode(*mel_windows);
+    if (!embeddings.ok()) return ReportError(embeddings.status());
+    auto rows = FeatureSequenceFromEmbeddings(*embeddings);
+    if (!rows.ok()) return ReportError(rows.status());
+    sequence = std::move(*rows);
+  }
 
   const Tensor pcm_tensor = [&] {
     Tensor t = Tensor::Uninitialized(DataType::kFloat32, {static_cast<int64_t>(pcm->size())});
     std::memcpy(t.data(), pcm->data(), pcm->size() * sizeof(float));
     return t;
   }();
-  std::vector<std::pair<std::string, const Tensor*>> files = {
-      {args.pcm_out, &pcm_tensor}, {args.mel_out, &*mel}, {args.out, &windows}};
+  std::vector<std::pair<std::string, const Tensor*>> files = {{args.pcm_out, &pcm_tensor},
+                                                              {args.mel_out, &*mel},
+                                                              {args.out, &windows},
+                                                              {args.sequence_out, &sequence}};
   for (const auto& [path, tensor] : files) {
     if (path.empty()) continue;
     Status saved = SaveNpyAtomic(path, tensor->view());
@@ -174,6 +190,9 @@ void AddFeaturesCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--encoder,-e", args->encoder, "audio encoder ONNX file (needed for --out)");
   cmd->add_option("--mel-out", args->mel_out, "write the mel spectrogram [80,T] .npy");
   cmd->add_option("--out,-o", args->out, "write the audio windows [frames,32,16,16] .npy");
+  cmd->add_option("--sequence-out", args->sequence_out,
+                  "write the per-frame feature sequence [frames,512] .npy (an avatar's "
+                  "audio_features)");
   cmd->add_option("--pcm-out", args->pcm_out, "write the decoded 16 kHz mono PCM .npy");
   cmd->add_option("--padding", args->padding, "STFT end padding: zero | reflect")
       ->check(CLI::IsMember({"zero", "reflect"}))
