@@ -172,6 +172,37 @@ Status StartOwnPort(Server::Impl& impl, const std::string& address,
   return CannotListen(address);
 }
 
+// The compatibility services that go on the main port (those without a port of their own).
+void AddMainPortCompatServices(Server::Impl& impl, const ServerOptions& options,
+                               std::vector<grpc::Service*>* services) {
+  if (impl.monolithic_service && options.monolithic_listen.empty()) {
+    services->push_back(impl.monolithic_service.get());
+  }
+  if (impl.lipsyncsrv_service && options.lipsyncsrv_listen.empty()) {
+    services->push_back(impl.lipsyncsrv_service.get());
+  }
+}
+
+// After the main port: the compatibility services' own ports, when asked for (the old servers'
+// clients call 50053 and 50051).
+Status StartCompatPorts(Server::Impl& impl, const ServerOptions& options,
+                        const std::shared_ptr<grpc::ServerCredentials>& credentials,
+                        int message_bytes) {
+  if (impl.monolithic_service) impl.monolithic_port = impl.port;
+  if (impl.monolithic_service && !options.monolithic_listen.empty()) {
+    LIPSYNC_RETURN_IF_ERROR(StartOwnPort(impl, options.monolithic_listen, credentials,
+                                         message_bytes, impl.monolithic_service.get(),
+                                         &impl.monolithic_server, &impl.monolithic_port));
+  }
+  if (impl.lipsyncsrv_service) impl.lipsyncsrv_port = impl.port;
+  if (impl.lipsyncsrv_service && !options.lipsyncsrv_listen.empty()) {
+    LIPSYNC_RETURN_IF_ERROR(StartOwnPort(impl, options.lipsyncsrv_listen, credentials,
+                                         message_bytes, impl.lipsyncsrv_service.get(),
+                                         &impl.lipsyncsrv_server, &impl.lipsyncsrv_port));
+  }
+  return Status::Ok();
+}
+
 // The HTTP endpoint (metrics and probes) when one is asked for; on failure the gRPC servers stop.
 Status StartHttp(Server::Impl& impl, const ServerOptions& options) {
   if (options.metrics_listen.empty()) return Status::Ok();
@@ -238,43 +269,22 @@ Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOption
   const int message_bytes = MessageBytes(options);
   std::vector<grpc::Service*> services = {impl->lipsync_service.get(), impl->kserve_service.get()};
   if (impl->session_service) services.push_back(impl->session_service.get());
-  const bool monolithic_own_port = impl->monolithic_service && !options.monolithic_listen.empty();
-  if (impl->monolithic_service && !monolithic_own_port) {
-    services.push_back(impl->monolithic_service.get());
-  }
-  const bool lipsyncsrv_own_port = impl->lipsyncsrv_service && !options.lipsyncsrv_listen.empty();
-  if (impl->lipsyncsrv_service && !lipsyncsrv_own_port) {
-    services.push_back(impl->lipsyncsrv_service.get());
-  }
+  AddMainPortCompatServices(*impl, options, &services);
   impl->grpc_server =
       BuildGrpcServer(options.listen, credentials, message_bytes, services, &impl->port);
   if (!impl->grpc_server) return CannotListen(options.listen);
-  if (impl->monolithic_service) impl->monolithic_port = impl->port;
-  if (monolithic_own_port) {
-    LIPSYNC_RETURN_IF_ERROR(StartOwnPort(*impl, options.monolithic_listen, credentials,
-                                         message_bytes, impl->monolithic_service.get(),
-                                         &impl->monolithic_server, &impl->monolithic_port));
-  }
-  if (impl->lipsyncsrv_service) impl->lipsyncsrv_port = impl->port;
-  if (lipsyncsrv_own_port) {
-    LIPSYNC_RETURN_IF_ERROR(StartOwnPort(*impl, options.lipsyncsrv_listen, credentials,
-                                         message_bytes, impl->lipsyncsrv_service.get(),
-                                         &impl->lipsyncsrv_server, &impl->lipsyncsrv_port));
-  }
+  LIPSYNC_RETURN_IF_ERROR(StartCompatPorts(*impl, options, credentials, message_bytes));
   LIPSYNC_RETURN_IF_ERROR(StartHttp(*impl, options));
   impl->grpc_server->GetHealthCheckService()->SetServingStatus(true);
   impl->ctx.ready = true;
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
 
-// No model of its own: only the avatar services (live sessions, and the monolithic service when
-// asked) on the main port.
+// No model of its own: only the avatar services (live sessions on the main port, and the
+// compatibility services when asked, on the main port or their own).
 Result<std::unique_ptr<Server>> Server::StartAvatarsOnly(const ServerOptions& options) {
   if (options.monolithic_options.avatars.root.empty()) {
     return InvalidArgument("the server needs a model or an avatar folder");
-  }
-  if (!options.monolithic_listen.empty() || !options.lipsyncsrv_listen.empty()) {
-    return InvalidArgument("without a model the avatar services take the main port");
   }
   LIPSYNC_ASSIGN_OR_RETURN(auto host_port, SplitHostPort(options.listen));
   (void)host_port;
@@ -287,13 +297,12 @@ Result<std::unique_ptr<Server>> Server::StartAvatarsOnly(const ServerOptions& op
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   std::vector<grpc::Service*> services = {impl->session_service.get()};
-  if (impl->monolithic_service) services.push_back(impl->monolithic_service.get());
-  if (impl->lipsyncsrv_service) services.push_back(impl->lipsyncsrv_service.get());
+  AddMainPortCompatServices(*impl, options, &services);
+  const int message_bytes = MessageBytes(options);
   impl->grpc_server =
-      BuildGrpcServer(options.listen, credentials, MessageBytes(options), services, &impl->port);
+      BuildGrpcServer(options.listen, credentials, message_bytes, services, &impl->port);
   if (!impl->grpc_server) return CannotListen(options.listen);
-  if (impl->monolithic_service) impl->monolithic_port = impl->port;
-  if (impl->lipsyncsrv_service) impl->lipsyncsrv_port = impl->port;
+  LIPSYNC_RETURN_IF_ERROR(StartCompatPorts(*impl, options, credentials, message_bytes));
   LIPSYNC_RETURN_IF_ERROR(StartHttp(*impl, options));
   impl->grpc_server->GetHealthCheckService()->SetServingStatus(true);
   impl->ctx.ready = true;

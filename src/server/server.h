@@ -50,7 +50,8 @@ struct ServerOptions {
 class Server {
  public:
   // `engine` may be null when monolithic_options.avatars.root is set: then only the avatar
-  // services run (live sessions, and the monolithic service when asked).
+  // services run (live sessions, and the compatibility services when asked, each on the main
+  // port or its own).
   static Result<std::unique_ptr<Server>> Start(Engine* engine, const ServerOptions& options);
   ~Server();
 

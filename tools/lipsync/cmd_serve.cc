@@ -35,6 +35,10 @@ struct ServeArgs {
   // The avatar repository (--avatars DIR|config.yaml).
   std::string preload;
   int64_t avatar_host_mb = 0, avatar_gpu_mb = 0;
+  // Where the compatibility services may follow the old servers instead (docs/API.md).
+  std::string monolithic_align = "lipsync", monolithic_paste = "lipsync";
+  std::string lipsyncsrv_window = "lipsync";
+  int64_t lipsyncsrv_max_package_mb = 8192;
 };
 
 // "auto" (the server times the engine at start-up and takes its most efficient batch size up to
@@ -91,6 +95,20 @@ int RunServe(ServeArgs& args) {
   }
   if (!has_avatars && !args.preload.empty()) {
     return ReportError(InvalidArgument("--preload needs --avatars DIR|config.yaml"));
+  }
+  {
+    auto align = server::ParseBehaviour(args.monolithic_align, "go", "--monolithic-align");
+    if (!align.ok()) return ReportError(align.status());
+    auto paste = server::ParseBehaviour(args.monolithic_paste, "go", "--monolithic-paste");
+    if (!paste.ok()) return ReportError(paste.status());
+    auto window = server::ParseBehaviour(args.lipsyncsrv_window, "python", "--lipsyncsrv-window");
+    if (!window.ok()) return ReportError(window.status());
+    if (args.lipsyncsrv_max_package_mb < 1) {
+      return ReportError(InvalidArgument("--lipsyncsrv-max-package-mb must be at least 1"));
+    }
+    args.server.monolithic_options.behaviour = {*align, *paste};
+    args.server.lipsyncsrv_options.window = *window;
+    args.server.lipsyncsrv_options.package_limits.max_bytes = args.lipsyncsrv_max_package_mb << 20;
   }
   // Imported packages' checkpoints are exported and then verified by this binary.
   {
@@ -277,6 +295,21 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
                   "own host:port for the lipsyncsrv service (default: the --listen port)");
   cmd->add_option("--lipsyncsrv-encoder", args->server.lipsyncsrv_options.audio_encoder,
                   "audio encoder ONNX given to model packages that LoadModel imports");
+  cmd->add_option("--lipsyncsrv-max-package-mb", args->lipsyncsrv_max_package_mb,
+                  "largest unpacked size of a zip package that LoadModel imports, in MiB")
+      ->capture_default_str();
+  cmd->add_option("--monolithic-align", args->monolithic_align,
+                  "which audio an output frame shows: lipsync (the frame the clients mean) or go "
+                  "(the Go server's, 8 frames earlier), for side-by-side checks")
+      ->capture_default_str();
+  cmd->add_option("--monolithic-paste", args->monolithic_paste,
+                  "where the face goes: lipsync (the centre of the rectangle's 328 crop) or go "
+                  "(stretched over the whole rectangle)")
+      ->capture_default_str();
+  cmd->add_option("--lipsyncsrv-window", args->lipsyncsrv_window,
+                  "a frame's audio window: lipsync (16 feature rows around the frame) or python "
+                  "(the Python server's)")
+      ->capture_default_str();
   auto* max_avatars =
       cmd->add_option("--max-avatars", args->server.monolithic_options.avatars.max_models,
                       "avatars loaded at once at most (flags win over the avatar config)")
