@@ -13,6 +13,7 @@
 #include <opencv2/imgcodecs.hpp>
 #include <random>
 
+#include "alignment_probe.h"
 #include "bench_stats.h"
 #include "commands.h"
 #include "engine_flags.h"
@@ -35,6 +36,7 @@ struct CompareArgs {
   double max_abs_tolerance = 255.0;
   int timeout_ms = 120000;
   bool json = false;
+  bool alignment_probe = true;
 };
 
 struct FrameDiff {
@@ -134,6 +136,27 @@ std::string PsnrText(double psnr) {
   return buf;
 }
 
+// One line on the probe's finding, saying which server is late.
+std::string AlignmentText(const AlignmentResult& r, const std::string& error) {
+  if (!error.empty()) return "not measured: " + error;
+  if (!r.measured) {
+    return "not measurable: the frames of one server do not change with the audio";
+  }
+  if (r.offset_frames == 0) return "both servers show a sound at the same frame";
+  const int n = std::abs(r.offset_frames);
+  std::string text = std::string(r.offset_frames > 0 ? "the old" : "the new") +
+                     " server shows a sound " + std::to_string(n) + " frames (" +
+                     std::to_string(n * 40) + " ms) later than the " +
+                     (r.offset_frames > 0 ? "new" : "old") + " one";
+  if (r.offset_frames == 8) {
+    text +=
+        "; the Go server's frame i shows the audio of its chunk's frame i, and its clients' chunks "
+        "start 8 frames early, so its frames lag the audio by 320 ms after a recording's first 8 "
+        "frames (lipsync serve --monolithic-align go reproduces that)";
+  }
+  return text;
+}
+
 int RunCompare(const CompareArgs& a) {
   if (a.old_target.empty() || a.new_target.empty()) {
     return ReportError(InvalidArgument("give both --old HOST:PORT and --new HOST:PORT"));
@@ -197,6 +220,24 @@ int RunCompare(const CompareArgs& a) {
     }
   }
 
+  // Which frame each server shows a sound at (reported; it does not decide the exit status).
+  AlignmentResult alignment;
+  std::string probe_error;
+  std::vector<double> old_profile, new_profile;
+  if (a.alignment_probe && failure.empty()) {
+    ProbeOptions probe{a.model, a.size, a.start_frame + 8, a.timeout_ms, a.seed};
+    auto p_old = ProbeAlignment(*old_stub, probe, "old");
+    auto p_new = p_old.ok() ? ProbeAlignment(*new_stub, probe, "new") : p_old;
+    if (p_old.ok() && p_new.ok()) {
+      old_profile = p_old->profile;
+      new_profile = p_new->profile;
+      alignment = CompareProfiles(old_profile, new_profile);
+    } else {
+      probe_error = (!p_old.ok() ? p_old.status() : p_new.status()).message();
+    }
+  }
+  const std::string alignment_text = AlignmentText(alignment, probe_error);
+
   FrameDiff worst;
   worst.psnr = std::numeric_limits<double>::infinity();
   double mean_sum = 0;
@@ -239,6 +280,17 @@ int RunCompare(const CompareArgs& a) {
         {"latency_ms", {{"old", ToJson(lat_old)}, {"new", ToJson(lat_new)}}},
         {"error", failure.empty() ? nlohmann::json(nullptr) : nlohmann::json(failure)},
         {"ok", ok}};
+    if (a.alignment_probe) {
+      j["alignment"] = {
+          {"measured", alignment.measured},
+          {"offset_frames", alignment.offset_frames},
+          {"offset_ms", alignment.offset_frames * 40},
+          {"correlation", alignment.correlation},
+          {"old_profile", old_profile},
+          {"new_profile", new_profile},
+          {"error", probe_error.empty() ? nlohmann::json(nullptr) : nlohmann::json(probe_error)},
+          {"summary", alignment_text}};
+    }
     std::printf("%s\n", j.dump(2).c_str());
   } else {
     std::printf(
@@ -259,6 +311,7 @@ int RunCompare(const CompareArgs& a) {
     std::printf("latency ms     p50      p99     mean  (%zu timed requests each)\n", old_ms.size());
     std::printf("old       %8.2f %8.2f %8.2f\n", lat_old.median, lat_old.p99, lat_old.mean);
     std::printf("new       %8.2f %8.2f %8.2f\n", lat_new.median, lat_new.p99, lat_new.mean);
+    if (a.alignment_probe) std::printf("audio alignment: %s\n", alignment_text.c_str());
     if (!failure.empty()) std::printf("FAILED: %s\n", failure.c_str());
     if (over > 0) {
       std::printf("FAILED: %d frames differ beyond the tolerance (mean abs %.4g, max abs %.4g)\n",
@@ -298,6 +351,9 @@ void AddCompareServersCommand(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   cmd->add_option("--timeout-ms", a->timeout_ms, "deadline of each call")->capture_default_str();
   cmd->add_flag("--json", a->json, "print the report as JSON");
+  cmd->add_flag("!--no-alignment-probe", a->alignment_probe,
+                "skip the audio alignment probe (two extra requests of 32 frames per server, "
+                "for output frames --start-frame + 8 onwards)");
   cmd->callback([=] { *exit_code = RunCompare(*a); });
 }
 
