@@ -151,15 +151,19 @@ class Avatar:
         raise FileNotFoundError(f"no PyTorch model '{stem}.pt' or '{stem}.pth' beside "
                                 f"'{onnx_name}'")
 
-    def audio_input(self, pcm, batch):
+    def audio_input(self, pcm, batch, start_frame):
+        # The clients cut the chunk from frame max(0, start - 8): output frame i is its frame
+        # lead + i; samples past lead + batch + 11 frames change no window (docs/API.md).
+        lead = min(LEAD, start_frame)
+        pcm = pcm[:(lead + batch + 11) * 640]
         with torch.no_grad():
             windows = torch.from_numpy(mel_windows(mel_spectrogram(pcm)))
             embeddings = self.encoder(windows).numpy()
         per_frame = frame_windows(embeddings)
-        if per_frame.shape[0] < LEAD + batch:
+        if per_frame.shape[0] < lead + batch:
             raise ValueError(f"raw_audio gives {per_frame.shape[0]} audio windows, fewer than "
-                             f"the {LEAD + batch} needed")
-        return torch.from_numpy(np.ascontiguousarray(per_frame[LEAD:LEAD + batch]))
+                             f"the {lead + batch} needed")
+        return torch.from_numpy(np.ascontiguousarray(per_frame[lead:lead + batch]))
 
     def composite(self, faces, start_frame):
         """faces [N, 3, S, S] in [0, 1] (BGR) -> JPEGs of the avatar frames with them pasted."""
@@ -206,7 +210,7 @@ class OldServer:
             batch = request.batch_size
             if not 1 <= batch <= MAX_BATCH:
                 raise ValueError(f"batch_size {batch} is outside 1..{MAX_BATCH}")
-            if request.sample_rate != SAMPLE_RATE:
+            if request.sample_rate not in (0, SAMPLE_RATE):  # the clients leave it unset
                 raise ValueError(f"sample_rate {request.sample_rate} is not supported")
             samples = (batch + EXTRA_FRAMES) * 640
             if len(request.raw_audio) != samples * 4:
@@ -221,7 +225,8 @@ class OldServer:
             if loaded:
                 reply.model_load_time_ms = avatar.load_ms
             t0 = time.monotonic()
-            audio = avatar.audio_input(np.frombuffer(request.raw_audio, "<f4"), batch)
+            audio = avatar.audio_input(np.frombuffer(request.raw_audio, "<f4"), batch,
+                                       request.start_frame_idx)
             t1 = time.monotonic()
             visual = torch.from_numpy(
                 np.frombuffer(request.visual_frames, "<f4").reshape(batch, 6, s, s).copy())

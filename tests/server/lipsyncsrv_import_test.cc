@@ -119,14 +119,15 @@ TEST(LipSyncSrvImport, BrokenPackagesAreRefusedAndLeaveNothing) {
   }
 }
 
-TEST(LipSyncSrvImport, ZipArchivesAndFilesAreRefused) {
+TEST(LipSyncSrvImport, CorruptZipsAndMissingPackagesAreRefused) {
   ScratchDir scratch;
   WriteFile(scratch / "package.zip", std::string("PK\x03\x04", 4) + "rest");
   auto zip = ImportLipSyncSrvPackage(scratch / "package.zip", TinyModels(scratch / "out"));
   ASSERT_FALSE(zip.ok());
-  EXPECT_EQ(zip.status().code(), StatusCode::kUnimplemented);
-  EXPECT_NE(zip.status().message().find("zip archive"), std::string::npos);
-  EXPECT_NE(zip.status().message().find("unpack it"), std::string::npos);
+  EXPECT_EQ(zip.status().code(), StatusCode::kDataLoss);
+  EXPECT_NE(zip.status().message().find("is not a readable zip archive"), std::string::npos)
+      << zip.status().message();
+  EXPECT_FALSE(fs::exists(scratch / "out"));
   auto missing = ImportLipSyncSrvPackage(scratch / "nothing", TinyModels(scratch / "out"));
   EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
 }
