@@ -211,8 +211,10 @@ Status LipSyncSrvService::RunFrames(const std::string& model, const std::vector<
   if (!loaded.ok()) return fail_all(loaded.status());
   const std::shared_ptr<LoadedAvatar>& avatar = *loaded;
   LoadedAvatar& a = *avatar;
+  // An empty override is no override, as the Python server reads it (its JavaScript clients send
+  // '' without audio): the model's default from LoadModel applies.
   std::string override_name;
-  if (audio_override) {
+  if (audio_override && !audio_override->empty()) {
     override_name = *audio_override;
   } else {
     std::lock_guard lock(cache_mu_);
@@ -340,15 +342,24 @@ Status LipSyncSrvService::RunLoadModel(const lipsyncsrv::LoadModelRequest& reque
   auto avatar = registry_->Load(model, &loaded_now);
   if (!avatar.ok()) return fail(avatar.status());
   if (request.has_audio_override()) {
+    std::optional<std::string> previous;
     {
       std::lock_guard lock(cache_mu_);
+      if (auto it = default_overrides_.find(model); it != default_overrides_.end()) {
+        previous = it->second;
+      }
       default_overrides_[model] = request.audio_override();
     }
-    // Checked (and a PCM override decoded) now, so that a bad one fails here.
+    // Checked (and a PCM override decoded) now, so that a bad one fails here and the model keeps
+    // the default it had.
     auto windows = AudioWindows(*avatar, request.audio_override(), {0});
     if (!windows.ok()) {
       std::lock_guard lock(cache_mu_);
-      default_overrides_.erase(model);
+      if (previous) {
+        default_overrides_[model] = *previous;
+      } else {
+        default_overrides_.erase(model);
+      }
       return fail(windows.status());
     }
   }

@@ -291,3 +291,48 @@ def test_bad_overrides_are_answered_without_echoing_them(env):
     served_face(stub(env).GenerateInference(
         pb[2].InferenceRequest(model_name="anna", frame_id=0, audio_override=good), timeout=120))
     assert env["servers"]["lipsync"].alive()
+
+
+def test_load_model_override_is_the_default_of_empty_overrides(env):
+    """multi_model_engine.py: LoadModel's audio_override becomes the model's audio, which requests
+    with an empty override (the JavaScript clients without audio, grpc_client.py) then get."""
+    pb = env["pb"]
+    text = js_override(seed=12)
+    pcm = ref.decode_pcm_override(text)
+    loaded = stub(env).LoadModel(pb[2].LoadModelRequest(model_name="anna", audio_override=text),
+                                 timeout=120)
+    assert loaded.success, loaded.error
+    bad = stub(env).LoadModel(pb[2].LoadModelRequest(
+        model_name="anna", audio_override=base64.b64encode(b"\0" * 301).decode()), timeout=120)
+    assert not bad.success  # and the default stays
+    try:
+        for request in (pb[2].InferenceRequest(model_name="anna", frame_id=4, audio_override=""),
+                        pb[2].InferenceRequest(model_name="anna", frame_id=4)):
+            face = served_face(stub(env).GenerateInference(request, timeout=120))
+            check_close(face, expected_face(env, 4, ref.lipsync_pcm_window(env["models"].encode,
+                                                                           pcm)),
+                        "default override")
+    finally:  # an empty default: the features again
+        reset = stub(env).LoadModel(pb[2].LoadModelRequest(model_name="anna", audio_override=""),
+                                    timeout=120)
+        assert reset.success, reset.error
+    face = served_face(stub(env).GenerateInference(
+        pb[2].InferenceRequest(model_name="anna", frame_id=4, audio_override=""), timeout=120))
+    check_close(face, expected_face(env, 4, lipsync_row_window(env, 4)), "features again")
+
+
+def test_features_sequence_out_makes_audio_features(env, tmp_path):
+    """The command the no-features error names: its sequence gives the windows `--out` gives."""
+    import subprocess
+    encoder = os.path.join(env["root"], "anna", "audio_encoder.onnx")
+    run = subprocess.run([du.BIN, "features", "--audio", str(env["work"] / "sound.wav"),
+                          "--encoder", encoder, "--threads", "1",
+                          "--sequence-out", str(tmp_path / "seq.npy"),
+                          "--out", str(tmp_path / "windows.npy")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    seq, windows = np.load(tmp_path / "seq.npy"), np.load(tmp_path / "windows.npy")
+    assert seq.dtype == np.float32 and seq.shape == (windows.shape[0], 512)
+    np.testing.assert_array_equal(seq[0], seq[1])
+    np.testing.assert_array_equal(seq[-1], seq[-2])
+    np.testing.assert_allclose(ref.sequence_windows(seq, range(len(seq))), windows, atol=1e-6)

@@ -90,8 +90,8 @@ int RunFeatures(const FeaturesArgs& args) {
         InvalidArgument("nothing to write: give --mel-out, --out, --sequence-out or --pcm-out"));
   }
   if ((!args.out.empty() || !args.sequence_out.empty()) && args.encoder.empty()) {
-    return ReportError(
-        InvalidArgument("--out and --sequence-out need --encoder (the audio encoder's ONNX file)"));
+    return ReportError(InvalidArgument(std::string(args.out.empty() ? "--sequence-out" : "--out") +
+                                       " needs --encoder (the audio encoder's ONNX file)"));
   }
   if (args.chunk < 0) return ReportError(InvalidArgument("--chunk must not be negative"));
   MelOptions mel_options;
