@@ -25,7 +25,7 @@ int RunImport(const ImportArgs& args) {
   const std::string& source = args.from[1];
   Result<Avatar> avatar =
       InvalidArgument("unknown source kind '" + kind +
-                      "' (use synctalk DIR, go CONFIG.yaml or lipsyncsrv PACKAGE_DIR)");
+                      "' (use synctalk DIR, go CONFIG.yaml or lipsyncsrv PACKAGE_DIR|PACKAGE.zip)");
   if (kind == "synctalk") {
     if (args.options.model.empty()) {
       return ReportError(InvalidArgument("--model is required with --from synctalk"));
@@ -132,7 +132,7 @@ void AddAvatarCommand(CLI::App& app, int* exit_code) {
   auto iargs = std::make_shared<ImportArgs>();
   import
       ->add_option("--from", iargs->from,
-                   "synctalk DATASET_DIR | go CONFIG.yaml | lipsyncsrv PACKAGE_DIR")
+                   "synctalk DATASET_DIR | go CONFIG.yaml | lipsyncsrv PACKAGE_DIR|PACKAGE.zip")
       ->expected(2)
       ->required();
   import->add_option("--out,-o", iargs->options.out_dir, "the avatar folder to create")->required();
