@@ -3,6 +3,7 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
 
@@ -119,6 +120,25 @@ void PasteStretched(const uint8_t* face, int s, const CropRect& rect, Image& fra
   }
 }
 
+namespace {
+
+// Runs fn(0..count-1) on OpenCV's thread pool and keeps each call's status (an exception thrown
+// inside becomes that frame's error instead of leaving the pool).
+void ForEachFrame(int count, const std::function<Status(int)>& fn, std::vector<Status>* statuses) {
+  cv::parallel_for_(cv::Range(0, count), [&](const cv::Range& range) {
+    for (int i = range.start; i < range.end; ++i) {
+      try {
+        (*statuses)[static_cast<size_t>(i)] = fn(i);
+      } catch (const std::exception& e) {
+        (*statuses)[static_cast<size_t>(i)] =
+            Internal(std::string("frame ") + std::to_string(i) + ": " + e.what());
+      }
+    }
+  });
+}
+
+}  // namespace
+
 Result<std::vector<Image>> ComposeBatch(LoadedAvatar& a,
                                         const monolithic::CompositeBatchRequest& request,
                                         CompositeTimings* timings,
@@ -150,22 +170,29 @@ Result<std::vector<Image>> ComposeBatch(LoadedAvatar& a,
 
   start = Clock::now();
   const int64_t n = static_cast<int64_t>(a.backgrounds.size());
-  std::vector<Image> frames;
-  frames.reserve(static_cast<size_t>(batch));
-  std::vector<uint8_t> face(static_cast<size_t>(s) * s * 3);
-  for (int i = 0; i < batch; ++i) {
-    const int64_t index = (static_cast<int64_t>(request.start_frame_idx()) + i) % n;
-    const CropRect& rect = a.avatar.crop_rects()[static_cast<size_t>(index)];
-    Image frame = a.backgrounds[static_cast<size_t>(index)];
-    OutputToImage(output.data_as<float>() + static_cast<size_t>(i) * 3 * s * s, s, face.data());
-    if (behaviour.paste == Behaviour::kOld) {
-      PasteStretched(face.data(), s, rect, frame);
-    } else {
-      LIPSYNC_ASSIGN_OR_RETURN(Image crop, CropFace(frame, rect, a.layout));
-      LIPSYNC_RETURN_IF_ERROR(PasteFace(face.data(), a.layout, crop, rect, frame));
-    }
-    frames.push_back(std::move(frame));
-  }
+  std::vector<Image> frames(static_cast<size_t>(batch));
+  std::vector<Status> pasted(static_cast<size_t>(batch));
+  // The frames of a batch are independent: paste them on OpenCV's thread pool, so that one
+  // client's batch (the Go clients send one at a time) uses the cores.
+  ForEachFrame(
+      batch,
+      [&](int i) -> Status {
+        std::vector<uint8_t> face(static_cast<size_t>(s) * s * 3);
+        const int64_t index = (static_cast<int64_t>(request.start_frame_idx()) + i) % n;
+        const CropRect& rect = a.avatar.crop_rects()[static_cast<size_t>(index)];
+        Image frame = a.backgrounds[static_cast<size_t>(index)];
+        OutputToImage(output.data_as<float>() + static_cast<size_t>(i) * 3 * s * s, s, face.data());
+        if (behaviour.paste == Behaviour::kOld) {
+          PasteStretched(face.data(), s, rect, frame);
+        } else {
+          LIPSYNC_ASSIGN_OR_RETURN(Image crop, CropFace(frame, rect, a.layout));
+          LIPSYNC_RETURN_IF_ERROR(PasteFace(face.data(), a.layout, crop, rect, frame));
+        }
+        frames[static_cast<size_t>(i)] = std::move(frame);
+        return Status::Ok();
+      },
+      &pasted);
+  for (const Status& status : pasted) LIPSYNC_RETURN_IF_ERROR(status);
   timings->composite_ms = MsSince(start);
   return frames;
 }
@@ -231,10 +258,20 @@ Status MonolithicService::RunComposite(const monolithic::CompositeBatchRequest& 
   auto frames = ComposeBatch(a, request, &timings, options_.behaviour);
   if (!frames.ok()) return fail(frames.status());
   auto encode_start = Clock::now();
-  for (const Image& frame : *frames) {
-    auto jpeg = EncodeJpeg(frame);
-    if (!jpeg.ok()) return fail(jpeg.status());
-    response->add_composited_frames(std::move(*jpeg));
+  const int batch = static_cast<int>(frames->size());
+  std::vector<std::string> jpegs(static_cast<size_t>(batch));
+  std::vector<Status> encoded(static_cast<size_t>(batch));
+  ForEachFrame(
+      batch,
+      [&](int i) -> Status {
+        LIPSYNC_ASSIGN_OR_RETURN(jpegs[static_cast<size_t>(i)],
+                                 EncodeJpeg((*frames)[static_cast<size_t>(i)]));
+        return Status::Ok();
+      },
+      &encoded);
+  for (int i = 0; i < batch; ++i) {
+    if (!encoded[static_cast<size_t>(i)].ok()) return fail(encoded[static_cast<size_t>(i)]);
+    response->add_composited_frames(std::move(jpegs[static_cast<size_t>(i)]));
   }
   timings.composite_ms += MsSince(encode_start);
 
