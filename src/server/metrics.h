@@ -48,6 +48,7 @@ class Metrics {
   uint64_t batches() const { return batches_; }
   uint64_t frames() const { return frames_; }
   int64_t in_flight() const { return in_flight_; }
+  int64_t queue_depth() const { return queue_depth_; }
   // Number of batches of exactly `size` frames.
   uint64_t batches_of_size(int size) const;
   uint64_t requests(const std::string& method, const std::string& code) const;

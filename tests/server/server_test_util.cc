@@ -5,10 +5,20 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <thread>
 
 #include "lipsync/face.h"
 
 namespace lipsync::server::testing {
+
+bool WaitFor(const std::function<bool()>& done, std::chrono::milliseconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
 
 uint64_t FailedRequests(const Metrics& metrics, const std::string& method) {
   uint64_t failed = 0;

@@ -4,6 +4,8 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -31,6 +33,11 @@ struct TestServer {
 std::unique_ptr<TestServer> StartServer(ServerOptions options = {},
                                         const std::string& model = "tiny.onnx");
 ServerOptions Options(int max_batch, int delay_us, size_t max_queue = 64);
+
+// Polls `done` (a counter of the server's, say) until it holds: false if it never did within
+// `limit`, which is generous so that a loaded machine only makes it slower.
+bool WaitFor(const std::function<bool()>& done,
+             std::chrono::milliseconds limit = std::chrono::seconds(60));
 
 // Calls of `method` that lipsync_requests_total counts under any failure code.
 uint64_t FailedRequests(const Metrics& metrics, const std::string& method);
