@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <future>
 #include <limits>
 #include <random>
 #include <thread>
@@ -74,7 +75,7 @@ struct SessionResult {
   grpc::Status status;
   lipsync::v1::SessionStarted started;
   std::vector<lipsync::v1::SessionFrame> frames;
-  double first_to_last_s = 0;  // from the first frame's arrival to the last one's
+  std::vector<double> arrival_s;  // each frame's arrival, in seconds after the first frame's
 };
 
 lipsync::v1::SessionStart StartMessage(
@@ -116,7 +117,7 @@ SessionResult RunSession(lipsync::v1::Sessions::Stub& stub, const lipsync::v1::S
     if (response.has_frame()) {
       const auto now = std::chrono::steady_clock::now();
       if (result.frames.empty()) first = now;
-      result.first_to_last_s = std::chrono::duration<double>(now - first).count();
+      result.arrival_s.push_back(std::chrono::duration<double>(now - first).count());
       result.frames.push_back(std::move(*response.mutable_frame()));
     }
   }
@@ -249,17 +250,23 @@ TEST_F(SessionTest, FrameCountsAndJpeg) {
   }
 }
 
+// Real-time pacing sends frame i no earlier than i / 25 s after frame 0, and keeps up: the
+// frames are all made long before they are due, so the whole stream takes about the audio's
+// duration, well under the 1.5 times that half speed would exceed.
 TEST_F(SessionTest, RealTimePacingTakesTheAudiosDuration) {
-  const auto pcm = Speech(2.0);
+  const auto pcm = Speech(5.0);
   auto start = StartMessage("anna");
   start.set_pacing(lipsync::v1::PACING_REAL_TIME);
   auto got = RunSession(*stub_, start, Bytes(pcm.data(), pcm.size() * 4), pcm.size() * 4);
   ASSERT_TRUE(got.status.ok()) << got.status.error_message();
   const int64_t frames = VideoFrameCount(1 + static_cast<int64_t>(pcm.size()) / kMelHop);
   ASSERT_EQ(static_cast<int64_t>(got.frames.size()), frames);
-  // The last frame may leave no earlier than (frames - 1) / 25 s after frame 0 (1.92 s); half a
-  // second of slack for the clocks.
-  EXPECT_GE(got.first_to_last_s, (frames - 1) / 25.0 - 0.5);
+  // Arrivals may bunch up by the network's and the scheduler's delays: half a second of slack.
+  for (int64_t i = 0; i < frames; ++i) {
+    ASSERT_GE(got.arrival_s[i], static_cast<double>(i) / 25.0 - 0.5) << "frame " << i;
+  }
+  const double nominal = static_cast<double>(frames - 1) / 25.0;  // 4.92 s
+  EXPECT_LE(got.arrival_s.back(), 1.5 * nominal);
 }
 
 TEST_F(SessionTest, CancelMidStreamFreesTheSession) {
@@ -316,9 +323,12 @@ TEST_F(SessionTest, VanishedClientFreesTheSession) {
   EXPECT_TRUE(got.status.ok()) << got.status.error_message();
 }
 
+// A client that goes quiet is cut off once the idle timeout has passed since its last message:
+// not before it, and not at the 30 s default.
 TEST_F(SessionTest, IdleSessionTimesOut) {
   SessionOptions sessions;
   sessions.idle_timeout = std::chrono::milliseconds(1000);
+  ASSERT_LT(sessions.idle_timeout, SessionOptions{}.idle_timeout / 3);
   StartWith(sessions);
   const auto pcm = Speech(0.3);
   grpc::ClientContext context;
@@ -328,12 +338,19 @@ TEST_F(SessionTest, IdleSessionTimesOut) {
   ASSERT_TRUE(stream->Write(request));
   request.set_audio(Bytes(pcm.data(), pcm.size() * 4));
   ASSERT_TRUE(stream->Write(request));
+  const auto last_message = std::chrono::steady_clock::now();
   // ... and nothing more: the server ends the session.
   SessionResponse response;
   while (stream->Read(&response)) {
   }
+  const double quiet_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - last_message).count();
   const grpc::Status status = stream->Finish();
   EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << status.error_message();
+  EXPECT_NE(status.error_message().find("idle timeout"), std::string::npos)
+      << status.error_message();
+  EXPECT_GE(quiet_s, 0.9);
+  EXPECT_LE(quiet_s, 10.0);  // seconds of slack for a loaded machine, a third of the default
   EXPECT_TRUE(WaitForOpenSessions(0));
 }
 
@@ -357,6 +374,14 @@ TEST_F(SessionTest, SixteenSessionsOnTwoAvatars) {
     ExpectFramesEqual(results[i], want, "session " + std::to_string(i));
   }
   EXPECT_TRUE(WaitForOpenSessions(0));
+  // ... and sessions did share batches: with eight sessions on each avatar's worker, the frames
+  // of several wait together while a batch runs.
+  const Metrics& metrics = server_->server->metrics();
+  uint64_t shared = 0;
+  for (int sessions = 2; sessions <= 16; ++sessions) {
+    shared += metrics.session_batches_with_sessions(sessions);
+  }
+  EXPECT_GT(shared, 0u) << metrics.RenderPrometheus();
 }
 
 // Opens a session (start message, then the server's `started`) and keeps it open.
@@ -546,6 +571,69 @@ TEST_F(SessionTest, FramesOfSeveralSessionsShareOneBatch) {
           << "session " << i << " frame " << k;
     }
   }
+}
+
+// Waits until `n` workers wait at the gate (false after a generous deadline).
+bool WaitForWaiting(const FairGate& gate, uint64_t n) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (gate.waiting() < n) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
+bool IsDone(FrameGroup& group) {
+  std::lock_guard lock(group.signal->mu);
+  return group.done;
+}
+
+// Workers of different avatars take turns on the model in the order they asked: an avatar with
+// a backlog runs one batch and then queues behind whoever asked meanwhile, so it cannot starve
+// another avatar. The test holds the model while anna (two batches' worth of frames queued) and
+// then bob ask for it, then asks once more itself and checks, while it holds the model again,
+// that bob's batch has run and anna's second has not.
+TEST_F(SessionTest, AvatarsTakeTurnsOnTheModel) {
+  AvatarRegistry registry(testing::TestRegistryOptions(root_.path()));
+  auto anna = registry.Load("anna");
+  auto bob = registry.Load("bob");
+  ASSERT_TRUE(anna.ok()) << anna.status().ToString();
+  ASSERT_TRUE(bob.ok()) << bob.status().ToString();
+  const int64_t s = (*anna)->layout.inner_size;
+  const size_t face_bytes = static_cast<size_t>(s * s * 3);
+  std::mt19937 rng(20261204);
+  Metrics metrics;
+  FairGate gate;
+  AvatarBatcher anna_worker(*anna, 2, &gate, &metrics);
+  AvatarBatcher bob_worker(*bob, 2, &gate, &metrics);
+  ASSERT_EQ(anna_worker.max_batch(), 2);
+  auto group = [&] { return RandomGroup(std::make_shared<SessionSignal>(), 2, face_bytes, rng); };
+
+  gate.Enter();
+  auto anna_first = group(), anna_second = group(), bob_first = group();
+  anna_worker.Submit(anna_first);
+  ASSERT_TRUE(WaitForWaiting(gate, 1));  // anna's worker holds her first batch at the gate
+  anna_worker.Submit(anna_second);
+  bob_worker.Submit(bob_first);
+  ASSERT_TRUE(WaitForWaiting(gate, 2));  // then bob's
+  std::promise<void> entered, release;
+  std::thread test_turn([&] {
+    gate.Enter();
+    entered.set_value();
+    release.get_future().wait();
+    gate.Leave();
+  });
+  ASSERT_TRUE(WaitForWaiting(gate, 3));
+  gate.Leave();
+  auto turn = entered.get_future();
+  ASSERT_EQ(turn.wait_for(std::chrono::seconds(120)), std::future_status::ready);
+  EXPECT_TRUE(WaitDone(*anna_first).ok());
+  EXPECT_TRUE(WaitDone(*bob_first).ok());
+  EXPECT_FALSE(IsDone(*anna_second)) << "anna's second batch ran before bob had his turn";
+  release.set_value();
+  test_turn.join();
+  EXPECT_TRUE(WaitDone(*anna_second).ok());
+  EXPECT_EQ(metrics.session_batches_of_size(2), 3u);
 }
 
 TEST_F(SessionTest, BadInputIsRefusedAndTheServerGoesOn) {
