@@ -21,6 +21,7 @@ using lipsync::testing::FixturePath;
 using lipsync::testing::ScratchDir;
 using lipsync::testing::TestModelPath;
 using lipsync::testing::WriteFile;
+using testing::StateOf;
 using testing::TestRegistryOptions;
 using testing::WriteTestAvatar;
 
@@ -68,12 +69,11 @@ TEST(AvatarRepository, EvictsTheLeastRecentlyUsedWithinTheHostBudget) {
   EXPECT_NE(registry.Find("a0"), nullptr);
   EXPECT_NE(registry.Find("a3"), nullptr);
   ExpectConsistent(registry);
+  ASSERT_EQ(registry.States().size(), 4u);
   for (const AvatarState& s : registry.States()) {
     EXPECT_EQ(s.evictions, s.id == "a1" || s.id == "a2" ? 1 : 0) << s.id;
-    if (s.id == "a1") {
-      EXPECT_EQ(s.reason, "evicted");
-    }
   }
+  EXPECT_EQ(StateOf(registry.States(), "a1").reason, "evicted");
   EXPECT_EQ(registry.Usage().host_bytes, 2 * m);
 }
 
@@ -237,13 +237,11 @@ TEST(AvatarRepository, UnknownAndCorruptAvatarsFailAndTheRestServes) {
   ASSERT_FALSE(corrupt.ok());
   EXPECT_MESSAGE(corrupt.status(), "crop_rects.json");
   ASSERT_TRUE(registry.Load("good").ok());
-  for (const AvatarState& s : registry.States()) {
-    if (s.id == "corrupt") {
-      EXPECT_EQ(s.load_failures, 1);
-      EXPECT_NE(s.reason.find("crop_rects.json"), std::string::npos) << s.reason;
-    }
-    EXPECT_NE(s.id, "nobody");
-  }
+  const AvatarState corrupt_state = StateOf(registry.States(), "corrupt");
+  EXPECT_EQ(corrupt_state.load_failures, 1);
+  EXPECT_NE(corrupt_state.reason.find("crop_rects.json"), std::string::npos)
+      << corrupt_state.reason;
+  for (const AvatarState& s : registry.States()) EXPECT_NE(s.id, "nobody");
 }
 
 // The server's log while it lives: a ring of the last lines, the previous logger restored after.

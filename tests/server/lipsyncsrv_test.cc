@@ -69,6 +69,12 @@ std::unique_ptr<grpc::ClientContext> Context() {
   return ctx;
 }
 
+// Milliseconds since `start`, rounded up: what a call that took that long may report at most.
+int MsCeil(std::chrono::steady_clock::time_point start) {
+  return static_cast<int>(std::ceil(
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count()));
+}
+
 lipsyncsrv::InferenceResponse Infer(Fixture& f, const std::string& model, int frame,
                                     const char* audio_override = nullptr) {
   lipsyncsrv::InferenceRequest request;
@@ -76,9 +82,18 @@ lipsyncsrv::InferenceResponse Infer(Fixture& f, const std::string& model, int fr
   request.set_frame_id(frame);
   if (audio_override) request.set_audio_override(audio_override);
   lipsyncsrv::InferenceResponse response;
+  const auto start = std::chrono::steady_clock::now();
   grpc::Status status = f.stub->GenerateInference(Context().get(), request, &response);
   EXPECT_TRUE(status.ok()) << status.error_message();  // errors too come back as OK
+  EXPECT_LE(response.processing_time_ms(), MsCeil(start)) << "longer than the whole call";
   return response;
+}
+
+// How long the registry took to load `model` (it must be loaded).
+int LoadMs(Fixture& f, const std::string& model) {
+  auto loaded = f.server->server->avatars()->Find(model);
+  EXPECT_NE(loaded, nullptr) << model;
+  return loaded ? static_cast<int>(loaded->load_ms) : 0;
 }
 
 cv::Mat Decode(const std::string& jpeg) {
@@ -140,7 +155,8 @@ TEST(LipSyncSrv, GenerateInferenceServesTheFaceAndWhereItGoes) {
   EXPECT_EQ(first.model_name(), "anna");
   EXPECT_EQ(first.frame_id(), 4);
   EXPECT_EQ(first.prediction_shape(), "320x320x3");
-  EXPECT_GE(first.processing_time_ms(), 0);
+  EXPECT_GE(first.processing_time_ms(), LoadMs(*f, "anna"))
+      << "the call's time leaves out the load";
   cv::Mat face = Decode(first.prediction_data());
   ASSERT_FALSE(face.empty()) << "prediction_data is not an image";
   EXPECT_EQ(face.rows, kFace);
@@ -181,9 +197,16 @@ TEST(LipSyncSrv, BatchAnswersEachFrameInOrder) {
   request.set_model_name("anna");
   for (int64_t i : {5, 0, 99, 3, 3}) request.add_frame_ids(static_cast<int32_t>(i));
   lipsyncsrv::BatchInferenceResponse response;
+  const auto start = std::chrono::steady_clock::now();
   ASSERT_TRUE(f->stub->GenerateBatchInference(Context().get(), request, &response).ok());
+  const int wall_ms = MsCeil(start);
   ASSERT_EQ(response.responses_size(), 5);
-  EXPECT_GE(response.total_processing_time_ms(), 0);
+  // The call's time covers each frame's (the frames ran together) and lies within the call.
+  EXPECT_LE(response.total_processing_time_ms(), wall_ms);
+  for (const auto& r : response.responses()) {
+    EXPECT_GE(response.total_processing_time_ms(), r.processing_time_ms());
+    EXPECT_GE(r.processing_time_ms(), LoadMs(*f, "anna"));  // this call loaded the avatar
+  }
   size_t next = 0;
   for (int i = 0; i < 5; ++i) {
     const auto& r = response.responses(i);
@@ -325,11 +348,14 @@ lipsyncsrv::LoadModelResponse Load(Fixture& f, const std::string& model,
 TEST(LipSyncSrv, LoadModel) {
   auto f = Start();
   ASSERT_TRUE(f);
+  const auto start = std::chrono::steady_clock::now();
   auto loaded = Load(*f, "anna", "");
+  const int wall_ms = MsCeil(start);
   ASSERT_TRUE(loaded.success()) << loaded.error();
   EXPECT_EQ(loaded.model_name(), "anna");
   EXPECT_NE(loaded.message().find("loaded (6 frames)"), std::string::npos) << loaded.message();
-  EXPECT_GE(loaded.initialization_time_ms(), 0);
+  EXPECT_GE(loaded.initialization_time_ms(), LoadMs(*f, "anna"));
+  EXPECT_LE(loaded.initialization_time_ms(), wall_ms);
   EXPECT_FALSE(Infer(*f, "anna", 0).auto_loaded());
   auto again = Load(*f, "anna", "");
   EXPECT_NE(again.message().find("already loaded"), std::string::npos) << again.message();

@@ -366,10 +366,12 @@ TEST(Monolithic, LoadUnloadListStatsHealth) {
   EXPECT_TRUE(listed.models(0).loaded());
   EXPECT_EQ(listed.models(0).request_count(), 0);
 
+  double inference_ms = 0;  // as the calls reported it
   for (int k = 0; k < 2; ++k) {
     auto response = Call(*f, MakeRequest(2, k, 9));
     ASSERT_TRUE(response.success()) << response.error();
     EXPECT_FALSE(response.model_loaded());  // already loaded
+    inference_ms += response.inference_time_ms();
   }
   auto s = stats();
   ASSERT_EQ(s.models_size(), 1);
@@ -377,7 +379,11 @@ TEST(Monolithic, LoadUnloadListStatsHealth) {
   EXPECT_TRUE(s.models(0).loaded());
   EXPECT_EQ(s.models(0).request_count(), 2);
   EXPECT_GT(s.models(0).avg_inference_ms(), 0.f);
-  EXPECT_GE(s.models(0).total_inference_ms(), 0);
+  // The total is the calls' UNet time in whole milliseconds; the average is the same per call.
+  EXPECT_LE(s.models(0).total_inference_ms(), inference_ms + 1);
+  EXPECT_GE(s.models(0).total_inference_ms(), std::floor(inference_ms) - 1);
+  EXPECT_NEAR(s.models(0).avg_inference_ms() * 2,
+              static_cast<double>(s.models(0).total_inference_ms()), 1.0);
   const auto now_s = std::chrono::duration_cast<std::chrono::seconds>(
                          std::chrono::system_clock::now().time_since_epoch())
                          .count();

@@ -167,13 +167,12 @@ TEST(RepositoryRpc, UnloadsWhileRequestsRun) {
   admin.join();
   EXPECT_EQ(ok.load(), 12);
   EXPECT_EQ(failed.load(), 0);
-  for (const AvatarState& s : f->server->server->avatars()->States()) {
+  const auto states = f->server->server->avatars()->States();
+  for (const AvatarState& s : states) {
     EXPECT_EQ(s.pins, 0);
     EXPECT_EQ(s.loads - s.unloads - s.evictions, s.loaded ? 1 : 0) << s.id;
-    if (s.id == "anna") {
-      EXPECT_EQ(s.total_requests, 12);
-    }
   }
+  EXPECT_EQ(testing::StateOf(states, "anna").total_requests, 12);
 }
 
 TEST(RepositoryRpc, UnimplementedWithoutAvatars) {

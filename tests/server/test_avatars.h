@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "avatar_test_util.h"
 #include "lipsync/avatar.h"
@@ -33,6 +34,16 @@ inline void WriteTestAvatar(const std::string& root, const std::string& id, int 
     rects += std::string(i ? "," : "") + CropRectToString(TestAvatarRect(i));
   }
   WriteFile(dir + "/crop_rects.json", rects + "]");
+}
+
+// The state of avatar `id` among `states`: a test failure (and an empty state) when it is not
+// there, so that checks on it cannot pass by not running.
+inline AvatarState StateOf(const std::vector<AvatarState>& states, const std::string& id) {
+  for (const AvatarState& s : states) {
+    if (s.id == id) return s;
+  }
+  ADD_FAILURE() << "no state for avatar '" << id << "'";
+  return AvatarState{};
 }
 
 // Registry options for the avatar folders under `root` (or a YAML config), one engine thread each.
