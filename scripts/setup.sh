@@ -130,5 +130,13 @@ install_onnxruntime() {
   log "ONNX Runtime $ORT_NPM_VERSION installed in $ORT_PREFIX"
 }
 
+# The deployment tests look packages up in apt's lists, which a fresh container may lack.
+ensure_apt_lists() {
+  if compgen -G "/var/lib/apt/lists/*_Packages*" >/dev/null; then return; fi
+  log "apt has no package lists: apt-get update"
+  sudo_if_needed apt-get update -qq
+}
+
 install_apt_packages
+ensure_apt_lists
 install_onnxruntime

@@ -188,8 +188,7 @@ def test_stereo_is_the_mean_of_the_channels(tmp_path):
                                        ("m4a", ["-c:a", "aac", "-b:a", "128k"]),
                                        ("mp4", ["-c:v", "mpeg4", "-c:a", "aac", "-shortest"])])
 def test_compressed_and_video_files_decode(tmp_path, ext, codec):
-    if not shutil.which("ffmpeg"):
-        pytest.skip("the ffmpeg command is not installed")
+    assert shutil.which("ffmpeg"), "the ffmpeg command is not installed: run scripts/setup.sh"
     samples = tone(523.25, 2.0, 44100, 0.4)
     wav = write_wav(tmp_path / "src.wav", samples, 44100)
     out = tmp_path / f"enc.{ext}"
