@@ -200,8 +200,10 @@ def test_stop_signal_lets_every_call_in_flight_finish(tmp_path):
 
         server.proc.send_signal(signal.SIGTERM)
         server.wait_for(r"received SIGTERM, draining")
-        assert not composite_call.done() and not infer_call.done(), \
-            "a slow call ended before the drain began, so the test proves nothing"
+        for name, call in (("InferBatchComposite", composite_call), ("ModelInfer", infer_call)):
+            # One that failed already is reported by result() below.
+            assert not call.done() or call.exception() is not None, \
+                f"{name} ended before the drain began, so the test proves nothing"
         # Draining: new calls are refused...
         refused = grpc.insecure_channel(f"127.0.0.1:{port}", options=NO_RETRIES)
         try:

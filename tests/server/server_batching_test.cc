@@ -115,7 +115,7 @@ TEST(ServerBatching, FullQueueRefusesAtOnceAndAnswersWhatItAccepted) {
       << "the refusal waited for the accepted frames";
   EXPECT_EQ(m.queue_depth(), 6);
   Frames two = MakeFrames(2, 3);
-  EXPECT_TRUE(CallInfer(*s, two.request, &r, 120000).ok());
+  EXPECT_TRUE(CallInfer(*s, two.request, &r, 60000).ok());
   EXPECT_TRUE(first.get().ok());  // the accepted request is still answered
   EXPECT_EQ(m.requests("Infer", "RESOURCE_EXHAUSTED"), 1u);
   EXPECT_EQ(m.batches_of_size(8), 1u);
