@@ -49,8 +49,10 @@ pack() {
   find "$stage/python" -name __pycache__ -prune -exec rm -rf {} +
   cp "$HERE/gpu_bench.sh" "$HERE/gpu_make_model.py" "$HERE/gpu_torch_bench.py" "$HERE/gpu_table.py" \
     "$stage/bench/"
-  # What the compatibility test's models are made from (made there when Python has onnx).
+  # What the compatibility test's models are made from (made there when Python has onnx), and the
+  # model test's small model (made there with PyTorch).
   cp "$root/tests/graph/make_compat_models.py" "$stage/tests/graph/"
+  mkdir -p "$stage/tests/gpu" && cp "$root/tests/gpu/make_gpu_models.py" "$stage/tests/gpu/"
   cp -r "$root/tests/data/dynamo-export" "$stage/tests/data/"
   ln -s bench/gpu_bench.sh "$stage/gpu_bench.sh"
   printf '%s\n' "${GPU_TESTS[@]}" >"$stage/gpu_tests.txt"
@@ -92,7 +94,7 @@ run() {
   fi
   local py="${PYTHON:-python3}" results="$dir/results" model="$dir/models/demo.onnx"
   export LD_LIBRARY_PATH="$dir/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-  export DEMO_MODEL="$model" COMPAT_MODELS_DIR="$dir/models/compat"
+  export DEMO_MODEL="$model" COMPAT_MODELS_DIR="$dir/models/compat" GPU_MODELS_DIR="$dir/models/gpu"
   mkdir -p "$results" && rm -f "$results"/*.jsonl
   cat "$dir/BUILD_INFO"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
@@ -104,6 +106,9 @@ run() {
   if [ ! -f "$model" ]; then
     "$py" "$dir/bench/gpu_make_model.py" --out-dir "$dir/models" --engine "$dir/bin/lipsync"
   fi
+  [ -f "$GPU_MODELS_DIR/mini_unet.onnx" ] ||
+    "$py" "$dir/tests/gpu/make_gpu_models.py" "$GPU_MODELS_DIR" ||
+    echo "  could not make the model test's mini_unet.onnx; cuda_model_tests will say so"
   local have_compat=0
   if [ -d "$COMPAT_MODELS_DIR" ]; then
     have_compat=1

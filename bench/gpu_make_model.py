@@ -4,8 +4,8 @@ TorchScript-based exporter and verified against the packed lipsync binary (demo.
 demo face and audio window for the command-line check, and the float16 accuracy reference: four
 random frames (reference_visual.npy, reference_audio.npy) with PyTorch's float32 output (TF32 off)
 PyTorch's own float16 output and the float64 output (stored as float32) on them
-(reference_fp32.npy, reference_fp16.npy, reference_fp64.npy), which the GPU model test and both
-benchmarks compare against.
+(reference_fp32.npy, reference_fp16.npy, reference_fp64.npy), which both benchmarks compare
+against.
 
     python3 bench/gpu_make_model.py --out-dir models --engine bin/lipsync
 """

@@ -1,11 +1,12 @@
 // The whole demo model (SyncTalk_2D 320x320 'ave' layout, random weights with calibrated
 // batch norms) on the CUDA backend against ONNX Runtime on the CPU, on fresh random inputs with
 // NaN-poisoned output buffers: max abs difference of the sigmoid output under 1e-4 in float32 at
-// batch 1, 7 and 32; float16 no less accurate than PyTorch's own float16 against PyTorch float32
-// on the same weights and frames (the reference bench/gpu_make_model.py saves beside the model: an
-// absolute bound does not work there, since this random-weight model magnifies rounding at a few
-// pixels); graph replay equal to eager runs; concurrent runs kept apart. DEMO_MODEL overrides the
-// model path.
+// batch 1, 7 and 32; graph replay equal to eager runs; concurrent runs kept apart. Float16 is
+// checked against ONNX Runtime float32 twice: element by element on mini_unet.onnx
+// (make_gpu_models.py), a small model with the same interface and kinds of step on which float16
+// is well-behaved, and in aggregate on the demo model, whose random weights magnify float16
+// rounding to tenths at a few pixels on any input (so no per-element bound can hold there).
+// DEMO_MODEL and GPU_MODELS_DIR override the models' paths.
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
@@ -21,7 +22,7 @@
 #include <vector>
 
 #include "lipsync/engine.h"
-#include "lipsync/npy.h"
+#include "lipsync/face.h"
 
 namespace lipsync {
 namespace {
@@ -29,6 +30,11 @@ namespace {
 std::string DemoModel() {
   const char* env = std::getenv("DEMO_MODEL");
   return env ? env : LIPSYNC_DEMO_MODEL;
+}
+
+std::string MiniUnet() {
+  const char* env = std::getenv("GPU_MODELS_DIR");
+  return std::string(env ? env : LIPSYNC_GPU_MODELS_DIR) + "/mini_unet.onnx";
 }
 
 uint32_t FreshSeed() {
@@ -48,6 +54,28 @@ std::vector<Tensor> RandomInputs(const ModelInfo& info, int64_t batch, uint32_t 
     for (int64_t i = 0; i < t.element_count(); ++i) p[i] = dist(rng);
     inputs.push_back(std::move(t));
   }
+  return inputs;
+}
+
+// Frames as the avatar pipeline makes them from random face bytes (the face and its copy with the
+// mouth rectangle blacked out, FillVisualInput), with uniform [0,1) audio windows.
+std::vector<Tensor> FaceInputs(const Engine& engine, int64_t batch, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::uniform_real_distribution<float> unit(0.0f, 1.0f);
+  const auto layout = FaceLayout::ForInputSize(320);
+  EXPECT_TRUE(layout.ok());
+  std::vector<Tensor> inputs(2);
+  Tensor& visual = inputs[engine.frame_form().visual_index];
+  Tensor& audio = inputs[engine.frame_form().audio_index];
+  visual = Tensor::Uninitialized(DataType::kFloat32, {batch, 6, 320, 320});
+  audio = Tensor::Uninitialized(DataType::kFloat32, {batch, 32, 16, 16});
+  std::vector<uint8_t> face(320 * 320 * 3);
+  for (int64_t n = 0; n < batch; ++n) {
+    for (auto& b : face) b = static_cast<uint8_t>(byte(rng));
+    FillVisualInput(face.data(), *layout, visual.data_as<float>() + n * 6 * 320 * 320);
+  }
+  for (int64_t i = 0; i < audio.element_count(); ++i) audio.data_as<float>()[i] = unit(rng);
   return inputs;
 }
 
@@ -90,10 +118,10 @@ double MaxAbsDiff(const Tensor& a, const Tensor& b) {
   return worst;
 }
 
-// How far a [0,1] image output is from a reference: the largest float difference, and the share
-// of pixels whose bytes (x255, clamped, truncated like OutputToImage) are within 1.
+// How far a [0,1] image output is from a reference: the largest and the mean float difference,
+// and the share of pixels whose bytes (x255, clamped, truncated like OutputToImage) are within 1.
 struct OutputError {
-  double max_abs = 0.0, within_one = 0.0;
+  double max_abs = 0.0, mean_abs = 0.0, within_one = 0.0;
 };
 
 OutputError Compare(const Tensor& got, const Tensor& want) {
@@ -104,12 +132,46 @@ OutputError Compare(const Tensor& got, const Tensor& want) {
   const float* g = got.data_as<float>();
   const float* w = want.data_as<float>();
   for (int64_t i = 0; i < got.element_count(); ++i) {
-    if (!std::isfinite(g[i])) return {std::numeric_limits<double>::infinity(), 0.0};
-    e.max_abs = std::max(e.max_abs, std::fabs(static_cast<double>(g[i]) - w[i]));
+    if (!std::isfinite(g[i])) {
+      const double inf = std::numeric_limits<double>::infinity();
+      return {inf, inf, 0.0};
+    }
+    const double d = std::fabs(static_cast<double>(g[i]) - w[i]);
+    e.max_abs = std::max(e.max_abs, d);
+    e.mean_abs += d;
     close += std::abs(byte(g[i]) - byte(w[i])) <= 1;
   }
+  e.mean_abs /= static_cast<double>(got.element_count());
   e.within_one = static_cast<double>(close) / static_cast<double>(got.element_count());
   return e;
+}
+
+// The spacing of float16 values at |v| (10 mantissa bits; subnormal below 2^-14).
+double HalfUlp(double v) {
+  int exponent = 0;
+  std::frexp(std::fabs(v), &exponent);  // |v| = m * 2^exponent, m in [0.5, 1)
+  return std::ldexp(1.0, std::max(v == 0.0 ? -14 : exponent - 1, -14) - 10);
+}
+
+// Elements of `got` farther from `want` than `ulps` float16 ulps of the value plus `absolute`;
+// the worst one described in `worst`.
+int64_t BeyondElementBound(const Tensor& got, const Tensor& want, double ulps, double absolute,
+                           std::string* worst) {
+  EXPECT_EQ(got.element_count(), want.element_count());
+  const float* g = got.data_as<float>();
+  const float* w = want.data_as<float>();
+  int64_t over = 0, at = 0;
+  double most = -1.0;
+  for (int64_t i = 0; i < got.element_count(); ++i) {
+    const double bound = ulps * HalfUlp(w[i]) + absolute;
+    const double d = std::fabs(static_cast<double>(g[i]) - w[i]);
+    const double ratio = std::isfinite(g[i]) ? d / bound : std::numeric_limits<double>::infinity();
+    if (ratio > 1.0) ++over;
+    if (ratio > most) most = ratio, at = i;
+  }
+  *worst = "element " + std::to_string(at) + ": " + std::to_string(g[at]) + " for " +
+           std::to_string(w[at]) + ", " + std::to_string(most) + " times its bound";
+  return over;
 }
 
 std::unique_ptr<Engine> MakeEngine(const std::string& backend, Precision precision, bool graph,
@@ -160,35 +222,68 @@ TEST_F(CudaModelTest, Float32MatchesOnnxRuntimeCpu) {
   }
 }
 
-// The bar for float16: against PyTorch float32 on the same frames, no larger max abs difference
-// and no smaller share of bytes within 1 than PyTorch's own float16 (model.half()).
-TEST_F(CudaModelTest, Float16IsAsAccurateAsPyTorchFloat16) {
-  const std::string model = DemoModel();
-  const std::string dir = model.substr(0, model.find_last_of('/') + 1);
-  std::vector<Tensor> reference;
-  for (const char* name : {"visual", "audio", "fp32", "fp16"}) {
-    auto t = LoadNpy(dir + "reference_" + name + ".npy");
-    ASSERT_TRUE(t.ok())
-        << t.status().ToString()
-        << " (bench/gpu_make_model.py saves the PyTorch reference beside the model)";
-    reference.push_back(std::move(t).value());
+// Float16 on a model where it is well-behaved (mini_unet.onnx): every element within 4 float16
+// ulps of ONNX Runtime's float32 value plus 2^-9 (about half a level of the 0..255 face), and
+// the mean difference under 3e-4. A CPU emulation of the backend's float16 arithmetic (weights and
+// every step's output rounded to half, each step computed exactly) on random frames stayed within
+// 0.23 of that bound at every element (max difference 7.4e-4, mean 1.1e-4); a kernel wrong at a
+// few pixels is off by far more.
+TEST_F(CudaModelTest, Float16MatchesFloat32ElementByElement) {
+  EngineOptions options;
+  options.max_batch = 8;
+  auto ort = Engine::Create(MiniUnet(), options);
+  ASSERT_TRUE(ort.ok()) << ort.status().ToString() << " (tests/gpu/make_gpu_models.py makes it)";
+  for (const bool fused : {false, true}) {
+    for (const bool graph : {false, true}) {
+      options.backend = "cuda";
+      options.precision = Precision::kFloat16;
+      options.cuda.cuda_graph = graph;
+      options.cuda.fused_blocks = fused;
+      auto cuda = Engine::Create(MiniUnet(), options);
+      ASSERT_TRUE(cuda.ok()) << cuda.status().ToString();
+      for (const int64_t batch : {1, 5}) {
+        const uint32_t seed = FreshSeed();
+        SCOPED_TRACE(std::string(fused ? "fused blocks" : "unfused") + (graph ? ", graph" : "") +
+                     ", batch " + std::to_string(batch) + ", seed " + std::to_string(seed));
+        const auto inputs = RandomInputs((*cuda)->info(), batch, seed);
+        const auto want = RunPoisoned(**ort, inputs);
+        const auto got = RunPoisoned(**cuda, inputs);
+        ASSERT_EQ(got.size(), 1u);
+        ASSERT_EQ(want.size(), 1u);
+        std::string worst;
+        EXPECT_EQ(BeyondElementBound(got[0], want[0], 4, 1.0 / 512, &worst), 0) << worst;
+        const OutputError e = Compare(got[0], want[0]);
+        EXPECT_LT(e.mean_abs, 3e-4);
+        std::printf("mini model float16%s%s batch %lld vs float32: max abs %.3g, mean %.3g (%s)\n",
+                    fused ? " fused" : "", graph ? " graph" : "", static_cast<long long>(batch),
+                    e.max_abs, e.mean_abs, worst.c_str());
+      }
+    }
   }
-  const OutputError pytorch = Compare(reference[3], reference[2]);
-  std::printf("pytorch float16 vs pytorch float32: max abs %.4g, within 1: %.2f%%\n",
-              pytorch.max_abs, 100 * pytorch.within_one);
+}
+
+// Float16 on the demo model, in aggregate against ONNX Runtime's float32, on frames made from
+// random faces as the avatar pipeline makes them (with uniform random values in all six channels
+// instead, the demo model sits where float16 moves two thirds of the bytes by more than 1).
+// A CPU emulation of the backend's float16 arithmetic on four such frames gave a max difference of
+// 0.22 to 0.30, a mean of 1.1e-3 and 96.3% of bytes within 1; the bounds leave room around that.
+TEST_F(CudaModelTest, Float16StaysCloseToFloat32OnTheDemoModel) {
   for (const bool fused : {false, true}) {
     auto cuda = MakeEngine("cuda", Precision::kFloat16, /*graph=*/false, fused);
     ASSERT_NE(cuda, nullptr);
-    std::vector<Tensor> inputs(2);
-    inputs[cuda->frame_form().visual_index] = reference[0].Clone();
-    inputs[cuda->frame_form().audio_index] = reference[1].Clone();
+    const uint32_t seed = FreshSeed();
+    SCOPED_TRACE(std::string(fused ? "fused blocks" : "unfused") + ", seed " +
+                 std::to_string(seed));
+    const auto inputs = FaceInputs(*cuda, 4, seed);
+    const auto want = RunPoisoned(*ort_, inputs);
     const auto got = RunPoisoned(*cuda, inputs);
     ASSERT_EQ(got.size(), 1u);
-    const OutputError ours = Compare(got[0], reference[2]);
-    std::printf("lipsync cuda float16%s vs pytorch float32: max abs %.4g, within 1: %.2f%%\n",
-                fused ? " fused" : "", ours.max_abs, 100 * ours.within_one);
-    EXPECT_LE(ours.max_abs, pytorch.max_abs) << (fused ? "fused blocks" : "unfused");
-    EXPECT_GE(ours.within_one, pytorch.within_one) << (fused ? "fused blocks" : "unfused");
+    const OutputError e = Compare(got[0], want[0]);
+    std::printf("demo float16%s vs float32: max abs %.4g, mean %.3g, within 1: %.2f%%\n",
+                fused ? " fused" : "", e.max_abs, e.mean_abs, 100 * e.within_one);
+    EXPECT_LT(e.max_abs, 0.6);
+    EXPECT_LT(e.mean_abs, 3.5e-3);
+    EXPECT_GT(e.within_one, 0.92);
   }
 }
 
