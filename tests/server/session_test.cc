@@ -609,13 +609,14 @@ TEST_F(SessionTest, AvatarsTakeTurnsOnTheModel) {
   ASSERT_EQ(anna_worker.max_batch(), 2);
   auto group = [&] { return RandomGroup(std::make_shared<SessionSignal>(), 2, face_bytes, rng); };
 
+  // No ASSERT while the test holds the gate: the workers could not stop.
   gate.Enter();
   auto anna_first = group(), anna_second = group(), bob_first = group();
   anna_worker.Submit(anna_first);
-  ASSERT_TRUE(WaitForWaiting(gate, 1));  // anna's worker holds her first batch at the gate
+  EXPECT_TRUE(WaitForWaiting(gate, 1));  // anna's worker holds her first batch at the gate
   anna_worker.Submit(anna_second);
   bob_worker.Submit(bob_first);
-  ASSERT_TRUE(WaitForWaiting(gate, 2));  // then bob's
+  EXPECT_TRUE(WaitForWaiting(gate, 2));  // then bob's
   std::promise<void> entered, release;
   std::thread test_turn([&] {
     gate.Enter();
@@ -623,10 +624,9 @@ TEST_F(SessionTest, AvatarsTakeTurnsOnTheModel) {
     release.get_future().wait();
     gate.Leave();
   });
-  ASSERT_TRUE(WaitForWaiting(gate, 3));
+  EXPECT_TRUE(WaitForWaiting(gate, 3));
   gate.Leave();
-  auto turn = entered.get_future();
-  ASSERT_EQ(turn.wait_for(std::chrono::seconds(120)), std::future_status::ready);
+  entered.get_future().wait();
   EXPECT_TRUE(WaitDone(*anna_first).ok());
   EXPECT_TRUE(WaitDone(*bob_first).ok());
   EXPECT_FALSE(IsDone(*anna_second)) << "anna's second batch ran before bob had his turn";
