@@ -121,53 +121,55 @@ TEST(ServerBatching, FullQueueRefusesAtOnceAndAnswersWhatItAccepted) {
   EXPECT_EQ(m.batches_of_size(8), 1u);
 }
 
-// A frame whose deadline passed while it waited is dropped when its batch forms: the batch that
-// a second request completes runs that request's frame alone.
+// A frame whose deadline passed while it waited for company (2 s deadline, 5 s queue delay) is
+// dropped when its batch forms, before the engine runs.
 TEST(ServerBatching, ExpiredWorkNeverReachesTheModel) {
-  auto s = StartServer(Options(2, 600000000));  // frames wait for a second one
+  auto s = StartServer(Options(8, 5000000));
   ASSERT_TRUE(s);
   const Metrics& m = s->server->metrics();
   auto expired = std::async(std::launch::async, [&] {
     lipsync::v1::InferResponse r;
-    return CallInfer(*s, MakeFrames(1, 1).request, &r, /*timeout_ms=*/5000);
+    return CallInfer(*s, MakeFrames(1, 1).request, &r, /*timeout_ms=*/2000);
   });
   ASSERT_TRUE(WaitFor([&] { return m.queue_depth() == 1; }));
   EXPECT_EQ(expired.get().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
-  EXPECT_EQ(m.queue_depth(), 1);  // still waiting: nothing has formed a batch yet
-  lipsync::v1::InferResponse r;
-  ASSERT_TRUE(CallInfer(*s, MakeFrames(1, 2).request, &r, 120000).ok());
+  // The server finishes the call once the batch has formed and dropped the frame.
   ASSERT_TRUE(WaitFor([&] { return m.in_flight() == 0; }));
-  EXPECT_EQ(m.frames(), 1u);  // the expired frame was dropped before the engine ran
-  EXPECT_EQ(m.batches_of_size(1), 1u);
-  EXPECT_EQ(m.batches(), 1u);
+  EXPECT_EQ(m.frames(), 0u);
+  EXPECT_EQ(m.batches(), 0u);
+  // And the server still serves.
+  lipsync::v1::InferResponse r;
+  EXPECT_TRUE(CallInfer(*s, MakeFrames(1, 2).request, &r, 60000).ok());
+  EXPECT_EQ(m.frames(), 1u);
 }
 
-// Frames of a cancelled stream are dropped: four wait for a batch of five when the stream is
-// cancelled, and the request that completes that batch is the only frame the engine runs.
+// Frames of a cancelled stream are dropped: four wait for company (5 s queue delay) when the
+// stream is cancelled, and none of them reaches the engine.
 TEST(ServerBatching, CancelledStreamFreesItsResources) {
-  auto s = StartServer(Options(5, 600000000));  // frames wait for a full batch
+  auto s = StartServer(Options(8, 5000000));
   ASSERT_TRUE(s);
+  const Metrics& m = s->server->metrics();
   {
     grpc::ClientContext ctx;
     auto stream = s->stub->StreamInfer(&ctx);
     for (int i = 0; i < 4; ++i) {
-      lipsync::v1::StreamInferRequest m;
-      m.set_sequence(i);
-      *m.mutable_request() = MakeFrames(1, i).request;
-      ASSERT_TRUE(stream->Write(m));
+      lipsync::v1::StreamInferRequest request;
+      request.set_sequence(i);
+      *request.mutable_request() = MakeFrames(1, i).request;
+      ASSERT_TRUE(stream->Write(request));
     }
-    ASSERT_TRUE(WaitFor([&] { return s->server->metrics().queue_depth() == 4; }));
+    ASSERT_TRUE(WaitFor([&] { return m.queue_depth() == 4; }));
     ctx.TryCancel();
     stream->Finish();
   }
-  // And the server still serves: its frame completes the batch, which drops the cancelled four.
-  const Metrics& m = s->server->metrics();
-  lipsync::v1::InferResponse r;
-  EXPECT_TRUE(CallInfer(*s, MakeFrames(1, 9).request, &r, 120000).ok());
-  EXPECT_TRUE(WaitFor([&] { return m.in_flight() == 0; }));  // the stream is gone too
-  EXPECT_EQ(m.frames(), 1u);                                 // the cancelled frames were dropped
-  EXPECT_EQ(m.batches_of_size(1), 1u);
+  // The stream ends once its batch has formed and dropped its frames.
+  EXPECT_TRUE(WaitFor([&] { return m.in_flight() == 0; }));
+  EXPECT_EQ(m.frames(), 0u);  // the cancelled frames were dropped
   EXPECT_EQ(m.queue_depth(), 0);
+  // And the server still serves.
+  lipsync::v1::InferResponse r;
+  EXPECT_TRUE(CallInfer(*s, MakeFrames(1, 9).request, &r, 60000).ok());
+  EXPECT_EQ(m.frames(), 1u);
 }
 
 // Shutdown waits for an accepted request whose frames still wait for company (2 s), which then
