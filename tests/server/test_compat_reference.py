@@ -6,8 +6,7 @@ against a NumPy restatement of the spec) for the monolithic chunk's windows.
 
 A served frame must match its reference within 2 levels; the reference made with the window of
 the neighbouring frame must not, so a window paired with the wrong frame fails. The pairing each
-service promises (docs/API.md) is written once below: MONOLITHIC_FIRST_WINDOW and
-package_window()."""
+service promises (docs/API.md) is written once below: monolithic_window() and package_window()."""
 import json
 import os
 import shutil
@@ -33,7 +32,6 @@ CROP, INNER, OFFSET = 328, 320, 4
 MASK = (5, 5, 310, 305)  # x, y, w, h of the mouth rectangle in the inner face
 TOLERANCE = 2  # levels, after both sides' JPEG
 W, H, FRAMES = 192, 128, 5
-MONOLITHIC_FIRST_WINDOW = 8  # output frame i of a chunk takes the chunk's window i + 8
 PACKAGE_FRAMES = 6
 
 
@@ -99,6 +97,12 @@ def decode(data):
 
 def levels(a, b):
     return int(np.abs(a.astype(int) - b.astype(int)).max())
+
+
+def monolithic_window(start, i):
+    """The chunk's window for output frame i: the Go clients cut the chunk from video frame
+    max(0, start - 8), so it begins lead = min(8, start) frames before the first output frame."""
+    return min(8, start) + i
 
 
 def package_window(features, frame):
@@ -193,14 +197,15 @@ def channel(avatars):
     assert proc.returncode == 0, out
 
 
-def test_monolithic_frames_match_the_reference(stubs, channel, tmp_path):
+@pytest.mark.parametrize("start", [FRAMES - 2, 11])  # a chunk from frame 0 (wrapping), and 8 before
+def test_monolithic_frames_match_the_reference(stubs, channel, tmp_path, start):
     pb, pb_grpc = stubs[0], stubs[1]
-    batch, start = 3, FRAMES - 2  # wraps round to frame 0
+    batch = 3
     frames = [(start + i) % FRAMES for i in range(batch)]
-    # What a client sends: the crops of the frames it asks for, and the chunk of speech from 8
-    # frames before the first to 7 after the last.
+    # What a client sends: the crops of the frames it asks for, and (B + 15) x 40 ms of speech from
+    # video frame max(0, start - 8).
     visual = np.stack([visual_of(background(k), rect_of(k)) for k in frames])
-    pcm = speech((batch + 15) * 640, seed=3)
+    pcm = speech((batch + 15) * 640, seed=start)
     reply = pb_grpc.MonolithicServiceStub(channel).InferBatchComposite(pb.CompositeBatchRequest(
         model_id="sanders", visual_frames=visual.astype("<f4").tobytes(), raw_audio=pcm.tobytes(),
         batch_size=batch, start_frame_idx=start, sample_rate=16000), timeout=120)
@@ -215,7 +220,7 @@ def test_monolithic_frames_match_the_reference(stubs, channel, tmp_path):
     assert run.returncode == 0, run.stderr
     assert np.array_equal(np.load(tmp_path / "pcm.npy").ravel(), pcm), "the WAV was not lossless"
     windows = np.load(tmp_path / "windows.npy")
-    assert len(windows) >= MONOLITHIC_FIRST_WINDOW + batch + 1
+    assert len(windows) > monolithic_window(start, batch)
 
     def reference(i, window):
         face = face_of(unet(visual[i:i + 1], windows[window][None])[0])
@@ -224,7 +229,7 @@ def test_monolithic_frames_match_the_reference(stubs, channel, tmp_path):
     for i, data in enumerate(reply.composited_frames):
         served = decode(data)
         assert served.shape == (H, W, 3)
-        want = MONOLITHIC_FIRST_WINDOW + i
+        want = monolithic_window(start, i)
         assert levels(served, reference(i, want)) <= TOLERANCE, f"output frame {i}"
         for other in (want - 1, want + 1):
             assert levels(served, reference(i, other)) > TOLERANCE, \
