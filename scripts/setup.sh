@@ -21,7 +21,8 @@ APT_PACKAGES=(
   build-essential cmake ninja-build pkg-config git ca-certificates npm
   python3-torch python3-onnx python3-numpy python3-pytest python3-grpcio python3-protobuf
   python3-grpc-tools libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev libonnx-dev
-  libopencv-imgproc-dev libopencv-imgcodecs-dev libcli11-dev libspdlog-dev libfmt-dev
+  libopencv-imgproc-dev libopencv-imgcodecs-dev libpng-dev libturbojpeg0-dev libcli11-dev
+  libspdlog-dev libfmt-dev
   nlohmann-json3-dev libgtest-dev libcpp-httplib-dev openssl
   libavcodec-dev libavformat-dev libavutil-dev libswresample-dev libswscale-dev libfftw3-dev
   ffmpeg python3-opencv espeak-ng python3-yaml yamllint libyaml-cpp-dev nginx-light libzip-dev libssl-dev

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "lipsync/status.h"
@@ -37,10 +38,22 @@ struct FaceLayout {
   static Result<FaceLayout> ForInputSize(int inner_size);
 };
 
-// Any format OpenCV reads, converted to 3-channel BGR. NotFound / DataLoss name the file.
+// Image files and bytes: PNG through libpng, JPEG through libjpeg-turbo's TurboJPEG API. Decoding
+// gives what OpenCV's imread/imdecode give with IMREAD_COLOR (any bit depth, gray, palette or
+// alpha PNG to 8-bit BGR; JPEG with accurate DCT and fancy upsampling, turned as its EXIF
+// orientation says); encoding gives OpenCV's imencode bytes for the same quality.
+//
+// A PNG or JPEG file, told apart by its first bytes, as 3-channel BGR. NotFound / DataLoss name
+// the file.
 Result<Image> LoadImage(const std::string& path);
-// Format from the extension (.png, .jpg, ...).
+// PNG for a .png path, JPEG (quality 95) for .jpg or .jpeg; another extension is InvalidArgument.
 Status SaveImage(const std::string& path, const Image& image);
+// PNG or JPEG bytes as BGR; `what` names them in errors (e.g. "frame 3 of the answer").
+Result<Image> DecodeImage(std::string_view bytes, const std::string& what);
+// Baseline JPEG, 4:2:0, quality 1..100 (InvalidArgument otherwise).
+Result<std::string> EncodeJpeg(const Image& image, int quality);
+// PNG (fast compression).
+Result<std::string> EncodePng(const Image& image);
 
 // The inner face the model sees: the image itself when it is inner_size square, its centre
 // [offset, offset + inner) when it is crop_size square, otherwise the image resized (bicubic) to

@@ -1,39 +1,76 @@
+// Image files: PNG and JPEG, told apart by their first bytes when read and by the extension when
+// written (src/pipeline/image_codecs.h has the codecs).
+#include <cstdio>
 #include <filesystem>
-#include <opencv2/imgcodecs.hpp>
-#include <opencv2/imgproc.hpp>
+#include <fstream>
+#include <iterator>
 
 #include "lipsync/face.h"
+#include "pipeline/image_codecs.h"
 
 namespace lipsync {
+namespace {
+
+// OpenCV's imwrite default, kept so that frames written as JPEG look as they did.
+constexpr int kFileJpegQuality = 95;
+
+std::string LowerExtension(const std::string& path) {
+  std::string ext = std::filesystem::path(path).extension().string();
+  for (auto& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return ext;
+}
+
+}  // namespace
+
+namespace internal {
+
+Status CheckImage(const Image& image, const std::string& what) {
+  if (image.width <= 0 || image.height <= 0 ||
+      image.bgr.size() != static_cast<size_t>(image.width) * image.height * 3) {
+    return InvalidArgument(what + ": inconsistent image size (" + std::to_string(image.width) +
+                           "x" + std::to_string(image.height) + ", " +
+                           std::to_string(image.bgr.size()) + " bytes)");
+  }
+  return Status::Ok();
+}
+
+}  // namespace internal
+
+Result<Image> DecodeImage(std::string_view bytes, const std::string& what) {
+  if (internal::LooksLikePng(bytes)) return internal::DecodePng(bytes, what);
+  if (internal::LooksLikeJpeg(bytes)) return internal::DecodeJpeg(bytes, what);
+  if (bytes.empty()) return DataLoss("cannot decode " + what + ": it is empty");
+  return DataLoss("cannot decode " + what + ": not a PNG or JPEG image");
+}
 
 Result<Image> LoadImage(const std::string& path) {
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) {
     return NotFound("image file '" + path + "' does not exist");
   }
-  cv::Mat mat;
-  try {
-    mat = cv::imread(path, cv::IMREAD_COLOR);
-  } catch (const cv::Exception& e) {
-    return DataLoss("cannot decode image '" + path + "': " + e.what());
-  }
-  if (mat.empty()) {
-    return DataLoss("cannot decode image '" + path + "' (not an image, or truncated)");
-  }
-  if (!mat.isContinuous()) mat = mat.clone();
-  Image image{mat.cols, mat.rows, std::vector<uint8_t>(mat.data, mat.data + mat.total() * 3)};
-  return image;
+  std::ifstream in(path, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) return DataLoss("cannot read image '" + path + "'");
+  return DecodeImage(bytes, "image '" + path + "'");
 }
 
 Status SaveImage(const std::string& path, const Image& image) {
-  if (image.bgr.size() != static_cast<size_t>(image.width) * image.height * 3 || image.width <= 0) {
-    return InvalidArgument("cannot save '" + path + "': inconsistent image size");
+  LIPSYNC_RETURN_IF_ERROR(internal::CheckImage(image, "cannot save '" + path + "'"));
+  const std::string ext = LowerExtension(path);
+  Result<std::string> bytes = InvalidArgument("cannot write image '" + path +
+                                              "': the extension must be .png, .jpg or .jpeg");
+  if (ext == ".png") {
+    bytes = EncodePng(image);
+  } else if (ext == ".jpg" || ext == ".jpeg") {
+    bytes = EncodeJpeg(image, kFileJpegQuality);
   }
-  cv::Mat mat(image.height, image.width, CV_8UC3, const_cast<uint8_t*>(image.bgr.data()));
-  try {
-    if (!cv::imwrite(path, mat)) return Internal("cannot write image '" + path + "'");
-  } catch (const cv::Exception& e) {
-    return InvalidArgument("cannot write image '" + path + "': " + e.what());
+  if (!bytes.ok()) return bytes.status();
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes->data(), static_cast<std::streamsize>(bytes->size()));
+  out.close();
+  if (!out) {
+    std::remove(path.c_str());  // no partial file left behind
+    return Internal("cannot write image '" + path + "'");
   }
   return Status::Ok();
 }

@@ -5,7 +5,6 @@
 #include <cstring>
 #include <functional>
 #include <opencv2/core.hpp>
-#include <opencv2/imgcodecs.hpp>
 
 #include "server/request_codec.h"
 
@@ -197,19 +196,6 @@ Result<std::vector<Image>> ComposeBatch(LoadedAvatar& a,
   return frames;
 }
 
-Result<std::string> EncodeJpeg(const Image& image, int quality) {
-  try {
-    const cv::Mat mat(image.height, image.width, CV_8UC3, const_cast<uint8_t*>(image.bgr.data()));
-    std::vector<uint8_t> buffer;
-    if (!cv::imencode(".jpg", mat, buffer, {cv::IMWRITE_JPEG_QUALITY, quality})) {
-      return Internal("JPEG encoding failed");
-    }
-    return std::string(buffer.begin(), buffer.end());
-  } catch (const cv::Exception& e) {
-    return Internal(std::string("JPEG encoding failed: ") + e.what());
-  }
-}
-
 MonolithicService::MonolithicService(MonolithicOptions options, AvatarRegistry* registry,
                                      Metrics* metrics)
     : options_(std::move(options)),
@@ -264,8 +250,9 @@ Status MonolithicService::RunComposite(const monolithic::CompositeBatchRequest& 
   ForEachFrame(
       batch,
       [&](int i) -> Status {
-        LIPSYNC_ASSIGN_OR_RETURN(jpegs[static_cast<size_t>(i)],
-                                 EncodeJpeg((*frames)[static_cast<size_t>(i)]));
+        LIPSYNC_ASSIGN_OR_RETURN(
+            jpegs[static_cast<size_t>(i)],
+            EncodeJpeg((*frames)[static_cast<size_t>(i)], kCompositeJpegQuality));
         return Status::Ok();
       },
       &encoded);

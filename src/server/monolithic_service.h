@@ -52,9 +52,6 @@ Result<std::vector<Image>> ComposeBatch(LoadedAvatar& avatar,
                                         CompositeTimings* timings,
                                         const CompositeBehaviour& behaviour = {});
 
-// Baseline JPEG of a BGR image (decoders give the usual RGB picture).
-Result<std::string> EncodeJpeg(const Image& image, int quality = kCompositeJpegQuality);
-
 struct MonolithicOptions {
   AvatarRegistryOptions avatars;  // the server's avatar repository (shared with its other services)
   int worker_threads = 2;         // requests run on these, in arrival order

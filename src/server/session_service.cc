@@ -10,7 +10,7 @@
 #include <thread>
 
 #include "lipsync/frames.h"
-#include "server/monolithic_service.h"  // EncodeJpeg
+#include "server/monolithic_service.h"  // kCompositeJpegQuality
 #include "server/request_codec.h"
 
 namespace lipsync::server {

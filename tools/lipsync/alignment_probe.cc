@@ -5,8 +5,9 @@
 #include <chrono>
 #include <cmath>
 #include <opencv2/core.hpp>
-#include <opencv2/imgcodecs.hpp>
 #include <random>
+
+#include "lipsync/face.h"
 
 namespace lipsync::cli {
 namespace {
@@ -56,11 +57,8 @@ Result<std::vector<cv::Mat>> Frames(monolithic::MonolithicService::Stub& stub,
   }
   std::vector<cv::Mat> frames;
   for (const std::string& jpeg : response.composited_frames()) {
-    cv::Mat image = cv::imdecode(
-        cv::Mat(1, static_cast<int>(jpeg.size()), CV_8U, const_cast<char*>(jpeg.data())),
-        cv::IMREAD_COLOR);
-    if (image.empty()) return DataLoss(who + " server's probe frame is not a decodable image");
-    frames.push_back(image);
+    LIPSYNC_ASSIGN_OR_RETURN(Image image, DecodeImage(jpeg, who + " server's probe frame"));
+    frames.push_back(cv::Mat(image.height, image.width, CV_8UC3, image.bgr.data()).clone());
   }
   return frames;
 }

@@ -10,7 +10,6 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <opencv2/core.hpp>
-#include <opencv2/imgcodecs.hpp>
 #include <random>
 
 #include "alignment_probe.h"
@@ -95,15 +94,8 @@ Result<monolithic::CompositeBatchResponse> Call(monolithic::MonolithicService::S
 }
 
 Result<cv::Mat> Decode(const std::string& jpeg, const std::string& what) {
-  try {
-    cv::Mat image = cv::imdecode(
-        cv::Mat(1, static_cast<int>(jpeg.size()), CV_8U, const_cast<char*>(jpeg.data())),
-        cv::IMREAD_COLOR);
-    if (image.empty()) return DataLoss(what + " is not a decodable image");
-    return image;
-  } catch (const cv::Exception& e) {
-    return DataLoss(what + " is not a decodable image: " + e.what());
-  }
+  LIPSYNC_ASSIGN_OR_RETURN(Image image, DecodeImage(jpeg, what));
+  return cv::Mat(image.height, image.width, CV_8UC3, image.bgr.data()).clone();
 }
 
 // Per-pixel, per-channel differences of two 8-bit images of one size; PSNR with peak 255.
