@@ -2,8 +2,10 @@
 # target ffmpeg::video (pkg-config; Debian: libavcodec-dev libavformat-dev libswscale-dev
 # libswresample-dev) and yaml-cpp (libyaml-cpp-dev) for the Go server's config.yaml.
 find_package(PkgConfig REQUIRED)
+lipsync_ffmpeg_pkg_config(ON)
 pkg_check_modules(LIPSYNC_FFMPEG_VIDEO IMPORTED_TARGET GLOBAL
   libavformat libavcodec libavutil libswscale libswresample)
+lipsync_ffmpeg_pkg_config(OFF)
 if(NOT LIPSYNC_FFMPEG_VIDEO_FOUND)
   message(FATAL_ERROR "FFmpeg libraries not found: install libavcodec-dev libavformat-dev libswscale-dev libswresample-dev")
 endif()
