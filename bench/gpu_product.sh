@@ -20,27 +20,12 @@ set -euo pipefail
 HERE="$(dirname "$(readlink -f "$0")")"
 ARCHS="${ARCHS:-90}"
 GPU_TESTS=(cuda_kernel_tests cuda_model_tests cuda_frames_tests cuda_compat_tests)
-# FFmpeg's and OpenCV's optional libraries that nothing on these paths calls (other codecs, image
-# formats, network protocols, hardware video): stand-ins whose functions return 0, as in
-# bench/gpu_render_bench.sh, which says why each is safe. Everything else is the real library.
-# libwebp must stay real here: OpenCV's image reader asks it whether a file is WebP, and a
-# stand-in's 0 ("yes") makes every PNG unreadable.
-PLACEHOLDERS=(
-  libxml2.so.2 libopenmpt.so.0 libchromaprint.so.1 libbluray.so.2 libgnutls.so.30
-  librabbitmq.so.4 librist.so.4 libsrt-gnutls.so.1.5 libssh-gcrypt.so.4 libzmq.so.5
-  libvpx.so.7 libdav1d.so.6 librsvg-2.so.2 libgobject-2.0.so.0
-  libglib-2.0.so.0 libcairo.so.2 libzvbi.so.0 libsnappy.so.1 libaom.so.3 libcodec2.so.1.0
-  libgsm.so.1 libjxl.so.0.7 libjxl_threads.so.0.7 libmp3lame.so.0 libopenjp2.so.7 libopus.so.0
-  librav1e.so.0 libshine.so.3 libspeex.so.1 libSvtAv1Enc.so.1 libtheoraenc.so.1
-  libtheoradec.so.1 libtwolame.so.0 libvorbis.so.0 libvorbisenc.so.2 libx265.so.199
-  libxvidcore.so.4 libva.so.2 libmfx.so.1 libva-drm.so.2 libva-x11.so.2 libvdpau.so.1
-  libX11.so.6 libdrm.so.2 libOpenCL.so.1 libGLX.so.0 liblapack.so.3
-  libgdal.so.32 libgdcmMSFF.so.3.0 libgdcmDSED.so.3.0 libgdcmCommon.so.3.0 libOpenEXR-3_1.so.30
-  libIex-3_1.so.30 libIlmThread-3_1.so.30 libImath-3_1.so.29 libtiff.so.6 libdc1394.so.25
-  libgphoto2.so.6 libgphoto2_port.so.12 libraw1394.so.11
-)
+# What every Linux with an NVIDIA driver has; every other library comes from the pack, real: the
+# programs link only what they call (--as-needed), FFmpeg is static and configured for lipsync's
+# formats (scripts/build_ffmpeg_pack.sh), image files go through libpng and TurboJPEG.
 SYSTEM_LIBS='^(linux-vdso|ld-linux[^ ]*|libc|libm|libstdc\+\+|libgcc_s|libpthread|libdl|librt|libcuda)\.so'
 
+# Libraries the programs resolve outside DIR other than SYSTEM_LIBS, and ones not found at all.
 missing_libs() {
   local dir="$1"
   shift
@@ -49,6 +34,37 @@ missing_libs() {
     LD_LIBRARY_PATH="$dir" ldd "$p" | awk '{name = $1; sub(".*/", "", name); print name, $3}' |
       grep -Ev "$SYSTEM_LIBS" | grep -v " $dir/" || true
   done | sort -u
+}
+
+# check_pack DIR: every program in DIR/bin finds each library in DIR/lib or SYSTEM_LIBS, binds
+# every symbol at load (LD_BIND_NOW) and starts, with the pack's libraries alone on the path.
+check_pack() {
+  local dir="$1" missing p
+  missing="$(missing_libs "$dir/lib" "$dir"/bin/*)"
+  if [ -n "$missing" ]; then
+    echo "error: the pack misses these libraries:" >&2
+    echo "$missing" >&2
+    return 1
+  fi
+  for p in "$dir"/bin/*; do
+    if readelf -dW "$p" | grep -E "NEEDED.*lib(avcodec|avformat|avutil|swscale|swresample)"; then
+      echo "error: $(basename "$p") links the system's FFmpeg, not the static one" >&2
+      return 1
+    fi
+    if LD_LIBRARY_PATH="$dir/lib" ldd -r "$p" 2>&1 | grep -E "undefined|version"; then
+      echo "error: $(basename "$p"): the packed libraries leave the symbols above unresolved" >&2
+      return 1
+    fi
+    local start=(--help)
+    case "$(basename "$p")" in
+      lipsync) start=(--version) ;;
+      cuda_*) start=(--gtest_list_tests) ;;
+    esac
+    if ! env -u LD_PRELOAD LD_BIND_NOW=1 LD_LIBRARY_PATH="$dir/lib" "$p" "${start[@]}" >/dev/null; then
+      echo "error: $(basename "$p") does not start with the packed libraries" >&2
+      return 1
+    fi
+  done
 }
 
 pack() {
@@ -63,8 +79,11 @@ pack() {
     launcher=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache
       -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
   fi
+  local ffmpeg ffmpeg_start=$SECONDS
+  ffmpeg="$(bash "$root/scripts/build_ffmpeg_pack.sh")"
+  echo "static FFmpeg: $ffmpeg ($((SECONDS - ffmpeg_start)) s)"
   cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLIPSYNC_ENABLE_CUDA=ON \
-    -DLIPSYNC_CUDA_ARCHITECTURES="$ARCHS" -DLIPSYNC_BUILD_TESTS=ON \
+    -DLIPSYNC_CUDA_ARCHITECTURES="$ARCHS" -DLIPSYNC_BUILD_TESTS=ON -DLIPSYNC_FFMPEG_PREFIX="$ffmpeg" \
     -DCMAKE_EXE_LINKER_FLAGS=-Wl,--as-needed "${launcher[@]}" >/dev/null
   cmake --build "$build" -j "$(nproc)" --target lipsync_cli gpu_engine_bench "${GPU_TESTS[@]}"
   stage="$(mktemp -d)"
@@ -74,20 +93,9 @@ pack() {
   local t
   for t in "${GPU_TESTS[@]}"; do cp "$build/tests/gpu/$t" "$stage/bin/"; done
   strip "$stage"/bin/*
-  python3 "$HERE/gpu_pack_libs.py" --out "$stage/lib" --placeholder "${PLACEHOLDERS[@]}" \
-    -- "$stage"/bin/* | tail -1
-  local missing
-  missing="$(missing_libs "$stage/lib" "$stage"/bin/*)"
-  if [ -n "$missing" ]; then
-    echo "error: the pack misses these libraries:" >&2
-    echo "$missing" >&2
-    exit 1
-  fi
-  if LD_LIBRARY_PATH="$stage/lib" ldd -r "$stage/bin/lipsync" 2>&1 | grep -E "undefined|version"; then
-    echo "error: the packed libraries leave the symbols above unresolved" >&2
-    exit 1
-  fi
-  LD_LIBRARY_PATH="$stage/lib" "$stage/bin/lipsync" --version >/dev/null
+  python3 "$HERE/gpu_pack_libs.py" --out "$stage/lib" --manifest "$stage/LIBRARIES" \
+    "$stage"/bin/*
+  check_pack "$stage"
   cp -r "$root/python" "$stage/python"
   find "$stage/python" -name __pycache__ -prune -exec rm -rf {} +
   cp "$HERE"/gpu_*.sh "$HERE"/gpu_*.py "$stage/bench/"
@@ -107,8 +115,9 @@ EOF
   {
     echo "commit $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
     echo "built $(date -u +%F) on $(. /etc/os-release && echo "$PRETTY_NAME"), CUDA archs $ARCHS"
+    echo "FFmpeg $(basename "$ffmpeg") static (scripts/build_ffmpeg_pack.sh)"
     echo "libraries carried: $(find "$stage/lib" -type f | wc -l) ($(du -sh "$stage/lib" | cut -f1))," \
-      "${#PLACEHOLDERS[@]} of them may be placeholders"
+      "each the real library (LIBRARIES lists them)"
   } >"$stage/BUILD_INFO"
   mkdir -p "$(dirname "$out")"
   tar -C "$stage" -cf - . | xz -9 -T"$(nproc)" >"$out.tmp"

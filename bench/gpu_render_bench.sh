@@ -10,40 +10,20 @@
 # apart, 99.9% of values within 1).
 #
 # The GPU machine needs only the NVIDIA driver and a python3 with PyTorch, numpy and onnx; nothing
-# is built there. The full `lipsync` CLI is built on a Debian machine with nvcc and packed with
-# its shared libraries: image files through libpng (LIPSYNC_IMAGE_CODECS=png), no server, and
-# placeholders for the FFmpeg libraries that render does not use (bench/gpu_pack_libs.py), which
-# keeps the pack near 25 MB. The pack holds no model: `run` makes the demo model, audio encoder
-# and avatar with the GPU machine's PyTorch, checked by the packed lipsync.
+# is built there. The pack is the whole product's (bench/gpu_product.sh pack: the full `lipsync`
+# CLI built with CUDA on a Debian machine with nvcc, and the real shared libraries it needs), and
+# this script is in it. The pack holds no model: `run` makes the demo model, audio encoder and
+# avatar with the GPU machine's PyTorch, checked by the packed lipsync.
 #
-#   bench/gpu_render_bench.sh pack [PACK.tar.xz]   # default out/lipsync-gpu-render-pack.tar.xz
+#   bench/gpu_render_bench.sh pack [PACK.tar.xz]   # the same as bench/gpu_product.sh pack
 #   # copy PACK.tar.xz to the GPU machine, unpack it, then there:
 #   ./gpu_render_bench.sh run [--seconds 60] [--iterations 30] [--frame-size 480x352]
 #
-# Environment: BACKEND (cuda), PRECISION (fp16), BATCHES ("1 8 25"), ARCHS (CUDA architectures
-# to build, 90: the H100/H200), PYTHON (python3), PACK_LIMIT_MB (58). Results go to
-# results/<frame size>/ (a run at another --frame-size keeps the others).
+# Environment: BACKEND (cuda), PRECISION (fp16), BATCHES ("1 8 25"), PYTHON (python3). Results go
+# to results/<frame size>/ (a run at another --frame-size keeps the others).
 set -euo pipefail
 
 HERE="$(dirname "$(readlink -f "$0")")"
-ARCHS="${ARCHS:-90}"
-# Libraries FFmpeg and OpenCV name but render does not use: other codecs (AV1, VP8/9, HEVC, MP3
-# and Vorbis encoders, SVG, JPEG 2000/XL, ...), module-music probing, network protocols and TLS,
-# hardware video (VA-API, VDPAU, QSV, OpenCL, X11) and LAPACK/GLX behind OpenCV's core. Each
-# becomes a placeholder whose functions return 0 (bench/gpu_pack_libs.py says which calls that
-# answers), and the libraries behind them (ICU, GLib, cairo, GnuTLS, ...) stay home. A library
-# added here must be checked with a render through the pack (`run` with BACKEND=ort on a CPU).
-PLACEHOLDERS=(
-  libxml2.so.2 libopenmpt.so.0 libchromaprint.so.1 libbluray.so.2 libgnutls.so.30
-  librabbitmq.so.4 librist.so.4 libsrt-gnutls.so.1.5 libssh-gcrypt.so.4 libzmq.so.5
-  libvpx.so.7 libwebpmux.so.3 libwebp.so.7 libdav1d.so.6 librsvg-2.so.2 libgobject-2.0.so.0
-  libglib-2.0.so.0 libcairo.so.2 libzvbi.so.0 libsnappy.so.1 libaom.so.3 libcodec2.so.1.0
-  libgsm.so.1 libjxl.so.0.7 libjxl_threads.so.0.7 libmp3lame.so.0 libopenjp2.so.7 libopus.so.0
-  librav1e.so.0 libshine.so.3 libspeex.so.1 libSvtAv1Enc.so.1 libtheoraenc.so.1
-  libtheoradec.so.1 libtwolame.so.0 libvorbis.so.0 libvorbisenc.so.2 libx265.so.199
-  libxvidcore.so.4 libva.so.2 libmfx.so.1 libva-drm.so.2 libva-x11.so.2 libvdpau.so.1
-  libX11.so.6 libdrm.so.2 libOpenCL.so.1 libGLX.so.0 liblapack.so.3
-)
 # What every Linux with an NVIDIA driver has; everything else must come from the pack.
 SYSTEM_LIBS='^(linux-vdso|ld-linux[^ ]*|libc|libm|libstdc\+\+|libgcc_s|libpthread|libdl|librt|libcuda)\.so'
 
@@ -55,72 +35,7 @@ missing_libs() {
 }
 
 pack() {
-  local root out build stage limit="${PACK_LIMIT_MB:-58}"
-  root="$(cd "$HERE/.." && pwd)"
-  out="$(realpath -m "${1:-$root/out/lipsync-gpu-render-pack.tar.xz}")"
-  build="$root/build-gpu-render"
-  command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ] ||
-    { echo "error: packing needs nvcc (the CUDA toolkit) on this machine" >&2; exit 2; }
-  local launcher=()
-  if command -v ccache >/dev/null; then
-    launcher=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache
-      -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
-  fi
-  cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLIPSYNC_ENABLE_CUDA=ON \
-    -DLIPSYNC_CUDA_ARCHITECTURES="$ARCHS" -DLIPSYNC_ENABLE_SERVER=OFF -DLIPSYNC_IMAGE_CODECS=png \
-    -DLIPSYNC_BUILD_TESTS=OFF -DCMAKE_EXE_LINKER_FLAGS=-Wl,--as-needed "${launcher[@]}" >/dev/null
-  cmake --build "$build" -j "$(nproc)" --target lipsync_cli
-  stage="$(mktemp -d)"
-  trap 'rm -rf "$stage"' RETURN
-  mkdir -p "$stage/bin" "$stage/bench"
-  cp "$build/tools/lipsync/lipsync" "$stage/bin/"
-  strip "$stage/bin/lipsync"
-  python3 "$HERE/gpu_pack_libs.py" --out "$stage/lib" --placeholder "${PLACEHOLDERS[@]}" \
-    -- "$stage/bin/lipsync" | tail -1
-  local missing
-  missing="$(missing_libs "$stage/lib" "$stage/bin/lipsync")"
-  if [ -n "$missing" ]; then
-    echo "error: the pack misses these libraries:" >&2
-    echo "$missing" >&2
-    exit 1
-  fi
-  # Every symbol binds (the libraries load with BIND_NOW) and the program starts.
-  if LD_LIBRARY_PATH="$stage/lib" ldd -r "$stage/bin/lipsync" 2>&1 | grep -E "undefined|version"; then
-    echo "error: the packed libraries leave the symbols above unresolved" >&2
-    exit 1
-  fi
-  LD_LIBRARY_PATH="$stage/lib" "$stage/bin/lipsync" --version >/dev/null
-  cp -r "$root/python" "$stage/python"
-  find "$stage/python" -name __pycache__ -prune -exec rm -rf {} +
-  cp "$HERE/gpu_render_bench.sh" "$HERE/gpu_render_table.py" "$stage/bench/"
-  ln -s bench/gpu_render_bench.sh "$stage/gpu_render_bench.sh"
-  # lipsync with its libraries, for this script and the Python tools alike; the libraries are not
-  # put on LD_LIBRARY_PATH for Python itself, whose own libraries must not meet the placeholders.
-  cat >"$stage/lipsync" <<'EOF'
-#!/bin/sh
-here="$(dirname "$(readlink -f "$0")")"
-LD_LIBRARY_PATH="$here/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" exec "$here/bin/lipsync" "$@"
-EOF
-  chmod +x "$stage/lipsync"
-  {
-    echo "commit $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-    echo "built $(date -u +%F) on $(. /etc/os-release && echo "$PRETTY_NAME"), CUDA archs $ARCHS"
-    echo "libraries carried: $(find "$stage/lib" -type f | wc -l) ($(du -sh "$stage/lib" | cut -f1))," \
-      "${#PLACEHOLDERS[@]} of them placeholders"
-  } >"$stage/BUILD_INFO"
-  mkdir -p "$(dirname "$out")"
-  tar -C "$stage" -cf - . | xz -9 -T"$(nproc)" >"$out.tmp"
-  mv "$out.tmp" "$out"
-  local bytes
-  bytes="$(stat -c %s "$out")"
-  echo "packed $out: $((bytes / 1000000)) MB ($bytes bytes; limit $limit MB)"
-  if [ "$bytes" -gt $((limit * 1000000)) ]; then
-    echo "error: the pack is over $limit MB" >&2
-    exit 1
-  fi
-  echo "on the GPU machine:"
-  echo "  mkdir lipsync-gpu-render && tar -C lipsync-gpu-render -xJf $(basename "$out") &&" \
-    "lipsync-gpu-render/gpu_render_bench.sh run"
+  exec "$HERE/gpu_product.sh" pack "$@"
 }
 
 run() {
@@ -254,5 +169,5 @@ write_atomic(sys.argv[1], wav_bytes(synthetic_speech(seconds=float(sys.argv[2]))
 case "${1:-}" in
   pack) shift; pack "$@" ;;
   run) shift; run "$@" ;;
-  *) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
