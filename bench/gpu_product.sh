@@ -55,12 +55,12 @@ check_pack() {
       echo "error: $(basename "$p"): the packed libraries leave the symbols above unresolved" >&2
       return 1
     fi
-    local start=(--help)
+    local probe=(--help)
     case "$(basename "$p")" in
-      lipsync) start=(--version) ;;
-      cuda_*) start=(--gtest_list_tests) ;;
+      lipsync) probe=(--version) ;;
+      cuda_*) probe=(--gtest_list_tests) ;;
     esac
-    if ! env -u LD_PRELOAD LD_BIND_NOW=1 LD_LIBRARY_PATH="$dir/lib" "$p" "${start[@]}" >/dev/null; then
+    if ! env -u LD_PRELOAD LD_BIND_NOW=1 LD_LIBRARY_PATH="$dir/lib" "$p" "${probe[@]}" >/dev/null; then
       echo "error: $(basename "$p") does not start with the packed libraries" >&2
       return 1
     fi

@@ -20,6 +20,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DEPS="${LIPSYNC_DEPS_DIR:-$ROOT/.deps}"
 BUILD_PACKAGES=(dpkg-dev nasm libx264-dev libsoxr-dev zlib1g-dev pkg-config)
 
+# shellcheck disable=SC2054  # FFmpeg takes comma-separated component lists
 CONFIG=(
   --disable-shared --enable-static --enable-pic --disable-debug --disable-doc --disable-programs
   --disable-everything --disable-autodetect --disable-network --disable-avdevice
