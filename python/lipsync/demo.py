@@ -114,8 +114,8 @@ def synthetic_face(size=328, seed=0):
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def write_png(path, bgr):
-    """Writes an 8-bit BGR image as PNG (zlib + struct; no imaging library needed)."""
+def png_bytes(bgr):
+    """An 8-bit BGR image as PNG bytes (zlib + struct; no imaging library needed)."""
     rgb = bgr[:, :, ::-1]
     h, w, _ = rgb.shape
     raw = b"".join(b"\x00" + rgb[i].tobytes() for i in range(h))
@@ -124,11 +124,13 @@ def write_png(path, bgr):
         return (struct.pack(">I", len(data)) + kind + data +
                 struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
 
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) +
+            chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+
+
+def write_png(path, bgr):
     with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n")
-        f.write(chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)))
-        f.write(chunk(b"IDAT", zlib.compress(raw, 6)))
-        f.write(chunk(b"IEND", b""))
+        f.write(png_bytes(bgr))
 
 
 def write_atomic(path, data):
