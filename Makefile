@@ -26,10 +26,18 @@ build: configure
 $(MODELS)/demo.onnx $(MODELS)/demo_audio_encoder.onnx &: | build
 	PYTHONPATH=python LIPSYNC_BIN=$(CURDIR)/$(LIPSYNC) $(PYTHON) -m lipsync.demo --out-dir $(MODELS)
 
-# The demo avatar: synthetic frames and landmarks imported with `lipsync avatar import`.
-$(MODELS)/demo_avatar/avatar.json: $(MODELS)/demo.onnx $(MODELS)/demo_audio_encoder.onnx
+# The trained demo model: it opens the demo avatar's mouth with the speech (lipsync.train_demo).
+$(MODELS)/demo_trained.onnx: $(MODELS)/demo_audio_encoder.onnx python/lipsync/train_demo.py \
+                             python/lipsync/demo_net.py python/lipsync/demo_avatar.py | build
+	PYTHONPATH=python LIPSYNC_BIN=$(CURDIR)/$(LIPSYNC) $(PYTHON) -m lipsync.train_demo \
+	  --out-dir $(MODELS)
+
+# The demo avatar: synthetic frames (mouth closed) and landmarks imported with `lipsync avatar
+# import`, with the trained model as its UNet.
+$(MODELS)/demo_avatar/avatar.json: $(MODELS)/demo_trained.onnx $(MODELS)/demo_audio_encoder.onnx
 	PYTHONPATH=python LIPSYNC_BIN=$(CURDIR)/$(LIPSYNC) $(PYTHON) -m lipsync.demo_avatar \
-	  --out-dir $(MODELS) --model $(MODELS)/demo.onnx --encoder $(MODELS)/demo_audio_encoder.onnx
+	  --out-dir $(MODELS) --model $(MODELS)/demo_trained.onnx \
+	  --encoder $(MODELS)/demo_audio_encoder.onnx --mouth closed
 
 demo: build $(MODELS)/demo.onnx $(MODELS)/demo_audio_encoder.onnx $(MODELS)/demo_avatar/avatar.json
 	mkdir -p out
@@ -46,7 +54,7 @@ demo: build $(MODELS)/demo.onnx $(MODELS)/demo_audio_encoder.onnx $(MODELS)/demo
 	@echo "demo output image: out/demo_face_out.png"
 	@echo "benchmark figures: out/bench.json"
 	@echo "audio features of models/demo_speech.wav: out/demo_audio_windows.npy"
-	@echo "lip-synced demo video: out/demo.mp4"
+	@echo "lip-synced demo video (the trained model opens the mouth with the speech): out/demo.mp4"
 
 test: build
 	cd $(BUILD) && LIPSYNC_BIN=$(CURDIR)/$(LIPSYNC) ctest -LE gpu --output-on-failure -j 2
