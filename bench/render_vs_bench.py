@@ -41,10 +41,11 @@ def bench_fps(binary, model, batch, threads, duration):
     return result["fps"], result["latency_ms"]
 
 
-def render(binary, avatar, audio, batch, threads, out, flags=()):
-    proc = run_json([binary, "render", "--avatar", avatar, "--audio", audio, "--out", out,
-                     "--batch", str(batch), "--threads", str(threads), "--json", "--quiet",
-                     *flags])
+def render(binary, avatar, model, audio, batch, threads, out, flags=()):
+    # --model: the same file as bench's (the demo avatar's own UNet is the trained demo model).
+    proc = run_json([binary, "render", "--avatar", avatar, "--model", model, "--audio", audio,
+                     "--out", out, "--batch", str(batch), "--threads", str(threads), "--json",
+                     "--quiet", *flags])
     return json.loads(proc.stdout)
 
 
@@ -91,7 +92,7 @@ def main():
         for b in batches:
             fps, _ = bench_fps(args.bin, model, b, args.threads, args.bench_duration)
             for n, flags in variants:
-                summary = render(args.bin, avatar, audio, b, args.threads, out, flags)
+                summary = render(args.bin, avatar, model, audio, b, args.threads, out, flags)
                 row = rows[(b, n)]
                 row["bench"].append(fps)
                 row["render"].append(summary["fps"])
@@ -143,7 +144,7 @@ def main():
         memory = []
         for seconds in (args.seconds, args.long_seconds):
             wav = long_speech(speech, seconds, os.path.join(work, f"speech_{int(seconds)}.wav"))
-            summary = render(args.bin, avatar, wav, batches[-1], args.threads, out, variants[0][1])
+            summary = render(args.bin, avatar, model, wav, batches[-1], args.threads, out, variants[0][1])
             memory.append({"speech_seconds": seconds, "frames": summary["frames"],
                            "peak_rss_mb": summary["peak_rss_mb"]})
         report["memory"] = memory
