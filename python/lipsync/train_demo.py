@@ -1,10 +1,12 @@
 """Trains the demo model: the 'ave' 320 UNet that opens the demo avatar's mouth with the speech.
 
-    python3 -m lipsync.train_demo --out-dir models [--seed 0] [--force]
+    python3 -m lipsync.train_demo --out-dir models [--seed 0] [--force] [--cache DIR]
 reads models/demo_audio_encoder.onnx and models/demo_speech.wav (python3 -m lipsync.demo makes
 them) and writes models/demo_trained.pth, its verified export models/demo_trained.onnx and
 models/demo_trained.json (what it was made from, and how well it fits). Needs the lipsync binary
-($LIPSYNC_BIN or --engine). About two minutes on two cores, one thread.
+($LIPSYNC_BIN or --engine). About two minutes on two cores, one thread. --cache names a second
+folder (the tests use make demo's models/) whose trained model is copied when it is current, and
+which gets a copy of a model trained here, so that a machine trains it once.
 
 Inputs are built as inference builds them: the demo avatar's frames (lipsync.demo_avatar with the
 mouth closed) cut by the rectangles its landmarks give, resized to 328 (bicubic), the centre 320
@@ -220,6 +222,26 @@ def read_json(path):
         return None
 
 
+TRAINED = ("demo_trained.pth", "demo_trained.onnx", "demo_trained.json")
+
+
+def is_current(folder, stamp):
+    """Whether `folder` holds a trained model made from `stamp`'s inputs and code."""
+    pth, onnx_path, info_path = (os.path.join(folder, f) for f in TRAINED)
+    info = read_json(info_path) or {}
+    return (info.get("stamp") == stamp and os.path.isfile(pth)
+            and valid_onnx(onnx_path, "ave", 320))
+
+
+def copy_trained(src, dst):
+    """Copies the trained model's files, each through a temporary file; the .json (the stamp)
+    goes last, so an interrupted copy is never taken for a current model."""
+    os.makedirs(dst, exist_ok=True)
+    for name in TRAINED:
+        with open(os.path.join(src, name), "rb") as f:
+            write_atomic(os.path.join(dst, name), f.read())
+
+
 def train(engine, encoder, speech, seed):
     """The trained full model and what evaluate() says of it."""
     torch.manual_seed(seed)
@@ -250,6 +272,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--engine", help="lipsync binary (default: $LIPSYNC_BIN)")
     parser.add_argument("--force", action="store_true", help="train again even if current")
+    parser.add_argument("--cache", help="folder to take a current trained model from, and to "
+                        "store one trained here in (the tests use models/)")
     args = parser.parse_args(argv)
 
     encoder = os.path.join(args.out_dir, "demo_audio_encoder.onnx")
@@ -268,11 +292,14 @@ def main(argv=None):
             for f in ("train_demo.py", "demo_net.py", "demo_avatar.py")]
     stamp = {"seed": args.seed}
     stamp.update({os.path.basename(f): sha256(f) for f in [encoder, speech, *code]})
-    info = read_json(info_path) or {}
-    if (not args.force and info.get("stamp") == stamp and os.path.isfile(pth)
-            and valid_onnx(onnx_path, "ave", 320)):
+    if not args.force and is_current(args.out_dir, stamp):
         log(f"{onnx_path} is there and current; kept (--force trains again)")
         os.utime(onnx_path)  # so that make sees it as newer than the code it was checked against
+        return 0
+    if not args.force and args.cache and is_current(args.cache, stamp):
+        copy_trained(args.cache, args.out_dir)
+        log(f"{onnx_path}: copied the current trained model from {args.cache} (--force trains "
+            "again)")
         return 0
 
     # One thread: on two cores shared with other work, PyTorch's second thread mostly waits for
@@ -299,6 +326,9 @@ def main(argv=None):
     stats["seconds"] = round(time.time() - start, 1)
     write_atomic(info_path, json.dumps({"stamp": stamp, "results": stats}, indent=1).encode())
     log(f"wrote {onnx_path} ({stats['seconds']:.0f} s in all)")
+    if args.cache and os.path.realpath(args.cache) != os.path.realpath(args.out_dir):
+        copy_trained(args.out_dir, args.cache)
+        log(f"kept a copy in {args.cache}")
     return 0
 
 
