@@ -1,6 +1,7 @@
 """The GPU benchmark's model, made on the GPU machine with its own PyTorch (bench/gpu_bench.sh):
 the demo's seeded weights (demo.pth), exported through lipsync's export path with the
-TorchScript-based exporter and verified against the packed lipsync binary (demo.onnx), and the
+TorchScript-based exporter and verified against the packed lipsync binary (demo.onnx), the demo
+audio encoder made the same way (demo_audio_encoder.onnx, for the encoder's GPU test), and the
 demo face and audio window for the command-line check, and the float16 accuracy reference: four
 random frames (reference_visual.npy, reference_audio.npy) with PyTorch's float32 output (TF32 off)
 PyTorch's own float16 output and the float64 output (stored as float32) on them
@@ -17,7 +18,8 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
-from lipsync import demo, export  # noqa: E402
+from lipsync import demo, export, export_audio  # noqa: E402
+from lipsync.audio_model import random_audio_state_dict  # noqa: E402
 
 
 def write_npy(path, array):
@@ -76,6 +78,13 @@ def main():
     status = export.main(["--checkpoint", pth, "--mode", "ave", "--size", "320", "--out",
                           os.path.join(args.out_dir, "demo.onnx"), "--exporter", "legacy",
                           "--single-file", "--engine", args.engine])
+    if status:
+        return status
+    encoder = os.path.join(args.out_dir, "demo_audio_encoder.pth")
+    demo.write_atomic(encoder, demo.state_dict_bytes(random_audio_state_dict(0)))
+    status = export_audio.main(["--checkpoint", encoder, "--exporter", "legacy", "--engine",
+                                args.engine, "--out",
+                                os.path.join(args.out_dir, "demo_audio_encoder.onnx")])
     if status:
         return status
     make_reference(pth, args.out_dir)

@@ -68,9 +68,10 @@ Result<Tensor> MelWindows(const Tensor& mel, double fps = 25.0);
 // ONNX file.
 class AudioEncoder {
  public:
-  // On `options`' backend. lipsync's own backends ("cuda", "reference") compile the UNet's
-  // operators only; when one of them cannot compile the encoder, it runs on ONNX Runtime's CPU
-  // provider instead (it is small: 93 M multiply-adds per window) and fallback_reason() says why.
+  // On `options`' backend. lipsync's own backends ("cuda", "reference") compile SyncTalk_2D's
+  // encoder (Conv, BatchNormalization, Relu, Add and the final Flatten to [N,512]); when one of
+  // them cannot compile an encoder, it runs on ONNX Runtime's CPU provider instead (it is small:
+  // 93 M multiply-adds per window) and fallback_reason() says why.
   static Result<std::unique_ptr<AudioEncoder>> Create(const std::string& onnx_path,
                                                       const EngineOptions& options = {});
   // windows [B,1,80,16] -> embeddings [B,512]; any B >= 1 (split into the engine's max batch).

@@ -47,6 +47,7 @@ class Lowerer {
       PlanTensor t;
       t.name = name;
       t.nchw = {batch_dim_, it->second.c, it->second.h, it->second.w};
+      if (flat_.count(out.name)) t.nchw = {batch_dim_, it->second.c};
       out_.outputs.push_back(t);
       out_.output_tensors.push_back(name);
     }
@@ -94,6 +95,7 @@ class Lowerer {
     for (const auto& [name, s] : out_.shapes) known[name] = {n, s.c, s.h, s.w};
     for (const auto& [from, to] : alias_) {
       if (out_.shapes.count(to)) known[from] = known[to];
+      if (flat_.count(from) && known.count(from)) known[from] = {n, known[from][1]};
     }
     return known;
   }
@@ -127,6 +129,7 @@ class Lowerer {
     const std::string& op = node.op_type;
     if (op == "Identity") {
       alias_[node.outputs.at(0)] = Resolve(node.inputs.at(0));
+      if (flat_.count(node.inputs.at(0))) flat_.insert(node.outputs.at(0));
       return Status::Ok();
     }
     if (op == "Conv") return LowerConv(node);
@@ -137,6 +140,7 @@ class Lowerer {
     if (op == "Resize" || op == "Upsample") return LowerResize(node);
     if (op == "Pad") return LowerPad(node);
     if (op == "Cast") return LowerCast(node);
+    if (op == "Flatten" || op == "Reshape") return LowerFlatten(node);
     if (IsFoldableOp(op)) {
       return NodeError(node, "supported only on constants, but it reads a run-time activation");
     }
@@ -154,12 +158,17 @@ class Lowerer {
                                  "; only casts between float types are supported");
     }
     alias_[node.outputs.at(0)] = Resolve(node.inputs.at(0));
+    if (flat_.count(node.inputs.at(0))) flat_.insert(node.outputs.at(0));
     return Status::Ok();
   }
 
   Result<ItemShape> InputShape(const OnnxNode& node, size_t index) const {
     if (index >= node.inputs.size() || node.inputs[index].empty()) {
       return NodeError(node, "missing input " + std::to_string(index));
+    }
+    if (flat_.count(node.inputs[index])) {
+      return NodeError(node, "input '" + node.inputs[index] +
+                                 "' is a flattened [N,C] tensor; only a graph output may be one");
     }
     auto it = out_.shapes.find(Resolve(node.inputs[index]));
     if (it == out_.shapes.end()) {
@@ -437,7 +446,45 @@ class Lowerer {
     return Status::Ok();
   }
 
+  // Flatten (axis 1) or Reshape to [N, C] of an activation with one pixel per channel ([N,C,1,1],
+  // the audio encoder's last layer): the NHWC buffer already holds [N][C], so the result is the
+  // same buffer seen as 2-D. Only a graph output may be such a tensor (InputShape refuses it).
+  Status LowerFlatten(const OnnxNode& node) {
+    const std::string& in = node.inputs.at(0);
+    if (!IsActivation(in) || flat_.count(in)) {
+      return NodeError(node, "supported only on a 4-D activation");
+    }
+    LIPSYNC_ASSIGN_OR_RETURN(ItemShape x, InputShape(node, 0));
+    if (node.op_type == "Flatten") {
+      if (node.get_int("axis", 1) != 1) return NodeError(node, "only axis 1 is supported");
+    } else {
+      const OnnxTensor* shape = Constant(node, 1);
+      if (!shape || shape->ints.size() != 2) {
+        return NodeError(node, "only a reshape to a constant 2-D [N,C] shape is supported");
+      }
+      const int64_t n = shape->ints[0], c = shape->ints[1];
+      const bool n_ok = n == 0 || n == -1 || n == kUnknownDim || (n > 0 && n == batch_dim_);
+      const bool c_ok = c == x.elements() || (c == -1 && n != -1);
+      if (!n_ok || !c_ok) {
+        return NodeError(node,
+                         "only a reshape that keeps the batch and flattens the rest is "
+                         "supported, got shape " +
+                             DimsToString(shape->ints));
+      }
+    }
+    if (x.h != 1 || x.w != 1) {
+      return NodeError(node, "flattens a tensor with " + std::to_string(x.h) + "x" +
+                                 std::to_string(x.w) + " pixels; only [N,C,1,1] is supported");
+    }
+    alias_[node.outputs.at(0)] = Resolve(in);
+    flat_.insert(node.outputs.at(0));
+    out_.notes.push_back(node.op_type + " " + node.name + " of [N," + std::to_string(x.c) +
+                         ",1,1] to [N," + std::to_string(x.c) + "]: no step");
+    return Status::Ok();
+  }
+
   const OnnxModel& model_;
+  std::set<std::string> flat_;  // flattened [N,C] tensors (aliases of [N,C,1,1] activations)
   std::map<std::string, OnnxTensor> constants_;
   std::map<std::string, std::string> alias_;
   LoweredGraph out_;

@@ -109,8 +109,8 @@ TEST(Renderer, CancelLeavesNothing) {
   }
 }
 
-// On lipsync's own backends the UNet runs there and the audio encoder, which they cannot compile,
-// on ONNX Runtime's CPU provider.
+// On lipsync's own backends the UNet runs there and an audio encoder they cannot compile (the
+// tiny one's MatMul) on ONNX Runtime's CPU provider.
 TEST(Renderer, NativeBackendRunsTheEncoderOnOnnxRuntime) {
   ScratchDir dir;
   const Avatar avatar = ImportTinyAvatar(dir);

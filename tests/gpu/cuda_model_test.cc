@@ -21,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "lipsync/audio.h"
 #include "lipsync/engine.h"
 #include "lipsync/face.h"
 
@@ -326,6 +327,47 @@ TEST_F(CudaModelTest, ConcurrentRunsKeepResultsApart) {
       EXPECT_EQ(MaxAbsDiff(got[t][o], expected[t][o]), 0.0) << "thread " << t;
     }
   }
+}
+
+// The audio encoder beside a GPU UNet runs on the GPU too: float32 within 1e-4 of ONNX Runtime on
+// the CPU, and the audio module uses the CUDA backend for it (no fallback).
+TEST_F(CudaModelTest, AudioEncoderMatchesOnnxRuntimeCpu) {
+  const std::string model = DemoModel();
+  const std::string encoder =
+      model.substr(0, model.find_last_of('/') + 1) + "demo_audio_encoder.onnx";
+  EngineOptions options;
+  options.max_batch = 64;
+  auto cpu = Engine::Create(encoder, options);
+  ASSERT_TRUE(cpu.ok()) << cpu.status().ToString();
+  for (const bool graph : {false, true}) {
+    options.backend = "cuda";
+    options.cuda.cuda_graph = graph;
+    auto cuda = Engine::Create(encoder, options);
+    ASSERT_TRUE(cuda.ok()) << cuda.status().ToString();
+    for (const int64_t batch : {1, 7, 64}) {
+      const uint32_t seed = FreshSeed();
+      SCOPED_TRACE("batch " + std::to_string(batch) + ", seed " + std::to_string(seed));
+      auto inputs = RandomInputs((*cuda)->info(), batch, seed);
+      for (auto& t : inputs) {  // mel windows live in [-4, 4]
+        for (int64_t i = 0; i < t.element_count(); ++i) {
+          t.data_as<float>()[i] = t.data_as<float>()[i] * 8.0f - 4.0f;
+        }
+      }
+      const auto want = RunPoisoned(**cpu, inputs);
+      const auto got = RunPoisoned(**cuda, inputs);
+      ASSERT_EQ(got.size(), 1u);
+      ASSERT_EQ(got[0].shape(), (Shape{batch, 512}));
+      const double diff = MaxAbsDiff(got[0], want[0]);
+      EXPECT_LE(diff, 1e-4);
+      std::printf("audio encoder float32%s batch %lld: max abs difference to ONNX Runtime %.3g\n",
+                  graph ? " graph" : "", static_cast<long long>(batch), diff);
+    }
+  }
+  options.cuda.cuda_graph = false;
+  auto audio = AudioEncoder::Create(encoder, options);
+  ASSERT_TRUE(audio.ok()) << audio.status().ToString();
+  EXPECT_EQ((*audio)->engine().info().backend, "cuda");
+  EXPECT_EQ((*audio)->fallback_reason(), "");
 }
 
 TEST_F(CudaModelTest, BatchAboveTheMaximumIsRejected) {

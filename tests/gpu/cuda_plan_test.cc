@@ -47,5 +47,18 @@ TEST(CudaPlan, FusedBlocksAreExpandDepthwiseProjectChainsOfTheDemoModel) {
   }
 }
 
+// The audio encoder beside the UNet: its plan (Conv, Relu, Add, a final Flatten to [N,512])
+// passes the CUDA backend's load-time check, so on a GPU it runs there, not on the CPU.
+TEST(CudaPlan, TheDemoAudioEncoderIsSupported) {
+  const std::string demo = DemoModel();
+  const std::string encoder = demo.substr(0, demo.rfind('/') + 1) + "demo_audio_encoder.onnx";
+  auto plan = graph::CompilePlanFromFile(encoder);
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  ASSERT_EQ(plan->outputs.size(), 1u);
+  EXPECT_EQ(plan->outputs[0].nchw, (std::vector<int64_t>{-1, 512}));
+  const Status supported = cuda::CheckPlanSupported(*plan, 64);
+  EXPECT_TRUE(supported.ok()) << supported.ToString();
+}
+
 }  // namespace
 }  // namespace lipsync

@@ -183,6 +183,60 @@ TEST(CompilerTest, UnsupportedAttributesNameTheNode) {
   EXPECT_EQ(r->buffers[r->steps[1].output].shape.h, 16);
 }
 
+// The audio encoder's last layer: [N,C,1,1] flattened to [N,C] (Flatten, or Reshape to a
+// constant [-1,C]) is the conv's buffer seen as 2-D; anything else flattened is refused.
+TEST(CompilerTest, FlattenOfOnePixelPerChannelIsTheSameBuffer) {
+  std::vector<float> w(4 * 2 * 9, 0.25f);
+  const auto model = [&](int64_t size, const std::string& op) {
+    OnnxModel m =
+        ConvModel(2, size, size, FloatTensor("w", {4, 2, 3, 3}, w), 1, {0, 0, 0, 0}, false);
+    m.nodes[0].outputs = {"c"};
+    OnnxNode flat;
+    flat.name = "flat";
+    flat.op_type = op;
+    flat.inputs = {"c"};
+    if (op == "Reshape") {
+      m.initializers["shape"].name = "shape";
+      m.initializers["shape"].dims = {2};
+      m.initializers["shape"].ints = {-1, 4 * (size - 2) * (size - 2)};
+      flat.inputs.push_back("shape");
+    }
+    flat.outputs = {"y"};
+    m.nodes.push_back(flat);
+    m.outputs[0].dims = {-1, 4 * (size - 2) * (size - 2)};
+    return m;
+  };
+  for (const std::string op : {"Flatten", "Reshape"}) {
+    auto plan = CompilePlan(model(3, op));
+    ASSERT_TRUE(plan.ok()) << op << ": " << plan.status().ToString();
+    ASSERT_EQ(plan->steps.size(), 1u) << op;
+    ASSERT_EQ(plan->outputs.size(), 1u);
+    EXPECT_EQ(plan->outputs[0].nchw, (std::vector<int64_t>{-1, 4})) << op;
+    EXPECT_EQ(plan->outputs[0].buffer, plan->steps[0].output) << op;
+    // Four pixels per channel: NHWC and NCHW order differ, so it is not the same buffer.
+    auto refused = CompilePlan(model(4, op));
+    ASSERT_FALSE(refused.ok()) << op;
+    EXPECT_EQ(refused.status().code(), StatusCode::kUnimplemented);
+    EXPECT_NE(refused.status().message().find("'flat' (" + op + ")"), std::string::npos)
+        << refused.status().message();
+    EXPECT_NE(refused.status().message().find("2x2 pixels"), std::string::npos)
+        << refused.status().message();
+  }
+  // A flattened tensor read by another operator is refused, not treated as 4-D.
+  OnnxModel chained = model(3, "Flatten");
+  OnnxNode relu;
+  relu.name = "after";
+  relu.op_type = "Relu";
+  relu.inputs = {"y"};
+  relu.outputs = {"z"};
+  chained.nodes.push_back(relu);
+  chained.outputs[0].name = "z";
+  auto r = CompilePlan(chained);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("'after' (Relu)"), std::string::npos) << r.status().message();
+  EXPECT_NE(r.status().message().find("flattened"), std::string::npos) << r.status().message();
+}
+
 TEST(CompilerTest, BatchNormFoldsIntoConvWeightsAndBias) {
   // 1x1 conv 2->3 with distinct weights.
   std::vector<float> w = {1, 2, 3, 4, 5, 6};

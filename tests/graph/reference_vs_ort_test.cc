@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "graph_test_util.h"
+#include "lipsync/audio.h"
 #include "lipsync/engine.h"
 
 namespace lipsync {
@@ -141,6 +142,31 @@ TEST(DemoModelTest, MatchesOrtAtBatchOneAndThree) {
             << " " << one << ", batch " << (fixed ? fixed : 3) << " " << three << "\n";
   EXPECT_LE(one, 1e-4);
   EXPECT_LE(three, 1e-4);
+}
+
+// The demo audio encoder (Conv, Relu, Add and a final Flatten to [N,512]) compiles for the
+// native backends and matches ONNX Runtime.
+TEST(DemoModelTest, AudioEncoderMatchesOrt) {
+  const std::string demo = testing::DemoModel();
+  const std::string encoder = demo.substr(0, demo.rfind('/') + 1) + "demo_audio_encoder.onnx";
+  Engines e = Load(encoder);
+  ASSERT_TRUE(e.ort && e.ref);
+  ASSERT_EQ(e.ref->info().outputs.size(), 1u);
+  EXPECT_EQ(e.ref->info().outputs[0].shape, (Shape{-1, 512}));
+  const double one = MaxDifference(e, 1, 3);
+  const double five = MaxDifference(e, 5, 4);
+  std::cout << "demo audio encoder, max abs difference to ONNX Runtime: batch 1 " << one
+            << ", batch 5 " << five << "\n";
+  EXPECT_LE(one, 1e-4);
+  EXPECT_LE(five, 1e-4);
+  // So the audio module runs it where it is asked to, with no fallback to ONNX Runtime.
+  EngineOptions native;
+  native.backend = "reference";
+  native.intra_op_threads = 1;
+  auto audio = AudioEncoder::Create(encoder, native);
+  ASSERT_TRUE(audio.ok()) << audio.status().ToString();
+  EXPECT_EQ((*audio)->engine().info().backend, "reference");
+  EXPECT_EQ((*audio)->fallback_reason(), "");
 }
 
 }  // namespace

@@ -272,7 +272,8 @@ TEST(AvatarRepository, ALoadLogsWhereBothModelsRunAndWhyTheEncoderFellBack) {
   std::filesystem::copy_file(TestModelPath("demo/demo.onnx"), root / "ref/unet.onnx",
                              std::filesystem::copy_options::overwrite_existing);
   auto options = TestRegistryOptions(root.path());
-  options.engine.backend = "reference";  // cannot compile the encoder's Flatten: ORT CPU runs it
+  options.engine.backend =
+      "reference";  // cannot compile the tiny encoder's MatMul: ORT CPU runs it
   AvatarRegistry registry(options);
   CapturedLog log;
   auto loaded = registry.Load("ref");

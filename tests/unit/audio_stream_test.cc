@@ -72,8 +72,9 @@ TEST(AudioEncoderTest, SplitsAtMaxBatchAndPadsFixedBatches) {
     ASSERT_NEAR(one->data_as<float>()[i], a->data_as<float>()[i], 1e-6);
 }
 
-// lipsync's own backends compile the UNet's operators only: an encoder they cannot compile runs
-// on ONNX Runtime's CPU provider, with the results of asking for that provider, and says why.
+// An encoder lipsync's own backends cannot compile (the tiny one's MatMul; the real encoder's
+// operators they do compile) runs on ONNX Runtime's CPU provider, with the results of asking for
+// that provider, and says why.
 TEST(AudioEncoderTest, NativeBackendFallsBackToOnnxRuntimeCpu) {
   EngineOptions native;
   native.backend = "reference";

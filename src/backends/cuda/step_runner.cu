@@ -247,8 +247,15 @@ Status CheckPlanSupported(const Plan& plan, int64_t max_batch) {
     }
   }
   for (const auto& t : plan.outputs) {
-    if (t.buffer < 0 || t.buffer >= static_cast<int>(plan.buffers.size()) || t.nchw.size() != 4) {
-      return Unimplemented("CUDA backend: output '" + t.name + "' is not a 4-d NCHW tensor");
+    if (t.buffer < 0 || t.buffer >= static_cast<int>(plan.buffers.size())) {
+      return Unimplemented("CUDA backend: output '" + t.name + "' has no buffer");
+    }
+    // [N,C] (a flattened [N,C,1,1], as the audio encoder's embeddings) is the same data.
+    const auto& shape = plan.buffers[t.buffer].shape;
+    const bool flat = t.nchw.size() == 2 && shape.h == 1 && shape.w == 1;
+    if (t.nchw.size() != 4 && !flat) {
+      return Unimplemented("CUDA backend: output '" + t.name + "' is neither a 4-d NCHW tensor " +
+                           "nor a flattened [N,C,1,1] one");
     }
   }
   return Status::Ok();
