@@ -28,6 +28,17 @@ struct OrtOptions {
   std::vector<std::pair<std::string, std::string>> session_config;
 };
 
+// How the CUDA backend runs each group of steps one fused kernel can run: an inverted-residual
+// block (expand 1x1, depthwise 3x3, project 1x1), with the upsample + concat before it and a
+// 1x1 convolution after it where nothing else reads their tensors.
+enum class CudaKernels {
+  // At load, each fused kernel that can run the group is checked against the unfused steps on
+  // random data and timed on this GPU; the fastest that matched runs it (ModelInfo::kernels).
+  kAuto,
+  kUnfused,  // the plan's steps one by one
+  kFused,    // the first fused kernel that matched, whatever its speed (tests, measurements)
+};
+
 // Backend "cuda": lipsync's native CUDA kernels.
 struct CudaOptions {
   // Capture each batch size's forward pass as a CUDA graph on first use and replay it after.
@@ -40,6 +51,11 @@ struct CudaOptions {
   // that kernel multiplies on the CUDA cores and made the whole model slower on an H200 than the
   // unfused tensor-core steps (docs/PERFORMANCE.md).
   bool fused_blocks = false;
+  // Fused kernels (see CudaKernels); ignored when fused_blocks forces the CUDA-core kernel.
+  CudaKernels kernels = CudaKernels::kAuto;
+  // Steps that depend only on one input (the UNet's audio branch) run on a second stream beside
+  // the others, joining where their result is first read.
+  bool side_stream = true;
 };
 
 // Backend "reference": the compiled plan run by plain CPU loops. It has no settings of its own

@@ -45,6 +45,24 @@ struct TensorInfo {
   Shape shape;
 };
 
+// How a backend that chooses among kernels at load runs the model (backend "cuda", see
+// CudaOptions::kernels); empty for the others.
+struct KernelVariantReport {
+  std::string name;    // "unfused", "tensor-core 8x16 +resize-concat", ...
+  std::string status;  // "ok", or why it is not used ("mismatch: ...", "unsupported: ...")
+  std::vector<std::pair<int64_t, double>> ms;  // (batch, median milliseconds) where timed
+};
+struct KernelGroupReport {
+  std::string name;                           // e.g. "up5.conv.double_conv.0 (steps 91-94)"
+  std::vector<KernelVariantReport> variants;  // [0]: the unfused steps
+  std::vector<std::pair<int64_t, std::string>> chosen;  // (tuning batch, variant run there)
+};
+struct KernelReport {
+  std::vector<KernelGroupReport> groups;
+  std::vector<std::pair<int64_t, int>> kernels_per_forward;  // (tuning batch, kernel launches)
+  std::string side_stream;  // the steps run on a second stream, or why none are
+};
+
 struct ModelInfo {
   std::string path;
   std::vector<TensorInfo> inputs;
@@ -56,6 +74,7 @@ struct ModelInfo {
   std::string fallback_reason;  // why the requested GPU provider was replaced by the CPU, if it was
   bool dynamic_batch = false;   // the first dimension of every input is -1
   int64_t max_batch = 0;        // largest batch Run() accepts
+  KernelReport kernels;         // backend "cuda": the kernels it chose at load
 };
 
 // Settings every backend understands; each backend's own settings are in its member struct.

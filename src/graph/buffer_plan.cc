@@ -19,7 +19,7 @@ bool Overlap(const PlanBuffer& a, const PlanBuffer& b) {
 
 }  // namespace
 
-void PlanBuffers(Plan* plan) {
+void PlanBuffers(Plan* plan, const std::vector<StepSpan>& together) {
   const int end = static_cast<int>(plan->steps.size());
   for (auto& b : plan->buffers) {
     b.size = b.shape.elements();
@@ -35,6 +35,16 @@ void PlanBuffers(Plan* plan) {
   for (auto& b : plan->buffers) {
     if (b.is_input) b.first_step = -1;
     if (b.is_output) b.last_step = end;
+  }
+  for (const StepSpan& span : together) {
+    for (size_t s = span.first; s <= span.last && s < plan->steps.size(); ++s) {
+      for (int in : plan->steps[s].inputs) {
+        PlanBuffer& b = plan->buffers[in];
+        if (b.first_step < static_cast<int>(span.first)) {
+          b.last_step = std::max(b.last_step, static_cast<int>(span.last));
+        }
+      }
+    }
   }
 
   plan->naive_floats = 0;

@@ -7,11 +7,17 @@
 
 namespace lipsync::graph {
 
-// Fills first_step/last_step of every buffer from plan->steps, then offset, arena_floats and
-// naive_floats. Each buffer takes the lowest offset free of the already placed buffers whose
-// lifetimes overlap its own; buffers are placed largest first and in order of first use, and the
-// smaller of the two arenas is kept.
-void PlanBuffers(Plan* plan);
+// Steps [first, last] that a backend may run as one kernel: every buffer they read that is made
+// before `first` stays alive to `last`, so nothing they write shares its memory.
+struct StepSpan {
+  size_t first = 0, last = 0;
+};
+
+// Fills first_step/last_step of every buffer from plan->steps (extended for `together`), then
+// offset, arena_floats and naive_floats. Each buffer takes the lowest offset free of the already
+// placed buffers whose lifetimes overlap its own; buffers are placed largest first and in order
+// of first use, and the smaller of the two arenas is kept.
+void PlanBuffers(Plan* plan, const std::vector<StepSpan>& together = {});
 
 // The most floats per item alive at any one step: a lower bound for any arena plan.
 int64_t PeakLiveFloats(const Plan& plan);

@@ -19,19 +19,14 @@
 
 #include "backends/cuda/step_runner.h"
 #include "backends/reference/reference_kernels.h"
+#include "gpu_test_util.h"
 #include "graph/plan.h"
 #include "lipsync/tensor.h"
 
 namespace lipsync {
 namespace {
 
-using cuda::Storage;
-using graph::Activation;
-using graph::ConvKind;
-using graph::ItemShape;
-using graph::Plan;
-using graph::PlanStep;
-using graph::StepKind;
+using namespace testing_gpu;  // NOLINT: the shared helpers of these tests
 
 constexpr double kFloat32Tolerance = 1e-5;
 constexpr double kFloat16Tolerance = 1e-2;
@@ -48,89 +43,6 @@ struct ElementBound {
 constexpr ElementBound kFloat32Element{8, 1e-4};
 constexpr ElementBound kFloat16Element{2, 1.0 / 512};
 
-#define ASSERT_CUDA(call) ASSERT_EQ((call), cudaSuccess) << #call
-
-uint32_t FreshSeed() {
-  static std::random_device device;
-  return device();
-}
-
-int64_t RoundUp(int64_t v) {
-  return (v + graph::kPlanAlignFloats - 1) / graph::kPlanAlignFloats * graph::kPlanAlignFloats;
-}
-
-float RoundToHalf(float v) { return HalfToFloat(FloatToHalf(v)); }
-
-// A plan under construction: buffers side by side in the arena (no reuse), one step.
-struct PlanBuilder {
-  Plan plan;
-  std::mt19937 rng;
-
-  explicit PlanBuilder(uint32_t seed) : rng(seed) {}
-
-  int Buffer(ItemShape shape) {
-    graph::PlanBuffer b;
-    b.name = "buffer" + std::to_string(plan.buffers.size());
-    b.shape = shape;
-    b.size = shape.elements();
-    b.offset = plan.arena_floats;
-    plan.arena_floats += RoundUp(b.size);
-    plan.buffers.push_back(b);
-    return static_cast<int>(plan.buffers.size()) - 1;
-  }
-
-  int64_t Weights(int64_t count, float scale) {
-    const int64_t offset = RoundUp(static_cast<int64_t>(plan.weights.size()));
-    plan.weights.resize(static_cast<size_t>(offset + count));
-    std::uniform_real_distribution<float> dist(-scale, scale);
-    for (int64_t i = 0; i < count; ++i) plan.weights[offset + i] = dist(rng);
-    return offset;
-  }
-
-  // Adds a conv step reading `in`; the output shape follows from the geometry.
-  void Conv(ConvKind kind, ItemShape in, int64_t cout, int64_t k_h, int64_t k_w, int64_t s_h,
-            int64_t s_w, int64_t pad_h, int64_t pad_w, int64_t groups, bool residual,
-            Activation act) {
-    ConvOn(Buffer(in), kind, cout, k_h, k_w, s_h, s_w, pad_h, pad_w, groups, residual, act);
-  }
-
-  // A conv step reading buffer `input` (so steps can be chained); returns its output buffer.
-  int ConvOn(int input, ConvKind kind, int64_t cout, int64_t k_h, int64_t k_w, int64_t s_h,
-             int64_t s_w, int64_t pad_h, int64_t pad_w, int64_t groups, bool residual,
-             Activation act) {
-    const ItemShape in = plan.buffers[input].shape;
-    PlanStep step;
-    step.kind = StepKind::kConv;
-    step.name = "conv";
-    auto& c = step.conv;
-    c.kind = kind;
-    c.cin = in.c;
-    c.cout = cout;
-    c.kh = k_h;
-    c.kw = k_w;
-    c.stride_h = s_h;
-    c.stride_w = s_w;
-    c.pad_top = c.pad_bottom = pad_h;
-    c.pad_left = c.pad_right = pad_w;
-    c.groups = groups;
-    const ItemShape out{(in.h + 2 * pad_h - k_h) / s_h + 1, (in.w + 2 * pad_w - k_w) / s_w + 1,
-                        cout};
-    step.inputs.push_back(input);
-    const int64_t fan_in = kind == ConvKind::kDepthwise ? k_h * k_w : k_h * k_w * in.c / groups;
-    const int64_t count = kind == ConvKind::kDepthwise ? k_h * k_w * cout : cout * fan_in;
-    // Weights scaled like a trained layer's so outputs stay O(1) at any fan-in.
-    step.weight_offset = Weights(count, 1.7f / std::sqrt(static_cast<float>(fan_in)));
-    step.weight_count = count;
-    step.bias_offset = Weights(cout, 0.5f);
-    if (residual) step.inputs.push_back(Buffer(out));
-    step.output = Buffer(out);
-    step.epilogue.residual = residual;
-    step.epilogue.activation = act;
-    plan.steps.push_back(step);
-    return step.output;
-  }
-};
-
 // Arena contents: every buffer but the step's output random in [-1, 1], the output NaN.
 std::vector<float> RandomArena(const Plan& plan, int64_t batch, bool to_half, std::mt19937& rng) {
   std::vector<float> arena(static_cast<size_t>(plan.arena_floats * batch),
@@ -146,37 +58,6 @@ std::vector<float> RandomArena(const Plan& plan, int64_t batch, bool to_half, st
   }
   return arena;
 }
-
-// Host floats <-> device memory of the storage type.
-void Upload(const std::vector<float>& host, Storage storage, void* device) {
-  if (storage == Storage::kFloat32) {
-    ASSERT_CUDA(cudaMemcpy(device, host.data(), host.size() * 4, cudaMemcpyHostToDevice));
-    return;
-  }
-  std::vector<uint16_t> halves(host.size());
-  for (size_t i = 0; i < host.size(); ++i) halves[i] = FloatToHalf(host[i]);
-  ASSERT_CUDA(cudaMemcpy(device, halves.data(), halves.size() * 2, cudaMemcpyHostToDevice));
-}
-
-void Download(const void* device, Storage storage, std::vector<float>& host) {
-  if (storage == Storage::kFloat32) {
-    ASSERT_CUDA(cudaMemcpy(host.data(), device, host.size() * 4, cudaMemcpyDeviceToHost));
-    return;
-  }
-  std::vector<uint16_t> halves(host.size());
-  ASSERT_CUDA(cudaMemcpy(halves.data(), device, halves.size() * 2, cudaMemcpyDeviceToHost));
-  for (size_t i = 0; i < host.size(); ++i) host[i] = HalfToFloat(halves[i]);
-}
-
-struct DeviceBuffer {
-  void* ptr = nullptr;
-  explicit DeviceBuffer(size_t bytes) {
-    if (cudaMalloc(&ptr, bytes < 16 ? 16 : bytes) != cudaSuccess) ptr = nullptr;
-  }
-  ~DeviceBuffer() { cudaFree(ptr); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-};
 
 // The spacing of the storage type's values at |v| (float16: 10 mantissa bits, normal from 2^-14;
 // float32: 23 bits, normal from 2^-126).
@@ -219,11 +100,6 @@ void ExpectClose(const float* got, const float* want, int64_t count, double tole
                      << " elements beyond their bound; the worst, element " << worst << ", is "
                      << got[worst] << " for " << want[worst] << " (" << worst_ratio
                      << " times its bound of " << e.ulps << " ulps + " << floor << ")";
-}
-
-bool HaveGpu() {
-  int count = 0;
-  return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
 }
 
 // Runs the plan's single step on both sides for `batch` items and compares the output buffer.

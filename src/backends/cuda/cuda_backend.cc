@@ -7,14 +7,18 @@
 #include <condition_variable>
 #include <cstring>
 #include <exception>
+#include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <vector>
 
+#include "backends/cuda/autotune.h"
 #include "backends/cuda/kernels/frames.cuh"
 #include "backends/cuda/step_runner.h"
 #include "graph/compiler.h"
+#include "graph/side_branch.h"
 #include "lipsync/face.h"
 
 namespace lipsync {
@@ -73,6 +77,9 @@ int64_t ItemElements(const graph::PlanTensor& t) {
 // mirrors (sized for `capacity` items), and the graphs captured over exactly these buffers.
 struct RunContext {
   cudaStream_t stream = nullptr;
+  // The side branch's stream, and the events that fork it from and join it to `stream`.
+  cudaStream_t side = nullptr;
+  cudaEvent_t fork = nullptr, join = nullptr;
   int64_t capacity = 0;
   DeviceMemory arena;
   DeviceMemory io;       // float32 NCHW: every input, then every output, each `capacity` items
@@ -91,7 +98,11 @@ struct RunContext {
   }
   ~RunContext() {
     if (stream) cudaStreamSynchronize(stream);
+    if (side) cudaStreamSynchronize(side);
     DropGraphs();
+    if (fork) cudaEventDestroy(fork);
+    if (join) cudaEventDestroy(join);
+    if (side) cudaStreamDestroy(side);
     if (stream) cudaStreamDestroy(stream);
   }
 };
@@ -118,19 +129,33 @@ struct PendingCopy {
   size_t bytes;
 };
 
+// Everything a backend is made of, decided at load.
+struct Setup {
+  graph::Plan plan;
+  int device = 0;
+  Storage storage = Storage::kFloat32;
+  bool use_graphs = false;
+  int64_t max_batch = 1;
+  int max_contexts = 1;
+  std::vector<bool> fused_starts;  // CudaOptions::fused_blocks: the CUDA-core blocks, unchecked
+  KernelSchedule schedule;         // the fused groups and the kernel chosen for each
+  graph::SideBranch side;          // steps run on a second stream
+  DeviceMemory weights;
+};
+
 class CudaBackend : public Backend {
  public:
-  CudaBackend(graph::Plan plan, int device, Storage storage, bool use_graphs, int64_t max_batch,
-              int max_contexts, bool fused_blocks, DeviceMemory weights)
-      : plan_(std::move(plan)),
-        fused_starts_(fused_blocks ? FusedBlockStarts(plan_, storage)
-                                   : std::vector<bool>(plan_.steps.size(), false)),
-        device_(device),
-        storage_(storage),
-        use_graphs_(use_graphs),
-        max_batch_(max_batch),
-        max_contexts_(static_cast<size_t>(max_contexts)),
-        weights_(std::move(weights)) {
+  explicit CudaBackend(Setup setup)
+      : plan_(std::move(setup.plan)),
+        fused_starts_(std::move(setup.fused_starts)),
+        schedule_(std::move(setup.schedule)),
+        side_(std::move(setup.side)),
+        device_(setup.device),
+        storage_(setup.storage),
+        use_graphs_(setup.use_graphs),
+        max_batch_(setup.max_batch),
+        max_contexts_(static_cast<size_t>(setup.max_contexts)),
+        weights_(std::move(setup.weights)) {
     int64_t offset = 0;
     for (const auto& t : plan_.inputs) {
       io_offsets_.push_back(offset);
@@ -235,6 +260,15 @@ class CudaBackend : public Backend {
     LIPSYNC_RETURN_IF_ERROR(
         CudaCheck(cudaStreamCreateWithFlags(&ctx->stream, cudaStreamNonBlocking),
                   "cudaStreamCreateWithFlags", "creating a run stream"));
+    if (side_.usable()) {
+      LIPSYNC_RETURN_IF_ERROR(
+          CudaCheck(cudaStreamCreateWithFlags(&ctx->side, cudaStreamNonBlocking),
+                    "cudaStreamCreateWithFlags", "creating a side stream"));
+      for (cudaEvent_t* e : {&ctx->fork, &ctx->join}) {
+        LIPSYNC_RETURN_IF_ERROR(CudaCheck(cudaEventCreateWithFlags(e, cudaEventDisableTiming),
+                                          "cudaEventCreateWithFlags", "creating stream events"));
+      }
+    }
     contexts_.push_back(std::move(ctx));
     return contexts_.back().get();
   }
@@ -252,6 +286,10 @@ class CudaBackend : public Backend {
     if (batch <= ctx.capacity) return Status::Ok();
     LIPSYNC_RETURN_IF_ERROR(CudaCheck(cudaStreamSynchronize(ctx.stream), "cudaStreamSynchronize",
                                       "waiting to grow the buffers"));
+    if (ctx.side) {
+      LIPSYNC_RETURN_IF_ERROR(CudaCheck(cudaStreamSynchronize(ctx.side), "cudaStreamSynchronize",
+                                        "waiting to grow the buffers"));
+    }
     ctx.DropGraphs();
     ctx.arena.reset();
     ctx.io.reset();
@@ -348,14 +386,17 @@ class CudaBackend : public Backend {
             EnqueueInput(plan_, i, DeviceIo(ctx, i), batch, tensors, ctx.stream));
       }
     }
-    for (size_t s = 0; s < plan_.steps.size(); ++s) {
-      if (fused_starts_[s]) {
-        LIPSYNC_RETURN_IF_ERROR(EnqueueFusedBlock(plan_, s, batch, tensors, ctx.stream));
-        s += 2;
-      } else {
-        LIPSYNC_RETURN_IF_ERROR(EnqueueStep(plan_, s, batch, tensors, ctx.stream));
-      }
+    if (side_.usable()) {
+      // The side branch waits for the inputs, and the main stream for it where it is first read.
+      LIPSYNC_RETURN_IF_ERROR(CudaCheck(cudaEventRecord(ctx.fork, ctx.stream), "cudaEventRecord",
+                                        "forking the side stream"));
+      LIPSYNC_RETURN_IF_ERROR(CudaCheck(cudaStreamWaitEvent(ctx.side, ctx.fork, 0),
+                                        "cudaStreamWaitEvent", "forking the side stream"));
+      LIPSYNC_RETURN_IF_ERROR(EnqueueSteps(ctx, batch, tensors, true));
+      LIPSYNC_RETURN_IF_ERROR(CudaCheck(cudaEventRecord(ctx.join, ctx.side), "cudaEventRecord",
+                                        "joining the side stream"));
     }
+    LIPSYNC_RETURN_IF_ERROR(EnqueueSteps(ctx, batch, tensors, false));
     const size_t inputs = plan_.inputs.size();
     for (size_t o = 0; o < plan_.outputs.size(); ++o) {
       if (form.bytes_out) {
@@ -364,6 +405,32 @@ class CudaBackend : public Backend {
       } else {
         LIPSYNC_RETURN_IF_ERROR(
             EnqueueOutput(plan_, o, batch, tensors, DeviceIo(ctx, inputs + o), ctx.stream));
+      }
+    }
+    return Status::Ok();
+  }
+
+  // The steps of one stream in plan order: the side branch's on ctx.side, or the others on
+  // ctx.stream (which waits for the side branch before its first reader).
+  Status EnqueueSteps(RunContext& ctx, int64_t batch, const DeviceTensors& tensors, bool side) {
+    const cudaStream_t stream = side ? ctx.side : ctx.stream;
+    for (size_t s = 0; s < plan_.steps.size(); ++s) {
+      if (side_.usable() && side_.on_side[s] != side) continue;
+      if (!side && side_.usable() && s == side_.join) {
+        LIPSYNC_RETURN_IF_ERROR(CudaCheck(cudaStreamWaitEvent(ctx.stream, ctx.join, 0),
+                                          "cudaStreamWaitEvent", "joining the side stream"));
+      }
+      const int group = schedule_.group_at[s];
+      if (group >= 0) {
+        const FusedGroup& g = schedule_.groups[group].group;
+        LIPSYNC_RETURN_IF_ERROR(
+            EnqueueGroup(plan_, g, schedule_.VariantFor(group, batch), batch, tensors, stream));
+        s += g.count - 1;
+      } else if (fused_starts_[s]) {
+        LIPSYNC_RETURN_IF_ERROR(EnqueueFusedBlock(plan_, s, batch, tensors, stream));
+        s += 2;
+      } else {
+        LIPSYNC_RETURN_IF_ERROR(EnqueueStep(plan_, s, batch, tensors, stream));
       }
     }
     return Status::Ok();
@@ -408,6 +475,11 @@ class CudaBackend : public Backend {
     LIPSYNC_RETURN_IF_ERROR(
         CudaCheck(cudaStreamSynchronize(ctx.stream), "cudaStreamSynchronize",
                   "running the forward pass of batch " + std::to_string(batch)));
+    if (ctx.side) {  // finished when the main stream is, unless an enqueue failed halfway
+      LIPSYNC_RETURN_IF_ERROR(
+          CudaCheck(cudaStreamSynchronize(ctx.side), "cudaStreamSynchronize",
+                    "running the side branch of batch " + std::to_string(batch)));
+    }
     for (const auto& p : pending) std::memcpy(p.dst, p.src, p.bytes);
     return Status::Ok();
   }
@@ -454,7 +526,9 @@ class CudaBackend : public Backend {
   }
 
   graph::Plan plan_;
-  const std::vector<bool> fused_starts_;  // steps that start a block run as one kernel
+  const std::vector<bool> fused_starts_;  // steps that start a CUDA-core block (fused_blocks)
+  const KernelSchedule schedule_;         // fused groups and their kernels per batch size
+  const graph::SideBranch side_;
   const int device_;
   const Storage storage_;
   const bool use_graphs_;
@@ -497,6 +571,70 @@ Result<DeviceMemory> UploadWeights(const graph::Plan& plan, Storage storage) {
       cudaMemcpy(memory.get(), halves.data(), count * sizeof(uint16_t), cudaMemcpyHostToDevice),
       "cudaMemcpy", "uploading " + what + " as float16"));
   return memory;
+}
+
+// A key for the tuning cache: the model file (path, size, time), its plan, the precision, the
+// device, the choice of kernels and the batch bound.
+std::string TuningKey(const std::string& path, const graph::Plan& plan, Storage storage,
+                      const EngineOptions& options) {
+  std::string key = path;
+  std::error_code error;
+  const auto size = std::filesystem::file_size(path, error);
+  if (!error) key += "|" + std::to_string(size);
+  const auto time = std::filesystem::last_write_time(path, error);
+  if (!error) key += "|" + std::to_string(time.time_since_epoch().count());
+  key += "|" + std::to_string(plan.steps.size()) + "|" + std::to_string(plan.weights.size());
+  key += std::string("|") + StorageName(storage) + "|" + std::to_string(options.device_id);
+  key += "|" + std::to_string(static_cast<int>(options.cuda.kernels));
+  key += "|" + std::to_string(options.cuda.side_stream) + "|" + std::to_string(options.max_batch);
+  return key;
+}
+
+// Tuning results of this process by TuningKey: engines made again on the same model (benchmarks,
+// tests, several avatars on one UNet) reuse the checks and timings instead of repeating them.
+Result<KernelSchedule> CachedSchedule(const std::string& key,
+                                      const std::function<Result<KernelSchedule>()>& tune) {
+  static std::mutex mutex;
+  static std::map<std::string, KernelSchedule> cache;
+  std::lock_guard<std::mutex> lock(mutex);  // concurrent loads of one model tune it once
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  LIPSYNC_ASSIGN_OR_RETURN(KernelSchedule schedule, tune());
+  cache.emplace(key, schedule);
+  return schedule;
+}
+
+// Whether every fused group and block lies on one stream.
+bool OneStreamEach(const Setup& setup) {
+  const auto same = [&setup](size_t first, size_t count) {
+    for (size_t s = first; s < first + count; ++s) {
+      if (setup.side.on_side[s] != setup.side.on_side[first]) return false;
+    }
+    return true;
+  };
+  for (const TunedGroup& g : setup.schedule.groups) {
+    if (!same(g.group.first, g.group.count)) return false;
+  }
+  for (size_t s = 0; s < setup.fused_starts.size(); ++s) {
+    if (setup.fused_starts[s] && !same(s, 3)) return false;
+  }
+  return true;
+}
+
+// Kernel launches of one forward pass outside the fused groups: input and output conversions, and
+// one per step (a CUDA-core block counts once).
+int KernelsOutsideGroups(const graph::Plan& plan, const Setup& setup) {
+  int kernels = static_cast<int>(plan.inputs.size() + plan.outputs.size());
+  for (size_t s = 0; s < plan.steps.size(); ++s) {
+    const int group = setup.schedule.group_at[s];
+    if (group >= 0) {
+      s += setup.schedule.groups[group].group.count - 1;
+      continue;
+    }
+    ++kernels;
+    if (setup.fused_starts[s]) s += 2;
+  }
+  return kernels;
 }
 
 TensorInfo Describe(const graph::PlanTensor& t) {
@@ -552,9 +690,43 @@ Result<LoadedBackend> CreateCudaBackend(const std::string& model_path,
                                           "selecting device " + std::to_string(options.device_id)));
   const cuda::Storage storage =
       options.precision == Precision::kFloat16 ? cuda::Storage::kFloat16 : cuda::Storage::kFloat32;
-  if (options.cuda.fused_blocks) LIPSYNC_RETURN_IF_ERROR(cuda::PrepareFusedBlocks());
   LIPSYNC_ASSIGN_OR_RETURN(cuda::DeviceMemory weights, cuda::UploadWeights(plan, storage));
+  const std::string key = cuda::TuningKey(model_path, plan, storage, options);
   plan.weights = {};  // on the device now; the steps only need the offsets
+
+  if (options.cuda.fused_blocks || options.cuda.kernels != CudaKernels::kUnfused) {
+    LIPSYNC_RETURN_IF_ERROR(cuda::PlanForFusion(&plan));
+  }
+  cuda::Setup setup;
+  // Before the fused kernels are planned: moving the branch's buffers changes which buffers
+  // share memory, which decides where a fused kernel may run.
+  if (options.cuda.side_stream) {
+    setup.side = graph::SplitSideBranch(&plan);
+  } else {
+    setup.side.description = "no second stream (turned off)";
+  }
+  LIPSYNC_ASSIGN_OR_RETURN(cuda::DeviceLimits limits, cuda::QueryDeviceLimits(options.device_id));
+  if (options.cuda.fused_blocks) {
+    LIPSYNC_RETURN_IF_ERROR(cuda::PrepareFusedBlocks());
+    setup.fused_starts = cuda::FusedBlockStarts(plan, storage);
+    setup.schedule.batches = {1};
+    setup.schedule.group_at.assign(plan.steps.size(), -1);
+  } else {
+    if (options.cuda.kernels != CudaKernels::kUnfused) {
+      LIPSYNC_RETURN_IF_ERROR(cuda::PrepareFusedKernels(limits));
+    }
+    cuda::TuneOptions tune;
+    tune.batches = cuda::TuningBatches(max_batch);
+    tune.mode = options.cuda.kernels;
+    LIPSYNC_ASSIGN_OR_RETURN(setup.schedule, cuda::CachedSchedule(key, [&] {
+                               return cuda::TuneKernels(plan, storage, weights.get(), limits, tune);
+                             }));
+    setup.fused_starts.assign(plan.steps.size(), false);
+  }
+  if (setup.side.usable() && !cuda::OneStreamEach(setup)) {
+    setup.side = graph::SideBranch{};
+    setup.side.description = "no second stream: a fused kernel would span both streams";
+  }
 
   LoadedBackend loaded;
   ModelInfo& info = loaded.info;
@@ -571,9 +743,16 @@ Result<LoadedBackend> CreateCudaBackend(const std::string& model_path,
   loaded.capabilities.device_id = options.device_id;
   loaded.capabilities.frames_on_device = true;
   loaded.capabilities.overlapping_runs = options.cuda.max_contexts;
-  loaded.backend = std::make_unique<cuda::CudaBackend>(
-      std::move(plan), options.device_id, storage, options.cuda.cuda_graph, max_batch,
-      options.cuda.max_contexts, options.cuda.fused_blocks, std::move(weights));
+  info.kernels = cuda::MakeKernelReport(setup.schedule, cuda::KernelsOutsideGroups(plan, setup));
+  info.kernels.side_stream = setup.side.description;
+  setup.plan = std::move(plan);
+  setup.device = options.device_id;
+  setup.storage = storage;
+  setup.use_graphs = options.cuda.cuda_graph;
+  setup.max_batch = max_batch;
+  setup.max_contexts = options.cuda.max_contexts;
+  setup.weights = std::move(weights);
+  loaded.backend = std::make_unique<cuda::CudaBackend>(std::move(setup));
   return loaded;
 }
 

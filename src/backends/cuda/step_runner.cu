@@ -353,7 +353,9 @@ FusedBlockGeometry FusedGeometry(const Plan& plan, size_t first) {
   return g;
 }
 
-bool CanFuse(const Plan& plan, size_t i, Storage storage) {
+}  // namespace
+
+bool CanFuseBlock(const Plan& plan, size_t i, Storage storage) {
   if (i + 2 >= plan.steps.size()) return false;
   const PlanStep& e = plan.steps[i];
   const PlanStep& d = plan.steps[i + 1];
@@ -390,6 +392,8 @@ bool CanFuse(const Plan& plan, size_t i, Storage storage) {
          FusedBlockSharedBytes(g, StorageSize(storage)) <= kMaxFusedBlockSharedBytes;
 }
 
+namespace {
+
 template <typename T>
 cudaError_t LaunchFused(const Plan& plan, size_t first, int64_t batch, const DeviceTensors& dt,
                         cudaStream_t stream) {
@@ -417,7 +421,7 @@ cudaError_t LaunchFused(const Plan& plan, size_t first, int64_t batch, const Dev
 std::vector<bool> FusedBlockStarts(const Plan& plan, Storage storage) {
   std::vector<bool> starts(plan.steps.size(), false);
   for (size_t i = 0; i + 2 < plan.steps.size(); ++i) {
-    if (CanFuse(plan, i, storage)) {
+    if (CanFuseBlock(plan, i, storage)) {
       starts[i] = true;
       i += 2;  // the block's steps are taken
     }

@@ -51,6 +51,8 @@ Status EnqueueOutput(const graph::Plan& plan, size_t index, int64_t batch, const
 // whose output does not share arena memory with the block's input; and the shapes fit on chip
 // (kernels/fused_block.cuh: at most kMaxFusedHidden expanded channels, the shared memory bound).
 std::vector<bool> FusedBlockStarts(const graph::Plan& plan, Storage storage);
+// Whether step `first` starts such a block (the test FusedBlockStarts applies to each step).
+bool CanFuseBlock(const graph::Plan& plan, size_t first, Storage storage);
 // Once per device before the fused blocks run (outside graph capture).
 Status PrepareFusedBlocks();
 // Runs steps first, first + 1 and first + 2 as one fused kernel.
