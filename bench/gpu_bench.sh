@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The GPU benchmark and checks in one run: lipsync's CUDA backend (frame and tensor form, float16
-# and float32, CUDA graph on and off, host and device buffers) against PyTorch on the same weights
-# (eager float32, eager float16, channels_last float16, torch.compile float16) at batch 1, 8 and
-# 32, float16 accuracy of both against float32, the gpu-labelled tests, and the lean `lipsync`
-# CLI; printed as one table.
+# The GPU benchmark and checks in one run (about 3 minutes on an H200): lipsync's CUDA backend
+# (frame and tensor form, float16 and float32, CUDA graph on and off, the fused kernels it chose at
+# load against the unfused steps, the audio branch on its own stream or not, host and device
+# buffers) against PyTorch on the same weights (eager float32, channels_last float16,
+# torch.compile float16) at batch 1 and 32, float16 accuracy of both against float32, the
+# gpu-labelled tests, and the lean `lipsync` CLI; printed as one table, with the fused kernel
+# chosen per group (its time against the unfused steps) and the kernels per forward pass.
 #
 # The GPU machine needs only the NVIDIA driver and a Python with a CUDA PyTorch; nothing is built
 # there. So the programs are built and packed on a Debian machine (no GPU needed) first; the pack
@@ -11,17 +13,22 @@
 #
 #   bench/gpu_bench.sh pack [PACK.tar.xz]     # build (lean, CUDA) and pack programs + libraries
 #   # copy PACK.tar.xz to the GPU machine, unpack it, then there:
-#   ./gpu_bench.sh run [--iterations N] [--no-compile] [--ncu]
+#   ./gpu_bench.sh run [--iterations N] [--batches 1,32] [--no-compile] [--ncu] [--sanitize]
 #
 # `run` from a source checkout with no pack beside it builds the pack first, which needs nvcc,
 # cmake and the Debian dependencies; without nvcc it stops and says so. Environment: ARCHS (CUDA
 # architectures to build, default 90: the H100/H200), PYTHON (the GPU machine's python3 with a
 # CUDA PyTorch; default python3).
+#
+# The fused kernels are checked against the unfused steps when a model loads and never used when
+# they differ; the run starts by loading the model that way (the kernel report). Should that load
+# fail, as a kernel that faults would make it, the rest of the run measures the unfused steps
+# (--cuda-kernels unfused) and the table says so.
 set -euo pipefail
 
 HERE="$(dirname "$(readlink -f "$0")")"
 ARCHS="${ARCHS:-90}"
-GPU_TESTS=(cuda_kernel_tests cuda_model_tests cuda_frames_tests cuda_compat_tests)
+GPU_TESTS=(cuda_kernel_tests cuda_fused_tests cuda_model_tests cuda_frames_tests cuda_compat_tests)
 
 # Shared libraries a binary needs beyond what every Linux with an NVIDIA driver has.
 closure() {
@@ -69,12 +76,14 @@ pack() {
 }
 
 run() {
-  local iterations=50 compile="" ncu=0
+  local iterations=20 batches="1,32" compile="" ncu=0 sanitize=0 started=$SECONDS
   while [ $# -gt 0 ]; do
     case "$1" in
       --iterations) iterations="$2"; shift 2 ;;
+      --batches) batches="$2"; shift 2 ;;
       --no-compile) compile="--no-compile"; shift ;;
       --ncu) ncu=1; shift ;;
+      --sanitize) sanitize=1; shift ;;
       *) echo "error: unknown option $1" >&2; exit 2 ;;
     esac
   done
@@ -89,8 +98,8 @@ run() {
     pack "$dir/out/lipsync-gpu-pack.tar.xz"
     rm -rf "$dir/out/lipsync-gpu" && mkdir -p "$dir/out/lipsync-gpu"
     tar -C "$dir/out/lipsync-gpu" -xJf "$dir/out/lipsync-gpu-pack.tar.xz"
-    exec "$dir/out/lipsync-gpu/gpu_bench.sh" run --iterations "$iterations" $compile \
-      $([ "$ncu" = 1 ] && echo --ncu)
+    exec "$dir/out/lipsync-gpu/gpu_bench.sh" run --iterations "$iterations" --batches "$batches" \
+      $compile $([ "$ncu" = 1 ] && echo --ncu) $([ "$sanitize" = 1 ] && echo --sanitize)
   fi
   local py="${PYTHON:-python3}" results="$dir/results" model="$dir/models/demo.onnx"
   export LD_LIBRARY_PATH="$dir/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
@@ -103,7 +112,7 @@ run() {
   ldd "$dir"/bin/* | grep "not found" || echo "  none"
 
   echo "== the model, made with this machine's PyTorch and checked by the packed lipsync"
-  if [ ! -f "$model" ]; then
+  if [ ! -f "$model" ] || [ ! -f "$dir/models/demo_audio_encoder.onnx" ]; then
     "$py" "$dir/bench/gpu_make_model.py" --out-dir "$dir/models" --engine "$dir/bin/lipsync"
   fi
   [ -f "$GPU_MODELS_DIR/mini_unet.onnx" ] ||
@@ -127,6 +136,23 @@ run() {
       >>"$results/tests.jsonl"
   }
 
+  echo "== the fused kernels chosen at load (each checked against the unfused steps, then timed)"
+  local kernels=auto
+  for precision in fp16 fp32; do
+    if "$dir/bin/lipsync" info --model "$model" --backend cuda --precision "$precision" \
+      >"$results/kernels_$precision.txt" 2>&1; then
+      grep -E "^(kernels|side stream|              )" "$results/kernels_$precision.txt" |
+        sed "s/^/  $precision /"
+    else
+      kernels=unfused
+      echo "  WARNING: loading the model with fused kernels ($precision) failed; the rest of the" \
+           "run measures the unfused steps (--cuda-kernels unfused):"
+      tail -3 "$results/kernels_$precision.txt" | sed 's/^/    /'
+    fi
+  done
+  echo "{\"kind\":\"test\",\"name\":\"model load with fused kernels\",\"pass\":$([ $kernels = auto ] && echo true || echo false),\"seconds\":0}" \
+    >>"$results/tests.jsonl"
+
   echo "== gpu tests"
   while read -r t; do
     if [ "$t" = cuda_compat_tests ] && [ "$have_compat" = 0 ]; then
@@ -135,6 +161,10 @@ run() {
     fi
     step "$t" timeout 300 "$dir/bin/$t" --gtest_brief=1
   done <"$dir/gpu_tests.txt"
+  if [ "$sanitize" = 1 ] && command -v compute-sanitizer >/dev/null; then
+    step "cuda_fused_tests under compute-sanitizer" timeout 600 compute-sanitizer --tool memcheck \
+      --error-exitcode 3 "$dir/bin/cuda_fused_tests" --gtest_brief=1
+  fi
 
   echo "== the lean lipsync CLI on the GPU"
   step "lipsync info (cuda)" "$dir/bin/lipsync" info --model "$model" --backend cuda
@@ -142,21 +172,23 @@ run() {
     --precision fp16 --face "$dir/models/demo_face.png" --audio "$dir/models/demo_audio.npy" \
     --out "$results/face.png"
   step "lipsync bench (cuda fp16 graph)" "$dir/bin/lipsync" bench --model "$model" --backend cuda \
-    --precision fp16 --cuda-graph --batch 1,32 --iterations 30 --warmup 5
+    --precision fp16 --cuda-graph --cuda-kernels "$kernels" --batch 1,32 --iterations 20 --warmup 5
 
   echo "== lipsync cuda: checks and speed"
-  step gpu_engine_bench "$dir/bin/gpu_engine_bench" --model "$model" --batch 1,8,32 \
-    --iterations "$iterations" --warmup 5 --json "$results/lipsync.jsonl" --reference "$dir/models"
+  step gpu_engine_bench "$dir/bin/gpu_engine_bench" --model "$model" --batch "$batches" \
+    --iterations "$iterations" --warmup 5 --json "$results/lipsync.jsonl" --reference "$dir/models" \
+    --cuda-kernels "$kernels"
   echo "== pytorch: accuracy and speed"
   step gpu_torch_bench "$py" "$dir/bench/gpu_torch_bench.py" --checkpoint "$dir/models/demo.pth" \
-    --batch 1,8,32 --iterations "$iterations" $compile --json "$results/torch.jsonl" \
-    --reference "$dir/models"
+    --batch "$batches" --iterations "$iterations" $compile --contenders fp32,fp16cl,compile \
+    --json "$results/torch.jsonl" --reference "$dir/models"
 
   local status=0
   echo
   touch "$results/lipsync.jsonl" "$results/torch.jsonl"
   "$py" "$dir/bench/gpu_table.py" "$results"/tests.jsonl "$results"/lipsync.jsonl \
     "$results"/torch.jsonl | tee "$results/table.txt" || status=$?
+  echo "(the run took $((SECONDS - started)) s; fused kernels: $kernels)" | tee -a "$results/table.txt"
 
   local ncu_cmd=(ncu --metrics gpu__time_duration.sum --csv --log-file "$results/ncu_b32.csv"
     "$dir/bin/lipsync" bench --model "$model" --backend cuda --precision fp16 --batch 32

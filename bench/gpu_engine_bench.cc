@@ -1,9 +1,13 @@
-// lipsync's CUDA backend on one GPU: the frame form and the tensor form, float32 and float16, CUDA
-// graph on and off, host buffers and device buffers, at several batch sizes; then accuracy checks
-// (float16 against float32, frame form against tensor form, CUDA against ONNX Runtime on the CPU).
-// One JSON object per line on stdout (or --json), read by bench/gpu_table.py.
+// lipsync's CUDA backend on one GPU: the frame form (and the tensor form for the default), float16
+// and float32, CUDA graph on and off, the fused kernels chosen at load against the unfused steps
+// and against every group on its first checked fused kernel, the audio branch on its own stream
+// or not, host buffers and device buffers, at several batch sizes; the kernels each engine chose
+// (per group: the variant, its time and the unfused steps' time) and its kernels per forward pass;
+// then accuracy checks (float16 against float32, frame form against tensor form, CUDA against
+// ONNX Runtime on the CPU). One JSON object per line on stdout (or --json), read by
+// bench/gpu_table.py.
 //
-//   gpu_engine_bench --model demo.onnx --batch 1,8,32 --iterations 50 --warmup 5
+//   gpu_engine_bench --model demo.onnx --batch 1,32 --iterations 20 --warmup 5
 #include <cuda_runtime_api.h>
 
 #include <CLI/CLI.hpp>
@@ -16,6 +20,7 @@
 #include <random>
 
 #include "bench_stats.h"
+#include "kernel_report.h"
 #include "lipsync/engine.h"
 #include "lipsync/face.h"
 #include "lipsync/npy.h"
@@ -88,6 +93,7 @@ struct Args {
   std::string model, json, reference;
   std::vector<int64_t> batches{1, 8, 32};
   int iterations = 50, warmup = 5;
+  std::string cuda_kernels = "auto";  // "unfused": every configuration without fused kernels
 };
 
 class Report {
@@ -106,35 +112,73 @@ class Report {
   std::ofstream file_;
 };
 
+// One way of running the CUDA backend.
+struct Config {
+  const char* name;
+  Precision precision;
+  bool graph;
+  CudaKernels kernels;
+  bool side_stream;
+  bool tensors;  // also time the tensor form
+};
+
+const char* KernelsName(CudaKernels k) {
+  switch (k) {
+    case CudaKernels::kAuto:
+      return "auto";
+    case CudaKernels::kFused:
+      return "fused";
+    case CudaKernels::kUnfused:
+      break;
+  }
+  return "unfused";
+}
+
 Result<std::unique_ptr<Engine>> MakeEngine(const std::string& model, const std::string& backend,
                                            Precision precision, int64_t max_batch,
-                                           bool fused = false, bool graph = false) {
+                                           CudaKernels kernels = CudaKernels::kAuto,
+                                           bool graph = false, bool side_stream = true) {
   EngineOptions o;
   o.backend = backend;
   o.precision = precision;
   o.cuda.cuda_graph = graph;
-  o.cuda.fused_blocks = fused;
+  o.cuda.kernels = kernels;
+  o.cuda.side_stream = side_stream;
   o.max_batch = max_batch;
   return Engine::Create(model, o);
 }
 
+CudaKernels Restricted(const Args& args, CudaKernels k) {
+  return args.cuda_kernels == "unfused" ? CudaKernels::kUnfused : k;
+}
+
 Status Speed(const Args& args, Report& report) {
-  struct Config {
-    Precision precision;
-    bool graph, fused;
+  // The default (fused kernels chosen at load, the audio branch on its own stream) with graphs in
+  // both forms; against it, in the frame form: the unfused steps, every group on its first checked
+  // fused kernel, one stream, no graph, and float32.
+  const Config configs[] = {
+      {"fp16 graph", Precision::kFloat16, true, CudaKernels::kAuto, true, true},
+      {"fp16 graph unfused", Precision::kFloat16, true, CudaKernels::kUnfused, true, false},
+      {"fp16 graph fused", Precision::kFloat16, true, CudaKernels::kFused, true, false},
+      {"fp16 graph one stream", Precision::kFloat16, true, CudaKernels::kAuto, false, false},
+      {"fp16", Precision::kFloat16, false, CudaKernels::kAuto, true, false},
+      {"fp32 graph", Precision::kFloat32, true, CudaKernels::kAuto, true, false},
   };
-  // Every precision with and without graphs; the fused blocks (an option, off by default) with
-  // graphs in both precisions, for their effect.
-  const Config configs[] = {{Precision::kFloat32, false, false}, {Precision::kFloat32, true, false},
-                            {Precision::kFloat16, false, false}, {Precision::kFloat16, true, false},
-                            {Precision::kFloat32, true, true},   {Precision::kFloat16, true, true}};
   for (const Config& config : configs) {
     const Precision precision = config.precision;
     const bool graph = config.graph;
+    const CudaKernels kernels = Restricted(args, config.kernels);
+    const auto t0 = std::chrono::steady_clock::now();
     LIPSYNC_ASSIGN_OR_RETURN(auto engine,
                              MakeEngine(args.model, "cuda", precision,
                                         *std::max_element(args.batches.begin(), args.batches.end()),
-                                        config.fused, graph));
+                                        kernels, graph, config.side_stream));
+    report.Emit(
+        {{"kind", "kernels"},
+         {"config", config.name},
+         {"cuda_kernels", KernelsName(kernels)},
+         {"load_s", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()},
+         {"report", cli::KernelReportJson(engine->info().kernels)}});
     const int s = engine->frame_form().layout.inner_size;
     for (int64_t n : args.batches) {
       Inputs in = MakeInputs(*engine, n, 1);
@@ -176,17 +220,21 @@ Status Speed(const Args& args, Report& report) {
            [&] { return e.Run(ModelInputs(e, visual_dev, audio_dev), {planes_dev}); }},
       };
       for (const auto& v : variants) {
+        if (std::string(v.form) == "tensors" && !config.tensors) continue;
         LIPSYNC_ASSIGN_OR_RETURN(cli::LatencySummary t, Time(v.call, args.warmup, args.iterations));
         report.Emit({{"kind", "speed"},
                      {"impl", "lipsync cuda"},
+                     {"config", config.name},
                      {"form", v.form},
                      {"precision", precision == Precision::kFloat16 ? "fp16" : "fp32"},
                      {"cuda_graph", graph},
-                     {"fused_blocks", config.fused},
+                     {"cuda_kernels", KernelsName(kernels)},
+                     {"side_stream", config.side_stream},
                      {"io", v.io},
                      {"batch", n},
                      {"median_ms", t.median},
                      {"p90_ms", t.p90},
+                     {"p99_ms", t.p99},
                      {"fps", n * 1000.0 / t.median}});
       }
     }
@@ -216,8 +264,9 @@ struct Outputs {
 };
 
 Result<Outputs> RunAll(const std::string& model, const std::string& backend, Precision precision,
-                       const Inputs& in) {
-  LIPSYNC_ASSIGN_OR_RETURN(auto e, MakeEngine(model, backend, precision, in.faces.shape()[0]));
+                       const Inputs& in, CudaKernels kernels = CudaKernels::kAuto) {
+  LIPSYNC_ASSIGN_OR_RETURN(auto e,
+                           MakeEngine(model, backend, precision, in.faces.shape()[0], kernels));
   const int64_t n = in.faces.shape()[0];
   const int s = e->frame_form().layout.inner_size;
   Outputs out{Tensor(DataType::kFloat32, {n, 3, s, s}), Tensor(DataType::kUInt8, {n, s, s, 3}),
@@ -279,11 +328,13 @@ Status AgainstPyTorch(const Args& args, Report& report, Checks& checks) {
                {"max_abs", torch_f32_error},
                {"uint8_within_1", ShareWithinOne(want_bytes, ToBytes(ref[4]))}});
   for (const Precision precision : {Precision::kFloat32, Precision::kFloat16}) {
-    for (const bool fused : {false, true}) {
-      LIPSYNC_ASSIGN_OR_RETURN(auto e, MakeEngine(args.model, "cuda", precision, 8, fused));
+    for (const CudaKernels k : {CudaKernels::kAuto, CudaKernels::kFused, CudaKernels::kUnfused}) {
+      const CudaKernels kernels = Restricted(args, k);
+      if (kernels != k) continue;
+      LIPSYNC_ASSIGN_OR_RETURN(auto e, MakeEngine(args.model, "cuda", precision, 8, kernels));
       LIPSYNC_ASSIGN_OR_RETURN(auto got, e->Run(ModelInputs(*e, ref[0].view(), ref[1].view())));
       const bool half = precision == Precision::kFloat16;
-      const std::string name = std::string("lipsync cuda") + (fused ? " fused" : "");
+      const std::string name = std::string("lipsync cuda ") + KernelsName(kernels);
       const Tensor& against = half ? ref[2] : ref[4];
       const double max_abs = MaxAbs(got[0], against);
       const double within = ShareWithinOne(ToBytes(got[0]), ToBytes(against));
@@ -313,8 +364,11 @@ Status Accuracy(const Args& args, Report& report, Checks& checks) {
   LIPSYNC_ASSIGN_OR_RETURN(auto cpu, Engine::Create(args.model, probe));
   const Inputs in = MakeInputs(*cpu, 4, 7);
   LIPSYNC_ASSIGN_OR_RETURN(Outputs ort, RunAll(args.model, "ort", Precision::kFloat32, in));
-  LIPSYNC_ASSIGN_OR_RETURN(Outputs f32, RunAll(args.model, "cuda", Precision::kFloat32, in));
-  LIPSYNC_ASSIGN_OR_RETURN(Outputs f16, RunAll(args.model, "cuda", Precision::kFloat16, in));
+  const CudaKernels kernels = Restricted(args, CudaKernels::kAuto);
+  LIPSYNC_ASSIGN_OR_RETURN(Outputs f32,
+                           RunAll(args.model, "cuda", Precision::kFloat32, in, kernels));
+  LIPSYNC_ASSIGN_OR_RETURN(Outputs f16,
+                           RunAll(args.model, "cuda", Precision::kFloat16, in, kernels));
   // The GPU frame conversion must equal the CPU one it replaces.
   checks.Check("cuda fp32 frames vs cuda fp32 tensors, float max abs",
                MaxAbs(f32.planes, f32.tensor_form), 1e-6, true);
@@ -354,6 +408,10 @@ int main(int argc, char** argv) {
   app.add_option("--json", args.json, "also write the JSON lines here");
   app.add_option("--reference", args.reference,
                  "folder with the PyTorch reference (reference_*.npy) to check against");
+  app.add_option("--cuda-kernels", args.cuda_kernels,
+                 "auto: each configuration's own choice; unfused: no fused kernel anywhere (the "
+                 "fallback when a fused kernel broke the device)")
+      ->check(CLI::IsMember({"auto", "unfused"}));
   CLI11_PARSE(app, argc, argv);
   lipsync::Report report(args.json);
   lipsync::Checks checks(report);

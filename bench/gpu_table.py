@@ -7,6 +7,41 @@ import json
 import sys
 
 
+def kernels(records):
+    """The fused kernel each configuration chose per group at load, against the unfused steps,
+    and the kernels of one forward pass."""
+    reports = [r for r in records if r["kind"] == "kernels"]
+    for r in reports:
+        rep = r["report"]
+        if not rep["groups"]:
+            continue
+        print(f"\n== fused kernels chosen at load ({r['config']}, cuda_kernels={r['cuda_kernels']}, "
+              f"load {r['load_s']:.1f} s): median ms of the group at the tuning batch")
+        print(f"  {'group':48} {'batch':>5} {'chosen':34} {'ms':>8} {'unfused':>8} {'speedup':>8}")
+        for g in rep["groups"]:
+            unfused = g["variants"][0]["ms"]
+            for batch, name in g["chosen"].items():
+                chosen = next((v for v in g["variants"] if v["name"] == name), None)
+                ms = chosen["ms"].get(batch) if chosen else None
+                ref = unfused.get(batch)
+                speedup = f"{ref / ms:7.2f}x" if ms and ref else ""
+                print(f"  {g['group']:48} {batch:>5} {name:34} "
+                      f"{ms if ms is not None else float('nan'):8.3f} "
+                      f"{ref if ref is not None else float('nan'):8.3f} {speedup:>8}")
+            for v in g["variants"]:
+                times = ", ".join(f"b{b} {t:.3f}" for b, t in v["ms"].items())
+                state = "ok" if v["status"] == "ok" else f"NOT USED: {v['status']}"
+                print(f"      {v['name']:34} {times:28} {state}")
+    if reports:
+        print("\n== kernels per forward pass (tuning batches), and the second stream")
+        for r in reports:
+            counts = ", ".join(f"batch {b}: {n}" for b, n in r["report"]["kernels_per_forward"].items())
+            print(f"  {r['config']:24} {counts}")
+        side = {r["report"]["side_stream"] for r in reports}
+        for text in sorted(side):
+            print(f"  side stream: {text}")
+
+
 def main(paths):
     records = []
     for path in paths:
@@ -32,9 +67,10 @@ def main(paths):
     rows = {}
     for r in speed:
         name = r["impl"]
-        if "precision" in r:
+        if "config" in r:
+            name += f" {r['config']}"
+        elif "precision" in r:
             name += f" {r['precision']}" + (" graph" if r.get("cuda_graph") else "")
-            name += " fused" if r.get("fused_blocks") else ""
         rows.setdefault((name, r["form"], r["io"]), {})[r["batch"]] = r
     for (name, form, io), by_batch in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][2],
                                                                            kv[0][0])):
@@ -43,6 +79,7 @@ def main(paths):
         top = by_batch.get(batches[-1]) if batches else None
         fps = f"{top['fps']:9.0f}" if top else ""
         print(f"  {name:44} {form:8} {io:7}{cells}{fps}")
+    kernels(records)
     print("\n== accuracy (same inputs): max abs difference of the [0,1] output, share of uint8 "
           "pixels within 1")
     for r in records:

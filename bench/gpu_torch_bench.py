@@ -139,6 +139,9 @@ def main():
     p.add_argument("--iterations", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    p.add_argument("--contenders", default="fp32,fp16,fp16cl,compile",
+                   help="which of fp32 (eager), fp16 (eager), fp16cl (eager channels_last) and "
+                        "compile (torch.compile fp16 channels_last) to time")
     p.add_argument("--json")
     p.add_argument("--reference", help="folder with gpu_make_model.py's reference_*.npy")
     args = p.parse_args()
@@ -149,12 +152,18 @@ def main():
     out = open(args.json, "w") if args.json else None
     model = load_model(args.checkpoint, "ave", 320)
     accuracy(model, out, args.reference)
-    contenders = [
-        Contender("pytorch eager fp32", model, torch.float32),
-        Contender("pytorch eager fp16", model, torch.float16),
-        Contender("pytorch eager fp16 channels_last", model, torch.float16, channels_last=True),
-    ]
-    if not args.no_compile:
+    wanted = set(args.contenders.split(","))
+    if args.no_compile:
+        wanted.discard("compile")
+    contenders = []
+    if "fp32" in wanted:
+        contenders.append(Contender("pytorch eager fp32", model, torch.float32))
+    if "fp16" in wanted:
+        contenders.append(Contender("pytorch eager fp16", model, torch.float16))
+    if "fp16cl" in wanted:
+        contenders.append(Contender("pytorch eager fp16 channels_last", model, torch.float16,
+                                    channels_last=True))
+    if "compile" in wanted:
         contenders.append(Contender("pytorch compile fp16 channels_last", model, torch.float16,
                                     channels_last=True, compiled=True))
     speed(contenders, args, out)

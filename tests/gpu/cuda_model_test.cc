@@ -175,13 +175,27 @@ int64_t BeyondElementBound(const Tensor& got, const Tensor& want, double ulps, d
   return over;
 }
 
+// How the CUDA backend runs the fused groups in one test run.
+struct Kernels {
+  const char* name;
+  CudaKernels kernels;
+  bool fused_blocks;  // the CUDA-core blocks forced, unchecked
+};
+constexpr Kernels kAllKernels[] = {{"auto", CudaKernels::kAuto, false},
+                                   {"fused", CudaKernels::kFused, false},
+                                   {"unfused", CudaKernels::kUnfused, false},
+                                   {"cuda-core blocks", CudaKernels::kUnfused, true}};
+
 std::unique_ptr<Engine> MakeEngine(const std::string& backend, Precision precision, bool graph,
-                                   bool fused_blocks = false) {
+                                   const Kernels& kernels = kAllKernels[0],
+                                   bool side_stream = true) {
   EngineOptions options;
   options.backend = backend;
   options.precision = precision;
   options.cuda.cuda_graph = graph;
-  options.cuda.fused_blocks = fused_blocks;
+  options.cuda.fused_blocks = kernels.fused_blocks;
+  options.cuda.kernels = kernels.kernels;
+  options.cuda.side_stream = side_stream;
   options.max_batch = 64;
   auto engine = Engine::Create(DemoModel(), options);
   EXPECT_TRUE(engine.ok()) << backend << ": " << engine.status().ToString();
@@ -201,14 +215,14 @@ class CudaModelTest : public ::testing::Test {
 };
 
 TEST_F(CudaModelTest, Float32MatchesOnnxRuntimeCpu) {
-  for (const bool fused : {false, true}) {
-    auto cuda = MakeEngine("cuda", Precision::kFloat32, /*graph=*/true, fused);
+  for (const Kernels& kernels : kAllKernels) {
+    auto cuda = MakeEngine("cuda", Precision::kFloat32, /*graph=*/true, kernels);
     ASSERT_NE(cuda, nullptr);
     EXPECT_EQ(cuda->info().backend, "cuda");
     for (const int64_t batch : {1, 7, 32}) {
       const uint32_t seed = FreshSeed();
-      SCOPED_TRACE(std::string(fused ? "fused blocks" : "unfused") + ", batch " +
-                   std::to_string(batch) + ", seed " + std::to_string(seed));
+      SCOPED_TRACE(std::string(kernels.name) + ", batch " + std::to_string(batch) + ", seed " +
+                   std::to_string(seed));
       const auto inputs = RandomInputs(cuda->info(), batch, seed);
       const auto want = RunPoisoned(*ort_, inputs);
       const auto got = RunPoisoned(*cuda, inputs);
@@ -216,8 +230,8 @@ TEST_F(CudaModelTest, Float32MatchesOnnxRuntimeCpu) {
       for (size_t o = 0; o < got.size(); ++o) {
         const double diff = MaxAbsDiff(got[o], want[o]);
         EXPECT_LT(diff, 1e-4) << "output " << o << ": max abs difference " << diff;
-        std::printf("float32%s batch %lld: max abs difference to ONNX Runtime %.3g\n",
-                    fused ? " fused" : "", static_cast<long long>(batch), diff);
+        std::printf("float32 %s batch %lld: max abs difference to ONNX Runtime %.3g\n",
+                    kernels.name, static_cast<long long>(batch), diff);
       }
     }
   }
@@ -234,17 +248,18 @@ TEST_F(CudaModelTest, Float16MatchesFloat32ElementByElement) {
   options.max_batch = 8;
   auto ort = Engine::Create(MiniUnet(), options);
   ASSERT_TRUE(ort.ok()) << ort.status().ToString() << " (tests/gpu/make_gpu_models.py makes it)";
-  for (const bool fused : {false, true}) {
+  for (const Kernels& kernels : kAllKernels) {
     for (const bool graph : {false, true}) {
       options.backend = "cuda";
       options.precision = Precision::kFloat16;
       options.cuda.cuda_graph = graph;
-      options.cuda.fused_blocks = fused;
+      options.cuda.fused_blocks = kernels.fused_blocks;
+      options.cuda.kernels = kernels.kernels;
       auto cuda = Engine::Create(MiniUnet(), options);
       ASSERT_TRUE(cuda.ok()) << cuda.status().ToString();
       for (const int64_t batch : {1, 5}) {
         const uint32_t seed = FreshSeed();
-        SCOPED_TRACE(std::string(fused ? "fused blocks" : "unfused") + (graph ? ", graph" : "") +
+        SCOPED_TRACE(std::string(kernels.name) + (graph ? ", graph" : "") +
                      ", batch " + std::to_string(batch) + ", seed " + std::to_string(seed));
         const auto inputs = RandomInputs((*cuda)->info(), batch, seed);
         const auto want = RunPoisoned(**ort, inputs);
@@ -255,8 +270,8 @@ TEST_F(CudaModelTest, Float16MatchesFloat32ElementByElement) {
         EXPECT_EQ(BeyondElementBound(got[0], want[0], 4, 1.0 / 512, &worst), 0) << worst;
         const OutputError e = Compare(got[0], want[0]);
         EXPECT_LT(e.mean_abs, 3e-4);
-        std::printf("mini model float16%s%s batch %lld vs float32: max abs %.3g, mean %.3g (%s)\n",
-                    fused ? " fused" : "", graph ? " graph" : "", static_cast<long long>(batch),
+        std::printf("mini model float16 %s%s batch %lld vs float32: max abs %.3g, mean %.3g (%s)\n",
+                    kernels.name, graph ? " graph" : "", static_cast<long long>(batch),
                     e.max_abs, e.mean_abs, worst.c_str());
       }
     }
@@ -269,22 +284,81 @@ TEST_F(CudaModelTest, Float16MatchesFloat32ElementByElement) {
 // A CPU emulation of the backend's float16 arithmetic on four such frames gave a max difference of
 // 0.22 to 0.30, a mean of 1.1e-3 and 96.3% of bytes within 1; the bounds leave room around that.
 TEST_F(CudaModelTest, Float16StaysCloseToFloat32OnTheDemoModel) {
-  for (const bool fused : {false, true}) {
-    auto cuda = MakeEngine("cuda", Precision::kFloat16, /*graph=*/false, fused);
+  for (const Kernels& kernels : kAllKernels) {
+    auto cuda = MakeEngine("cuda", Precision::kFloat16, /*graph=*/false, kernels);
     ASSERT_NE(cuda, nullptr);
     const uint32_t seed = FreshSeed();
-    SCOPED_TRACE(std::string(fused ? "fused blocks" : "unfused") + ", seed " +
-                 std::to_string(seed));
+    SCOPED_TRACE(std::string(kernels.name) + ", seed " + std::to_string(seed));
     const auto inputs = FaceInputs(*cuda, 4, seed);
     const auto want = RunPoisoned(*ort_, inputs);
     const auto got = RunPoisoned(*cuda, inputs);
     ASSERT_EQ(got.size(), 1u);
     const OutputError e = Compare(got[0], want[0]);
-    std::printf("demo float16%s vs float32: max abs %.4g, mean %.3g, within 1: %.2f%%\n",
-                fused ? " fused" : "", e.max_abs, e.mean_abs, 100 * e.within_one);
+    std::printf("demo float16 %s vs float32: max abs %.4g, mean %.3g, within 1: %.2f%%\n",
+                kernels.name, e.max_abs, e.mean_abs, 100 * e.within_one);
     EXPECT_LT(e.max_abs, 0.6);
     EXPECT_LT(e.mean_abs, 3.5e-3);
     EXPECT_GT(e.within_one, 0.92);
+  }
+}
+
+// What the backend chose at load is reported: every fused group with its variants, each chosen
+// variant one that passed its check, fewer kernels per forward pass with the fused kernels than
+// without, and the audio branch on its own stream.
+TEST_F(CudaModelTest, TheKernelChoiceIsReported) {
+  auto fused = MakeEngine("cuda", Precision::kFloat16, true, kAllKernels[1]);
+  auto unfused = MakeEngine("cuda", Precision::kFloat16, true, kAllKernels[2]);
+  auto chosen = MakeEngine("cuda", Precision::kFloat16, true, kAllKernels[0]);
+  ASSERT_TRUE(fused && unfused && chosen);
+  const KernelReport& report = chosen->info().kernels;
+  ASSERT_FALSE(report.groups.empty());
+  EXPECT_TRUE(unfused->info().kernels.groups.empty());
+  for (const KernelGroupReport& g : report.groups) {
+    ASSERT_FALSE(g.variants.empty()) << g.name;
+    EXPECT_EQ(g.variants[0].name, "unfused") << g.name;
+    ASSERT_EQ(g.chosen.size(), report.kernels_per_forward.size()) << g.name;
+    for (const auto& [batch, name] : g.chosen) {
+      const auto it = std::find_if(g.variants.begin(), g.variants.end(),
+                                   [&](const KernelVariantReport& v) { return v.name == name; });
+      ASSERT_NE(it, g.variants.end()) << g.name;
+      EXPECT_EQ(it->status, "ok") << g.name << ": " << name;
+    }
+    for (const KernelVariantReport& v : g.variants) {
+      std::printf("%s: %s: %s", g.name.c_str(), v.name.c_str(), v.status.c_str());
+      for (const auto& [batch, ms] : v.ms)
+        std::printf(", batch %lld %.3f ms", (long long)batch, ms);
+      std::printf("\n");
+    }
+  }
+  const auto& with = fused->info().kernels.kernels_per_forward;
+  const auto& without = unfused->info().kernels.kernels_per_forward;
+  ASSERT_EQ(with.size(), without.size());
+  for (size_t b = 0; b < with.size(); ++b) {
+    EXPECT_LT(with[b].second, without[b].second) << "batch " << with[b].first;
+    std::printf("kernels per forward at batch %lld: %d fused, %d unfused\n",
+                (long long)with[b].first, with[b].second, without[b].second);
+  }
+  EXPECT_NE(report.side_stream.find("audio_input"), std::string::npos) << report.side_stream;
+}
+
+// The audio branch on a second stream computes what it computes on one: the same kernels on the
+// same data, so the same bits, with and without graphs.
+TEST_F(CudaModelTest, TheSideStreamChangesNothing) {
+  for (const Kernels& kernels : {kAllKernels[1], kAllKernels[2]}) {
+    for (const bool graph : {false, true}) {
+      SCOPED_TRACE(std::string(kernels.name) + (graph ? ", graph" : ""));
+      auto one = MakeEngine("cuda", Precision::kFloat16, graph, kernels, /*side_stream=*/false);
+      auto two = MakeEngine("cuda", Precision::kFloat16, graph, kernels, /*side_stream=*/true);
+      ASSERT_TRUE(one && two);
+      EXPECT_EQ(one->info().kernels.side_stream.find("no second stream"), 0u);
+      for (const int64_t batch : {1, 5}) {
+        const auto inputs = RandomInputs(one->info(), batch, FreshSeed());
+        const auto a = RunPoisoned(*one, inputs);
+        const auto b = RunPoisoned(*two, inputs);
+        ASSERT_EQ(a.size(), b.size());
+        for (size_t o = 0; o < a.size(); ++o) EXPECT_EQ(MaxAbsDiff(b[o], a[o]), 0.0);
+      }
+    }
   }
 }
 

@@ -13,6 +13,7 @@
 #include "backends/cuda/autotune.h"
 #include "backends/cuda/fused_groups.h"
 #include "backends/cuda/step_runner.h"
+#include "fused_cases.h"
 #include "graph/buffer_plan.h"
 #include "graph/compiler.h"
 #include "graph/side_branch.h"
@@ -168,6 +169,34 @@ TEST(CudaPlan, VariantsFollowTheGpusSharedMemory) {
     ASSERT_EQ(variants.size(), 2u) << g.name;
     EXPECT_EQ(variants[1].kind, cuda::VariantKind::kCudaCore) << g.name;
     EXPECT_LE(plan->steps[g.expand + 1].conv.cin, 64) << g.name;
+  }
+}
+
+// The cases the GPU kernel tests run (tests/gpu/fused_cases.h) are each one fused group with a
+// tensor-core variant that runs all of it on an RTX 4090 and an H100 (float16), and a CUDA-core
+// variant where the expanded tensor is at most 64 channels (float32).
+TEST(CudaPlan, TheKernelTestCasesAreFusedGroups) {
+  for (const auto& c : testing_gpu::FusedCases()) {
+    SCOPED_TRACE(c.what);
+    testing_gpu::PlanBuilder b(1);
+    const graph::Plan plan = testing_gpu::BuildGroup(c, b);
+    for (const size_t shared : {kSm89Shared, kSm90Shared}) {
+      const auto groups = cuda::FindFusedGroups(plan, cuda::Storage::kFloat16, Limits(shared));
+      ASSERT_EQ(groups.size(), 1u);
+      EXPECT_EQ(groups[0].first, 0u);
+      EXPECT_EQ(groups[0].count, plan.steps.size());
+      EXPECT_EQ(groups[0].head, c.head_c0 > 0);
+      EXPECT_EQ(groups[0].tail, c.tail_cout > 0);
+      bool whole = false;
+      for (const auto& v :
+           cuda::GroupVariants(plan, groups[0], cuda::Storage::kFloat16, Limits(shared))) {
+        whole |= v.kind == cuda::VariantKind::kTensorCore && v.fuse_head == groups[0].head &&
+                 v.fuse_tail == groups[0].tail;
+      }
+      EXPECT_TRUE(whole);
+    }
+    const auto f32 = cuda::FindFusedGroups(plan, cuda::Storage::kFloat32, Limits(kSm89Shared));
+    EXPECT_EQ(f32.size(), c.hidden <= 64 ? 1u : 0u);
   }
 }
 

@@ -4,6 +4,7 @@
 
 #include "commands.h"
 #include "engine_flags.h"
+#include "kernel_report.h"
 
 namespace lipsync::cli {
 namespace {
@@ -49,6 +50,9 @@ int RunInfo(const EngineFlags& flags, bool json) {
                         {"backends_available", AvailableBackends()},
                         {"ort_providers_available", AvailableOrtProviders()},
                         {"ort_providers", ProvidersToJson(ProbeOrtProviders())}};
+    if (!info.kernels.groups.empty() || !info.kernels.side_stream.empty()) {
+      j["kernels"] = KernelReportJson(info.kernels);
+    }
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
@@ -69,6 +73,7 @@ int RunInfo(const EngineFlags& flags, bool json) {
   if (!info.fallback_reason.empty()) {
     std::printf("fallback:   %s\n", info.fallback_reason.c_str());
   }
+  std::fputs(KernelReportText(info.kernels).c_str(), stdout);
   std::printf("backends available in this build: %s\n", Join(AvailableBackends()).c_str());
   std::printf("ONNX Runtime providers available:  %s\n", Join(AvailableOrtProviders()).c_str());
   for (const auto& p : ProbeOrtProviders()) {

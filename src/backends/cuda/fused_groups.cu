@@ -209,6 +209,7 @@ std::vector<graph::StepSpan> FusableSpans(const Plan& plan) {
 }
 
 Status PlanForFusion(Plan* plan) {
+  graph::PlanBuffers(plan);  // the lifetimes FusableSpans reads, from the steps
   graph::PlanBuffers(plan, FusableSpans(*plan));
   return graph::CheckBufferPlan(*plan);
 }

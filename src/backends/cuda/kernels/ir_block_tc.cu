@@ -71,10 +71,11 @@ struct Params {
 };
 
 // mma.sync m16n8k16, row.col, float16 in, float accumulators (PTX ISA "Matrix Fragments for
-// mma.m16n8k16"). Lane l is in group g = l / 4 at position t = l % 4:
-//   A (16x16, row major): a0 = (g, 2t..2t+1), a1 = (g+8, 2t..), a2 = (g, 2t+8..), a3 = (g+8,
-//   2t+8..) B (16x8, k by n, read from an [n][k] array): b0 = (k 2t..2t+1, n g), b1 = (k 2t+8.., n
-//   g) C (16x8): c0, c1 = (g, 2t..2t+1), c2, c3 = (g+8, 2t..2t+1)
+// mma.m16n8k16"). Lane l is in group g = l / 4 at position t = l % 4; "2t.." is columns 2t, 2t+1:
+//   A (16x16, row major):        a0 = (g, 2t..), a1 = (g+8, 2t..), a2 = (g, 2t+8..),
+//                                a3 = (g+8, 2t+8..)
+//   B (16x8, from an [n][k] array): b0 = (k 2t.., n g), b1 = (k 2t+8.., n g)
+//   C (16x8):                    c0, c1 = (g, 2t..), c2, c3 = (g+8, 2t..)
 // Two halves at consecutive columns are one 32-bit word, the lower column in the low half.
 __device__ __forceinline__ uint32_t Word(const __half* p) {
   return *reinterpret_cast<const uint32_t*>(p);
