@@ -7,6 +7,24 @@ import json
 import sys
 
 
+# The physical floor of each block of the demo UNet on an H200 at batch 32, in microseconds, from
+# the model's layer-by-layer roofline (float16, 80% of the HBM bandwidth): F1 with the block as one
+# kernel, F2 with its upsample + concat (up blocks) or residual add folded in too.
+FLOOR_H200_B32_US = {
+    "inc.inconv.0": (64.85, 64.85),
+    "down1.maxpool_conv.0.double_conv.0": (68.27, 68.27),
+    "down1.maxpool_conv.0.double_conv.1": (27.31, 27.31),
+    "down2.maxpool_conv.0.double_conv.0": (20.48, 20.48),
+    "down2.maxpool_conv.0.double_conv.1": (13.66, 13.66),
+    "audio_model.conv1": (0.41, 0.41),
+    "up3.conv.double_conv.1": (6.83, 6.83),
+    "up4.conv.double_conv.0": (40.97, 30.73),
+    "up4.conv.double_conv.1": (27.31, 27.31),
+    "up5.conv.double_conv.0": (136.54, 95.58),
+    "up5.conv.double_conv.1": (54.61, 54.61),
+}
+
+
 def kernels(records):
     """The fused kernel each configuration chose per group at load, against the unfused steps,
     and the kernels of one forward pass."""
@@ -17,17 +35,22 @@ def kernels(records):
             continue
         print(f"\n== fused kernels chosen at load ({r['config']}, cuda_kernels={r['cuda_kernels']}, "
               f"load {r['load_s']:.1f} s): median ms of the group at the tuning batch")
-        print(f"  {'group':48} {'batch':>5} {'chosen':34} {'ms':>8} {'unfused':>8} {'speedup':>8}")
+        print(f"  {'group':48} {'batch':>5} {'chosen':34} {'ms':>8} {'unfused':>8} {'speedup':>8}"
+              f"  floor F1/F2 us (H200, b32)")
         for g in rep["groups"]:
             unfused = g["variants"][0]["ms"]
+            floor = FLOOR_H200_B32_US.get(g["group"].split(" (")[0])
             for batch, name in g["chosen"].items():
                 chosen = next((v for v in g["variants"] if v["name"] == name), None)
                 ms = chosen["ms"].get(batch) if chosen else None
                 ref = unfused.get(batch)
                 speedup = f"{ref / ms:7.2f}x" if ms and ref else ""
+                against = ""
+                if floor and batch == "32" and ms:
+                    against = f"  {floor[0]:.1f}/{floor[1]:.1f} ({1000 * ms / floor[1]:.1f}x F2)"
                 print(f"  {g['group']:48} {batch:>5} {name:34} "
                       f"{ms if ms is not None else float('nan'):8.3f} "
-                      f"{ref if ref is not None else float('nan'):8.3f} {speedup:>8}")
+                      f"{ref if ref is not None else float('nan'):8.3f} {speedup:>8}{against}")
             for v in g["variants"]:
                 times = ", ".join(f"b{b} {t:.3f}" for b, t in v["ms"].items())
                 state = "ok" if v["status"] == "ok" else f"NOT USED: {v['status']}"

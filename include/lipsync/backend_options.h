@@ -46,10 +46,10 @@ struct CudaOptions {
   // Concurrent Run() calls each take a context (stream, activation arena, pinned staging); more
   // callers than this wait. Two or more let one batch upload while another computes.
   int max_contexts = 4;
-  // Run inverted-residual blocks (expand 1x1, depthwise 3x3, project 1x1) as one kernel where
-  // their shapes fit on chip, so the expanded tensor never goes to GPU memory. Off by default:
-  // that kernel multiplies on the CUDA cores and made the whole model slower on an H200 than the
-  // unfused tensor-core steps (docs/PERFORMANCE.md).
+  // Force the CUDA-core inverted-residual kernel on every block it fits, unchecked and untimed
+  // (`kernels` below considers it too, checked and timed). Off by default: it multiplies on the
+  // CUDA cores and made the whole model slower on an H200 than the unfused tensor-core steps
+  // (docs/PERFORMANCE.md).
   bool fused_blocks = false;
   // Fused kernels (see CudaKernels); ignored when fused_blocks forces the CUDA-core kernel.
   CudaKernels kernels = CudaKernels::kAuto;
