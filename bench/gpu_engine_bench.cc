@@ -152,6 +152,12 @@ CudaKernels Restricted(const Args& args, CudaKernels k) {
   return args.cuda_kernels == "unfused" ? CudaKernels::kUnfused : k;
 }
 
+// The engines of the checks take the speed runs' largest batch too, so that they share the
+// backend's kernel choice (made once per architecture, precision and batch bound).
+int64_t MaxBatch(const Args& args) {
+  return *std::max_element(args.batches.begin(), args.batches.end());
+}
+
 Status Speed(const Args& args, Report& report) {
   // The default (fused kernels chosen at load, the audio branch on its own stream) with graphs in
   // both forms; against it, in the frame form: the unfused steps, every group on its first checked
@@ -169,10 +175,8 @@ Status Speed(const Args& args, Report& report) {
     const bool graph = config.graph;
     const CudaKernels kernels = Restricted(args, config.kernels);
     const auto t0 = std::chrono::steady_clock::now();
-    LIPSYNC_ASSIGN_OR_RETURN(auto engine,
-                             MakeEngine(args.model, "cuda", precision,
-                                        *std::max_element(args.batches.begin(), args.batches.end()),
-                                        kernels, graph, config.side_stream));
+    LIPSYNC_ASSIGN_OR_RETURN(auto engine, MakeEngine(args.model, "cuda", precision, MaxBatch(args),
+                                                     kernels, graph, config.side_stream));
     report.Emit(
         {{"kind", "kernels"},
          {"config", config.name},
@@ -263,10 +267,12 @@ struct Outputs {
   Tensor planes, images, tensor_form;
 };
 
-Result<Outputs> RunAll(const std::string& model, const std::string& backend, Precision precision,
+Result<Outputs> RunAll(const Args& args, const std::string& backend, Precision precision,
                        const Inputs& in, CudaKernels kernels = CudaKernels::kAuto) {
-  LIPSYNC_ASSIGN_OR_RETURN(auto e,
-                           MakeEngine(model, backend, precision, in.faces.shape()[0], kernels));
+  const std::string& model = args.model;
+  LIPSYNC_ASSIGN_OR_RETURN(
+      auto e, MakeEngine(model, backend, precision, std::max(in.faces.shape()[0], MaxBatch(args)),
+                         kernels));
   const int64_t n = in.faces.shape()[0];
   const int s = e->frame_form().layout.inner_size;
   Outputs out{Tensor(DataType::kFloat32, {n, 3, s, s}), Tensor(DataType::kUInt8, {n, s, s, 3}),
@@ -331,7 +337,8 @@ Status AgainstPyTorch(const Args& args, Report& report, Checks& checks) {
     for (const CudaKernels k : {CudaKernels::kAuto, CudaKernels::kFused, CudaKernels::kUnfused}) {
       const CudaKernels kernels = Restricted(args, k);
       if (kernels != k) continue;
-      LIPSYNC_ASSIGN_OR_RETURN(auto e, MakeEngine(args.model, "cuda", precision, 8, kernels));
+      LIPSYNC_ASSIGN_OR_RETURN(auto e, MakeEngine(args.model, "cuda", precision,
+                                                  std::max<int64_t>(8, MaxBatch(args)), kernels));
       LIPSYNC_ASSIGN_OR_RETURN(auto got, e->Run(ModelInputs(*e, ref[0].view(), ref[1].view())));
       const bool half = precision == Precision::kFloat16;
       const std::string name = std::string("lipsync cuda ") + KernelsName(kernels);
@@ -363,12 +370,10 @@ Status Accuracy(const Args& args, Report& report, Checks& checks) {
   probe.backend = "ort";
   LIPSYNC_ASSIGN_OR_RETURN(auto cpu, Engine::Create(args.model, probe));
   const Inputs in = MakeInputs(*cpu, 4, 7);
-  LIPSYNC_ASSIGN_OR_RETURN(Outputs ort, RunAll(args.model, "ort", Precision::kFloat32, in));
+  LIPSYNC_ASSIGN_OR_RETURN(Outputs ort, RunAll(args, "ort", Precision::kFloat32, in));
   const CudaKernels kernels = Restricted(args, CudaKernels::kAuto);
-  LIPSYNC_ASSIGN_OR_RETURN(Outputs f32,
-                           RunAll(args.model, "cuda", Precision::kFloat32, in, kernels));
-  LIPSYNC_ASSIGN_OR_RETURN(Outputs f16,
-                           RunAll(args.model, "cuda", Precision::kFloat16, in, kernels));
+  LIPSYNC_ASSIGN_OR_RETURN(Outputs f32, RunAll(args, "cuda", Precision::kFloat32, in, kernels));
+  LIPSYNC_ASSIGN_OR_RETURN(Outputs f16, RunAll(args, "cuda", Precision::kFloat16, in, kernels));
   // The GPU frame conversion must equal the CPU one it replaces.
   checks.Check("cuda fp32 frames vs cuda fp32 tensors, float max abs",
                MaxAbs(f32.planes, f32.tensor_form), 1e-6, true);

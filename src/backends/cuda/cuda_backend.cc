@@ -7,7 +7,6 @@
 #include <condition_variable>
 #include <cstring>
 #include <exception>
-#include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
@@ -573,25 +572,53 @@ Result<DeviceMemory> UploadWeights(const graph::Plan& plan, Storage storage) {
   return memory;
 }
 
-// A key for the tuning cache: the model file (path, size, time), its plan, the precision, the
-// device, the choice of kernels and the batch bound.
-std::string TuningKey(const std::string& path, const graph::Plan& plan, Storage storage,
-                      const EngineOptions& options) {
-  std::string key = path;
-  std::error_code error;
-  const auto size = std::filesystem::file_size(path, error);
-  if (!error) key += "|" + std::to_string(size);
-  const auto time = std::filesystem::last_write_time(path, error);
-  if (!error) key += "|" + std::to_string(time.time_since_epoch().count());
-  key += "|" + std::to_string(plan.steps.size()) + "|" + std::to_string(plan.weights.size());
+// A key for the tuning cache: the plan's structure (steps, their parameters and buffers; not the
+// weights' values, which no kernel's correctness or speed depends on), the precision, the device,
+// the choice of kernels and the batch bound. Models of one architecture (the avatars' UNets)
+// share one tuning.
+std::string TuningKey(const graph::Plan& plan, Storage storage, const EngineOptions& options) {
+  uint64_t hash = 1469598103934665603ull;  // FNV-1a over the fields below
+  const auto mix = [&hash](int64_t v) {
+    for (int byte = 0; byte < 8; ++byte) {
+      hash ^= static_cast<uint64_t>(v >> (8 * byte)) & 0xffu;
+      hash *= 1099511628211ull;
+    }
+  };
+  for (const graph::PlanStep& step : plan.steps) {
+    mix(static_cast<int>(step.kind));
+    for (int id : step.inputs) mix(id);
+    mix(step.output);
+    const graph::ConvParams& c = step.conv;
+    for (int64_t v : {static_cast<int64_t>(c.kind), c.cin, c.cout, c.kh, c.kw, c.stride_h,
+                      c.stride_w, c.pad_top, c.pad_left, c.pad_bottom, c.pad_right, c.groups}) {
+      mix(v);
+    }
+    mix(static_cast<int>(step.resize.mode));
+    for (int64_t v : {step.resize.out_h, step.resize.out_w, step.resize.pad_top,
+                      step.resize.pad_left, step.pad.top, step.pad.left}) {
+      mix(v);
+    }
+    mix(step.epilogue.residual);
+    mix(static_cast<int>(step.epilogue.activation));
+    mix(step.weight_offset);
+    mix(step.bias_offset);
+  }
+  for (const graph::PlanBuffer& b : plan.buffers) {
+    for (int64_t v : {b.shape.h, b.shape.w, b.shape.c, b.offset, int64_t{b.first_step},
+                      int64_t{b.last_step}, int64_t{b.is_input}, int64_t{b.is_output}}) {
+      mix(v);
+    }
+  }
+  mix(plan.arena_floats);
+  std::string key = std::to_string(hash) + "|" + std::to_string(plan.steps.size());
   key += std::string("|") + StorageName(storage) + "|" + std::to_string(options.device_id);
   key += "|" + std::to_string(static_cast<int>(options.cuda.kernels));
   key += "|" + std::to_string(options.cuda.side_stream) + "|" + std::to_string(options.max_batch);
   return key;
 }
 
-// Tuning results of this process by TuningKey: engines made again on the same model (benchmarks,
-// tests, several avatars on one UNet) reuse the checks and timings instead of repeating them.
+// Tuning results of this process by TuningKey: engines made again on the same architecture
+// (benchmarks, tests, avatars) reuse the checks and timings instead of repeating them.
 Result<KernelSchedule> CachedSchedule(const std::string& key,
                                       const std::function<Result<KernelSchedule>()>& tune) {
   static std::mutex mutex;
@@ -691,7 +718,6 @@ Result<LoadedBackend> CreateCudaBackend(const std::string& model_path,
   const cuda::Storage storage =
       options.precision == Precision::kFloat16 ? cuda::Storage::kFloat16 : cuda::Storage::kFloat32;
   LIPSYNC_ASSIGN_OR_RETURN(cuda::DeviceMemory weights, cuda::UploadWeights(plan, storage));
-  const std::string key = cuda::TuningKey(model_path, plan, storage, options);
   plan.weights = {};  // on the device now; the steps only need the offsets
 
   if (options.cuda.fused_blocks || options.cuda.kernels != CudaKernels::kUnfused) {
@@ -718,6 +744,7 @@ Result<LoadedBackend> CreateCudaBackend(const std::string& model_path,
     cuda::TuneOptions tune;
     tune.batches = cuda::TuningBatches(max_batch);
     tune.mode = options.cuda.kernels;
+    const std::string key = cuda::TuningKey(plan, storage, options);
     LIPSYNC_ASSIGN_OR_RETURN(setup.schedule, cuda::CachedSchedule(key, [&] {
                                return cuda::TuneKernels(plan, storage, weights.get(), limits, tune);
                              }));
