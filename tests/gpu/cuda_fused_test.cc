@@ -61,13 +61,20 @@ bool Within(const std::vector<float>& got, const std::vector<float>& want, Stora
   return bad == 0;
 }
 
+// Runs every variant of the plan's one group and compares each with the reference.
+void CheckVariants(Plan plan, PlanBuilder& b, Storage storage, int64_t batch, bool head, bool tail);
+
 void CheckGroup(const GroupCase& c, Storage storage, int64_t batch) {
   ASSERT_TRUE(HaveGpu()) << "these tests need a CUDA GPU";
   const uint32_t seed = FreshSeed();
   SCOPED_TRACE(c.what + ", " + cuda::StorageName(storage) + ", batch " + std::to_string(batch) +
                ", seed " + std::to_string(seed));
   PlanBuilder b(seed);
-  Plan plan = BuildGroup(c, b);
+  CheckVariants(BuildGroup(c, b), b, storage, batch, c.head_c0 > 0, c.tail_cout > 0);
+}
+
+void CheckVariants(Plan plan, PlanBuilder& b, Storage storage, int64_t batch, bool head,
+                   bool tail) {
   const bool half = storage == Storage::kFloat16;
   if (half) {
     for (float& w : plan.weights) w = RoundToHalf(w);
@@ -81,14 +88,16 @@ void CheckGroup(const GroupCase& c, Storage storage, int64_t batch) {
   const cuda::FusedGroup& group = groups[0];
   ASSERT_EQ(group.first, 0u);
   ASSERT_EQ(group.count, plan.steps.size());
-  EXPECT_EQ(group.head, c.head_c0 > 0);
-  EXPECT_EQ(group.tail, c.tail_cout > 0);
+  EXPECT_EQ(group.head, head);
+  EXPECT_EQ(group.tail, tail);
   const auto variants = cuda::GroupVariants(plan, group, storage, *limits);
   bool tensor_core = false, whole = false;
   for (const auto& v : variants) {
-    tensor_core |= v.kind == cuda::VariantKind::kTensorCore;
-    whole |= v.kind == cuda::VariantKind::kTensorCore && v.fuse_head == group.head &&
-             v.fuse_tail == group.tail;
+    tensor_core |=
+        v.kind == cuda::VariantKind::kTensorCore || v.kind == cuda::VariantKind::kSmallPointwise;
+    whole |= v.kind == cuda::VariantKind::kSmallPointwise ||
+             (v.kind == cuda::VariantKind::kTensorCore && v.fuse_head == group.head &&
+              v.fuse_tail == group.tail);
   }
   if (half) {
     EXPECT_TRUE(tensor_core && whole) << "no tensor-core variant runs the whole group";
@@ -145,6 +154,19 @@ void CheckGroup(const GroupCase& c, Storage storage, int64_t batch) {
         const float a = got[buf.offset * batch + i], e = arena[buf.offset * batch + i];
         ASSERT_EQ(a, e) << v.Name() << " changed input buffer " << id << " at " << i;
       }
+    }
+  }
+}
+
+// The split-reduction kernel for 1x1 convolutions with few pixels, at batch 1 and 3.
+TEST(CudaFusedGroups, SmallPointwiseMatchesTheReference) {
+  for (const PointwiseCase& c : PointwiseCases()) {
+    for (const int64_t batch : {1, 3}) {
+      ASSERT_TRUE(HaveGpu()) << "these tests need a CUDA GPU";
+      const uint32_t seed = FreshSeed();
+      SCOPED_TRACE(c.what + ", batch " + std::to_string(batch) + ", seed " + std::to_string(seed));
+      PlanBuilder b(seed);
+      CheckVariants(BuildPointwise(c, b), b, Storage::kFloat16, batch, false, false);
     }
   }
 }

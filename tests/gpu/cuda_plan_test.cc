@@ -82,13 +82,13 @@ std::map<std::string, cuda::FusedGroup> GroupsByModule(const graph::Plan& plan,
                                                        cuda::Storage storage, size_t shared) {
   std::map<std::string, cuda::FusedGroup> by_module;
   for (const auto& g : cuda::FindFusedGroups(plan, storage, Limits(shared))) {
-    by_module[g.name.substr(0, g.name.find(' '))] = g;
+    if (g.kind == cuda::FusedGroup::Kind::kBlock) by_module[g.name.substr(0, g.name.find(' '))] = g;
   }
   return by_module;
 }
 
-// The float16 groups of the demo UNet: the blocks whose shapes the tensor-core kernel takes (at
-// most 64 input, 128 expanded, 64 output channels), the two upsampling blocks with their
+// The float16 block groups of the demo UNet: the blocks whose shapes the tensor-core kernel takes
+// (at most 64 input, 128 expanded, 64 output channels), the two upsampling blocks with their
 // resize-concat and the last block with the output convolution, on both GPU generations.
 TEST(CudaPlan, TensorCoreGroupsOfTheDemoModel) {
   const graph::Plan fusion = FusionPlan();
@@ -121,15 +121,38 @@ TEST(CudaPlan, TensorCoreGroupsOfTheDemoModel) {
     EXPECT_TRUE(last.tail);
     EXPECT_EQ(last.first + last.count, plan->steps.size()) << "the output convolution is inside";
     EXPECT_FALSE(groups.at("inc.inconv.0").head || groups.at("inc.inconv.0").tail);
-    // Groups do not overlap and each is a block at `expand`.
-    size_t next = 0;
+    // Groups do not overlap; each is a block at `expand`, or one 1x1 convolution of at most
+    // 40x40 pixels: every such convolution outside the blocks (the UNet's deep layers).
+    size_t next = 0, pointwise = 0;
     for (const auto& g : cuda::FindFusedGroups(*plan, cuda::Storage::kFloat16, Limits(shared))) {
       EXPECT_GE(g.first, next) << g.name;
       next = g.first + g.count;
       EXPECT_EQ(plan->steps[g.expand].conv.kind, graph::ConvKind::kPointwise) << g.name;
+      if (g.kind == cuda::FusedGroup::Kind::kPointwise) {
+        ++pointwise;
+        EXPECT_EQ(g.count, 1u) << g.name;
+        const auto& out = plan->buffers[plan->steps[g.first].output].shape;
+        EXPECT_LE(out.h * out.w, 40 * 40) << g.name;
+        continue;
+      }
       EXPECT_EQ(plan->steps[g.expand + 1].conv.kind, graph::ConvKind::kDepthwise) << g.name;
       EXPECT_EQ(g.expand, g.first + (g.head ? 1 : 0)) << g.name;
     }
+    size_t small = 0;  // 1x1 convolutions at 40x40 or less, outside the block groups above
+    for (size_t s = 0; s < plan->steps.size(); ++s) {
+      const auto& st = plan->steps[s];
+      if (st.kind != graph::StepKind::kConv || st.conv.kind != graph::ConvKind::kPointwise)
+        continue;
+      const auto& out = plan->buffers[st.output].shape;
+      bool in_block = false;
+      for (const auto& [module, g] : groups) {
+        in_block |=
+            g.kind == cuda::FusedGroup::Kind::kBlock && s >= g.first && s < g.first + g.count;
+      }
+      small += !in_block && out.h * out.w <= 40 * 40;
+    }
+    EXPECT_EQ(pointwise, small);
+    EXPECT_GE(pointwise, 30u) << "the 10x10, 16x16, 20x20 and 40x40 layers";
   }
 }
 
@@ -197,6 +220,19 @@ TEST(CudaPlan, TheKernelTestCasesAreFusedGroups) {
     }
     const auto f32 = cuda::FindFusedGroups(plan, cuda::Storage::kFloat32, Limits(kSm89Shared));
     EXPECT_EQ(f32.size(), c.hidden <= 64 ? 1u : 0u);
+  }
+  for (const auto& c : testing_gpu::PointwiseCases()) {
+    SCOPED_TRACE(c.what);
+    testing_gpu::PlanBuilder b(1);
+    const graph::Plan plan = testing_gpu::BuildPointwise(c, b);
+    const auto groups = cuda::FindFusedGroups(plan, cuda::Storage::kFloat16, Limits(kSm89Shared));
+    ASSERT_EQ(groups.size(), 1u);
+    EXPECT_EQ(groups[0].kind, cuda::FusedGroup::Kind::kPointwise);
+    const auto variants =
+        cuda::GroupVariants(plan, groups[0], cuda::Storage::kFloat16, Limits(kSm89Shared));
+    ASSERT_EQ(variants.size(), 2u);
+    EXPECT_EQ(variants[1].kind, cuda::VariantKind::kSmallPointwise);
+    EXPECT_TRUE(cuda::FindFusedGroups(plan, cuda::Storage::kFloat32, Limits(kSm89Shared)).empty());
   }
 }
 

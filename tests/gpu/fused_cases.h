@@ -119,5 +119,39 @@ inline std::vector<GroupCase> FusedCases() {
   };
 }
 
+// A lone 1x1 convolution with few pixels (a pointwise group): input [h][w][cin], optional
+// residual of the output's shape, activation.
+struct PointwiseCase {
+  std::string what;
+  int64_t h, w, cin, cout;
+  bool residual;
+  Activation act;
+};
+
+inline std::vector<PointwiseCase> PointwiseCases() {
+  return {
+      {"fuse_conv expand 1024 -> 2048 at 10x10", 10, 10, 1024, 2048, false, Activation::kRelu},
+      {"down5 project 1024 -> 512 + residual", 10, 10, 1024, 512, true, Activation::kNone},
+      {"up2 project 512 -> 64 at 40x40", 40, 40, 512, 64, false, Activation::kNone},
+      {"odd sizes 48 -> 30 at 7x9, sigmoid", 7, 9, 48, 30, true, Activation::kSigmoid},
+      {"16 -> 200 at 16x16", 16, 16, 16, 200, false, Activation::kRelu},
+  };
+}
+
+inline Plan BuildPointwise(const PointwiseCase& c, PlanBuilder& b) {
+  const int x = b.Buffer({c.h, c.w, c.cin});
+  PlanStep s = ConvStep(b, ConvKind::kPointwise, x, c.cout, 1, c.act);
+  if (c.residual) {
+    s.inputs.push_back(b.Buffer({c.h, c.w, c.cout}));
+    s.epilogue.residual = true;
+  }
+  const int out = AddStep(b, s, {c.h, c.w, c.cout});
+  b.plan.buffers[out].is_output = true;
+  Plan plan = b.plan;
+  const Status planned = cuda::PlanForFusion(&plan);
+  EXPECT_TRUE(planned.ok()) << planned.ToString();
+  return plan;
+}
+
 }  // namespace testing_gpu
 }  // namespace lipsync

@@ -5,6 +5,7 @@
 
 #include "backends/cuda/fused_groups.h"
 #include "backends/cuda/kernels/ir_block_tc.cuh"
+#include "backends/cuda/kernels/pointwise_small.cuh"
 
 namespace lipsync::cuda {
 namespace {
@@ -133,6 +134,18 @@ void TcBuffers(const Plan& plan, const FusedGroup& group, bool fuse_head, bool f
   }
 }
 
+// A 1x1 convolution the split-reduction kernel takes: float16, few pixels.
+bool IsSmallPointwise(const Plan& plan, size_t i, Storage storage) {
+  const PlanStep& s = plan.steps[i];
+  if (storage != Storage::kFloat16 || s.kind != StepKind::kConv ||
+      s.conv.kind != ConvKind::kPointwise || s.conv.groups != 1) {
+    return false;
+  }
+  const auto& out = plan.buffers[s.output].shape;
+  return out.h * out.w <= kSmallPointwisePixels &&
+         SmallPointwiseSupports(out.h * out.w, s.conv.cout, s.conv.cin);
+}
+
 // "up5.conv.double_conv.0" from "/up5/conv/double_conv/double_conv.0/conv/conv.0/Conv+...": the
 // PyTorch module of the block as the exporter's scopes name it (a container and its child
 // "name.k" collapse to the child), or "" when the name has another form.
@@ -179,6 +192,8 @@ std::string GroupVariant::Name() const {
       return "unfused";
     case VariantKind::kCudaCore:
       return "cuda-core";
+    case VariantKind::kSmallPointwise:
+      return "tensor-core split reduction";
     case VariantKind::kTensorCore:
       break;
   }
@@ -218,21 +233,37 @@ std::vector<FusedGroup> FindFusedGroups(const Plan& plan, Storage storage,
                                         const DeviceLimits& limits) {
   std::vector<FusedGroup> groups;
   size_t next_free = 0;  // steps before this belong to an earlier group
-  for (size_t i = 0; i < plan.steps.size(); ++i) {
-    if (i < next_free || !IsBlock(plan, i)) continue;
-    FusedGroup g;
-    g.expand = i;
-    g.head = i >= next_free + 1 && HasHead(plan, i);
-    g.tail = HasTail(plan, i);
-    g.first = g.head ? i - 1 : i;
-    g.count = (i + 3 + (g.tail ? 1 : 0)) - g.first;
-    if (GroupVariants(plan, g, storage, limits).size() < 2) continue;
+  for (size_t i = next_free; i < plan.steps.size(); i = std::max(i + 1, next_free)) {
     const std::string module = ModuleName(plan.steps[i].name);
-    g.name = (module.empty() ? "block" : module) + " (steps " + std::to_string(g.first) + "-" +
-             std::to_string(g.first + g.count - 1) + ")";
-    groups.push_back(g);
-    next_free = g.first + g.count;
-    i = next_free - 1;
+    if (IsBlock(plan, i)) {
+      FusedGroup g;
+      g.expand = i;
+      g.head = i >= next_free + 1 && HasHead(plan, i);
+      g.tail = HasTail(plan, i);
+      g.first = g.head ? i - 1 : i;
+      g.count = (i + 3 + (g.tail ? 1 : 0)) - g.first;
+      if (GroupVariants(plan, g, storage, limits).size() >= 2) {
+        g.name = (module.empty() ? "block" : module) + " (steps " + std::to_string(g.first) + "-" +
+                 std::to_string(g.first + g.count - 1) + ")";
+        groups.push_back(g);
+        next_free = g.first + g.count;
+        continue;
+      }
+    }
+    // Not a block a fused kernel runs: its 1x1 convolutions may still be small ones.
+    if (IsSmallPointwise(plan, i, storage)) {
+      FusedGroup g;
+      g.kind = FusedGroup::Kind::kPointwise;
+      g.first = g.expand = i;
+      g.count = 1;
+      const auto& out = plan.buffers[plan.steps[i].output].shape;
+      g.name = (module.empty() ? "" : module + " ") + "1x1 " +
+               std::to_string(plan.steps[i].conv.cin) + "->" + std::to_string(out.c) + " at " +
+               std::to_string(out.h) + "x" + std::to_string(out.w) + " (step " + std::to_string(i) +
+               ")";
+      groups.push_back(g);
+      next_free = i + 1;
+    }
   }
   return groups;
 }
@@ -240,6 +271,14 @@ std::vector<FusedGroup> FindFusedGroups(const Plan& plan, Storage storage,
 std::vector<GroupVariant> GroupVariants(const Plan& plan, const FusedGroup& group, Storage storage,
                                         const DeviceLimits& limits) {
   std::vector<GroupVariant> variants(1);  // unfused
+  if (group.kind == FusedGroup::Kind::kPointwise) {
+    if (IsSmallPointwise(plan, group.first, storage)) {
+      GroupVariant v;
+      v.kind = VariantKind::kSmallPointwise;
+      variants.push_back(v);
+    }
+    return variants;
+  }
   if (storage == Storage::kFloat16) {
     const IrTcGeometry full = TcGeometry(plan, group.expand, group.tail);
     const IrTcGeometry block = TcGeometry(plan, group.expand, false);
@@ -348,6 +387,30 @@ Status EnqueueGroup(const Plan& plan, const FusedGroup& group, const GroupVarian
   if (variant.kind == VariantKind::kUnfused) {
     for (size_t s = group.first; s <= last; ++s) {
       LIPSYNC_RETURN_IF_ERROR(EnqueueStep(plan, s, batch, tensors, stream));
+    }
+    return Status::Ok();
+  }
+  if (variant.kind == VariantKind::kSmallPointwise) {
+    if (tensors.storage != Storage::kFloat16) {
+      return Internal("CUDA backend: the split-reduction kernel runs float16 only");
+    }
+    const PlanStep& s = plan.steps[group.first];
+    const __half* w = static_cast<const __half*>(tensors.weights);
+    SmallPointwise p;
+    p.in = Buffer<__half>(plan, s.inputs[0], batch, tensors);
+    p.weight = w + s.weight_offset;
+    p.bias = w + s.bias_offset;
+    p.residual = s.epilogue.residual ? Buffer<__half>(plan, s.inputs[1], batch, tensors) : nullptr;
+    p.out = Buffer<__half>(plan, s.output, batch, tensors);
+    const auto& out = plan.buffers[s.output].shape;
+    p.m = static_cast<int>(batch * out.h * out.w);
+    p.n = static_cast<int>(out.c);
+    p.k = static_cast<int>(s.conv.cin);
+    p.act = ToAct(s.epilogue.activation);
+    const cudaError_t e = LaunchSmallPointwise(p, stream);
+    if (e != cudaSuccess) {
+      return Internal("CUDA kernel launch for " + variant.Name() + " of " + group.name +
+                      " failed: " + cudaGetErrorName(e) + ": " + cudaGetErrorString(e));
     }
     return Status::Ok();
   }

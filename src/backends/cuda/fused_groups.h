@@ -1,9 +1,11 @@
-// Groups of plan steps that one fused kernel can run, and the ways (variants) of running each:
-// the unfused steps, the tensor-core inverted-residual kernel (kernels/ir_block_tc.cuh) with its
-// tiles, with or without the resize-concat before the block and the 1x1 convolution after it, and
-// the CUDA-core fused block (kernels/fused_block.cuh). The backend checks each variant against
-// the unfused steps and times it at load (autotune.h); a variant is only ever a faster way to
-// compute what the steps compute.
+// Groups of plan steps that another kernel can run, and the ways (variants) of running each: for
+// an inverted-residual block, the unfused steps, the tensor-core block kernel
+// (kernels/ir_block_tc.cuh) with its tiles, with or without the resize-concat before the block and
+// the 1x1 convolution after it, and the CUDA-core fused block (kernels/fused_block.cuh); for a 1x1
+// convolution with few pixels, its step or the split-reduction kernel
+// (kernels/pointwise_small.cuh). The backend checks each variant against the unfused steps and
+// times it at load (autotune.h); a variant is only ever a faster way to compute what the steps
+// compute.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -31,14 +33,20 @@ Result<DeviceLimits> QueryDeviceLimits(int device);
 // 3x3 + ReLU, project 1x1 at `expand`), optionally preceded by the two-input resize-concat that
 // builds its input (`head`) and followed by a 1x1 convolution of its output (`tail`), each only
 // when nothing else reads the buffer between them.
+// Or, kind kPointwise: the one 1x1 convolution at `first` (count 1).
 struct FusedGroup {
+  enum class Kind { kBlock, kPointwise };
+  Kind kind = Kind::kBlock;
   size_t first = 0, count = 0;
   size_t expand = 0;
   bool head = false, tail = false;
   std::string name;  // the block's module and steps, for reports
 };
 
-enum class VariantKind { kUnfused, kTensorCore, kCudaCore };
+// 1x1 convolutions with at most this many output pixels per item are pointwise groups (float16).
+inline constexpr int64_t kSmallPointwisePixels = 40 * 40;
+
+enum class VariantKind { kUnfused, kTensorCore, kCudaCore, kSmallPointwise };
 
 struct GroupVariant {
   VariantKind kind = VariantKind::kUnfused;
