@@ -574,9 +574,10 @@ Result<DeviceMemory> UploadWeights(const graph::Plan& plan, Storage storage) {
 
 // A key for the tuning cache: the plan's structure (steps, their parameters and buffers; not the
 // weights' values, which no kernel's correctness or speed depends on), the precision, the device,
-// the choice of kernels and the batch bound. Models of one architecture (the avatars' UNets)
+// the choice of kernels and the tuning batches. Models of one architecture (the avatars' UNets)
 // share one tuning.
-std::string TuningKey(const graph::Plan& plan, Storage storage, const EngineOptions& options) {
+std::string TuningKey(const graph::Plan& plan, Storage storage, const EngineOptions& options,
+                      int64_t max_batch) {
   uint64_t hash = 1469598103934665603ull;  // FNV-1a over the fields below
   const auto mix = [&hash](int64_t v) {
     for (int byte = 0; byte < 8; ++byte) {
@@ -613,7 +614,8 @@ std::string TuningKey(const graph::Plan& plan, Storage storage, const EngineOpti
   std::string key = std::to_string(hash) + "|" + std::to_string(plan.steps.size());
   key += std::string("|") + StorageName(storage) + "|" + std::to_string(options.device_id);
   key += "|" + std::to_string(static_cast<int>(options.cuda.kernels));
-  key += "|" + std::to_string(options.cuda.side_stream) + "|" + std::to_string(options.max_batch);
+  key += "|" + std::to_string(options.cuda.side_stream);
+  for (int64_t b : TuningBatches(max_batch)) key += "|" + std::to_string(b);
   return key;
 }
 
@@ -744,7 +746,7 @@ Result<LoadedBackend> CreateCudaBackend(const std::string& model_path,
     cuda::TuneOptions tune;
     tune.batches = cuda::TuningBatches(max_batch);
     tune.mode = options.cuda.kernels;
-    const std::string key = cuda::TuningKey(plan, storage, options);
+    const std::string key = cuda::TuningKey(plan, storage, options, max_batch);
     LIPSYNC_ASSIGN_OR_RETURN(setup.schedule, cuda::CachedSchedule(key, [&] {
                                return cuda::TuneKernels(plan, storage, weights.get(), limits, tune);
                              }));
