@@ -611,11 +611,16 @@ std::string TuningKey(const graph::Plan& plan, Storage storage, const EngineOpti
     }
   }
   mix(plan.arena_floats);
-  std::string key = std::to_string(hash) + "|" + std::to_string(plan.steps.size());
-  key += std::string("|") + StorageName(storage) + "|" + std::to_string(options.device_id);
-  key += "|" + std::to_string(static_cast<int>(options.cuda.kernels));
-  key += "|" + std::to_string(options.cuda.side_stream);
-  for (int64_t b : TuningBatches(max_batch)) key += "|" + std::to_string(b);
+  std::vector<int64_t> fields = {static_cast<int64_t>(plan.steps.size()), options.device_id,
+                                 static_cast<int64_t>(options.cuda.kernels),
+                                 options.cuda.side_stream};
+  for (int64_t b : TuningBatches(max_batch)) fields.push_back(b);
+  std::string key = std::to_string(hash);
+  key += StorageName(storage);
+  for (int64_t v : fields) {
+    key += '|';
+    key += std::to_string(v);
+  }
   return key;
 }
 
