@@ -455,7 +455,10 @@ Result<KernelSchedule> TuneKernels(const graph::Plan& plan, Storage storage, con
     for (size_t b = 0; s.ok() && b < schedule.batches.size(); ++b) {
       s = TimeVariants(arena, tg, storage, weights, schedule.batches[b], options.reps, stream);
     }
-    if (!s.ok()) {
+    if (s.code() == StatusCode::kResourceExhausted) {
+      // No memory to try the group here: it keeps its steps, and the report says why.
+      for (size_t k = 1; k < tg.variants.size(); ++k) tg.variants[k].status = s.message();
+    } else if (!s.ok()) {
       cudaStreamDestroy(stream);
       return s;
     }
