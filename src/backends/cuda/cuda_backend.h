@@ -6,9 +6,11 @@
 // takes its own context (stream, arena, staging) from a small pool, so callers never share
 // activations. With CudaOptions::cuda_graph, each context captures its whole forward pass
 // (the device work; the copies stay outside) as a CUDA graph per batch size and input form on
-// first use and replays it after. Inverted-residual blocks whose shapes fit on chip can run as
-// one fused kernel (CudaOptions::fused_blocks, off by default). RunFrames takes BGR uint8 faces and
-// converts them on the GPU.
+// first use and replays it after. At load, the groups of steps a fused kernel can run (inverted-
+// residual blocks, small 1x1 convolutions; fused_groups.h) get the fastest kernel that matched the
+// unfused steps on this GPU (autotune.h, CudaOptions::kernels), and the audio branch runs on a
+// second stream (CudaOptions::side_stream). RunFrames takes BGR uint8 faces and converts them on
+// the GPU.
 #pragma once
 
 #include <string>
