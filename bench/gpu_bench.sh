@@ -22,9 +22,10 @@
 #
 # The fused kernels are checked against the unfused steps when a model loads and never used when
 # they differ; the run starts by loading the model that way (the kernel report) and running a few
-# forward passes with graphs. Should that fail, as a kernel that faults would make it, the rest of
-# the run measures the unfused steps on one stream (--cuda-kernels unfused --no-side-stream), the
-# plan of the earlier runs, and the table says so.
+# forward passes with graphs (--cuda-kernels auto --side-stream, which the rest of the run then
+# measures; the library's default is still the unfused steps on one stream). Should that fail, as
+# a kernel that faults would make it, the rest of the run measures the unfused steps on one stream,
+# the plan of the earlier runs, and the table says so.
 set -euo pipefail
 
 HERE="$(dirname "$(readlink -f "$0")")"
@@ -138,18 +139,18 @@ run() {
   }
 
   echo "== the fused kernels chosen at load (each checked against the unfused steps, then timed)"
-  local kernels=auto fallback=() engine_fallback=()
+  local kernels=auto fallback=(--cuda-kernels auto --side-stream) engine_fallback=()
   for precision in fp16 fp32; do
     if "$dir/bin/lipsync" info --model "$model" --backend cuda --precision "$precision" \
-      >"$results/kernels_$precision.txt" 2>&1 &&
+      --cuda-kernels auto --side-stream >"$results/kernels_$precision.txt" 2>&1 &&
       "$dir/bin/lipsync" bench --model "$model" --backend cuda --precision "$precision" \
-        --cuda-graph --batch 1,3 --iterations 2 --warmup 1 >>"$results/kernels_$precision.txt" 2>&1
+        --cuda-kernels auto --side-stream --cuda-graph --batch 1,3 --iterations 2 --warmup 1 >>"$results/kernels_$precision.txt" 2>&1
     then
       grep -E "^(kernels|side stream|              )" "$results/kernels_$precision.txt" |
         sed "s/^/  $precision /"
     else
       kernels=unfused
-      fallback=(--cuda-kernels unfused --no-side-stream)
+      fallback=(--cuda-kernels unfused)
       engine_fallback=(--cuda-kernels unfused --one-stream)
       echo "  WARNING: loading or running the model with fused kernels ($precision) failed; the" \
            "rest of the run measures the unfused steps on one stream:"

@@ -19,11 +19,11 @@ void AddEngineFlags(CLI::App* cmd, EngineFlags* f, bool with_max_batch, bool mod
   cmd->add_option("--engine-cache", f->engine_cache_dir, "TensorRT engine cache folder");
   cmd->add_flag("--cuda-graph", f->cuda_graph, "capture the forward pass as a CUDA graph");
   cmd->add_option("--cuda-kernels", f->cuda_kernels,
-                  "backend cuda: auto (the fastest fused kernel that matched the unfused steps "
-                  "at load) | fused (the first that matched) | unfused")
+                  "backend cuda: unfused | auto (the fastest fused kernel that matched the "
+                  "unfused steps at load) | fused (the first that matched)")
       ->capture_default_str();
-  cmd->add_flag("--no-side-stream", f->no_side_stream,
-                "backend cuda: run the audio branch on the main stream too");
+  cmd->add_flag("--side-stream", f->side_stream,
+                "backend cuda: run the audio branch on a second stream");
   cmd->add_flag("--allow-cpu-fallback", f->allow_cpu_fallback,
                 "run on the CPU when the GPU provider is missing");
   if (with_max_batch) {
@@ -42,7 +42,7 @@ Result<EngineOptions> ToEngineOptions(const EngineFlags& f) {
   o.ort.engine_cache_dir = f.engine_cache_dir;
   o.ort.cuda_graph = f.cuda_graph;
   o.cuda.cuda_graph = f.cuda_graph;
-  o.cuda.side_stream = !f.no_side_stream;
+  o.cuda.side_stream = f.side_stream;
   if (f.cuda_kernels == "auto") {
     o.cuda.kernels = CudaKernels::kAuto;
   } else if (f.cuda_kernels == "fused") {

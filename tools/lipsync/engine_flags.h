@@ -20,14 +20,14 @@ struct EngineFlags {
   int device = 0;
   int64_t max_batch = 64;
   bool cuda_graph = false;
-  std::string cuda_kernels = "auto";  // CudaOptions::kernels
-  bool no_side_stream = false;        // CudaOptions::side_stream off
+  std::string cuda_kernels = "unfused";  // CudaOptions::kernels
+  bool side_stream = false;              // CudaOptions::side_stream
   bool allow_cpu_fallback = false;
   std::vector<std::string> ort_config;  // KEY=VALUE
 };
 
 // Adds --model (required), --backend, --provider, --threads, --device, --precision, --graph-opt,
-// --engine-cache, --cuda-graph, --cuda-kernels, --no-side-stream, --allow-cpu-fallback,
+// --engine-cache, --cuda-graph, --cuda-kernels, --side-stream, --allow-cpu-fallback,
 // --max-batch.
 // `with_max_batch` false leaves --max-batch to the caller (serve uses it for its batcher);
 // `model_required` false makes --model optional (render takes the model from the avatar).
