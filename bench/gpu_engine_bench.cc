@@ -289,12 +289,11 @@ Result<Outputs> RunAll(const Args& args, const std::string& backend, Precision p
   return out;
 }
 
-// Bytes of a [0,1] float output as OutputToImage makes them (x255, clamped, truncated).
+// Bytes of a [0,1] float output as OutputToImage makes them (OutputByte of each value).
 Tensor ToBytes(const Tensor& planes) {
   Tensor bytes(DataType::kUInt8, planes.shape());
   for (int64_t i = 0; i < planes.element_count(); ++i) {
-    bytes.data_as<uint8_t>()[i] =
-        static_cast<uint8_t>(std::clamp(planes.data_as<float>()[i] * 255.0f, 0.0f, 255.0f));
+    bytes.data_as<uint8_t>()[i] = OutputByte(planes.data_as<float>()[i]);
   }
   return bytes;
 }

@@ -14,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "lipsync/face_values.h"  // VisualValue, OutputByte
 #include "lipsync/status.h"
 
 namespace lipsync {
@@ -61,25 +62,15 @@ Result<std::string> EncodePng(const Image& image);
 Result<Image> PrepareFace(const Image& face, const FaceLayout& layout);
 
 // Writes the model's visual input for one frame, [6, S, S] floats (S = layout.inner_size):
-// channels 0-2 the inner face, channels 3-5 its masked copy, BGR, scaled to [0, 1].
+// channels 0-2 the inner face, channels 3-5 its masked copy, BGR, each byte / 255 (VisualValue).
 // `inner_bgr` holds S*S*3 bytes.
 void FillVisualInput(const uint8_t* inner_bgr, const FaceLayout& layout, float* visual);
 // The same for an inner face whose rows are `row_stride` bytes apart (e.g. the centre of a crop).
 void FillVisualInput(const uint8_t* inner_bgr, size_t row_stride, const FaceLayout& layout,
                      float* visual);
 
-// One pixel value of the visual input: byte / 255 as FillVisualInput computes it.
-inline float VisualValue(uint8_t byte) { return byte * (1.0f / 255.0f); }
-// One model output value as a byte: *255, clamped to [0, 255] (NaN to 0), truncated.
-inline uint8_t OutputByte(float value) {
-  float v = value * 255.0f;
-  v = v > 0.0f ? v : 0.0f;
-  v = v < 255.0f ? v : 255.0f;
-  return static_cast<uint8_t>(static_cast<int32_t>(v));
-}
-
-// Converts one model output [3, S, S] (BGR in [0, 1]) to S*S*3 interleaved bytes: *255, clamped,
-// truncated toward zero as the reference pipeline's uint8 cast does.
+// Converts one model output [3, S, S] (BGR in [0, 1]) to S*S*3 interleaved bytes with OutputByte:
+// *255, clamped, truncated toward zero as the reference pipeline's uint8 cast does.
 void OutputToImage(const float* chw, int size, uint8_t* bgr);
 
 }  // namespace lipsync

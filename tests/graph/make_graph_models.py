@@ -7,6 +7,7 @@ Usage: make_graph_models.py OUT_DIR
 import os
 import sys
 
+import numpy as np
 import onnx
 import torch
 import torch.nn as nn
@@ -250,6 +251,27 @@ def softmax_model(path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
 
 
+class FaceValues(nn.Module):
+    """A frame-form model whose output is exact: a 1x1 convolution of the visual input plus a
+    zero-weight 1x1 convolution of the audio, upsampled (so that both inputs are used). With
+    weights picking channels 0-2 the output is the face itself; with zero weights it is the bias,
+    whatever the faces."""
+
+    def __init__(self, weight, bias, size=320):
+        super().__init__()
+        self.scale = size // 16
+        self.visual = nn.Conv2d(6, 3, 1)
+        self.audio = nn.Conv2d(32, 3, 1, bias=False)
+        with torch.no_grad():
+            self.visual.weight.copy_(torch.tensor(weight, dtype=torch.float32).view(3, 6, 1, 1))
+            self.visual.bias.copy_(torch.tensor(bias, dtype=torch.float32))
+            self.audio.weight.zero_()
+
+    def forward(self, v, a):
+        y = F.interpolate(self.audio(a), scale_factor=self.scale, mode="nearest")
+        return self.visual(v) + y
+
+
 def main():
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
@@ -278,6 +300,14 @@ def main():
     standalone_ops_model(os.path.join(out, "standalone_ops.onnx"))
     softmax_model(os.path.join(out, "softmax.onnx"))
     conv_bn_model(os.path.join(out, "conv_bn.onnx"))
+    frame_inputs = (torch.rand(1, 6, 320, 320), torch.rand(1, 32, 16, 16))
+    export(FaceValues(np.eye(3, 6), [0, 0, 0]), frame_inputs, ["visual_input", "audio_input"],
+           os.path.join(out, "face_identity.onnx"))
+    # 1 - 2^-24, 1 and the smallest positive float: the byte conversion's boundaries.
+    boundaries = [np.nextafter(np.float32(1), np.float32(0)), 1.0,
+                  np.nextafter(np.float32(0), np.float32(1))]
+    export(FaceValues(np.zeros((3, 6)), boundaries), frame_inputs,
+           ["visual_input", "audio_input"], os.path.join(out, "face_constant.onnx"))
     print("graph test models written to", out)
 
 

@@ -1,5 +1,6 @@
 #include "backends/cuda/kernels/common.cuh"
 #include "backends/cuda/kernels/frames.cuh"
+#include "lipsync/face_values.h"
 
 namespace lipsync::cuda {
 namespace {
@@ -25,7 +26,7 @@ __global__ void __launch_bounds__(kThreads)
     T* dst = visual + idx * 6;
 #pragma unroll
     for (int c = 0; c < 3; ++c) {
-      const float v = static_cast<float>(src[c]) * (1.0f / 255.0f);
+      const float v = VisualValue(src[c]);  // a correctly rounded division, as on the CPU
       dst[c] = FromFloat<T>(v);
       dst[3 + c] = FromFloat<T>(masked ? 0.0f : v);
     }
@@ -37,10 +38,7 @@ __global__ void __launch_bounds__(kThreads)
     OutputToBytes(const T* nhwc, int64_t count, uint8_t* bytes) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < count;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    float v = ToFloat(nhwc[i]) * 255.0f;
-    v = v > 0.0f ? v : 0.0f;  // NaN to 0, as on the CPU
-    v = v < 255.0f ? v : 255.0f;
-    bytes[i] = static_cast<uint8_t>(static_cast<int>(v));
+    bytes[i] = OutputByte(ToFloat(nhwc[i]));  // the CPU backends' cast, NaN included
   }
 }
 

@@ -1,6 +1,7 @@
 // The frame form on the GPU: BGR uint8 faces into the visual input's NHWC arena buffer (mouth
 // mask, scaling, storage type), and the NHWC output buffer back to BGR uint8 faces. Both are the
-// CPU path's FillVisualInput / OutputToImage arithmetic, value for value.
+// CPU path's FillVisualInput / OutputToImage arithmetic, value for value: both call
+// lipsync/face_values.h.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -22,7 +23,7 @@ template <typename T>
 cudaError_t LaunchFacesToVisual(const uint8_t* faces, int64_t batch, const FaceGeometry& g,
                                 T* visual, cudaStream_t stream);
 
-// nhwc: [count] T (a [batch][S][S][3] output buffer) -> bytes: x255, clamped, truncated.
+// nhwc: [count] T (a [batch][S][S][3] output buffer) -> bytes: OutputByte of each value.
 template <typename T>
 cudaError_t LaunchOutputToBytes(const T* nhwc, int64_t count, uint8_t* bytes, cudaStream_t stream);
 
