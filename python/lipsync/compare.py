@@ -22,6 +22,7 @@ from .checkpoint import CheckpointError, load_model
 from .export import verify
 from .model import AUDIO_SHAPES
 from .torch_bench import TorchRunner, batch_result, report, set_threads, summarize
+from .verify import DEFAULT_ERROR_RATIO, DEFAULT_TOLERANCE
 
 
 def log(msg):
@@ -64,7 +65,11 @@ def main(argv=None):
     parser.add_argument("--iterations", type=int, default=20, help="timed runs of each, in all")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=4, help="alternations of the two")
-    parser.add_argument("--tolerance", type=float, default=1e-4)
+    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                        help="absolute part of the accuracy bound (as for export)")
+    parser.add_argument("--error-ratio", type=float, default=DEFAULT_ERROR_RATIO,
+                        help="the engine may be this many times as far from PyTorch float64 "
+                        "as PyTorch float32 is")
     parser.add_argument("--engine", help="path of the lipsync binary")
     parser.add_argument("--engine-args", default="", help="extra flags for lipsync bench")
     parser.add_argument("--json")
@@ -90,10 +95,13 @@ def main(argv=None):
 def run_comparison(args, engine, runner, torch_create_ms):
     names = engine_cli.input_names(engine, args.onnx)
     log(f"accuracy: PyTorch vs {engine} on the same random inputs, batch {args.batch}")
-    worst = verify(runner.model, args.onnx, names, engine, args.tolerance, [args.batch])
-    if not worst <= args.tolerance:
-        log(f"error: outputs differ by {worst:.3g} (tolerance {args.tolerance:g}); "
-            "is the ONNX file an export of this checkpoint?")
+    accuracy = verify(runner.model, args.onnx, names, engine, args.tolerance, [args.batch],
+                      error_ratio=args.error_ratio)
+    worst = accuracy.max_abs_diff
+    if not accuracy.ok:
+        log(f"error: outputs differ beyond PyTorch's own rounding "
+            f"({accuracy.summary(args.tolerance, args.error_ratio)}); is the ONNX file an export "
+            "of this checkpoint?")
         return 1
 
     first_ms = runner.run_once(args.batch)

@@ -43,11 +43,18 @@ def run_json(cmd, accepted_codes=(0,)):
         raise EngineError(f"`lipsync {cmd[1]}` printed no JSON: {proc.stdout[:200]!r}") from None
 
 
-def check(engine, model, inputs, expected, tolerance, threads=0):
+def check(engine, model, inputs, expected, tolerance, threads=0, reference=None,
+          error_ratio=None):
     """Runs `lipsync check`; returns its JSON result. `inputs` maps input names to .npy paths.
-    Exit code 1 (outside the tolerance) is a result, not an error."""
+    With `reference` (a higher-precision run) the engine is judged by its distance to it against
+    `expected`'s own (see `lipsync check --reference`). Exit code 1 (outside the bound) is a
+    result, not an error."""
     cmd = [engine, "check", "--model", model, "--expect", expected, "--tolerance",
            str(tolerance), "--json", "--threads", str(threads)]
+    if reference is not None:
+        cmd += ["--reference", reference]
+    if error_ratio is not None:
+        cmd += ["--error-ratio", str(error_ratio)]
     for name, path in inputs.items():
         cmd += ["--input", f"{name}={path}"]
     return run_json(cmd, accepted_codes=(0, 1))

@@ -1,4 +1,5 @@
 """The audio encoder: checkpoint layout, strict loading, export verified through the C++ engine."""
+import re
 import subprocess
 import sys
 
@@ -100,8 +101,11 @@ def test_export_names_opset_dynamic_batch_and_verification(tmp_path, encoder_che
                               "--engine", engine_bin])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    diff = float(captured.out.split("max abs difference PyTorch vs C++ engine:")[1].split()[0])
-    assert diff <= 1e-4
+    # Both distances to PyTorch float64 are printed; this well-conditioned encoder is well
+    # inside the default bound (2x PyTorch float32's, plus 1e-4).
+    m = re.search(r"C\+\+ engine ([0-9.e+-]+), PyTorch float32 ([0-9.e+-]+)", captured.out)
+    assert m, captured.out
+    assert float(m.group(1)) <= 2 * float(m.group(2)) + 1e-4
     model = onnx.load(str(out))
     assert [i.name for i in model.graph.input] == ["mel"]
     assert [o.name for o in model.graph.output] == ["embedding"]
@@ -119,8 +123,9 @@ def test_verification_catches_other_weights(tmp_path, engine_bin):
                               "--no-verify"]) == 0
     model = build_audio_encoder().eval()
     model.load_state_dict(random_audio_state_dict(0))
-    worst = export_audio.verify(model, str(tmp_path / "o.onnx"), engine_bin, 1e-4, [2])
-    assert worst > 1e-2
+    result = export_audio.verify(model, str(tmp_path / "o.onnx"), engine_bin, 1e-4, [2])
+    assert not result.ok
+    assert result.engine_error > 1e-2 and result.max_abs_diff > 1e-2
 
 
 def test_export_audio_command_errors(tmp_path, engine_bin):
