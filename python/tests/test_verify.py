@@ -17,6 +17,7 @@ from lipsync import export
 from lipsync.checkpoint import load_model
 from lipsync.demo import random_state_dict
 from lipsync.model import build_model, example_inputs
+from lipsync.verify import DepthwiseFloat64, float64_copy
 
 NAMES = ["visual_input", "audio_input"]
 
@@ -44,6 +45,29 @@ def ill_conditioned_state(offset=300.0, gain=30.0):
 def largest_batch_norm_gain(model):
     return max(float((m.weight / torch.sqrt(m.running_var + m.eps)).abs().max())
                for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+@pytest.mark.parametrize("stride,padding,dilation,bias", [(1, 1, 1, False), (2, 1, 1, True),
+                                                          (2, 3, 2, True), ((1, 2), 0, 1, False)])
+def test_float64_depthwise_convolution_is_the_convolution(stride, padding, dilation, bias):
+    conv = torch.nn.Conv2d(12, 12, 3, stride, padding, dilation, groups=12, bias=bias).double()
+    x = torch.randn(2, 12, 17, 14, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = conv(x)
+        got = DepthwiseFloat64(conv)(x)
+    assert got.shape == want.shape
+    assert float((got - want).abs().max()) < 1e-12
+
+
+def test_float64_copy_replaces_only_depthwise_convolutions():
+    model = build_model("ave", 160).eval()
+    model64 = float64_copy(model)
+    grouped = sum(isinstance(m, torch.nn.Conv2d) and m.groups > 1 for m in model.modules())
+    assert grouped > 0
+    assert sum(isinstance(m, DepthwiseFloat64) for m in model64.modules()) == grouped
+    assert not any(isinstance(m, torch.nn.Conv2d) and m.groups > 1 for m in model64.modules())
+    assert all(p.dtype == torch.float64 for p in model64.parameters())
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # the original is kept
 
 
 SUMMARY = re.compile(r"C\+\+ engine ([0-9.e+-]+), PyTorch float32 ([0-9.e+-]+) .*"
