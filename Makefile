@@ -6,8 +6,11 @@ PYTHON     ?= /usr/bin/python3
 CMAKE_ARGS ?=
 LIPSYNC    := $(BUILD)/tools/lipsync/lipsync
 MODELS     := models
+# The Windows x64 build: cross-compiled with MinGW-w64, its tests run under Wine.
+BUILD_WIN  ?= build-windows
 
-.PHONY: all setup configure build demo test test-cpp test-python format clean
+.PHONY: all setup configure build demo test test-cpp test-python format clean \
+        windows-build windows-test windows-package
 
 all: build
 
@@ -56,12 +59,28 @@ demo: build $(MODELS)/demo.onnx $(MODELS)/demo_audio_encoder.onnx $(MODELS)/demo
 	@echo "audio features of models/demo_speech.wav: out/demo_audio_windows.npy"
 	@echo "lip-synced demo video (the trained model opens the mouth with the speech): out/demo.mp4"
 
-test: build
+test: build windows-build
 	cd $(BUILD) && LIPSYNC_BIN=$(CURDIR)/$(LIPSYNC) ctest -LE gpu --output-on-failure -j 2
+	cd $(BUILD_WIN) && ctest --output-on-failure -j 2
+
+$(BUILD_WIN)/build.ninja:
+	cmake -S . -B $(BUILD_WIN) -G Ninja -DCMAKE_BUILD_TYPE=Release \
+	  -DCMAKE_TOOLCHAIN_FILE=$(CURDIR)/cmake/mingw-w64.cmake $(CMAKE_ARGS)
+
+windows-build: setup $(BUILD_WIN)/build.ninja
+	cmake --build $(BUILD_WIN) -j $(JOBS)
+
+# The Windows tests alone: unit, graph and `lipsync.exe` end to end, under Wine.
+windows-test: windows-build
+	cd $(BUILD_WIN) && ctest --output-on-failure -j 2
+
+# out/lipsync-windows-x64.zip: lipsync.exe, its DLLs, setup.ps1 and README-windows.txt.
+windows-package: windows-build
+	bash scripts/windows-package.sh $(BUILD_WIN) out/lipsync-windows-x64.zip
 
 format:
 	find include src tools tests bench -name '*.h' -o -name '*.cc' -o -name '*.cu' -o -name '*.cuh' \
 	  | xargs clang-format -i
 
 clean:
-	rm -rf $(BUILD) out
+	rm -rf $(BUILD) $(BUILD_WIN) out

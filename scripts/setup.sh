@@ -5,6 +5,9 @@
 #
 # Set ONNXRUNTIME_ROOT to an ONNX Runtime release (with include/ and lib/) to use it instead of the
 # pinned CPU build, e.g. an official GPU release with the CUDA and TensorRT providers.
+#
+# The Windows build (cross-compiled with MinGW-w64, tested under Wine) takes its ONNX Runtime DLLs
+# (with DirectML) from the same npm package and builds protobuf-lite from Debian's source package.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,6 +19,18 @@ ORT_NPM_SHA256="6e3390d6b783e7be946fad629292799da28d0b42f84856e50d2c1b0383291e75
 ORT_LIB_SHA256="ffb75a925ba05e47b235bb66e3e3911714a80b328a9c9425539feb204aa32a23"
 ORT_HDR_DEB="libonnxruntime-dev_1.21.0+dfsg-1_amd64.deb"
 ORT_HDR_SHA256="14f7d959d5deacbcf1504830d4189f91fc67382b399ed9ae9d3aa9c4050ced08"
+# Windows x64 DLLs in the npm package, name and SHA-256.
+ORT_WIN_DLLS=(
+  "onnxruntime.dll 508c362f5673483dd3a086379c392795b2e42d10d5e6f3f90ebd7ac21c97af67"
+  "DirectML.dll 234e8898778cdec88d3cb0539508273494082812c968699f3de665a018971625"
+  "dxcompiler.dll 593d42df78c7f9cbd97c1374af107cfe20985759f98b77afc1448fe41ee3cc76"
+  "dxil.dll cf9a3981263f8ec30c9905d136eeaf4b4573209c602198671b958ec86905dea8"
+)
+# protobuf-lite for the Windows build: the upstream tarball of Debian 12's protobuf (the version of
+# its protoc, which generates the ONNX messages for both builds).
+PROTOBUF_SRC_VERSION="3.21.12-3+deb12u1"
+PROTOBUF_ORIG="protobuf_3.21.12.orig.tar.gz"
+PROTOBUF_ORIG_SHA256="930c2c3b5ecc6c9c12615cf5ad93f1cd6e12d0aba862b572e076259970ac3a53"
 
 APT_PACKAGES=(
   build-essential cmake ninja-build pkg-config git ca-certificates npm
@@ -26,6 +41,7 @@ APT_PACKAGES=(
   nlohmann-json3-dev libgtest-dev libcpp-httplib-dev openssl
   libavcodec-dev libavformat-dev libavutil-dev libswresample-dev libswscale-dev libfftw3-dev
   ffmpeg python3-opencv espeak-ng python3-yaml yamllint libyaml-cpp-dev nginx-light libzip-dev libssl-dev
+  g++-mingw-w64-x86-64-posix wine64 libstb-dev
 )
 
 log() { printf '[setup] %s\n' "$*"; }
@@ -131,6 +147,51 @@ install_onnxruntime() {
   log "ONNX Runtime $ORT_NPM_VERSION installed in $ORT_PREFIX"
 }
 
+# The Windows build's ONNX Runtime: the DLLs of the npm package, beside the Linux headers (the same
+# API; the Windows build defines the MSVC annotations they use).
+install_onnxruntime_windows() {
+  local win="$DEPS/onnxruntime-win" stamp="$DEPS/onnxruntime-win/.stamp-$ORT_NPM_VERSION"
+  [ -f "$stamp" ] && { log "ONNX Runtime $ORT_NPM_VERSION for Windows: present in $win"; return; }
+  local cache="$DEPS/cache" tgz="onnxruntime-node-$ORT_NPM_VERSION.tgz" tmp="$DEPS/cache/npm-w"
+  mkdir -p "$cache"
+  [ -f "$cache/$tgz" ] ||
+    (cd "$cache" && npm pack --silent "onnxruntime-node@$ORT_NPM_VERSION" >/dev/null)
+  check_sha256 "$cache/$tgz" "$ORT_NPM_SHA256"
+  rm -rf "$tmp" && mkdir -p "$tmp" "$win/bin"
+  tar -xzf "$cache/$tgz" -C "$tmp" package/bin/napi-v6/win32/x64
+  local entry name sum
+  for entry in "${ORT_WIN_DLLS[@]}"; do
+    read -r name sum <<<"$entry"
+    check_sha256 "$tmp/package/bin/napi-v6/win32/x64/$name" "$sum"
+    mv "$tmp/package/bin/napi-v6/win32/x64/$name" "$win/bin/"
+  done
+  rm -rf "$tmp"
+  touch "$stamp"
+  log "ONNX Runtime $ORT_NPM_VERSION for Windows installed in $win"
+}
+
+# protobuf's upstream source from Debian's source package (apt-get source with a private list of
+# the machine's own mirror, like the headers above).
+fetch_protobuf_source() {
+  local cache="$DEPS/cache" src="$DEPS/protobuf-src" aptdir="$DEPS/cache/apt-src"
+  [ -f "$src/CMakeLists.txt" ] && { log "protobuf source: present in $src"; return; }
+  if [ ! -f "$cache/$PROTOBUF_ORIG" ]; then
+    log "downloading protobuf source ($PROTOBUF_ORIG)"
+    mkdir -p "$aptdir/lists/partial" "$aptdir/archives/partial"
+    echo "deb-src $(debian_mirror) bookworm main" >"$aptdir/sources.list"
+    local opts=(-o "Dir::Etc::SourceList=$aptdir/sources.list" -o "Dir::Etc::SourceParts=/dev/null"
+      -o "Dir::State::Lists=$aptdir/lists" -o "Dir::Cache=$aptdir" -o "Debug::NoLocking=1")
+    apt-get "${opts[@]}" update -qq
+    (cd "$cache" && apt-get "${opts[@]}" source --download-only "protobuf=$PROTOBUF_SRC_VERSION" \
+      >/dev/null 2>&1)
+  fi
+  check_sha256 "$cache/$PROTOBUF_ORIG" "$PROTOBUF_ORIG_SHA256"
+  rm -rf "$src" "$src.tmp" && mkdir -p "$src.tmp"
+  tar -xzf "$cache/$PROTOBUF_ORIG" -C "$src.tmp" --strip-components=1
+  mv "$src.tmp" "$src"
+  log "protobuf source unpacked in $src"
+}
+
 # The deployment tests look packages up in apt's lists, which a fresh container may lack.
 ensure_apt_lists() {
   if compgen -G "/var/lib/apt/lists/*_Packages*" >/dev/null; then return; fi
@@ -141,3 +202,5 @@ ensure_apt_lists() {
 install_apt_packages
 ensure_apt_lists
 install_onnxruntime
+install_onnxruntime_windows
+fetch_protobuf_source

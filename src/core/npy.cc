@@ -4,6 +4,8 @@
 #include <fstream>
 #include <regex>
 
+#include "core/platform.h"
+
 namespace lipsync {
 namespace {
 
@@ -48,7 +50,7 @@ Result<Shape> ParseShape(const std::string& text) {
 }  // namespace
 
 Result<Tensor> LoadNpy(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
+  std::ifstream in(platform::PathFromUtf8(path), std::ios::binary);
   if (!in) return NotFound("cannot open '" + path + "'");
   auto fail = [&](const std::string& why) {
     return DataLoss("'" + path + "' is not a valid .npy file: " + why);
@@ -110,7 +112,7 @@ Status SaveNpy(const std::string& path, const TensorView& tensor) {
   const size_t unpadded = 10 + header.size() + 1;
   header.append((64 - unpadded % 64) % 64, ' ');
   header += '\n';
-  std::ofstream out(path, std::ios::binary);
+  std::ofstream out(platform::PathFromUtf8(path), std::ios::binary);
   if (!out) return NotFound("cannot write '" + path + "'");
   out.write(kMagic, 6);
   const char version[2] = {1, 0};

@@ -3,6 +3,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "core/platform.h"
+
 namespace lipsync {
 
 const char* DataTypeName(DataType type) {
@@ -74,13 +76,13 @@ int64_t ElementCount(const Shape& shape) {
   return n;
 }
 
-void Tensor::FreeDeleter::operator()(void* p) const { std::free(p); }
+void Tensor::FreeDeleter::operator()(void* p) const { platform::AlignedFree(p); }
 
 Tensor::Tensor(DataType dtype, Shape shape, NoFill) : dtype_(dtype), shape_(std::move(shape)) {
   constexpr size_t kAlign = 64;
   size_t bytes = (byte_size() + kAlign - 1) / kAlign * kAlign;
   if (bytes == 0) bytes = kAlign;
-  data_.reset(std::aligned_alloc(kAlign, bytes));
+  data_.reset(platform::AlignedAlloc(kAlign, bytes));
   if (!data_) throw std::bad_alloc();
 }
 

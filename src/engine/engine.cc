@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "backends/backend.h"
+#include "core/platform.h"
 
 namespace lipsync {
 
@@ -99,10 +100,11 @@ EngineOptions OptionsPerRun(EngineOptions options, int runs) {
 Result<std::unique_ptr<Engine>> Engine::Create(const std::string& model_path,
                                                const EngineOptions& options) {
   std::error_code ec;
-  if (!std::filesystem::exists(model_path, ec)) {
+  const std::filesystem::path file = platform::PathFromUtf8(model_path);
+  if (!std::filesystem::exists(file, ec)) {
     return NotFound("model file '" + model_path + "' does not exist");
   }
-  if (std::filesystem::is_directory(model_path, ec)) {
+  if (std::filesystem::is_directory(file, ec)) {
     return InvalidArgument("model path '" + model_path + "' is a directory, not an ONNX file");
   }
   if (options.max_batch < 1) {

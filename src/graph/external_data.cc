@@ -1,14 +1,12 @@
 #include "graph/external_data.h"
 
-#include <fcntl.h>
 #include <onnx/onnx_pb.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+
+#include "core/platform.h"
 
 namespace lipsync::graph {
 namespace fs = std::filesystem;
@@ -42,8 +40,8 @@ Status DataFileError(const std::string& tensor, const std::string& path, const s
 }  // namespace
 
 std::string ModelFolder(const std::string& model_path) {
-  fs::path parent = fs::path(model_path).parent_path();
-  return parent.empty() ? std::string(".") : parent.string();
+  fs::path parent = platform::PathFromUtf8(model_path).parent_path();
+  return parent.empty() ? std::string(".") : platform::PathToUtf8(parent);
 }
 
 Result<ExternalDataRef> ReadExternalDataRef(const onnx::TensorProto& tensor) {
@@ -70,7 +68,7 @@ Result<ExternalDataRef> ReadExternalDataRef(const onnx::TensorProto& tensor) {
 Result<std::string> ResolveExternalDataPath(const std::string& model_dir,
                                             const std::string& location,
                                             const std::string& tensor_name) {
-  const fs::path loc(location);
+  const fs::path loc = platform::PathFromUtf8(location);
   const std::string refused =
       "tensor '" + tensor_name + "': external data location '" + location + "' ";
   if (loc.is_absolute() || loc.has_root_name() || loc.has_root_directory()) {
@@ -84,31 +82,28 @@ Result<std::string> ResolveExternalDataPath(const std::string& model_dir,
     }
   }
   std::error_code ec;
-  const fs::path dir = fs::canonical(model_dir, ec);
+  const fs::path dir = fs::canonical(platform::PathFromUtf8(model_dir), ec);
   if (ec) return NotFound("model folder '" + model_dir + "' cannot be resolved: " + ec.message());
   // weakly_canonical follows every link that exists, so a link out of the folder shows here even
   // when its target is missing.
   const fs::path file = fs::weakly_canonical(dir / loc, ec);
   if (ec) return DataLoss(refused + "cannot be resolved: " + ec.message());
   if (!IsWithin(file, dir)) {
-    return InvalidArgument(refused + "leads out of the model's folder '" + dir.string() +
-                           "' through a link (to '" + file.string() + "'; refused, not opened)");
+    return InvalidArgument(refused + "leads out of the model's folder '" +
+                           platform::PathToUtf8(dir) + "' through a link (to '" +
+                           platform::PathToUtf8(file) + "'; refused, not opened)");
   }
   if (!fs::exists(file, ec)) {
-    return DataFileError(tensor_name, (dir / loc).string(), "is missing");
+    return DataFileError(tensor_name, platform::PathToUtf8(dir / loc), "is missing");
   }
   if (!fs::is_regular_file(file, ec)) {
-    return DataFileError(tensor_name, (dir / loc).string(), "is not a regular file");
+    return DataFileError(tensor_name, platform::PathToUtf8(dir / loc), "is not a regular file");
   }
-  return file.string();
+  return platform::PathToUtf8(file);
 }
 
 struct ExternalDataFiles::Mapping {
-  const char* data = nullptr;
-  size_t size = 0;
-  ~Mapping() {
-    if (data) munmap(const_cast<char*>(data), size);
-  }
+  platform::MappedFile file;
 };
 
 ExternalDataFiles::ExternalDataFiles(std::string model_dir) : model_dir_(std::move(model_dir)) {}
@@ -122,42 +117,25 @@ Result<std::string_view> ExternalDataFiles::Read(const std::string& tensor_name,
   auto it = files_.find(path);
   if (it == files_.end()) {
     auto mapping = std::make_unique<Mapping>();
-    const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-      return DataFileError(tensor_name, path,
-                           "cannot be opened: " + std::string(std::strerror(errno)));
-    struct stat st {};
-    if (fstat(fd, &st) != 0) {
-      close(fd);
-      return DataFileError(tensor_name, path, "cannot be read");
-    }
-    mapping->size = static_cast<size_t>(st.st_size);
-    if (mapping->size > 0) {
-      void* p = mmap(nullptr, mapping->size, PROT_READ, MAP_PRIVATE, fd, 0);
-      if (p == MAP_FAILED) {
-        close(fd);
-        return DataFileError(tensor_name, path,
-                             "cannot be mapped: " + std::string(std::strerror(errno)));
-      }
-      mapping->data = static_cast<const char*>(p);
-    }
-    close(fd);
+    auto file = platform::MappedFile::Open(path);
+    if (!file.ok()) return DataFileError(tensor_name, path, file.status().message());
+    mapping->file = std::move(*file);
     it = files_.emplace(path, std::move(mapping)).first;
   }
-  const Mapping& m = *it->second;
+  const platform::MappedFile& m = it->second->file;
   const int64_t length = ref.length < 0 ? static_cast<int64_t>(expected_bytes) : ref.length;
   if (static_cast<size_t>(length) != expected_bytes) {
     return DataLoss("tensor '" + tensor_name + "': external data length " + std::to_string(length) +
                     " bytes, its dims need " + std::to_string(expected_bytes));
   }
-  if (static_cast<uint64_t>(ref.offset) > m.size ||
-      static_cast<uint64_t>(length) > m.size - static_cast<uint64_t>(ref.offset)) {
+  if (static_cast<uint64_t>(ref.offset) > m.size() ||
+      static_cast<uint64_t>(length) > m.size() - static_cast<uint64_t>(ref.offset)) {
     return DataFileError(tensor_name, path,
-                         "holds " + std::to_string(m.size) + " bytes, but the tensor needs bytes " +
-                             std::to_string(ref.offset) + ".." +
-                             std::to_string(ref.offset + length) + " (truncated file?)");
+                         "holds " + std::to_string(m.size()) +
+                             " bytes, but the tensor needs bytes " + std::to_string(ref.offset) +
+                             ".." + std::to_string(ref.offset + length) + " (truncated file?)");
   }
-  return std::string_view(m.data + ref.offset, static_cast<size_t>(length));
+  return std::string_view(m.data() + ref.offset, static_cast<size_t>(length));
 }
 
 Status CheckExternalData(const onnx::ModelProto& model, const std::string& model_path) {
@@ -168,7 +146,7 @@ Status CheckExternalData(const onnx::ModelProto& model, const std::string& model
     LIPSYNC_ASSIGN_OR_RETURN(std::string path,
                              ResolveExternalDataPath(dir, ref.location, t.name()));
     std::error_code ec;
-    const uintmax_t size = fs::file_size(path, ec);
+    const uintmax_t size = fs::file_size(platform::PathFromUtf8(path), ec);
     if (ec) return DataFileError(t.name(), path, "cannot be read: " + ec.message());
     const uint64_t end =
         static_cast<uint64_t>(ref.offset) + static_cast<uint64_t>(ref.length < 0 ? 0 : ref.length);

@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 
+#include "core/platform.h"
 #include "graph/external_data.h"
 #include "lipsync/tensor.h"
 
@@ -314,10 +315,10 @@ Result<OnnxModel> ParseOnnxModel(const std::string& bytes, const std::string& or
 
 Result<OnnxModel> LoadOnnxModel(const std::string& path) {
   std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) {
+  if (!std::filesystem::is_regular_file(platform::PathFromUtf8(path), ec)) {
     return NotFound("model file '" + path + "' does not exist");
   }
-  std::ifstream file(path, std::ios::binary);
+  std::ifstream file(platform::PathFromUtf8(path), std::ios::binary);
   if (!file) return NotFound("cannot open model file '" + path + "'");
   std::ostringstream buffer;
   buffer << file.rdbuf();

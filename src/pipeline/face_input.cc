@@ -1,7 +1,13 @@
 #include <algorithm>
 #include <cstdint>
-#include <opencv2/imgproc.hpp>
 #include <vector>
+#ifdef LIPSYNC_HAVE_OPENCV
+#include <opencv2/imgproc.hpp>
+#else
+// Builds without OpenCV (Windows): stb's resampler, Catmull-Rom cubic (OpenCV's INTER_CUBIC uses
+// a = -0.75, so resized faces differ from the Linux build's by a few levels near edges).
+#include <stb/stb_image_resize.h>
+#endif
 
 #include "lipsync/face.h"
 
@@ -31,14 +37,37 @@ Result<Image> PrepareFace(const Image& face, const FaceLayout& layout) {
   const int s = layout.inner_size;
   if (face.width == s && face.height == s) return Image{s, s, face.bgr};
 
+  Image inner{s, s, std::vector<uint8_t>(static_cast<size_t>(s) * s * 3)};
+#ifdef LIPSYNC_HAVE_OPENCV
   cv::Mat src(face.height, face.width, CV_8UC3, const_cast<uint8_t*>(face.bgr.data()));
   cv::Mat crop = src;
   if (face.width != layout.crop_size || face.height != layout.crop_size) {
     cv::resize(src, crop, cv::Size(layout.crop_size, layout.crop_size), 0, 0, cv::INTER_CUBIC);
   }
-  Image inner{s, s, std::vector<uint8_t>(static_cast<size_t>(s) * s * 3)};
   cv::Mat dst(s, s, CV_8UC3, inner.bgr.data());
   crop(cv::Rect(layout.inner_offset, layout.inner_offset, s, s)).copyTo(dst);
+#else
+  const int c = layout.crop_size;
+  std::vector<uint8_t> resized;
+  const uint8_t* crop = face.bgr.data();
+  if (face.width != c || face.height != c) {
+    resized.resize(static_cast<size_t>(c) * c * 3);
+    if (!stbir_resize_uint8_generic(face.bgr.data(), face.width, face.height, face.width * 3,
+                                    resized.data(), c, c, c * 3, 3, STBIR_ALPHA_CHANNEL_NONE, 0,
+                                    STBIR_EDGE_CLAMP, STBIR_FILTER_CATMULLROM,
+                                    STBIR_COLORSPACE_LINEAR, nullptr)) {
+      return Internal("cannot resize the face image to " + std::to_string(c) + "x" +
+                      std::to_string(c));
+    }
+    crop = resized.data();
+  }
+  for (int y = 0; y < s; ++y) {
+    const uint8_t* row =
+        crop + (static_cast<size_t>(y + layout.inner_offset) * c + layout.inner_offset) * 3;
+    std::copy(row, row + static_cast<size_t>(s) * 3,
+              inner.bgr.data() + static_cast<size_t>(y) * s * 3);
+  }
+#endif
   return inner;
 }
 
@@ -64,10 +93,20 @@ void FillVisualInput(const uint8_t* inner_bgr, size_t row_stride, const FaceLayo
   const int s = layout.inner_size;
   const size_t plane = static_cast<size_t>(s) * s;
   uint8_t* planes = ScratchPlanes(3 * plane);
+#ifdef LIPSYNC_HAVE_OPENCV
   cv::Mat src(s, s, CV_8UC3, const_cast<uint8_t*>(inner_bgr), row_stride);
   cv::Mat split[3] = {cv::Mat(s, s, CV_8U, planes), cv::Mat(s, s, CV_8U, planes + plane),
                       cv::Mat(s, s, CV_8U, planes + 2 * plane)};
   cv::split(src, split);
+#else
+  for (int y = 0; y < s; ++y) {
+    const uint8_t* row = inner_bgr + static_cast<size_t>(y) * row_stride;
+    for (int x = 0; x < s; ++x) {
+      for (int c = 0; c < 3; ++c)
+        planes[c * plane + static_cast<size_t>(y) * s + x] = row[3 * x + c];
+    }
+  }
+#endif
   for (int c = 0; c < 3; ++c) {
     const uint8_t* in = planes + c * plane;
     float* out = visual + c * plane;
@@ -91,11 +130,17 @@ void OutputToImage(const float* chw, int size, uint8_t* bgr) {
     // Truncates, as the reference pipeline's uint8 cast does.
     for (size_t i = 0; i < plane; ++i) out[i] = OutputByte(in[i]);
   }
+#ifdef LIPSYNC_HAVE_OPENCV
   const cv::Mat merged[3] = {cv::Mat(size, size, CV_8U, planes),
                              cv::Mat(size, size, CV_8U, planes + plane),
                              cv::Mat(size, size, CV_8U, planes + 2 * plane)};
   cv::Mat dst(size, size, CV_8UC3, bgr);
   cv::merge(merged, 3, dst);
+#else
+  for (size_t i = 0; i < plane; ++i) {
+    for (int c = 0; c < 3; ++c) bgr[3 * i + c] = planes[c * plane + i];
+  }
+#endif
 }
 
 }  // namespace lipsync

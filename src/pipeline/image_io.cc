@@ -5,6 +5,7 @@
 #include <fstream>
 #include <iterator>
 
+#include "core/platform.h"
 #include "lipsync/face.h"
 #include "pipeline/image_codecs.h"
 
@@ -15,7 +16,7 @@ namespace {
 constexpr int kFileJpegQuality = 95;
 
 std::string LowerExtension(const std::string& path) {
-  std::string ext = std::filesystem::path(path).extension().string();
+  std::string ext = platform::PathToUtf8(platform::PathFromUtf8(path).extension());
   for (auto& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return ext;
 }
@@ -45,10 +46,11 @@ Result<Image> DecodeImage(std::string_view bytes, const std::string& what) {
 
 Result<Image> LoadImage(const std::string& path) {
   std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) {
+  const std::filesystem::path file = platform::PathFromUtf8(path);
+  if (!std::filesystem::is_regular_file(file, ec)) {
     return NotFound("image file '" + path + "' does not exist");
   }
-  std::ifstream in(path, std::ios::binary);
+  std::ifstream in(file, std::ios::binary);
   std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   if (in.bad()) return DataLoss("cannot read image '" + path + "'");
   return DecodeImage(bytes, "image '" + path + "'");
@@ -65,11 +67,13 @@ Status SaveImage(const std::string& path, const Image& image) {
     bytes = EncodeJpeg(image, kFileJpegQuality);
   }
   if (!bytes.ok()) return bytes.status();
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  const std::filesystem::path file = platform::PathFromUtf8(path);
+  std::ofstream out(file, std::ios::binary | std::ios::trunc);
   out.write(bytes->data(), static_cast<std::streamsize>(bytes->size()));
   out.close();
   if (!out) {
-    std::remove(path.c_str());  // no partial file left behind
+    std::error_code ec;
+    std::filesystem::remove(file, ec);  // no partial file left behind
     return Internal("cannot write image '" + path + "'");
   }
   return Status::Ok();

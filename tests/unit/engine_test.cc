@@ -10,6 +10,8 @@
 #include <random>
 #include <thread>
 
+#include "core/platform.h"
+
 namespace lipsync {
 namespace {
 
@@ -194,8 +196,9 @@ TEST(Engine, MissingCorruptAndTruncatedFiles) {
   EXPECT_NE(g.status().message().find("garbage.onnx"), std::string::npos) << g.status().message();
 
   const std::string truncated = kDir + "/truncated.onnx";
-  std::filesystem::copy_file(kDir + "/tiny.onnx", truncated,
-                             std::filesystem::copy_options::overwrite_existing);
+  // Removed first: MinGW's copy_file refuses to overwrite on Windows despite overwrite_existing.
+  std::filesystem::remove(truncated);
+  std::filesystem::copy_file(kDir + "/tiny.onnx", truncated);
   std::filesystem::resize_file(truncated, std::filesystem::file_size(truncated) / 2);
   auto t = Engine::Create(truncated, CpuOptions());
   ASSERT_FALSE(t.ok());
@@ -212,7 +215,7 @@ TEST(Engine, UnknownProviderBackendAndBadOptions) {
   EngineOptions o = CpuOptions();
   o.provider = "quantum";
   auto r = Engine::Create(kDir + "/tiny.onnx", o);
-  EXPECT_EQ(r.status().message(), "unknown provider 'quantum' (use cpu, cuda or tensorrt)");
+  EXPECT_EQ(r.status().message(), "unknown provider 'quantum' (use cpu, cuda, tensorrt or dml)");
   o = CpuOptions();
   o.backend = "magic";
   r = Engine::Create(kDir + "/tiny.onnx", o);
@@ -229,12 +232,29 @@ TEST(Engine, MissingGpuProviderSaysWhichLibraryOrFallsBack) {
   auto r = Engine::Create(kDir + "/tiny.onnx", o);
   if (r.ok()) GTEST_SKIP() << "this machine has a working CUDA provider";
   EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
-  EXPECT_NE(r.status().message().find("libonnxruntime_providers_cuda.so"), std::string::npos);
+  EXPECT_NE(r.status().message().find(platform::SharedLibraryName("onnxruntime_providers_cuda")),
+            std::string::npos);
   o.ort.allow_cpu_fallback = true;
   auto fallback = Engine::Create(kDir + "/tiny.onnx", o);
   ASSERT_TRUE(fallback.ok()) << fallback.status().ToString();
   EXPECT_EQ((*fallback)->info().provider, "cpu");
   EXPECT_FALSE((*fallback)->info().fallback_reason.empty());
+}
+
+// DirectML needs a DirectX 12 device: none on Linux, none under Wine (the Windows build's tests).
+TEST(Engine, DirectMLWithoutADeviceSaysSoOrFallsBack) {
+  EngineOptions o = CpuOptions();
+  o.provider = "dml";
+  auto r = Engine::Create(kDir + "/tiny.onnx", o);
+  if (r.ok()) GTEST_SKIP() << "this machine has a DirectX 12 device";
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable);
+  EXPECT_NE(r.status().message().find("DirectX 12"), std::string::npos) << r.status().message();
+  EXPECT_NE(r.status().message().find("--allow-cpu-fallback"), std::string::npos);
+  o.ort.allow_cpu_fallback = true;
+  auto fallback = Engine::Create(kDir + "/tiny.onnx", o);
+  ASSERT_TRUE(fallback.ok()) << fallback.status().ToString();
+  EXPECT_EQ((*fallback)->info().provider, "cpu");
+  EXPECT_NE((*fallback)->info().fallback_reason.find("DirectX 12"), std::string::npos);
 }
 
 TEST(Engine, ConcurrentRunsMatchSingleThreadedResults) {

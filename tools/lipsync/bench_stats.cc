@@ -1,10 +1,10 @@
 #include "bench_stats.h"
 
-#include <sys/resource.h>
-
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+
+#include "core/platform.h"
 
 namespace lipsync::cli {
 
@@ -36,9 +36,7 @@ nlohmann::json ToJson(const LatencySummary& s) {
 }
 
 double PeakRssMiB() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return static_cast<double>(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+  return static_cast<double>(platform::PeakResidentBytes()) / (1024.0 * 1024.0);
 }
 
 }  // namespace lipsync::cli

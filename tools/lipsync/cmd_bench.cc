@@ -1,6 +1,5 @@
 // `lipsync bench`: latency and throughput of one model on one backend, cold and warm figures
 // apart, as a table and as JSON (the same schema as python/lipsync/torch_bench.py).
-#include <unistd.h>
 
 #include <chrono>
 #include <condition_variable>
@@ -12,6 +11,7 @@
 
 #include "bench_stats.h"
 #include "commands.h"
+#include "core/platform.h"
 #include "engine_flags.h"
 #include "random_inputs.h"
 
@@ -39,12 +39,6 @@ std::string IsoNow() {
   char buf[32];
   const std::time_t now = std::time(nullptr);
   std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
-  return buf;
-}
-
-std::string HostName() {
-  char buf[256] = {};
-  gethostname(buf, sizeof buf - 1);
   return buf;
 }
 
@@ -209,10 +203,10 @@ int RunBench(const BenchArgs& args) {
                         {"precision", args.engine.precision == "fp16" ? "float16" : "float32"},
                         {"session_create_ms", create_ms},
                         {"date", IsoNow()},
-                        {"host", HostName()},
+                        {"host", platform::HostName()},
                         {"results", results},
                         {"peak_rss_mb", rss}};
-    std::ofstream out(args.json_path);
+    std::ofstream out(platform::PathFromUtf8(args.json_path));
     out << j.dump(2) << "\n";
     if (!out) return ReportError(Internal("cannot write '" + args.json_path + "'"));
     std::printf("wrote %s\n", args.json_path.c_str());

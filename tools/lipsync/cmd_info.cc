@@ -43,6 +43,7 @@ int RunInfo(const EngineFlags& flags, bool json) {
                         {"producer", info.producer},
                         {"backend", info.backend},
                         {"provider", info.provider},
+                        {"fallback_reason", info.fallback_reason},
                         {"dynamic_batch", info.dynamic_batch},
                         {"max_batch", info.max_batch},
                         {"inputs", TensorsToJson(info.inputs)},

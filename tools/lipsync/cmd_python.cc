@@ -1,8 +1,6 @@
 // `lipsync export`, `lipsync export-audio` and `lipsync compare`: front ends to the Python tools in
 // python/lipsync, which need PyTorch. All arguments after the subcommand go to the Python module
 // unchanged.
-#include <unistd.h>
-
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -10,6 +8,7 @@
 #include <vector>
 
 #include "commands.h"
+#include "core/platform.h"
 
 namespace lipsync::cli {
 namespace {
@@ -17,12 +16,6 @@ namespace {
 std::string PythonDir() {
   if (const char* dir = std::getenv("LIPSYNC_PYTHON_DIR")) return dir;
   return std::string(LIPSYNC_SOURCE_DIR) + "/python";
-}
-
-std::string SelfPath() {
-  std::error_code ec;
-  auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
-  return ec ? "" : p.string();
 }
 
 // Replaces this process with `python3 -m lipsync.<module> args...`.
@@ -34,21 +27,27 @@ int ExecPython(const std::string& module, const std::vector<std::string>& args) 
     return 2;
   }
   std::string path = dir;
-  if (const char* old = std::getenv("PYTHONPATH"); old && *old) path += std::string(":") + old;
-  setenv("PYTHONPATH", path.c_str(), 1);
-  if (!std::getenv("LIPSYNC_BIN")) setenv("LIPSYNC_BIN", SelfPath().c_str(), 1);
-  // Debian's interpreter has PyTorch; another python3 earlier on PATH may not.
+#ifdef _WIN32
+  const char* separator = ";";
+#else
+  const char* separator = ":";
+#endif
+  if (const char* old = std::getenv("PYTHONPATH"); old && *old)
+    path += separator + std::string(old);
+  platform::SetEnv("PYTHONPATH", path);
+  if (!std::getenv("LIPSYNC_BIN")) platform::SetEnv("LIPSYNC_BIN", platform::ExecutablePath());
+    // Debian's interpreter has PyTorch; another python3 earlier on PATH may not.
+#ifdef _WIN32
+  const std::string python = "python";  // the python.org installer's name on PATH
+#else
   const std::string python =
       std::filesystem::exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
+#endif
   std::vector<std::string> argv_s = {python, "-m", "lipsync." + module};
   argv_s.insert(argv_s.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& s : argv_s) argv.push_back(s.data());
-  argv.push_back(nullptr);
-  std::fflush(stdout);
-  execvp(argv[0], argv.data());
-  std::perror(("error: cannot run " + python).c_str());
-  return 2;
+  const int status = platform::RunInPlace(argv_s);
+  if (status == 127) std::fprintf(stderr, "error: cannot run %s\n", python.c_str());
+  return status == 127 ? 2 : status;
 }
 
 void AddPassThrough(CLI::App& app, const std::string& name, const std::string& module,

@@ -8,7 +8,8 @@ void AddEngineFlags(CLI::App* cmd, EngineFlags* f, bool with_max_batch, bool mod
   auto* model = cmd->add_option("--model,-m", f->model, "ONNX model file");
   if (model_required) model->required();
   cmd->add_option("--backend", f->backend, "ort | cuda | reference")->capture_default_str();
-  cmd->add_option("--provider", f->provider, "ONNX Runtime provider: cpu | cuda | tensorrt")
+  cmd->add_option("--provider", f->provider,
+                  "ONNX Runtime provider: cpu | cuda | tensorrt | dml (Windows)")
       ->capture_default_str();
   cmd->add_option("--threads", f->threads, "CPU threads for one inference (0: one per core)")
       ->capture_default_str();

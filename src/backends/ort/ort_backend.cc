@@ -2,7 +2,6 @@
 // thread-safe). Inputs and outputs are wrapped in place as Ort::Values over the caller's buffers,
 // so the CPU path copies nothing. With a GPU provider, views in device memory are bound where they
 // are through an IoBinding, so ONNX Runtime neither copies them to nor from the host.
-#include <dlfcn.h>
 #include <onnx/onnx_pb.h>
 #include <onnxruntime_cxx_api.h>
 
@@ -14,6 +13,7 @@
 
 #include "backends/backend.h"
 #include "backends/ort/onnx_header.h"
+#include "core/platform.h"
 #include "graph/external_data.h"
 
 namespace lipsync {
@@ -79,29 +79,23 @@ ONNXTensorElementDataType ToOrtType(DataType t) {
   return ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
 }
 
-// The folder holding libonnxruntime, where ORT looks for its provider libraries.
+// The folder holding the ONNX Runtime library, where ORT looks for its provider libraries.
 std::string OrtLibraryDir() {
-  Dl_info info{};
-  if (dladdr(reinterpret_cast<void*>(&OrtGetApiBase), &info) && info.dli_fname) {
-    return std::filesystem::path(info.dli_fname).parent_path().string();
-  }
-  return "the folder of libonnxruntime.so";
+  std::string dir = platform::FolderOfLibraryWith(reinterpret_cast<const void*>(&OrtGetApiBase));
+  return dir.empty() ? "the folder of " + platform::SharedLibraryName("onnxruntime") : dir;
 }
 
 // Empty when `library` and the shared provider bridge beside libonnxruntime load; else what fails.
 std::string ProviderLibraryProblem(const std::string& library) {
-  const std::filesystem::path dir = OrtLibraryDir();
-  for (const std::string& name : {std::string("libonnxruntime_providers_shared.so"), library}) {
-    const std::filesystem::path path = dir / name;
+  const std::filesystem::path dir = platform::PathFromUtf8(OrtLibraryDir());
+  for (const std::string& name :
+       {platform::SharedLibraryName("onnxruntime_providers_shared"), library}) {
+    const std::filesystem::path path = dir / platform::PathFromUtf8(name);
     std::error_code ec;
-    if (!std::filesystem::exists(path, ec)) return name + " is not in " + dir.string();
+    if (!std::filesystem::exists(path, ec)) return name + " is not in " + OrtLibraryDir();
     // Loading (not running) shows whether its CUDA/TensorRT dependencies are on this machine.
-    void* handle = dlopen(path.c_str(), RTLD_LAZY | RTLD_LOCAL);
-    if (!handle) {
-      const char* why = dlerror();
-      return name + " does not load: " + (why ? why : "unknown error");
-    }
-    dlclose(handle);
+    const std::string why = platform::LibraryLoadProblem(platform::PathToUtf8(path));
+    if (!why.empty()) return name + " does not load: " + why;
   }
   return "";
 }
@@ -109,9 +103,17 @@ std::string ProviderLibraryProblem(const std::string& library) {
 Status MissingProvider(const std::string& provider, const std::string& library,
                        std::string detail) {
   while (!detail.empty() && (detail.back() == '\n' || detail.back() == ' ')) detail.pop_back();
+  if (provider == "dml") {
+    return Unavailable(
+        "ONNX Runtime could not start the DirectML execution provider (" + detail +
+        "). DirectML needs Windows 10 1903 or later, a DirectX 12 GPU with its driver, and "
+        "DirectML.dll beside onnxruntime.dll. Use --provider cpu, or --allow-cpu-fallback to "
+        "run on the CPU instead");
+  }
   return Unavailable("ONNX Runtime could not load the " + provider + " execution provider (" +
-                     detail + "). It needs " + library +
-                     " and libonnxruntime_providers_shared.so (with their CUDA/TensorRT "
+                     detail + "). It needs " + library + " and " +
+                     platform::SharedLibraryName("onnxruntime_providers_shared") +
+                     " (with their CUDA/TensorRT "
                      "dependencies) beside libonnxruntime in " +
                      OrtLibraryDir() +
                      ": build against an ONNX Runtime GPU release with ONNXRUNTIME_ROOT=<release> "
@@ -161,10 +163,21 @@ Status AppendProvider(Ort::SessionOptions& so, const EngineOptions& o) {
       const char* cv[] = {device.c_str()};
       Ort::ThrowOnError(api.UpdateCUDAProviderOptions(cuda, ck, cv, 1));
       so.AppendExecutionProvider_CUDA_V2(*cuda);
+    } else if (o.provider == "dml") {
+      // Without a device, DirectML fails at session start with a bare HRESULT; say why first.
+      if (std::string no_device = platform::Direct3D12DeviceProblem(); !no_device.empty()) {
+        return MissingProvider("dml", "DirectML.dll", no_device);
+      }
+      // DirectML runs the graph as one sequence and plans its own memory.
+      so.DisableMemPattern();
+      so.SetExecutionMode(ORT_SEQUENTIAL);
+      so.AppendExecutionProvider("DML", {{"device_id", device}});
     }
   } catch (const Ort::Exception& e) {
-    const std::string lib = o.provider == "cuda" ? "libonnxruntime_providers_cuda.so"
-                                                 : "libonnxruntime_providers_tensorrt.so";
+    const std::string lib = o.provider == "dml" ? "DirectML.dll"
+                            : o.provider == "cuda"
+                                ? platform::SharedLibraryName("onnxruntime_providers_cuda")
+                                : platform::SharedLibraryName("onnxruntime_providers_tensorrt");
     return MissingProvider(o.provider, lib, e.what());
   }
   return Status::Ok();
@@ -290,7 +303,7 @@ class OrtBackend final : public Backend {
 };
 
 Result<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
+  std::ifstream in(platform::PathFromUtf8(path), std::ios::binary);
   if (!in) return NotFound("cannot open model file '" + path + "'");
   std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   if (bytes.empty()) return DataLoss("model file '" + path + "' is empty");
@@ -318,10 +331,19 @@ std::vector<OrtProviderStatus> ProbeOrtProviderLibraries() {
     std::string library;
     if (p == "CUDAExecutionProvider") {
       status.name = "cuda";
-      library = "libonnxruntime_providers_cuda.so";
+      library = platform::SharedLibraryName("onnxruntime_providers_cuda");
     } else if (p == "TensorrtExecutionProvider") {
       status.name = "tensorrt";
-      library = "libonnxruntime_providers_tensorrt.so";
+      library = platform::SharedLibraryName("onnxruntime_providers_tensorrt");
+    } else if (p == "DmlExecutionProvider") {
+      // Part of onnxruntime.dll; it needs DirectML.dll and a DirectX 12 device at session start.
+      status.name = "dml";
+      status.missing = platform::LibraryLoadProblem(
+          platform::PathToUtf8(platform::PathFromUtf8(OrtLibraryDir()) / "DirectML.dll"));
+      if (status.missing.empty()) status.missing = platform::Direct3D12DeviceProblem();
+      status.usable = status.missing.empty();
+      out.push_back(status);
+      continue;
     } else {
       status.name = p;
       status.missing = "lipsync does not use this provider";
@@ -336,8 +358,10 @@ std::vector<OrtProviderStatus> ProbeOrtProviderLibraries() {
 }
 
 Result<LoadedBackend> CreateOrtBackend(const std::string& model_path, const EngineOptions& o) {
-  if (o.provider != "cpu" && o.provider != "cuda" && o.provider != "tensorrt") {
-    return InvalidArgument("unknown provider '" + o.provider + "' (use cpu, cuda or tensorrt)");
+  if (o.provider != "cpu" && o.provider != "cuda" && o.provider != "tensorrt" &&
+      o.provider != "dml") {
+    return InvalidArgument("unknown provider '" + o.provider +
+                           "' (use cpu, cuda, tensorrt or dml)");
   }
   LIPSYNC_ASSIGN_OR_RETURN(std::string bytes, ReadFile(model_path));
   SharedEnv();  // ORT's logger must exist before provider options are made
@@ -372,7 +396,20 @@ Result<LoadedBackend> CreateOrtBackend(const std::string& model_path, const Engi
         so = BaseSessionOptions(o);
       }
     }
-    auto session = std::make_unique<Ort::Session>(SharedEnv(), model_path.c_str(), so);
+    // ORTCHAR_T paths: wide on Windows, which the UTF-8 path converts to.
+    const std::filesystem::path native = platform::PathFromUtf8(model_path);
+    std::unique_ptr<Ort::Session> session;
+    try {
+      session = std::make_unique<Ort::Session>(SharedEnv(), native.c_str(), so);
+    } catch (const Ort::Exception& e) {
+      // DirectML finds out at session start that no DirectX 12 device can run it.
+      if (info.provider != "dml") throw;
+      Status missing = MissingProvider("dml", "DirectML.dll", e.what());
+      if (!o.ort.allow_cpu_fallback) return missing;
+      info.provider = "cpu";
+      info.fallback_reason = missing.message();
+      session = std::make_unique<Ort::Session>(SharedEnv(), native.c_str(), BaseSessionOptions(o));
+    }
     LIPSYNC_ASSIGN_OR_RETURN(info.inputs, DescribeTensors(*session, true));
     LIPSYNC_ASSIGN_OR_RETURN(info.outputs, DescribeTensors(*session, false));
     if (info.inputs.empty()) return InvalidArgument("model '" + model_path + "' has no inputs");
@@ -385,7 +422,8 @@ Result<LoadedBackend> CreateOrtBackend(const std::string& model_path, const Engi
       info.max_batch = info.inputs[0].shape.empty() ? 1 : info.inputs[0].shape[0];
     }
     BackendCapabilities caps;
-    if (info.provider != "cpu") {  // the CUDA and TensorRT providers read device memory
+    // The CUDA and TensorRT providers read device memory; DirectML takes host buffers.
+    if (info.provider == "cuda" || info.provider == "tensorrt") {
       caps.device_memory = true;
       caps.device_id = o.device_id;
     }
