@@ -6,6 +6,7 @@ import os
 import shutil
 import struct
 import subprocess
+import zipfile
 
 import numpy as np
 import pytest
@@ -17,8 +18,10 @@ DEMO = os.path.join(DATA, "demo")
 MODEL = os.path.join(DEMO, "demo.onnx")
 FACE = os.path.join(DEMO, "demo_face.png")
 AUDIO = os.path.join(DEMO, "demo_audio.npy")
-# Under Wine, Unix paths are reached through drive Z:.
+
+
 def win(path):
+    """The path as a Windows program under Wine sees it: the Unix root is drive Z:."""
     return "Z:" + os.path.abspath(path).replace("/", "\\")
 
 
@@ -156,3 +159,23 @@ def test_a_missing_model_is_named():
     proc = run("info", "--model", win(os.path.join(DATA, "no such model.onnx")), check=False)
     assert proc.returncode != 0
     assert "no such model.onnx" in proc.stderr
+
+
+def test_the_package_runs_on_its_own(tmp_path):
+    """make windows-package's zip holds every DLL lipsync.exe loads: the unpacked copy runs."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    build = os.path.dirname(os.path.dirname(EXE))
+    archive = tmp_path / "lipsync-windows-x64.zip"
+    subprocess.run(["bash", os.path.join(root, "scripts", "windows-package.sh"), build,
+                    str(archive)], check=True, capture_output=True, timeout=600)
+    with zipfile.ZipFile(archive) as z:
+        names = set(z.namelist())
+        z.extractall(tmp_path)
+    for f in ("lipsync.exe", "onnxruntime.dll", "DirectML.dll", "libwinpthread-1.dll",
+              "setup.ps1", "README-windows.txt", "python/lipsync/demo.py"):
+        assert f"lipsync-windows-x64/{f}" in names, f
+    exe = tmp_path / "lipsync-windows-x64" / "lipsync.exe"
+    proc = subprocess.run([WINE_RUN, str(exe), "info", "--model", win(MODEL), "--json"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["provider"] == "cpu"
