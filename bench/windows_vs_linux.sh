@@ -14,7 +14,7 @@ OUT="$ROOT/out/windows_vs_linux"
 mkdir -p "$OUT"
 args=(bench --model "$MODEL" --batch 1 --threads "$THREADS" --duration "$SECONDS_EACH" --warmup 3)
 for round in 1 2; do
-  "$LINUX" "${args[@]}" --json "$OUT/linux_$round.json" >/dev/null
+  "$LINUX" "${args[@]}" --json "$OUT/linux_$round.json" >/dev/null 2>&1
   "$ROOT/scripts/wine-run.sh" "$WINDOWS" "${args[@]}" --json "Z:$OUT/wine_$round.json" >/dev/null 2>&1
 done
 python3 - "$OUT" <<'PY'
