@@ -244,9 +244,7 @@ Status AvatarRegistry::LoadModels(Candidate& c) const {
   }
   loaded.memory_bytes = bytes;
   // On the GPU only when the engine really runs there (a GPU provider may fall back to the CPU).
-  const ModelInfo& info = loaded.unet->info();
-  const bool on_gpu =
-      info.backend == "cuda" || info.provider == "cuda" || info.provider == "tensorrt";
+  const bool on_gpu = loaded.unet->capabilities().device_id >= 0;
   loaded.gpu_bytes = on_gpu ? models : 0;
   loaded.load_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
   LogLoad(loaded);

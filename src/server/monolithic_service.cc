@@ -216,8 +216,17 @@ grpc::ServerUnaryReactor* MonolithicService::Reply(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* MonolithicService::InferBatchComposite(
     grpc::CallbackServerContext* call, const monolithic::CompositeBatchRequest* request,
     monolithic::CompositeBatchResponse* response) {
-  return PostUnaryCall(workers_, metrics_, call, "InferBatchComposite",
-                       [this, request, response] { return RunComposite(*request, response); });
+  return PostUnaryCall(workers_, metrics_, call, "InferBatchComposite", [this, request, response] {
+    // A failure that escaped as an exception still answers success=false.
+    const Status outcome =
+        CatchAll("InferBatchComposite", [&] { return RunComposite(*request, response); });
+    if (!outcome.ok() && response->error().empty()) {
+      response->clear_composited_frames();
+      response->set_success(false);
+      response->set_error(outcome.message());
+    }
+    return outcome;
+  });
 }
 
 Status MonolithicService::RunComposite(const monolithic::CompositeBatchRequest& request,

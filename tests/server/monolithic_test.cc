@@ -304,6 +304,25 @@ TEST(Monolithic, ErrorsAreAnsweredAndTheServerGoesOn) {
   EXPECT_EQ(metrics.requests("InferBatchComposite", "NOT_FOUND"), 1u);  // the unknown model
 }
 
+// A worker whose allocation fails answers that request with an error; the next one is served.
+TEST(Monolithic, AnAllocationFailureFailsOnlyThatRequest) {
+  auto f = Start();
+  ASSERT_TRUE(f);
+  auto first = Call(*f, MakeRequest(2, 0, 5));  // loads the avatar
+  ASSERT_TRUE(first.success()) << first.error();
+  HostMemory().FailNextAllocations(1);
+  auto failed = Call(*f, MakeRequest(2, 0, 5));
+  HostMemory().FailNextAllocations(0);
+  EXPECT_FALSE(failed.success());
+  EXPECT_NE(failed.error().find("memory"), std::string::npos) << failed.error();
+  EXPECT_EQ(failed.composited_frames_size(), 0);
+  const Metrics& metrics = f->server->server->metrics();
+  EXPECT_EQ(metrics.requests("InferBatchComposite", "RESOURCE_EXHAUSTED"), 1u);
+  auto next = Call(*f, MakeRequest(2, 0, 5));
+  EXPECT_TRUE(next.success()) << next.error();
+  EXPECT_EQ(next.composited_frames_size(), 2);
+}
+
 TEST(Monolithic, LoadUnloadListStatsHealth) {
   auto f = Start();
   ASSERT_TRUE(f);
