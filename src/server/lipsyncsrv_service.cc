@@ -262,7 +262,9 @@ Status LipSyncSrvService::RunFrames(const std::string& model, const std::vector<
     }
     std::vector<uint8_t> output(static_cast<size_t>(batch) * face_bytes);
     const auto inference_start = Clock::now();
-    if (status.ok()) status = RunAvatarFaces(a, crops.view(), audio.view(), output.data());
+    if (status.ok()) {
+      status = RunAvatarFaces(a, crops.view(), audio.view(), output.data(), Origin::kLipSyncSrv);
+    }
     const auto inference_us =
         std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - inference_start)
             .count();

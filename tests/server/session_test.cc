@@ -480,32 +480,8 @@ int MaxDifference(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b) 
   return most;
 }
 
-// A widened gate lets that many callers in at once, in ticket order; the next one waits until one
-// of them leaves.
-TEST(FairGateTest, WidenedGateAdmitsThatManyAtOnce) {
-  FairGate gate;
-  gate.Widen(2);
-  gate.Widen(1);  // never narrower than before
-  gate.Enter();
-  gate.Enter();  // the second one is in too: this returns
-  std::atomic<bool> third_in{false};
-  std::thread third([&] {
-    gate.Enter();
-    third_in = true;
-    gate.Leave();
-  });
-  while (gate.waiting() == 0) std::this_thread::yield();  // the third one waits at the gate
-  EXPECT_FALSE(third_in);
-  EXPECT_EQ(gate.waiting(), 1u);
-  gate.Leave();
-  third.join();  // returns only once the third one has passed
-  EXPECT_TRUE(third_in);
-  gate.Leave();
-  EXPECT_EQ(gate.waiting(), 0u);
-}
-
-// The groups of three sessions, queued while the avatar's worker waits at the gate with another
-// batch, run as one batch, and each session gets its own frames back in order.
+// The groups of three sessions, queued while the scheduler runs another batch, run as one batch,
+// and each session gets its own frames back in order.
 TEST_F(SessionTest, FramesOfSeveralSessionsShareOneBatch) {
   AvatarRegistry registry(testing::TestRegistryOptions(root_.path()));
   auto avatar = registry.Load("anna");
@@ -516,21 +492,30 @@ TEST_F(SessionTest, FramesOfSeveralSessionsShareOneBatch) {
   constexpr int kSessions = 3, kFrames = 2;
 
   Metrics metrics;
-  FairGate gate;
-  AvatarBatcher batcher(*avatar, 8, &gate, &metrics);
-  ASSERT_GE(batcher.max_batch(), kSessions * kFrames);
-  gate.Enter();  // the worker's next batch waits here until the test leaves
+  SessionBatchers batchers(8, &metrics);
+  batchers.Observe(registry.scheduler());
+  auto batcher = batchers.Acquire(*avatar);
+  // The first batch is held on the worker (the observer runs before it) until the test lets go.
+  std::promise<void> taken, release;
+  auto released = release.get_future().share();
+  std::atomic<int> batches{0};
+  registry.scheduler().SetBatchObserver([&, released](const BatchRecord&) {
+    if (batches++ == 0) {
+      taken.set_value();
+      released.wait();
+    }
+  });
   auto first = RandomGroup(std::make_shared<SessionSignal>(), 1, face_bytes, rng);
-  batcher.Submit(first);
-  while (gate.waiting() == 0) std::this_thread::yield();  // the worker holds `first` at the gate
+  batcher->Submit(first);
+  taken.get_future().wait();  // the worker holds `first`
   std::vector<std::shared_ptr<FrameGroup>> groups;
   std::vector<std::vector<SessionFrameJob>> inputs;
   for (int i = 0; i < kSessions; ++i) {
     groups.push_back(RandomGroup(std::make_shared<SessionSignal>(), kFrames, face_bytes, rng));
     inputs.push_back(groups.back()->jobs);
-    batcher.Submit(groups.back());
+    batcher->Submit(groups.back());
   }
-  gate.Leave();
+  release.set_value();
   ASSERT_TRUE(WaitDone(*first).ok());
   for (auto& group : groups) ASSERT_TRUE(WaitDone(*group).ok());
 
@@ -548,7 +533,7 @@ TEST_F(SessionTest, FramesOfSeveralSessionsShareOneBatch) {
       auto alone = std::make_shared<FrameGroup>();
       alone->signal = std::make_shared<SessionSignal>();
       alone->jobs.push_back(job);
-      batcher.Submit(alone);
+      batcher->Submit(alone);
       ASSERT_TRUE(WaitDone(*alone).ok());
       want[i].push_back(alone->jobs[0].face);
     }
