@@ -33,6 +33,7 @@
 
 #include "lipsync/backend_options.h"
 #include "lipsync/face.h"
+#include "lipsync/memory.h"
 #include "lipsync/status.h"
 #include "lipsync/tensor.h"
 
@@ -183,6 +184,10 @@ class Engine {
   //   float32 [N, 3, S, S]: the model's output as Run() returns it.
   // Results equal FillVisualInput() + Run() (+ OutputToImage()) on the CPU backends.
   Status RunFrames(const FaceBatch& batch, const MutableTensorView& output);
+
+  // The memory the backend holds for this model now (lipsync/memory.h); working memory on the
+  // host is the process-wide pool's, shared by every engine.
+  EngineMemory memory() const;
 
  private:
   Engine(std::string path, EngineOptions options, ModelInfo info, BackendCapabilities capabilities,

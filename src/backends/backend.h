@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "lipsync/engine.h"
+#include "lipsync/memory.h"
 
 namespace lipsync {
 
@@ -27,6 +28,9 @@ class Backend {
   // and converts the output with OutputToImage(); backends that can do better override it.
   virtual Status RunFrames(const FrameFormInfo& form, const FaceBatch& batch,
                            const MutableTensorView& output);
+
+  // What the backend holds now (its weights; on a GPU also its per-run arenas).
+  virtual EngineMemory Memory() const { return {}; }
 };
 
 struct LoadedBackend {

@@ -1,6 +1,5 @@
 // The frame form on the host: the default Backend::RunFrames, used by the ONNX Runtime backend.
 #include <algorithm>
-#include <new>
 
 #include "backends/backend.h"
 
@@ -21,31 +20,27 @@ Status Backend::RunFrames(const FrameFormInfo& form, const FaceBatch& batch,
   const int64_t n = batch.faces.shape[0];
   const int s = form.layout.inner_size;
   const size_t plane = static_cast<size_t>(s) * s;
-  // Per-thread batch buffers, reused from call to call: the visual input is written once, in
-  // place, and handed to Run() as the batch.
-  thread_local std::vector<float> visual;
-  thread_local std::vector<float> result;
-  try {
-    visual.resize(std::max(visual.size(), static_cast<size_t>(n) * 6 * plane));
-    if (output.dtype == DataType::kUInt8) {
-      result.resize(std::max(result.size(), static_cast<size_t>(n) * 3 * plane));
-    }
-  } catch (const std::bad_alloc&) {
-    return ResourceExhausted("no memory for the visual input of " + std::to_string(n) + " frames");
+  // Batch buffers from the host pool, which keeps them for the next call of the same size: the
+  // visual input is written once, in place, and handed to Run() as the batch.
+  PoolBlock visual(static_cast<size_t>(n) * 6 * plane * sizeof(float));
+  PoolBlock result(output.dtype == DataType::kUInt8 ? static_cast<size_t>(n) * 3 * plane * 4 : 0);
+  if (!visual || (output.dtype == DataType::kUInt8 && !result)) {
+    return ResourceExhausted("no memory for the model input of " + std::to_string(n) +
+                             " frames within the host memory limit");
   }
   for (int64_t f = 0; f < n; ++f) {
     size_t stride = 0;
     const uint8_t* face = InnerFace(form, batch.faces, f, &stride);
-    FillVisualInput(face, stride, form.layout, visual.data() + f * 6 * plane);
+    FillVisualInput(face, stride, form.layout, visual.as<float>() + f * 6 * plane);
   }
   std::vector<TensorView> inputs(2);
-  inputs[form.visual_index] = TensorView{DataType::kFloat32, Shape{n, 6, s, s}, visual.data()};
+  inputs[form.visual_index] = TensorView{DataType::kFloat32, Shape{n, 6, s, s}, visual.as<float>()};
   inputs[form.audio_index] = batch.audio;
   if (output.dtype == DataType::kFloat32) return Run(inputs, {output});
-  MutableTensorView model_out{DataType::kFloat32, Shape{n, 3, s, s}, result.data()};
+  MutableTensorView model_out{DataType::kFloat32, Shape{n, 3, s, s}, result.as<float>()};
   LIPSYNC_RETURN_IF_ERROR(Run(inputs, {model_out}));
   for (int64_t f = 0; f < n; ++f) {
-    OutputToImage(result.data() + f * 3 * plane, s, output.as<uint8_t>() + f * 3 * plane);
+    OutputToImage(result.as<float>() + f * 3 * plane, s, output.as<uint8_t>() + f * 3 * plane);
   }
   return Status::Ok();
 }

@@ -64,6 +64,10 @@ std::string HostName();
 // The peak resident memory of this process in bytes (0 when unknown).
 int64_t PeakResidentBytes();
 
+// Hands the heap's free memory back to the system where the C library can (glibc's malloc_trim,
+// the CRT's _heapmin), so that resident memory falls after a large batch.
+void ReturnFreeHeapMemory();
+
 // Empty when the shared library at `path` loads; else the loader's reason.
 std::string LibraryLoadProblem(const std::string& path);
 

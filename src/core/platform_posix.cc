@@ -1,6 +1,7 @@
 // POSIX side of platform.h (Linux).
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -80,6 +81,8 @@ std::string HostName() {
   gethostname(buf, sizeof buf - 1);
   return buf;
 }
+
+void ReturnFreeHeapMemory() { malloc_trim(0); }
 
 int64_t PeakResidentBytes() {
   rusage usage{};

@@ -1,6 +1,7 @@
 // Windows side of platform.h. Strings are UTF-8 inside lipsync and UTF-16 at the Win32 API.
 #include <windows.h>
 // After windows.h:
+#include <malloc.h>
 #include <process.h>
 #include <psapi.h>
 #include <shellapi.h>
@@ -159,6 +160,8 @@ std::string HostName() {
   DWORD n = MAX_COMPUTERNAME_LENGTH + 1;
   return GetComputerNameW(buf, &n) ? Narrow(std::wstring_view(buf, n)) : "";
 }
+
+void ReturnFreeHeapMemory() { _heapmin(); }
 
 int64_t PeakResidentBytes() {
   PROCESS_MEMORY_COUNTERS pmc{};

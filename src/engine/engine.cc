@@ -39,6 +39,19 @@ bool BackendCapabilities::Accepts(MemoryType memory) const {
 
 namespace {
 
+// A backend call whose exceptions become this call's error: a failed allocation is this batch's
+// RESOURCE_EXHAUSTED, not the end of the process.
+template <typename Call>
+Status Guarded(Call call) {
+  try {
+    return call();
+  } catch (const std::bad_alloc&) {
+    return ResourceExhausted("out of memory while running the model");
+  } catch (const std::exception& e) {
+    return Internal(std::string("the backend failed: ") + e.what());
+  }
+}
+
 // The frame form needs two inputs, one [N,6,S,S] float32 (S a known face size) and one float32
 // audio input, and one [N,3,S,S] float32 output.
 FrameFormInfo DetectFrameForm(const ModelInfo& info) {
@@ -87,6 +100,8 @@ Engine::Engine(std::string path, EngineOptions options, ModelInfo info,
       backend_(std::move(backend)) {}
 
 Engine::~Engine() = default;
+
+EngineMemory Engine::memory() const { return backend_->Memory(); }
 
 EngineOptions OptionsPerRun(EngineOptions options, int runs) {
   if (runs <= 1) return options;
@@ -219,7 +234,7 @@ Status Engine::Run(const std::vector<TensorView>& inputs,
     LIPSYNC_RETURN_IF_ERROR(
         CheckMemory(outputs[i].memory, outputs[i].device_id, "output buffer '" + want.name + "'"));
   }
-  return backend_->Run(inputs, outputs);
+  return Guarded([&] { return backend_->Run(inputs, outputs); });
 }
 
 Status Engine::CheckMemory(MemoryType memory, int device_id, const std::string& what) const {
@@ -302,7 +317,7 @@ Status Engine::RunFrames(const FaceBatch& batch, const MutableTensorView& output
     return InvalidArgument("the model takes batches of exactly " + std::to_string(info_.max_batch) +
                            ", got " + std::to_string(n) + " faces");
   }
-  return backend_->RunFrames(frame_form_, batch, output);
+  return Guarded([&] { return backend_->RunFrames(frame_form_, batch, output); });
 }
 
 Result<std::vector<Tensor>> Engine::Run(const std::vector<TensorView>& inputs) {
@@ -314,7 +329,7 @@ Result<std::vector<Tensor>> Engine::Run(const std::vector<TensorView>& inputs) {
     outputs.emplace_back(info_.outputs[i].dtype, shapes[i]);
     views.push_back(outputs.back().mutable_view());
   }
-  LIPSYNC_RETURN_IF_ERROR(backend_->Run(inputs, views));
+  LIPSYNC_RETURN_IF_ERROR(Guarded([&] { return backend_->Run(inputs, views); }));
   return outputs;
 }
 

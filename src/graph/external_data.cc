@@ -138,8 +138,10 @@ Result<std::string_view> ExternalDataFiles::Read(const std::string& tensor_name,
   return std::string_view(m.data() + ref.offset, static_cast<size_t>(length));
 }
 
-Status CheckExternalData(const onnx::ModelProto& model, const std::string& model_path) {
+Status CheckExternalData(const onnx::ModelProto& model, const std::string& model_path,
+                         int64_t* data_file_bytes) {
   const std::string dir = ModelFolder(model_path);
+  std::map<std::string, uintmax_t> files;
   auto check = [&](const onnx::TensorProto& t) -> Status {
     if (t.data_location() != onnx::TensorProto::EXTERNAL) return Status::Ok();
     LIPSYNC_ASSIGN_OR_RETURN(ExternalDataRef ref, ReadExternalDataRef(t));
@@ -156,6 +158,7 @@ Status CheckExternalData(const onnx::ModelProto& model, const std::string& model
                                std::to_string(ref.offset) + ".." + std::to_string(end) +
                                " (truncated file?)");
     }
+    files[path] = size;
     return Status::Ok();
   };
   for (const auto& t : model.graph().initializer()) LIPSYNC_RETURN_IF_ERROR(check(t));
@@ -163,6 +166,10 @@ Status CheckExternalData(const onnx::ModelProto& model, const std::string& model
     for (const auto& a : node.attribute()) {
       if (a.has_t()) LIPSYNC_RETURN_IF_ERROR(check(a.t()));
     }
+  }
+  if (data_file_bytes) {
+    *data_file_bytes = 0;
+    for (const auto& [path, size] : files) *data_file_bytes += static_cast<int64_t>(size);
   }
   return Status::Ok();
 }

@@ -58,8 +58,10 @@ class ExternalDataFiles {
 };
 
 // Checks every external reference of `model` (location rules and file sizes) without reading
-// tensor data, for runtimes that read the files themselves.
-Status CheckExternalData(const onnx::ModelProto& model, const std::string& model_path);
+// tensor data, for runtimes that read the files themselves; `data_file_bytes`, when given,
+// receives the size of the files referenced.
+Status CheckExternalData(const onnx::ModelProto& model, const std::string& model_path,
+                         int64_t* data_file_bytes = nullptr);
 
 // The folder that holds `model_path` ("." for a bare file name).
 std::string ModelFolder(const std::string& model_path);

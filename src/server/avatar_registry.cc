@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <filesystem>
 
+#include "lipsync/memory.h"
+
 namespace lipsync::server {
 namespace {
 
@@ -49,6 +51,17 @@ void LogLoad(const LoadedAvatar& a) {
 
 }  // namespace
 
+void ScheduleAvatar(LoadedAvatar& a, std::shared_ptr<Scheduler> scheduler) {
+  ModelConfig config;
+  config.name = a.id;
+  config.max_batch = static_cast<int>(a.unet->info().max_batch);
+  config.layout = a.layout;
+  config.visual_input = static_cast<int>(a.roles.visual);
+  config.audio_input = static_cast<int>(a.roles.audio);
+  a.scheduled = scheduler->AddModel(a.unet.get(), config);
+  a.scheduler = std::move(scheduler);
+}
+
 void LoadedAvatar::RecordRequest(double inference_ms) {
   const auto us = static_cast<int64_t>(inference_ms * 1000.0);
   requests.fetch_add(1);
@@ -79,6 +92,15 @@ AvatarRegistry::AvatarRegistry(AvatarRegistryOptions options) : options_(std::mo
       !options_.max_host_set && s.max_host_bytes ? *s.max_host_bytes : options_.max_host_bytes;
   max_gpu_bytes_ =
       !options_.max_gpu_set && s.max_gpu_bytes ? *s.max_gpu_bytes : options_.max_gpu_bytes;
+  SchedulerOptions so;
+  so.device = gpu_id() >= 0 ? "cuda:" + std::to_string(gpu_id()) : "cpu";
+  scheduler_ = std::make_shared<Scheduler>(so);
+  // Working memory counts against the host budget: the pool's limit is what the avatars leave,
+  // and a run that does not fit first evicts idle avatars.
+  if (max_host_bytes_ > 0) {
+    SyncWorkingLimitLocked();
+    scheduler_->SetMemoryHook([this] { return MakeWorkingRoom(); });
+  }
   if (options_.cache_dir.empty()) options_.cache_dir = s.cache_dir;
   if (options_.cache_dir.empty()) {
     options_.cache_dir = (std::filesystem::temp_directory_path() / "lipsync-avatar-cache").string();
@@ -92,7 +114,12 @@ Result<std::unique_ptr<AvatarRegistry>> AvatarRegistry::Create(AvatarRegistryOpt
   return registry;
 }
 
-AvatarRegistry::~AvatarRegistry() = default;
+AvatarRegistry::~AvatarRegistry() {
+  // Stopped here, not by the last avatar to go, which a worker may hold.
+  scheduler_->SetMemoryHook(nullptr);
+  scheduler_->Shutdown();
+  if (max_host_bytes_ > 0) HostMemory().SetLimit(0);
+}
 
 AvatarRegistry::Entry& AvatarRegistry::EntryLocked(const std::string& id) const {
   return entries_[id];
@@ -142,32 +169,31 @@ AvatarUsage AvatarRegistry::Usage() const {
 Status AvatarRegistry::MakeRoomLocked(const std::string& id, int64_t host, int64_t gpu,
                                       bool one_more,
                                       std::vector<std::shared_ptr<LoadedAvatar>>* dropped) {
+  // The host budget holds the avatars and the working memory runs hold now (the pool's cache is
+  // given back first).
+  int64_t working = 0;
+  if (max_host_bytes_ > 0) {
+    HostMemory().Trim(0);
+    working = HostMemory().stats().working_in_use;
+  }
   auto fits = [&](const AvatarUsage& u) {
     return (!one_more || u.loaded < max_models_) &&
-           (max_host_bytes_ <= 0 || u.host_bytes + host <= max_host_bytes_) &&
+           (max_host_bytes_ <= 0 || u.host_bytes + working + host <= max_host_bytes_) &&
            (max_gpu_bytes_ <= 0 || u.gpu_bytes + gpu <= max_gpu_bytes_);
   };
   for (AvatarUsage u = UsageLocked(); !fits(u); u = UsageLocked()) {
-    // The least recently used avatar that no request holds.
-    Entry* victim = nullptr;
-    std::string victim_id;
     std::vector<std::string> busy;
-    for (auto& [other, e] : entries_) {
-      if (!e.avatar || other == id) continue;
-      if (e.avatar->pins.load() > 0) {
-        busy.push_back(other);
-      } else if (!victim || e.last_use < victim->last_use) {
-        victim = &e;
-        victim_id = other;
-      }
-    }
+    Entry* victim = IdleVictimLocked(id, &busy);
     if (!victim) {
       std::string why;
       if (one_more && u.loaded >= max_models_) {
         why = fmt::format("the avatar cap of {} loaded avatars is reached", max_models_);
-      } else if (max_host_bytes_ > 0 && u.host_bytes + host > max_host_bytes_) {
-        why = fmt::format("it needs {} of host memory and the host memory budget of {} has {} free",
-                          Mib(host), Mib(max_host_bytes_), Mib(max_host_bytes_ - u.host_bytes));
+      } else if (max_host_bytes_ > 0 && u.host_bytes + working + host > max_host_bytes_) {
+        why = fmt::format(
+            "it needs {} of host memory and the host memory budget of {} has {} free ({} held by "
+            "runs)",
+            Mib(host), Mib(max_host_bytes_), Mib(max_host_bytes_ - u.host_bytes - working),
+            Mib(working));
       } else {
         why = fmt::format("it needs {} of GPU memory and the GPU memory budget of {} has {} free",
                           Mib(gpu), Mib(max_gpu_bytes_), Mib(max_gpu_bytes_ - u.gpu_bytes));
@@ -186,6 +212,42 @@ Status AvatarRegistry::MakeRoomLocked(const std::string& id, int64_t host, int64
     victim->reason = "evicted";
   }
   return Status::Ok();
+}
+
+// The least recently used loaded avatar that no request holds, other than `except`; the held ones
+// go to `busy`.
+AvatarRegistry::Entry* AvatarRegistry::IdleVictimLocked(const std::string& except,
+                                                        std::vector<std::string>* busy) const {
+  Entry* victim = nullptr;
+  for (auto& [other, e] : entries_) {
+    if (!e.avatar || other == except) continue;
+    if (e.avatar->pins.load() > 0) {
+      busy->push_back(other);
+    } else if (!victim || e.last_use < victim->last_use) {
+      victim = &e;
+    }
+  }
+  return victim;
+}
+
+void AvatarRegistry::SyncWorkingLimitLocked() const {
+  if (max_host_bytes_ <= 0) return;
+  HostMemory().SetLimit(std::max<int64_t>(1, max_host_bytes_ - UsageLocked().host_bytes));
+}
+
+bool AvatarRegistry::MakeWorkingRoom() {
+  std::shared_ptr<LoadedAvatar> dropped;  // freed after the lock
+  std::lock_guard lock(mu_);
+  if (max_host_bytes_ <= 0) return false;
+  std::vector<std::string> busy;
+  Entry* victim = IdleVictimLocked("", &busy);
+  if (!victim) return false;
+  spdlog::info("evicting avatar '{}' to make room for a run's working memory", victim->avatar->id);
+  dropped = std::move(victim->avatar);
+  ++victim->evictions;
+  victim->reason = "evicted";
+  SyncWorkingLimitLocked();  // it is freed just after the lock
+  return true;
 }
 
 Result<AvatarRegistry::Candidate> AvatarRegistry::Prepare(const std::string& id) const {
@@ -227,6 +289,7 @@ Status AvatarRegistry::LoadModels(Candidate& c) const {
                            std::to_string(a.manifest().model_size));
   }
   LIPSYNC_ASSIGN_OR_RETURN(loaded.layout, FaceLayout::ForInputSize(loaded.roles.size));
+  ScheduleAvatar(loaded, scheduler_);
   auto encoder = AudioEncoder::Create(a.audio_encoder_path(), options_.engine);
   if (!encoder.ok())
     return encoder.status().WithContext("loading the audio encoder of '" + id + "'");
@@ -244,9 +307,7 @@ Status AvatarRegistry::LoadModels(Candidate& c) const {
   }
   loaded.memory_bytes = bytes;
   // On the GPU only when the engine really runs there (a GPU provider may fall back to the CPU).
-  const ModelInfo& info = loaded.unet->info();
-  const bool on_gpu =
-      info.backend == "cuda" || info.provider == "cuda" || info.provider == "tensorrt";
+  const bool on_gpu = loaded.unet->capabilities().device_id >= 0;
   loaded.gpu_bytes = on_gpu ? models : 0;
   loaded.load_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
   LogLoad(loaded);
@@ -310,6 +371,7 @@ Result<std::shared_ptr<LoadedAvatar>> AvatarRegistry::Load(const std::string& id
   e.reason.clear();
   ++e.loads;
   if (loaded_now) *loaded_now = true;
+  SyncWorkingLimitLocked();
   return LeaseLocked(e);
 }
 
@@ -327,6 +389,7 @@ Status AvatarRegistry::Unload(const std::string& id) {
   e.reason = "unloaded";
   if (dropped->pins.load() > 0)
     retired_.push_back({dropped, dropped->memory_bytes, dropped->gpu_bytes});
+  SyncWorkingLimitLocked();
   return Status::Ok();
 }
 
@@ -436,6 +499,54 @@ void AvatarRegistry::RenderPrometheus(std::string* out) const {
   family("lipsync_avatar_memory_budget_bytes", "gauge", "Memory budget for avatars (0: none).");
   *out += fmt::format("lipsync_avatar_memory_budget_bytes{{kind=\"host\"}} {}\n", max_host_bytes_);
   *out += fmt::format("lipsync_avatar_memory_budget_bytes{{kind=\"gpu\"}} {}\n", max_gpu_bytes_);
+  RenderDeviceMetrics(out);
+}
+
+// The memory of the device and what its scheduler ran, as the backends and the pool report them.
+void AvatarRegistry::RenderDeviceMetrics(std::string* out) const {
+  int64_t host_weights = 0, device_weights = 0, device_working = 0, frames = 0;
+  for (const auto& a : Loaded()) {
+    const EngineMemory m = a->unet->memory();
+    host_weights += m.host_weights;
+    device_weights += m.device_weights;
+    device_working += m.device_working;
+    for (const Image& image : a->backgrounds) frames += static_cast<int64_t>(image.bgr.size());
+  }
+  const HostMemoryStats pool = HostMemory().stats();
+  *out +=
+      "# HELP lipsync_memory_bytes Memory by device and kind: the UNets' weights, the avatars' "
+      "frames, working memory in use by runs and kept for reuse (host: the process-wide pool).\n"
+      "# TYPE lipsync_memory_bytes gauge\n";
+  const auto line = [out](const char* device, const char* kind, int64_t bytes) {
+    *out +=
+        fmt::format("lipsync_memory_bytes{{device=\"{}\",kind=\"{}\"}} {}\n", device, kind, bytes);
+  };
+  line("host", "weights", host_weights);
+  line("host", "frames", frames);
+  line("host", "working", pool.working_in_use);
+  line("host", "working_cached", pool.cached);
+  line("gpu", "weights", device_weights);
+  line("gpu", "working", device_working);
+  const SchedulerTotals t = scheduler_->totals();
+  const std::string device = Label(scheduler_->device());
+  *out += fmt::format(
+      "# HELP lipsync_scheduler_batches_total UNet batches the device's scheduler ran.\n"
+      "# TYPE lipsync_scheduler_batches_total counter\n"
+      "lipsync_scheduler_batches_total{{device=\"{0}\"}} {1}\n"
+      "# HELP lipsync_scheduler_mixed_batches_total Batches with frames of more than one origin.\n"
+      "# TYPE lipsync_scheduler_mixed_batches_total counter\n"
+      "lipsync_scheduler_mixed_batches_total{{device=\"{0}\"}} {2}\n"
+      "# HELP lipsync_scheduler_failed_batches_total Batches whose run failed.\n"
+      "# TYPE lipsync_scheduler_failed_batches_total counter\n"
+      "lipsync_scheduler_failed_batches_total{{device=\"{0}\"}} {3}\n"
+      "# HELP lipsync_scheduler_frames_total Frames run, by the protocol that sent them.\n"
+      "# TYPE lipsync_scheduler_frames_total counter\n",
+      device, t.batches, t.mixed_batches, t.failed_batches);
+  for (int o = 0; o < kOriginCount; ++o) {
+    *out +=
+        fmt::format("lipsync_scheduler_frames_total{{device=\"{}\",origin=\"{}\"}} {}\n", device,
+                    OriginName(static_cast<Origin>(o)), t.rows_by_origin[static_cast<size_t>(o)]);
+  }
 }
 
 }  // namespace lipsync::server

@@ -22,6 +22,7 @@
 #include "lipsync/avatar.h"
 #include "lipsync/engine.h"
 #include "server/avatar_catalog.h"
+#include "server/core/scheduler.h"
 
 namespace lipsync::server {
 
@@ -35,6 +36,9 @@ struct LoadedAvatar {
   std::string id;
   Avatar avatar;
   std::unique_ptr<Engine> unet;
+  // The UNet on its device's scheduler, where every caller runs it (after `unet`: goes first).
+  std::shared_ptr<Scheduler> scheduler;
+  std::shared_ptr<ScheduledModel> scheduled;
   std::unique_ptr<AudioEncoder> encoder;
   UnetInputs roles;
   FaceLayout layout;
@@ -55,13 +59,17 @@ struct LoadedAvatar {
   void RecordRequest(double inference_ms);
 };
 
+// Puts the avatar's UNet (with its roles and layout set) on `scheduler`.
+void ScheduleAvatar(LoadedAvatar& avatar, std::shared_ptr<Scheduler> scheduler);
+
 struct AvatarRegistryOptions {
   // A folder of avatar folders (model id = folder name) or a YAML config file (.yaml or .yml).
   std::string root;
   EngineOptions engine;  // for both models of every avatar
   int max_models = 8;    // avatars loaded at once at most
-  // Budgets in bytes for loaded avatars (0: none): host memory (decoded frames and model files)
-  // and GPU memory (the model files, when the engine runs on a GPU).
+  // Budgets in bytes (0: none): host memory for loaded avatars (decoded frames and model files)
+  // and the working memory of runs (the host pool's, lipsync/memory.h), and GPU memory (the model
+  // files, when the engine runs on a GPU).
   int64_t max_host_bytes = 0;
   int64_t max_gpu_bytes = 0;
   std::vector<std::string> preload;  // loaded by Preload(), after the config's own list
@@ -120,6 +128,8 @@ class AvatarRegistry {
   int64_t max_gpu_bytes() const { return max_gpu_bytes_; }
   // 0 on a GPU provider, -1 on the CPU (the Go server's convention for "no GPU").
   int gpu_id() const;
+  // The scheduler of the device the avatars' UNets run on.
+  Scheduler& scheduler() const { return *scheduler_; }
   // Appends the per-avatar and budget metrics in the Prometheus text format.
   void RenderPrometheus(std::string* out) const;
 
@@ -145,6 +155,12 @@ class AvatarRegistry {
   Status MakeRoomLocked(const std::string& id, int64_t host, int64_t gpu, bool one_more,
                         std::vector<std::shared_ptr<LoadedAvatar>>* dropped);
   AvatarUsage UsageLocked() const;
+  Entry* IdleVictimLocked(const std::string& except, std::vector<std::string>* busy) const;
+  // The host pool's limit: the host budget less the avatars' memory.
+  void SyncWorkingLimitLocked() const;
+  // Evicts the least recently used idle avatar for a run's working memory; false: none.
+  bool MakeWorkingRoom();
+  void RenderDeviceMetrics(std::string* out) const;
   Entry& EntryLocked(const std::string& id) const;
 
   AvatarRegistryOptions options_;
@@ -152,6 +168,7 @@ class AvatarRegistry {
   AvatarCatalog catalog_;
   int max_models_ = 8;
   int64_t max_host_bytes_ = 0, max_gpu_bytes_ = 0;
+  std::shared_ptr<Scheduler> scheduler_;
 
   mutable std::mutex mu_;  // guards everything below
   std::mutex load_mu_;     // one load at a time, so an avatar is never loaded twice

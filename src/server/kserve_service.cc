@@ -124,7 +124,12 @@ grpc::ServerUnaryReactor* KServeService::RepositoryModelLoad(
   if (!ctx_->avatars) return Reply(call, "RepositoryModelLoad", kNoRepository);
   auto* reactor = call->DefaultReactor();
   loader_.Post([this, reactor, request] {
-    const grpc::Status status = server::RepositoryModelLoad(*ctx_->avatars, *request);
+    grpc::Status status;
+    const Status thrown = CatchAll("RepositoryModelLoad", [&] {
+      status = server::RepositoryModelLoad(*ctx_->avatars, *request);
+      return Status::Ok();
+    });
+    if (!thrown.ok()) status = ToGrpcStatus(thrown);
     ctx_->metrics->RecordRequest("RepositoryModelLoad", GrpcCodeName(status.error_code()));
     reactor->Finish(status);
   });

@@ -262,7 +262,9 @@ Status LipSyncSrvService::RunFrames(const std::string& model, const std::vector<
     }
     std::vector<uint8_t> output(static_cast<size_t>(batch) * face_bytes);
     const auto inference_start = Clock::now();
-    if (status.ok()) status = RunAvatarFaces(a, crops.view(), audio.view(), output.data());
+    if (status.ok()) {
+      status = RunAvatarFaces(a, crops.view(), audio.view(), output.data(), Origin::kLipSyncSrv);
+    }
     const auto inference_us =
         std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - inference_start)
             .count();
@@ -419,11 +421,18 @@ class LipSyncSrvService::StreamReactor
     if (!ok) return Finish(grpc::Status::OK);  // the client closed its side
     service_->Enqueue([this] {
       std::vector<lipsyncsrv::InferenceResponse> out;
-      const Status outcome = service_->RunFrames(
-          request_.model_name(), {request_.frame_id()},
-          request_.has_audio_override() ? std::optional(request_.audio_override()) : std::nullopt,
-          &out);
+      const Status outcome = CatchAll("StreamInference", [&] {
+        return service_->RunFrames(
+            request_.model_name(), {request_.frame_id()},
+            request_.has_audio_override() ? std::optional(request_.audio_override()) : std::nullopt,
+            &out);
+      });
+      if (out.empty()) out.emplace_back();
       response_ = std::move(out[0]);
+      if (!outcome.ok() && response_.error().empty()) {
+        response_.set_success(false);
+        response_.set_error(outcome.message());
+      }
       if (service_->metrics_) {
         service_->metrics_->RecordRequest("StreamInference", StatusCodeName(outcome.code()));
       }

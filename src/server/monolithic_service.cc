@@ -21,54 +21,24 @@ double MsSince(Clock::time_point start) {
 }
 
 // Runs the UNet over a batch of the request's float input (visual [batch, 6, S, S], audio
-// [batch, ...]) into output [batch, 3, S, S], in runs of at most the engine's batch limit; a
-// fixed-batch model gets its last run padded with copies of the last frame.
+// [batch, ...]) into output [batch, 3, S, S] on the avatar's scheduler, which cuts it into runs of
+// the engine's limit and may share them with other callers of the avatar.
 Status RunUnet(LoadedAvatar& a, const Tensor& visual, const Tensor& audio, int batch,
                Tensor* output) {
-  Engine& unet = *a.unet;
   const int s = a.layout.inner_size;
-  const int64_t limit = std::max<int64_t>(1, unet.info().max_batch);
-  const bool fixed = !unet.info().dynamic_batch;
-  const size_t visual_item = static_cast<size_t>(6) * s * s;
-  const size_t audio_item = static_cast<size_t>(audio.element_count() / batch);
-  const size_t output_item = static_cast<size_t>(3) * s * s;
-  const Shape& audio_decl = unet.info().inputs[a.roles.audio].shape;
-  *output = Tensor::Uninitialized(DataType::kFloat32, {batch, 3, s, s});
-  Tensor pad_visual, pad_audio, pad_output;
-  for (int64_t off = 0; off < batch; off += limit) {
-    const int64_t n = std::min<int64_t>(limit, batch - off);
-    const int64_t run = fixed ? limit : n;
-    const float* v = visual.data_as<float>() + off * visual_item;
-    const float* au = audio.data_as<float>() + off * audio_item;
-    float* out = output->data_as<float>() + off * output_item;
-    if (run > n) {  // copy into padded buffers
-      pad_visual = Tensor::Uninitialized(DataType::kFloat32, {run, 6, s, s});
-      pad_audio =
-          Tensor::Uninitialized(DataType::kFloat32, {run, static_cast<int64_t>(audio_item)});
-      pad_output = Tensor::Uninitialized(DataType::kFloat32, {run, 3, s, s});
-      for (int64_t k = 0; k < run; ++k) {
-        const int64_t src = std::min(k, n - 1);
-        std::memcpy(pad_visual.data_as<float>() + k * visual_item, v + src * visual_item,
-                    visual_item * sizeof(float));
-        std::memcpy(pad_audio.data_as<float>() + k * audio_item, au + src * audio_item,
-                    audio_item * sizeof(float));
-      }
-      v = pad_visual.data_as<float>();
-      au = pad_audio.data_as<float>();
-      out = pad_output.data_as<float>();
-    }
-    Shape audio_shape = {run};
-    audio_shape.insert(audio_shape.end(), audio_decl.begin() + 1, audio_decl.end());
-    std::vector<TensorView> inputs(2);
-    inputs[a.roles.visual] = {DataType::kFloat32, {run, 6, s, s}, v};
-    inputs[a.roles.audio] = {DataType::kFloat32, audio_shape, au};
-    LIPSYNC_RETURN_IF_ERROR(unet.Run(inputs, {{DataType::kFloat32, {run, 3, s, s}, out}}));
-    if (run > n) {
-      std::memcpy(output->data_as<float>() + off * output_item, pad_output.data_as<float>(),
-                  n * output_item * sizeof(float));
-    }
+  const Shape& audio_decl = a.unet->info().inputs[a.roles.audio].shape;
+  Shape audio_shape = {batch};
+  audio_shape.insert(audio_shape.end(), audio_decl.begin() + 1, audio_decl.end());
+  if (ElementCount(audio_shape) != audio.element_count()) {
+    return InvalidArgument("the audio input does not fit the model's audio input");
   }
-  return Status::Ok();
+  *output = Tensor::Uninitialized(DataType::kFloat32, {batch, 3, s, s});
+  Job job;
+  job.visual = TensorView{DataType::kFloat32, {batch, 6, s, s}, visual.data()};
+  job.audio = TensorView{DataType::kFloat32, audio_shape, audio.data()};
+  job.output = output->mutable_view();
+  job.origin = Origin::kMonolithic;
+  return a.scheduler->Run(a.scheduled, std::move(job));
 }
 
 }  // namespace
@@ -216,8 +186,17 @@ grpc::ServerUnaryReactor* MonolithicService::Reply(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* MonolithicService::InferBatchComposite(
     grpc::CallbackServerContext* call, const monolithic::CompositeBatchRequest* request,
     monolithic::CompositeBatchResponse* response) {
-  return PostUnaryCall(workers_, metrics_, call, "InferBatchComposite",
-                       [this, request, response] { return RunComposite(*request, response); });
+  return PostUnaryCall(workers_, metrics_, call, "InferBatchComposite", [this, request, response] {
+    // A failure that escaped as an exception still answers success=false.
+    const Status outcome =
+        CatchAll("InferBatchComposite", [&] { return RunComposite(*request, response); });
+    if (!outcome.ok() && response->error().empty()) {
+      response->clear_composited_frames();
+      response->set_success(false);
+      response->set_error(outcome.message());
+    }
+    return outcome;
+  });
 }
 
 Status MonolithicService::RunComposite(const monolithic::CompositeBatchRequest& request,

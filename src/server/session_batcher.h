@@ -1,6 +1,6 @@
-// Batching for live sessions: one worker thread per loaded avatar runs the frames of all sessions
-// on that avatar through its UNet together, up to a batch limit; workers of different avatars take
-// turns on the model in arrival order (FairGate), so one busy avatar cannot starve another.
+// Live sessions' frames on the device's scheduler (server/core/scheduler.h): each group of a
+// session's frames is one live job there, batched with the frames of every other caller of the
+// avatar (other sessions, the monolithic and lipsyncsrv services).
 #pragma once
 
 #include <condition_variable>
@@ -42,74 +42,43 @@ struct FrameGroup {
   size_t finished = 0;                 // jobs run (worker only)
 };
 
-// A ticket gate: workers pass in the order they asked, which is round robin among busy avatars,
-// and up to `capacity` of them are inside at once (1 on the CPU, where runs share the cores; more
-// on a backend whose runs overlap).
-class FairGate {
- public:
-  void Enter();
-  void Leave();
-  // Lets up to `capacity` callers in at once from now on (never fewer than before).
-  void Widen(int capacity);
-  // Callers inside Enter() that have not passed yet (lets a test that holds the gate know that a
-  // worker has taken its batch and waits to run it).
-  uint64_t waiting() const;
-
- private:
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  uint64_t next_ = 0, left_ = 0, capacity_ = 1;
-};
-
-// The worker of one avatar. Submit() queues a group; the worker takes what waits, up to max_batch
-// frames from any groups, runs them as one batch and marks each group done when all its frames
-// have run. Destruction stops the worker; groups still queued are marked done as cancelled.
+// A session's way to its avatar's scheduler. Submit() queues a group as one live job; the
+// group is marked done when all its frames have run. Destruction waits for the groups submitted.
 class AvatarBatcher {
  public:
-  AvatarBatcher(std::shared_ptr<LoadedAvatar> avatar, int max_batch, FairGate* gate,
-                Metrics* metrics);
+  AvatarBatcher(std::shared_ptr<LoadedAvatar> avatar, int max_batch);
   ~AvatarBatcher();
   AvatarBatcher(const AvatarBatcher&) = delete;
   AvatarBatcher& operator=(const AvatarBatcher&) = delete;
 
   void Submit(std::shared_ptr<FrameGroup> group);
+  // Frames a session hands over at once.
   int max_batch() const { return max_batch_; }
   const LoadedAvatar& avatar() const { return *avatar_; }
 
  private:
-  struct Slot {
-    FrameGroup* group;
-    size_t job;
-  };
-  void Loop();
-  Status RunBatch(const std::vector<Slot>& slots);
   static void Complete(FrameGroup& group, const Status& status);
 
   std::shared_ptr<LoadedAvatar> avatar_;
   int max_batch_;
-  FairGate* gate_;
-  Metrics* metrics_;
-  Tensor faces_, audio_, output_;  // one batch: uint8 faces in, float windows, uint8 faces out
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::shared_ptr<FrameGroup>> queue_;
-  bool stopping_ = false;
-  std::thread thread_;
+  int pending_ = 0;  // groups submitted and not done
 };
 
-// The workers of the avatars that have open sessions: a worker starts with the first session on
-// an avatar and stops when the last one lets go of it.
+// The batchers of the avatars that have open sessions.
 class SessionBatchers {
  public:
   SessionBatchers(int max_batch, Metrics* metrics) : max_batch_(max_batch), metrics_(metrics) {}
+  // Caps the live frames of a batch of `scheduler` at max_batch and counts them in the metrics.
+  void Observe(Scheduler& scheduler);
   std::shared_ptr<AvatarBatcher> Acquire(const std::shared_ptr<LoadedAvatar>& avatar);
-  // Workers running now.
+  // Avatars with open sessions now.
   int active() const;
 
  private:
   int max_batch_;
   Metrics* metrics_;
-  FairGate gate_;
   mutable std::mutex mu_;
   std::map<const LoadedAvatar*, std::weak_ptr<AvatarBatcher>> batchers_;
 };

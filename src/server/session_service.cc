@@ -426,7 +426,9 @@ SessionService::SessionService(AvatarRegistry* registry, SessionOptions options,
     : registry_(registry),
       options_(options),
       metrics_(metrics),
-      batchers_(options.max_batch, metrics) {}
+      batchers_(options.max_batch, metrics) {
+  batchers_.Observe(registry_->scheduler());
+}
 
 SessionService::~SessionService() = default;
 

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <functional>
@@ -304,6 +305,25 @@ TEST(Monolithic, ErrorsAreAnsweredAndTheServerGoesOn) {
   EXPECT_EQ(metrics.requests("InferBatchComposite", "NOT_FOUND"), 1u);  // the unknown model
 }
 
+// A worker whose allocation fails answers that request with an error; the next one is served.
+TEST(Monolithic, AnAllocationFailureFailsOnlyThatRequest) {
+  auto f = Start();
+  ASSERT_TRUE(f);
+  auto first = Call(*f, MakeRequest(2, 0, 5));  // loads the avatar
+  ASSERT_TRUE(first.success()) << first.error();
+  HostMemory().FailNextAllocations(1);
+  auto failed = Call(*f, MakeRequest(2, 0, 5));
+  HostMemory().FailNextAllocations(0);
+  EXPECT_FALSE(failed.success());
+  EXPECT_NE(failed.error().find("memory"), std::string::npos) << failed.error();
+  EXPECT_EQ(failed.composited_frames_size(), 0);
+  const Metrics& metrics = f->server->server->metrics();
+  EXPECT_EQ(metrics.requests("InferBatchComposite", "RESOURCE_EXHAUSTED"), 1u);
+  auto next = Call(*f, MakeRequest(2, 0, 5));
+  EXPECT_TRUE(next.success()) << next.error();
+  EXPECT_EQ(next.composited_frames_size(), 2);
+}
+
 TEST(Monolithic, LoadUnloadListStatsHealth) {
   auto f = Start();
   ASSERT_TRUE(f);
@@ -428,6 +448,84 @@ TEST(Monolithic, UnloadWhileHeldKeepsTheAvatarForItsHolder) {
 }
 
 // A full registry refuses another avatar until one is unloaded; a bad avatar folder names its file.
+// The server over the avatars under `root` with a host memory budget (0: none).
+std::unique_ptr<Fixture> StartOn(const std::string& root, int64_t host_budget) {
+  auto f = std::make_unique<Fixture>();
+  ServerOptions options = MonolithicServerOptions(root, "");
+  options.monolithic_options.avatars.max_host_bytes = host_budget;
+  options.monolithic_options.avatars.max_host_set = true;
+  f->server = testing::StartServer(options);
+  if (!f->server) return nullptr;
+  f->stub = monolithic::MonolithicService::NewStub(f->server->channel);
+  return f;
+}
+
+// The host budget holds the avatars' frames and models and the working memory of runs: four
+// avatars take batch-16 requests in turn under a budget with room for the working set of one
+// batch and about two and a half avatars; idle avatars are evicted, every request is answered, and
+// what the budget counts never exceeds it. A budget too small for one working set gives a clear
+// RESOURCE_EXHAUSTED and the server goes on.
+TEST(Monolithic, TheHostBudgetHoldsAvatarsAndWorkingMemory) {
+  ScratchDir root;
+  const std::vector<std::string> ids = {"a0", "a1", "a2", "a3"};
+  for (const auto& id : ids) WriteTestAvatar(root.path(), id, 20, 640, 480);
+  auto request = [](const std::string& id) {
+    auto r = MakeRequest(16, 0, 3);
+    r.set_model_id(id);
+    return r;
+  };
+  // Measured without a budget: one avatar's memory and the working memory of a batch-16 request.
+  int64_t avatar = 0, working = 0;
+  {
+    auto f = StartOn(root.path(), 0);
+    ASSERT_TRUE(f);
+    ASSERT_TRUE(Call(*f, request("a0")).success());
+    HostMemory().ResetPeak();
+    auto r = Call(*f, request("a0"));
+    ASSERT_TRUE(r.success()) << r.error();
+    working = HostMemory().stats().peak_working;
+    avatar = f->server->server->avatars()->Usage().host_bytes;
+  }
+  ASSERT_GT(working, 0);
+  ASSERT_GT(avatar, 0);
+  const int64_t budget = working + working / 10 + avatar * 5 / 2;
+  std::printf("avatar %lld bytes, batch-16 working memory %lld bytes, budget %lld bytes\n",
+              static_cast<long long>(avatar), static_cast<long long>(working),
+              static_cast<long long>(budget));
+  {
+    auto f = StartOn(root.path(), budget);
+    ASSERT_TRUE(f);
+    AvatarRegistry& registry = *f->server->server->avatars();
+    HostMemory().ResetPeak();
+    for (int round = 0; round < 2; ++round) {
+      for (const auto& id : ids) {
+        auto r = Call(*f, request(id));
+        EXPECT_TRUE(r.success()) << id << ": " << r.error();
+        EXPECT_EQ(r.composited_frames_size(), 16);
+        const HostMemoryStats pool = HostMemory().stats();
+        EXPECT_LE(registry.Usage().host_bytes + pool.working_in_use + pool.cached, budget) << id;
+      }
+    }
+    int64_t evictions = 0;
+    for (const auto& state : registry.States()) evictions += state.evictions;
+    EXPECT_GE(evictions, 1);
+    EXPECT_LE(HostMemory().stats().peak_working, budget - avatar);
+  }
+  {
+    auto f = StartOn(root.path(), avatar + working / 4);
+    ASSERT_TRUE(f);
+    auto r = Call(*f, request("a0"));
+    EXPECT_FALSE(r.success());
+    EXPECT_NE(r.error().find("memory"), std::string::npos) << r.error();
+    EXPECT_EQ(f->server->server->metrics().requests("InferBatchComposite", "RESOURCE_EXHAUSTED"),
+              1u);
+    grpc::ClientContext ctx;
+    monolithic::ListModelsResponse models;
+    EXPECT_TRUE(f->stub->ListModels(&ctx, {}, &models).ok());  // still serving
+    EXPECT_EQ(models.models_size(), 4);
+  }
+}
+
 TEST(Monolithic, RegistryCapacityAndBadFolders) {
   ScratchDir root;
   WriteTestAvatar(root.path(), "anna");

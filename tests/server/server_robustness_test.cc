@@ -7,10 +7,14 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <future>
+#include <new>
 #include <random>
 #include <sstream>
+#include <stdexcept>
 
 #include "server/request_codec.h"
+#include "server/worker_pool.h"
 #include "server_test_util.h"
 
 namespace lipsync::server::testing {
@@ -336,3 +340,29 @@ TEST(ServerRobustness, StartupErrorsAreClear) {
 
 }  // namespace
 }  // namespace lipsync::server::testing
+
+namespace lipsync::server {
+namespace {
+
+// Work that throws (a failed allocation) is that work's failure: the pool's thread lives on and
+// runs what comes next.
+TEST(ServerRobustness, AThrowingWorkerTaskLeavesThePoolServing) {
+  WorkerPool pool(1);
+  std::promise<void> thrown, next;
+  pool.Post([&] {
+    thrown.set_value();
+    throw std::bad_alloc();
+  });
+  pool.Post([&] { next.set_value(); });
+  thrown.get_future().wait();
+  next.get_future().wait();  // hangs (the test times out) if the first task ended the thread
+
+  const Status caught = CatchAll("test", []() -> Status { throw std::bad_alloc(); });
+  EXPECT_EQ(caught.code(), StatusCode::kResourceExhausted);
+  const Status other = CatchAll("test", []() -> Status { throw std::runtime_error("broken"); });
+  EXPECT_EQ(other.code(), StatusCode::kInternal);
+  EXPECT_NE(other.message().find("broken"), std::string::npos) << other.message();
+}
+
+}  // namespace
+}  // namespace lipsync::server

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <future>
 #include <limits>
+#include <mutex>
 #include <random>
 #include <thread>
 
@@ -480,32 +481,8 @@ int MaxDifference(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b) 
   return most;
 }
 
-// A widened gate lets that many callers in at once, in ticket order; the next one waits until one
-// of them leaves.
-TEST(FairGateTest, WidenedGateAdmitsThatManyAtOnce) {
-  FairGate gate;
-  gate.Widen(2);
-  gate.Widen(1);  // never narrower than before
-  gate.Enter();
-  gate.Enter();  // the second one is in too: this returns
-  std::atomic<bool> third_in{false};
-  std::thread third([&] {
-    gate.Enter();
-    third_in = true;
-    gate.Leave();
-  });
-  while (gate.waiting() == 0) std::this_thread::yield();  // the third one waits at the gate
-  EXPECT_FALSE(third_in);
-  EXPECT_EQ(gate.waiting(), 1u);
-  gate.Leave();
-  third.join();  // returns only once the third one has passed
-  EXPECT_TRUE(third_in);
-  gate.Leave();
-  EXPECT_EQ(gate.waiting(), 0u);
-}
-
-// The groups of three sessions, queued while the avatar's worker waits at the gate with another
-// batch, run as one batch, and each session gets its own frames back in order.
+// The groups of three sessions, queued while the scheduler runs another batch, run as one batch,
+// and each session gets its own frames back in order.
 TEST_F(SessionTest, FramesOfSeveralSessionsShareOneBatch) {
   AvatarRegistry registry(testing::TestRegistryOptions(root_.path()));
   auto avatar = registry.Load("anna");
@@ -516,21 +493,30 @@ TEST_F(SessionTest, FramesOfSeveralSessionsShareOneBatch) {
   constexpr int kSessions = 3, kFrames = 2;
 
   Metrics metrics;
-  FairGate gate;
-  AvatarBatcher batcher(*avatar, 8, &gate, &metrics);
-  ASSERT_GE(batcher.max_batch(), kSessions * kFrames);
-  gate.Enter();  // the worker's next batch waits here until the test leaves
+  SessionBatchers batchers(8, &metrics);
+  batchers.Observe(registry.scheduler());
+  auto batcher = batchers.Acquire(*avatar);
+  // The first batch is held on the worker (the observer runs before it) until the test lets go.
+  std::promise<void> taken, release;
+  auto released = release.get_future().share();
+  std::atomic<int> batches{0};
+  registry.scheduler().SetBatchObserver([&, released](const BatchRecord&) {
+    if (batches++ == 0) {
+      taken.set_value();
+      released.wait();
+    }
+  });
   auto first = RandomGroup(std::make_shared<SessionSignal>(), 1, face_bytes, rng);
-  batcher.Submit(first);
-  while (gate.waiting() == 0) std::this_thread::yield();  // the worker holds `first` at the gate
+  batcher->Submit(first);
+  taken.get_future().wait();  // the worker holds `first`
   std::vector<std::shared_ptr<FrameGroup>> groups;
   std::vector<std::vector<SessionFrameJob>> inputs;
   for (int i = 0; i < kSessions; ++i) {
     groups.push_back(RandomGroup(std::make_shared<SessionSignal>(), kFrames, face_bytes, rng));
     inputs.push_back(groups.back()->jobs);
-    batcher.Submit(groups.back());
+    batcher->Submit(groups.back());
   }
-  gate.Leave();
+  release.set_value();
   ASSERT_TRUE(WaitDone(*first).ok());
   for (auto& group : groups) ASSERT_TRUE(WaitDone(*group).ok());
 
@@ -548,7 +534,7 @@ TEST_F(SessionTest, FramesOfSeveralSessionsShareOneBatch) {
       auto alone = std::make_shared<FrameGroup>();
       alone->signal = std::make_shared<SessionSignal>();
       alone->jobs.push_back(job);
-      batcher.Submit(alone);
+      batcher->Submit(alone);
       ASSERT_TRUE(WaitDone(*alone).ok());
       want[i].push_back(alone->jobs[0].face);
     }
@@ -573,26 +559,10 @@ TEST_F(SessionTest, FramesOfSeveralSessionsShareOneBatch) {
   }
 }
 
-// Waits until `n` workers wait at the gate (false after a generous deadline).
-bool WaitForWaiting(const FairGate& gate, uint64_t n) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (gate.waiting() < n) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  return true;
-}
-
-bool IsDone(FrameGroup& group) {
-  std::lock_guard lock(group.signal->mu);
-  return group.done;
-}
-
-// Workers of different avatars take turns on the model in the order they asked: an avatar with
-// a backlog runs one batch and then queues behind whoever asked meanwhile, so it cannot starve
-// another avatar. The test holds the model while anna (two batches' worth of frames queued) and
-// then bob ask for it, then asks once more itself and checks, while it holds the model again,
-// that bob's batch has run and anna's second has not.
+// Avatars take turns on the device: an avatar with a backlog runs one batch and then waits for
+// the others that have frames queued, so it cannot starve another avatar. The test holds anna's
+// first batch on the worker while anna's second and bob's first are queued, then checks the order
+// the batches ran in.
 TEST_F(SessionTest, AvatarsTakeTurnsOnTheModel) {
   AvatarRegistry registry(testing::TestRegistryOptions(root_.path()));
   auto anna = registry.Load("anna");
@@ -603,36 +573,40 @@ TEST_F(SessionTest, AvatarsTakeTurnsOnTheModel) {
   const size_t face_bytes = static_cast<size_t>(s * s * 3);
   std::mt19937 rng(20261204);
   Metrics metrics;
-  FairGate gate;
-  AvatarBatcher anna_worker(*anna, 2, &gate, &metrics);
-  AvatarBatcher bob_worker(*bob, 2, &gate, &metrics);
-  ASSERT_EQ(anna_worker.max_batch(), 2);
+  SessionBatchers batchers(2, &metrics);
+  batchers.Observe(registry.scheduler());
+  auto anna_worker = batchers.Acquire(*anna);
+  auto bob_worker = batchers.Acquire(*bob);
+  ASSERT_EQ(anna_worker->max_batch(), 2);
   auto group = [&] { return RandomGroup(std::make_shared<SessionSignal>(), 2, face_bytes, rng); };
-
-  // No ASSERT while the test holds the gate: the workers could not stop.
-  gate.Enter();
-  auto anna_first = group(), anna_second = group(), bob_first = group();
-  anna_worker.Submit(anna_first);
-  EXPECT_TRUE(WaitForWaiting(gate, 1));  // anna's worker holds her first batch at the gate
-  anna_worker.Submit(anna_second);
-  bob_worker.Submit(bob_first);
-  EXPECT_TRUE(WaitForWaiting(gate, 2));  // then bob's
-  std::promise<void> entered, release;
-  std::thread test_turn([&] {
-    gate.Enter();
-    entered.set_value();
-    release.get_future().wait();
-    gate.Leave();
+  std::mutex mu;
+  std::vector<std::string> order;
+  std::promise<void> taken, release;
+  auto released = release.get_future().share();
+  registry.scheduler().SetBatchObserver([&, released](const BatchRecord& r) {
+    bool first = false;
+    {
+      std::lock_guard lock(mu);
+      order.push_back(r.model);
+      first = order.size() == 1;
+    }
+    if (first) {
+      taken.set_value();
+      released.wait();
+    }
   });
-  EXPECT_TRUE(WaitForWaiting(gate, 3));
-  gate.Leave();
-  entered.get_future().wait();
+  auto anna_first = group(), anna_second = group(), bob_first = group();
+  anna_worker->Submit(anna_first);
+  taken.get_future().wait();  // the worker holds anna's first batch
+  anna_worker->Submit(anna_second);
+  bob_worker->Submit(bob_first);
+  release.set_value();
   EXPECT_TRUE(WaitDone(*anna_first).ok());
   EXPECT_TRUE(WaitDone(*bob_first).ok());
-  EXPECT_FALSE(IsDone(*anna_second)) << "anna's second batch ran before bob had his turn";
-  release.set_value();
-  test_turn.join();
   EXPECT_TRUE(WaitDone(*anna_second).ok());
+  std::lock_guard lock(mu);
+  EXPECT_EQ(order, (std::vector<std::string>{"anna", "bob", "anna"}))
+      << "anna's second batch ran before bob had his turn";
   EXPECT_EQ(metrics.session_batches_of_size(2), 3u);
 }
 

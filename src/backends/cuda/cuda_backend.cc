@@ -3,6 +3,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <condition_variable>
 #include <cstring>
@@ -290,6 +291,9 @@ class CudaBackend : public Backend {
                                         "waiting to grow the buffers"));
     }
     ctx.DropGraphs();
+    working_bytes_ -= static_cast<int64_t>(
+        static_cast<size_t>(plan_.arena_floats * ctx.capacity) * StorageSize(storage_) +
+        static_cast<size_t>(io_item_elements_ * ctx.capacity) * sizeof(float));
     ctx.arena.reset();
     ctx.io.reset();
     ctx.staging.reset();
@@ -303,6 +307,7 @@ class CudaBackend : public Backend {
     LIPSYNC_ASSIGN_OR_RETURN(ctx.staging,
                              AllocatePinned(io_bytes, "the inputs and outputs" + what));
     ctx.capacity = batch;
+    working_bytes_ += static_cast<int64_t>(arena_bytes + io_bytes);
     return Status::Ok();
   }
 
@@ -312,6 +317,7 @@ class CudaBackend : public Backend {
     LIPSYNC_RETURN_IF_ERROR(CudaCheck(cudaStreamSynchronize(ctx.stream), "cudaStreamSynchronize",
                                       "waiting to grow the face buffers"));
     ctx.DropGraphs();
+    working_bytes_ -= static_cast<int64_t>(FaceItemBytes(layout)) * ctx.face_capacity;
     ctx.faces.reset();
     ctx.face_staging.reset();
     ctx.face_capacity = 0;
@@ -320,6 +326,7 @@ class CudaBackend : public Backend {
     LIPSYNC_ASSIGN_OR_RETURN(ctx.faces, AllocateDevice(bytes, what));
     LIPSYNC_ASSIGN_OR_RETURN(ctx.face_staging, AllocatePinned(bytes, what));
     ctx.face_capacity = batch;
+    working_bytes_ += static_cast<int64_t>(bytes);
     return Status::Ok();
   }
   static size_t CropBytes(const FaceLayout& l) {
@@ -524,6 +531,17 @@ class CudaBackend : public Backend {
     return Finish(ctx, batch, pending);
   }
 
+  // The weights (the plan keeps its float32 copy on the host too) and the contexts' buffers on
+  // the GPU (the device copies; the pinned mirrors are host memory of the same size).
+  EngineMemory Memory() const override {
+    EngineMemory m;
+    m.host_weights = static_cast<int64_t>(plan_.weights.size() * sizeof(float));
+    m.device_weights =
+        static_cast<int64_t>(std::max<size_t>(plan_.weights.size(), 1) * StorageSize(storage_));
+    m.device_working = working_bytes_.load();
+    return m;
+  }
+
   graph::Plan plan_;
   const std::vector<bool> fused_starts_;  // steps that start a CUDA-core block (fused_blocks)
   const KernelSchedule schedule_;         // fused groups and their kernels per batch size
@@ -542,6 +560,7 @@ class CudaBackend : public Backend {
   std::condition_variable available_;
   std::vector<std::unique_ptr<RunContext>> contexts_;
   std::vector<RunContext*> idle_;
+  std::atomic<int64_t> working_bytes_{0};  // device bytes of every context's buffers
 };
 
 // The plan's weight blob in the storage type, same element offsets.

@@ -4,25 +4,61 @@
 // are through an IoBinding, so ONNX Runtime neither copies them to nor from the host.
 #include <onnx/onnx_pb.h>
 #include <onnxruntime_cxx_api.h>
+#include <onnxruntime_session_options_config_keys.h>
 
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <mutex>
+#include <new>
 
 #include "backends/backend.h"
 #include "backends/ort/onnx_header.h"
 #include "core/platform.h"
 #include "graph/external_data.h"
+#include "lipsync/memory.h"
 
 namespace lipsync {
 namespace {
 
-// One process-wide ORT environment: creating it is costly and ORT expects a single one.
+// Every session's CPU memory comes from lipsync's host pool (lipsync/memory.h) instead of an
+// arena per session: a session's arena keeps the largest run's activations for as long as the
+// session lives, so N loaded models held N working sets. Allocations made while a session loads
+// (Reserve) are its weights; those made by Run are working memory.
+struct PoolAllocator : OrtAllocator {
+  PoolAllocator() : info(Ort::MemoryInfo::CreateCpu(OrtDeviceAllocator, OrtMemTypeDefault)) {
+    version = ORT_API_VERSION;
+    // ONNX Runtime does not check what a custom allocator returns; a refusal is thrown, as its
+    // own arena does, and ends the run with an error.
+    OrtAllocator::Alloc = [](OrtAllocator*, size_t size) {
+      void* p = HostMemory().Allocate(size, HostMemoryPool::Kind::kWorking);
+      if (!p) throw std::bad_alloc();
+      return p;
+    };
+    OrtAllocator::Reserve = [](OrtAllocator*, size_t size) {
+      void* p = HostMemory().Allocate(size, HostMemoryPool::Kind::kWeights);
+      if (!p) throw std::bad_alloc();
+      return p;
+    };
+    OrtAllocator::Free = [](OrtAllocator*, void* p) { HostMemory().Free(p); };
+    OrtAllocator::Info = [](const OrtAllocator* self) -> const OrtMemoryInfo* {
+      return static_cast<const PoolAllocator*>(self)->info;
+    };
+  }
+  Ort::MemoryInfo info;
+};
+
+// One process-wide ORT environment: creating it is costly and ORT expects a single one. The pool
+// allocator is registered with it for the sessions to share.
 Ort::Env& SharedEnv() {
-  static Ort::Env env(ORT_LOGGING_LEVEL_WARNING, "lipsync");
-  return env;
+  static Ort::Env* env = [] {
+    auto* e = new Ort::Env(ORT_LOGGING_LEVEL_WARNING, "lipsync");
+    static PoolAllocator allocator;
+    Ort::ThrowOnError(Ort::GetApi().RegisterAllocator(*e, &allocator));
+    return e;
+  }();
+  return *env;
 }
 
 Status FromOrtException(const Ort::Exception& e, const std::string& context) {
@@ -205,6 +241,7 @@ Ort::SessionOptions BaseSessionOptions(const EngineOptions& o) {
   so.SetGraphOptimizationLevel(ToOrtLevel(o.ort.graph_optimization));
   so.SetExecutionMode(ORT_SEQUENTIAL);
   if (!o.ort.memory_pattern) so.DisableMemPattern();
+  so.AddConfigEntry(kOrtSessionOptionsConfigUseEnvAllocators, "1");
   for (const auto& [key, value] : o.ort.session_config) {
     so.AddConfigEntry(key.c_str(), value.c_str());
   }
@@ -235,10 +272,12 @@ Result<std::vector<TensorInfo>> DescribeTensors(Ort::Session& session, bool inpu
 
 class OrtBackend final : public Backend {
  public:
-  OrtBackend(std::unique_ptr<Ort::Session> session, const ModelInfo& info, int device_id)
+  OrtBackend(std::unique_ptr<Ort::Session> session, const ModelInfo& info, int device_id,
+             EngineMemory held)
       : session_(std::move(session)),
         memory_(Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault)),
-        device_id_(device_id) {
+        device_id_(device_id),
+        held_(held) {
     for (const auto& t : info.inputs) input_names_.push_back(t.name);
     for (const auto& t : info.outputs) output_names_.push_back(t.name);
     for (const auto& s : input_names_) input_name_ptrs_.push_back(s.c_str());
@@ -250,6 +289,7 @@ class OrtBackend final : public Backend {
     const auto on_device = [](const auto& v) { return v.memory == MemoryType::kDevice; };
     const bool bind = std::any_of(inputs.begin(), inputs.end(), on_device) ||
                       std::any_of(outputs.begin(), outputs.end(), on_device);
+    const int64_t refusals = HostMemory().stats().refused_total;
     try {
       std::vector<Ort::Value> in, out;
       in.reserve(inputs.size());
@@ -275,12 +315,23 @@ class OrtBackend final : public Backend {
       session_->Run(run_options_, binding);
       binding.SynchronizeOutputs();
     } catch (const Ort::Exception& e) {
+      if (HostMemory().stats().refused_total > refusals) return PoolRefused(e.what());
       return FromOrtException(e, "ONNX Runtime Run failed");
     }
     return Status::Ok();
   }
 
+  EngineMemory Memory() const override { return held_; }
+
  private:
+  static Status PoolRefused(const std::string& what) {
+    const HostMemoryStats s = HostMemory().stats();
+    return ResourceExhausted(
+        "the run needs more working memory than the host memory limit leaves (" +
+        std::to_string(s.working_in_use >> 20) + " MiB in use, limit " +
+        std::to_string(s.limit >> 20) + " MiB): " + what);
+  }
+
   // Host and pinned host views are CPU memory to ONNX Runtime; device views live on the GPU the
   // provider runs on (the engine checked the device id).
   const Ort::MemoryInfo& MemoryOf(MemoryType memory) {
@@ -295,6 +346,7 @@ class OrtBackend final : public Backend {
   std::unique_ptr<Ort::Session> session_;
   Ort::MemoryInfo memory_;
   const int device_id_;
+  const EngineMemory held_;
   std::once_flag device_memory_once_;
   std::unique_ptr<Ort::MemoryInfo> device_memory_;
   Ort::RunOptions run_options_;
@@ -370,10 +422,15 @@ Result<LoadedBackend> CreateOrtBackend(const std::string& model_path, const Engi
   const OnnxHeader& header = *parsed;
   // ONNX Runtime reads external data itself, from the model's folder since it is given the path;
   // the same location rules as the native importer apply before it opens anything.
+  // ONNX Runtime keeps its initializers outside the allocator it is given, so the files' size
+  // stands for the weights it holds.
+  int64_t weight_bytes = static_cast<int64_t>(bytes.size());
   {
     onnx::ModelProto proto;
     if (proto.ParseFromString(bytes)) {
-      LIPSYNC_RETURN_IF_ERROR(graph::CheckExternalData(proto, model_path));
+      int64_t data_bytes = 0;
+      LIPSYNC_RETURN_IF_ERROR(graph::CheckExternalData(proto, model_path, &data_bytes));
+      weight_bytes += data_bytes;
     }
   }
   bytes.clear();
@@ -427,7 +484,9 @@ Result<LoadedBackend> CreateOrtBackend(const std::string& model_path, const Engi
       caps.device_memory = true;
       caps.device_id = o.device_id;
     }
-    auto backend = std::make_unique<OrtBackend>(std::move(session), info, o.device_id);
+    EngineMemory held;
+    (info.provider == "cpu" ? held.host_weights : held.device_weights) = weight_bytes;
+    auto backend = std::make_unique<OrtBackend>(std::move(session), info, o.device_id, held);
     return LoadedBackend{std::move(info), caps, std::move(backend)};
   } catch (const Ort::Exception& e) {
     return FromOrtException(e, "cannot load model '" + model_path + "'");

@@ -1,6 +1,7 @@
 // The "reference" backend: compiles the model into a Plan and runs it with the plain CPU kernels.
+#include <algorithm>
 #include <exception>
-#include <new>
+#include <memory>
 #include <vector>
 
 #include "backends/backend.h"
@@ -36,7 +37,7 @@ class ReferenceBackend : public Backend {
                                "' buffer has the wrong type or size");
       }
     }
-    LIPSYNC_ASSIGN_OR_RETURN(std::vector<float> arena, Arena(batch));
+    LIPSYNC_ASSIGN_OR_RETURN(Arena arena, MakeArena(batch));
     for (size_t i = 0; i < inputs.size(); ++i) {
       ToNhwc(inputs[i].as<float>(), InputBuffer(i), batch, arena.data());
     }
@@ -53,7 +54,7 @@ class ReferenceBackend : public Backend {
   Status RunFrames(const FrameFormInfo& form, const FaceBatch& batch,
                    const MutableTensorView& output) override {
     const int64_t n = batch.faces.shape[0];
-    LIPSYNC_ASSIGN_OR_RETURN(std::vector<float> arena, Arena(n));
+    LIPSYNC_ASSIGN_OR_RETURN(Arena arena, MakeArena(n));
     const FaceLayout& layout = form.layout;
     const int s = layout.inner_size;
     float* visual = arena.data() + InputBuffer(form.visual_index).offset * n;
@@ -96,16 +97,21 @@ class ReferenceBackend : public Backend {
     return plan_.buffers[plan_.outputs[i].buffer];
   }
 
-  // One arena per call, so that concurrent calls never share activations.
-  Result<std::vector<float>> Arena(int64_t batch) const {
-    std::vector<float> arena;
-    try {
-      arena.resize(static_cast<size_t>(plan_.arena_floats * batch));
-    } catch (const std::bad_alloc&) {
+  // One arena per call from the host pool (which keeps it for the next call of the size), so
+  // that concurrent calls never share activations. Zeroed, as the kernels expect.
+  struct Arena {
+    std::unique_ptr<PoolBlock> block;
+    float* data() const { return block->as<float>(); }
+  };
+  Result<Arena> MakeArena(int64_t batch) const {
+    const size_t floats = static_cast<size_t>(plan_.arena_floats * batch);
+    Arena arena{std::make_unique<PoolBlock>(floats * sizeof(float))};
+    if (!*arena.block) {
       return ResourceExhausted("reference backend: no memory for the " +
-                               std::to_string(plan_.arena_floats * batch * 4 / (1 << 20)) +
+                               std::to_string(floats * 4 / (1 << 20)) +
                                " MiB activation arena of batch " + std::to_string(batch));
     }
+    std::fill(arena.data(), arena.data() + floats, 0.0f);
     return arena;
   }
 
@@ -134,6 +140,10 @@ class ReferenceBackend : public Backend {
         }
       }
     }
+  }
+
+  EngineMemory Memory() const override {
+    return {static_cast<int64_t>(plan_.weights.size() * sizeof(float)), 0, 0};
   }
 
   graph::Plan plan_;

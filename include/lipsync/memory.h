@@ -1,0 +1,98 @@
+// Memory belongs to the device, not to the model. Every engine on the host draws its working memory
+// (activations and per-run buffers) from one process-wide pool, so that N loaded models cost their
+// weights N times but their working memory only as often as they run at once.
+//
+// The pool keeps freed blocks for reuse (a model asks for the same sizes on every run of a batch
+// size), but never more than the most it has had in use at once: a free block is taken back, and
+// blocks are given back to the system before a new allocation would make the pool larger than
+// that. Blocks not reused for a while (SetMaxAge) go back to the system, so the memory of one
+// large batch does not stay. A limit (SetLimit) caps what runs may hold: past it the cache is given
+// back first, then allocations fail, which a run reports as RESOURCE_EXHAUSTED instead of the
+// process being killed for want of memory.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+
+namespace lipsync {
+
+// What an engine holds, as its backend allocated it (0 where a backend has none).
+struct EngineMemory {
+  int64_t host_weights = 0;    // weights and constants in host memory
+  int64_t device_weights = 0;  // weights in GPU memory
+  // GPU working memory the engine owns now (the CUDA backend's per-run arenas and staging, which
+  // grow to the largest batch run). Host working memory is the shared pool's, not an engine's.
+  int64_t device_working = 0;
+};
+
+struct HostMemoryStats {
+  int64_t weights = 0;         // blocks engines allocated while loading
+  int64_t working_in_use = 0;  // blocks runs allocated and have not freed
+  int64_t cached = 0;          // freed blocks kept for reuse
+  int64_t peak_working = 0;    // the most working_in_use since the last ResetPeak()
+  int64_t limit = 0;           // working_in_use + cached at most (0: none)
+  int64_t trimmed_total = 0;   // bytes given back to the system so far
+  int64_t refused_total = 0;   // allocations refused by the limit (or injected failures)
+};
+
+class HostMemoryPool {
+ public:
+  // The process-wide pool (every ONNX Runtime session allocates from it).
+  static HostMemoryPool& Get();
+
+  enum class Kind { kWeights, kWorking };
+  // 64-byte aligned; nullptr past the limit or when the system has no memory.
+  void* Allocate(size_t bytes, Kind kind);
+  void Free(void* p);
+
+  HostMemoryStats stats() const;
+  // Weight bytes this thread has allocated so far (only grows): its difference across an engine's
+  // creation is what the engine's weights took, whatever other threads load meanwhile.
+  static int64_t ThreadWeightBytes();
+  // Working allocations refused on this thread so far (only grows): a run that sees it grow failed
+  // for want of memory.
+  static int64_t ThreadRefusals();
+  // Starts a new peak from the working memory in use now; returns the previous peak.
+  int64_t ResetPeak();
+  // Gives cached blocks back, least recently freed first, until at most `keep_bytes` stay cached.
+  // Returns the bytes given back.
+  int64_t Trim(int64_t keep_bytes);
+  // Cached blocks unused this long go back to the system (checked as the pool is used, and by
+  // Trim(-1)). Default: 5 s.
+  void SetMaxAge(std::chrono::steady_clock::duration age);
+  // Working memory in use plus cached at most; 0: no limit. Lowering it gives the cache back at
+  // once.
+  void SetLimit(int64_t bytes);
+
+  // Tests: the next `count` working allocations fail as if past the limit.
+  void FailNextAllocations(int count);
+
+ private:
+  HostMemoryPool() = default;
+  struct State;
+  static State& state();
+};
+
+inline HostMemoryPool& HostMemory() { return HostMemoryPool::Get(); }
+
+// A block of working memory from the pool, given back when it goes; empty (false) when the pool
+// refused it.
+class PoolBlock {
+ public:
+  explicit PoolBlock(size_t bytes)
+      : data_(bytes ? HostMemory().Allocate(bytes, HostMemoryPool::Kind::kWorking) : nullptr) {}
+  ~PoolBlock() { HostMemory().Free(data_); }
+  PoolBlock(const PoolBlock&) = delete;
+  PoolBlock& operator=(const PoolBlock&) = delete;
+  explicit operator bool() const { return data_ != nullptr; }
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(data_);
+  }
+
+ private:
+  void* data_;
+};
+
+}  // namespace lipsync

@@ -1,0 +1,201 @@
+// One scheduler per device: every caller's frames for every avatar UNet on the device run here
+// (live sessions, the monolithic and lipsyncsrv services), so that the callers of one model share
+// its batches and the models of the device share its runs.
+//
+// A caller submits a Job: the frames of one request for one model, as faces (the frame form) or
+// as the model's float visual input, with its priority (live or offline), origin, deadline and
+// cancel flag. Each model has a queue. Worker threads, as many as the backend overlaps runs
+// (BackendCapabilities::overlapping_runs: CUDA streams; one on the CPU, whose cores one run already
+// uses), take the next batch: from a model with live frames first (offline frames get every
+// `live_burst`-th batch while live ones wait, so neither starves), round robin across models, up
+// to the model's batch limit once that many frames wait or the oldest has waited `max_delay`. A
+// model runs one batch at a time. A batch holds frames of any callers of that model, live ones
+// first; fixed-batch models are split and padded here (batch_run.h) and nowhere else. Frames whose
+// caller gave up (cancelled, past the deadline) are dropped before they run. An exception in a run
+// (a failed allocation) fails that batch's jobs and nothing else.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "lipsync/engine.h"
+#include "lipsync/face.h"
+
+namespace lipsync::server {
+
+using SchedulerClock = std::chrono::steady_clock;
+
+enum class Priority { kLive, kOffline };
+
+// Who submitted a job (batches count their frames by origin).
+enum class Origin { kSession, kMonolithic, kLipSyncSrv, kTest };
+constexpr int kOriginCount = 4;
+const char* OriginName(Origin origin);
+
+struct ModelConfig {
+  std::string name;   // in logs and errors
+  int max_batch = 8;  // frames per run (a fixed-batch model runs its own batch, padded)
+  // Longest the oldest frame waits for more while the device is free; 0: a free worker takes
+  // what waits at once (frames still share batches while the model is busy).
+  std::chrono::microseconds max_delay{0};
+  int64_t max_queue = 4096;               // frames waiting at most; more: RESOURCE_EXHAUSTED
+  FaceLayout layout;                      // the frame form's faces (to mix faces with float jobs)
+  int visual_input = 0, audio_input = 1;  // the model's input indices
+};
+
+// The frames of one request for one model. The views are the caller's buffers: read and written
+// by the scheduler until `done` has run; `keep_alive` holds what they belong to (and the engine).
+struct Job {
+  // uint8 [n,S,S,3] inner faces or [n,C,C,3] crops (whose centre is used), or the model's float32
+  // visual input [n,6,S,S].
+  TensorView visual;
+  TensorView audio;  // float32 [n,...] as the model declares it
+  // uint8 [n,S,S,3] BGR faces, or the model's float32 output [n,3,S,S].
+  MutableTensorView output;
+  Priority priority = Priority::kOffline;
+  Origin origin = Origin::kTest;
+  SchedulerClock::time_point deadline = SchedulerClock::time_point::max();
+  const std::atomic<bool>* cancelled = nullptr;  // optional; kept alive by keep_alive
+  const void* caller = nullptr;  // jobs of one caller (a live session) share it, for metrics
+  // Runs once, on a worker: OK when every frame ran, else the first failure.
+  std::function<void(const Status&)> done;
+  std::shared_ptr<const void> keep_alive;
+};
+
+// What one batch holds, for observers and metrics.
+struct BatchRecord {
+  std::string model;
+  int rows = 0;    // frames of callers
+  int padded = 0;  // rows the model ran (a fixed batch pads)
+  int live = 0;
+  int callers = 0;  // distinct live callers (sessions)
+  std::array<int, kOriginCount> by_origin{};
+  double seconds = 0;  // the run's time (0 for the observer, which runs before it)
+};
+
+class ScheduledModel;
+namespace internal {
+struct JobState;
+}  // namespace internal
+
+struct SchedulerOptions {
+  std::string device = "cpu";  // for logs: "cpu", "cuda:0"
+  // Batches in flight at once; 0: the largest BackendCapabilities::overlapping_runs of its models.
+  int concurrency = 0;
+  int live_burst = 4;  // live batches in a row at most while offline frames wait
+  // Live frames in one batch at most (0: the model's limit); offline frames may fill the rest.
+  int live_max_batch = 0;
+};
+
+// Counts since the scheduler started (Prometheus counters).
+struct SchedulerTotals {
+  int64_t batches = 0;
+  int64_t mixed_batches = 0;  // batches with frames of more than one origin
+  int64_t failed_batches = 0;
+  std::array<int64_t, kOriginCount> rows_by_origin{};
+};
+
+class Scheduler {
+ public:
+  explicit Scheduler(SchedulerOptions options);
+  ~Scheduler();  // Shutdown()
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  // A model on this device; it stays scheduled while anyone holds it. The engine must outlive
+  // every job of it (Job::keep_alive).
+  std::shared_ptr<ScheduledModel> AddModel(Engine* engine, ModelConfig config);
+
+  // Queues the job. InvalidArgument for views that do not fit the model, ResourceExhausted when
+  // the model's queue is full, Unavailable once the scheduler stops; `done` is not called then.
+  Status Submit(const std::shared_ptr<ScheduledModel>& model, Job job);
+  // Submits and waits for the job (for callers on threads of their own).
+  Status Run(const std::shared_ptr<ScheduledModel>& model, Job job);
+
+  // Stops the workers once their batches are done and answers what waits with UNAVAILABLE.
+  void Shutdown();
+
+  const std::string& device() const { return options_.device; }
+  int concurrency() const;
+  int64_t queued_rows(Origin origin) const;
+  int in_flight() const;
+
+  // Tests: no batch starts while paused; the observer runs on the worker before each batch runs
+  // (it may block, holding that batch in flight).
+  void Pause();
+  void Resume();
+  void SetBatchObserver(std::function<void(const BatchRecord&)> observer);
+  // Runs on the worker after each batch that ran (metrics); replaces the previous one.
+  void SetBatchListener(std::function<void(const BatchRecord&)> listener);
+  // Called when a batch ran out of memory: true when it made room (evicted something), and the
+  // batch is tried again.
+  void SetMemoryHook(std::function<bool()> make_room);
+  // SchedulerOptions::live_max_batch from now on.
+  void SetLiveMaxBatch(int frames);
+  SchedulerTotals totals() const;
+
+ private:
+  struct Batch;
+  void WorkerLoop();
+  std::shared_ptr<ScheduledModel> PickLocked(SchedulerClock::time_point now,
+                                             SchedulerClock::time_point* wake);
+  void TakeLocked(const std::shared_ptr<ScheduledModel>& model, Batch* batch,
+                  std::vector<std::shared_ptr<internal::JobState>>* dropped);
+  Status Execute(Batch& batch);
+  void Finish(Batch& batch, const Status& status);
+  void EnsureWorkersLocked(int count);
+
+  SchedulerOptions options_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;  // work arrived, a batch finished, pause or stop changed
+  std::vector<std::weak_ptr<ScheduledModel>> models_;
+  size_t cursor_ = 0;    // round robin over models_
+  int live_streak_ = 0;  // live batches in a row while offline frames waited
+  int concurrency_ = 1;
+  int in_flight_ = 0;
+  std::array<int64_t, kOriginCount> queued_by_origin_{};
+  bool stop_ = false, paused_ = false;
+  std::function<void(const BatchRecord&)> observer_, listener_;
+  std::function<bool()> make_room_;
+  SchedulerTotals totals_;
+  std::vector<std::thread> workers_;
+};
+
+// A model and its queue (Scheduler::AddModel).
+class ScheduledModel {
+ public:
+  Engine& engine() const { return *engine_; }
+  const ModelConfig& config() const { return config_; }
+  // Frames per run: the model's own batch when fixed, else max_batch within the engine's limit.
+  int batch_limit() const { return batch_limit_; }
+  bool fixed_batch() const { return fixed_; }
+
+ private:
+  friend class Scheduler;
+  ScheduledModel(Engine* engine, ModelConfig config);
+
+  struct Entry {
+    std::shared_ptr<internal::JobState> job;
+    int64_t row = 0, count = 0;
+    SchedulerClock::time_point enqueued;
+  };
+  Engine* engine_;
+  ModelConfig config_;
+  int batch_limit_ = 1;
+  bool fixed_ = false;
+  // Guarded by the scheduler's mutex.
+  std::deque<Entry> live_, offline_;
+  int64_t queued_ = 0;
+  bool running_ = false;
+};
+
+}  // namespace lipsync::server

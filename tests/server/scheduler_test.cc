@@ -1,0 +1,215 @@
+// The device scheduler on the tiny test UNets: overlapping runs of two models, live frames first,
+// cancelled and late frames dropped, a failed run failing only its jobs, and a fixed-batch model's
+// padded batches giving the frames of a run of their own.
+#include "server/core/scheduler.h"
+
+#include <gtest/gtest.h>
+
+#include <condition_variable>
+#include <cstring>
+#include <future>
+#include <mutex>
+#include <random>
+
+#include "server/avatar_registry.h"
+#include "server_test_util.h"
+
+namespace lipsync::server {
+namespace {
+
+using testing::kTestData;
+
+struct Model {
+  std::unique_ptr<LoadedAvatar> avatar;
+  std::shared_ptr<ScheduledModel> scheduled;
+};
+
+Model Add(Scheduler& scheduler, const std::string& file, const std::string& name) {
+  Model m;
+  m.avatar = std::make_unique<LoadedAvatar>();
+  EngineOptions options;
+  options.intra_op_threads = 1;
+  options.max_batch = 16;
+  auto unet = Engine::Create(kTestData + "/" + file, options);
+  EXPECT_TRUE(unet.ok()) << unet.status().ToString();
+  m.avatar->id = name;
+  m.avatar->unet = std::move(*unet);
+  m.avatar->roles = FindUnetInputs(m.avatar->unet->info()).value();
+  m.avatar->layout = FaceLayout::ForInputSize(m.avatar->roles.size).value();
+  ModelConfig config;
+  config.name = name;
+  config.max_batch = 16;
+  config.layout = m.avatar->layout;
+  config.visual_input = static_cast<int>(m.avatar->roles.visual);
+  config.audio_input = static_cast<int>(m.avatar->roles.audio);
+  m.scheduled = scheduler.AddModel(m.avatar->unet.get(), config);
+  return m;
+}
+
+// Random faces and windows for `n` frames, and room for their output.
+struct Frames {
+  Tensor faces, audio, out;
+  Frames(int64_t n, int s, uint32_t seed)
+      : faces(DataType::kUInt8, {n, s, s, 3}),
+        audio(DataType::kFloat32, {n, 32, 16, 16}),
+        out(DataType::kUInt8, {n, s, s, 3}) {
+    std::mt19937 rng(seed);
+    std::uniform_int_distribution<int> byte(0, 255);
+    std::normal_distribution<float> normal(0.f, 1.f);
+    for (int64_t i = 0; i < faces.element_count(); ++i) {
+      faces.data_as<uint8_t>()[i] = static_cast<uint8_t>(byte(rng));
+    }
+    for (int64_t i = 0; i < audio.element_count(); ++i) audio.data_as<float>()[i] = normal(rng);
+  }
+  Job MakeJob(Origin origin, Priority priority = Priority::kOffline) {
+    Job job;
+    job.visual = faces.view();
+    job.audio = audio.view();
+    job.output = out.mutable_view();
+    job.origin = origin;
+    job.priority = priority;
+    return job;
+  }
+};
+
+// Waits for `done` and returns its status.
+struct Done {
+  std::promise<Status> promise;
+  std::future<Status> future = promise.get_future();
+  std::function<void(const Status&)> callback() {
+    return [this](const Status& s) { promise.set_value(s); };
+  }
+};
+
+// A backend that overlaps two runs: the batches of two models are in flight at once. Each batch
+// waits in the observer until the other one is there too (or a minute passes: then it fails).
+TEST(Scheduler, TwoModelsRunAtOnceWhereTheBackendOverlapsTwoRuns) {
+  SchedulerOptions options;
+  options.concurrency = 2;
+  Scheduler scheduler(options);
+  Model a = Add(scheduler, "tiny.onnx", "a"), b = Add(scheduler, "tiny.onnx", "b");
+  std::mutex mu;
+  std::condition_variable cv;
+  int inside = 0, most = 0;
+  scheduler.SetBatchObserver([&](const BatchRecord&) {
+    std::unique_lock lock(mu);
+    most = std::max(most, ++inside);
+    cv.notify_all();
+    cv.wait_for(lock, std::chrono::seconds(60), [&] { return most >= 2; });
+    --inside;
+  });
+  const int s = a.avatar->layout.inner_size;
+  Frames fa(2, s, 1), fb(2, s, 2);
+  Done da, db;
+  Job ja = fa.MakeJob(Origin::kTest), jb = fb.MakeJob(Origin::kTest);
+  ja.done = da.callback();
+  jb.done = db.callback();
+  ASSERT_TRUE(scheduler.Submit(a.scheduled, std::move(ja)).ok());
+  ASSERT_TRUE(scheduler.Submit(b.scheduled, std::move(jb)).ok());
+  EXPECT_TRUE(da.future.get().ok());
+  EXPECT_TRUE(db.future.get().ok());
+  EXPECT_EQ(most, 2);
+  EXPECT_EQ(scheduler.totals().batches, 2);
+}
+
+// On the CPU the backend overlaps nothing: one batch at a time.
+TEST(Scheduler, TheCpuRunsOneBatchAtATime) {
+  Scheduler scheduler(SchedulerOptions{});
+  Model a = Add(scheduler, "tiny.onnx", "a");
+  EXPECT_EQ(scheduler.concurrency(), a.avatar->unet->capabilities().overlapping_runs);
+  EXPECT_EQ(scheduler.concurrency(), 1);
+}
+
+// Queued together, live frames run before offline ones; cancelled and late jobs are answered
+// without running.
+TEST(Scheduler, LiveFirstAndGivenUpJobsAreDropped) {
+  Scheduler scheduler(SchedulerOptions{});
+  Model a = Add(scheduler, "tiny.onnx", "a"), b = Add(scheduler, "tiny.onnx", "b");
+  std::vector<BatchRecord> seen;
+  scheduler.SetBatchObserver([&](const BatchRecord& r) { seen.push_back(r); });
+  const int s = a.avatar->layout.inner_size;
+  scheduler.Pause();
+  Frames offline(3, s, 3), live(2, s, 4), cancelled(1, s, 5), late(1, s, 6);
+  Done d_offline, d_live, d_cancelled, d_late;
+  Job j = offline.MakeJob(Origin::kMonolithic);
+  j.done = d_offline.callback();
+  ASSERT_TRUE(scheduler.Submit(a.scheduled, std::move(j)).ok());
+  j = live.MakeJob(Origin::kSession, Priority::kLive);
+  j.done = d_live.callback();
+  ASSERT_TRUE(scheduler.Submit(b.scheduled, std::move(j)).ok());
+  std::atomic<bool> flag{true};
+  j = cancelled.MakeJob(Origin::kLipSyncSrv);
+  j.cancelled = &flag;
+  j.done = d_cancelled.callback();
+  ASSERT_TRUE(scheduler.Submit(a.scheduled, std::move(j)).ok());
+  j = late.MakeJob(Origin::kLipSyncSrv);
+  j.deadline = SchedulerClock::now() - std::chrono::seconds(1);
+  j.done = d_late.callback();
+  ASSERT_TRUE(scheduler.Submit(b.scheduled, std::move(j)).ok());
+  EXPECT_EQ(scheduler.queued_rows(Origin::kLipSyncSrv), 2);
+  scheduler.Resume();
+  EXPECT_TRUE(d_live.future.get().ok());
+  EXPECT_TRUE(d_offline.future.get().ok());
+  EXPECT_EQ(d_cancelled.future.get().code(), StatusCode::kCancelled);
+  EXPECT_EQ(d_late.future.get().code(), StatusCode::kDeadlineExceeded);
+  ASSERT_EQ(seen.size(), 2u);  // the given-up jobs never ran
+  EXPECT_EQ(seen[0].live, 2);
+  EXPECT_EQ(seen[0].by_origin[static_cast<size_t>(Origin::kSession)], 2);
+  EXPECT_EQ(seen[1].by_origin[static_cast<size_t>(Origin::kMonolithic)], 3);
+}
+
+// Jobs of one model share a batch; a fixed-batch model's batch is padded; every job gets the
+// faces a run of its own gives.
+TEST(Scheduler, SharedAndPaddedBatchesGiveEachJobItsOwnFrames) {
+  for (const char* file : {"tiny.onnx", "tiny_fixed3.onnx"}) {
+    SCOPED_TRACE(file);
+    Scheduler scheduler(SchedulerOptions{});
+    Model m = Add(scheduler, file, "m");
+    const int s = m.avatar->layout.inner_size;
+    std::vector<BatchRecord> seen;
+    scheduler.SetBatchObserver([&](const BatchRecord& r) { seen.push_back(r); });
+    Frames one(1, s, 7), two(1, s, 8);
+    // Alone first, for the reference.
+    ASSERT_TRUE(scheduler.Run(m.scheduled, one.MakeJob(Origin::kTest)).ok());
+    ASSERT_TRUE(scheduler.Run(m.scheduled, two.MakeJob(Origin::kTest)).ok());
+    const auto bytes = [](const Tensor& t) {
+      return std::vector<uint8_t>(t.data_as<uint8_t>(), t.data_as<uint8_t>() + t.byte_size());
+    };
+    const std::vector<uint8_t> want_one = bytes(one.out), want_two = bytes(two.out);
+    seen.clear();
+    scheduler.Pause();
+    Done d1, d2;
+    Job j1 = one.MakeJob(Origin::kMonolithic), j2 = two.MakeJob(Origin::kLipSyncSrv);
+    j1.done = d1.callback();
+    j2.done = d2.callback();
+    std::memset(one.out.data(), 0, one.out.byte_size());
+    std::memset(two.out.data(), 0, two.out.byte_size());
+    ASSERT_TRUE(scheduler.Submit(m.scheduled, std::move(j1)).ok());
+    ASSERT_TRUE(scheduler.Submit(m.scheduled, std::move(j2)).ok());
+    scheduler.Resume();
+    ASSERT_TRUE(d1.future.get().ok());
+    ASSERT_TRUE(d2.future.get().ok());
+    ASSERT_EQ(seen.size(), 1u);
+    EXPECT_EQ(seen[0].rows, 2);
+    EXPECT_EQ(seen[0].padded, m.scheduled->fixed_batch() ? 3 : 2);
+    EXPECT_EQ(bytes(one.out), want_one);
+    EXPECT_EQ(bytes(two.out), want_two);
+  }
+}
+
+// A run that fails (an allocation refused) fails its jobs; the next run succeeds.
+TEST(Scheduler, AFailedRunFailsOnlyItsJobs) {
+  Scheduler scheduler(SchedulerOptions{});
+  Model m = Add(scheduler, "tiny.onnx", "m");
+  const int s = m.avatar->layout.inner_size;
+  Frames f(2, s, 9);
+  HostMemory().FailNextAllocations(1);
+  const Status failed = scheduler.Run(m.scheduled, f.MakeJob(Origin::kTest));
+  HostMemory().FailNextAllocations(0);
+  EXPECT_EQ(failed.code(), StatusCode::kResourceExhausted) << failed.ToString();
+  EXPECT_TRUE(scheduler.Run(m.scheduled, f.MakeJob(Origin::kTest)).ok());
+  EXPECT_EQ(scheduler.totals().failed_batches, 1);
+}
+
+}  // namespace
+}  // namespace lipsync::server
