@@ -31,7 +31,9 @@ load() {  # seconds
 # RSS is compared at rest, after each phase's clients are done: buffers of frames in flight do not
 # count, memory the server kept does. The median of three samples a second apart is taken.
 idle_rss() {
-  sleep 3  # the server trims its heap once it has been idle for a second
+  # The server trims its heap once idle for a second; the shared working-memory pool gives back
+  # blocks unused for 5 s.
+  sleep 7
   for _ in 1 2 3; do rss_kb; sleep 1; done | sort -n | sed -n 2p
 }
 load 15
