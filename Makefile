@@ -7,7 +7,7 @@ CMAKE_ARGS ?=
 LIPSYNC    := $(BUILD)/tools/lipsync/lipsync
 MODELS     := models
 
-.PHONY: all setup configure build demo test test-cpp test-python format clean
+.PHONY: all setup configure build demo test image-test test-cpp test-python format clean
 
 all: build
 
@@ -57,7 +57,12 @@ demo: build $(MODELS)/demo.onnx $(MODELS)/demo_audio_encoder.onnx $(MODELS)/demo
 	@echo "lip-synced demo video (the trained model opens the mouth with the speech): out/demo.mp4"
 
 test: build
-	cd $(BUILD) && LIPSYNC_BIN=$(CURDIR)/$(LIPSYNC) ctest -LE gpu --output-on-failure -j 2
+	cd $(BUILD) && LIPSYNC_BIN=$(CURDIR)/$(LIPSYNC) ctest -LE 'gpu|image' --output-on-failure -j 2
+
+# The CPU image built from deploy/docker/Dockerfile, started and called; prints its build time and
+# size. Minutes; needs root, buildah and debootstrap (bash scripts/setup.sh --image). CI runs it.
+image-test: build
+	cd $(BUILD) && LIPSYNC_BIN=$(CURDIR)/$(LIPSYNC) ctest -L image --output-on-failure -V
 
 format:
 	find include src tools tests bench -name '*.h' -o -name '*.cc' -o -name '*.cu' -o -name '*.cuh' \

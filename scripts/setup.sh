@@ -5,6 +5,9 @@
 #
 # Set ONNXRUNTIME_ROOT to an ONNX Runtime release (with include/ and lib/) to use it instead of the
 # pinned CPU build, e.g. an official GPU release with the CUDA and TensorRT providers.
+#
+# `--image` also installs what `make image-test` needs to build and run the container image
+# without a Docker daemon: buildah (vfs storage, chroot isolation) and debootstrap (CI passes it).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,6 +30,9 @@ APT_PACKAGES=(
   libavcodec-dev libavformat-dev libavutil-dev libswresample-dev libswscale-dev libfftw3-dev
   ffmpeg python3-opencv espeak-ng python3-yaml yamllint libyaml-cpp-dev nginx-light libzip-dev libssl-dev
 )
+if [ "${1:-}" = "--image" ]; then
+  APT_PACKAGES+=(buildah debootstrap curl iproute2)
+fi
 
 log() { printf '[setup] %s\n' "$*"; }
 
