@@ -79,7 +79,13 @@ Suites: bookworm-security
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
-  rm -rf "$tmp"/var/cache/apt/*.bin "$tmp"/var/lib/apt/lists/* "$tmp"/var/log/*.log
+  # As in Debian's published images: apt keeps no downloaded packages in the image's layers.
+  cat >"$tmp/etc/apt/apt.conf.d/docker-clean" <<'EOF'
+DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+APT::Keep-Downloaded-Packages "false";
+EOF
+  rm -rf "$tmp"/var/cache/apt/*.bin "$tmp"/var/cache/apt/archives/*.deb "$tmp"/var/lib/apt/lists/* \
+    "$tmp"/var/log/*.log
   tar -C "$tmp" --numeric-owner -cf "$TARBALL.part" .
   mv "$TARBALL.part" "$TARBALL"
   rm -rf "$tmp"
