@@ -49,9 +49,9 @@ serve_phase() {
   local work=$1 demo=$2
   ip link set lo up
   export CONTAINERS_STORAGE_CONF="$work/../storage.conf"
-  local c
-  c="$(buildah from --pull=never "$IMAGE")"
-  trap 'buildah rm "$c" >/dev/null 2>&1 || true' EXIT
+  CONTAINER="$(buildah from --pull=never "$IMAGE")"
+  local c=$CONTAINER
+  trap 'buildah rm "$CONTAINER" >/dev/null 2>&1 || true' EXIT
   # What `docker run IMAGE ARGS` runs: the image's ENTRYPOINT, then ARGS in place of its CMD (here
   # the CMD itself plus a model for KServe and a preload, which /readyz waits for).
   local -a args health
