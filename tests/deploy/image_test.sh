@@ -84,7 +84,8 @@ print("\n".join(v) if isinstance(v, list) else v)' "$work/image.json" "$1"
   local uid
   uid="$(awk '/^Uid:/ {print $2}' "/proc/$pid/status")"
   log "ready: pid $pid, uid $uid"
-  [ "$uid" = "${user%%:*}" ] && [ "$uid" != 0 ] || fail "the server runs as uid $uid, not $user"
+  [ "$uid" != 0 ] || fail "the server runs as root: the image's USER must not be 0"
+  [ "$uid" = "${user%%:*}" ] || fail "the server runs as uid $uid, not as the image's USER $user"
 
   log "call 1: health"
   [ "$(http_get /healthz)" = 200 ] || fail "/healthz"
