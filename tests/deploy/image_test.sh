@@ -155,8 +155,9 @@ PY
   [ "$took" -lt "$GRACE_S" ] || fail "the drain took ${took} s, past the grace period"
   [ "$(json_field "$work/drain.json" '["frames"]')" = \
     "$(json_field "$work/drain.json" '["frames_expected"]')" ] || fail "the drained session lost frames"
-  grep -q 'draining' "$work/server.log" && grep -q 'stopped' "$work/server.log" ||
+  if ! grep -q 'draining' "$work/server.log" || ! grep -q 'stopped' "$work/server.log"; then
     fail "no drain in the server's log"
+  fi
 
   # Read-only root: the server wrote nothing outside /tmp (buildah run's own mount points aside).
   local root written
@@ -183,6 +184,7 @@ for f in demo.onnx demo_audio_encoder.onnx demo_speech.wav demo_avatar/avatar.js
 done
 T_START=$SECONDS
 bash "$ROOT/scripts/image_base.sh"
+# shellcheck source=/dev/null
 source <(bash "$ROOT/scripts/image_base.sh" --env)
 DIR="$(dirname "$CONTAINERS_STORAGE_CONF")"
 WORK="$DIR/test.$$"
