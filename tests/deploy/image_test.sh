@@ -221,6 +221,22 @@ BASE_SIZE="$(buildah images --format '{{.Size}}' docker.io/library/debian:12-sli
 log "image build: ${T_BUILD} s (base images: ${T_BASE} s)"
 log "image size: $SIZE (debian:12-slim: $BASE_SIZE)"
 
+# The CUDA image as far as it goes here: buildah parses all of Dockerfile.cuda, and its first stage
+# is NVIDIA's CUDA image, which no registry here serves, so no step runs. Any other failure (a
+# syntax error, a missing build context) fails the test.
+mkdir -p "$WORK/onnxruntime-stand-in"
+CUDA_OUT="$(buildah bud --pull=never --isolation chroot --format docker \
+  --build-context onnxruntime="$WORK/onnxruntime-stand-in" \
+  -f "$CTX/deploy/docker/Dockerfile.cuda" -t localhost/lipsync:cuda "$CTX" 2>&1)" &&
+  fail "Dockerfile.cuda built without NVIDIA's images?"
+FIRST_FROM="$(grep -m1 -oE '^ARG CUDA_DEVEL_IMAGE=.*' "$CTX/deploy/docker/Dockerfile.cuda")"
+if ! grep -q "STEP 1/1: FROM nvidia/cuda:.* AS cuda-devel" <<<"$CUDA_OUT" ||
+  ! grep -q "nvidia/cuda:.*image not known" <<<"$CUDA_OUT"; then
+  echo "$CUDA_OUT" >&2
+  fail "Dockerfile.cuda failed before its NVIDIA base image"
+fi
+log "Dockerfile.cuda: parsed; stops at its first step, FROM the CUDA devel image (${FIRST_FROM#ARG }), absent here: no step ran"
+
 # --- 3, 4: run it ---------------------------------------------------------------------------------
 T0=$SECONDS
 unshare --net --fork -- bash "${BASH_SOURCE[0]}" --serve-phase "$WORK" "$DEMO"
