@@ -9,7 +9,7 @@ MODELS     := models
 # The Windows x64 build: cross-compiled with MinGW-w64, its tests run under Wine.
 BUILD_WIN  ?= build-windows
 
-.PHONY: all setup configure build demo test test-cpp test-python format clean \
+.PHONY: all setup configure build demo test image-test test-cpp test-python format clean \
         windows-build windows-test windows-package
 
 all: build
@@ -60,7 +60,7 @@ demo: build $(MODELS)/demo.onnx $(MODELS)/demo_audio_encoder.onnx $(MODELS)/demo
 	@echo "lip-synced demo video (the trained model opens the mouth with the speech): out/demo.mp4"
 
 test: build windows-build
-	cd $(BUILD) && LIPSYNC_BIN=$(CURDIR)/$(LIPSYNC) ctest -LE gpu --output-on-failure -j 2
+	cd $(BUILD) && LIPSYNC_BIN=$(CURDIR)/$(LIPSYNC) ctest -LE 'gpu|image' --output-on-failure -j 2
 	cd $(BUILD_WIN) && ctest --output-on-failure -j 2
 
 $(BUILD_WIN)/build.ninja:
@@ -77,6 +77,11 @@ windows-test: windows-build
 # out/lipsync-windows-x64.zip: lipsync.exe, its DLLs, setup.ps1 and README-windows.txt.
 windows-package: windows-build
 	bash scripts/windows-package.sh $(BUILD_WIN) out/lipsync-windows-x64.zip
+
+# The CPU image built from deploy/docker/Dockerfile, started and called; prints its build time and
+# size. Minutes; needs root, buildah and debootstrap (bash scripts/setup.sh --image). CI runs it.
+image-test: build
+	cd $(BUILD) && LIPSYNC_BIN=$(CURDIR)/$(LIPSYNC) ctest -L image --output-on-failure -V
 
 format:
 	find include src tools tests bench -name '*.h' -o -name '*.cc' -o -name '*.cu' -o -name '*.cuh' \

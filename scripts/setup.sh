@@ -8,6 +8,8 @@
 #
 # The Windows build (cross-compiled with MinGW-w64, tested under Wine) takes its ONNX Runtime DLLs
 # (with DirectML) from the same npm package and builds protobuf-lite from Debian's source package.
+# `--image` also installs what `make image-test` needs to build and run the container image
+# without a Docker daemon: buildah (vfs storage, chroot isolation) and debootstrap (CI passes it).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -43,6 +45,9 @@ APT_PACKAGES=(
   ffmpeg python3-opencv espeak-ng python3-yaml yamllint libyaml-cpp-dev nginx-light libzip-dev libssl-dev
   g++-mingw-w64-x86-64-posix wine64 libstb-dev
 )
+if [ "${1:-}" = "--image" ]; then
+  APT_PACKAGES+=(buildah debootstrap curl iproute2)
+fi
 
 log() { printf '[setup] %s\n' "$*"; }
 

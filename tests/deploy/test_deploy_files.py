@@ -13,6 +13,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import tempfile
 
 import pytest
 import yaml
@@ -74,16 +75,40 @@ def port_of(address):
     return int(port)
 
 
-def check_serve_command(args):
-    """Flags exist and values are accepted: `lipsync serve` with the model path replaced by a
-    missing file must fail on that file (exit 2), not on the command line (CLI11 exits >= 100)."""
+def check_serve_command(args, avatar_config=None):
+    """Flags exist and values are accepted: `lipsync serve` with the model path (or, without a
+    model, the avatars path) replaced by a missing file must fail on that file (exit 2), not on the
+    command line (CLI11 exits >= 100). An avatar config file given as `avatar_config` (its text)
+    is checked too: read with its avatars_root emptied, the server must stop at its first
+    preload, having accepted every key."""
     values = parse_args(args)
-    assert "--model" in values, f"no --model in {args}"
+    assert "--model" in values or "--avatars" in values, f"no --model or --avatars in {args}"
+    replace = {}
     missing = "/nonexistent-model-dir/model.onnx"
-    run_args = [missing if str(a) == values["--model"] else str(a) for a in args]
+    expected = missing
+    if "--model" in values:
+        replace[values["--model"]] = missing
+    if "--avatars" in values and avatar_config is not None:
+        tmp = tempfile.mkdtemp(prefix="lipsync-deploy-")
+        config = yaml.safe_load(avatar_config)
+        assert config.get("preload"), "the avatar config preloads nothing: readiness would not wait"
+        config["avatars_root"] = os.path.join(tmp, "avatars")
+        os.mkdir(config["avatars_root"])
+        path = os.path.join(tmp, "avatars.yaml")
+        with open(path, "w") as f:
+            yaml.safe_dump(config, f)
+        replace[values["--avatars"]] = path
+        if "--model" not in values:
+            expected = f"preloading '{config['preload'][0]}'"
+    elif "--avatars" in values and "--model" not in values:
+        replace[values["--avatars"]] = "/nonexistent-avatars"
+        expected = "/nonexistent-avatars"
+    # Port 0 everywhere: the check must not depend on which ports are free on this machine.
+    run_args = [replace.get(str(a), str(a)) for a in args]
+    run_args = [re.sub(r":\d+$", ":0", a) if re.match(r"[\w.]+:\d+$", a) else a for a in run_args]
     proc = subprocess.run([BIN, "serve", *run_args], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and missing in proc.stderr, (
-        f"`lipsync serve {shlex.join(run_args)}` should fail on the missing model, got exit "
+    assert proc.returncode == 2 and expected in proc.stderr, (
+        f"`lipsync serve {shlex.join(run_args)}` should fail on {expected}, got exit "
         f"{proc.returncode}: {proc.stderr}")
     preferred = setting(values, "--preferred-batch")
     if preferred != "auto":
@@ -123,6 +148,15 @@ def container_port(container, ref):
         if ref in (p.get("name"), p["containerPort"]):
             return p["containerPort"]
     raise AssertionError(f"port {ref!r} is not a port of container {container['name']}")
+
+
+def mebibytes(quantity):
+    q = str(quantity)
+    units = {"Mi": 1, "Gi": 1024, "M": 1e6 / 2**20, "G": 1e9 / 2**20}
+    for unit, scale in units.items():
+        if q.endswith(unit):
+            return float(q[:-len(unit)]) * scale
+    return float(q) / 2**20
 
 
 def cpu_cores(quantity):
@@ -188,8 +222,9 @@ def needed_libraries():
 def test_every_manifest_parses_and_names_its_kind():
     docs = k8s_docs()
     kinds = sorted(d["kind"] for _, d in docs)
-    assert kinds == sorted(["Deployment", "Service", "Kustomization", "Kustomization",
-                            "ServingRuntime", "InferenceService"]), kinds
+    assert kinds == sorted(["ConfigMap", "Deployment", "Service", "Kustomization", "Kustomization",
+                            "Kustomization", "ServingRuntime", "InferenceService", "Gateway",
+                            "GRPCRoute", "GRPCRoute"]), kinds
     for path, d in docs:
         assert d.get("apiVersion"), f"{path}: no apiVersion"
         if d["kind"] != "Kustomization":
@@ -221,11 +256,29 @@ def deployment_container():
     return dep, container
 
 
+def avatar_config_of(pod, container, values):
+    """The text of the avatar config file `--avatars` names, from the ConfigMap mounted there."""
+    path = values["--avatars"]
+    mount = next(m for m in container["volumeMounts"]
+                 if path.startswith(m["mountPath"].rstrip("/") + "/"))
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert "configMap" in volume, f"{path} is not on a ConfigMap volume"
+    cm = one("ConfigMap")
+    assert cm["metadata"]["name"] == volume["configMap"]["name"]
+    return cm["data"][os.path.basename(path)]
+
+
 def test_deployment_command_line_is_accepted_by_lipsync_serve():
-    _, c = deployment_container()
-    values = check_serve_command(c["args"])
+    dep, c = deployment_container()
+    values = parse_args(c["args"])
+    config = avatar_config_of(dep["spec"]["template"]["spec"], c, values)
+    check_serve_command(c["args"], avatar_config=config)
     assert port_of(values["--listen"]) == container_port(c, "grpc")
     assert port_of(values["--metrics"]) == container_port(c, "metrics")
+    # The old servers' services on the old servers' ports.
+    assert "--monolithic" in values and "--lipsyncsrv" in values
+    assert port_of(values["--monolithic-listen"]) == container_port(c, "monolithic") == 50053
+    assert port_of(values["--lipsyncsrv-listen"]) == container_port(c, "lipsyncsrv") == 50051
 
 
 def test_deployment_probes_hit_the_metrics_port_and_served_paths():
@@ -254,17 +307,33 @@ def test_grace_period_covers_prestop_and_drain():
     assert grace > pre_stop + drain, f"grace {grace}s <= preStop {pre_stop}s + drain {drain}s"
 
 
-def test_deployment_model_comes_from_a_mounted_volume_and_runs_as_non_root():
+def test_deployment_avatars_come_from_mounted_volumes_and_it_runs_as_non_root():
     dep, c = deployment_container()
-    model = parse_args(c["args"])["--model"]
     pod = dep["spec"]["template"]["spec"]
+    config = yaml.safe_load(avatar_config_of(pod, c, parse_args(c["args"])))
+    root = config["avatars_root"]
     volumes = {v["name"] for v in pod["volumes"]}
-    mounts = [m for m in c["volumeMounts"] if model.startswith(m["mountPath"].rstrip("/") + "/")]
-    assert mounts and mounts[0]["name"] in volumes, f"{model} is on no mounted volume"
+    mounts = [m for m in c["volumeMounts"] if root.rstrip("/") == m["mountPath"].rstrip("/")]
+    assert mounts and mounts[0]["name"] in volumes, f"{root} is on no mounted volume"
+    assert mounts[0].get("readOnly") is True
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] != 0
+    # A read-only root file system leaves the server /tmp, on its own volume.
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert any(m["mountPath"] == "/tmp" for m in c["volumeMounts"])
     labels = dep["spec"]["template"]["metadata"]["labels"]
     assert dep["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_memory_request_covers_the_avatar_budget():
+    dep, c = deployment_container()
+    config = yaml.safe_load(avatar_config_of(dep["spec"]["template"]["spec"], c,
+                                             parse_args(c["args"])))
+    limit_mb = mebibytes(c["resources"]["limits"]["memory"])
+    request_mb = mebibytes(c["resources"]["requests"]["memory"])
+    assert request_mb <= limit_mb
+    # The avatars' budget plus what the server needs beside them fits under the limit.
+    assert config["host_memory_mb"] + request_mb <= limit_mb, (config, c["resources"])
 
 
 def test_thread_pool_fits_the_cpu_limit():
@@ -277,15 +346,56 @@ def test_thread_pool_fits_the_cpu_limit():
         assert key in c["resources"]["requests"], key
 
 
-def test_service_exposes_grpc_and_metrics_of_the_pods():
+def test_service_exposes_every_port_of_the_pods():
     dep, c = deployment_container()
     svc = one("Service")
     assert svc["spec"]["selector"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
     ports = {p["name"]: p for p in svc["spec"]["ports"]}
-    assert set(ports) == {"grpc", "metrics"}, ports
-    assert ports["grpc"]["appProtocol"] == "grpc"
-    assert container_port(c, ports["grpc"]["targetPort"]) == container_port(c, "grpc")
-    assert container_port(c, ports["metrics"]["targetPort"]) == container_port(c, "metrics")
+    assert set(ports) == {p["name"] for p in c["ports"]}, ports
+    for name, p in ports.items():
+        assert container_port(c, p["targetPort"]) == container_port(c, name)
+        assert p["appProtocol"] == ("http" if name == "metrics" else "grpc"), p
+
+
+# --- Migration routes (Gateway API) ---------------------------------------------------------------
+
+def proto_services():
+    """{"package.Service"} of the proto files the server is built from."""
+    found = set()
+    for path in glob.glob(os.path.join(ROOT, "proto", "**", "*.proto"), recursive=True):
+        with open(path) as f:
+            text = f.read()
+        package = re.search(r"^package ([\w.]+);", text, re.M)
+        for service in re.findall(r"^service (\w+)", text, re.M):
+            found.add(f"{package.group(1)}.{service}")
+    return found
+
+
+def test_migration_routes_split_the_old_ports_between_old_servers_and_lipsync():
+    gateway = one("Gateway")
+    listeners = {lst["name"]: lst for lst in gateway["spec"]["listeners"]}
+    svc = one("Service")
+    svc_ports = {p["port"]: p for p in svc["spec"]["ports"]}
+    routes = [d for _, d in k8s_docs() if d["kind"] == "GRPCRoute"]
+    services = proto_services()
+    covered = set()
+    for route in routes:
+        (parent,) = route["spec"]["parentRefs"]
+        assert parent["name"] == gateway["metadata"]["name"]
+        listener = listeners[parent["sectionName"]]
+        for rule in route["spec"]["rules"]:
+            for match in rule["matches"]:
+                assert match["method"]["service"] in services, match
+                covered.add(match["method"]["service"])
+            refs = rule["backendRefs"]
+            assert sum(r["weight"] for r in refs) == 100, refs
+            ours = [r for r in refs if r["name"] == svc["metadata"]["name"]]
+            assert len(ours) == 1 and len(refs) == 2, refs
+            # lipsync answers on the Service port the old server had: the clients keep theirs.
+            old = next(r for r in refs if r is not ours[0])
+            assert ours[0]["port"] == old["port"] == listener["port"], refs
+            assert svc_ports[ours[0]["port"]]["appProtocol"] == "grpc"
+    assert covered == {"monolithic.MonolithicService", "lipsyncsrv.LipSyncService"}, covered
 
 
 # --- KServe ---------------------------------------------------------------------------------------
@@ -334,11 +444,19 @@ def test_runtime_stage_entrypoint_ports_user_and_healthcheck(path):
     for i, r in runtime:
         instr.setdefault(i, []).append(r)
     assert json.loads(instr["ENTRYPOINT"][-1]) == ["lipsync", "serve"]
+    # By default the avatar server, avatars from the volume at /avatars, the old services on the
+    # old ports.
     values = check_serve_command(json.loads(instr["CMD"][-1]))
-    assert values["--model"].startswith("/models/")
-    grpc, metrics = port_of(values["--listen"]), port_of(values["--metrics"])
+    assert values["--avatars"] == "/avatars" and "--model" not in values
+    assert "--monolithic" in values and "--lipsyncsrv" in values
+    ports = {port_of(values[f]) for f in
+             ("--listen", "--metrics", "--monolithic-listen", "--lipsyncsrv-listen")}
+    assert port_of(values["--monolithic-listen"]) == 50053
+    assert port_of(values["--lipsyncsrv-listen"]) == 50051
+    metrics = port_of(values["--metrics"])
     exposed = {int(p.split("/")[0]) for r in instr["EXPOSE"] for p in r.split()}
-    assert exposed == {grpc, metrics}
+    assert exposed == ports
+    assert "/tmp" in " ".join(instr.get("VOLUME", [])), "no /tmp volume: a read-only root breaks"
     (health,) = instr["HEALTHCHECK"]
     assert f"http://127.0.0.1:{metrics}/healthz" in health
     user = instr["USER"][-1].split(":")[0]
