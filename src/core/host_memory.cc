@@ -88,7 +88,7 @@ struct HostMemoryPool::State {
   }
   // Frees what DropFront collected; call without the lock.
   static void FreeAll(std::vector<char*>& blocks) {
-    for (char* b : blocks) std::free(b);
+    for (char* b : blocks) platform::AlignedFree(b);
     if (!blocks.empty()) platform::ReturnFreeHeapMemory();
     blocks.clear();
   }
@@ -144,7 +144,7 @@ void* HostMemoryPool::Allocate(size_t bytes, Kind kind) {
     ++thread_refusals;
     return nullptr;
   }
-  if (!base) base = static_cast<char*>(std::aligned_alloc(kAlign, kHeader + size));
+  if (!base) base = static_cast<char*>(platform::AlignedAlloc(kAlign, kHeader + size));
   if (!base) {
     std::lock_guard lock(s.mu);
     (kind == Kind::kWorking ? s.in_use : s.weights) -= static_cast<int64_t>(size);
@@ -189,7 +189,7 @@ void HostMemoryPool::Free(void* p) {
     release.insert(release.end(), s.to_free.begin(), s.to_free.end());
     s.to_free.clear();
   }
-  for (char* b : release) std::free(b);
+  for (char* b : release) platform::AlignedFree(b);
   if (release.size() > 1 || (!release.empty() && header.size >= kCacheMin))
     platform::ReturnFreeHeapMemory();
 }
