@@ -31,9 +31,7 @@ load() {  # seconds
 # RSS is compared at rest, after each phase's clients are done: buffers of frames in flight do not
 # count, memory the server kept does. The median of three samples a second apart is taken.
 idle_rss() {
-  # The server trims its heap once idle for a second; the shared working-memory pool gives back
-  # blocks unused for 5 s.
-  sleep 7
+  sleep 3  # the server gives back its pool's cached blocks and trims its heap once idle for 1 s
   for _ in 1 2 3; do rss_kb; sleep 1; done | sort -n | sed -n 2p
 }
 load 15

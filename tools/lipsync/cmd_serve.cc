@@ -16,6 +16,7 @@
 
 #include "commands.h"
 #include "engine_flags.h"
+#include "lipsync/memory.h"
 #include "server/server.h"
 
 namespace lipsync::cli {
@@ -193,7 +194,8 @@ int RunServe(ServeArgs& args) {
                  args.server.metrics_listen, (*server)->metrics_port());
   }
 
-  // Hand freed frame buffers back to the system when the server goes idle (a second in which no
+  // Hand freed frame buffers and the working-memory pool's cached blocks back to the system when
+  // the server goes idle (a second in which no
   // frame finished; open but quiet streams count as idle), so resident memory follows the load
   // instead of its high-water mark; under load the same memory serves the next requests without
   // page faults.
@@ -208,6 +210,7 @@ int RunServe(ServeArgs& args) {
       const bool idle = frames == frames_seen;
       if (!idle) trimmed = false;
       if (idle && !trimmed) {
+        HostMemory().Trim(0);  // the working-memory pool's cached blocks, then the heap
         malloc_trim(0);
         trimmed = true;
       }
