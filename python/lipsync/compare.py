@@ -22,7 +22,7 @@ from .checkpoint import CheckpointError, load_model
 from .export import verify
 from .model import AUDIO_SHAPES
 from .torch_bench import TorchRunner, batch_result, report, set_threads, summarize
-from .verify import DEFAULT_ERROR_RATIO, DEFAULT_TOLERANCE
+from .verify import add_bound_arguments
 
 
 def log(msg):
@@ -65,11 +65,7 @@ def main(argv=None):
     parser.add_argument("--iterations", type=int, default=20, help="timed runs of each, in all")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=4, help="alternations of the two")
-    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
-                        help="absolute part of the accuracy bound (as for export)")
-    parser.add_argument("--error-ratio", type=float, default=DEFAULT_ERROR_RATIO,
-                        help="the engine may be this many times as far from PyTorch float64 "
-                        "as PyTorch float32 is")
+    add_bound_arguments(parser)
     parser.add_argument("--engine", help="path of the lipsync binary")
     parser.add_argument("--engine-args", default="", help="extra flags for lipsync bench")
     parser.add_argument("--json")

@@ -18,7 +18,7 @@ from . import engine_cli
 from .audio_model import WINDOW_SHAPE, load_audio_encoder, mel_like_windows
 from .checkpoint import CheckpointError
 from .export import has_dynamo_exporter
-from .verify import DEFAULT_ERROR_RATIO, DEFAULT_TOLERANCE, Verifier
+from .verify import DEFAULT_ERROR_RATIO, Verifier, add_bound_arguments
 
 
 def log(msg):
@@ -66,12 +66,7 @@ def main(argv=None):
     parser.add_argument("--verify", dest="verify", action="store_true", default=True)
     parser.add_argument("--no-verify", dest="verify", action="store_false")
     parser.add_argument("--engine", help="path of the lipsync binary used to verify")
-    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
-                        help="absolute part of the bound on the engine's distance to PyTorch "
-                        "float64")
-    parser.add_argument("--error-ratio", type=float, default=DEFAULT_ERROR_RATIO,
-                        help="the engine may be this many times as far from PyTorch float64 "
-                        "as PyTorch float32 is")
+    add_bound_arguments(parser)
     parser.add_argument("--exporter", default="auto", choices=("auto", "legacy", "dynamo"),
                         help="PyTorch's ONNX exporter: auto takes the installed PyTorch's default")
     parser.add_argument("--threads", type=int, default=2, help="PyTorch threads")

@@ -24,6 +24,16 @@ DEFAULT_TOLERANCE = 1e-4
 DEFAULT_ERROR_RATIO = 2.0
 
 
+def add_bound_arguments(parser):
+    """--tolerance and --error-ratio: the bound on the engine's distance to PyTorch float64."""
+    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                        help="absolute part of the bound on the engine's distance to PyTorch "
+                        "float64")
+    parser.add_argument("--error-ratio", type=float, default=DEFAULT_ERROR_RATIO,
+                        help="the engine may be this many times as far from PyTorch float64 "
+                        "as PyTorch float32 is")
+
+
 @dataclass
 class Verification:
     """The worst figures over the verified batches (NaN when any is NaN)."""
