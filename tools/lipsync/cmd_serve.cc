@@ -209,8 +209,9 @@ int RunServe(ServeArgs& args) {
       const uint64_t frames = metrics.frames();
       const bool idle = frames == frames_seen;
       if (!idle) trimmed = false;
-      if (idle && !trimmed) {
-        HostMemory().Trim(0);  // the working-memory pool's cached blocks, then the heap
+      // While idle, blocks freed after the first trim (streams closing, the last batch's buffers)
+      // are given back too: the heap is trimmed again whenever the pool gave something back.
+      if (idle && (HostMemory().Trim(0) > 0 || !trimmed)) {
         malloc_trim(0);
         trimmed = true;
       }
