@@ -9,10 +9,10 @@
 #include <mutex>
 #include <sstream>
 
-#include "server/batch_tuning.h"
+#include "server/core/batch_tuning.h"
 #include "server/http_endpoint.h"
-#include "server/kserve_service.h"
-#include "server/lipsync_service.h"
+#include "server/protocols/kserve_service.h"
+#include "server/protocols/lipsync_service.h"
 
 namespace lipsync::server {
 

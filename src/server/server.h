@@ -13,11 +13,11 @@
 #include <string>
 
 #include "lipsync/engine.h"
-#include "server/batcher.h"
-#include "server/lipsyncsrv_service.h"
-#include "server/metrics.h"
-#include "server/monolithic_service.h"
-#include "server/session_service.h"
+#include "server/core/batcher.h"
+#include "server/core/metrics.h"
+#include "server/protocols/lipsyncsrv_service.h"
+#include "server/protocols/monolithic_service.h"
+#include "server/protocols/session_service.h"
 
 namespace lipsync::server {
 

@@ -8,8 +8,8 @@
 #include <limits>
 #include <random>
 
-#include "server/composite_audio.h"
-#include "server/lipsyncsrv_audio.h"
+#include "server/protocols/composite_audio.h"
+#include "server/protocols/lipsyncsrv_audio.h"
 
 namespace lipsync::server {
 namespace {

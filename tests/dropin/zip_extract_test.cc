@@ -1,7 +1,7 @@
 // ExtractZip on archives written here with libzip: a normal tree, and every refusal (paths that
 // lead out, absolute paths, symbolic links, duplicates, too many entries, too many bytes, corrupt
 // data), each with a clear error and nothing written outside the folder.
-#include "pipeline/zip_extract.h"
+#include "pipeline/media/zip_extract.h"
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>

@@ -1,6 +1,6 @@
 // RunAvatarFaces, the avatar services' way through the UNet: the same bytes as the CPU's
 // FillVisualInput + Run + OutputToImage one face at a time, however the faces are cut into runs.
-#include "server/avatar_faces.h"
+#include "server/core/avatar_faces.h"
 
 #include <gtest/gtest.h>
 

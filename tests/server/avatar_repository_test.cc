@@ -11,7 +11,7 @@
 #include <thread>
 
 #include "avatar_test_util.h"
-#include "server/avatar_registry.h"
+#include "server/core/avatar_registry.h"
 #include "test_avatars.h"
 
 namespace lipsync::server {

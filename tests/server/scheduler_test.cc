@@ -11,7 +11,7 @@
 #include <mutex>
 #include <random>
 
-#include "server/avatar_registry.h"
+#include "server/core/avatar_registry.h"
 #include "server_test_util.h"
 
 namespace lipsync::server {

@@ -9,7 +9,7 @@
 #include <future>
 #include <thread>
 
-#include "server/batch_tuning.h"
+#include "server/core/batch_tuning.h"
 #include "server_test_util.h"
 
 namespace lipsync::server::testing {

@@ -13,8 +13,8 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "server/request_codec.h"
-#include "server/worker_pool.h"
+#include "server/core/worker_pool.h"
+#include "server/protocols/request_codec.h"
 #include "server_test_util.h"
 
 namespace lipsync::server::testing {

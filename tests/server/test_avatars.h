@@ -8,7 +8,7 @@
 
 #include "avatar_test_util.h"
 #include "lipsync/avatar.h"
-#include "server/avatar_registry.h"
+#include "server/core/avatar_registry.h"
 
 namespace lipsync::server::testing {
 

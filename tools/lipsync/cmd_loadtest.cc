@@ -16,7 +16,7 @@
 #include "engine_flags.h"
 #include "grpc_client.h"
 #include "load_sessions.h"
-#include "server/request_codec.h"
+#include "server/protocols/request_codec.h"
 
 namespace lipsync::cli {
 namespace {

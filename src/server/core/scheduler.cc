@@ -5,7 +5,7 @@
 #include <algorithm>
 
 #include "server/core/batch_run.h"
-#include "server/worker_pool.h"
+#include "server/core/worker_pool.h"
 
 namespace lipsync::server {
 

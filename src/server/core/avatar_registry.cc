@@ -1,0 +1,552 @@
+#include "server/core/avatar_registry.h"
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <filesystem>
+
+#include "lipsync/memory.h"
+
+namespace lipsync::server {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+int64_t FileBytes(const std::string& path) {
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(path, ec);
+  return ec ? 0 : static_cast<int64_t>(size);
+}
+
+// A Prometheus label value: backslash, quote and newline escaped.
+std::string Label(const std::string& value) {
+  std::string out;
+  for (char c : value) {
+    if (c == '\\' || c == '"') out += '\\';
+    out += c == '\n' ? std::string("\\n") : std::string(1, c);
+  }
+  return out;
+}
+
+std::string Mib(int64_t bytes) { return fmt::format("{:.1f} MiB", bytes / 1048576.0); }
+
+std::string BackendOf(const Engine& engine) {
+  return engine.info().backend + "/" + engine.info().provider;
+}
+
+// Where both models of a freshly loaded avatar run, and why either is not where it was asked to
+// run: a GPU server whose avatars quietly run on the CPU is the first thing an operator looks for.
+void LogLoad(const LoadedAvatar& a) {
+  spdlog::info("loaded avatar '{}' in {:.0f} ms: {} frames, {}, UNet on {}, audio encoder on {}",
+               a.id, a.load_ms, a.backgrounds.size(), Mib(a.memory_bytes), BackendOf(*a.unet),
+               BackendOf(a.encoder->engine()));
+  if (!a.unet->info().fallback_reason.empty()) {
+    spdlog::warn("avatar '{}': UNet: {}", a.id, a.unet->info().fallback_reason);
+  }
+  if (!a.encoder->fallback_reason().empty()) {
+    spdlog::warn("avatar '{}': audio encoder: {}", a.id, a.encoder->fallback_reason());
+  }
+}
+
+}  // namespace
+
+void ScheduleAvatar(LoadedAvatar& a, std::shared_ptr<Scheduler> scheduler) {
+  ModelConfig config;
+  config.name = a.id;
+  config.max_batch = static_cast<int>(a.unet->info().max_batch);
+  config.layout = a.layout;
+  config.visual_input = static_cast<int>(a.roles.visual);
+  config.audio_input = static_cast<int>(a.roles.audio);
+  a.scheduled = scheduler->AddModel(a.unet.get(), config);
+  a.scheduler = std::move(scheduler);
+}
+
+void LoadedAvatar::RecordRequest(double inference_ms) {
+  const auto us = static_cast<int64_t>(inference_ms * 1000.0);
+  requests.fetch_add(1);
+  inference_us.fetch_add(us);
+  totals->requests.fetch_add(1);
+  totals->inference_us.fetch_add(us);
+  last_used_unix_s.store(std::chrono::duration_cast<std::chrono::seconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count());
+}
+
+// An avatar opened and sized but not yet loaded.
+struct AvatarRegistry::Candidate {
+  std::shared_ptr<LoadedAvatar> loaded;
+  int64_t host_bytes = 0, gpu_bytes = 0;  // estimates, from the files and the first frame's size
+};
+
+AvatarRegistry::AvatarRegistry(AvatarRegistryOptions options) : options_(std::move(options)) {
+  auto catalog = AvatarCatalog::Open(options_.root, options_.audio_encoder);
+  if (catalog.ok()) {
+    catalog_ = std::move(*catalog);
+  } else {
+    config_status_ = catalog.status();
+  }
+  const AvatarConfigSettings& s = catalog_.settings();
+  max_models_ = !options_.max_models_set && s.max_models ? *s.max_models : options_.max_models;
+  max_host_bytes_ =
+      !options_.max_host_set && s.max_host_bytes ? *s.max_host_bytes : options_.max_host_bytes;
+  max_gpu_bytes_ =
+      !options_.max_gpu_set && s.max_gpu_bytes ? *s.max_gpu_bytes : options_.max_gpu_bytes;
+  SchedulerOptions so;
+  so.device = gpu_id() >= 0 ? "cuda:" + std::to_string(gpu_id()) : "cpu";
+  scheduler_ = std::make_shared<Scheduler>(so);
+  // Working memory counts against the host budget: the pool's limit is what the avatars leave,
+  // and a run that does not fit first evicts idle avatars.
+  if (max_host_bytes_ > 0) {
+    SyncWorkingLimitLocked();
+    scheduler_->SetMemoryHook([this] { return MakeWorkingRoom(); });
+  }
+  if (options_.cache_dir.empty()) options_.cache_dir = s.cache_dir;
+  if (options_.cache_dir.empty()) {
+    options_.cache_dir = (std::filesystem::temp_directory_path() / "lipsync-avatar-cache").string();
+  }
+}
+
+Result<std::unique_ptr<AvatarRegistry>> AvatarRegistry::Create(AvatarRegistryOptions options) {
+  auto registry = std::make_unique<AvatarRegistry>(std::move(options));
+  if (!registry->config_status_.ok()) return registry->config_status_;
+  if (registry->max_models_ < 1) return InvalidArgument("the avatar cap must be at least 1");
+  return registry;
+}
+
+AvatarRegistry::~AvatarRegistry() {
+  // Stopped here, not by the last avatar to go, which a worker may hold.
+  scheduler_->SetMemoryHook(nullptr);
+  scheduler_->Shutdown();
+  if (max_host_bytes_ > 0) HostMemory().SetLimit(0);
+}
+
+AvatarRegistry::Entry& AvatarRegistry::EntryLocked(const std::string& id) const {
+  return entries_[id];
+}
+
+std::shared_ptr<LoadedAvatar> AvatarRegistry::LeaseLocked(Entry& entry, bool use) const {
+  if (use) entry.last_use = ++tick_;
+  std::shared_ptr<LoadedAvatar> owner = entry.avatar;
+  owner->pins.fetch_add(1);
+  // Shares the owner's object; the deleter runs when the last copy of this lease goes.
+  return std::shared_ptr<LoadedAvatar>(owner.get(),
+                                       [owner](LoadedAvatar* a) { a->pins.fetch_sub(1); });
+}
+
+std::shared_ptr<LoadedAvatar> AvatarRegistry::Find(const std::string& id) const {
+  std::lock_guard lock(mu_);
+  auto it = entries_.find(id);
+  if (it == entries_.end() || !it->second.avatar) return nullptr;
+  return LeaseLocked(it->second);
+}
+
+AvatarUsage AvatarRegistry::UsageLocked() const {
+  AvatarUsage u;
+  for (const auto& [id, e] : entries_) {
+    if (!e.avatar) continue;
+    ++u.loaded;
+    u.host_bytes += e.avatar->memory_bytes;
+    u.gpu_bytes += e.avatar->gpu_bytes;
+  }
+  retired_.erase(std::remove_if(retired_.begin(), retired_.end(),
+                                [](const Retired& r) { return r.avatar.expired(); }),
+                 retired_.end());
+  for (const Retired& r : retired_) {
+    u.host_bytes += r.host_bytes;
+    u.gpu_bytes += r.gpu_bytes;
+  }
+  u.host_bytes += reserved_host_;
+  u.gpu_bytes += reserved_gpu_;
+  return u;
+}
+
+AvatarUsage AvatarRegistry::Usage() const {
+  std::lock_guard lock(mu_);
+  return UsageLocked();
+}
+
+Status AvatarRegistry::MakeRoomLocked(const std::string& id, int64_t host, int64_t gpu,
+                                      bool one_more,
+                                      std::vector<std::shared_ptr<LoadedAvatar>>* dropped) {
+  // The host budget holds the avatars and the working memory runs hold now (the pool's cache is
+  // given back first).
+  int64_t working = 0;
+  if (max_host_bytes_ > 0) {
+    HostMemory().Trim(0);
+    working = HostMemory().stats().working_in_use;
+  }
+  auto fits = [&](const AvatarUsage& u) {
+    return (!one_more || u.loaded < max_models_) &&
+           (max_host_bytes_ <= 0 || u.host_bytes + working + host <= max_host_bytes_) &&
+           (max_gpu_bytes_ <= 0 || u.gpu_bytes + gpu <= max_gpu_bytes_);
+  };
+  for (AvatarUsage u = UsageLocked(); !fits(u); u = UsageLocked()) {
+    std::vector<std::string> busy;
+    Entry* victim = IdleVictimLocked(id, &busy);
+    if (!victim) {
+      std::string why;
+      if (one_more && u.loaded >= max_models_) {
+        why = fmt::format("the avatar cap of {} loaded avatars is reached", max_models_);
+      } else if (max_host_bytes_ > 0 && u.host_bytes + working + host > max_host_bytes_) {
+        why = fmt::format(
+            "it needs {} of host memory and the host memory budget of {} has {} free ({} held by "
+            "runs)",
+            Mib(host), Mib(max_host_bytes_), Mib(max_host_bytes_ - u.host_bytes - working),
+            Mib(working));
+      } else {
+        why = fmt::format("it needs {} of GPU memory and the GPU memory budget of {} has {} free",
+                          Mib(gpu), Mib(max_gpu_bytes_), Mib(max_gpu_bytes_ - u.gpu_bytes));
+      }
+      std::string held;
+      for (const auto& b : busy) held += (held.empty() ? "" : ", ") + b;
+      return ResourceExhausted(
+          "cannot load '" + id + "': " + why +
+          (busy.empty() ? std::string(" and no avatar can be evicted")
+                        : "; the loaded avatars are all in use (" + held + ")") +
+          (retired_.empty() ? "" : "; unloaded avatars still in use hold memory too"));
+    }
+    dropped->push_back(std::move(victim->avatar));
+    victim->avatar.reset();
+    ++victim->evictions;
+    victim->reason = "evicted";
+  }
+  return Status::Ok();
+}
+
+// The least recently used loaded avatar that no request holds, other than `except`; the held ones
+// go to `busy`.
+AvatarRegistry::Entry* AvatarRegistry::IdleVictimLocked(const std::string& except,
+                                                        std::vector<std::string>* busy) const {
+  Entry* victim = nullptr;
+  for (auto& [other, e] : entries_) {
+    if (!e.avatar || other == except) continue;
+    if (e.avatar->pins.load() > 0) {
+      busy->push_back(other);
+    } else if (!victim || e.last_use < victim->last_use) {
+      victim = &e;
+    }
+  }
+  return victim;
+}
+
+void AvatarRegistry::SyncWorkingLimitLocked() const {
+  if (max_host_bytes_ <= 0) return;
+  HostMemory().SetLimit(std::max<int64_t>(1, max_host_bytes_ - UsageLocked().host_bytes));
+}
+
+bool AvatarRegistry::MakeWorkingRoom() {
+  std::shared_ptr<LoadedAvatar> dropped;  // freed after the lock
+  std::lock_guard lock(mu_);
+  if (max_host_bytes_ <= 0) return false;
+  std::vector<std::string> busy;
+  Entry* victim = IdleVictimLocked("", &busy);
+  if (!victim) return false;
+  spdlog::info("evicting avatar '{}' to make room for a run's working memory", victim->avatar->id);
+  dropped = std::move(victim->avatar);
+  ++victim->evictions;
+  victim->reason = "evicted";
+  SyncWorkingLimitLocked();  // it is freed just after the lock
+  return true;
+}
+
+Result<AvatarRegistry::Candidate> AvatarRegistry::Prepare(const std::string& id) const {
+  LIPSYNC_ASSIGN_OR_RETURN(AvatarSource source, catalog_.Find(id));
+  if (!source.problem.empty()) return InvalidArgument(source.problem);
+  std::string dir = source.path;
+  if (source.kind == AvatarSource::Kind::kGoModel) {
+    auto imported = ImportGoModelToCache(source, options_.cache_dir);
+    if (!imported.ok()) return imported.status().WithContext("loading avatar '" + id + "'");
+    dir = *imported;
+  } else if (std::error_code ec; !std::filesystem::is_directory(dir, ec)) {
+    return NotFound("unknown model '" + id + "': no avatar folder '" + dir + "'");
+  }
+  Candidate c;
+  c.loaded = std::make_shared<LoadedAvatar>();
+  c.loaded->id = id;
+  auto avatar = LoadAvatar(dir);
+  if (!avatar.ok()) return avatar.status().WithContext("loading avatar '" + id + "'");
+  c.loaded->avatar = std::move(*avatar);
+  const Avatar& a = c.loaded->avatar;
+  const int64_t models = FileBytes(a.model_path()) + FileBytes(a.audio_encoder_path());
+  c.host_bytes = models + a.frame_count() * a.width() * a.height() * 3;
+  c.gpu_bytes = gpu_id() >= 0 ? models : 0;
+  return c;
+}
+
+Status AvatarRegistry::LoadModels(Candidate& c) const {
+  const auto start = Clock::now();
+  LoadedAvatar& loaded = *c.loaded;
+  const std::string& id = loaded.id;
+  const Avatar& a = loaded.avatar;
+  auto unet = Engine::Create(a.model_path(), options_.engine);
+  if (!unet.ok()) return unet.status().WithContext("loading the UNet of '" + id + "'");
+  loaded.unet = std::move(*unet);
+  LIPSYNC_ASSIGN_OR_RETURN(loaded.roles, FindUnetInputs(loaded.unet->info()));
+  if (loaded.roles.size != a.manifest().model_size) {
+    return InvalidArgument("avatar '" + id + "': the UNet takes " +
+                           std::to_string(loaded.roles.size) + " pixel faces, avatar.json says " +
+                           std::to_string(a.manifest().model_size));
+  }
+  LIPSYNC_ASSIGN_OR_RETURN(loaded.layout, FaceLayout::ForInputSize(loaded.roles.size));
+  ScheduleAvatar(loaded, scheduler_);
+  auto encoder = AudioEncoder::Create(a.audio_encoder_path(), options_.engine);
+  if (!encoder.ok())
+    return encoder.status().WithContext("loading the audio encoder of '" + id + "'");
+  loaded.encoder = std::move(*encoder);
+
+  LIPSYNC_ASSIGN_OR_RETURN(auto reader, a.OpenFrames());
+  loaded.backgrounds.reserve(static_cast<size_t>(a.frame_count()));
+  const int64_t models = FileBytes(a.model_path()) + FileBytes(a.audio_encoder_path());
+  int64_t bytes = models;
+  for (int64_t i = 0; i < a.frame_count(); ++i) {
+    auto frame = reader->Read(i);
+    if (!frame.ok()) return frame.status().WithContext("loading avatar '" + id + "'");
+    bytes += static_cast<int64_t>(frame->bgr.size());
+    loaded.backgrounds.push_back(std::move(*frame));
+  }
+  loaded.memory_bytes = bytes;
+  // On the GPU only when the engine really runs there (a GPU provider may fall back to the CPU).
+  const bool on_gpu = loaded.unet->capabilities().device_id >= 0;
+  loaded.gpu_bytes = on_gpu ? models : 0;
+  loaded.load_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+  LogLoad(loaded);
+  return Status::Ok();
+}
+
+Result<std::shared_ptr<LoadedAvatar>> AvatarRegistry::Load(const std::string& id,
+                                                           bool* loaded_now) {
+  if (loaded_now) *loaded_now = false;
+  LIPSYNC_RETURN_IF_ERROR(CheckModelId(id));
+  LIPSYNC_RETURN_IF_ERROR(config_status_);
+  if (auto found = Find(id)) return found;
+  std::lock_guard load_lock(load_mu_);
+  if (auto found = Find(id)) return found;  // loaded while this call waited
+
+  std::vector<std::shared_ptr<LoadedAvatar>> dropped;  // freed after the lock, outside it
+  auto fail = [&](const Status& status) -> Status {
+    std::lock_guard lock(mu_);
+    reserved_host_ = reserved_gpu_ = 0;
+    Entry& e = EntryLocked(id);
+    ++e.load_failures;
+    e.reason = status.message();
+    return status;
+  };
+  auto candidate = Prepare(id);
+  if (!candidate.ok()) {
+    if (candidate.status().code() == StatusCode::kNotFound && !catalog_.Find(id).ok()) {
+      return candidate.status();  // unknown ids leave no trace in the index
+    }
+    return fail(candidate.status());
+  }
+  Candidate& c = *candidate;
+  {
+    std::lock_guard lock(mu_);
+    Status room = MakeRoomLocked(id, c.host_bytes, c.gpu_bytes, true, &dropped);
+    if (!room.ok()) {
+      Entry& e = EntryLocked(id);
+      ++e.load_failures;
+      e.reason = room.message();
+      return room;
+    }
+    reserved_host_ = c.host_bytes;
+    reserved_gpu_ = c.gpu_bytes;
+  }
+  dropped.clear();
+  if (Status loaded = LoadModels(c); !loaded.ok()) return fail(loaded);
+
+  std::lock_guard lock(mu_);
+  reserved_host_ = reserved_gpu_ = 0;
+  // The estimate assumed every frame as large as the first; make room for any difference.
+  Status room = MakeRoomLocked(id, c.loaded->memory_bytes, c.loaded->gpu_bytes, true, &dropped);
+  if (!room.ok()) {
+    Entry& failed = EntryLocked(id);
+    ++failed.load_failures;
+    failed.reason = room.message();
+    return room;
+  }
+  Entry& e = EntryLocked(id);
+  c.loaded->totals = e.totals;
+  e.avatar = std::move(c.loaded);
+  e.reason.clear();
+  ++e.loads;
+  if (loaded_now) *loaded_now = true;
+  SyncWorkingLimitLocked();
+  return LeaseLocked(e);
+}
+
+Status AvatarRegistry::Unload(const std::string& id) {
+  std::shared_ptr<LoadedAvatar> dropped;
+  std::lock_guard lock(mu_);
+  auto it = entries_.find(id);
+  if (it == entries_.end() || !it->second.avatar) {
+    return NotFound("model '" + id + "' is not loaded");
+  }
+  Entry& e = it->second;
+  dropped = std::move(e.avatar);
+  e.avatar.reset();
+  ++e.unloads;
+  e.reason = "unloaded";
+  if (dropped->pins.load() > 0)
+    retired_.push_back({dropped, dropped->memory_bytes, dropped->gpu_bytes});
+  SyncWorkingLimitLocked();
+  return Status::Ok();
+}
+
+Status AvatarRegistry::Preload() {
+  std::vector<std::string> ids = catalog_.settings().preload;
+  ids.insert(ids.end(), options_.preload.begin(), options_.preload.end());
+  for (const auto& id : ids) {
+    auto loaded = Load(id);
+    if (!loaded.ok()) return loaded.status().WithContext("preloading '" + id + "'");
+  }
+  return Status::Ok();
+}
+
+std::vector<std::shared_ptr<LoadedAvatar>> AvatarRegistry::Loaded() const {
+  std::lock_guard lock(mu_);
+  std::vector<std::shared_ptr<LoadedAvatar>> out;
+  for (auto& [id, e] : entries_) {
+    if (e.avatar) out.push_back(LeaseLocked(e, /*use=*/false));  // listing is not a use
+  }
+  return out;
+}
+
+std::vector<std::string> AvatarRegistry::Available() const { return catalog_.Ids(); }
+
+std::vector<AvatarState> AvatarRegistry::States() const {
+  std::vector<std::string> ids = Available();
+  std::lock_guard lock(mu_);
+  for (const auto& [id, e] : entries_) ids.push_back(id);
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  std::vector<AvatarState> out;
+  for (const auto& id : ids) {
+    AvatarState s;
+    s.id = id;
+    if (auto it = entries_.find(id); it != entries_.end()) {
+      const Entry& e = it->second;
+      s.loaded = e.avatar != nullptr;
+      if (e.avatar) {
+        s.pins = e.avatar->pins.load();
+        s.host_bytes = e.avatar->memory_bytes;
+        s.gpu_bytes = e.avatar->gpu_bytes;
+        s.requests = e.avatar->requests.load();
+      }
+      s.total_requests = e.totals->requests.load();
+      s.total_inference_us = e.totals->inference_us.load();
+      s.loads = e.loads;
+      s.unloads = e.unloads;
+      s.evictions = e.evictions;
+      s.load_failures = e.load_failures;
+      s.reason = e.reason;
+    }
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+int AvatarRegistry::gpu_id() const {
+  return options_.engine.provider == "cpu" && options_.engine.backend != "cuda"
+             ? -1
+             : options_.engine.device_id;
+}
+
+void AvatarRegistry::RenderPrometheus(std::string* out) const {
+  const std::vector<AvatarState> states = States();
+  const AvatarUsage usage = Usage();
+  auto family = [out](const char* name, const char* type, const char* help) {
+    *out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+  };
+  auto each = [&](const char* name, const char* type, const char* help, auto value) {
+    family(name, type, help);
+    for (const AvatarState& s : states) {
+      *out += fmt::format("{}{{avatar=\"{}\"}} {}\n", name, Label(s.id), value(s));
+    }
+  };
+  each("lipsync_avatar_loaded", "gauge", "1 when the avatar is loaded.",
+       [](const AvatarState& s) { return s.loaded ? 1 : 0; });
+  each("lipsync_avatar_in_use", "gauge", "Leases held on the avatar (requests working on it).",
+       [](const AvatarState& s) { return s.pins; });
+  family("lipsync_avatar_memory_bytes", "gauge",
+         "Memory the loaded avatar counts against the budgets, by kind (host, gpu).");
+  for (const AvatarState& s : states) {
+    *out += fmt::format("lipsync_avatar_memory_bytes{{avatar=\"{}\",kind=\"host\"}} {}\n",
+                        Label(s.id), s.host_bytes);
+    *out += fmt::format("lipsync_avatar_memory_bytes{{avatar=\"{}\",kind=\"gpu\"}} {}\n",
+                        Label(s.id), s.gpu_bytes);
+  }
+  each("lipsync_avatar_requests_total", "counter", "Requests served by the avatar.",
+       [](const AvatarState& s) { return s.total_requests; });
+  each("lipsync_avatar_inference_seconds_total", "counter", "UNet time of the avatar's requests.",
+       [](const AvatarState& s) { return s.total_inference_us / 1e6; });
+  each("lipsync_avatar_loads_total", "counter", "Loads of the avatar.",
+       [](const AvatarState& s) { return s.loads; });
+  each("lipsync_avatar_unloads_total", "counter", "Unloads of the avatar asked for by a client.",
+       [](const AvatarState& s) { return s.unloads; });
+  each("lipsync_avatar_evictions_total", "counter", "Evictions of the avatar to make room.",
+       [](const AvatarState& s) { return s.evictions; });
+  each("lipsync_avatar_load_failures_total", "counter", "Loads of the avatar that failed.",
+       [](const AvatarState& s) { return s.load_failures; });
+  family("lipsync_avatars_loaded", "gauge", "Avatars loaded.");
+  *out += fmt::format("lipsync_avatars_loaded {}\n", usage.loaded);
+  family("lipsync_avatars_max", "gauge", "Avatars loaded at once at most.");
+  *out += fmt::format("lipsync_avatars_max {}\n", max_models_);
+  family("lipsync_avatar_memory_used_bytes", "gauge",
+         "Memory of loaded avatars, of unloaded ones still in use, and of a load under way.");
+  *out += fmt::format("lipsync_avatar_memory_used_bytes{{kind=\"host\"}} {}\n", usage.host_bytes);
+  *out += fmt::format("lipsync_avatar_memory_used_bytes{{kind=\"gpu\"}} {}\n", usage.gpu_bytes);
+  family("lipsync_avatar_memory_budget_bytes", "gauge", "Memory budget for avatars (0: none).");
+  *out += fmt::format("lipsync_avatar_memory_budget_bytes{{kind=\"host\"}} {}\n", max_host_bytes_);
+  *out += fmt::format("lipsync_avatar_memory_budget_bytes{{kind=\"gpu\"}} {}\n", max_gpu_bytes_);
+  RenderDeviceMetrics(out);
+}
+
+// The memory of the device and what its scheduler ran, as the backends and the pool report them.
+void AvatarRegistry::RenderDeviceMetrics(std::string* out) const {
+  int64_t host_weights = 0, device_weights = 0, device_working = 0, frames = 0;
+  for (const auto& a : Loaded()) {
+    const EngineMemory m = a->unet->memory();
+    host_weights += m.host_weights;
+    device_weights += m.device_weights;
+    device_working += m.device_working;
+    for (const Image& image : a->backgrounds) frames += static_cast<int64_t>(image.bgr.size());
+  }
+  const HostMemoryStats pool = HostMemory().stats();
+  *out +=
+      "# HELP lipsync_memory_bytes Memory by device and kind: the UNets' weights, the avatars' "
+      "frames, working memory in use by runs and kept for reuse (host: the process-wide pool).\n"
+      "# TYPE lipsync_memory_bytes gauge\n";
+  const auto line = [out](const char* device, const char* kind, int64_t bytes) {
+    *out +=
+        fmt::format("lipsync_memory_bytes{{device=\"{}\",kind=\"{}\"}} {}\n", device, kind, bytes);
+  };
+  line("host", "weights", host_weights);
+  line("host", "frames", frames);
+  line("host", "working", pool.working_in_use);
+  line("host", "working_cached", pool.cached);
+  line("gpu", "weights", device_weights);
+  line("gpu", "working", device_working);
+  const SchedulerTotals t = scheduler_->totals();
+  const std::string device = Label(scheduler_->device());
+  *out += fmt::format(
+      "# HELP lipsync_scheduler_batches_total UNet batches the device's scheduler ran.\n"
+      "# TYPE lipsync_scheduler_batches_total counter\n"
+      "lipsync_scheduler_batches_total{{device=\"{0}\"}} {1}\n"
+      "# HELP lipsync_scheduler_mixed_batches_total Batches with frames of more than one origin.\n"
+      "# TYPE lipsync_scheduler_mixed_batches_total counter\n"
+      "lipsync_scheduler_mixed_batches_total{{device=\"{0}\"}} {2}\n"
+      "# HELP lipsync_scheduler_failed_batches_total Batches whose run failed.\n"
+      "# TYPE lipsync_scheduler_failed_batches_total counter\n"
+      "lipsync_scheduler_failed_batches_total{{device=\"{0}\"}} {3}\n"
+      "# HELP lipsync_scheduler_frames_total Frames run, by the protocol that sent them.\n"
+      "# TYPE lipsync_scheduler_frames_total counter\n",
+      device, t.batches, t.mixed_batches, t.failed_batches);
+  for (int o = 0; o < kOriginCount; ++o) {
+    *out +=
+        fmt::format("lipsync_scheduler_frames_total{{device=\"{}\",origin=\"{}\"}} {}\n", device,
+                    OriginName(static_cast<Origin>(o)), t.rows_by_origin[static_cast<size_t>(o)]);
+  }
+}
+
+}  // namespace lipsync::server

@@ -1,0 +1,181 @@
+// The avatar repository: avatars loaded on demand from a folder of avatar folders or from a YAML
+// config (lipsync's own, or the Go server's config.yaml; docs/AVATARS.md), within a model cap and
+// host and GPU memory budgets, evicting the least recently used idle avatar to make room.
+//
+// Every shared_ptr that Find and Load hand out is a lease: it pins the avatar (counted in
+// LoadedAvatar::pins) until the last copy of it is dropped, and a pinned avatar is never evicted.
+// Pins are taken under the registry's lock, so an eviction decision cannot race a request taking
+// the avatar. Unload drops the registry's reference at once; an avatar still leased keeps its
+// memory (and keeps counting against the budgets) until its last lease goes.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "lipsync/audio.h"
+#include "lipsync/avatar.h"
+#include "lipsync/engine.h"
+#include "server/core/avatar_catalog.h"
+#include "server/core/scheduler.h"
+
+namespace lipsync::server {
+
+// Counters of one model id that outlive its loads (Prometheus counters must not go back).
+struct AvatarTotals {
+  std::atomic<int64_t> requests{0};
+  std::atomic<int64_t> inference_us{0};
+};
+
+struct LoadedAvatar {
+  std::string id;
+  Avatar avatar;
+  std::unique_ptr<Engine> unet;
+  // The UNet on its device's scheduler, where every caller runs it (after `unet`: goes first).
+  std::shared_ptr<Scheduler> scheduler;
+  std::shared_ptr<ScheduledModel> scheduled;
+  std::unique_ptr<AudioEncoder> encoder;
+  UnetInputs roles;
+  FaceLayout layout;
+  std::vector<Image> backgrounds;  // frame i, decoded once at load
+  int64_t memory_bytes = 0;        // host: backgrounds plus both model files
+  int64_t gpu_bytes = 0;           // both model files when the engine runs on a GPU, else 0
+  double load_ms = 0;
+
+  // Statistics of this load, updated by requests without a lock.
+  std::atomic<int64_t> requests{0};
+  std::atomic<int64_t> inference_us{0};  // UNet time summed over requests
+  std::atomic<int64_t> last_used_unix_s{0};
+  // Leases handed out and not yet dropped (the registry's own reference is not one).
+  std::atomic<int> pins{0};
+  std::shared_ptr<AvatarTotals> totals = std::make_shared<AvatarTotals>();
+
+  // Counts one finished request and its UNet time, here and in the id's totals.
+  void RecordRequest(double inference_ms);
+};
+
+// Puts the avatar's UNet (with its roles and layout set) on `scheduler`.
+void ScheduleAvatar(LoadedAvatar& avatar, std::shared_ptr<Scheduler> scheduler);
+
+struct AvatarRegistryOptions {
+  // A folder of avatar folders (model id = folder name) or a YAML config file (.yaml or .yml).
+  std::string root;
+  EngineOptions engine;  // for both models of every avatar
+  int max_models = 8;    // avatars loaded at once at most
+  // Budgets in bytes (0: none): host memory for loaded avatars (decoded frames and model files)
+  // and the working memory of runs (the host pool's, lipsync/memory.h), and GPU memory (the model
+  // files, when the engine runs on a GPU).
+  int64_t max_host_bytes = 0;
+  int64_t max_gpu_bytes = 0;
+  std::vector<std::string> preload;  // loaded by Preload(), after the config's own list
+  std::string audio_encoder;         // for the Go server's models when the config names none
+  std::string cache_dir;             // where Go models become avatar folders (default: temp)
+  // Limits set by the caller win over the config file's; those not set come from it.
+  bool max_models_set = false, max_host_set = false, max_gpu_set = false;
+};
+
+// What the repository index and the metrics show of one model id; taking it pins nothing.
+struct AvatarState {
+  std::string id;
+  bool loaded = false;
+  int pins = 0;
+  int64_t host_bytes = 0, gpu_bytes = 0;
+  int64_t requests = 0;        // since this load (0 when not loaded)
+  int64_t total_requests = 0;  // since the server started
+  int64_t total_inference_us = 0;
+  int64_t loads = 0, unloads = 0, evictions = 0, load_failures = 0;
+  std::string reason;  // why it is not loaded: "unloaded", "evicted", or the last load's error
+};
+
+struct AvatarUsage {
+  int loaded = 0;
+  int64_t host_bytes = 0, gpu_bytes = 0;  // loaded plus unloaded-but-leased plus the load under way
+};
+
+class AvatarRegistry {
+ public:
+  // A folder root is only checked when used; for a YAML root prefer Create, which reports a bad
+  // config at once (here it is reported by every Load).
+  explicit AvatarRegistry(AvatarRegistryOptions options);
+  static Result<std::unique_ptr<AvatarRegistry>> Create(AvatarRegistryOptions options);
+  ~AvatarRegistry();
+
+  // The loaded avatar (a lease, which also counts as a use for eviction order), or nullptr.
+  std::shared_ptr<LoadedAvatar> Find(const std::string& id) const;
+  // Loads `id` unless it is loaded; `loaded_now` tells which. NotFound for an unknown id,
+  // InvalidArgument for an id that is not a plain name, ResourceExhausted when the model cap or
+  // a budget cannot be met even after evicting every idle avatar, and the avatar's load errors.
+  Result<std::shared_ptr<LoadedAvatar>> Load(const std::string& id, bool* loaded_now = nullptr);
+  // NotFound when `id` is not loaded.
+  Status Unload(const std::string& id);
+  // Loads the config's preload list, then options.preload; stops at the first failure.
+  Status Preload();
+
+  // Leases on every loaded avatar (hold them briefly: they pin; listing does not count as a use).
+  std::vector<std::shared_ptr<LoadedAvatar>> Loaded() const;
+  // Model ids that can be loaded, sorted.
+  std::vector<std::string> Available() const;
+  // Every available or loaded id and what happened to it, sorted by id.
+  std::vector<AvatarState> States() const;
+  AvatarUsage Usage() const;
+  int max_models() const { return max_models_; }
+  int64_t max_host_bytes() const { return max_host_bytes_; }
+  int64_t max_gpu_bytes() const { return max_gpu_bytes_; }
+  // 0 on a GPU provider, -1 on the CPU (the Go server's convention for "no GPU").
+  int gpu_id() const;
+  // The scheduler of the device the avatars' UNets run on.
+  Scheduler& scheduler() const { return *scheduler_; }
+  // Appends the per-avatar and budget metrics in the Prometheus text format.
+  void RenderPrometheus(std::string* out) const;
+
+ private:
+  struct Entry {
+    std::shared_ptr<LoadedAvatar> avatar;  // the registry's reference; null when not loaded
+    uint64_t last_use = 0;
+    std::shared_ptr<AvatarTotals> totals = std::make_shared<AvatarTotals>();
+    int64_t loads = 0, unloads = 0, evictions = 0, load_failures = 0;
+    std::string reason;
+  };
+  struct Retired {
+    std::weak_ptr<LoadedAvatar> avatar;
+    int64_t host_bytes = 0, gpu_bytes = 0;
+  };
+  struct Candidate;
+  // A lease on a loaded entry; `use` moves it to the back of the eviction order.
+  std::shared_ptr<LoadedAvatar> LeaseLocked(Entry& entry, bool use = true) const;
+  Result<Candidate> Prepare(const std::string& id) const;
+  Status LoadModels(Candidate& candidate) const;
+  // Evicts idle avatars, least recently used first, until `host` and `gpu` more bytes and one
+  // more avatar fit; the evicted go to `dropped`, to be freed outside the lock.
+  Status MakeRoomLocked(const std::string& id, int64_t host, int64_t gpu, bool one_more,
+                        std::vector<std::shared_ptr<LoadedAvatar>>* dropped);
+  AvatarUsage UsageLocked() const;
+  Entry* IdleVictimLocked(const std::string& except, std::vector<std::string>* busy) const;
+  // The host pool's limit: the host budget less the avatars' memory.
+  void SyncWorkingLimitLocked() const;
+  // Evicts the least recently used idle avatar for a run's working memory; false: none.
+  bool MakeWorkingRoom();
+  void RenderDeviceMetrics(std::string* out) const;
+  Entry& EntryLocked(const std::string& id) const;
+
+  AvatarRegistryOptions options_;
+  Status config_status_;
+  AvatarCatalog catalog_;
+  int max_models_ = 8;
+  int64_t max_host_bytes_ = 0, max_gpu_bytes_ = 0;
+  std::shared_ptr<Scheduler> scheduler_;
+
+  mutable std::mutex mu_;  // guards everything below
+  std::mutex load_mu_;     // one load at a time, so an avatar is never loaded twice
+  mutable std::map<std::string, Entry> entries_;
+  mutable std::vector<Retired> retired_;  // unloaded while leased
+  mutable uint64_t tick_ = 0;             // use order for LRU
+  int64_t reserved_host_ = 0, reserved_gpu_ = 0;
+};
+
+}  // namespace lipsync::server

@@ -1,0 +1,109 @@
+// A fixed set of threads that run posted work in the order it arrives. The avatar services' gRPC
+// callbacks only post, so the slow part of a call (the model, compositing, JPEG) never holds one
+// of gRPC's own threads. The destructor runs what was posted, then joins.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <new>
+#include <thread>
+#include <vector>
+
+#include "lipsync/status.h"
+#include "server/core/metrics.h"
+
+namespace lipsync::server {
+
+// The barrier at a thread's entry: whatever `work` throws becomes its error (a failed
+// allocation RESOURCE_EXHAUSTED), so one request's failure never ends the process.
+template <typename Work>
+Status CatchAll(const char* where, Work&& work) {
+  try {
+    return work();
+  } catch (const std::bad_alloc&) {
+    spdlog::warn("{}: out of memory", where);
+    return ResourceExhausted(std::string(where) + ": out of memory");
+  } catch (const std::exception& e) {
+    spdlog::error("{}: {}", where, e.what());
+    return Internal(std::string(where) + " failed: " + e.what());
+  } catch (...) {
+    spdlog::error("{}: unknown exception", where);
+    return Internal(std::string(where) + " failed");
+  }
+}
+
+class WorkerPool {
+ public:
+  explicit WorkerPool(int threads) {
+    for (int i = 0; i < std::max(1, threads); ++i) threads_.emplace_back([this] { Loop(); });
+  }
+  ~WorkerPool() {
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+  WorkerPool(const WorkerPool&) = delete;
+  WorkerPool& operator=(const WorkerPool&) = delete;
+
+  void Post(std::function<void()> work) {
+    {
+      std::lock_guard lock(mu_);
+      queue_.push_back(std::move(work));
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  void Loop() {
+    for (;;) {
+      std::function<void()> work;
+      {
+        std::unique_lock lock(mu_);
+        cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+        if (queue_.empty()) return;  // stopping, and nothing left
+        work = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      (void)CatchAll("worker", [&] {
+        work();
+        return Status::Ok();
+      });
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> queue_;
+  bool stopping_ = false;
+  std::vector<std::thread> threads_;  // last: they start once the rest is built
+};
+
+// A unary call of the compatibility services, whose protocols answer failures inside the
+// response: runs `work` on `pool`, then finishes the call with gRPC OK. lipsync_requests_total
+// counts it under the code of the outcome `work` returns, so that failures are still seen.
+inline grpc::ServerUnaryReactor* PostUnaryCall(WorkerPool& pool, Metrics* metrics,
+                                               grpc::CallbackServerContext* call,
+                                               const char* method, std::function<Status()> work) {
+  auto* reactor = call->DefaultReactor();
+  if (metrics) metrics->AddInFlight(1);
+  pool.Post([metrics, reactor, method, work = std::move(work)] {
+    const Status outcome = CatchAll(method, work);
+    if (metrics) {
+      metrics->RecordRequest(method, StatusCodeName(outcome.code()));
+      metrics->AddInFlight(-1);
+    }
+    reactor->Finish(grpc::Status::OK);
+  });
+  return reactor;
+}
+
+}  // namespace lipsync::server

@@ -1,0 +1,112 @@
+// lipsyncsrv.LipSyncService: the Python lip-sync server's contract (proto/lipsyncsrv), so its
+// clients can call lipsync unchanged. A request names an avatar and a frame id; the answer is the
+// predicted 320x320 face as a JPEG and the rectangle the client pastes it into. The audio comes
+// from an audio_override (base64 PCM as the Python server's JavaScript clients send, or a file in
+// the avatar's folder), or else from the avatar's precomputed features (a row per video frame) or
+// its own audio. Errors are answered as success=false with gRPC status OK, as that server does.
+// Work runs on the service's own threads, not on gRPC's.
+#pragma once
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "lipsyncsrv/lipsyncsrv.grpc.pb.h"
+#include "server/core/avatar_registry.h"
+#include "server/core/metrics.h"
+#include "server/core/worker_pool.h"
+#include "server/protocols/old_behaviour.h"
+
+namespace lipsync::server {
+
+constexpr int kLipSyncSrvJpegQuality = 95;
+// Frames of one batch call at most: the faces take 1.2 MB each while the batch runs.
+constexpr int kLipSyncSrvMaxFrames = 256;
+
+struct LipSyncSrvOptions {
+  int worker_threads = 2;  // requests run on these, in arrival order
+  // LoadModel with a package_path imports the package into <avatar root>/<model_name>; the avatar
+  // gets this audio encoder (the package has none) and its UNet is exported from the package's
+  // checkpoint with `export_options`.
+  std::string audio_encoder;
+  CheckpointExportOptions export_options;
+  ZipLimits package_limits;  // a zip package unpacks within these
+  // A frame's audio window: lipsync's (16 feature rows around the frame) or the Python server's
+  // (lipsyncsrv_audio.h).
+  Behaviour window = Behaviour::kLipsync;
+};
+
+// `name` (an audio_override) as a file inside the avatar folder `dir`: relative names are taken
+// from the folder; anything that resolves outside it (.., absolute paths, symbolic links) is
+// InvalidArgument, a missing file NotFound.
+Result<std::string> ResolveAudioOverride(const std::string& dir, const std::string& name);
+
+class LipSyncSrvService final : public lipsyncsrv::LipSyncService::CallbackService {
+ public:
+  // `registry` serves the avatars under `avatar_root` and outlives the service.
+  LipSyncSrvService(AvatarRegistry* registry, std::string avatar_root, LipSyncSrvOptions options,
+                    Metrics* metrics);
+  ~LipSyncSrvService() override;  // finishes queued work, then joins the workers
+
+  grpc::ServerUnaryReactor* GenerateInference(grpc::CallbackServerContext* call,
+                                              const lipsyncsrv::InferenceRequest* request,
+                                              lipsyncsrv::InferenceResponse* response) override;
+  grpc::ServerUnaryReactor* GenerateBatchInference(
+      grpc::CallbackServerContext* call, const lipsyncsrv::BatchInferenceRequest* request,
+      lipsyncsrv::BatchInferenceResponse* response) override;
+  grpc::ServerBidiReactor<lipsyncsrv::InferenceRequest, lipsyncsrv::InferenceResponse>*
+  StreamInference(grpc::CallbackServerContext* call) override;
+  grpc::ServerUnaryReactor* LoadModel(grpc::CallbackServerContext* call,
+                                      const lipsyncsrv::LoadModelRequest* request,
+                                      lipsyncsrv::LoadModelResponse* response) override;
+
+  // The frames of one model as one engine batch; one response per frame id, in order. Runs on
+  // the calling thread. Returns the first failure answered (OK when every frame succeeded), for
+  // the metrics.
+  Status RunFrames(const std::string& model, const std::vector<int32_t>& frame_ids,
+                   const std::optional<std::string>& audio_override,
+                   std::vector<lipsyncsrv::InferenceResponse>* responses);
+  Status RunLoadModel(const lipsyncsrv::LoadModelRequest& request,
+                      lipsyncsrv::LoadModelResponse* response);
+  // Queues `work` for a worker thread.
+  void Enqueue(std::function<void()> work);
+
+ private:
+  class StreamReactor;
+  // The audio feature sequence [rows, 512] for `avatar`: its override file when one is named,
+  // else its precomputed features, else those of its frames video's sound; cached per avatar
+  // load and file.
+  Result<std::shared_ptr<const Tensor>> FeatureSequence(const std::shared_ptr<LoadedAvatar>& avatar,
+                                                        const std::string& audio_override);
+  // The audio windows [frames, 32, 16, 16] of `frames` under `audio_override` (empty: none).
+  Result<Tensor> AudioWindows(const std::shared_ptr<LoadedAvatar>& avatar,
+                              const std::string& audio_override,
+                              const std::vector<int64_t>& frames);
+  // A base64 PCM override's window [1, 32, 16, 16]; cached per avatar load and text.
+  Result<std::shared_ptr<const Tensor>> PcmWindow(const std::shared_ptr<LoadedAvatar>& avatar,
+                                                  const std::string& audio_override);
+
+  AvatarRegistry* registry_;
+  std::string root_;
+  LipSyncSrvOptions options_;
+  Metrics* metrics_;
+
+  struct CachedSequence {
+    std::weak_ptr<LoadedAvatar> owner;
+    std::shared_ptr<const Tensor> rows;
+  };
+  std::mutex cache_mu_;  // guards sequences_ and default_overrides_
+  std::map<std::string, CachedSequence> sequences_;
+  std::map<std::string, std::string> default_overrides_;  // set by LoadModel's audio_override
+  std::mutex import_mu_;                                  // one package import at a time
+  WorkerPool workers_;  // last: its threads stop before the rest goes
+};
+
+}  // namespace lipsync::server

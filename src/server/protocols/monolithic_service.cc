@@ -1,0 +1,327 @@
+#include "server/protocols/monolithic_service.h"
+
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <opencv2/core.hpp>
+
+#include "server/protocols/request_codec.h"
+
+namespace lipsync::server {
+namespace {
+
+static_assert(std::endian::native == std::endian::little,
+              "request tensors are little-endian floats copied as they are");
+
+using Clock = std::chrono::steady_clock;
+
+double MsSince(Clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+// Runs the UNet over a batch of the request's float input (visual [batch, 6, S, S], audio
+// [batch, ...]) into output [batch, 3, S, S] on the avatar's scheduler, which cuts it into runs of
+// the engine's limit and may share them with other callers of the avatar.
+Status RunUnet(LoadedAvatar& a, const Tensor& visual, const Tensor& audio, int batch,
+               Tensor* output) {
+  const int s = a.layout.inner_size;
+  const Shape& audio_decl = a.unet->info().inputs[a.roles.audio].shape;
+  Shape audio_shape = {batch};
+  audio_shape.insert(audio_shape.end(), audio_decl.begin() + 1, audio_decl.end());
+  if (ElementCount(audio_shape) != audio.element_count()) {
+    return InvalidArgument("the audio input does not fit the model's audio input");
+  }
+  *output = Tensor::Uninitialized(DataType::kFloat32, {batch, 3, s, s});
+  Job job;
+  job.visual = TensorView{DataType::kFloat32, {batch, 6, s, s}, visual.data()};
+  job.audio = TensorView{DataType::kFloat32, audio_shape, audio.data()};
+  job.output = output->mutable_view();
+  job.origin = Origin::kMonolithic;
+  return a.scheduler->Run(a.scheduled, std::move(job));
+}
+
+}  // namespace
+
+Status CheckCompositeRequest(const monolithic::CompositeBatchRequest& request) {
+  const int batch = request.batch_size();
+  if (batch < 1 || batch > kCompositeMaxBatch) {
+    return InvalidArgument("batch_size " + std::to_string(batch) + " is outside 1.." +
+                           std::to_string(kCompositeMaxBatch));
+  }
+  // The Go server never reads sample_rate and its clients leave it unset: 0 means 16 kHz.
+  const int rate = request.sample_rate();
+  if (rate != 0 && (rate < 8000 || rate > 192000)) {
+    return InvalidArgument("sample_rate " + std::to_string(rate) +
+                           " is outside 8000..192000 Hz (0: 16000)");
+  }
+  if (request.start_frame_idx() < 0) {
+    return InvalidArgument("start_frame_idx " + std::to_string(request.start_frame_idx()) +
+                           " is negative");
+  }
+  return Status::Ok();
+}
+
+void PasteStretched(const uint8_t* face, int s, const CropRect& rect, Image& frame) {
+  const int w = rect.width(), h = rect.height();
+  // float32 throughout, as that server computes.
+  const float x_ratio = static_cast<float>(s) / static_cast<float>(w);
+  const float y_ratio = static_cast<float>(s) / static_cast<float>(h);
+  for (int y = 0; y < h; ++y) {
+    const float sy = static_cast<float>(y) * y_ratio;
+    const int y0 = static_cast<int>(sy), y1 = std::min(y0 + 1, s - 1);
+    const float wy = sy - static_cast<float>(y0);
+    uint8_t* row =
+        frame.bgr.data() + (static_cast<size_t>(rect.y1 + y) * frame.width + rect.x1) * 3;
+    for (int x = 0; x < w; ++x) {
+      const float sx = static_cast<float>(x) * x_ratio;
+      const int x0 = static_cast<int>(sx), x1 = std::min(x0 + 1, s - 1);
+      const float wx = sx - static_cast<float>(x0);
+      for (int c = 0; c < 3; ++c) {
+        auto at = [&](int px, int py) {
+          return static_cast<float>(face[(static_cast<size_t>(py) * s + px) * 3 + c]);
+        };
+        const float top = at(x0, y0) * (1 - wx) + at(x1, y0) * wx;
+        const float bottom = at(x0, y1) * (1 - wx) + at(x1, y1) * wx;
+        row[x * 3 + c] = static_cast<uint8_t>(top * (1 - wy) + bottom * wy);
+      }
+    }
+  }
+}
+
+namespace {
+
+// Runs fn(0..count-1) on OpenCV's thread pool and keeps each call's status (an exception thrown
+// inside becomes that frame's error instead of leaving the pool).
+void ForEachFrame(int count, const std::function<Status(int)>& fn, std::vector<Status>* statuses) {
+  cv::parallel_for_(cv::Range(0, count), [&](const cv::Range& range) {
+    for (int i = range.start; i < range.end; ++i) {
+      try {
+        (*statuses)[static_cast<size_t>(i)] = fn(i);
+      } catch (const std::exception& e) {
+        (*statuses)[static_cast<size_t>(i)] =
+            Internal(std::string("frame ") + std::to_string(i) + ": " + e.what());
+      }
+    }
+  });
+}
+
+}  // namespace
+
+Result<std::vector<Image>> ComposeBatch(LoadedAvatar& a,
+                                        const monolithic::CompositeBatchRequest& request,
+                                        CompositeTimings* timings,
+                                        const CompositeBehaviour& behaviour) {
+  LIPSYNC_RETURN_IF_ERROR(CheckCompositeRequest(request));
+  const int batch = request.batch_size();
+  const int s = a.layout.inner_size;
+  const size_t visual_bytes = static_cast<size_t>(batch) * 6 * s * s * sizeof(float);
+  if (request.visual_frames().size() != visual_bytes) {
+    return InvalidArgument("visual_frames holds " + std::to_string(request.visual_frames().size()) +
+                           " bytes; batch_size " + std::to_string(batch) + " needs " +
+                           std::to_string(visual_bytes) + " (batch_size x 6 x " +
+                           std::to_string(s) + " x " + std::to_string(s) + " float32)");
+  }
+  Tensor visual = Tensor::Uninitialized(DataType::kFloat32, {batch, 6, s, s});
+  std::memcpy(visual.data(), request.visual_frames().data(), visual_bytes);
+  LIPSYNC_RETURN_IF_ERROR(CheckFinite(visual.view(), "visual_frames"));
+
+  auto start = Clock::now();
+  auto audio = CompositeAudioInput(*a.encoder, request, behaviour.align);
+  if (!audio.ok()) return audio.status();
+  timings->audio_ms = MsSince(start);
+
+  start = Clock::now();
+  Tensor output;
+  Status ran = RunUnet(a, visual, *audio, batch, &output);
+  if (!ran.ok()) return ran.WithContext("model");
+  timings->inference_ms = MsSince(start);
+
+  start = Clock::now();
+  const int64_t n = static_cast<int64_t>(a.backgrounds.size());
+  std::vector<Image> frames(static_cast<size_t>(batch));
+  std::vector<Status> pasted(static_cast<size_t>(batch));
+  // The frames of a batch are independent: paste them on OpenCV's thread pool, so that one
+  // client's batch (the Go clients send one at a time) uses the cores.
+  ForEachFrame(
+      batch,
+      [&](int i) -> Status {
+        std::vector<uint8_t> face(static_cast<size_t>(s) * s * 3);
+        const int64_t index = (static_cast<int64_t>(request.start_frame_idx()) + i) % n;
+        const CropRect& rect = a.avatar.crop_rects()[static_cast<size_t>(index)];
+        Image frame = a.backgrounds[static_cast<size_t>(index)];
+        OutputToImage(output.data_as<float>() + static_cast<size_t>(i) * 3 * s * s, s, face.data());
+        if (behaviour.paste == Behaviour::kOld) {
+          PasteStretched(face.data(), s, rect, frame);
+        } else {
+          LIPSYNC_ASSIGN_OR_RETURN(Image crop, CropFace(frame, rect, a.layout));
+          LIPSYNC_RETURN_IF_ERROR(PasteFace(face.data(), a.layout, crop, rect, frame));
+        }
+        frames[static_cast<size_t>(i)] = std::move(frame);
+        return Status::Ok();
+      },
+      &pasted);
+  for (const Status& status : pasted) LIPSYNC_RETURN_IF_ERROR(status);
+  timings->composite_ms = MsSince(start);
+  return frames;
+}
+
+MonolithicService::MonolithicService(MonolithicOptions options, AvatarRegistry* registry,
+                                     Metrics* metrics)
+    : options_(std::move(options)),
+      metrics_(metrics),
+      registry_(registry),
+      workers_(options_.worker_threads) {}
+
+MonolithicService::~MonolithicService() = default;
+
+grpc::ServerUnaryReactor* MonolithicService::Reply(grpc::CallbackServerContext* call,
+                                                   const char* method, const Status& outcome) {
+  if (metrics_) metrics_->RecordRequest(method, StatusCodeName(outcome.code()));
+  auto* reactor = call->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* MonolithicService::InferBatchComposite(
+    grpc::CallbackServerContext* call, const monolithic::CompositeBatchRequest* request,
+    monolithic::CompositeBatchResponse* response) {
+  return PostUnaryCall(workers_, metrics_, call, "InferBatchComposite", [this, request, response] {
+    // A failure that escaped as an exception still answers success=false.
+    const Status outcome =
+        CatchAll("InferBatchComposite", [&] { return RunComposite(*request, response); });
+    if (!outcome.ok() && response->error().empty()) {
+      response->clear_composited_frames();
+      response->set_success(false);
+      response->set_error(outcome.message());
+    }
+    return outcome;
+  });
+}
+
+Status MonolithicService::RunComposite(const monolithic::CompositeBatchRequest& request,
+                                       monolithic::CompositeBatchResponse* response) {
+  const auto start = Clock::now();
+  response->set_gpu_id(registry_->gpu_id());
+  auto fail = [&](const Status& status) {
+    response->clear_composited_frames();
+    response->set_success(false);
+    response->set_error(status.message());
+    response->set_total_time_ms(static_cast<float>(MsSince(start)));
+    return status;
+  };
+  Status checked = CheckCompositeRequest(request);
+  if (!checked.ok()) return fail(checked);
+  bool loaded_now = false;
+  auto avatar = registry_->Load(request.model_id(), &loaded_now);
+  if (!avatar.ok()) return fail(avatar.status());
+  response->set_model_loaded(loaded_now);
+  if (loaded_now) response->set_model_load_time_ms(static_cast<float>((*avatar)->load_ms));
+  LoadedAvatar& a = **avatar;
+
+  CompositeTimings timings;
+  auto frames = ComposeBatch(a, request, &timings, options_.behaviour);
+  if (!frames.ok()) return fail(frames.status());
+  auto encode_start = Clock::now();
+  const int batch = static_cast<int>(frames->size());
+  std::vector<std::string> jpegs(static_cast<size_t>(batch));
+  std::vector<Status> encoded(static_cast<size_t>(batch));
+  ForEachFrame(
+      batch,
+      [&](int i) -> Status {
+        LIPSYNC_ASSIGN_OR_RETURN(
+            jpegs[static_cast<size_t>(i)],
+            EncodeJpeg((*frames)[static_cast<size_t>(i)], kCompositeJpegQuality));
+        return Status::Ok();
+      },
+      &encoded);
+  for (int i = 0; i < batch; ++i) {
+    if (!encoded[static_cast<size_t>(i)].ok()) return fail(encoded[static_cast<size_t>(i)]);
+    response->add_composited_frames(std::move(jpegs[static_cast<size_t>(i)]));
+  }
+  timings.composite_ms += MsSince(encode_start);
+
+  a.RecordRequest(timings.inference_ms);
+  response->set_audio_processing_ms(static_cast<float>(timings.audio_ms));
+  response->set_inference_time_ms(static_cast<float>(timings.inference_ms));
+  response->set_composite_time_ms(static_cast<float>(timings.composite_ms));
+  response->set_success(true);
+  response->set_total_time_ms(static_cast<float>(MsSince(start)));
+  return Status::Ok();
+}
+
+grpc::ServerUnaryReactor* MonolithicService::ListModels(grpc::CallbackServerContext* call,
+                                                        const monolithic::ListModelsRequest*,
+                                                        monolithic::ListModelsResponse* response) {
+  std::map<std::string, std::shared_ptr<LoadedAvatar>> models;
+  for (const auto& id : registry_->Available()) models[id] = nullptr;
+  for (auto& a : registry_->Loaded()) models[a->id] = a;
+  for (const auto& [id, a] : models) {
+    auto* info = response->add_models();
+    info->set_model_id(id);
+    info->set_loaded(a != nullptr);
+    info->set_gpu_id(a ? registry_->gpu_id() : -1);
+    if (!a) continue;
+    const int64_t requests = a->requests.load();
+    info->set_memory_mb(a->memory_bytes >> 20);
+    info->set_request_count(static_cast<int32_t>(requests));
+    info->set_avg_inference_ms(
+        requests ? static_cast<float>(a->inference_us.load() / 1000.0 / requests) : 0.f);
+  }
+  return Reply(call, "ListModels");
+}
+
+grpc::ServerUnaryReactor* MonolithicService::LoadModel(grpc::CallbackServerContext* call,
+                                                       const monolithic::LoadModelRequest* request,
+                                                       monolithic::LoadModelResponse* response) {
+  return PostUnaryCall(workers_, metrics_, call, "LoadModel", [this, request, response] {
+    const auto start = Clock::now();
+    auto avatar = registry_->Load(request->model_id());
+    response->set_success(avatar.ok());
+    response->set_gpu_id(registry_->gpu_id());
+    response->set_load_time_ms(static_cast<float>(MsSince(start)));
+    if (!avatar.ok()) response->set_error(avatar.status().message());
+    return avatar.status();
+  });
+}
+
+grpc::ServerUnaryReactor* MonolithicService::UnloadModel(
+    grpc::CallbackServerContext* call, const monolithic::UnloadModelRequest* request,
+    monolithic::UnloadModelResponse* response) {
+  Status unloaded = registry_->Unload(request->model_id());
+  response->set_success(unloaded.ok());
+  if (!unloaded.ok()) response->set_error(unloaded.message());
+  return Reply(call, "UnloadModel", unloaded);
+}
+
+grpc::ServerUnaryReactor* MonolithicService::GetModelStats(
+    grpc::CallbackServerContext* call, const monolithic::GetModelStatsRequest*,
+    monolithic::GetModelStatsResponse* response) {
+  for (auto& a : registry_->Loaded()) {
+    auto* stats = response->add_models();
+    const int64_t requests = a->requests.load();
+    const int64_t inference_us = a->inference_us.load();
+    stats->set_model_id(a->id);
+    stats->set_loaded(true);
+    stats->set_gpu_id(registry_->gpu_id());
+    stats->set_memory_mb(a->memory_bytes >> 20);
+    stats->set_request_count(static_cast<int32_t>(requests));
+    stats->set_total_inference_ms(inference_us / 1000);
+    stats->set_avg_inference_ms(requests ? static_cast<float>(inference_us / 1000.0 / requests)
+                                         : 0.f);
+    stats->set_last_used_timestamp(a->last_used_unix_s.load());
+  }
+  return Reply(call, "GetModelStats");
+}
+
+grpc::ServerUnaryReactor* MonolithicService::Health(grpc::CallbackServerContext* call,
+                                                    const monolithic::HealthRequest*,
+                                                    monolithic::HealthResponse* response) {
+  response->set_healthy(true);
+  response->set_loaded_models(registry_->Usage().loaded);
+  response->set_max_models(registry_->max_models());
+  if (registry_->gpu_id() >= 0) response->add_gpu_ids(registry_->gpu_id());
+  return Reply(call, "Health");
+}
+
+}  // namespace lipsync::server

@@ -1,0 +1,66 @@
+// lipsync.v1.Sessions: live audio sessions on avatars. A client opens a session on an avatar,
+// streams 16 kHz mono PCM in chunks of any size and receives the avatar's lip-synced frames, 25
+// per second of audio, equal to `lipsync render`'s frames on the same audio.
+//
+// Each session runs on its own thread: it turns the audio into windows with AudioFeatureStream
+// (the audio context carries across chunks), cuts the face crops, hands them to its avatar's batch
+// worker (session_batcher.h, shared by every session on that avatar), pastes the faces back,
+// encodes and writes the frames in order. It reads the next audio chunk only when the frames of the
+// last one are under way, so a fast sender waits in gRPC's flow control instead of filling memory.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "lipsync/status.h"
+#include "lipsync/v1/lipsync.grpc.pb.h"
+#include "server/core/avatar_registry.h"
+#include "server/core/metrics.h"
+#include "server/protocols/session_batcher.h"
+
+namespace lipsync::server {
+
+struct SessionOptions {
+  int max_batch = 8;  // frames per UNet run on one avatar, from all its sessions
+  // A session whose client sends nothing (while the server waits for audio) or takes no frame for
+  // this long is ended with DEADLINE_EXCEEDED and its resources freed.
+  std::chrono::milliseconds idle_timeout{30000};
+  int max_sessions = 64;     // more at once are refused with RESOURCE_EXHAUSTED
+  int groups_in_flight = 2;  // batches of frames one session has at its avatar's worker at most
+};
+
+// Largest audio chunk: 10 s at 16 kHz.
+constexpr size_t kMaxSessionChunkSamples = 10 * kAudioSampleRate;
+
+// One audio chunk as float samples: S16LE scaled by 1/32768 (as FFmpeg converts), F32LE as it is.
+// InvalidArgument for an unknown format, a byte count that is not whole samples, a chunk over
+// 10 s, and NaN or infinite samples.
+Result<std::vector<float>> DecodeSessionAudio(const std::string& bytes,
+                                              lipsync::v1::SampleFormat format);
+
+class SessionService final : public lipsync::v1::Sessions::CallbackService {
+ public:
+  SessionService(AvatarRegistry* registry, SessionOptions options, Metrics* metrics);
+  ~SessionService() override;
+
+  grpc::ServerBidiReactor<lipsync::v1::SessionRequest, lipsync::v1::SessionResponse>* Session(
+      grpc::CallbackServerContext* call) override;
+
+  int64_t open_sessions() const { return open_.load(); }
+  // Avatars whose batch worker runs now (one per avatar with open sessions).
+  int active_workers() const { return batchers_.active(); }
+  const SessionOptions& options() const { return options_; }
+
+ private:
+  friend class SessionCall;
+  AvatarRegistry* registry_;
+  SessionOptions options_;
+  Metrics* metrics_;
+  SessionBatchers batchers_;
+  std::atomic<int64_t> open_{0};
+  std::atomic<uint64_t> next_id_{1};
+};
+
+}  // namespace lipsync::server
