@@ -6,18 +6,49 @@
 namespace lipsync::graph {
 namespace {
 
-int64_t AlignUp(int64_t n) {
-  return (n + kPlanAlignFloats - 1) / kPlanAlignFloats * kPlanAlignFloats;
+int64_t AlignUp(int64_t n) { return AlignPlanFloats(n); }
+
+bool InTime(const PlanBuffer& a, const PlanBuffer& b) {
+  return a.first_step <= b.last_step && b.first_step <= a.last_step;
 }
 
 bool Overlap(const PlanBuffer& a, const PlanBuffer& b) {
-  const bool in_time = a.first_step <= b.last_step && b.first_step <= a.last_step;
+  const bool in_time = InTime(a, b);
   const bool in_space =
       a.offset < b.offset + AlignUp(b.size) && b.offset < a.offset + AlignUp(a.size);
   return in_time && in_space;
 }
 
 }  // namespace
+
+int64_t AlignPlanFloats(int64_t n) {
+  return (n + kPlanAlignFloats - 1) / kPlanAlignFloats * kPlanAlignFloats;
+}
+
+int64_t PlaceFirstFit(Plan* plan, const std::vector<int>& ids, int64_t base) {
+  int64_t end = base;
+  std::vector<int> placed;
+  for (int id : ids) {
+    PlanBuffer& buf = plan->buffers[id];
+    // Buffers already placed whose lifetimes overlap this one's, by offset.
+    std::vector<int> conflicts;
+    for (int other : placed) {
+      if (InTime(plan->buffers[other], buf)) conflicts.push_back(other);
+    }
+    std::sort(conflicts.begin(), conflicts.end(),
+              [&](int a, int b) { return plan->buffers[a].offset < plan->buffers[b].offset; });
+    int64_t offset = base;
+    for (int other : conflicts) {
+      const PlanBuffer& o = plan->buffers[other];
+      if (o.offset >= offset + AlignUp(buf.size)) break;  // fits in the gap before `o`
+      offset = std::max(offset, o.offset + AlignUp(o.size));
+    }
+    buf.offset = offset;
+    end = std::max(end, offset + AlignUp(buf.size));
+    placed.push_back(id);
+  }
+  return end;
+}
 
 void PlanBuffers(Plan* plan, const std::vector<StepSpan>& together) {
   const int end = static_cast<int>(plan->steps.size());
@@ -63,29 +94,7 @@ void PlanBuffers(Plan* plan, const std::vector<StepSpan>& together) {
   std::vector<int64_t> best_offsets;
   int64_t best_arena = -1;
   for (const auto* order : {&by_time, &by_size}) {
-    int64_t arena = 0;
-    std::vector<int> placed;
-    for (int id : *order) {
-      PlanBuffer& buf = plan->buffers[id];
-      // Buffers already placed whose lifetimes overlap this one's, by offset.
-      std::vector<int> conflicts;
-      for (int other : placed) {
-        const PlanBuffer& o = plan->buffers[other];
-        if (o.first_step <= buf.last_step && buf.first_step <= o.last_step)
-          conflicts.push_back(other);
-      }
-      std::sort(conflicts.begin(), conflicts.end(),
-                [&](int a, int b) { return plan->buffers[a].offset < plan->buffers[b].offset; });
-      int64_t offset = 0;
-      for (int other : conflicts) {
-        const PlanBuffer& o = plan->buffers[other];
-        if (o.offset >= offset + AlignUp(buf.size)) break;  // fits in the gap before `o`
-        offset = std::max(offset, o.offset + AlignUp(o.size));
-      }
-      buf.offset = offset;
-      arena = std::max(arena, offset + AlignUp(buf.size));
-      placed.push_back(id);
-    }
+    const int64_t arena = PlaceFirstFit(plan, *order, 0);
     if (best_arena < 0 || arena < best_arena) {
       best_arena = arena;
       best_offsets.clear();

@@ -19,6 +19,14 @@ struct StepSpan {
 // of first use, and the smaller of the two arenas is kept.
 void PlanBuffers(Plan* plan, const std::vector<StepSpan>& together = {});
 
+// Places the buffers `ids`, in that order, each at the lowest offset from `base` on that is free
+// of the buffers placed before it in this call whose lifetimes overlap its own (first fit).
+// Returns the end of the highest placed buffer (aligned), or `base` when `ids` is empty.
+int64_t PlaceFirstFit(Plan* plan, const std::vector<int>& ids, int64_t base);
+
+// `n` floats rounded up to the arena's alignment.
+int64_t AlignPlanFloats(int64_t n);
+
 // The most floats per item alive at any one step: a lower bound for any arena plan.
 int64_t PeakLiveFloats(const Plan& plan);
 

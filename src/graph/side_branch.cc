@@ -7,10 +7,6 @@
 namespace lipsync::graph {
 namespace {
 
-int64_t AlignUp(int64_t n) {
-  return (n + kPlanAlignFloats - 1) / kPlanAlignFloats * kPlanAlignFloats;
-}
-
 struct Branch {
   std::vector<bool> on_side;      // per step
   std::vector<bool> side_buffer;  // per buffer
@@ -66,30 +62,8 @@ void Relocate(Plan* plan, const std::vector<bool>& side_buffer) {
   std::stable_sort(ids.begin(), ids.end(), [&](int a, int b) {
     return plan->buffers[a].first_step < plan->buffers[b].first_step;
   });
-  const int64_t base = AlignUp(plan->arena_floats);
-  int64_t extent = 0;
-  std::vector<int> placed;
-  for (int id : ids) {
-    PlanBuffer& buf = plan->buffers[id];
-    std::vector<int> conflicts;
-    for (int other : placed) {
-      const PlanBuffer& o = plan->buffers[other];
-      if (o.first_step <= buf.last_step && buf.first_step <= o.last_step)
-        conflicts.push_back(other);
-    }
-    std::sort(conflicts.begin(), conflicts.end(),
-              [&](int a, int b) { return plan->buffers[a].offset < plan->buffers[b].offset; });
-    int64_t offset = base;
-    for (int other : conflicts) {
-      const PlanBuffer& o = plan->buffers[other];
-      if (o.offset >= offset + AlignUp(buf.size)) break;  // fits in the gap before `o`
-      offset = std::max(offset, o.offset + AlignUp(o.size));
-    }
-    buf.offset = offset;
-    extent = std::max(extent, offset + AlignUp(buf.size) - base);
-    placed.push_back(id);
-  }
-  plan->arena_floats = base + extent;
+  const int64_t base = AlignPlanFloats(plan->arena_floats);
+  plan->arena_floats = PlaceFirstFit(plan, ids, base);
 }
 
 }  // namespace

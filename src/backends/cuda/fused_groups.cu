@@ -86,21 +86,8 @@ bool HasTail(const Plan& plan, size_t i) {
 }
 
 IrTcGeometry TcGeometry(const Plan& plan, size_t i, bool tail) {
-  const PlanStep& d = plan.steps[i + 1];
-  const PlanStep& p = plan.steps[i + 2];
-  const auto& in = plan.buffers[plan.steps[i].inputs[0]].shape;
-  const auto& out = plan.buffers[p.output].shape;
   IrTcGeometry g;
-  g.h = static_cast<int>(in.h);
-  g.w = static_cast<int>(in.w);
-  g.cin = static_cast<int>(in.c);
-  g.hidden = static_cast<int>(d.conv.cin);
-  g.oh = static_cast<int>(out.h);
-  g.ow = static_cast<int>(out.w);
-  g.cout = static_cast<int>(out.c);
-  g.stride = static_cast<int>(d.conv.stride_h);
-  g.pad_top = static_cast<int>(d.conv.pad_top);
-  g.pad_left = static_cast<int>(d.conv.pad_left);
+  static_cast<FusedBlockGeometry&>(g) = BlockGeometry(plan, i);
   g.tail_cout = tail ? static_cast<int>(plan.steps[i + 3].conv.cout) : 0;
   return g;
 }

@@ -334,7 +334,9 @@ bool Overlap(const graph::PlanBuffer& a, const graph::PlanBuffer& b) {
   return a.offset < b.offset + b.size && b.offset < a.offset + a.size;
 }
 
-FusedBlockGeometry FusedGeometry(const Plan& plan, size_t first) {
+}  // namespace
+
+FusedBlockGeometry BlockGeometry(const Plan& plan, size_t first) {
   const PlanStep& dw = plan.steps[first + 1];
   const PlanStep& project = plan.steps[first + 2];
   const auto& in = plan.buffers[plan.steps[first].inputs[0]].shape;
@@ -352,8 +354,6 @@ FusedBlockGeometry FusedGeometry(const Plan& plan, size_t first) {
   g.pad_left = static_cast<int>(dw.conv.pad_left);
   return g;
 }
-
-}  // namespace
 
 bool CanFuseBlock(const Plan& plan, size_t i, Storage storage) {
   if (i + 2 >= plan.steps.size()) return false;
@@ -387,7 +387,7 @@ bool CanFuseBlock(const Plan& plan, size_t i, Storage storage) {
   const graph::PlanBuffer& output = plan.buffers[p.output];
   if (Overlap(input, output)) return false;
   if (p.epilogue.residual && Overlap(plan.buffers[p.inputs[1]], output)) return false;
-  const FusedBlockGeometry g = FusedGeometry(plan, i);
+  const FusedBlockGeometry g = BlockGeometry(plan, i);
   return g.hidden <= kMaxFusedHidden &&
          FusedBlockSharedBytes(g, StorageSize(storage)) <= kMaxFusedBlockSharedBytes;
 }
@@ -400,7 +400,7 @@ cudaError_t LaunchFused(const Plan& plan, size_t first, int64_t batch, const Dev
   const PlanStep& e = plan.steps[first];
   const PlanStep& d = plan.steps[first + 1];
   const PlanStep& p = plan.steps[first + 2];
-  FusedBlockGeometry g = FusedGeometry(plan, first);
+  FusedBlockGeometry g = BlockGeometry(plan, first);
   g.batch = static_cast<int>(batch);
   const T* weights = static_cast<const T*>(dt.weights);
   FusedBlockTensors<T> t;

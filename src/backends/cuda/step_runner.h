@@ -53,6 +53,10 @@ Status EnqueueOutput(const graph::Plan& plan, size_t index, int64_t batch, const
 std::vector<bool> FusedBlockStarts(const graph::Plan& plan, Storage storage);
 // Whether step `first` starts such a block (the test FusedBlockStarts applies to each step).
 bool CanFuseBlock(const graph::Plan& plan, size_t first, Storage storage);
+
+// The shapes of the expand -> depthwise -> project block whose expand is step `first`.
+struct FusedBlockGeometry;
+FusedBlockGeometry BlockGeometry(const graph::Plan& plan, size_t first);
 // Once per device before the fused blocks run (outside graph capture).
 Status PrepareFusedBlocks();
 // Runs steps first, first + 1 and first + 2 as one fused kernel.

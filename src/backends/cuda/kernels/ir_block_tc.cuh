@@ -24,6 +24,7 @@
 #include <string>
 
 #include "backends/cuda/kernels/common.cuh"
+#include "backends/cuda/kernels/fused_block.cuh"
 #include "backends/cuda/kernels/resize_concat.cuh"
 
 namespace lipsync::cuda {
@@ -33,14 +34,10 @@ struct IrTile {
   int h = 8, w = 16;
 };
 
-struct IrTcGeometry {
-  int batch = 1;
-  int h = 0, w = 0, cin = 0;  // block input (the concatenation when it is built on the fly)
-  int hidden = 0;             // expanded channels
-  int oh = 0, ow = 0, cout = 0;
-  int stride = 1;                 // depthwise stride: 1 or 2
-  int pad_top = 1, pad_left = 1;  // depthwise padding
-  int tail_cout = 0;              // outputs of the tail 1x1 convolution; 0: no tail
+// The block's shapes as the CUDA-core fused kernel has them (h, w, cin: the concatenation when it
+// is built on the fly), plus the tail.
+struct IrTcGeometry : FusedBlockGeometry {
+  int tail_cout = 0;  // outputs of the tail 1x1 convolution; 0: no tail
 };
 
 // The block input as two parts side by side on channels, part 0 resized and padded first (the
