@@ -68,13 +68,15 @@ Status MakeFolders(const std::string& dest, const std::vector<std::string>& part
     path += "/" + parts[i];
     const std::filesystem::path folder = platform::PathFromUtf8(path);
     std::error_code ec;
-    std::filesystem::create_directory(folder, ec);  // false, no error, when it exists
-    if (ec) {
+    std::filesystem::create_directory(folder, ec);  // an error too where a file has the name
+    std::error_code status_ec;
+    const auto status = std::filesystem::symlink_status(folder, status_ec);
+    if (ec && !std::filesystem::exists(status)) {
       return Unavailable("cannot create folder '" + path + "' for entry '" + name +
                          "': " + ec.message());
     }
     // Not through a link: what is there must be a folder itself.
-    if (!std::filesystem::is_directory(std::filesystem::symlink_status(folder, ec))) {
+    if (!std::filesystem::is_directory(status)) {
       return InvalidArgument("entry '" + name + "' needs '" + parts[i] +
                              "' to be a folder, but the archive has a file of that name");
     }
