@@ -1,13 +1,22 @@
 // The few things that differ between Linux and Windows, behind small portable functions: UTF-8
-// paths, read-only file mappings, the running executable, environment, running another program,
-// peak memory and loading a library. Everything else in lipsync is standard C++.
+// paths, file mappings and new files, the running executable, environment, running other programs,
+// stop requests, threads, CPU time, peak memory and loading a library. Everything else in lipsync
+// is standard C++: only platform_posix.cc and platform_windows.cc call the operating system
+// (tests/unit/posix_scan.py checks that no other file includes a POSIX-only header).
 #pragma once
 
+#include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <filesystem>
+#include <functional>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "lipsync/status.h"
@@ -57,6 +66,98 @@ void SetEnv(const std::string& name, const std::string& value);
 // Runs argv[0] (looked up on PATH) with the arguments and returns its exit status; on POSIX the
 // program replaces this process and this returns only when it cannot be started (status 127).
 int RunInPlace(const std::vector<std::string>& argv);
+
+// The separator of PATH-like variables (PYTHONPATH): ':' on POSIX, ';' on Windows.
+#ifdef _WIN32
+inline constexpr char kPathListSeparator = ';';
+#else
+inline constexpr char kPathListSeparator = ':';
+#endif
+
+// Runs argv[0] (looked up on PATH) with this process's environment plus `env` (which replaces
+// variables of the same names), its standard output and error written to the file `log`, and
+// waits for it. Returns its exit status, or Unavailable when it cannot be started.
+Result<int> RunAndWait(const std::vector<std::string>& argv,
+                       const std::vector<std::pair<std::string, std::string>>& env,
+                       const std::string& log);
+
+// This process's id, for names of temporary files that other processes must not pick too.
+int64_t ProcessId();
+
+// Whether standard error is a terminal (progress lines go only there).
+bool StderrIsTerminal();
+
+// A new folder in the system's temporary folder, named `prefix` and a random suffix.
+Result<std::string> MakeTempFolder(const std::string& prefix);
+
+// A file created for writing where nothing, not even a link, has its name yet: an archive's
+// entries never write through a link or over one another.
+class NewFile {
+ public:
+  static Result<NewFile> Create(const std::string& path);
+  NewFile() = default;
+  NewFile(NewFile&& other) noexcept;
+  NewFile& operator=(NewFile&& other) noexcept;
+  NewFile(const NewFile&) = delete;
+  NewFile& operator=(const NewFile&) = delete;
+  ~NewFile();
+
+  // Writes all of `data` (retrying short writes); the reason when it cannot.
+  Status Write(const char* data, size_t size);
+
+ private:
+  void Close();
+  intptr_t handle_ = -1;  // a file descriptor on POSIX, a HANDLE on Windows
+};
+
+// CPU time this process has used so far (user and system, all threads), in seconds.
+double ProcessCpuSeconds();
+
+// The physical cores this process may run on (at least 1).
+int PhysicalCoreCount();
+
+// Names the calling thread, as debuggers, profilers and top -H show it (at most 15 characters).
+void NameThisThread(const char* name);
+
+// Lowers the calling thread's priority by `nice` (1..19, as Linux's nice; on Windows, below
+// normal or lowest). 0 leaves it as it is.
+void LowerThisThreadPriority(int nice);
+
+// Settings of the C library's heap for a server that allocates frames on many threads (glibc:
+// few arenas, big blocks kept in the heap until ReturnFreeHeapMemory; nothing elsewhere).
+void TuneHeapForServer();
+
+// Calls `on_request` with the request's name each time this process is asked to stop (SIGINT and
+// SIGTERM on POSIX; Ctrl+C, Ctrl+Break, closing the console, logoff and shutdown on Windows), from
+// a thread of its own, until destroyed; then the default handling returns. One at a time.
+class ShutdownHook {
+ public:
+  static Result<std::unique_ptr<ShutdownHook>> Install(
+      std::function<void(std::string_view name)> on_request);
+  ~ShutdownHook();
+  ShutdownHook(const ShutdownHook&) = delete;
+  ShutdownHook& operator=(const ShutdownHook&) = delete;
+
+ private:
+  ShutdownHook() = default;
+};
+
+// Stop requests (as ShutdownHook's) queued for a thread to wait on.
+class ShutdownRequests {
+ public:
+  static Result<std::unique_ptr<ShutdownRequests>> Catch();
+  // The next request's name ("SIGTERM", "Ctrl+C"), waiting as long as it takes.
+  std::string Wait();
+  // As Wait, but at most `timeout`; empty when none came.
+  std::string WaitFor(std::chrono::milliseconds timeout);
+
+ private:
+  ShutdownRequests() = default;
+  std::mutex mutex_;
+  std::condition_variable arrived_;
+  std::deque<std::string> requests_;
+  std::unique_ptr<ShutdownHook> hook_;  // last: stops calling in before the queue goes
+};
 
 // This machine's name; empty when unknown.
 std::string HostName();

@@ -1,14 +1,18 @@
 // Windows side of platform.h. Strings are UTF-8 inside lipsync and UTF-16 at the Win32 API.
 #include <windows.h>
 // After windows.h:
+#include <io.h>
 #include <malloc.h>
 #include <process.h>
 #include <psapi.h>
 #include <shellapi.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cwchar>
+#include <cwctype>
 
 #include "core/platform.h"
 
@@ -136,16 +140,16 @@ void SetEnv(const std::string& name, const std::string& value) {
   _wputenv_s(Widen(name).c_str(), Widen(value).c_str());
 }
 
-int RunInPlace(const std::vector<std::string>& argv) {
-  std::wstring line;
-  for (const auto& a : argv) line += (line.empty() ? L"" : L" ") + QuoteArgument(Widen(a));
-  STARTUPINFOW si{};
+namespace {
+
+// Starts the command line and waits for it: its exit status, or why it could not start.
+Result<int> StartAndWait(std::wstring line, void* environment, STARTUPINFOW& si) {
   si.cb = sizeof(si);
   PROCESS_INFORMATION pi{};
-  std::fflush(stdout);
-  if (!CreateProcessW(nullptr, line.data(), nullptr, nullptr, TRUE, 0, nullptr, nullptr, &si,
+  if (!CreateProcessW(nullptr, line.data(), nullptr, nullptr, TRUE,
+                      environment ? CREATE_UNICODE_ENVIRONMENT : 0, environment, nullptr, &si,
                       &pi)) {
-    return 127;
+    return Unavailable(LastError());
   }
   WaitForSingleObject(pi.hProcess, INFINITE);
   DWORD code = 1;
@@ -153,6 +157,185 @@ int RunInPlace(const std::vector<std::string>& argv) {
   CloseHandle(pi.hThread);
   CloseHandle(pi.hProcess);
   return static_cast<int>(code);
+}
+
+std::wstring CommandLine(const std::vector<std::string>& argv) {
+  std::wstring line;
+  for (const auto& a : argv) line += (line.empty() ? L"" : L" ") + QuoteArgument(Widen(a));
+  return line;
+}
+}  // namespace
+
+int RunInPlace(const std::vector<std::string>& argv) {
+  STARTUPINFOW si{};
+  std::fflush(stdout);
+  auto code = StartAndWait(CommandLine(argv), nullptr, si);
+  return code.ok() ? *code : 127;
+}
+
+Result<int> RunAndWait(const std::vector<std::string>& argv,
+                       const std::vector<std::pair<std::string, std::string>>& env,
+                       const std::string& log) {
+  if (argv.empty()) return InvalidArgument("no program to run");
+  // The environment block: this process's variables with `env`'s replacing those of the same
+  // names (which Windows compares case-insensitively), sorted as CreateProcess expects.
+  auto upper = [](std::wstring_view s) {
+    std::wstring out(s);
+    for (auto& c : out) c = static_cast<wchar_t>(std::towupper(c));
+    return out;
+  };
+  std::vector<std::wstring> entries;
+  if (wchar_t* block = GetEnvironmentStringsW()) {
+    for (const wchar_t* e = block; *e; e += std::wcslen(e) + 1) {
+      const std::wstring entry(e);
+      const std::wstring name = upper(entry.substr(0, entry.find(L'=', 1)));
+      const bool replaced = std::any_of(
+          env.begin(), env.end(), [&](const auto& kv) { return upper(Widen(kv.first)) == name; });
+      if (!replaced) entries.push_back(entry);
+    }
+    FreeEnvironmentStringsW(block);
+  }
+  for (const auto& [name, value] : env) entries.push_back(Widen(name) + L"=" + Widen(value));
+  std::sort(entries.begin(), entries.end(),
+            [&](const std::wstring& a, const std::wstring& b) { return upper(a) < upper(b); });
+  std::wstring block;
+  for (const auto& e : entries) block.append(e).push_back(L'\0');
+  block.push_back(L'\0');
+
+  SECURITY_ATTRIBUTES inherit{sizeof(SECURITY_ATTRIBUTES), nullptr, TRUE};
+  HANDLE out = CreateFileW(Widen(log).c_str(), GENERIC_WRITE, FILE_SHARE_READ, &inherit,
+                           CREATE_ALWAYS, FILE_ATTRIBUTE_NORMAL, nullptr);
+  if (out == INVALID_HANDLE_VALUE) return Unavailable("cannot write '" + log + "': " + LastError());
+  STARTUPINFOW si{};
+  si.dwFlags = STARTF_USESTDHANDLES;
+  si.hStdInput = GetStdHandle(STD_INPUT_HANDLE);
+  si.hStdOutput = out;
+  si.hStdError = out;
+  auto code = StartAndWait(CommandLine(argv), block.data(), si);
+  CloseHandle(out);
+  if (!code.ok()) return Unavailable("cannot run '" + argv[0] + "': " + code.status().message());
+  return code;
+}
+
+int64_t ProcessId() { return static_cast<int64_t>(GetCurrentProcessId()); }
+
+bool StderrIsTerminal() { return _isatty(_fileno(stderr)) != 0; }
+
+Result<NewFile> NewFile::Create(const std::string& path) {
+  // CREATE_NEW fails where any file, a link included, has the name; a link is never followed.
+  HANDLE h = CreateFileW(Widen(path).c_str(), GENERIC_WRITE, 0, nullptr, CREATE_NEW,
+                         FILE_ATTRIBUTE_NORMAL | FILE_FLAG_OPEN_REPARSE_POINT, nullptr);
+  if (h == INVALID_HANDLE_VALUE) return Unavailable(LastError());
+  NewFile file;
+  file.handle_ = reinterpret_cast<intptr_t>(h);
+  return file;
+}
+
+Status NewFile::Write(const char* data, size_t size) {
+  HANDLE h = reinterpret_cast<HANDLE>(handle_);
+  for (size_t off = 0; off < size;) {
+    const DWORD chunk = static_cast<DWORD>(std::min<size_t>(size - off, 1u << 30));
+    DWORD written = 0;
+    if (!WriteFile(h, data + off, chunk, &written, nullptr)) return Unavailable(LastError());
+    off += written;
+  }
+  return Status::Ok();
+}
+
+void NewFile::Close() {
+  if (handle_ != -1) CloseHandle(reinterpret_cast<HANDLE>(handle_));
+  handle_ = -1;
+}
+
+double ProcessCpuSeconds() {
+  FILETIME created, exited, kernel, user;
+  if (!GetProcessTimes(GetCurrentProcess(), &created, &exited, &kernel, &user)) return 0;
+  auto seconds = [](const FILETIME& t) {  // 100 ns units
+    return 1e-7 *
+           static_cast<double>((static_cast<uint64_t>(t.dwHighDateTime) << 32) | t.dwLowDateTime);
+  };
+  return seconds(kernel) + seconds(user);
+}
+
+int PhysicalCoreCount() {
+  DWORD bytes = 0;
+  GetLogicalProcessorInformationEx(RelationProcessorCore, nullptr, &bytes);
+  std::vector<char> buffer(bytes);
+  auto* info = reinterpret_cast<SYSTEM_LOGICAL_PROCESSOR_INFORMATION_EX*>(buffer.data());
+  int cores = 0;
+  if (bytes > 0 && GetLogicalProcessorInformationEx(RelationProcessorCore, info, &bytes)) {
+    for (DWORD at = 0; at < bytes;) {
+      auto* entry = reinterpret_cast<SYSTEM_LOGICAL_PROCESSOR_INFORMATION_EX*>(buffer.data() + at);
+      ++cores;
+      at += entry->Size;
+    }
+  }
+  DWORD_PTR process_mask = 0, system_mask = 0;
+  int allowed = 0;
+  if (GetProcessAffinityMask(GetCurrentProcess(), &process_mask, &system_mask)) {
+    for (; process_mask; process_mask &= process_mask - 1) ++allowed;
+  }
+  if (cores == 0) cores = allowed;
+  if (allowed > 0) cores = std::min(cores, allowed);
+  return std::max(1, cores);
+}
+
+void NameThisThread(const char* name) {
+  // SetThreadDescription exists from Windows 10 1607 on: looked up, so older systems start too.
+  using SetDescription = HRESULT(WINAPI*)(HANDLE, PCWSTR);
+  static const auto set = reinterpret_cast<SetDescription>(reinterpret_cast<void*>(
+      GetProcAddress(GetModuleHandleW(L"kernel32.dll"), "SetThreadDescription")));
+  if (set) set(GetCurrentThread(), Widen(name).c_str());
+}
+
+void LowerThisThreadPriority(int nice) {
+  if (nice <= 0) return;
+  SetThreadPriority(GetCurrentThread(),
+                    nice >= 10 ? THREAD_PRIORITY_LOWEST : THREAD_PRIORITY_BELOW_NORMAL);
+}
+
+void TuneHeapForServer() {}  // the CRT's heap has no such settings
+
+// Stop requests: Windows calls the console handler on a thread of its own, so it calls the hook
+// directly.
+namespace {
+
+// Held while the hook runs, so that it is not removed under a running call.
+std::mutex g_hook_mutex;
+std::function<void(std::string_view)>* g_on_request = nullptr;
+
+BOOL WINAPI OnConsoleControl(DWORD event) {
+  std::lock_guard<std::mutex> lock(g_hook_mutex);
+  const char* name = event == CTRL_C_EVENT       ? "Ctrl+C"
+                     : event == CTRL_BREAK_EVENT ? "Ctrl+Break"
+                     : event == CTRL_CLOSE_EVENT ? "console closed"
+                                                 : "logoff or shutdown";
+  if (!g_on_request) return FALSE;
+  (*g_on_request)(name);
+  return TRUE;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<ShutdownHook>> ShutdownHook::Install(
+    std::function<void(std::string_view name)> on_request) {
+  std::lock_guard<std::mutex> lock(g_hook_mutex);
+  if (g_on_request) return FailedPrecondition("a shutdown hook is installed already");
+  g_on_request = new std::function<void(std::string_view)>(std::move(on_request));
+  if (!SetConsoleCtrlHandler(OnConsoleControl, TRUE)) {
+    const std::string why = LastError();
+    delete g_on_request;
+    g_on_request = nullptr;
+    return Unavailable("cannot catch stop requests: " + why);
+  }
+  return std::unique_ptr<ShutdownHook>(new ShutdownHook());
+}
+
+ShutdownHook::~ShutdownHook() {
+  SetConsoleCtrlHandler(OnConsoleControl, FALSE);
+  std::lock_guard<std::mutex> lock(g_hook_mutex);
+  delete g_on_request;
+  g_on_request = nullptr;
 }
 
 std::string HostName() {

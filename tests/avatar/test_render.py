@@ -6,11 +6,15 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import wave
 
 import numpy as np
 import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+from cli_util import run_checked  # noqa: E402
 
 BIN = os.environ["LIPSYNC_BIN"]
 DATA = os.environ["LIPSYNC_TEST_DATA_DIR"]
@@ -22,10 +26,7 @@ FPS = 25
 
 
 def run(*args, check=True):
-    proc = subprocess.run([BIN, *args], capture_output=True, text=True, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"lipsync {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
+    return run_checked([BIN], args, "lipsync", check=check)
 
 
 def expected_frames(samples_16k, fps=FPS):

@@ -17,8 +17,14 @@ Python server (old_fast_service/multi_model_engine.py, generate_inference_only):
     log-mel of those samples as if 16 kHz, mel frames (T - 16) // 2 .. + 16, bands 0..31,
     each value repeated 16 times; the same tensor for every frame id.
 lipsync: see docs/API.md ("request the old server accepted -> what lipsync does")."""
+import os
+import sys
+
 import cv2
 import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+from compositing import paste_face  # noqa: E402
 
 SR, HOP, N_FFT, BANDS = 16000, 200, 800, 80
 FRAME = 640  # samples per 25 fps video frame
@@ -138,16 +144,8 @@ def paste_go(frame, face, rect):
     return out
 
 
-def paste_synctalk(frame, face, rect, crop=328, offset=4):
-    """lipsync's PasteFace (model spec section 3): the face into the centre of the rectangle's
-    crop resized to 328, resized back, bicubic both ways."""
-    x1, y1, x2, y2 = rect
-    s = face.shape[0]
-    big = cv2.resize(frame[y1:y2, x1:x2], (crop, crop), interpolation=cv2.INTER_CUBIC)
-    big[offset:offset + s, offset:offset + s] = face
-    out = frame.copy()
-    out[y1:y2, x1:x2] = cv2.resize(big, (x2 - x1, y2 - y1), interpolation=cv2.INTER_CUBIC)
-    return out
+# lipsync's PasteFace (model spec section 3), shared with the compatibility services' reference.
+paste_synctalk = paste_face
 
 
 def jpeg(image, quality):

@@ -6,11 +6,15 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import wave
 
 import numpy as np
 import pytest
 import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+from cli_util import run_checked  # noqa: E402
 
 BIN = os.environ["LIPSYNC_BIN"]
 DEMO = os.path.join(os.environ["LIPSYNC_TEST_DATA_DIR"], "demo")
@@ -91,11 +95,7 @@ def reference_unet_windows(embeddings, edge="zeros"):
 # ---- helpers ----
 
 def run(*args, check=True):
-    proc = subprocess.run([BIN, *map(str, args)], capture_output=True, text=True, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"lipsync {' '.join(map(str, args))} failed ({proc.returncode}):\n"
-                             f"{proc.stdout}\n{proc.stderr}")
-    return proc
+    return run_checked([BIN], [str(a) for a in args], "lipsync", check=check)
 
 
 def write_wav(path, samples, rate, channels=1):

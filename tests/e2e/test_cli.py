@@ -1,11 +1,14 @@
 """End-to-end tests of the `lipsync` command on the demo model (made by the make_demo_model test)."""
 import json
 import os
-import struct
 import subprocess
+import sys
 
 import numpy as np
 import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+from cli_util import png_size, run_checked  # noqa: E402
 
 BIN = os.environ["LIPSYNC_BIN"]
 DATA = os.environ["LIPSYNC_TEST_DATA_DIR"]
@@ -14,18 +17,7 @@ MODEL = os.path.join(DEMO, "demo.onnx")
 
 
 def run(*args, check=True, cwd=None):
-    proc = subprocess.run([BIN, *args], capture_output=True, text=True, timeout=600, cwd=cwd)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"lipsync {' '.join(args)} failed ({proc.returncode}):\n"
-                             f"{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def png_size(path):
-    with open(path, "rb") as f:
-        head = f.read(24)
-    assert head[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG file"
-    return struct.unpack(">II", head[16:24])
+    return run_checked([BIN], args, "lipsync", check=check, cwd=cwd)
 
 
 def test_info_lists_inputs_outputs_and_opset():

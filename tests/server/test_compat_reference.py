@@ -12,6 +12,7 @@ import os
 import shutil
 import struct
 import subprocess
+import sys
 
 import cv2
 import grpc
@@ -21,6 +22,9 @@ import pytest
 from onnx import numpy_helper
 
 from grpc_stubs import free_port, generate_stubs
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+from compositing import paste_face  # noqa: E402
 
 BIN = os.environ["LIPSYNC_BIN"]
 DATA = os.environ["LIPSYNC_TEST_DATA_DIR"]
@@ -72,15 +76,6 @@ def crop(frame, rect):
 def visual_of(frame, rect):
     _, inner, masked = crop(frame, rect)
     return np.concatenate([inner, masked], axis=2).transpose(2, 0, 1).astype(np.float64) / 255.0
-
-
-def paste(frame, rect, face):
-    x1, y1, x2, y2 = rect
-    big, _, _ = crop(frame, rect)
-    big[OFFSET:OFFSET + INNER, OFFSET:OFFSET + INNER] = face
-    out = frame.copy()
-    out[y1:y2, x1:x2] = cv2.resize(big, (x2 - x1, y2 - y1), interpolation=cv2.INTER_CUBIC)
-    return out
 
 
 def jpeg(image, quality):
@@ -224,7 +219,7 @@ def test_monolithic_frames_match_the_reference(stubs, channel, tmp_path, start):
 
     def reference(i, window):
         face = face_of(unet(visual[i:i + 1], windows[window][None])[0])
-        return jpeg(paste(background(frames[i]), rect_of(frames[i]), face), 75)
+        return jpeg(paste_face(background(frames[i]), face, rect_of(frames[i]), CROP, OFFSET), 75)
 
     for i, data in enumerate(reply.composited_frames):
         served = decode(data)

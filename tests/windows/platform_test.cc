@@ -3,8 +3,14 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
+#include <thread>
+#ifndef _WIN32
+#include <signal.h>
+#endif
 
 #include "lipsync/npy.h"
 
@@ -73,6 +79,103 @@ TEST(Platform, LibraryLoadProblemNamesTheFailure) {
 #endif
   EXPECT_NE(LibraryLoadProblem(SharedLibraryName("no_such_library_lipsync")), "");
 }
+
+TEST(Platform, NewFileNeverOverwrites) {
+  const std::string path = PathToUtf8(ScratchDir() / PathFromUtf8("n\xc3\xa9w.bin"));
+  std::filesystem::remove(PathFromUtf8(path));
+  {
+    auto file = NewFile::Create(path);
+    ASSERT_TRUE(file.ok()) << file.status().ToString();
+    ASSERT_TRUE(file->Write("abc", 3).ok());
+    NewFile moved = std::move(*file);
+    ASSERT_TRUE(moved.Write("de", 2).ok());
+  }
+  std::ifstream in(PathFromUtf8(path), std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  EXPECT_EQ(text.str(), "abcde");
+  auto again = NewFile::Create(path);
+  EXPECT_FALSE(again.ok()) << "a second NewFile over an existing file";
+#ifndef _WIN32  // (a link needs a privilege on Windows)
+  const auto target = ScratchDir() / "link target";
+  const auto link = ScratchDir() / "link";
+  std::filesystem::remove(target);
+  std::filesystem::remove(link);
+  std::filesystem::create_symlink(target, link);
+  EXPECT_FALSE(NewFile::Create(PathToUtf8(link)).ok()) << "wrote through a dangling link";
+  EXPECT_FALSE(std::filesystem::exists(target));
+#endif
+}
+
+TEST(Platform, TempFoldersAreNewAndDistinct) {
+  auto a = MakeTempFolder("lipsync_platform_test_");
+  auto b = MakeTempFolder("lipsync_platform_test_");
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  EXPECT_NE(*a, *b);
+  for (const std::string& dir : {*a, *b}) {
+    EXPECT_TRUE(std::filesystem::is_directory(PathFromUtf8(dir)));
+    EXPECT_EQ(PathToUtf8(PathFromUtf8(dir).filename()).rfind("lipsync_platform_test_", 0), 0u);
+    std::filesystem::remove(PathFromUtf8(dir));
+  }
+}
+
+TEST(Platform, RunAndWaitGivesExitStatusOutputAndEnvironment) {
+  const std::string log = PathToUtf8(ScratchDir() / "run log.txt");
+#ifdef _WIN32
+  const std::vector<std::string> argv = {"cmd", "/c", "echo %LIPSYNC_RUN_TEST%& exit 3"};
+#else
+  const std::vector<std::string> argv = {"/bin/sh", "-c", "echo $LIPSYNC_RUN_TEST; exit 3"};
+#endif
+  auto code = RunAndWait(argv, {{"LIPSYNC_RUN_TEST", "from the parent"}}, log);
+  ASSERT_TRUE(code.ok()) << code.status().ToString();
+  EXPECT_EQ(*code, 3);
+  std::ifstream in(PathFromUtf8(log), std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  EXPECT_NE(text.str().find("from the parent"), std::string::npos) << text.str();
+  auto missing = RunAndWait({"no_such_program_lipsync"}, {}, log);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().code(), StatusCode::kUnavailable);
+}
+
+TEST(Platform, ProcessFacts) {
+  EXPECT_GT(ProcessId(), 0);
+  EXPECT_GE(PhysicalCoreCount(), 1);
+  if (std::thread::hardware_concurrency() > 0) {
+    EXPECT_LE(PhysicalCoreCount(), static_cast<int>(std::thread::hardware_concurrency()));
+  }
+  // CPU time grows while this thread works (however loaded the machine, within a minute).
+  const double before = ProcessCpuSeconds();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  volatile double sink = 0;
+  while (ProcessCpuSeconds() <= before && std::chrono::steady_clock::now() < deadline) {
+    for (int i = 0; i < 100000; ++i) sink = sink + i * 0.5;
+  }
+  EXPECT_GT(ProcessCpuSeconds(), before);
+  NameThisThread("platform-test-long-name");
+  LowerThisThreadPriority(0);
+}
+
+#ifndef _WIN32  // Windows' console events are not raised from inside a test under Wine
+TEST(Platform, ShutdownRequestsArriveByName) {
+  auto requests = ShutdownRequests::Catch();
+  ASSERT_TRUE(requests.ok()) << requests.status().ToString();
+  EXPECT_EQ(ShutdownHook::Install([](std::string_view) {}).status().code(),
+            StatusCode::kFailedPrecondition);
+  raise(SIGTERM);
+  EXPECT_EQ((*requests)->WaitFor(std::chrono::seconds(60)), "SIGTERM");
+  raise(SIGINT);
+  EXPECT_EQ((*requests)->Wait(), "SIGINT");
+  EXPECT_EQ((*requests)->WaitFor(std::chrono::milliseconds(1)), "");
+  requests->reset();
+  struct sigaction now {};
+  sigaction(SIGTERM, nullptr, &now);
+  EXPECT_EQ(now.sa_handler, SIG_DFL) << "the default handling is back";
+  auto again = ShutdownRequests::Catch();
+  EXPECT_TRUE(again.ok()) << "a second hook after the first is gone";
+}
+#endif
 
 }  // namespace
 }  // namespace lipsync::platform

@@ -4,12 +4,15 @@ in a folder whose name has spaces and characters outside any ANSI code page."""
 import json
 import os
 import shutil
-import struct
 import subprocess
+import sys
 import zipfile
 
 import numpy as np
 import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+from cli_util import png_size, run_checked  # noqa: E402
 
 EXE = os.environ["LIPSYNC_EXE"]
 WINE_RUN = os.environ["LIPSYNC_WINE_RUN"]
@@ -26,19 +29,8 @@ def win(path):
 
 
 def run(*args, check=True):
-    proc = subprocess.run([WINE_RUN, EXE, *args], capture_output=True, text=True,
-                          encoding="utf-8", errors="replace", timeout=900)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"lipsync.exe {' '.join(args)} failed ({proc.returncode}):\n"
-                             f"{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def png_size(path):
-    with open(path, "rb") as f:
-        head = f.read(24)
-    assert head[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG file"
-    return struct.unpack(">II", head[16:24])
+    return run_checked([WINE_RUN, EXE], args, "lipsync.exe", check=check, timeout=900,
+                       encoding="utf-8")
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,13 @@
 // `lipsync avatar import` (a SyncTalk_2D dataset, a Go server model or a Python server's model
 // package to an avatar folder) and `lipsync avatar check` (load, decode every frame, load both
 // models).
-#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "core/platform.h"
 #include "engine_flags.h"
 #include "lipsync/avatar.h"
 
@@ -45,9 +45,7 @@ int RunImport(const ImportArgs& args) {
     }
     // Without --model the package's checkpoint is exported, and verified by this binary.
     CheckpointExportOptions export_options;
-    std::error_code ec;
-    auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
-    if (!ec) export_options.verify_engine = self.string();
+    export_options.verify_engine = platform::ExecutablePath();
     avatar = ImportLipSyncSrvPackage(source, args.options, export_options);
   }
   if (!avatar.ok()) return ReportError(avatar.status());
@@ -72,7 +70,7 @@ int RunCheck(const CheckArgs& args) {
   Status models = CheckAvatarModels(*avatar, options);
   if (!models.ok()) return ReportError(models);
   if (!args.quick) {
-    const bool tty = isatty(fileno(stderr));
+    const bool tty = platform::StderrIsTerminal();
     Status frames = CheckAvatarFrames(*avatar, [&](int64_t done, int64_t total) {
       if (tty && (done % 25 == 0 || done == total)) {
         std::fprintf(stderr, "\rdecoding frames %lld/%lld", static_cast<long long>(done),

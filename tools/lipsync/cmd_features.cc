@@ -1,7 +1,6 @@
 // `lipsync features`: audio file -> 16 kHz PCM -> mel spectrogram -> (with an encoder) the UNet's
 // audio windows, each written as .npy. --chunk runs the windows through the streaming
 // AudioFeatureStream instead, in pieces of that many samples (for checking the stream).
-#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -13,6 +12,7 @@
 #include <vector>
 
 #include "commands.h"
+#include "core/platform.h"
 #include "engine_flags.h"
 #include "lipsync/audio.h"
 #include "lipsync/npy.h"
@@ -43,7 +43,7 @@ double MsSince(std::chrono::steady_clock::time_point t0) {
 
 // Writes through a temporary file in the same folder, so a failure leaves no partial file.
 Status SaveNpyAtomic(const std::string& path, const TensorView& tensor) {
-  const std::string tmp = path + ".tmp" + std::to_string(::getpid());
+  const std::string tmp = path + ".tmp" + std::to_string(platform::ProcessId());
   Status saved = SaveNpy(tmp, tensor);
   std::error_code ec;
   if (saved.ok()) {

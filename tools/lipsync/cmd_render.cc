@@ -1,23 +1,18 @@
 // `lipsync render`: speech + an avatar -> a lip-synced MP4 (or image files). The work is the
 // library's Renderer; this file parses flags, draws the progress bar and prints the summary.
-#include <unistd.h>
-
 #include <atomic>
 #include <chrono>
-#include <csignal>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
 #include "bench_stats.h"
 #include "commands.h"
+#include "core/platform.h"
 #include "engine_flags.h"
 #include "lipsync/render.h"
 
 namespace lipsync::cli {
 namespace {
-
-std::atomic<bool> g_interrupted{false};
-extern "C" void OnInterrupt(int) { g_interrupted = true; }
 
 struct RenderArgs {
   EngineFlags engine;
@@ -133,9 +128,10 @@ int RunRender(const RenderArgs& args) {
   ro.preset = args.preset;
   ro.queue_frames = args.queue;
   ro.background_nice = args.background_nice;
-  ro.cancel = &g_interrupted;
+  std::atomic<bool> interrupted{false};
+  ro.cancel = &interrupted;
   ProgressBar bar;
-  if (!args.quiet && isatty(fileno(stderr))) {
+  if (!args.quiet && platform::StderrIsTerminal()) {
     ro.progress = [&bar](const RenderProgress& p) { bar.Update(p); };
   }
   const RenderOutput output = args.out.empty()
@@ -143,11 +139,11 @@ int RunRender(const RenderArgs& args) {
                                   : RenderOutput::Video(args.out);
   // Ctrl-C, or a stop from a service manager or `timeout` (SIGTERM), stops the render cleanly:
   // the partial output is removed.
-  auto previous_int = std::signal(SIGINT, OnInterrupt);
-  auto previous_term = std::signal(SIGTERM, OnInterrupt);
+  auto hook =
+      platform::ShutdownHook::Install([&interrupted](std::string_view) { interrupted = true; });
+  if (!hook.ok()) return ReportError(hook.status());
   auto stats = (*renderer)->Render(args.audio, output, ro);
-  std::signal(SIGINT, previous_int);
-  std::signal(SIGTERM, previous_term);
+  hook->reset();
   if (ro.progress && !stats.ok()) std::fprintf(stderr, "\n");  // the bar stopped mid-line
   if (!stats.ok()) return ReportError(stats.status());
 

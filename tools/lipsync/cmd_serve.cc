@@ -1,10 +1,8 @@
-// `lipsync serve`: the gRPC server. Stops cleanly on SIGINT/SIGTERM: refuses new calls, finishes
-// the accepted ones within the drain timeout, exits 0. With a drain delay it first keeps serving
-// with /readyz at 503 for up to that long (a second signal ends the wait), so that a balancer
-// polling /readyz takes it out before it refuses calls.
-#include <errno.h>
-#include <malloc.h>
-#include <signal.h>
+// `lipsync serve`: the gRPC server. Stops cleanly on a stop request (SIGINT/SIGTERM; Ctrl+C or
+// closing the console on Windows): refuses new calls, finishes the accepted ones within the drain
+// timeout, exits 0. With a drain delay it first keeps serving with /readyz at 503 for up to that
+// long (a second request ends the wait), so that a balancer polling /readyz takes it out before it
+// refuses calls.
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -15,6 +13,7 @@
 #include <thread>
 
 #include "commands.h"
+#include "core/platform.h"
 #include "engine_flags.h"
 #include "lipsync/memory.h"
 #include "server/server.h"
@@ -62,23 +61,13 @@ Result<int> ParsePreferredBatch(const std::string& flag, int max_batch) {
 }
 
 int RunServe(ServeArgs& args) {
-  // Frames are megabytes and are allocated on many gRPC threads; glibc's default of one malloc
-  // arena per thread lets freed blocks pile up per thread, and resident memory creeps up under
-  // steady load. Two arenas keep it flat (see tests/server/soak.sh).
-  mallopt(M_ARENA_MAX, 2);
-  // By default glibc maps big blocks afresh and hands freed memory back at once, so every frame's
-  // buffers took hundreds of page faults (a large share of the per-request cost). Keep them in
-  // the heap for the next request instead; the trimmer below returns memory once the server idles.
-  mallopt(M_MMAP_THRESHOLD, 32 << 20);
-  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  // Big frame buffers stay in the heap under load; the trimmer below returns memory once idle.
+  platform::TuneHeapForServer();
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
   spdlog::set_level(spdlog::level::from_str(args.log_level));
-  // Block the stop signals here so that every thread inherits the mask; one thread waits for them.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // Caught from here on: a request while the server starts is answered once it serves.
+  auto stop_requests = platform::ShutdownRequests::Catch();
+  if (!stop_requests.ok()) return ReportError(stop_requests.status());
 
   // --avatars alone serves live sessions; --monolithic and --lipsyncsrv add other contracts.
   const bool has_avatars = !args.server.monolithic_options.avatars.root.empty();
@@ -112,11 +101,7 @@ int RunServe(ServeArgs& args) {
     args.server.lipsyncsrv_options.package_limits.max_bytes = args.lipsyncsrv_max_package_mb << 20;
   }
   // Imported packages' checkpoints are exported and then verified by this binary.
-  {
-    std::error_code ec;
-    auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
-    if (!ec) args.server.lipsyncsrv_options.export_options.verify_engine = self.string();
-  }
+  { args.server.lipsyncsrv_options.export_options.verify_engine = platform::ExecutablePath(); }
   {
     auto& avatars = args.server.monolithic_options.avatars;
     for (size_t at = 0; at < args.preload.size();) {
@@ -212,26 +197,22 @@ int RunServe(ServeArgs& args) {
       // While idle, blocks freed after the first trim (streams closing, the last batch's buffers)
       // are given back too: the heap is trimmed again whenever the pool gave something back.
       if (idle && (HostMemory().Trim(0) > 0 || !trimmed)) {
-        malloc_trim(0);
+        platform::ReturnFreeHeapMemory();
         trimmed = true;
       }
       frames_seen = frames;
     }
   });
-  int sig = 0;
-  sigwait(&stop_signals, &sig);
+  const std::string request = (*stop_requests)->Wait();
   stopping = true;
   trimmer.join();
   if (args.drain_delay_s > 0) {
     (*server)->MarkUnready();
     spdlog::info("received {}, unready: serving on for up to {} s (until another stop signal)",
-                 sig == SIGINT ? "SIGINT" : "SIGTERM", args.drain_delay_s);
-    const timespec delay{args.drain_delay_s, 0};
-    while (sigtimedwait(&stop_signals, nullptr, &delay) < 0 && errno == EINTR) {
-    }
+                 request, args.drain_delay_s);
+    (*stop_requests)->WaitFor(std::chrono::seconds(args.drain_delay_s));
   }
-  spdlog::info("received {}, draining (up to {} s)", sig == SIGINT ? "SIGINT" : "SIGTERM",
-               args.drain_timeout_s);
+  spdlog::info("received {}, draining (up to {} s)", request, args.drain_timeout_s);
   (*server)->Shutdown();
   spdlog::info("stopped");
   return 0;

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "core/platform.h"
 #include "lipsync/audio.h"
 #include "lipsync/avatar.h"
 #include "lipsync/npy.h"
@@ -108,8 +109,8 @@ Status CheckPackageFiles(const fs::path& dir, bool need_checkpoint) {
 class TempDir {
  public:
   TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "lipsync_import_XXXXXX").string();
-    if (mkdtemp(pattern.data())) path_ = pattern;
+    auto made = platform::MakeTempFolder("lipsync_import_");
+    if (made.ok()) path_ = *made;
   }
   explicit TempDir(const std::string& path) {
     std::error_code ec;

@@ -1,13 +1,6 @@
 // A PyTorch UNet checkpoint to ONNX through lipsync's own Python exporter, run as a child process
 // (PyTorch lives on the Python side only). Its output goes to a log file whose end is quoted when
 // the export fails.
-#include <fcntl.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -15,9 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "core/platform.h"
 #include "lipsync/avatar.h"
-
-extern char** environ;
 
 namespace lipsync {
 namespace {
@@ -40,27 +32,13 @@ std::string LogTail(const std::string& path, size_t max_chars = 2000) {
   return text;
 }
 
-// The environment with PYTHONPATH led by `python_dir`.
-std::vector<std::string> ChildEnvironment(const std::string& python_dir) {
-  std::vector<std::string> env;
+// PYTHONPATH led by `python_dir`, then what this process has.
+std::string ChildPythonPath(const std::string& python_dir) {
   std::string path = python_dir;
-  for (char** e = environ; e && *e; ++e) {
-    std::string entry(*e);
-    if (entry.rfind("PYTHONPATH=", 0) == 0) {
-      if (entry.size() > 11) path.append(":").append(entry, 11, std::string::npos);
-      continue;
-    }
-    env.push_back(entry);
+  if (const char* rest = std::getenv("PYTHONPATH"); rest && *rest) {
+    path.append(1, platform::kPathListSeparator).append(rest);
   }
-  env.push_back("PYTHONPATH=" + path);
-  return env;
-}
-
-std::vector<char*> Pointers(std::vector<std::string>& strings) {
-  std::vector<char*> out;
-  for (auto& s : strings) out.push_back(s.data());
-  out.push_back(nullptr);
-  return out;
+  return path;
 }
 
 }  // namespace
@@ -95,41 +73,17 @@ Status ExportUnetCheckpoint(const std::string& checkpoint, const std::string& ou
     args.insert(args.end(), {"--engine", options.verify_engine});
   }
   const std::string log = out_onnx + ".export.log";
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log.c_str(),
-                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-  auto env_strings = ChildEnvironment(python_dir);
-  auto argv = Pointers(args);
-  auto envp = Pointers(env_strings);
-  // A server blocks its stop signals in every thread; the exporter should not inherit that.
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t none;
-  sigemptyset(&none);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
-  pid_t pid = 0;
-  const int spawned = posix_spawnp(&pid, python.c_str(), &actions, &attr, argv.data(), envp.data());
-  posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attr);
-  if (spawned != 0) {
+  auto code = platform::RunAndWait(args, {{"PYTHONPATH", ChildPythonPath(python_dir)}}, log);
+  if (!code.ok()) {
     fs::remove(log, ec);
     return Unavailable("cannot run '" + python + "' to export the checkpoint '" + checkpoint + "'");
   }
-  int wstatus = 0;
-  while (waitpid(pid, &wstatus, 0) < 0) {
-    if (errno != EINTR) return Internal("waiting for the checkpoint exporter failed");
-  }
-  const bool ok = WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0;
   const std::string tail = LogTail(log);
   fs::remove(log, ec);
-  if (!ok || !fs::is_regular_file(out_onnx, ec)) {
+  if (*code != 0 || !fs::is_regular_file(out_onnx, ec)) {
     fs::remove(out_onnx, ec);
-    return InvalidArgument(
-        "exporting the UNet checkpoint '" + checkpoint + "' to ONNX failed (exit " +
-        std::to_string(WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : -1) + "): " + tail);
+    return InvalidArgument("exporting the UNet checkpoint '" + checkpoint +
+                           "' to ONNX failed (exit " + std::to_string(*code) + "): " + tail);
   }
   return Status::Ok();
 }

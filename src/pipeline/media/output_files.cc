@@ -1,9 +1,9 @@
 #include "pipeline/media/output_files.h"
 
-#include <unistd.h>
-
 #include <atomic>
 #include <filesystem>
+
+#include "core/platform.h"
 
 namespace lipsync::internal {
 
@@ -13,7 +13,7 @@ std::string HiddenTempPath(const std::string& target) {
   // Appended piece by piece: GCC 12 warns falsely (-Wrestrict) about "." + std::string.
   std::string name = ".";
   name += t.filename().string();
-  name += ".tmp" + std::to_string(static_cast<long>(getpid())) + "-" + std::to_string(counter++);
+  name += ".tmp" + std::to_string(platform::ProcessId()) + "-" + std::to_string(counter++);
   return (t.parent_path() / name).string();
 }
 

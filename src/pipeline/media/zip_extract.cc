@@ -1,17 +1,15 @@
 #include "pipeline/media/zip_extract.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #include <zip.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <set>
 #include <vector>
+
+#include "core/platform.h"
 
 namespace lipsync::internal {
 namespace {
@@ -21,12 +19,6 @@ struct ZipCloser {
 };
 struct ZipFileCloser {
   void operator()(zip_file_t* f) const { zip_fclose(f); }
-};
-struct Fd {
-  int fd = -1;
-  ~Fd() {
-    if (fd >= 0) close(fd);
-  }
 };
 
 std::string ErrorText(int code) {
@@ -63,7 +55,9 @@ bool IsSymlink(zip_t* archive, zip_uint64_t index) {
   zip_uint8_t opsys = 0;
   zip_uint32_t attributes = 0;
   if (zip_file_get_external_attributes(archive, index, 0, &opsys, &attributes) != 0) return false;
-  return opsys == ZIP_OPSYS_UNIX && S_ISLNK(attributes >> 16);
+  // A Unix archiver keeps the entry's st_mode in the high half; 0120000 is a symbolic link's type.
+  constexpr zip_uint32_t kTypeMask = 0170000, kSymlink = 0120000;
+  return opsys == ZIP_OPSYS_UNIX && ((attributes >> 16) & kTypeMask) == kSymlink;
 }
 
 // Creates the folders of `parts` below `dest` (not the last part when it is a file).
@@ -72,12 +66,17 @@ Status MakeFolders(const std::string& dest, const std::vector<std::string>& part
   std::string path = dest;
   for (size_t i = 0; i < count; ++i) {
     path += "/" + parts[i];
-    if (mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) {
+    const std::filesystem::path folder = platform::PathFromUtf8(path);
+    std::error_code ec;
+    std::filesystem::create_directory(folder, ec);  // an error too where a file has the name
+    std::error_code status_ec;
+    const auto status = std::filesystem::symlink_status(folder, status_ec);
+    if (ec && !std::filesystem::exists(status)) {
       return Unavailable("cannot create folder '" + path + "' for entry '" + name +
-                         "': " + std::strerror(errno));
+                         "': " + ec.message());
     }
-    struct stat st;
-    if (lstat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    // Not through a link: what is there must be a folder itself.
+    if (!std::filesystem::is_directory(status)) {
       return InvalidArgument("entry '" + name + "' needs '" + parts[i] +
                              "' to be a folder, but the archive has a file of that name");
     }
@@ -162,11 +161,11 @@ Status ExtractZip(const std::string& zip_path, const std::string& dest, const Zi
     LIPSYNC_RETURN_IF_ERROR(MakeFolders(dest, p, p.size() - 1, name));
     std::string path = dest;
     for (const auto& part : p) path += "/" + part;
-    // O_EXCL and O_NOFOLLOW: never through a link, never over another entry.
-    Fd out{open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644)};
-    if (out.fd < 0) {
+    // Never through a link, never over another entry.
+    auto out = platform::NewFile::Create(path);
+    if (!out.ok()) {
       return InvalidArgument(where + ": entry '" + name + "' cannot be written (" +
-                             std::strerror(errno) + ")");
+                             out.status().message() + ")");
     }
     std::unique_ptr<zip_file_t, ZipFileCloser> in(
         zip_fopen_index(archive.get(), static_cast<zip_uint64_t>(i), 0));
@@ -187,14 +186,8 @@ Status ExtractZip(const std::string& zip_path, const std::string& dest, const Zi
                                  std::to_string(limits.max_bytes >> 20) +
                                  " MiB (stopped in entry '" + name + "')");
       }
-      for (zip_int64_t off = 0; off < n;) {
-        const ssize_t k = write(out.fd, buffer.data() + off, static_cast<size_t>(n - off));
-        if (k < 0 && errno == EINTR) continue;
-        if (k < 0) {
-          return Unavailable("cannot write '" + path + "': " + std::strerror(errno));
-        }
-        off += k;
-      }
+      Status wrote = out->Write(buffer.data(), static_cast<size_t>(n));
+      if (!wrote.ok()) return Unavailable("cannot write '" + path + "': " + wrote.message());
     }
   }
   return Status::Ok();

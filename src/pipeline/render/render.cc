@@ -2,17 +2,11 @@
 // stages on their own threads and finishes (or discards) the output.
 #include "lipsync/render.h"
 
-#include <pthread.h>
-#include <sched.h>
-#include <sys/resource.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <fstream>
-#include <set>
 #include <thread>
 #include <utility>
 
+#include "core/platform.h"
 #include "pipeline/render/render_pipeline.h"
 
 namespace lipsync {
@@ -92,13 +86,6 @@ Result<FaceInput> ParseFaceInput(const std::string& name) {
 
 namespace {
 
-double ProcessCpuSeconds() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  auto seconds = [](const timeval& t) { return t.tv_sec + 1e-6 * t.tv_usec; };
-  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
-}
-
 // ONNX Runtime's CPU threads spin while they wait for work, which suits a process that only runs
 // the model. Here four other stages share the cores, and the spinning takes their time (and, on
 // hyper-threaded cores, the working thread's): unless the caller says otherwise, they wait idle.
@@ -110,25 +97,6 @@ EngineOptions RenderUnetOptions(EngineOptions options) {
   }
   options.ort.session_config.emplace_back(kSpin, "0");
   return options;
-}
-
-// The cores a default (0) thread count stands for: the physical cores this process may run on
-// (distinct package and core ids in sysfs, at most the CPUs of its affinity mask).
-int PhysicalCores() {
-  std::set<std::pair<int, int>> cores;
-  for (int cpu = 0;; ++cpu) {
-    const std::string dir = "/sys/devices/system/cpu/cpu" + std::to_string(cpu) + "/topology/";
-    std::ifstream package_file(dir + "physical_package_id");
-    std::ifstream core_file(dir + "core_id");
-    int package = 0, core = 0;
-    if (!(package_file >> package) || !(core_file >> core)) break;
-    cores.insert({package, core});
-  }
-  int count = cores.empty() ? static_cast<int>(std::thread::hardware_concurrency())
-                            : static_cast<int>(cores.size());
-  cpu_set_t mask;
-  if (sched_getaffinity(0, sizeof(mask), &mask) == 0) count = std::min(count, CPU_COUNT(&mask));
-  return std::max(1, count);
 }
 
 // How many UNet runs go at once, and the engine options of each. On ONNX Runtime's CPU provider
@@ -151,7 +119,7 @@ Result<UnetRuns> PlanUnetRuns(const EngineOptions& options, int requested) {
   UnetRuns plan;
   const bool ort_cpu = options.backend == "ort" && options.provider == "cpu";
   const int threads = options.intra_op_threads > 0 ? options.intra_op_threads
-                      : ort_cpu                    ? PhysicalCores()
+                      : ort_cpu                    ? platform::PhysicalCoreCount()
                                                    : 0;
   plan.runs = requested > 0 ? requested : (ort_cpu && threads >= 2 ? 2 : 1);
   EngineOptions all_runs = RenderUnetOptions(options);
@@ -321,15 +289,15 @@ Result<RenderStats> Renderer::Render(const std::string& audio_path, const Render
   }
 
   p.started = internal::Clock::now();
-  const double cpu_before = ProcessCpuSeconds();
+  const double cpu_before = platform::ProcessCpuSeconds();
   {
     // Every stage but inference may run at a lower priority (a per-thread nice on Linux).
     // Each thread is named after its stage ("render-paste"), as top -H and profilers show it.
     const int nice = options.background_nice;
     auto start = [nice, &p](const char* name, void (*stage)(internal::Pipeline&), bool background) {
       return std::thread([=, &p] {
-        pthread_setname_np(pthread_self(), name);
-        if (background && nice > 0) setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), nice);
+        platform::NameThisThread(name);
+        if (background) platform::LowerThisThreadPriority(nice);
         stage(p);
       });
     };
@@ -340,7 +308,7 @@ Result<RenderStats> Renderer::Render(const std::string& audio_path, const Render
     p.infer_threads_running = static_cast<int>(p.unets.size());
     for (size_t i = 0; i < p.unets.size(); ++i) {
       threads.push_back(std::thread([&p, i] {
-        pthread_setname_np(pthread_self(), "render-infer");
+        platform::NameThisThread("render-infer");
         internal::RunInferStage(p, static_cast<int>(i));
       }));
     }
@@ -377,7 +345,7 @@ Result<RenderStats> Renderer::Render(const std::string& audio_path, const Render
   stats.fps = stats.seconds > 0 ? stats.frames / stats.seconds : 0.0;
   stats.audio_seconds = static_cast<double>(p.audio_samples) / kAudioSampleRate;
   stats.video_seconds = stats.frames / fps;
-  stats.cpu_s = ProcessCpuSeconds() - cpu_before;
+  stats.cpu_s = platform::ProcessCpuSeconds() - cpu_before;
   stats.stages.assign(std::begin(p.stats), std::end(p.stats));
   return stats;
 }
