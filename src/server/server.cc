@@ -19,6 +19,8 @@ namespace lipsync::server {
 struct Server::Impl {
   ServerOptions options;
   Metrics metrics;
+  // The scheduler of the served model's device, shared with the avatars' UNets on that device.
+  std::shared_ptr<Scheduler> scheduler;
   std::unique_ptr<Batcher> batcher;
   ServiceContext ctx;
   std::unique_ptr<LipSyncService> lipsync_service;
@@ -104,8 +106,10 @@ Status StartAvatarServices(Server::Impl& impl, const ServerOptions& options) {
     if (options.lipsyncsrv) return InvalidArgument("the lipsyncsrv service needs avatars");
     return Status::Ok();
   }
-  LIPSYNC_ASSIGN_OR_RETURN(impl.avatars,
-                           AvatarRegistry::Create(options.monolithic_options.avatars));
+  AvatarRegistryOptions avatars = options.monolithic_options.avatars;
+  avatars.scheduler = impl.scheduler;
+  LIPSYNC_ASSIGN_OR_RETURN(impl.avatars, AvatarRegistry::Create(std::move(avatars)));
+  impl.avatars->scheduler().SetMetrics(&impl.metrics);
   LIPSYNC_RETURN_IF_ERROR(impl.avatars->Preload());
   AvatarRegistry* registry = impl.avatars.get();
   impl.ctx.avatars = registry;
@@ -254,7 +258,13 @@ Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOption
     LIPSYNC_ASSIGN_OR_RETURN(batching.preferred_batch,
                              ChoosePreferredBatch(*engine, batching.max_batch));
   }
-  impl->batcher = std::make_unique<Batcher>(engine, batching, &impl->metrics);
+  SchedulerOptions device;
+  const int gpu = engine->capabilities().device_id;
+  device.device = gpu >= 0 ? "cuda:" + std::to_string(gpu) : "cpu";
+  impl->scheduler = std::make_shared<Scheduler>(device);
+  impl->scheduler->SetMetrics(&impl->metrics);
+  impl->batcher = std::make_unique<Batcher>(engine, batching, &impl->metrics, impl->scheduler,
+                                            options.model_name);
   impl->ctx.engine = engine;
   impl->ctx.batcher = impl->batcher.get();
   impl->ctx.metrics = &impl->metrics;
@@ -317,6 +327,7 @@ SessionService* Server::session_service() { return impl_->session_service.get();
 AvatarRegistry* Server::avatars() { return impl_->avatars.get(); }
 int Server::lipsyncsrv_port() const { return impl_->lipsyncsrv_port; }
 Metrics& Server::metrics() { return impl_->metrics; }
+Scheduler* Server::scheduler() { return impl_->scheduler.get(); }
 int Server::preferred_batch() const { return impl_->batcher ? impl_->batcher->batch_limit() : 0; }
 
 void Server::MarkUnready() {

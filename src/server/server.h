@@ -66,6 +66,8 @@ class Server {
   // The port of the lipsyncsrv service: its own, or the main one (0 when it is off).
   int lipsyncsrv_port() const;
   Metrics& metrics();
+  // The scheduler of the served model's device (null without a model of its own).
+  Scheduler* scheduler();
   // The batch size the batcher forms when enough frames wait (chosen at start when it was auto).
   int preferred_batch() const;
   // Turns /readyz to 503 and gRPC health to NOT_SERVING while calls are still served, so that a

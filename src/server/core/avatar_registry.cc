@@ -58,16 +58,19 @@ void ScheduleAvatar(LoadedAvatar& a, std::shared_ptr<Scheduler> scheduler) {
   config.layout = a.layout;
   config.visual_input = static_cast<int>(a.roles.visual);
   config.audio_input = static_cast<int>(a.roles.audio);
+  // The UNet's time, whoever's frames ran: the batch's callers keep the avatar leased meanwhile.
+  config.on_batch = [avatar = &a](const BatchRecord& r) {
+    const auto us = static_cast<int64_t>(r.seconds * 1e6);
+    avatar->inference_us.fetch_add(us);
+    avatar->totals->inference_us.fetch_add(us);
+  };
   a.scheduled = scheduler->AddModel(a.unet.get(), config);
   a.scheduler = std::move(scheduler);
 }
 
-void LoadedAvatar::RecordRequest(double inference_ms) {
-  const auto us = static_cast<int64_t>(inference_ms * 1000.0);
+void LoadedAvatar::RecordRequest() {
   requests.fetch_add(1);
-  inference_us.fetch_add(us);
   totals->requests.fetch_add(1);
-  totals->inference_us.fetch_add(us);
   last_used_unix_s.store(std::chrono::duration_cast<std::chrono::seconds>(
                              std::chrono::system_clock::now().time_since_epoch())
                              .count());
@@ -94,7 +97,10 @@ AvatarRegistry::AvatarRegistry(AvatarRegistryOptions options) : options_(std::mo
       !options_.max_gpu_set && s.max_gpu_bytes ? *s.max_gpu_bytes : options_.max_gpu_bytes;
   SchedulerOptions so;
   so.device = gpu_id() >= 0 ? "cuda:" + std::to_string(gpu_id()) : "cpu";
-  scheduler_ = std::make_shared<Scheduler>(so);
+  scheduler_ = options_.scheduler && options_.scheduler->device() == so.device
+                   ? options_.scheduler
+                   : std::make_shared<Scheduler>(so);
+  options_.scheduler = nullptr;
   // Working memory counts against the host budget: the pool's limit is what the avatars leave,
   // and a run that does not fit first evicts idle avatars.
   if (max_host_bytes_ > 0) {
@@ -478,7 +484,7 @@ void AvatarRegistry::RenderPrometheus(std::string* out) const {
   }
   each("lipsync_avatar_requests_total", "counter", "Requests served by the avatar.",
        [](const AvatarState& s) { return s.total_requests; });
-  each("lipsync_avatar_inference_seconds_total", "counter", "UNet time of the avatar's requests.",
+  each("lipsync_avatar_inference_seconds_total", "counter", "UNet time of the avatar's batches.",
        [](const AvatarState& s) { return s.total_inference_us / 1e6; });
   each("lipsync_avatar_loads_total", "counter", "Loads of the avatar.",
        [](const AvatarState& s) { return s.loads; });

@@ -49,14 +49,14 @@ struct LoadedAvatar {
 
   // Statistics of this load, updated by requests without a lock.
   std::atomic<int64_t> requests{0};
-  std::atomic<int64_t> inference_us{0};  // UNet time summed over requests
+  std::atomic<int64_t> inference_us{0};  // UNet time of its batches (the scheduler adds it)
   std::atomic<int64_t> last_used_unix_s{0};
   // Leases handed out and not yet dropped (the registry's own reference is not one).
   std::atomic<int> pins{0};
   std::shared_ptr<AvatarTotals> totals = std::make_shared<AvatarTotals>();
 
-  // Counts one finished request and its UNet time, here and in the id's totals.
-  void RecordRequest(double inference_ms);
+  // Counts one finished request, here and in the id's totals.
+  void RecordRequest();
 };
 
 // Puts the avatar's UNet (with its roles and layout set) on `scheduler`.
@@ -77,6 +77,9 @@ struct AvatarRegistryOptions {
   std::string cache_dir;             // where Go models become avatar folders (default: temp)
   // Limits set by the caller win over the config file's; those not set come from it.
   bool max_models_set = false, max_host_set = false, max_gpu_set = false;
+  // The scheduler of the device the avatars run on, when other callers share it (the server's
+  // own model); null or another device's: the registry makes its own.
+  std::shared_ptr<Scheduler> scheduler;
 };
 
 // What the repository index and the metrics show of one model id; taking it pins nothing.

@@ -1,6 +1,7 @@
 #include "server/core/batch_run.h"
 
 #include <cstring>
+#include <memory>
 
 #include "lipsync/memory.h"
 
@@ -59,9 +60,96 @@ void Gather(const std::vector<Source>& rows, View view, uint8_t* dst) {
   }
 }
 
+// A job in the tensor form: every input and output of the model, [n,...] each.
+Status CheckTensorJob(const Engine& engine, const ModelConfig& config, const Job& job) {
+  if (config.frame_form) {
+    return InvalidArgument("model '" + config.name + "' takes faces or its visual input, not " +
+                           "a view per input");
+  }
+  const ModelInfo& info = engine.info();
+  if (job.inputs.size() != info.inputs.size() || job.outputs.size() != info.outputs.size()) {
+    return InvalidArgument("a job needs a view per model input and output");
+  }
+  const int64_t n = JobRows(job);
+  if (n < 1) return InvalidArgument("a job needs at least one frame");
+  const auto fits = [n](const auto& view, const TensorInfo& declared) {
+    return view.dtype == declared.dtype && !view.shape.empty() && view.shape[0] == n &&
+           RowBytes(view.shape, view.dtype) == RowBytes(declared.shape, declared.dtype);
+  };
+  for (size_t i = 0; i < job.inputs.size(); ++i) {
+    if (!fits(job.inputs[i], info.inputs[i])) {
+      return InvalidArgument("input '" + info.inputs[i].name + "' does not fit the model");
+    }
+  }
+  for (size_t i = 0; i < job.outputs.size(); ++i) {
+    if (!fits(job.outputs[i], info.outputs[i])) {
+      return InvalidArgument("output '" + info.outputs[i].name + "' does not fit the model");
+    }
+  }
+  return Status::Ok();
+}
+
+// Runs tensor-form parts: every input gathered, every output scattered, row by row.
+Status RunTensorParts(Engine& engine, const std::vector<BatchPart>& parts, int64_t padded) {
+  const Job& first = *parts.front().job;
+  if (parts.size() == 1 && padded == parts.front().count) {  // the job's own buffers
+    const BatchPart& p = parts.front();
+    std::vector<TensorView> inputs;
+    std::vector<MutableTensorView> outputs;
+    for (const TensorView& v : p.job->inputs) inputs.push_back(Rows(v, p.row, p.count));
+    for (const MutableTensorView& v : p.job->outputs) outputs.push_back(Rows(v, p.row, p.count));
+    return engine.Run(inputs, outputs);
+  }
+  const std::vector<Source> rows = Sources(parts, padded);
+  std::vector<std::unique_ptr<PoolBlock>> blocks;
+  std::vector<TensorView> inputs;
+  std::vector<MutableTensorView> outputs;
+  const auto block = [&](const Shape& row_shape, DataType dtype) -> void* {
+    Shape shape = row_shape;
+    shape[0] = padded;
+    blocks.push_back(
+        std::make_unique<PoolBlock>(RowBytes(shape, dtype) * static_cast<size_t>(padded)));
+    return *blocks.back() ? blocks.back()->as<void>() : nullptr;
+  };
+  for (size_t i = 0; i < first.inputs.size(); ++i) {
+    Shape shape = first.inputs[i].shape;
+    void* data = block(shape, first.inputs[i].dtype);
+    if (!data) return NoMemory(padded);
+    shape[0] = padded;
+    Gather(
+        rows, [i](const Job& j) { return j.inputs[i]; }, static_cast<uint8_t*>(data));
+    inputs.push_back(TensorView{first.inputs[i].dtype, shape, data});
+  }
+  for (const MutableTensorView& v : first.outputs) {
+    Shape shape = v.shape;
+    void* data = block(shape, v.dtype);
+    if (!data) return NoMemory(padded);
+    shape[0] = padded;
+    outputs.push_back(MutableTensorView{v.dtype, shape, data});
+  }
+  LIPSYNC_RETURN_IF_ERROR(engine.Run(inputs, outputs));
+  for (size_t o = 0; o < outputs.size(); ++o) {
+    const size_t row_bytes = RowBytes(outputs[o].shape, outputs[o].dtype);
+    int64_t k = 0;
+    for (const BatchPart& p : parts) {
+      uint8_t* dst =
+          static_cast<uint8_t*>(p.job->outputs[o].data) + static_cast<size_t>(p.row) * row_bytes;
+      std::memcpy(dst, static_cast<const uint8_t*>(outputs[o].data) + k * row_bytes,
+                  row_bytes * static_cast<size_t>(p.count));
+      k += p.count;
+    }
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 Status CheckJob(const Engine& engine, const ModelConfig& config, const Job& job) {
+  if (!job.inputs.empty() || !job.outputs.empty()) return CheckTensorJob(engine, config, job);
+  if (!config.frame_form) {
+    return InvalidArgument("model '" + config.name + "' has no frame form: a job gives a view " +
+                           "per input and output");
+  }
   const int s = config.layout.inner_size;
   const int64_t n = job.visual.shape.empty() ? 0 : job.visual.shape[0];
   if (n < 1) return InvalidArgument("a job needs at least one frame");
@@ -95,6 +183,7 @@ Status CheckJob(const Engine& engine, const ModelConfig& config, const Job& job)
 
 Status RunParts(Engine& engine, const ModelConfig& config, const std::vector<BatchPart>& parts,
                 int64_t padded) {
+  if (!config.frame_form) return RunTensorParts(engine, parts, padded);
   int64_t n = 0;
   for (const BatchPart& p : parts) n += p.count;
   const Job& first = *parts.front().job;

@@ -1,22 +1,44 @@
 #include "server/core/batcher.h"
 
 #include <algorithm>
-#include <cstring>
 
 namespace lipsync::server {
 namespace {
 
-double MsBetween(Clock::time_point a, Clock::time_point b) {
-  return std::chrono::duration<double, std::milli>(b - a).count();
-}
-
-// A view of the first `rows` items of a batch tensor.
-template <typename View, typename T>
-View Prefix(T& tensor, size_t rows) {
-  View v{tensor.dtype(), tensor.shape(), tensor.data()};
-  v.shape[0] = static_cast<int64_t>(rows);
+// Row `row` of a tensor of [n,...].
+MutableTensorView RowOf(Tensor& tensor, size_t row) {
+  MutableTensorView v = tensor.mutable_view();
+  const size_t bytes = tensor.byte_size() / static_cast<size_t>(v.shape[0]);
+  v.shape[0] = 1;
+  v.data = static_cast<uint8_t*>(v.data) + row * bytes;
   return v;
 }
+
+ModelConfig ConfigFor(const Engine& engine, const BatcherOptions& o, int batch_limit,
+                      std::string name) {
+  const FrameFormInfo& form = engine.frame_form();
+  ModelConfig config;
+  config.name = std::move(name);
+  config.max_batch = batch_limit;
+  config.max_delay = o.max_queue_delay;
+  config.max_queue = static_cast<int64_t>(o.max_queue);
+  config.frame_form = form.supported;
+  config.layout = form.layout;
+  config.visual_input = static_cast<int>(form.visual_index);
+  config.audio_input = static_cast<int>(form.audio_index);
+  // Two batches at once when the engine overlaps runs: one uploads while the other computes.
+  config.max_runs = o.schedulers > 0                             ? std::min(o.schedulers, 2)
+                    : engine.capabilities().overlapping_runs > 1 ? 2
+                                                                 : 1;
+  return config;
+}
+
+// What one frame's job holds on to until it has answered.
+struct FrameJob {
+  std::shared_ptr<Ticket> ticket;
+  std::shared_ptr<BatchItem> item;
+  JobTimes times;
+};
 
 }  // namespace
 
@@ -26,27 +48,11 @@ Ticket::Ticket(size_t frames, Clock::time_point deadline, Completion on_complete
       on_complete_(std::move(on_complete)),
       remaining_(frames) {}
 
-bool Ticket::FrameDone(size_t index, const std::vector<MutableTensorView>& batch_outputs,
-                       size_t row, double queue_ms, double compute_ms) {
+bool Ticket::FrameDone(const JobTimes& times) {
   std::lock_guard lock(mu_);
   if (remaining_ == 0) return false;
-  if (status_.ok()) {
-    if (outputs_.empty()) {
-      for (const auto& out : batch_outputs) {
-        Shape shape = out.shape;
-        shape[0] = static_cast<int64_t>(frames_);
-        outputs_.push_back(Tensor::Uninitialized(out.dtype, std::move(shape)));
-      }
-    }
-    for (size_t o = 0; o < batch_outputs.size(); ++o) {
-      if (batch_outputs[o].data == outputs_[o].data()) continue;  // the engine wrote in place
-      const size_t row_bytes = outputs_[o].byte_size() / frames_;
-      std::memcpy(static_cast<char*>(outputs_[o].data()) + index * row_bytes,
-                  static_cast<const char*>(batch_outputs[o].data) + row * row_bytes, row_bytes);
-    }
-    max_queue_ms_ = std::max(max_queue_ms_, queue_ms);
-    compute_ms_ = std::max(compute_ms_, compute_ms);
-  }
+  max_queue_ms_ = std::max(max_queue_ms_, times.queue_seconds * 1000.0);
+  compute_ms_ = std::max(compute_ms_, times.run_seconds * 1000.0);
   return --remaining_ == 0;
 }
 
@@ -58,63 +64,124 @@ bool Ticket::FrameFailed(const Status& status) {
 }
 
 Batcher::Batcher(Engine* engine, BatcherOptions options, Metrics* metrics)
+    : Batcher(engine, options, metrics, std::make_shared<Scheduler>(SchedulerOptions{})) {
+  scheduler_->SetMetrics(metrics);
+}
+
+Batcher::Batcher(Engine* engine, BatcherOptions options, Metrics* metrics,
+                 std::shared_ptr<Scheduler> scheduler, std::string model_name)
     : engine_(engine),
       options_(options),
       batch_limit_(options.preferred_batch > 0
                        ? std::min(options.preferred_batch, options.max_batch)
                        : options.max_batch),
-      metrics_(metrics) {
-  const ModelInfo& info = engine_->info();
-  // Two schedulers when the engine overlaps runs: one batch uploads while the other computes.
-  const int schedulers = options.schedulers > 0 ? std::min(options.schedulers, 2)
-                         : engine_->capabilities().overlapping_runs > 1 ? 2
-                                                                        : 1;
-  for (int k = 0; k < schedulers; ++k) {
-    auto buffers = std::make_unique<Buffers>();
-    for (const auto& in : info.inputs) {
-      Shape shape = in.shape;
-      shape[0] = batch_limit_;
-      buffers->inputs.emplace_back(in.dtype, shape);
-    }
-    auto shapes = engine_->OutputShapes(batch_limit_);
-    if (shapes.ok()) {
-      for (size_t i = 0; i < shapes->size(); ++i) {
-        buffers->outputs.emplace_back(info.outputs[i].dtype, (*shapes)[i]);
-      }
-    }
-    buffers_.push_back(std::move(buffers));
-  }
-  metrics_->SetPreferredBatch(batch_limit_);
-  for (auto& buffers : buffers_) {
-    schedulers_.emplace_back([this, b = buffers.get()] { SchedulerLoop(b); });
-  }
+      scheduler_(std::move(scheduler)) {
+  model_ = scheduler_->AddModel(engine_,
+                                ConfigFor(*engine_, options_, batch_limit_, std::move(model_name)));
+  if (metrics) metrics->SetPreferredBatch(batch_limit_);
   completer_ = std::thread([this] { CompletionLoop(); });
 }
 
 Batcher::~Batcher() { Shutdown(std::chrono::milliseconds(0)); }
 
 size_t Batcher::queue_depth() const {
-  std::lock_guard lock(mu_);
-  return queue_.size();
+  int64_t rows = 0;
+  for (Origin o : {Origin::kV1, Origin::kKServe, Origin::kTest}) rows += scheduler_->queued_rows(o);
+  return static_cast<size_t>(rows);
 }
 
-Status Batcher::Submit(std::shared_ptr<Ticket> ticket, std::vector<BatchItem> items) {
-  const auto now = Clock::now();
+Result<Job> Batcher::MakeJob(const std::shared_ptr<Ticket>& ticket, size_t index,
+                             std::shared_ptr<BatchItem> item, Origin origin) {
+  auto frame = std::make_shared<FrameJob>();
+  frame->ticket = ticket;
+  frame->item = std::move(item);
+  const BatchItem& it = *frame->item;
+  const ModelConfig& config = model_->config();
+  Job job;
+  if (it.form != ItemForm::kTensors) {  // the face and its audio window
+    if (it.inputs.size() != 2) return InvalidArgument("a frame needs a face and an audio window");
+    job.visual = it.inputs[0].view();
+    job.audio = it.inputs[1].view();
+    job.output = RowOf(ticket->outputs_[0], index);
+  } else if (config.frame_form) {
+    job.visual = it.inputs.at(static_cast<size_t>(config.visual_input)).view();
+    job.audio = it.inputs.at(static_cast<size_t>(config.audio_input)).view();
+    job.output = RowOf(ticket->outputs_[0], index);
+  } else {
+    for (const Tensor& t : it.inputs) job.inputs.push_back(t.view());
+    for (Tensor& t : ticket->outputs_) job.outputs.push_back(RowOf(t, index));
+  }
+  job.priority = Priority::kOffline;
+  job.origin = origin;
+  job.deadline = ticket->deadline();
+  job.cancelled = &ticket->cancelled_;
+  job.times = &frame->times;
+  FrameJob* raw = frame.get();
+  job.done = [this, raw](const Status& status) { FrameFinished(raw->ticket, raw->times, status); };
+  job.keep_alive = std::move(frame);
+  return job;
+}
+
+Status Batcher::Submit(std::shared_ptr<Ticket> ticket, std::vector<BatchItem> items,
+                       Origin origin) {
+  if (items.empty()) return InvalidArgument("a request needs at least one frame");
+  // The request's outputs, which the scheduler writes row by row.
+  const ItemForm form = items.front().form;
+  const auto frames = static_cast<int64_t>(items.size());
+  ticket->outputs_.clear();
+  if (form == ItemForm::kTensors) {
+    LIPSYNC_ASSIGN_OR_RETURN(auto shapes, engine_->OutputShapes(frames));
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      ticket->outputs_.push_back(
+          Tensor::Uninitialized(engine_->info().outputs[i].dtype, shapes[i]));
+    }
+  } else {
+    const int64_t s = engine_->frame_form().layout.inner_size;
+    ticket->outputs_.push_back(form == ItemForm::kFramesToImages
+                                   ? Tensor::Uninitialized(DataType::kUInt8, {frames, s, s, 3})
+                                   : Tensor::Uninitialized(DataType::kFloat32, {frames, 3, s, s}));
+  }
+  std::vector<Job> jobs;
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (items[i].form != form) return InvalidArgument("the frames of a request differ in form");
+    LIPSYNC_ASSIGN_OR_RETURN(
+        Job job, MakeJob(ticket, i, std::make_shared<BatchItem>(std::move(items[i])), origin));
+    jobs.push_back(std::move(job));
+  }
   {
     std::lock_guard lock(mu_);
     if (!accepting_) return Unavailable("the server is shutting down");
-    if (queue_.size() + items.size() > options_.max_queue) {
-      return ResourceExhausted("the queue is full (" + std::to_string(queue_.size()) + " of " +
-                               std::to_string(options_.max_queue) +
-                               " frames waiting); retry later");
-    }
-    for (size_t i = 0; i < items.size(); ++i) {
-      queue_.push_back(Queued{ticket, i, std::move(items[i]), now});
-    }
-    metrics_->SetQueueDepth(static_cast<int64_t>(queue_.size()));
+    pending_ += frames;
   }
-  cv_.notify_one();
-  return Status::Ok();
+  Status queued = scheduler_->SubmitAll(model_, std::move(jobs));
+  if (!queued.ok()) {
+    std::lock_guard lock(mu_);
+    pending_ -= frames;
+    drained_cv_.notify_all();
+  }
+  return queued;
+}
+
+void Batcher::FrameFinished(const std::shared_ptr<Ticket>& ticket, const JobTimes& times,
+                            const Status& status) {
+  bool finished;
+  if (status.ok()) {
+    finished = ticket->FrameDone(times);
+  } else if (status.code() == StatusCode::kDeadlineExceeded) {
+    finished = ticket->FrameFailed(
+        Status(StatusCode::kDeadlineExceeded, "the deadline passed before the frame ran"));
+  } else if (status.code() == StatusCode::kCancelled) {
+    finished = ticket->FrameFailed(Status(StatusCode::kCancelled, "the request was cancelled"));
+  } else if (status.code() == StatusCode::kUnavailable) {
+    finished = ticket->FrameFailed(status);
+  } else {
+    finished = ticket->FrameFailed(status.WithContext("inference failed"));
+  }
+  if (finished) Complete(ticket);
+  // Last: once pending_ reaches 0, Shutdown may return and the batcher go.
+  std::lock_guard lock(mu_);
+  --pending_;
+  drained_cv_.notify_all();
 }
 
 void Batcher::Finish(const std::shared_ptr<Ticket>& ticket, bool finished) {
@@ -124,23 +191,17 @@ void Batcher::Finish(const std::shared_ptr<Ticket>& ticket, bool finished) {
   ticket->on_complete_ = nullptr;
 }
 
-void Batcher::Complete(std::vector<std::shared_ptr<Ticket>>& finished) {
-  if (finished.empty()) return;
-  bool others_waiting;
+void Batcher::Complete(const std::shared_ptr<Ticket>& ticket) {
+  // Frames of anyone waiting on the device: encode elsewhere, so that their batch starts now.
+  if (scheduler_->queued_rows() == 0) {
+    Finish(ticket, true);
+    return;
+  }
   {
-    std::lock_guard lock(mu_);
-    others_waiting = !queue_.empty();
+    std::lock_guard lock(completion_mu_);
+    completions_.push_back(ticket);
   }
-  if (!others_waiting) {
-    for (auto& ticket : finished) Finish(ticket, true);
-  } else {
-    {
-      std::lock_guard lock(completion_mu_);
-      for (auto& ticket : finished) completions_.push_back(std::move(ticket));
-    }
-    completion_cv_.notify_one();
-  }
-  finished.clear();
+  completion_cv_.notify_one();
 }
 
 void Batcher::CompletionLoop() {
@@ -157,184 +218,19 @@ void Batcher::CompletionLoop() {
   }
 }
 
-void Batcher::TakeBatch(std::vector<Queued>& batch) {
-  const ItemForm form = queue_.front().item.form;
-  for (auto it = queue_.begin();
-       it != queue_.end() && batch.size() < static_cast<size_t>(batch_limit_);) {
-    if (it->item.form == form) {
-      batch.push_back(std::move(*it));
-      it = queue_.erase(it);
-    } else {
-      ++it;  // another form: it leads a later batch
-    }
-  }
-}
-
-void Batcher::SchedulerLoop(Buffers* buffers) {
-  std::vector<Queued> batch;
-  while (true) {
-    {
-      // One scheduler forms a batch at a time; the other may be running its batch meanwhile.
-      std::lock_guard forming(forming_mu_);
-      std::unique_lock lock(mu_);
-      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
-      if (queue_.empty()) break;  // stopping and drained
-      // Give the batch until the oldest frame's delay runs out to fill up.
-      const auto fill_deadline = queue_.front().enqueued + options_.max_queue_delay;
-      cv_.wait_until(lock, fill_deadline,
-                     [&] { return stop_ || queue_.size() >= static_cast<size_t>(batch_limit_); });
-      TakeBatch(batch);
-      ++running_batches_;
-      metrics_->SetQueueDepth(static_cast<int64_t>(queue_.size()));
-    }
-    RunBatch(batch, *buffers);
-    batch.clear();
-    {
-      std::lock_guard lock(mu_);
-      --running_batches_;
-    }
-    drained_cv_.notify_all();
-  }
-  drained_cv_.notify_all();
-}
-
-Status Batcher::RunFrameBatch(std::vector<Queued*>& live, Buffers& buffers,
-                              std::vector<MutableTensorView>& outputs) {
-  const size_t n = live.size();
-  FaceBatch faces;
-  if (n == 1) {
-    faces.faces = live[0]->item.inputs[0].view();
-    faces.audio = live[0]->item.inputs[1].view();
-  } else {
-    const Tensor& face = live[0]->item.inputs[0];
-    const Tensor& audio = live[0]->item.inputs[1];
-    for (auto [one, all] : {std::pair{&face, &buffers.faces}, std::pair{&audio, &buffers.audio}}) {
-      if (!all->data()) {
-        Shape shape = one->shape();
-        shape[0] = batch_limit_;
-        *all = Tensor::Uninitialized(one->dtype(), std::move(shape));
-      }
-    }
-    for (int k = 0; k < 2; ++k) {
-      Tensor& all = k == 0 ? buffers.faces : buffers.audio;
-      const size_t row_bytes = all.byte_size() / batch_limit_;
-      for (size_t r = 0; r < n; ++r) {
-        std::memcpy(static_cast<char*>(all.data()) + r * row_bytes, live[r]->item.inputs[k].data(),
-                    row_bytes);
-      }
-    }
-    faces.faces = Prefix<TensorView>(buffers.faces, n);
-    faces.audio = Prefix<TensorView>(buffers.audio, n);
-  }
-  return engine_->RunFrames(faces, outputs[0]);
-}
-
-void Batcher::RunBatch(std::vector<Queued>& batch, Buffers& buffers) {
-  const auto start = Clock::now();
-  // Drop what nobody waits for any more before it reaches the model.
-  std::vector<Queued*> live;
-  for (auto& q : batch) {
-    Status why;
-    if (q.ticket->cancelled()) {
-      why = Status(StatusCode::kCancelled, "the request was cancelled");
-    } else if (start > q.ticket->deadline()) {
-      why = Status(StatusCode::kDeadlineExceeded,
-                   "the deadline passed after " +
-                       std::to_string(static_cast<int>(MsBetween(q.enqueued, start))) +
-                       " ms in the queue, before the frame ran");
-    }
-    if (why.ok()) {
-      live.push_back(&q);
-    } else {
-      Finish(q.ticket, q.ticket->FrameFailed(why));
-    }
-  }
-  if (live.empty()) return;
-
-  const size_t n = live.size();
-  const ItemForm form = live[0]->item.form;
-  std::vector<TensorView> inputs;
-  if (form == ItemForm::kTensors) {
-    if (n == 1) {  // one frame: its own buffers are already a batch of one
-      for (const auto& t : live[0]->item.inputs) inputs.push_back(t.view());
-    } else {
-      for (size_t i = 0; i < buffers.inputs.size(); ++i) {
-        Tensor& all = buffers.inputs[i];
-        const size_t row_bytes = all.byte_size() / batch_limit_;
-        for (size_t r = 0; r < n; ++r) {
-          std::memcpy(static_cast<char*>(all.data()) + r * row_bytes,
-                      live[r]->item.inputs[i].data(), row_bytes);
-        }
-        inputs.push_back(Prefix<TensorView>(all, n));
-      }
-    }
-  }
-  // The batch's output buffers: the model's outputs, or the frame form's one output.
-  std::vector<Tensor*> templates;
-  if (form == ItemForm::kTensors) {
-    for (auto& t : buffers.outputs) templates.push_back(&t);
-  } else {
-    const int64_t s = engine_->frame_form().layout.inner_size;
-    const bool images = form == ItemForm::kFramesToImages;
-    Tensor& t = images ? buffers.images : buffers.planes;
-    if (!t.data()) {
-      t = images ? Tensor::Uninitialized(DataType::kUInt8, {batch_limit_, s, s, 3})
-                 : Tensor::Uninitialized(DataType::kFloat32, {batch_limit_, 3, s, s});
-    }
-    templates.push_back(&t);
-  }
-  std::vector<MutableTensorView> outputs;
-  Ticket& first = *live[0]->ticket;
-  if (n == 1 && first.frames() == 1) {
-    // A lone one-frame request: the engine writes straight into the request's own outputs.
-    std::lock_guard lock(first.mu_);
-    for (Tensor* t : templates) {
-      Shape shape = t->shape();
-      shape[0] = 1;
-      first.outputs_.push_back(Tensor::Uninitialized(t->dtype(), std::move(shape)));
-      outputs.push_back(first.outputs_.back().mutable_view());
-    }
-  } else {
-    for (Tensor* t : templates) outputs.push_back(Prefix<MutableTensorView>(*t, n));
-  }
-
-  const auto run_start = Clock::now();
-  Status status = form == ItemForm::kTensors ? engine_->Run(inputs, outputs)
-                                             : RunFrameBatch(live, buffers, outputs);
-  const auto run_end = Clock::now();
-  const double compute_ms = MsBetween(run_start, run_end);
-  metrics_->RecordBatch(static_cast<int>(n), compute_ms / 1000.0);
-  metrics_->AddFrames(static_cast<int>(n));
-  // Outputs are copied out of the batch buffers here, before the next batch reuses them; only the
-  // completions may run elsewhere.
-  std::vector<std::shared_ptr<Ticket>> finished;
-  for (size_t r = 0; r < n; ++r) {
-    Queued& q = *live[r];
-    const double queue_ms = MsBetween(q.enqueued, run_start);
-    metrics_->RecordQueueTime(queue_ms / 1000.0);
-    const bool done = status.ok() ? q.ticket->FrameDone(q.index, outputs, r, queue_ms, compute_ms)
-                                  : q.ticket->FrameFailed(status.WithContext("inference failed"));
-    if (done) finished.push_back(q.ticket);
-  }
-  Complete(finished);
-}
-
 void Batcher::Shutdown(std::chrono::milliseconds timeout) {
-  std::unique_lock lock(mu_);
-  accepting_ = false;
-  drained_cv_.wait_for(lock, timeout, [&] { return queue_.empty() && running_batches_ == 0; });
-  // Whatever is still queued after the drain timeout fails rather than hangs.
-  std::deque<Queued> rest;
-  rest.swap(queue_);
-  stop_ = true;
-  lock.unlock();
-  cv_.notify_all();
-  for (auto& q : rest) {
-    Finish(q.ticket,
-           q.ticket->FrameFailed(Unavailable("the server shut down before this frame ran")));
+  {
+    std::unique_lock lock(mu_);
+    if (stopped_) return;
+    accepting_ = false;
+    drained_cv_.wait_for(lock, timeout, [&] { return pending_ == 0; });
   }
-  for (auto& scheduler : schedulers_) {
-    if (scheduler.joinable()) scheduler.join();
+  // Whatever is still queued after the drain timeout fails rather than hangs; running batches end.
+  scheduler_->Drop(model_, Unavailable("the server shut down before this frame ran"));
+  {
+    std::unique_lock lock(mu_);
+    drained_cv_.wait(lock, [&] { return pending_ == 0; });
+    stopped_ = true;
   }
   // Answers handed to the completion thread are still delivered before Shutdown returns.
   {

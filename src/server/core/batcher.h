@@ -1,20 +1,21 @@
-// The dynamic batcher: the only code that calls the engine in the server.
+// The protocols' side of the device's scheduler (server/core/scheduler.h) for `serve --model`:
+// lipsync.v1 Infer/StreamInfer and KServe ModelInfer submit here.
 //
 // Design. Network threads (gRPC's callback threads) decode and validate a request into one
 // BatchItem per frame and hand them, with a Ticket for the request, to Submit(). Submit() never
-// blocks: it admits all the request's frames or none (RESOURCE_EXHAUSTED when the bounded queue
-// lacks room, UNAVAILABLE once shutdown began). Scheduler threads own the engine: one waits for
-// the first frame, then up to `max_queue_delay` for more, takes up to `max_batch` frames of one
-// form (from any requests and streams), drops frames whose ticket expired or was cancelled, runs
-// the engine once and copies each frame's output into its ticket. Frames in the frame form go to
-// Engine::RunFrames as faces (the backend builds the model input, on the GPU where it can), so the
-// server never makes a float visual input. There is one scheduler thread, or two when the engine
-// overlaps runs (a GPU backend): then one batch is assembled and uploaded while the other computes,
-// and the GPU does not wait for the host. When a ticket's last frame is done, its
-// completion callback (which encodes the response and hands it to gRPC) runs on the scheduler
-// thread if nothing else is queued, which keeps a lone request's latency low; when frames are
-// waiting it runs on a completion thread instead, so that the next batch starts at once and the
-// model does not sit idle while answers are encoded.
+// blocks: it queues every frame of the request as a job on the model's queue of the scheduler, or
+// none (RESOURCE_EXHAUSTED when the queue lacks room, UNAVAILABLE once shutdown began). The
+// scheduler decides what runs when, as for every other caller of the device: it takes up to the
+// preferred batch of the model's frames (of any protocol and form, and of any other caller of the
+// model) once that many wait or the oldest has waited `max_queue_delay`, drops frames whose
+// ticket expired or was cancelled, and splits, pads and runs the batch; each frame's output is
+// written straight into its ticket's outputs. Frames in the frame form go to Engine::RunFrames
+// as faces (the backend builds the model input, on the GPU where it can). With a GPU backend two
+// batches of the model run at once, so one is assembled and uploaded while the other computes.
+// When a ticket's last frame is done, its completion callback (which encodes the response and
+// hands it to gRPC) runs on the scheduler's thread if nothing else is queued, which keeps a lone
+// request's latency low; when frames are waiting it runs on a completion thread instead, so that
+// the next batch starts at once and the model does not sit idle while answers are encoded.
 #pragma once
 
 #include <atomic>
@@ -29,12 +30,13 @@
 
 #include "lipsync/engine.h"
 #include "server/core/metrics.h"
+#include "server/core/scheduler.h"
 
 namespace lipsync::server {
 
-using Clock = std::chrono::steady_clock;
+using Clock = SchedulerClock;
 
-// How a frame reaches the engine, and so which frames may share a batch.
+// How a frame reaches the engine (frames of every form may share a batch).
 enum class ItemForm {
   kTensors,         // inputs: one tensor per model input
   kFrames,          // inputs: the face (uint8 [1,S,S,3]) and the audio window; float output
@@ -70,8 +72,7 @@ class Ticket {
  private:
   friend class Batcher;
   // Each returns true when it finished the ticket (the caller then runs the completion).
-  bool FrameDone(size_t index, const std::vector<MutableTensorView>& batch_outputs, size_t row,
-                 double queue_ms, double compute_ms);
+  bool FrameDone(const JobTimes& times);
   bool FrameFailed(const Status& status);
 
   const size_t frames_;
@@ -95,68 +96,57 @@ struct BatcherOptions {
   int preferred_batch = 0;
   std::chrono::microseconds max_queue_delay{2000};
   size_t max_queue = 256;  // frames waiting, across all requests
-  // Scheduler threads, each forming and running its own batches (1 or 2). 0: two when the
-  // engine's capabilities report overlapping runs (a GPU backend), else one.
+  // Batches of the model in flight at once on the scheduler (1 or 2). 0: two when the engine's
+  // capabilities report overlapping runs (a GPU backend), else one.
   int schedulers = 0;
 };
 
 class Batcher {
  public:
+  // On a scheduler of its own (a model served alone; tests).
   Batcher(Engine* engine, BatcherOptions options, Metrics* metrics);
+  // On the device's scheduler, shared with every other caller of the device. Its batches are
+  // counted in the metrics the scheduler was given (Scheduler::SetMetrics).
+  Batcher(Engine* engine, BatcherOptions options, Metrics* metrics,
+          std::shared_ptr<Scheduler> scheduler, std::string model_name = "lipsync");
   ~Batcher();  // stops and drains
 
-  // Admits all of a request's frames or none.
-  Status Submit(std::shared_ptr<Ticket> ticket, std::vector<BatchItem> items);
+  // Admits all of a request's frames or none; `origin` is the protocol that sent them.
+  Status Submit(std::shared_ptr<Ticket> ticket, std::vector<BatchItem> items,
+                Origin origin = Origin::kV1);
 
-  // Stops admitting new frames; frames already queued still run. Returns when the queue is empty
-  // and the scheduler has exited, or after `timeout` (then the rest fail with UNAVAILABLE).
+  // Stops admitting new frames; frames already queued still run. Returns when they have run, or
+  // after `timeout` (then the queued rest fail with UNAVAILABLE and running batches finish).
   void Shutdown(std::chrono::milliseconds timeout);
 
   const BatcherOptions& options() const { return options_; }
   // The most frames one batch holds: preferred_batch, or max_batch when none is set.
   int batch_limit() const { return batch_limit_; }
   size_t queue_depth() const;
+  Scheduler& scheduler() const { return *scheduler_; }
 
  private:
-  struct Queued {
-    std::shared_ptr<Ticket> ticket;
-    size_t index;
-    BatchItem item;
-    Clock::time_point enqueued;
-  };
-
-  // Batch buffers for up to batch_limit frames, one set per scheduler thread.
-  struct Buffers {
-    std::vector<Tensor> inputs, outputs;  // tensor form
-    Tensor faces, audio, images, planes;  // frame form, made on first use
-  };
-
-  void SchedulerLoop(Buffers* buffers);
-  // Moves up to batch_limit frames of the oldest frame's form from the queue into `batch`.
-  void TakeBatch(std::vector<Queued>& batch);
-  void RunBatch(std::vector<Queued>& batch, Buffers& buffers);
-  Status RunFrameBatch(std::vector<Queued*>& live, Buffers& buffers,
-                       std::vector<MutableTensorView>& outputs);
+  // One frame's job: its views into the item and the ticket's outputs.
+  Result<Job> MakeJob(const std::shared_ptr<Ticket>& ticket, size_t index,
+                      std::shared_ptr<BatchItem> item, Origin origin);
+  void FrameFinished(const std::shared_ptr<Ticket>& ticket, const JobTimes& times,
+                     const Status& status);
   void Finish(const std::shared_ptr<Ticket>& ticket, bool finished);
-  // Runs the completions of finished tickets, here or on the completion thread (see above).
-  void Complete(std::vector<std::shared_ptr<Ticket>>& finished);
+  // Runs the completion of a finished ticket, here or on the completion thread (see above).
+  void Complete(const std::shared_ptr<Ticket>& ticket);
   void CompletionLoop();
 
   Engine* engine_;
   const BatcherOptions options_;
   const int batch_limit_;
-  Metrics* metrics_;
-  std::vector<std::unique_ptr<Buffers>> buffers_;
+  std::shared_ptr<Scheduler> scheduler_;
+  std::shared_ptr<ScheduledModel> model_;
 
-  std::mutex forming_mu_;  // held by the scheduler that is forming a batch
   mutable std::mutex mu_;
-  std::condition_variable cv_;
   std::condition_variable drained_cv_;
-  std::deque<Queued> queue_;
   bool accepting_ = true;
-  bool stop_ = false;
-  int running_batches_ = 0;
-  std::vector<std::thread> schedulers_;
+  bool stopped_ = false;
+  int64_t pending_ = 0;  // frames submitted whose job has not answered yet
 
   std::mutex completion_mu_;
   std::condition_variable completion_cv_;

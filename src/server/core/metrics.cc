@@ -34,6 +34,16 @@ void Histogram::Render(const std::string& name, std::string* out) const {
 }
 
 namespace {
+// A Prometheus label value: backslash, quote and newline escaped.
+std::string LabelValue(const std::string& value) {
+  std::string out;
+  for (char c : value) {
+    if (c == '\\' || c == '"') out += '\\';
+    out += c == '\n' ? std::string("\\n") : std::string(1, c);
+  }
+  return out;
+}
+
 std::vector<double> LatencyBounds() {
   return {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10};
 }
@@ -59,16 +69,26 @@ void Metrics::RecordBatch(int size, double compute_seconds) {
 
 void Metrics::RecordQueueTime(double seconds) { queue_seconds_.Observe(seconds); }
 
+void Metrics::AddModelFrames(const std::string& model, const std::string& origin, int n) {
+  std::lock_guard lock(mu_);
+  model_frames_[{model, origin}] += static_cast<uint64_t>(n);
+}
+
+uint64_t Metrics::model_frames(const std::string& model, const std::string& origin) const {
+  std::lock_guard lock(mu_);
+  auto it = model_frames_.find({model, origin});
+  return it == model_frames_.end() ? 0 : it->second;
+}
+
 uint64_t Metrics::batches_of_size(int size) const {
   std::lock_guard lock(mu_);
   auto it = batch_sizes_.find(size);
   return it == batch_sizes_.end() ? 0 : it->second;
 }
 
-void Metrics::RecordSessionBatch(int size, int sessions, double compute_seconds) {
+void Metrics::RecordSessionBatch(int size, int sessions) {
   session_batch_hist_.Observe(size);
   session_batch_sessions_hist_.Observe(sessions);
-  compute_seconds_.Observe(compute_seconds);
   std::lock_guard lock(mu_);
   ++session_batch_sizes_[size];
   ++session_batch_sessions_[sessions];
@@ -111,6 +131,16 @@ std::string Metrics::RenderPrometheus() const {
   out += "# HELP lipsync_frames_total Frames run through the model.\n";
   out += "# TYPE lipsync_frames_total counter\n";
   out += fmt::format("lipsync_frames_total {}\n", frames_.load());
+  out +=
+      "# HELP lipsync_model_frames_total Frames run, by model and the protocol that sent them.\n";
+  out += "# TYPE lipsync_model_frames_total counter\n";
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [key, n] : model_frames_) {
+      out += fmt::format("lipsync_model_frames_total{{model=\"{}\",origin=\"{}\"}} {}\n",
+                         LabelValue(key.first), key.second, n);
+    }
+  }
   out += "# HELP lipsync_batches_total Batches run through the model.\n";
   out += "# TYPE lipsync_batches_total counter\n";
   out += fmt::format("lipsync_batches_total {}\n", batches_.load());

@@ -1,8 +1,8 @@
 // Server metrics, rendered in the Prometheus text format.
 //
-// Latency is timed at two points per frame: queue time (accepted by the batcher -> its batch starts
-// running) and compute time (the batch's Engine::Run). Request counts are by method and status
-// code.
+// Frames, batches, queue time (queued on the device's scheduler -> its batch starts running) and
+// compute time (the batch's run) are recorded by the scheduler (server/core/scheduler.h) for every
+// batch, whichever protocol sent its frames. Request counts are by method and status code.
 #pragma once
 
 #include <array>
@@ -41,6 +41,9 @@ class Metrics {
   void RecordBatch(int size, double compute_seconds);
   void RecordQueueTime(double seconds);
   void AddFrames(int n) { frames_ += n; }
+  // Frames of one batch of `model` that came from `origin` ("v1", "session", ...).
+  void AddModelFrames(const std::string& model, const std::string& origin, int n);
+  uint64_t model_frames(const std::string& model, const std::string& origin) const;
   void AddInFlight(int delta) { in_flight_ += delta; }
   void SetQueueDepth(int64_t depth) { queue_depth_ = depth; }
   void SetPreferredBatch(int64_t size) { preferred_batch_ = size; }
@@ -59,8 +62,8 @@ class Metrics {
 
   // Live sessions (session_service.h): open sessions, their frames and their batches.
   void AddSessions(int delta) { sessions_open_ += delta; }
-  // A batch of `size` frames from `sessions` different sessions.
-  void RecordSessionBatch(int size, int sessions, double compute_seconds);
+  // A batch of `size` frames from `sessions` different sessions (its time is in RecordBatch).
+  void RecordSessionBatch(int size, int sessions);
   void AddSessionFramesSent(int n) { session_frames_sent_ += n; }
   int64_t sessions_open() const { return sessions_open_; }
   uint64_t session_batches_of_size(int size) const;
@@ -71,6 +74,7 @@ class Metrics {
   mutable std::mutex mu_;
   std::map<std::pair<std::string, std::string>, uint64_t> requests_;
   std::map<int, uint64_t> batch_sizes_;
+  std::map<std::pair<std::string, std::string>, uint64_t> model_frames_;  // (model, origin)
   std::atomic<uint64_t> frames_{0};
   std::atomic<uint64_t> batches_{0};
   std::atomic<int64_t> in_flight_{0};

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "server/core/batch_run.h"
+#include "server/core/metrics.h"
 #include "server/core/worker_pool.h"
 
 namespace lipsync::server {
@@ -17,10 +18,19 @@ const char* OriginName(Origin origin) {
       return "monolithic";
     case Origin::kLipSyncSrv:
       return "lipsyncsrv";
+    case Origin::kV1:
+      return "v1";
+    case Origin::kKServe:
+      return "kserve";
     case Origin::kTest:
       return "test";
   }
   return "unknown";
+}
+
+int64_t JobRows(const Job& job) {
+  const Shape& shape = job.inputs.empty() ? job.visual.shape : job.inputs.front().shape;
+  return shape.empty() ? 0 : shape[0];
 }
 
 namespace internal {
@@ -51,6 +61,8 @@ struct Scheduler::Batch {
   std::shared_ptr<ScheduledModel> model;
   std::vector<std::shared_ptr<JobState>> jobs;  // one per part
   std::vector<BatchPart> parts;
+  std::vector<SchedulerClock::time_point> enqueued;  // per part
+  SchedulerClock::time_point started;
   BatchRecord record;
 };
 
@@ -83,7 +95,10 @@ void Scheduler::Shutdown() {
         for (auto& e : *queue) left.push_back(e.job);
         queue->clear();
       }
+      model->queued_ = 0;
     }
+    queued_by_origin_.fill(0);
+    PublishDepthLocked();
   }
   cv_.notify_all();
   for (auto& t : workers) {
@@ -113,7 +128,8 @@ std::shared_ptr<ScheduledModel> Scheduler::AddModel(Engine* engine, ModelConfig 
       models_.end());
   models_.push_back(model);
   if (options_.concurrency <= 0) {
-    concurrency_ = std::max(concurrency_, engine->capabilities().overlapping_runs);
+    concurrency_ =
+        std::max({concurrency_, engine->capabilities().overlapping_runs, model->config().max_runs});
   }
   EnsureWorkersLocked(concurrency_);
   return model;
@@ -126,26 +142,73 @@ void Scheduler::EnsureWorkersLocked(int count) {
 }
 
 Status Scheduler::Submit(const std::shared_ptr<ScheduledModel>& model, Job job) {
-  LIPSYNC_RETURN_IF_ERROR(CheckJob(model->engine(), model->config(), job));
-  auto state = std::make_shared<JobState>();
-  const int64_t rows = job.visual.shape[0];
-  state->rows_left = rows;
-  state->job = std::move(job);
+  std::vector<Job> jobs;
+  jobs.push_back(std::move(job));
+  return SubmitAll(model, std::move(jobs));
+}
+
+Status Scheduler::SubmitAll(const std::shared_ptr<ScheduledModel>& model, std::vector<Job> jobs) {
+  std::vector<std::shared_ptr<JobState>> states;
+  int64_t rows = 0;
+  for (Job& job : jobs) {
+    LIPSYNC_RETURN_IF_ERROR(CheckJob(model->engine(), model->config(), job));
+    auto state = std::make_shared<JobState>();
+    state->rows_left = JobRows(job);
+    rows += state->rows_left;
+    state->job = std::move(job);
+    states.push_back(std::move(state));
+  }
   {
     std::lock_guard lock(mu_);
     if (stop_) return Status(StatusCode::kUnavailable, "the scheduler has stopped");
     if (model->queued_ + rows > model->config().max_queue) {
-      return ResourceExhausted("model '" + model->config().name + "' has " +
-                               std::to_string(model->queued_) + " frames waiting, at most " +
-                               std::to_string(model->config().max_queue));
+      return ResourceExhausted("model '" + model->config().name + "': the queue is full (" +
+                               std::to_string(model->queued_) + " of " +
+                               std::to_string(model->config().max_queue) +
+                               " frames waiting); retry later");
     }
-    auto& queue = state->job.priority == Priority::kLive ? model->live_ : model->offline_;
-    queue.push_back({state, 0, rows, SchedulerClock::now()});
+    const auto now = SchedulerClock::now();
+    for (auto& state : states) {
+      auto& queue = state->job.priority == Priority::kLive ? model->live_ : model->offline_;
+      queue.push_back({state, 0, state->rows_left, now});
+      queued_by_origin_[static_cast<size_t>(state->job.origin)] += state->rows_left;
+    }
     model->queued_ += rows;
-    queued_by_origin_[static_cast<size_t>(state->job.origin)] += rows;
+    PublishDepthLocked();
   }
   cv_.notify_all();
   return Status::Ok();
+}
+
+void Scheduler::Drop(const std::shared_ptr<ScheduledModel>& model, const Status& why) {
+  std::vector<std::shared_ptr<JobState>> finished;
+  {
+    std::lock_guard lock(mu_);
+    for (auto* queue : {&model->live_, &model->offline_}) {
+      for (auto& e : *queue) {
+        JobState& job = *e.job;
+        if (!job.failed) job.status = why;
+        job.failed = true;
+        job.rows_left -= e.count;
+        model->queued_ -= e.count;
+        queued_by_origin_[static_cast<size_t>(job.job.origin)] -= e.count;
+        if (job.rows_left == 0) finished.push_back(e.job);
+      }
+      queue->clear();
+    }
+    PublishDepthLocked();
+  }
+  cv_.notify_all();
+  for (auto& job : finished) {
+    if (job->job.done) job->job.done(job->status);
+  }
+}
+
+void Scheduler::PublishDepthLocked() {
+  if (!metrics_) return;
+  int64_t depth = 0;
+  for (int64_t rows : queued_by_origin_) depth += rows;
+  metrics_->SetQueueDepth(depth);
 }
 
 Status Scheduler::Run(const std::shared_ptr<ScheduledModel>& model, Job job) {
@@ -178,6 +241,13 @@ int Scheduler::concurrency() const {
 int64_t Scheduler::queued_rows(Origin origin) const {
   std::lock_guard lock(mu_);
   return queued_by_origin_[static_cast<size_t>(origin)];
+}
+
+int64_t Scheduler::queued_rows() const {
+  std::lock_guard lock(mu_);
+  int64_t rows = 0;
+  for (int64_t r : queued_by_origin_) rows += r;
+  return rows;
 }
 
 int Scheduler::in_flight() const {
@@ -218,6 +288,12 @@ void Scheduler::SetLiveMaxBatch(int frames) {
   options_.live_max_batch = std::max(0, frames);
 }
 
+void Scheduler::SetMetrics(Metrics* metrics) {
+  std::lock_guard lock(mu_);
+  metrics_ = metrics;
+  PublishDepthLocked();
+}
+
 SchedulerTotals Scheduler::totals() const {
   std::lock_guard lock(mu_);
   return totals_;
@@ -230,7 +306,7 @@ std::shared_ptr<ScheduledModel> Scheduler::PickLocked(SchedulerClock::time_point
   bool any_live = false, any_offline = false;
   for (auto& weak : models_) {
     auto m = weak.lock();
-    if (!m || m->running_) continue;
+    if (!m || m->running_ >= m->config().max_runs) continue;
     any_live = any_live || !m->live_.empty();
     any_offline = any_offline || !m->offline_.empty();
   }
@@ -239,7 +315,7 @@ std::shared_ptr<ScheduledModel> Scheduler::PickLocked(SchedulerClock::time_point
   for (size_t i = 0; i < count; ++i) {
     const size_t at = (cursor_ + i) % count;
     auto m = models_[at].lock();
-    if (!m || m->running_) continue;
+    if (!m || m->running_ >= m->config().max_runs) continue;
     auto& queue = offline_turn ? m->offline_ : m->live_;
     if (queue.empty()) continue;
     const auto due = queue.front().enqueued + m->config().max_delay;
@@ -281,6 +357,7 @@ void Scheduler::TakeLocked(const std::shared_ptr<ScheduledModel>& model, Batch* 
       }
       batch->jobs.push_back(e.job);
       batch->parts.push_back({&e.job->job, e.row, take});
+      batch->enqueued.push_back(e.enqueued);
       BatchRecord& r = batch->record;
       r.by_origin[origin] += static_cast<int>(take);
       if (e.job->job.priority == Priority::kLive) r.live += static_cast<int>(take);
@@ -296,6 +373,7 @@ void Scheduler::TakeLocked(const std::shared_ptr<ScheduledModel>& model, Batch* 
       if (e.count == 0) queue->pop_front();
     }
   }
+  PublishDepthLocked();
   batch->model = model;
   batch->record.model = model->config().name;
   batch->record.rows = static_cast<int>(rows);
@@ -318,7 +396,7 @@ void Scheduler::WorkerLoop() {
         if (model) {
           TakeLocked(model, &batch, &dropped);
           if (batch.parts.empty()) break;  // only dropped jobs: answer them, then look again
-          model->running_ = true;
+          ++model->running_;
           ++in_flight_;
           break;
         }
@@ -337,6 +415,7 @@ void Scheduler::WorkerLoop() {
     if (batch.parts.empty()) continue;
     if (observer) observer(batch.record);
     const auto start = SchedulerClock::now();
+    batch.started = start;
     Status ran = CatchAll("model run", [&] { return Execute(batch); });
     // Out of memory: again while idle avatars can be evicted to make room.
     for (int tries = 0; ran.code() == StatusCode::kResourceExhausted && tries < 16; ++tries) {
@@ -352,9 +431,10 @@ void Scheduler::WorkerLoop() {
     if (!ran.ok()) {
       spdlog::warn("batch of {} frames on model '{}' ({}) failed: {}", batch.record.rows,
                    batch.record.model, options_.device, ran.ToString());
-    } else if (listener) {
+    } else {
       (void)CatchAll("batch metrics", [&] {
-        listener(batch.record);
+        Record(batch, start);
+        if (listener) listener(batch.record);
         return Status::Ok();
       });
     }
@@ -368,11 +448,33 @@ Status Scheduler::Execute(Batch& batch) {
       .WithContext("model '" + m.config().name + "'");
 }
 
+// The batch in the server's metrics and its model's accounting, once, whoever sent its frames.
+void Scheduler::Record(const Batch& batch, SchedulerClock::time_point start) {
+  const BatchRecord& r = batch.record;
+  if (batch.model->config().on_batch) batch.model->config().on_batch(r);
+  Metrics* metrics;
+  {
+    std::lock_guard lock(mu_);
+    metrics = metrics_;
+  }
+  if (!metrics) return;
+  metrics->RecordBatch(r.rows, r.seconds);
+  metrics->AddFrames(r.rows);
+  for (int o = 0; o < kOriginCount; ++o) {
+    const int frames = r.by_origin[static_cast<size_t>(o)];
+    if (frames > 0) metrics->AddModelFrames(r.model, OriginName(static_cast<Origin>(o)), frames);
+  }
+  for (size_t i = 0; i < batch.parts.size(); ++i) {
+    const double waited = std::chrono::duration<double>(start - batch.enqueued[i]).count();
+    for (int64_t k = 0; k < batch.parts[i].count; ++k) metrics->RecordQueueTime(waited);
+  }
+}
+
 void Scheduler::Finish(Batch& batch, const Status& status) {
   std::vector<std::shared_ptr<JobState>> finished;
   {
     std::lock_guard lock(mu_);
-    batch.model->running_ = false;
+    --batch.model->running_;
     --in_flight_;
     ++totals_.batches;
     if (!status.ok()) ++totals_.failed_batches;
@@ -389,6 +491,12 @@ void Scheduler::Finish(Batch& batch, const Status& status) {
         job.status = status;
       }
       job.rows_left -= batch.parts[i].count;
+      if (JobTimes* times = job.job.times) {
+        const double waited =
+            std::chrono::duration<double>(batch.started - batch.enqueued[i]).count();
+        times->queue_seconds = std::max(times->queue_seconds, waited);
+        times->run_seconds = std::max(times->run_seconds, batch.record.seconds);
+      }
       if (job.rows_left == 0) finished.push_back(batch.jobs[i]);
     }
   }

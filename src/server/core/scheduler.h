@@ -3,16 +3,18 @@
 // its batches and the models of the device share its runs.
 //
 // A caller submits a Job: the frames of one request for one model, as faces (the frame form) or
-// as the model's float visual input, with its priority (live or offline), origin, deadline and
-// cancel flag. Each model has a queue. Worker threads, as many as the backend overlaps runs
-// (BackendCapabilities::overlapping_runs: CUDA streams; one on the CPU, whose cores one run already
-// uses), take the next batch: from a model with live frames first (offline frames get every
-// `live_burst`-th batch while live ones wait, so neither starves), round robin across models, up
-// to the model's batch limit once that many frames wait or the oldest has waited `max_delay`. A
-// model runs one batch at a time. A batch holds frames of any callers of that model, live ones
-// first; fixed-batch models are split and padded here (batch_run.h) and nowhere else. Frames whose
-// caller gave up (cancelled, past the deadline) are dropped before they run. An exception in a run
-// (a failed allocation) fails that batch's jobs and nothing else.
+// as the model's float visual input (or, for a model without the frame form, as its tensors),
+// with its priority (live or offline), origin, deadline and cancel flag. Each model has a queue.
+// Worker threads, as many as the backend overlaps runs (BackendCapabilities::overlapping_runs: CUDA
+// streams; one on the CPU, whose cores one run already uses), take the next batch: from a model
+// with live frames first (offline frames get every `live_burst`-th batch while live ones wait, so
+// neither starves), round robin across models, up to the model's batch limit once that many frames
+// wait or the oldest has waited `max_delay`. A model runs one batch at a time. A batch holds frames
+// of any callers of that model, live ones first; fixed-batch models are split and padded here
+// (batch_run.h) and nowhere else. Frames whose caller gave up (cancelled, past the deadline) are
+// dropped before they run. An exception in a run (a failed allocation) fails that batch's jobs and
+// nothing else. The server's metrics (frames, batches, queue and compute time, frames by model and
+// origin) are recorded here, per batch.
 #pragma once
 
 #include <array>
@@ -37,9 +39,11 @@ using SchedulerClock = std::chrono::steady_clock;
 enum class Priority { kLive, kOffline };
 
 // Who submitted a job (batches count their frames by origin).
-enum class Origin { kSession, kMonolithic, kLipSyncSrv, kTest };
-constexpr int kOriginCount = 4;
+enum class Origin { kSession, kMonolithic, kLipSyncSrv, kV1, kKServe, kTest };
+constexpr int kOriginCount = 6;
 const char* OriginName(Origin origin);
+
+struct BatchRecord;
 
 struct ModelConfig {
   std::string name;   // in logs and errors
@@ -50,6 +54,17 @@ struct ModelConfig {
   int64_t max_queue = 4096;               // frames waiting at most; more: RESOURCE_EXHAUSTED
   FaceLayout layout;                      // the frame form's faces (to mix faces with float jobs)
   int visual_input = 0, audio_input = 1;  // the model's input indices
+  // False for a model without the frame form: its jobs give every input and output (Job::inputs).
+  bool frame_form = true;
+  int max_runs = 1;  // batches of this model in flight at once (2: one uploads, one computes)
+  // Runs on the worker after each batch of this model that ran (its owner's accounting).
+  std::function<void(const BatchRecord&)> on_batch;
+};
+
+// When the job's frames waited and ran, filled in before `done` runs.
+struct JobTimes {
+  double queue_seconds = 0;  // the longest any of its frames waited for its batch
+  double run_seconds = 0;    // the longest run of one of its batches
 };
 
 // The frames of one request for one model. The views are the caller's buffers: read and written
@@ -61,11 +76,16 @@ struct Job {
   TensorView audio;  // float32 [n,...] as the model declares it
   // uint8 [n,S,S,3] BGR faces, or the model's float32 output [n,3,S,S].
   MutableTensorView output;
+  // The tensor form of a model without the frame form (ModelConfig::frame_form false): a view of
+  // [n,...] per model input and output; `visual`, `audio` and `output` stay empty.
+  std::vector<TensorView> inputs;
+  std::vector<MutableTensorView> outputs;
   Priority priority = Priority::kOffline;
   Origin origin = Origin::kTest;
   SchedulerClock::time_point deadline = SchedulerClock::time_point::max();
   const std::atomic<bool>* cancelled = nullptr;  // optional; kept alive by keep_alive
   const void* caller = nullptr;  // jobs of one caller (a live session) share it, for metrics
+  JobTimes* times = nullptr;     // optional; kept alive by keep_alive
   // Runs once, on a worker: OK when every frame ran, else the first failure.
   std::function<void(const Status&)> done;
   std::shared_ptr<const void> keep_alive;
@@ -82,7 +102,11 @@ struct BatchRecord {
   double seconds = 0;  // the run's time (0 for the observer, which runs before it)
 };
 
+// Rows of a job: its first dimension.
+int64_t JobRows(const Job& job);
+
 class ScheduledModel;
+class Metrics;  // server/metrics.h
 namespace internal {
 struct JobState;
 }  // namespace internal
@@ -118,6 +142,11 @@ class Scheduler {
   // Queues the job. InvalidArgument for views that do not fit the model, ResourceExhausted when
   // the model's queue is full, Unavailable once the scheduler stops; `done` is not called then.
   Status Submit(const std::shared_ptr<ScheduledModel>& model, Job job);
+  // Queues every job or none (one request's frames).
+  Status SubmitAll(const std::shared_ptr<ScheduledModel>& model, std::vector<Job> jobs);
+  // Answers every job of the model still queued with `why` (its caller stops); batches already
+  // running finish.
+  void Drop(const std::shared_ptr<ScheduledModel>& model, const Status& why);
   // Submits and waits for the job (for callers on threads of their own).
   Status Run(const std::shared_ptr<ScheduledModel>& model, Job job);
 
@@ -127,6 +156,7 @@ class Scheduler {
   const std::string& device() const { return options_.device; }
   int concurrency() const;
   int64_t queued_rows(Origin origin) const;
+  int64_t queued_rows() const;  // of every origin
   int in_flight() const;
 
   // Tests: no batch starts while paused; the observer runs on the worker before each batch runs
@@ -141,6 +171,9 @@ class Scheduler {
   void SetMemoryHook(std::function<bool()> make_room);
   // SchedulerOptions::live_max_batch from now on.
   void SetLiveMaxBatch(int frames);
+  // Every batch from now on is counted in `metrics` (frames, batches, queue and compute time, and
+  // frames by model and origin), and the queue depth follows the queued frames.
+  void SetMetrics(Metrics* metrics);
   SchedulerTotals totals() const;
 
  private:
@@ -153,6 +186,8 @@ class Scheduler {
   Status Execute(Batch& batch);
   void Finish(Batch& batch, const Status& status);
   void EnsureWorkersLocked(int count);
+  void PublishDepthLocked();
+  void Record(const Batch& batch, SchedulerClock::time_point start);
 
   SchedulerOptions options_;
   mutable std::mutex mu_;
@@ -166,6 +201,7 @@ class Scheduler {
   bool stop_ = false, paused_ = false;
   std::function<void(const BatchRecord&)> observer_, listener_;
   std::function<bool()> make_room_;
+  Metrics* metrics_ = nullptr;
   SchedulerTotals totals_;
   std::vector<std::thread> workers_;
 };
@@ -195,7 +231,7 @@ class ScheduledModel {
   // Guarded by the scheduler's mutex.
   std::deque<Entry> live_, offline_;
   int64_t queued_ = 0;
-  bool running_ = false;
+  int running_ = 0;  // batches in flight
 };
 
 }  // namespace lipsync::server

@@ -102,7 +102,8 @@ grpc::ServerUnaryReactor* KServeService::ModelInfer(grpc::CallbackServerContext*
                                                     const inference::ModelInferRequest* request,
                                                     inference::ModelInferResponse* response) {
   return new UnaryInferCall<inference::ModelInferRequest, inference::ModelInferResponse>(
-      ctx_, call, request, response, "ModelInfer", &DecodeModelInferRequest, &EncodeKServe);
+      ctx_, call, request, response, "ModelInfer", &DecodeModelInferRequest, &EncodeKServe,
+      Origin::kKServe);
 }
 
 namespace {

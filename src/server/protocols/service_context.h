@@ -44,7 +44,8 @@ class UnaryInferCall : public grpc::ServerUnaryReactor {
   using Encode = void (*)(ServiceContext&, const Request&, const Ticket&, Response*);
 
   UnaryInferCall(ServiceContext* ctx, grpc::CallbackServerContext* call, const Request* request,
-                 Response* response, const char* method, Decode decode, Encode encode)
+                 Response* response, const char* method, Decode decode, Encode encode,
+                 Origin origin)
       : ctx_(ctx), method_(method) {
     ctx_->metrics->AddInFlight(1);
     auto items = decode(ctx_->spec, *request);
@@ -60,7 +61,7 @@ class UnaryInferCall : public grpc::ServerUnaryReactor {
                                          encode(*ctx_, *request, t, response);
                                          Done(grpc::Status::OK);
                                        });
-    Status submitted = ctx_->batcher->Submit(ticket_, std::move(*items));
+    Status submitted = ctx_->batcher->Submit(ticket_, std::move(*items), origin);
     if (!submitted.ok()) Done(ToGrpcStatus(submitted));
   }
 

@@ -93,8 +93,8 @@ void SessionBatchers::Observe(Scheduler& scheduler) {
   scheduler.SetBatchListener([metrics](const BatchRecord& r) {
     const int frames = r.by_origin[static_cast<size_t>(Origin::kSession)];
     if (frames == 0 || !metrics) return;
-    metrics->AddFrames(frames);
-    metrics->RecordSessionBatch(frames, r.callers, r.seconds);
+    // Frames and time are the scheduler's own metrics; these say how sessions shared batches.
+    metrics->RecordSessionBatch(frames, r.callers);
   });
 }
 

@@ -270,7 +270,7 @@ Status SessionCall::Open(const SessionStart& start) {
   batcher_ = service_->batchers_.Acquire(avatar_);
   stream_ = std::make_unique<AudioFeatureStream>(*avatar_->encoder, MelOptions{},
                                                  avatar_->avatar.manifest().fps);
-  avatar_->RecordRequest(0);  // a session counts as one request; its batches add their time
+  avatar_->RecordRequest();  // a session counts as one request; the scheduler adds its time
   spdlog::debug("session {} opened on '{}' peer={}", id_, start.model_id(), call_->peer());
 
   auto* started = outgoing_.mutable_started();
