@@ -68,9 +68,12 @@ void ScheduleAvatar(LoadedAvatar& a, std::shared_ptr<Scheduler> scheduler) {
   a.scheduler = std::move(scheduler);
 }
 
-void LoadedAvatar::RecordRequest() {
+void LoadedAvatar::RecordRequest(double inference_ms) {
+  const auto us = static_cast<int64_t>(inference_ms * 1000.0);
   requests.fetch_add(1);
+  inference_us.fetch_add(us);
   totals->requests.fetch_add(1);
+  totals->inference_us.fetch_add(us);
   last_used_unix_s.store(std::chrono::duration_cast<std::chrono::seconds>(
                              std::chrono::system_clock::now().time_since_epoch())
                              .count());

@@ -55,8 +55,9 @@ struct LoadedAvatar {
   std::atomic<int> pins{0};
   std::shared_ptr<AvatarTotals> totals = std::make_shared<AvatarTotals>();
 
-  // Counts one finished request, here and in the id's totals.
-  void RecordRequest();
+  // Counts one finished request, here and in the id's totals, with UNet time that ran elsewhere
+  // than the scheduler (which adds its batches' time itself: 0 for its callers).
+  void RecordRequest(double inference_ms = 0);
 };
 
 // Puts the avatar's UNet (with its roles and layout set) on `scheduler`.
