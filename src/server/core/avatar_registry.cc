@@ -58,9 +58,13 @@ void ScheduleAvatar(LoadedAvatar& a, std::shared_ptr<Scheduler> scheduler) {
   config.layout = a.layout;
   config.visual_input = static_cast<int>(a.roles.visual);
   config.audio_input = static_cast<int>(a.roles.audio);
-  // The UNet's time, whoever's frames ran: the batch's callers keep the avatar leased meanwhile.
+  // A live session's share of each batch's UNet time (its share of the rows): sessions have no
+  // requests to time, the request services time theirs (RecordRequest). The batch's callers keep
+  // the avatar leased meanwhile.
   config.on_batch = [avatar = &a](const BatchRecord& r) {
-    const auto us = static_cast<int64_t>(r.seconds * 1e6);
+    const int frames = r.by_origin[static_cast<size_t>(Origin::kSession)];
+    if (frames == 0 || r.rows == 0) return;
+    const auto us = static_cast<int64_t>(r.seconds * 1e6 * frames / r.rows);
     avatar->inference_us.fetch_add(us);
     avatar->totals->inference_us.fetch_add(us);
   };
@@ -487,7 +491,8 @@ void AvatarRegistry::RenderPrometheus(std::string* out) const {
   }
   each("lipsync_avatar_requests_total", "counter", "Requests served by the avatar.",
        [](const AvatarState& s) { return s.total_requests; });
-  each("lipsync_avatar_inference_seconds_total", "counter", "UNet time of the avatar's batches.",
+  each("lipsync_avatar_inference_seconds_total", "counter",
+       "UNet time of the avatar's requests and sessions.",
        [](const AvatarState& s) { return s.total_inference_us / 1e6; });
   each("lipsync_avatar_loads_total", "counter", "Loads of the avatar.",
        [](const AvatarState& s) { return s.loads; });

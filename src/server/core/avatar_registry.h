@@ -49,14 +49,14 @@ struct LoadedAvatar {
 
   // Statistics of this load, updated by requests without a lock.
   std::atomic<int64_t> requests{0};
-  std::atomic<int64_t> inference_us{0};  // UNet time of its batches (the scheduler adds it)
+  std::atomic<int64_t> inference_us{0};  // UNet time of its requests and sessions
   std::atomic<int64_t> last_used_unix_s{0};
   // Leases handed out and not yet dropped (the registry's own reference is not one).
   std::atomic<int> pins{0};
   std::shared_ptr<AvatarTotals> totals = std::make_shared<AvatarTotals>();
 
-  // Counts one finished request, here and in the id's totals, with UNet time that ran elsewhere
-  // than the scheduler (which adds its batches' time itself: 0 for its callers).
+  // Counts one finished request and its UNet time, here and in the id's totals (a live session's
+  // time is added per batch by the scheduler: 0 for it).
   void RecordRequest(double inference_ms = 0);
 };
 

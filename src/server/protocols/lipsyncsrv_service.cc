@@ -261,9 +261,12 @@ Status LipSyncSrvService::RunFrames(const std::string& model, const std::vector<
       std::memcpy(crops.data_as<uint8_t>() + k * crop_bytes, crop->bgr.data(), crop_bytes);
     }
     std::vector<uint8_t> output(static_cast<size_t>(batch) * face_bytes);
+    const auto inference_start = Clock::now();
     if (status.ok()) {
       status = RunAvatarFaces(a, crops.view(), audio.view(), output.data(), Origin::kLipSyncSrv);
     }
+    const double inference_ms =
+        std::chrono::duration<double, std::milli>(Clock::now() - inference_start).count();
     Image face{s, s, std::vector<uint8_t>(static_cast<size_t>(s) * s * 3)};
     for (int k = 0; k < batch; ++k) {
       auto& r = (*responses)[valid[static_cast<size_t>(k)]];
@@ -284,7 +287,7 @@ Status LipSyncSrvService::RunFrames(const std::string& model, const std::vector<
         r.add_bounds(static_cast<float>(v));
       }
     }
-    if (status.ok()) a.RecordRequest();
+    if (status.ok()) a.RecordRequest(inference_ms);
   }
   // The frames ran together: each answer carries the time of the whole call.
   for (auto& r : *responses) r.set_processing_time_ms(MsSince(start));

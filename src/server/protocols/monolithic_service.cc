@@ -241,7 +241,7 @@ Status MonolithicService::RunComposite(const monolithic::CompositeBatchRequest& 
   }
   timings.composite_ms += MsSince(encode_start);
 
-  a.RecordRequest();
+  a.RecordRequest(timings.inference_ms);
   response->set_audio_processing_ms(static_cast<float>(timings.audio_ms));
   response->set_inference_time_ms(static_cast<float>(timings.inference_ms));
   response->set_composite_time_ms(static_cast<float>(timings.composite_ms));
