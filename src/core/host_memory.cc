@@ -75,10 +75,13 @@ struct HostMemoryPool::State {
   void DropAged(Clock::time_point now) {
     while (!lru.empty() && now - lru.front().freed >= max_age) DropFront();
   }
-  // A cached block of at least `size` and at most a quarter more, or nullptr.
+  // A cached block of at least `size` and at most a quarter more, or nullptr. Under a limit only
+  // one of exactly `size`: a larger block counts its whole size, so a run that reuses the last
+  // run's blocks would need up to a quarter more of the limit than the same run on a cold pool.
   char* Reuse(size_t size, size_t* got) {
     auto it = by_size.lower_bound(size);
-    if (it == by_size.end() || it->first > size + size / 4) return nullptr;
+    const size_t most = limit > 0 ? size : size + size / 4;
+    if (it == by_size.end() || it->first > most) return nullptr;
     char* base = it->second->base;
     *got = it->first;
     lru.erase(it->second);
