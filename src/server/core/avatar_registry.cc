@@ -111,6 +111,11 @@ AvatarRegistry::AvatarRegistry(AvatarRegistryOptions options) : options_(std::mo
   // Working memory counts against the host budget: the pool's limit is what the avatars leave,
   // and a run that does not fit first evicts idle avatars.
   if (max_host_bytes_ > 0) {
+    // ONNX Runtime's memory pattern serves every run after the first of a shape from one planned
+    // block, a quarter larger than what the first run held at once on the demo UNet: a budget set
+    // from the first run would refuse the second. Per-operator allocations from the pool hold the
+    // same on every run (a few percent slower, docs/PERFORMANCE.md).
+    if (options_.engine.provider == "cpu") options_.engine.ort.memory_pattern = false;
     SyncWorkingLimitLocked();
     scheduler_->SetMemoryHook([this] { return MakeWorkingRoom(); });
   }
@@ -529,7 +534,9 @@ void AvatarRegistry::RenderDeviceMetrics(std::string* out) const {
   const HostMemoryStats pool = HostMemory().stats();
   *out +=
       "# HELP lipsync_memory_bytes Memory by device and kind: the UNets' weights, the avatars' "
-      "frames, working memory in use by runs and kept for reuse (host: the process-wide pool).\n"
+      "frames, working memory in use by runs, kept for reuse and the most in use at once (host: "
+      "the "
+      "process-wide pool).\n"
       "# TYPE lipsync_memory_bytes gauge\n";
   const auto line = [out](const char* device, const char* kind, int64_t bytes) {
     *out +=
@@ -539,6 +546,7 @@ void AvatarRegistry::RenderDeviceMetrics(std::string* out) const {
   line("host", "frames", frames);
   line("host", "working", pool.working_in_use);
   line("host", "working_cached", pool.cached);
+  line("host", "working_peak", pool.peak_working);
   line("gpu", "weights", device_weights);
   line("gpu", "working", device_working);
   const SchedulerTotals t = scheduler_->totals();
