@@ -283,6 +283,15 @@ void Scheduler::SetMemoryHook(std::function<bool()> make_room) {
   make_room_ = std::move(make_room);
 }
 
+bool Scheduler::MakeRoom() {
+  std::function<bool()> make_room;
+  {
+    std::lock_guard lock(mu_);
+    make_room = make_room_;
+  }
+  return make_room && make_room();
+}
+
 void Scheduler::SetLiveMaxBatch(int frames) {
   std::lock_guard lock(mu_);
   options_.live_max_batch = std::max(0, frames);
@@ -419,12 +428,7 @@ void Scheduler::WorkerLoop() {
     Status ran = CatchAll("model run", [&] { return Execute(batch); });
     // Out of memory: again while idle avatars can be evicted to make room.
     for (int tries = 0; ran.code() == StatusCode::kResourceExhausted && tries < 16; ++tries) {
-      std::function<bool()> make_room;
-      {
-        std::lock_guard lock(mu_);
-        make_room = make_room_;
-      }
-      if (!make_room || !make_room()) break;
+      if (!MakeRoom()) break;
       ran = CatchAll("model run", [&] { return Execute(batch); });
     }
     batch.record.seconds = std::chrono::duration<double>(SchedulerClock::now() - start).count();

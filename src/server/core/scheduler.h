@@ -169,6 +169,9 @@ class Scheduler {
   // Called when a batch ran out of memory: true when it made room (evicted something), and the
   // batch is tried again.
   void SetMemoryHook(std::function<bool()> make_room);
+  // Calls the memory hook: true when it made room. Callers that allocate a request's working
+  // memory themselves try again after it, as a batch does.
+  bool MakeRoom();
   // SchedulerOptions::live_max_batch from now on.
   void SetLiveMaxBatch(int frames);
   // Every batch from now on is counted in `metrics` (frames, batches, queue and compute time, and

@@ -5,7 +5,9 @@
 #include <cstring>
 #include <functional>
 #include <opencv2/core.hpp>
+#include <optional>
 
+#include "lipsync/memory.h"
 #include "server/protocols/request_codec.h"
 
 namespace lipsync::server {
@@ -23,8 +25,8 @@ double MsSince(Clock::time_point start) {
 // Runs the UNet over a batch of the request's float input (visual [batch, 6, S, S], audio
 // [batch, ...]) into output [batch, 3, S, S] on the avatar's scheduler, which cuts it into runs of
 // the engine's limit and may share them with other callers of the avatar.
-Status RunUnet(LoadedAvatar& a, const Tensor& visual, const Tensor& audio, int batch,
-               Tensor* output) {
+Status RunUnet(LoadedAvatar& a, const float* visual, const Tensor& audio, int batch,
+               float* output) {
   const int s = a.layout.inner_size;
   const Shape& audio_decl = a.unet->info().inputs[a.roles.audio].shape;
   Shape audio_shape = {batch};
@@ -32,13 +34,26 @@ Status RunUnet(LoadedAvatar& a, const Tensor& visual, const Tensor& audio, int b
   if (ElementCount(audio_shape) != audio.element_count()) {
     return InvalidArgument("the audio input does not fit the model's audio input");
   }
-  *output = Tensor::Uninitialized(DataType::kFloat32, {batch, 3, s, s});
   Job job;
-  job.visual = TensorView{DataType::kFloat32, {batch, 6, s, s}, visual.data()};
+  job.visual = TensorView{DataType::kFloat32, {batch, 6, s, s}, visual};
   job.audio = TensorView{DataType::kFloat32, audio_shape, audio.data()};
-  job.output = output->mutable_view();
+  job.output = MutableTensorView{DataType::kFloat32, {batch, 3, s, s}, output};
   job.origin = Origin::kMonolithic;
   return a.scheduler->Run(a.scheduled, std::move(job));
+}
+
+// A request's input and output tensors come from the working-memory pool, so that the host budget
+// counts them as it counts a run's; when it is full, idle avatars are evicted as for a batch.
+Status ReserveWorking(LoadedAvatar& a, size_t bytes, const char* what,
+                      std::optional<PoolBlock>* block) {
+  for (int tries = 0; tries <= 16; ++tries) {
+    block->emplace(bytes);
+    if (**block) return Status::Ok();
+    block->reset();
+    if (!a.scheduler || !a.scheduler->MakeRoom()) break;
+  }
+  return ResourceExhausted(std::string("no memory for the batch's ") + what +
+                           " within the host memory limit");
 }
 
 }  // namespace
@@ -122,9 +137,11 @@ Result<std::vector<Image>> ComposeBatch(LoadedAvatar& a,
                            std::to_string(visual_bytes) + " (batch_size x 6 x " +
                            std::to_string(s) + " x " + std::to_string(s) + " float32)");
   }
-  Tensor visual = Tensor::Uninitialized(DataType::kFloat32, {batch, 6, s, s});
-  std::memcpy(visual.data(), request.visual_frames().data(), visual_bytes);
-  LIPSYNC_RETURN_IF_ERROR(CheckFinite(visual.view(), "visual_frames"));
+  std::optional<PoolBlock> visual;
+  LIPSYNC_RETURN_IF_ERROR(ReserveWorking(a, visual_bytes, "visual input", &visual));
+  std::memcpy(visual->as<float>(), request.visual_frames().data(), visual_bytes);
+  LIPSYNC_RETURN_IF_ERROR(CheckFinite(
+      TensorView{DataType::kFloat32, {batch, 6, s, s}, visual->as<float>()}, "visual_frames"));
 
   auto start = Clock::now();
   auto audio = CompositeAudioInput(*a.encoder, request, behaviour.align);
@@ -132,8 +149,10 @@ Result<std::vector<Image>> ComposeBatch(LoadedAvatar& a,
   timings->audio_ms = MsSince(start);
 
   start = Clock::now();
-  Tensor output;
-  Status ran = RunUnet(a, visual, *audio, batch, &output);
+  std::optional<PoolBlock> output;
+  LIPSYNC_RETURN_IF_ERROR(
+      ReserveWorking(a, static_cast<size_t>(batch) * 3 * s * s * sizeof(float), "output", &output));
+  Status ran = RunUnet(a, visual->as<float>(), *audio, batch, output->as<float>());
   if (!ran.ok()) return ran.WithContext("model");
   timings->inference_ms = MsSince(start);
 
@@ -150,7 +169,7 @@ Result<std::vector<Image>> ComposeBatch(LoadedAvatar& a,
         const int64_t index = (static_cast<int64_t>(request.start_frame_idx()) + i) % n;
         const CropRect& rect = a.avatar.crop_rects()[static_cast<size_t>(index)];
         Image frame = a.backgrounds[static_cast<size_t>(index)];
-        OutputToImage(output.data_as<float>() + static_cast<size_t>(i) * 3 * s * s, s, face.data());
+        OutputToImage(output->as<float>() + static_cast<size_t>(i) * 3 * s * s, s, face.data());
         if (behaviour.paste == Behaviour::kOld) {
           PasteStretched(face.data(), s, rect, frame);
         } else {
