@@ -6,8 +6,8 @@
 #      (bench/server_memory.py)
 #   2. render and one live session, frames/s (bench/session_bench.cc), of this tree and of the
 #      commit before the inference core (8e24ef8^1, built in a worktree under /tmp, CUDA and tests
-#      off), run alternately RUNS+1 times; the first pair is a warm-up and is left out; medians and
-#      their ratio (this tree / before)
+#      off), run alternately RUNS times each (each run renders once and runs one session before it
+#      measures: the warm-up is left out); medians and their ratio (this tree / before)
 # Usage: bench/memory_and_core.sh [RUNS] (default 3). Results go to out/perf/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,7 +40,7 @@ echo "== 1. server memory: 8 demo avatars, batch 32 on each in turn"
   --avatar models/demo_avatar --count 8 --batch 32 --json "$OUT/server_memory.json"
 
 echo "== 2. render and one live session, frames/s: 8e24ef8^1 and this tree, alternately"
-for i in $(seq 0 "$RUNS"); do
+for i in $(seq 1 "$RUNS"); do
   for side in before this; do
     bin=build/bench/session_bench
     [ "$side" = before ] && bin="$BEFORE/build/bench/session_bench"
@@ -53,7 +53,7 @@ import json, statistics, sys
 out, runs = sys.argv[1], int(sys.argv[2])
 fps = {"before": {}, "this": {}}
 for side in fps:
-    for i in range(1, runs + 1):  # run 0 is the warm-up
+    for i in range(1, runs + 1):
         for path, values in json.load(open(f"{out}/core_{side}_{i}.json"))["fps"].items():
             fps[side].setdefault(path, []).extend(values)
 print(f"{'path':<14} {'8e24ef8^1':>10} {'this tree':>10} {'ratio':>7}   ({runs} runs each)")
