@@ -32,7 +32,7 @@
 #include <vector>
 
 #include "lipsync/backend_options.h"
-#include "lipsync/face.h"
+#include "lipsync/face_layout.h"
 #include "lipsync/memory.h"
 #include "lipsync/status.h"
 #include "lipsync/tensor.h"

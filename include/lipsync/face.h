@@ -1,4 +1,5 @@
-// Face crops in and out of the model: the spec's pre- and post-processing for one frame.
+// Face crops in and out of the model: the spec's pre- and post-processing for one frame (image
+// files, cropping and resizing here; the layout and the tensor conversions in face_layout.h).
 //
 //   auto image = lipsync::LoadImage("crop.png");                 // BGR, any size
 //   auto layout = lipsync::FaceLayout::ForInputSize(320);         // 328 crop, inner 320, mask
@@ -14,7 +15,7 @@
 #include <string_view>
 #include <vector>
 
-#include "lipsync/face_values.h"  // VisualValue, OutputByte
+#include "lipsync/face_layout.h"  // FaceLayout, FillVisualInput, OutputToImage
 #include "lipsync/status.h"
 
 namespace lipsync {
@@ -24,19 +25,6 @@ struct Image {
   int width = 0;
   int height = 0;
   std::vector<uint8_t> bgr;  // height * width * 3 bytes
-};
-
-// Geometry of a model's face crop: the crop is resized to crop_size, the model sees the
-// inner_size square at inner_offset, and the mouth region [mask_x, mask_x + mask_w) x
-// [mask_y, mask_y + mask_h) of the inner image is blacked out in the masked copy.
-struct FaceLayout {
-  int inner_size = 320;
-  int crop_size = 328;
-  int inner_offset = 4;
-  int mask_x = 5, mask_y = 5, mask_w = 310, mask_h = 305;
-
-  // 320 (SyncTalk_2D) or 160 (the smaller variant); other sizes are InvalidArgument.
-  static Result<FaceLayout> ForInputSize(int inner_size);
 };
 
 // Image files and bytes: PNG through libpng, JPEG through libjpeg-turbo's TurboJPEG API. Decoding
@@ -60,17 +48,5 @@ Result<std::string> EncodePng(const Image& image);
 // [offset, offset + inner) when it is crop_size square, otherwise the image resized (bicubic) to
 // crop_size and then cropped.
 Result<Image> PrepareFace(const Image& face, const FaceLayout& layout);
-
-// Writes the model's visual input for one frame, [6, S, S] floats (S = layout.inner_size):
-// channels 0-2 the inner face, channels 3-5 its masked copy, BGR, each byte / 255 (VisualValue).
-// `inner_bgr` holds S*S*3 bytes.
-void FillVisualInput(const uint8_t* inner_bgr, const FaceLayout& layout, float* visual);
-// The same for an inner face whose rows are `row_stride` bytes apart (e.g. the centre of a crop).
-void FillVisualInput(const uint8_t* inner_bgr, size_t row_stride, const FaceLayout& layout,
-                     float* visual);
-
-// Converts one model output [3, S, S] (BGR in [0, 1]) to S*S*3 interleaved bytes with OutputByte:
-// *255, clamped, truncated toward zero as the reference pipeline's uint8 cast does.
-void OutputToImage(const float* chw, int size, uint8_t* bgr);
 
 }  // namespace lipsync

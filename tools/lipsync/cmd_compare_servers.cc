@@ -17,6 +17,7 @@
 #include "commands.h"
 #include "engine_flags.h"
 #include "grpc_client.h"
+#include "lipsync/face.h"
 #include "monolithic/monolithic.grpc.pb.h"
 
 namespace lipsync::cli {

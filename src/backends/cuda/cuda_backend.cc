@@ -19,7 +19,7 @@
 #include "backends/cuda/step_runner.h"
 #include "graph/compiler.h"
 #include "graph/side_branch.h"
-#include "lipsync/face.h"
+#include "lipsync/face_layout.h"
 
 namespace lipsync {
 namespace cuda {

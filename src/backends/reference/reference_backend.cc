@@ -7,7 +7,7 @@
 #include "backends/backend.h"
 #include "backends/reference/reference_kernels.h"
 #include "graph/compiler.h"
-#include "lipsync/face.h"
+#include "lipsync/face_layout.h"
 
 namespace lipsync {
 namespace {
