@@ -4,10 +4,15 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <condition_variable>
 #include <cstring>
 #include <filesystem>
+#include <functional>
+#include <future>
+#include <mutex>
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
+#include <thread>
 
 #include "lipsync/audio.h"
 #include "lipsync/npy.h"
@@ -34,7 +39,7 @@ struct Fixture {
   std::unique_ptr<lipsyncsrv::LipSyncService::Stub> stub;
 };
 
-std::unique_ptr<Fixture> Start() {
+std::unique_ptr<Fixture> Start(const std::function<void(ServerOptions&)>& adjust = {}) {
   auto f = std::make_unique<Fixture>();
   auto avatar = ImportLipSyncSrvPackage(kPackage, TinyModels(f->root / "anna"));
   EXPECT_TRUE(avatar.ok()) << avatar.status().ToString();
@@ -56,6 +61,7 @@ std::unique_ptr<Fixture> Start() {
   options.monolithic_options.avatars.root = f->root.path();
   options.monolithic_options.avatars.engine.intra_op_threads = 1;
   options.monolithic_options.avatars.engine.max_batch = 32;
+  if (adjust) adjust(options);
   f->server = testing::StartServer(options);
   if (!f->server) return nullptr;
   EXPECT_EQ(f->server->server->lipsyncsrv_port(), f->server->server->port());
@@ -396,6 +402,60 @@ TEST(LipSyncSrv, LoadModel) {
   auto no_encoder = Load(*f, "dave", kPackage);
   EXPECT_FALSE(no_encoder.success());
   EXPECT_NE(no_encoder.error().find("audio encoder"), std::string::npos) << no_encoder.error();
+}
+
+// A package import in progress (held here on an event) runs on the repository's loader thread:
+// with a single inference worker, a loaded avatar is still answered meanwhile, and the import then
+// finishes as a successful LoadModel.
+TEST(LipSyncSrv, ImportHoldsNoInferenceWorker) {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool importing = false, load_done = false;
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  auto f = Start([&](ServerOptions& options) {
+    options.lipsyncsrv_options.worker_threads = 1;
+    options.lipsyncsrv_options.import_package = [&, released](const std::string& package,
+                                                              const AvatarImportOptions& import) {
+      {
+        std::lock_guard lock(mu);
+        importing = true;
+      }
+      cv.notify_all();
+      released.wait();
+      AvatarImportOptions tiny = TinyModels(import.out_dir);  // no checkpoint export
+      tiny.name = import.name;
+      return ImportLipSyncSrvPackage(package, tiny);
+    };
+  });
+  ASSERT_TRUE(f);
+  ASSERT_TRUE(Infer(*f, "anna", 0).success());
+  lipsyncsrv::LoadModelResponse imported;
+  std::thread load([&] {
+    imported = Load(*f, "bob", kPackage);
+    std::lock_guard lock(mu);
+    load_done = true;
+    cv.notify_all();
+  });
+  {
+    std::unique_lock lock(mu);
+    cv.wait(lock, [&] { return importing || load_done; });
+    EXPECT_TRUE(importing) << "LoadModel finished without importing: " << imported.error();
+  }
+  lipsyncsrv::InferenceRequest request;
+  request.set_model_name("anna");
+  request.set_frame_id(1);
+  lipsyncsrv::InferenceResponse answered;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  const grpc::Status status = f->stub->GenerateInference(&ctx, request, &answered);
+  release.set_value();
+  load.join();
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_TRUE(answered.success()) << answered.error();
+  ASSERT_TRUE(imported.success()) << imported.error();
+  EXPECT_NE(imported.message().find("imported package"), std::string::npos) << imported.message();
+  EXPECT_TRUE(Infer(*f, "bob", 1).success());
 }
 
 }  // namespace

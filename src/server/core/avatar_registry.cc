@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <future>
+#include <optional>
 
 #include "lipsync/memory.h"
 
@@ -12,6 +14,10 @@ namespace lipsync::server {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// The registry whose loader thread this is (null on every other thread): Load called there runs
+// at once instead of waiting for itself.
+thread_local const void* t_loader_of = nullptr;
 
 int64_t FileBytes(const std::string& path) {
   std::error_code ec;
@@ -123,6 +129,8 @@ AvatarRegistry::AvatarRegistry(AvatarRegistryOptions options) : options_(std::mo
   if (options_.cache_dir.empty()) {
     options_.cache_dir = (std::filesystem::temp_directory_path() / "lipsync-avatar-cache").string();
   }
+  loader_ = std::make_unique<WorkerPool>(1);
+  loader_->Post([this] { t_loader_of = this; });  // its one thread, for as long as it runs
 }
 
 Result<std::unique_ptr<AvatarRegistry>> AvatarRegistry::Create(AvatarRegistryOptions options) {
@@ -133,6 +141,7 @@ Result<std::unique_ptr<AvatarRegistry>> AvatarRegistry::Create(AvatarRegistryOpt
 }
 
 AvatarRegistry::~AvatarRegistry() {
+  loader_.reset();  // finishes the loads posted, while the scheduler still runs
   // Stopped here, not by the last avatar to go, which a worker may hold.
   scheduler_->SetMemoryHook(nullptr);
   scheduler_->Shutdown();
@@ -338,7 +347,26 @@ Result<std::shared_ptr<LoadedAvatar>> AvatarRegistry::Load(const std::string& id
   LIPSYNC_RETURN_IF_ERROR(CheckModelId(id));
   LIPSYNC_RETURN_IF_ERROR(config_status_);
   if (auto found = Find(id)) return found;
-  std::lock_guard load_lock(load_mu_);
+  if (t_loader_of == this) return LoadHere(id, loaded_now);
+  using Outcome = std::pair<std::optional<Result<std::shared_ptr<LoadedAvatar>>>, bool>;
+  std::promise<Outcome> done;
+  loader_->Post([&] {
+    Outcome outcome;
+    const Status thrown = CatchAll("avatar load", [&] {
+      outcome.first.emplace(LoadHere(id, &outcome.second));
+      return Status::Ok();
+    });
+    if (!thrown.ok()) outcome.first.emplace(thrown);
+    done.set_value(std::move(outcome));
+  });
+  Outcome outcome = done.get_future().get();
+  if (loaded_now) *loaded_now = outcome.second;
+  return std::move(*outcome.first);
+}
+
+Result<std::shared_ptr<LoadedAvatar>> AvatarRegistry::LoadHere(const std::string& id,
+                                                               bool* loaded_now) {
+  if (loaded_now) *loaded_now = false;
   if (auto found = Find(id)) return found;  // loaded while this call waited
 
   std::vector<std::shared_ptr<LoadedAvatar>> dropped;  // freed after the lock, outside it

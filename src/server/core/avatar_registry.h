@@ -7,6 +7,10 @@
 // Pins are taken under the registry's lock, so an eviction decision cannot race a request taking
 // the avatar. Unload drops the registry's reference at once; an avatar still leased keeps its
 // memory (and keeps counting against the budgets) until its last lease goes.
+//
+// Loads, and the imports and exports before them (a Go model into the cache, a package through
+// a service's LoadModel: minutes of a Python export), run one at a time on the registry's loader
+// thread, never on the threads that serve inference.
 #pragma once
 
 #include <atomic>
@@ -23,6 +27,7 @@
 #include "lipsync/engine.h"
 #include "server/core/avatar_catalog.h"
 #include "server/core/scheduler.h"
+#include "server/core/worker_pool.h"
 
 namespace lipsync::server {
 
@@ -111,7 +116,8 @@ class AvatarRegistry {
 
   // The loaded avatar (a lease, which also counts as a use for eviction order), or nullptr.
   std::shared_ptr<LoadedAvatar> Find(const std::string& id) const;
-  // Loads `id` unless it is loaded; `loaded_now` tells which. NotFound for an unknown id,
+  // Loads `id` unless it is loaded; `loaded_now` tells which. The load runs on the loader thread
+  // (directly when called there); the caller waits for it. NotFound for an unknown id,
   // InvalidArgument for an id that is not a plain name, ResourceExhausted when the model cap or
   // a budget cannot be met even after evicting every idle avatar, and the avatar's load errors.
   Result<std::shared_ptr<LoadedAvatar>> Load(const std::string& id, bool* loaded_now = nullptr);
@@ -134,6 +140,9 @@ class AvatarRegistry {
   int gpu_id() const;
   // The scheduler of the device the avatars' UNets run on.
   Scheduler& scheduler() const { return *scheduler_; }
+  // The loader thread: services post their load and import calls here, so that a slow import
+  // holds no inference worker. Work posted runs in order, one at a time.
+  WorkerPool& loader() { return *loader_; }
   // Appends the per-avatar and budget metrics in the Prometheus text format.
   void RenderPrometheus(std::string* out) const;
 
@@ -152,6 +161,8 @@ class AvatarRegistry {
   struct Candidate;
   // A lease on a loaded entry; `use` moves it to the back of the eviction order.
   std::shared_ptr<LoadedAvatar> LeaseLocked(Entry& entry, bool use = true) const;
+  // Load's work, on the loader thread.
+  Result<std::shared_ptr<LoadedAvatar>> LoadHere(const std::string& id, bool* loaded_now);
   Result<Candidate> Prepare(const std::string& id) const;
   Status LoadModels(Candidate& candidate) const;
   // Evicts idle avatars, least recently used first, until `host` and `gpu` more bytes and one
@@ -174,12 +185,13 @@ class AvatarRegistry {
   int64_t max_host_bytes_ = 0, max_gpu_bytes_ = 0;
   std::shared_ptr<Scheduler> scheduler_;
 
-  mutable std::mutex mu_;  // guards everything below
-  std::mutex load_mu_;     // one load at a time, so an avatar is never loaded twice
+  mutable std::mutex mu_;  // guards everything below up to loader_
   mutable std::map<std::string, Entry> entries_;
   mutable std::vector<Retired> retired_;  // unloaded while leased
   mutable uint64_t tick_ = 0;             // use order for LRU
   int64_t reserved_host_ = 0, reserved_gpu_ = 0;
+  // One thread, so an avatar is never loaded twice; stopped first by the destructor.
+  std::unique_ptr<WorkerPool> loader_;
 };
 
 }  // namespace lipsync::server

@@ -124,7 +124,7 @@ grpc::ServerUnaryReactor* KServeService::RepositoryModelLoad(
     inference::RepositoryModelLoadResponse*) {
   if (!ctx_->avatars) return Reply(call, "RepositoryModelLoad", kNoRepository);
   auto* reactor = call->DefaultReactor();
-  loader_.Post([this, reactor, request] {
+  ctx_->avatars->loader().Post([this, reactor, request] {
     grpc::Status status;
     const Status thrown = CatchAll("RepositoryModelLoad", [&] {
       status = server::RepositoryModelLoad(*ctx_->avatars, *request);

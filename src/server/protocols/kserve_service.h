@@ -43,10 +43,8 @@ class KServeService final : public inference::GRPCInferenceService::CallbackServ
  private:
   grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* call, const char* method,
                                   const grpc::Status& status);
+  // Avatar loads take seconds: they run on the repository's loader thread, not gRPC's.
   ServiceContext* ctx_;
-  // Avatar loads take seconds; they run here, one at a time as the registry runs them anyway,
-  // rather than on gRPC's callback threads. Last: its thread stops before the rest goes.
-  WorkerPool loader_{1};
 };
 
 }  // namespace lipsync::server

@@ -310,7 +310,6 @@ Status LipSyncSrvService::RunLoadModel(const lipsyncsrv::LoadModelRequest& reque
   if (!name_ok.ok()) return fail(name_ok);
   std::string message;
   if (!request.package_path().empty()) {
-    std::lock_guard import_lock(import_mu_);
     std::error_code ec;
     if (!fs::is_directory(root_, ec)) {
       return fail(FailedPrecondition(
@@ -327,8 +326,10 @@ Status LipSyncSrvService::RunLoadModel(const lipsyncsrv::LoadModelRequest& reque
       import.out_dir = dir;
       import.name = model;
       import.audio_encoder = options_.audio_encoder;
-      auto avatar = ImportLipSyncSrvPackage(request.package_path(), import, options_.export_options,
-                                            options_.package_limits);
+      auto avatar = options_.import_package
+                        ? options_.import_package(request.package_path(), import)
+                        : ImportLipSyncSrvPackage(request.package_path(), import,
+                                                  options_.export_options, options_.package_limits);
       if (!avatar.ok()) return fail(avatar.status());
       message = "imported package '" + request.package_path() + "' as avatar '" + model + "'; ";
     }
@@ -400,7 +401,8 @@ grpc::ServerUnaryReactor* LipSyncSrvService::GenerateBatchInference(
 grpc::ServerUnaryReactor* LipSyncSrvService::LoadModel(grpc::CallbackServerContext* call,
                                                        const lipsyncsrv::LoadModelRequest* request,
                                                        lipsyncsrv::LoadModelResponse* response) {
-  return PostUnaryCall(workers_, metrics_, call, "LoadModel",
+  // On the repository's loader thread: an import (a checkpoint export) holds no inference worker.
+  return PostUnaryCall(registry_->loader(), metrics_, call, "LoadModel",
                        [this, request, response] { return RunLoadModel(*request, response); });
 }
 

@@ -38,6 +38,10 @@ struct LipSyncSrvOptions {
   std::string audio_encoder;
   CheckpointExportOptions export_options;
   ZipLimits package_limits;  // a zip package unpacks within these
+  // Imports a package instead of ImportLipSyncSrvPackage with the options above (tests hold an
+  // import in progress with it); empty: that import.
+  std::function<Result<Avatar>(const std::string& package, const AvatarImportOptions& import)>
+      import_package;
   // A frame's audio window: lipsync's (16 feature rows around the frame) or the Python server's
   // (lipsyncsrv_audio.h).
   Behaviour window = Behaviour::kLipsync;
@@ -73,6 +77,7 @@ class LipSyncSrvService final : public lipsyncsrv::LipSyncService::CallbackServi
   Status RunFrames(const std::string& model, const std::vector<int32_t>& frame_ids,
                    const std::optional<std::string>& audio_override,
                    std::vector<lipsyncsrv::InferenceResponse>* responses);
+  // Runs on the avatar repository's loader thread (one import or load at a time).
   Status RunLoadModel(const lipsyncsrv::LoadModelRequest& request,
                       lipsyncsrv::LoadModelResponse* response);
   // Queues `work` for a worker thread.
@@ -105,7 +110,6 @@ class LipSyncSrvService final : public lipsyncsrv::LipSyncService::CallbackServi
   std::mutex cache_mu_;  // guards sequences_ and default_overrides_
   std::map<std::string, CachedSequence> sequences_;
   std::map<std::string, std::string> default_overrides_;  // set by LoadModel's audio_override
-  std::mutex import_mu_;                                  // one package import at a time
   WorkerPool workers_;  // last: its threads stop before the rest goes
 };
 

@@ -293,7 +293,8 @@ grpc::ServerUnaryReactor* MonolithicService::ListModels(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* MonolithicService::LoadModel(grpc::CallbackServerContext* call,
                                                        const monolithic::LoadModelRequest* request,
                                                        monolithic::LoadModelResponse* response) {
-  return PostUnaryCall(workers_, metrics_, call, "LoadModel", [this, request, response] {
+  // On the repository's loader thread: a Go model's import holds no inference worker.
+  return PostUnaryCall(registry_->loader(), metrics_, call, "LoadModel", [this, request, response] {
     const auto start = Clock::now();
     auto avatar = registry_->Load(request->model_id());
     response->set_success(avatar.ok());
