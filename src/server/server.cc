@@ -6,39 +6,15 @@
 #include <spdlog/spdlog.h>
 
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <sstream>
 
 #include "server/core/batch_tuning.h"
-#include "server/http_endpoint.h"
-#include "server/protocols/kserve_service.h"
-#include "server/protocols/lipsync_service.h"
+#include "server/server_impl.h"
+#include "server/service_table.h"
 
 namespace lipsync::server {
-
-struct Server::Impl {
-  ServerOptions options;
-  Metrics metrics;
-  // The scheduler of the served model's device, shared with the avatars' UNets on that device.
-  std::shared_ptr<Scheduler> scheduler;
-  std::unique_ptr<Batcher> batcher;
-  ServiceContext ctx;
-  std::unique_ptr<LipSyncService> lipsync_service;
-  std::unique_ptr<KServeService> kserve_service;
-  std::unique_ptr<AvatarRegistry> avatars;  // outlives the services that use it
-  std::unique_ptr<MonolithicService> monolithic_service;
-  std::unique_ptr<LipSyncSrvService> lipsyncsrv_service;
-  std::unique_ptr<SessionService> session_service;
-  std::unique_ptr<grpc::Server> grpc_server;
-  std::unique_ptr<grpc::Server> monolithic_server;  // when it has its own port
-  int monolithic_port = 0;
-  std::unique_ptr<grpc::Server> lipsyncsrv_server;  // when it has its own port
-  int lipsyncsrv_port = 0;
-  std::unique_ptr<HttpEndpoint> http;
-  int port = 0;
-  std::mutex shutdown_mu;
-  bool shut_down = false;
-};
 
 namespace {
 
@@ -98,9 +74,9 @@ Result<int> ChoosePreferredBatch(Engine& engine, int max_batch) {
   return tuning->preferred_batch;
 }
 
-// The avatar repository and every service that serves from it; preloads finish before serving.
-// A server without avatars gets none of them (and an error when one was asked for).
-Status StartAvatarServices(Server::Impl& impl, const ServerOptions& options) {
+// The avatar repository, which the avatar services serve from; preloads finish before serving.
+// A server without avatars gets none (and an error when an avatar service was asked for).
+Status StartAvatars(Server::Impl& impl, const ServerOptions& options) {
   if (options.monolithic_options.avatars.root.empty()) {
     if (options.monolithic) return InvalidArgument("the monolithic service needs avatars");
     if (options.lipsyncsrv) return InvalidArgument("the lipsyncsrv service needs avatars");
@@ -114,17 +90,6 @@ Status StartAvatarServices(Server::Impl& impl, const ServerOptions& options) {
   AvatarRegistry* registry = impl.avatars.get();
   impl.ctx.avatars = registry;
   impl.metrics.AddCollector([registry](std::string* out) { registry->RenderPrometheus(out); });
-  if (options.monolithic) {
-    impl.monolithic_service =
-        std::make_unique<MonolithicService>(options.monolithic_options, registry, &impl.metrics);
-  }
-  if (options.lipsyncsrv) {
-    impl.lipsyncsrv_service =
-        std::make_unique<LipSyncSrvService>(registry, options.monolithic_options.avatars.root,
-                                            options.lipsyncsrv_options, &impl.metrics);
-  }
-  impl.session_service =
-      std::make_unique<SessionService>(registry, options.sessions, &impl.metrics);
   return Status::Ok();
 }
 
@@ -159,50 +124,33 @@ Status CannotListen(const std::string& address) {
 }
 
 void ShutdownGrpc(Server::Impl& impl) {
-  for (auto* server :
-       {impl.grpc_server.get(), impl.monolithic_server.get(), impl.lipsyncsrv_server.get()}) {
-    if (server) server->Shutdown();
-  }
+  for (auto& listener : impl.listeners) listener.server->Shutdown();
 }
 
-// A compatibility service on a port of its own; when it cannot listen there, every gRPC server
-// started so far stops.
-Status StartOwnPort(Server::Impl& impl, const std::string& address,
-                    const std::shared_ptr<grpc::ServerCredentials>& credentials, int message_bytes,
-                    grpc::Service* service, std::unique_ptr<grpc::Server>* server, int* port) {
-  *server = BuildGrpcServer(address, credentials, message_bytes, {service}, port);
-  if (*server) return Status::Ok();
-  ShutdownGrpc(impl);
-  return CannotListen(address);
-}
-
-// The compatibility services that go on the main port (those without a port of their own).
-void AddMainPortCompatServices(Server::Impl& impl, const ServerOptions& options,
-                               std::vector<grpc::Service*>* services) {
-  if (impl.monolithic_service && options.monolithic_listen.empty()) {
-    services->push_back(impl.monolithic_service.get());
+// Builds the services of the table that are enabled and starts their listeners, the main port
+// first; when one cannot listen, every gRPC server started so far stops.
+Status StartServices(Server::Impl& impl, const ServerOptions& options,
+                     const std::shared_ptr<grpc::ServerCredentials>& credentials) {
+  const ServiceInputs inputs{impl.ctx.engine != nullptr, impl.avatars != nullptr};
+  std::map<const ServiceEntry*, grpc::Service*> built;
+  for (const ServiceEntry& entry : ServiceTable()) {
+    if (entry.enabled(options, inputs)) built[&entry] = entry.build(impl, options);
   }
-  if (impl.lipsyncsrv_service && options.lipsyncsrv_listen.empty()) {
-    services->push_back(impl.lipsyncsrv_service.get());
-  }
-}
-
-// After the main port: the compatibility services' own ports, when asked for (the old servers'
-// clients call 50053 and 50051).
-Status StartCompatPorts(Server::Impl& impl, const ServerOptions& options,
-                        const std::shared_ptr<grpc::ServerCredentials>& credentials,
-                        int message_bytes) {
-  if (impl.monolithic_service) impl.monolithic_port = impl.port;
-  if (impl.monolithic_service && !options.monolithic_listen.empty()) {
-    LIPSYNC_RETURN_IF_ERROR(StartOwnPort(impl, options.monolithic_listen, credentials,
-                                         message_bytes, impl.monolithic_service.get(),
-                                         &impl.monolithic_server, &impl.monolithic_port));
-  }
-  if (impl.lipsyncsrv_service) impl.lipsyncsrv_port = impl.port;
-  if (impl.lipsyncsrv_service && !options.lipsyncsrv_listen.empty()) {
-    LIPSYNC_RETURN_IF_ERROR(StartOwnPort(impl, options.lipsyncsrv_listen, credentials,
-                                         message_bytes, impl.lipsyncsrv_service.get(),
-                                         &impl.lipsyncsrv_server, &impl.lipsyncsrv_port));
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  const int message_bytes = MessageBytes(options);
+  for (const ListenerPlan& plan : PlanListeners(options, inputs)) {
+    std::vector<grpc::Service*> services;
+    for (const ServiceEntry* entry : plan.services) services.push_back(built.at(entry));
+    Listener listener{plan.address, nullptr, 0};
+    listener.server =
+        BuildGrpcServer(plan.address, credentials, message_bytes, services, &listener.port);
+    if (!listener.server) {
+      ShutdownGrpc(impl);
+      return CannotListen(plan.address);
+    }
+    for (const ServiceEntry* entry : plan.services) impl.service_ports[entry->name] = listener.port;
+    impl.listeners.push_back(std::move(listener));
   }
   return Status::Ok();
 }
@@ -270,22 +218,10 @@ Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOption
   impl->ctx.metrics = &impl->metrics;
   impl->ctx.max_queue_delay_us = options.batching.max_queue_delay.count();
   impl->ctx.max_queue = static_cast<int64_t>(options.batching.max_queue);
-  impl->lipsync_service = std::make_unique<LipSyncService>(&impl->ctx);
-  impl->kserve_service = std::make_unique<KServeService>(&impl->ctx);
-  LIPSYNC_RETURN_IF_ERROR(StartAvatarServices(*impl, options));
-
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  const int message_bytes = MessageBytes(options);
-  std::vector<grpc::Service*> services = {impl->lipsync_service.get(), impl->kserve_service.get()};
-  if (impl->session_service) services.push_back(impl->session_service.get());
-  AddMainPortCompatServices(*impl, options, &services);
-  impl->grpc_server =
-      BuildGrpcServer(options.listen, credentials, message_bytes, services, &impl->port);
-  if (!impl->grpc_server) return CannotListen(options.listen);
-  LIPSYNC_RETURN_IF_ERROR(StartCompatPorts(*impl, options, credentials, message_bytes));
+  LIPSYNC_RETURN_IF_ERROR(StartAvatars(*impl, options));
+  LIPSYNC_RETURN_IF_ERROR(StartServices(*impl, options, credentials));
   LIPSYNC_RETURN_IF_ERROR(StartHttp(*impl, options));
-  impl->grpc_server->GetHealthCheckService()->SetServingStatus(true);
+  impl->listeners[0].server->GetHealthCheckService()->SetServingStatus(true);
   impl->ctx.ready = true;
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
@@ -302,30 +238,30 @@ Result<std::unique_ptr<Server>> Server::StartAvatarsOnly(const ServerOptions& op
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   impl->ctx.metrics = &impl->metrics;
-  LIPSYNC_RETURN_IF_ERROR(StartAvatarServices(*impl, options));
-
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  std::vector<grpc::Service*> services = {impl->session_service.get()};
-  AddMainPortCompatServices(*impl, options, &services);
-  const int message_bytes = MessageBytes(options);
-  impl->grpc_server =
-      BuildGrpcServer(options.listen, credentials, message_bytes, services, &impl->port);
-  if (!impl->grpc_server) return CannotListen(options.listen);
-  LIPSYNC_RETURN_IF_ERROR(StartCompatPorts(*impl, options, credentials, message_bytes));
+  LIPSYNC_RETURN_IF_ERROR(StartAvatars(*impl, options));
+  LIPSYNC_RETURN_IF_ERROR(StartServices(*impl, options, credentials));
   LIPSYNC_RETURN_IF_ERROR(StartHttp(*impl, options));
-  impl->grpc_server->GetHealthCheckService()->SetServingStatus(true);
+  impl->listeners[0].server->GetHealthCheckService()->SetServingStatus(true);
   impl->ctx.ready = true;
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
 
-int Server::port() const { return impl_->port; }
+namespace {
+
+int PortOf(const Server::Impl& impl, const std::string& service) {
+  auto it = impl.service_ports.find(service);
+  return it == impl.service_ports.end() ? 0 : it->second;
+}
+
+}  // namespace
+
+int Server::port() const { return impl_->listeners[0].port; }
 int Server::metrics_port() const { return impl_->http ? impl_->http->port() : 0; }
-int Server::monolithic_port() const { return impl_->monolithic_port; }
+int Server::monolithic_port() const { return PortOf(*impl_, "monolithic"); }
 MonolithicService* Server::monolithic_service() { return impl_->monolithic_service.get(); }
 SessionService* Server::session_service() { return impl_->session_service.get(); }
 AvatarRegistry* Server::avatars() { return impl_->avatars.get(); }
-int Server::lipsyncsrv_port() const { return impl_->lipsyncsrv_port; }
+int Server::lipsyncsrv_port() const { return PortOf(*impl_, "lipsyncsrv"); }
 Metrics& Server::metrics() { return impl_->metrics; }
 Scheduler* Server::scheduler() { return impl_->scheduler.get(); }
 int Server::preferred_batch() const { return impl_->batcher ? impl_->batcher->batch_limit() : 0; }
@@ -334,7 +270,7 @@ void Server::MarkUnready() {
   std::lock_guard lock(impl_->shutdown_mu);
   if (impl_->shut_down) return;
   impl_->ctx.ready = false;
-  impl_->grpc_server->GetHealthCheckService()->SetServingStatus(false);
+  impl_->listeners[0].server->GetHealthCheckService()->SetServingStatus(false);
 }
 
 void Server::Shutdown() {
@@ -342,20 +278,19 @@ void Server::Shutdown() {
   if (impl_->shut_down) return;
   impl_->shut_down = true;
   impl_->ctx.ready = false;
-  impl_->grpc_server->GetHealthCheckService()->SetServingStatus(false);
+  auto& listeners = impl_->listeners;
+  listeners[0].server->GetHealthCheckService()->SetServingStatus(false);
   // gRPC refuses new calls at once and waits for accepted ones, which the batcher keeps serving;
   // past the drain deadline it cancels what is left.
   const auto deadline = std::chrono::system_clock::now() + impl_->options.drain_timeout;
-  if (impl_->monolithic_server) impl_->monolithic_server->Shutdown(deadline);
-  if (impl_->lipsyncsrv_server) impl_->lipsyncsrv_server->Shutdown(deadline);
-  impl_->grpc_server->Shutdown(deadline);
+  // The services' own ports first, then the main one.
+  for (size_t i = 1; i < listeners.size(); ++i) listeners[i].server->Shutdown(deadline);
+  listeners[0].server->Shutdown(deadline);
   if (impl_->batcher) impl_->batcher->Shutdown(std::chrono::milliseconds(0));
-  impl_->grpc_server->Wait();
-  if (impl_->monolithic_server) impl_->monolithic_server->Wait();
-  if (impl_->lipsyncsrv_server) impl_->lipsyncsrv_server->Wait();
+  for (auto& listener : listeners) listener.server->Wait();
   if (impl_->http) impl_->http->Stop();
 }
 
-void Server::Wait() { impl_->grpc_server->Wait(); }
+void Server::Wait() { impl_->listeners[0].server->Wait(); }
 
 }  // namespace lipsync::server
