@@ -4,7 +4,8 @@
 // from an audio_override (base64 PCM as the Python server's JavaScript clients send, or a file in
 // the avatar's folder), or else from the avatar's precomputed features (a row per video frame) or
 // its own audio. Errors are answered as success=false with gRPC status OK, as that server does.
-// Work runs on the service's own threads, not on gRPC's.
+// Requests run on the service's own threads, LoadModel (a package import) on the avatar
+// repository's loader thread; none on gRPC's.
 #pragma once
 
 #include <condition_variable>

@@ -2,7 +2,8 @@
 // clients can call lipsync unchanged. A request names an avatar and carries the batch's prepared
 // face crops and a chunk of raw audio; the answer is one JPEG per output frame, the avatar's
 // background frame with the new face pasted in. Errors are answered as success=false with gRPC
-// status OK, as that server does. Work runs on the service's own threads, not on gRPC's.
+// status OK, as that server does. Requests run on the service's own threads,
+// LoadModel on the avatar repository's loader thread; none on gRPC's.
 #pragma once
 
 #include <condition_variable>
