@@ -2,11 +2,16 @@
 // imports of it with the tiny test models.
 #pragma once
 
+#include <cmath>
+#include <cstdint>
 #include <filesystem>
+#include <random>
 #include <string>
+#include <vector>
 
 #include "avatar_test_util.h"
 #include "lipsync/avatar.h"
+#include "monolithic/monolithic.pb.h"
 
 namespace lipsync::server::testing {
 
@@ -33,6 +38,25 @@ inline std::string CopyPackage(const ScratchDir& scratch) {
   const std::string copy = scratch / "package";
   std::filesystem::copy(kPackage, copy, std::filesystem::copy_options::recursive);
   return copy;
+}
+
+// An InferBatchComposite for the package's avatar "anna": `batch` random visual frames (`seed`)
+// and the raw audio they need (a sine), as the Go clients send them.
+inline monolithic::CompositeBatchRequest MonolithicRequest(int batch, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(0, 1);
+  std::vector<float> visual(static_cast<size_t>(batch) * 6 * kFace * kFace);
+  for (auto& v : visual) v = u(rng);
+  std::vector<float> pcm(static_cast<size_t>(batch + 15) * 640);
+  for (size_t i = 0; i < pcm.size(); ++i) pcm[i] = 0.3f * std::sin(0.05f * static_cast<float>(i));
+  monolithic::CompositeBatchRequest r;
+  r.set_model_id("anna");
+  r.set_visual_frames(visual.data(), visual.size() * sizeof(float));
+  r.set_raw_audio(pcm.data(), pcm.size() * sizeof(float));
+  r.set_batch_size(batch);
+  r.set_start_frame_idx(0);
+  r.set_sample_rate(16000);
+  return r;
 }
 
 }  // namespace lipsync::server::testing

@@ -83,23 +83,6 @@ TEST(ProtocolBatches, V1AndKServeFramesShareABatch) {
       std::string::npos);
 }
 
-monolithic::CompositeBatchRequest MonolithicRequest(int batch) {
-  std::mt19937 rng(5);
-  std::uniform_real_distribution<float> u(0, 1);
-  std::vector<float> visual(static_cast<size_t>(batch) * 6 * kFace * kFace);
-  for (auto& v : visual) v = u(rng);
-  std::vector<float> pcm(static_cast<size_t>(batch + 15) * 640);
-  for (size_t i = 0; i < pcm.size(); ++i) pcm[i] = 0.3f * std::sin(0.05f * static_cast<float>(i));
-  monolithic::CompositeBatchRequest r;
-  r.set_model_id("anna");
-  r.set_visual_frames(visual.data(), visual.size() * sizeof(float));
-  r.set_raw_audio(pcm.data(), pcm.size() * sizeof(float));
-  r.set_batch_size(batch);
-  r.set_start_frame_idx(0);
-  r.set_sample_rate(16000);
-  return r;
-}
-
 // A second of speech to a session on "anna"; the frames it got.
 int RunSession(lipsync::v1::Sessions::Stub& stub) {
   grpc::ClientContext context;
@@ -183,7 +166,7 @@ TEST(ProtocolBatches, FramesTotalCountsEveryProtocolOnce) {
   {
     grpc::ClientContext ctx;
     auto stub = monolithic::MonolithicService::NewStub(s->channel);
-    ASSERT_TRUE(stub->InferBatchComposite(&ctx, MonolithicRequest(2), &mono).ok());
+    ASSERT_TRUE(stub->InferBatchComposite(&ctx, testing::MonolithicRequest(2, 5), &mono).ok());
   }
   ASSERT_TRUE(mono.success()) << mono.error();
   EXPECT_EQ(frames_total(), total += 2) << "monolithic";

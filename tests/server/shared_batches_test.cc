@@ -25,23 +25,6 @@ using testing::TinyModels;
 
 constexpr int kFace = testing::kFace;
 
-monolithic::CompositeBatchRequest MonolithicRequest(int batch) {
-  std::mt19937 rng(11);
-  std::uniform_real_distribution<float> u(0, 1);
-  std::vector<float> visual(static_cast<size_t>(batch) * 6 * kFace * kFace);
-  for (auto& v : visual) v = u(rng);
-  std::vector<float> pcm(static_cast<size_t>(batch + 15) * 640);
-  for (size_t i = 0; i < pcm.size(); ++i) pcm[i] = 0.3f * std::sin(0.05f * static_cast<float>(i));
-  monolithic::CompositeBatchRequest r;
-  r.set_model_id("anna");
-  r.set_visual_frames(visual.data(), visual.size() * sizeof(float));
-  r.set_raw_audio(pcm.data(), pcm.size() * sizeof(float));
-  r.set_batch_size(batch);
-  r.set_start_frame_idx(0);
-  r.set_sample_rate(16000);
-  return r;
-}
-
 // Streams half a second of speech to a session on "anna" and counts the frames it gets.
 grpc::Status RunSession(lipsync::v1::Sessions::Stub& stub, int* frames) {
   grpc::ClientContext context;
@@ -100,7 +83,8 @@ TEST(SharedBatches, MonolithicLipSyncSrvAndSessionFramesShareABatch) {
   std::thread mono_call([&] {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(300));
-    EXPECT_TRUE(mono_stub->InferBatchComposite(&ctx, MonolithicRequest(2), &mono).ok());
+    EXPECT_TRUE(
+        mono_stub->InferBatchComposite(&ctx, testing::MonolithicRequest(2, 11), &mono).ok());
   });
   std::thread srv_call([&] {
     grpc::ClientContext ctx;
