@@ -23,19 +23,6 @@ using testing::TinyModels;
 
 constexpr int kFace = testing::kFace;
 
-inference::ModelInferRequest KServeRequest(const Frames& f) {
-  inference::ModelInferRequest request;
-  request.set_model_name("lipsync");
-  for (const auto& t : f.request.tensors().inputs()) {
-    auto* in = request.add_inputs();
-    in->set_name(t.name());
-    in->set_datatype("FP32");
-    for (int64_t d : t.shape()) in->add_shape(d);
-    request.add_raw_input_contents(t.data());
-  }
-  return request;
-}
-
 grpc::Status CallKServe(testing::TestServer& s, const inference::ModelInferRequest& request,
                         inference::ModelInferResponse* response) {
   grpc::ClientContext ctx;
@@ -64,7 +51,7 @@ TEST(ProtocolBatches, V1AndKServeFramesShareABatch) {
   });
   ASSERT_TRUE(testing::WaitFor([&] { return m.queue_depth() == 1; }));
   inference::ModelInferResponse response;
-  const grpc::Status kserve_status = CallKServe(*s, KServeRequest(kserve), &response);
+  const grpc::Status kserve_status = CallKServe(*s, testing::KServeRequest(kserve), &response);
   ASSERT_TRUE(kserve_status.ok()) << kserve_status.error_message();
   ASSERT_TRUE(v1_call.get().ok());
   EXPECT_EQ(testing::MaxAbsDiff(response.raw_output_contents(0),
@@ -146,7 +133,7 @@ TEST(ProtocolBatches, FramesTotalCountsEveryProtocolOnce) {
   EXPECT_EQ(frames_total(), total += 3) << "v1";
 
   inference::ModelInferResponse kserve;
-  ASSERT_TRUE(CallKServe(*s, KServeRequest(testing::MakeTensors(2, 2)), &kserve).ok());
+  ASSERT_TRUE(CallKServe(*s, testing::KServeRequest(testing::MakeTensors(2, 2)), &kserve).ok());
   EXPECT_EQ(frames_total(), total += 2) << "KServe";
 
   {

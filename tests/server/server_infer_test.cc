@@ -105,16 +105,8 @@ TEST(ServerInfer, KServeModelInferEqualsEngine) {
   auto s = StartServer(Options(2, 100));
   ASSERT_TRUE(s);
   Frames f = MakeTensors(2, 5);
-  inference::ModelInferRequest request;
-  request.set_model_name("lipsync");
+  inference::ModelInferRequest request = KServeRequest(f);
   request.set_id("req-7");
-  for (const auto& t : f.request.tensors().inputs()) {
-    auto* in = request.add_inputs();
-    in->set_name(t.name());
-    in->set_datatype("FP32");
-    for (int64_t d : t.shape()) in->add_shape(d);
-    request.add_raw_input_contents(t.data());
-  }
   grpc::ClientContext ctx;
   inference::ModelInferResponse response;
   auto status = s->kserve->ModelInfer(&ctx, request, &response);

@@ -104,6 +104,19 @@ Frames MakeTensors(int n, uint32_t seed) {
   return f;
 }
 
+inference::ModelInferRequest KServeRequest(const Frames& tensors) {
+  inference::ModelInferRequest request;
+  request.set_model_name("lipsync");
+  for (const auto& t : tensors.request.tensors().inputs()) {
+    auto* in = request.add_inputs();
+    in->set_name(t.name());
+    in->set_datatype("FP32");
+    for (int64_t d : t.shape()) in->add_shape(d);
+    request.add_raw_input_contents(t.data());
+  }
+  return request;
+}
+
 Tensor EngineOutput(Engine& engine, const std::vector<Tensor>& inputs) {
   auto out = engine.Run({inputs[0].view(), inputs[1].view()});
   EXPECT_TRUE(out.ok()) << out.status().ToString();

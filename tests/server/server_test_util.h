@@ -51,6 +51,8 @@ struct Frames {
 Frames MakeFrames(int n, uint32_t seed, int size = 320);
 // Tensor-form request with seeded random inputs, and the same inputs as engine tensors.
 Frames MakeTensors(int n, uint32_t seed);
+// The same tensor-form inputs as a KServe ModelInfer request for the model "lipsync".
+inference::ModelInferRequest KServeRequest(const Frames& tensors);
 
 // The engine's output [N,3,S,S] for these inputs, run as one batch.
 Tensor EngineOutput(Engine& engine, const std::vector<Tensor>& inputs);
