@@ -3,12 +3,13 @@
 // weights N times but their working memory only as often as they run at once.
 //
 // The pool keeps freed blocks for reuse (a model asks for the same sizes on every run of a batch
-// size), but never more than the most it has had in use at once: a free block is taken back, and
-// blocks are given back to the system before a new allocation would make the pool larger than
-// that. Blocks not reused for a while (SetMaxAge) go back to the system, so the memory of one
-// large batch does not stay. A limit (SetLimit) caps what runs may hold: past it the cache is given
-// back first, then allocations fail, which a run reports as RESOURCE_EXHAUSTED instead of the
-// process being killed for want of memory.
+// size), but never more than twice the most it has had in use at once (each size is most in use
+// at its own moment, so repeating runs need more than their peak cached; under a limit, once): a
+// free block is taken back, and blocks are given back to the system before a new allocation would
+// make the pool larger than that. Blocks not reused for a while (SetMaxAge) go back to the system,
+// so the memory of one large batch does not stay. A limit (SetLimit) caps what runs may hold: past
+// it the cache is given back first, then allocations fail, which a run reports as
+// RESOURCE_EXHAUSTED instead of the process being killed for want of memory.
 #pragma once
 
 #include <chrono>
@@ -34,6 +35,7 @@ struct HostMemoryStats {
   int64_t limit = 0;           // working_in_use + cached at most (0: none)
   int64_t trimmed_total = 0;   // bytes given back to the system so far
   int64_t refused_total = 0;   // allocations refused by the limit (or injected failures)
+  int64_t fresh_total = 0;     // working bytes taken from the system (not reused) so far
 };
 
 class HostMemoryPool {

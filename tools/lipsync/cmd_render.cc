@@ -9,6 +9,7 @@
 #include "commands.h"
 #include "core/platform.h"
 #include "engine_flags.h"
+#include "lipsync/memory.h"
 #include "lipsync/render.h"
 
 namespace lipsync::cli {
@@ -142,7 +143,12 @@ int RunRender(const RenderArgs& args) {
   auto hook =
       platform::ShutdownHook::Install([&interrupted](std::string_view) { interrupted = true; });
   if (!hook.ok()) return ReportError(hook.status());
+  // The working memory the render took from the system, against the most it held at once: a pool
+  // that reuses its blocks takes little more than that peak.
+  HostMemory().ResetPeak();
+  const int64_t fresh_before = HostMemory().stats().fresh_total;
   auto stats = (*renderer)->Render(args.audio, output, ro);
+  const HostMemoryStats memory = HostMemory().stats();
   hook->reset();
   if (ro.progress && !stats.ok()) std::fprintf(stderr, "\n");  // the bar stopped mid-line
   if (!stats.ok()) return ReportError(stats.status());
@@ -154,6 +160,8 @@ int RunRender(const RenderArgs& args) {
     };
     json["unet_backend"] = backend_of((*renderer)->unet());
     json["audio_encoder_backend"] = backend_of(encoder.engine());
+    json["host_working_memory"] = {{"fresh_bytes", memory.fresh_total - fresh_before},
+                                   {"peak_bytes", memory.peak_working}};
     std::printf("%s\n", json.dump(2).c_str());
     return 0;
   }
