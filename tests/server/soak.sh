@@ -7,10 +7,14 @@ set -euo pipefail
 BIN="$1"
 MODEL="$2"
 SECONDS_TOTAL="${SOAK_SECONDS:-30}"
-PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+free_port() {
+  /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+PORT=$(free_port)
+METRICS_PORT=$(free_port)
 
-"$BIN" serve --model "$MODEL" --listen "127.0.0.1:$PORT" --threads 1 --max-batch 4 \
-  --max-queue-delay-us 1000 --log-level warn &
+"$BIN" serve --model "$MODEL" --listen "127.0.0.1:$PORT" --metrics "127.0.0.1:$METRICS_PORT" \
+  --threads 1 --max-batch 4 --max-queue-delay-us 1000 --log-level warn &
 SERVER=$!
 trap 'kill -INT $SERVER 2>/dev/null || true' EXIT
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$SERVER/status"; }
@@ -28,11 +32,30 @@ load() {  # seconds
     --form tensor | sed -n 2,3p
   wait "$frames" "$streams"
 }
+# 1 once the server is idle and has given its cached memory back (lipsync_memory_idle_trimmed).
+idle_trimmed() {
+  /usr/bin/python3 - "$METRICS_PORT" <<'PY'
+import sys, urllib.request
+text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=30).read().decode()
+print(next(int(float(l.split()[1])) for l in text.splitlines()
+           if l.startswith("lipsync_memory_idle_trimmed ")))
+PY
+}
 # RSS is compared at rest, after each phase's clients are done: buffers of frames in flight do not
-# count, memory the server kept does. The median of three samples a second apart is taken.
+# count, memory the server kept does. Once idle for a second the server gives back its pool's
+# cached blocks and trims its heap; RSS is read after that (waited for on the server's gauge,
+# however slow the machine), the median of three samples half a second apart.
 idle_rss() {
-  sleep 3  # the server gives back its pool's cached blocks and trims its heap once idle for 1 s
-  for _ in 1 2 3; do rss_kb; sleep 1; done | sort -n | sed -n 2p
+  local waited=0
+  while [ "$(idle_trimmed)" != 1 ]; do
+    sleep 0.2
+    waited=$((waited + 1))
+    if [ "$waited" -gt 600 ]; then
+      echo "FAIL: the server did not trim its memory within 120 s of going idle" >&2
+      exit 1
+    fi
+  done
+  for _ in 1 2 3; do rss_kb; sleep 0.5; done | sort -n | sed -n 2p
 }
 load 15
 WARM=$(idle_rss)

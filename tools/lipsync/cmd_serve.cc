@@ -180,10 +180,10 @@ int RunServe(ServeArgs& args) {
   }
 
   // Hand freed frame buffers and the working-memory pool's cached blocks back to the system when
-  // the server goes idle (a second in which no
-  // frame finished; open but quiet streams count as idle), so resident memory follows the load
-  // instead of its high-water mark; under load the same memory serves the next requests without
-  // page faults.
+  // the server goes idle (a second in which no frame finished; open but quiet streams count as
+  // idle), so resident memory follows the load instead of its high-water mark; under load the same
+  // memory serves the next requests without page faults. lipsync_memory_idle_trimmed
+  // shows when that is done.
   std::atomic<bool> stopping{false};
   server::Metrics& metrics = (*server)->metrics();
   std::thread trimmer([&stopping, &metrics] {
@@ -193,12 +193,16 @@ int RunServe(ServeArgs& args) {
       std::this_thread::sleep_for(std::chrono::seconds(1));
       const uint64_t frames = metrics.frames();
       const bool idle = frames == frames_seen;
-      if (!idle) trimmed = false;
+      if (!idle && trimmed) {
+        trimmed = false;
+        metrics.SetIdleTrimmed(false);
+      }
       // While idle, blocks freed after the first trim (streams closing, the last batch's buffers)
       // are given back too: the heap is trimmed again whenever the pool gave something back.
       if (idle && (HostMemory().Trim(0) > 0 || !trimmed)) {
         platform::ReturnFreeHeapMemory();
         trimmed = true;
+        metrics.SetIdleTrimmed(true);
       }
       frames_seen = frames;
     }

@@ -167,6 +167,11 @@ std::string Metrics::RenderPrometheus() const {
   out += "# HELP lipsync_session_frames_sent_total Frames sent to live sessions.\n";
   out += "# TYPE lipsync_session_frames_sent_total counter\n";
   out += fmt::format("lipsync_session_frames_sent_total {}\n", session_frames_sent_.load());
+  out +=
+      "# HELP lipsync_memory_idle_trimmed 1 while the server is idle and has given its cached "
+      "memory back to the system.\n";
+  out += "# TYPE lipsync_memory_idle_trimmed gauge\n";
+  out += fmt::format("lipsync_memory_idle_trimmed {}\n", idle_trimmed_.load());
   out += "# HELP lipsync_session_batch_size Frames per batch of live sessions' frames.\n";
   out += "# TYPE lipsync_session_batch_size histogram\n";
   session_batch_hist_.Render("lipsync_session_batch_size", &out);

@@ -65,6 +65,8 @@ class Metrics {
   // A batch of `size` frames from `sessions` different sessions (its time is in RecordBatch).
   void RecordSessionBatch(int size, int sessions);
   void AddSessionFramesSent(int n) { session_frames_sent_ += n; }
+  // Whether the server is idle and has given its cached memory back to the system.
+  void SetIdleTrimmed(bool trimmed) { idle_trimmed_ = trimmed ? 1 : 0; }
   int64_t sessions_open() const { return sessions_open_; }
   uint64_t session_batches_of_size(int size) const;
   // Number of batches that held frames of exactly `sessions` sessions.
@@ -86,6 +88,7 @@ class Metrics {
   // Live sessions.
   std::atomic<int64_t> sessions_open_{0};
   std::atomic<uint64_t> session_frames_sent_{0};
+  std::atomic<int> idle_trimmed_{0};
   std::map<int, uint64_t> session_batch_sizes_;  // guarded by mu_
   Histogram session_batch_hist_{{1, 2, 4, 8, 16, 32, 64}};
   std::map<int, uint64_t> session_batch_sessions_;  // guarded by mu_
