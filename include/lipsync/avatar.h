@@ -137,6 +137,16 @@ Status CheckAudioEncoderInfo(const ModelInfo& info);
 // UNet's face size is the manifest's model_size, its audio input is what the encoder feeds.
 Status CheckAvatarModels(const Avatar& avatar, const EngineOptions& options = {});
 
+// What a PyTorch UNet checkpoint (a SyncTalk_2D state dict, mode 'ave') is exported as.
+struct CheckpointExportOptions {
+  int size = 320;  // the face's side
+};
+// Turns `checkpoint` into the ONNX file `out_onnx`, or says why not. The library runs no exporter
+// of its own (exporting needs PyTorch): a program that imports checkpoints passes one in, as the
+// `lipsync` command passes its Python exporter.
+using CheckpointExporter = std::function<Status(
+    const std::string& checkpoint, const std::string& out_onnx, const CheckpointExportOptions&)>;
+
 // Importers: both write a complete avatar folder at `out_dir` (which must not exist or be empty)
 // through a temporary folder beside it, so a failed import leaves nothing behind. The models are
 // copied in; the model size is read from the UNet.
@@ -146,6 +156,9 @@ struct AvatarImportOptions {
   std::string audio_encoder;  // audio encoder ONNX
   std::string name;           // defaults to the source folder's (or model id's) name
   double fps = 25.0;
+  // Exports a package's checkpoint when no model is given; empty: such an import fails
+  // (FailedPrecondition, naming the checkpoint).
+  CheckpointExporter export_checkpoint;
 };
 
 // A SyncTalk_2D dataset folder: full_body_img/<n>.jpg and landmarks/<n>.lms for n = 0..N-1. Frames
@@ -158,18 +171,6 @@ Result<Avatar> ImportSyncTalkDataset(const std::string& dataset_dir,
 // Relative paths are taken from the config file's folder joined with models_root when it is set.
 Result<Avatar> ImportGoServerModel(const std::string& config_path, const std::string& model_id,
                                    const AvatarImportOptions& options);
-
-// How a PyTorch UNet checkpoint (a SyncTalk_2D state dict, mode 'ave') becomes ONNX: lipsync's
-// Python exporter (`python3 -m lipsync.export`, which needs PyTorch) run as a child process.
-struct CheckpointExportOptions {
-  std::string python;      // interpreter; empty: /usr/bin/python3 when present, else python3
-  std::string python_dir;  // holds the lipsync package; empty: $LIPSYNC_PYTHON_DIR or the source's
-  std::string verify_engine;  // lipsync binary that verifies the export; empty: not verified
-  int size = 320;
-};
-// Writes `out_onnx`; on failure the Status carries the end of the exporter's output.
-Status ExportUnetCheckpoint(const std::string& checkpoint, const std::string& out_onnx,
-                            const CheckpointExportOptions& options = {});
 
 // Limits on a zip archive while it is unpacked: the declared sizes and the bytes actually inflated
 // are both held to them, so a zip bomb stops at the limit.
@@ -184,9 +185,9 @@ struct ZipLimits {
 // crops, one video frame per frame id), face_bounds/<n>.npy ([xmin, ymin, xmax, ymax, ...] of
 // frame n) and video.mp4 (the frames). The avatar gets video.mp4 as its frames, the bounds as crop
 // rectangles and aud_ave.npy as its audio features; the UNet is options.model when given, else
-// the checkpoint exported with `export_options`. Every missing file is named in one error. A zip
-// is unpacked (within `zip_limits`, refusing entries that would land outside) into a hidden
-// folder beside `out_dir`, which is removed afterwards whatever happens.
+// the checkpoint exported by options.export_checkpoint with `export_options`. Every missing file is
+// named in one error. A zip is unpacked (within `zip_limits`, refusing entries that would land
+// outside) into a hidden folder beside `out_dir`, which is removed afterwards whatever happens.
 Result<Avatar> ImportLipSyncSrvPackage(const std::string& package,
                                        const AvatarImportOptions& options,
                                        const CheckpointExportOptions& export_options = {},

@@ -81,6 +81,11 @@ Result<int> RunAndWait(const std::vector<std::string>& argv,
                        const std::vector<std::pair<std::string, std::string>>& env,
                        const std::string& log);
 
+// The Python interpreter to run lipsync's Python tools with when none is named: on POSIX
+// /usr/bin/python3 when it exists (Debian's, which has PyTorch; another python3 earlier on PATH may
+// not), else python3 looked up on PATH; on Windows python (the python.org installer's name).
+std::string DefaultPython();
+
 // This process's id, for names of temporary files that other processes must not pick too.
 int64_t ProcessId();
 

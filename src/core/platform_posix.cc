@@ -77,6 +77,11 @@ void SetEnv(const std::string& name, const std::string& value) {
   setenv(name.c_str(), value.c_str(), 1);
 }
 
+std::string DefaultPython() {
+  std::error_code ec;
+  return std::filesystem::is_regular_file("/usr/bin/python3", ec) ? "/usr/bin/python3" : "python3";
+}
+
 int RunInPlace(const std::vector<std::string>& argv_s) {
   std::vector<char*> argv;
   for (const auto& s : argv_s) argv.push_back(const_cast<char*>(s.c_str()));

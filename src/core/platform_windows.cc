@@ -140,6 +140,8 @@ void SetEnv(const std::string& name, const std::string& value) {
   _wputenv_s(Widen(name).c_str(), Widen(value).c_str());
 }
 
+std::string DefaultPython() { return "python"; }
+
 namespace {
 
 // Starts the command line and waits for it: its exit status, or why it could not start.

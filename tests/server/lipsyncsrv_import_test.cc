@@ -5,7 +5,11 @@
 
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <functional>
+#include <iterator>
+#include <string>
+#include <vector>
 
 #include "lipsync/npy.h"
 #include "lipsyncsrv_test_util.h"
@@ -130,6 +134,81 @@ TEST(LipSyncSrvImport, CorruptZipsAndMissingPackagesAreRefused) {
   EXPECT_FALSE(fs::exists(scratch / "out"));
   auto missing = ImportLipSyncSrvPackage(scratch / "nothing", TinyModels(scratch / "out"));
   EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// Without a model the package's checkpoint goes through the exporter the caller gives (here one
+// that copies the tiny test model, so no Python runs): its file becomes the avatar's UNet.
+TEST(LipSyncSrvImport, CheckpointGoesThroughTheGivenExporter) {
+  ScratchDir scratch;
+  AvatarImportOptions options = TinyModels(scratch / "anna");
+  const std::string tiny = options.model;
+  options.model.clear();
+  std::vector<std::string> checkpoints;
+  int size = 0;
+  options.export_checkpoint = [&](const std::string& checkpoint, const std::string& out_onnx,
+                                  const CheckpointExportOptions& how) {
+    checkpoints.push_back(checkpoint);
+    size = how.size;
+    std::error_code ec;
+    fs::copy_file(tiny, out_onnx, ec);
+    return ec ? Internal("cannot copy the model: " + ec.message()) : Status::Ok();
+  };
+  CheckpointExportOptions how;
+  how.size = 328;
+  auto avatar = ImportLipSyncSrvPackage(kPackage, options, how);
+  ASSERT_TRUE(avatar.ok()) << avatar.status().ToString();
+  ASSERT_EQ(checkpoints.size(), 1u);
+  EXPECT_EQ(fs::path(checkpoints[0]).filename(), "7.pth");
+  EXPECT_EQ(size, 328);
+  EXPECT_EQ(ReadAll(avatar->model_path()), ReadAll(tiny));
+  EXPECT_TRUE(LoadAvatar(scratch / "anna").ok());
+}
+
+// An exporter's failure, or a success that wrote nothing, fails the import and leaves no avatar.
+TEST(LipSyncSrvImport, ExporterFailuresFailTheImport) {
+  ScratchDir scratch;
+  AvatarImportOptions options = TinyModels(scratch / "anna");
+  options.model.clear();
+  options.export_checkpoint = [](const std::string&, const std::string&,
+                                 const CheckpointExportOptions&) {
+    return InvalidArgument("the checkpoint holds no UNet");
+  };
+  auto failed = ImportLipSyncSrvPackage(kPackage, options);
+  ASSERT_FALSE(failed.ok());
+  EXPECT_EQ(failed.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(failed.status().message().find("the checkpoint holds no UNet"), std::string::npos)
+      << failed.status().message();
+  EXPECT_FALSE(fs::exists(scratch / "anna"));
+
+  options.export_checkpoint = [](const std::string&, const std::string&,
+                                 const CheckpointExportOptions&) { return Status::Ok(); };
+  auto empty = ImportLipSyncSrvPackage(kPackage, options);
+  ASSERT_FALSE(empty.ok());
+  EXPECT_NE(empty.status().message().find("wrote no ONNX file"), std::string::npos)
+      << empty.status().message();
+  EXPECT_FALSE(fs::exists(scratch / "anna"));
+}
+
+// With no exporter a checkpoint is refused by name, nothing is left behind, and the next import
+// (with a model) succeeds.
+TEST(LipSyncSrvImport, WithoutAnExporterACheckpointIsRefused) {
+  ScratchDir scratch;
+  AvatarImportOptions options = TinyModels(scratch / "anna");
+  options.model.clear();
+  auto refused = ImportLipSyncSrvPackage(kPackage, options);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kFailedPrecondition);
+  const std::string& message = refused.status().message();
+  EXPECT_NE(message.find("models/7.pth"), std::string::npos) << message;
+  EXPECT_NE(message.find("no checkpoint exporter"), std::string::npos) << message;
+  EXPECT_FALSE(fs::exists(scratch / "anna"));
+  auto next = ImportLipSyncSrvPackage(kPackage, TinyModels(scratch / "anna"));
+  EXPECT_TRUE(next.ok()) << next.status().ToString();
 }
 
 }  // namespace

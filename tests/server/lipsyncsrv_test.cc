@@ -3,6 +3,7 @@
 // here on the same inputs, batch and stream order, and each error as success=false.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cmath>
 #include <condition_variable>
 #include <cstring>
@@ -402,6 +403,42 @@ TEST(LipSyncSrv, LoadModel) {
   auto no_encoder = Load(*f, "dave", kPackage);
   EXPECT_FALSE(no_encoder.success());
   EXPECT_NE(no_encoder.error().find("audio encoder"), std::string::npos) << no_encoder.error();
+}
+
+// LoadModel of a package exports its checkpoint through the server's exporter (here one copying
+// the tiny test model); a server without one refuses such a package by name and goes on serving.
+TEST(LipSyncSrv, LoadModelExportsThroughTheServersExporter) {
+  const std::string encoder = testing::TestModelPath("tiny_audio_encoder.onnx");
+  auto bare =
+      Start([&](ServerOptions& options) { options.lipsyncsrv_options.audio_encoder = encoder; });
+  ASSERT_TRUE(bare);
+  auto refused = Load(*bare, "bob", kPackage);
+  EXPECT_FALSE(refused.success());
+  EXPECT_NE(refused.error().find("models/7.pth"), std::string::npos) << refused.error();
+  EXPECT_NE(refused.error().find("no checkpoint exporter"), std::string::npos) << refused.error();
+  EXPECT_FALSE(fs::exists(bare->root / "bob"));
+  EXPECT_EQ(bare->server->server->metrics().requests("LoadModel", "FAILED_PRECONDITION"), 1u);
+  EXPECT_TRUE(Load(*bare, "anna", "").success());
+  EXPECT_TRUE(Infer(*bare, "anna", 1).success());
+
+  std::atomic<int> exports{0};
+  auto f = Start([&](ServerOptions& options) {
+    options.lipsyncsrv_options.audio_encoder = encoder;
+    options.lipsyncsrv_options.export_checkpoint = [&](const std::string& checkpoint,
+                                                       const std::string& out_onnx,
+                                                       const CheckpointExportOptions&) {
+      ++exports;
+      EXPECT_EQ(fs::path(checkpoint).filename(), "7.pth");
+      std::error_code ec;
+      fs::copy_file(testing::TestModelPath("tiny.onnx"), out_onnx, ec);
+      return ec ? Internal(ec.message()) : Status::Ok();
+    };
+  });
+  ASSERT_TRUE(f);
+  auto imported = Load(*f, "bob", kPackage);
+  ASSERT_TRUE(imported.success()) << imported.error();
+  EXPECT_EQ(exports.load(), 1);
+  EXPECT_TRUE(Infer(*f, "bob", 1).success());
 }
 
 // A package import in progress (held here on an event) runs on the repository's loader thread:

@@ -35,10 +35,15 @@ GLOBALS = re.compile(r"(?<![\w.>:])(environ)\b")
 LINUX_FILES = re.compile(r'"/(proc|sys)/')
 
 
-def strip(text):
+def strip(text, literals=None):
     """The text with comments and the insides of string and character literals blanked (newlines
-    kept, so line numbers stay)."""
+    kept, so line numbers stay). `literals`, when a list, gets (line, inside) of each literal."""
     out, i, n = [], 0, len(text)
+
+    def keep(start, inside):
+        if literals is not None:
+            literals.append((text.count("\n", 0, start) + 1, inside))
+
     while i < n:
         c = text[i]
         if text.startswith("//", i):
@@ -56,12 +61,14 @@ def strip(text):
             close = ")" + text[i + 2:d_end] + '"'
             j = text.find(close, d_end)
             j = n if j < 0 else j + len(close)
+            keep(i, text[d_end + 1:j - len(close)])
             out.append('"' + re.sub(r"[^\n]", " ", text[i + 1:j - 1]) + '"')
             i = j
         elif c in "\"'":
             j = i + 1
             while j < n and text[j] != c and text[j] != "\n":
                 j += 2 if text[j] == "\\" else 1
+            keep(i, text[i + 1:min(j, n)])
             out.append(c + " " * (min(j, n) - i - 1) + (c if j < n else ""))
             i = j + 1
         else:

@@ -139,6 +139,24 @@ TEST(Platform, RunAndWaitGivesExitStatusOutputAndEnvironment) {
   EXPECT_EQ(missing.status().code(), StatusCode::kUnavailable);
 }
 
+// The interpreter the Python tools run with by default: python.org's name on Windows; elsewhere
+// Debian's /usr/bin/python3 when present, else python3 from PATH, and it runs.
+TEST(Platform, DefaultPython) {
+  const std::string python = DefaultPython();
+#ifdef _WIN32
+  EXPECT_EQ(python, "python");
+#else
+  std::error_code ec;
+  const bool debian = std::filesystem::is_regular_file("/usr/bin/python3", ec);
+  EXPECT_EQ(python, debian ? "/usr/bin/python3" : "python3");
+  const std::string log = PathToUtf8(ScratchDir() / "python log.txt");
+  auto code = RunAndWait({python, "-c", "import sys; sys.exit(7)"}, {}, log);
+  ASSERT_TRUE(code.ok()) << code.status().ToString();
+  EXPECT_EQ(*code, 7);
+  std::filesystem::remove(log);
+#endif
+}
+
 TEST(Platform, ProcessFacts) {
   EXPECT_GT(ProcessId(), 0);
   EXPECT_GE(PhysicalCoreCount(), 1);

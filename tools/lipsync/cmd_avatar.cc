@@ -10,6 +10,7 @@
 #include "core/platform.h"
 #include "engine_flags.h"
 #include "lipsync/avatar.h"
+#include "python_exporter.h"
 
 namespace lipsync::cli {
 namespace {
@@ -44,9 +45,9 @@ int RunImport(const ImportArgs& args) {
       return ReportError(InvalidArgument("--model-id only applies to --from go"));
     }
     // Without --model the package's checkpoint is exported, and verified by this binary.
-    CheckpointExportOptions export_options;
-    export_options.verify_engine = platform::ExecutablePath();
-    avatar = ImportLipSyncSrvPackage(source, args.options, export_options);
+    AvatarImportOptions options = args.options;
+    options.export_checkpoint = PythonCheckpointExporter(VerifiedByThisProgram());
+    avatar = ImportLipSyncSrvPackage(source, options);
   }
   if (!avatar.ok()) return ReportError(avatar.status());
   std::printf("wrote avatar '%s' to %s: %lld frames of %dx%d, %s\n",

@@ -9,40 +9,22 @@
 
 #include "commands.h"
 #include "core/platform.h"
+#include "python_exporter.h"
 
 namespace lipsync::cli {
 namespace {
 
-std::string PythonDir() {
-  if (const char* dir = std::getenv("LIPSYNC_PYTHON_DIR")) return dir;
-  return std::string(LIPSYNC_SOURCE_DIR) + "/python";
-}
-
-// Replaces this process with `python3 -m lipsync.<module> args...`.
+// Replaces this process with `<default python> -m lipsync.<module> args...`.
 int ExecPython(const std::string& module, const std::vector<std::string>& args) {
-  const std::string dir = PythonDir();
+  const std::string dir = PythonToolsDir();
   if (!std::filesystem::exists(dir + "/lipsync/" + module + ".py")) {
     std::fprintf(stderr, "error: Python tools not found in %s (set LIPSYNC_PYTHON_DIR)\n",
                  dir.c_str());
     return 2;
   }
-  std::string path = dir;
-#ifdef _WIN32
-  const char* separator = ";";
-#else
-  const char* separator = ":";
-#endif
-  if (const char* old = std::getenv("PYTHONPATH"); old && *old)
-    path += separator + std::string(old);
-  platform::SetEnv("PYTHONPATH", path);
+  platform::SetEnv("PYTHONPATH", ChildPythonPath(dir));
   if (!std::getenv("LIPSYNC_BIN")) platform::SetEnv("LIPSYNC_BIN", platform::ExecutablePath());
-    // Debian's interpreter has PyTorch; another python3 earlier on PATH may not.
-#ifdef _WIN32
-  const std::string python = "python";  // the python.org installer's name on PATH
-#else
-  const std::string python =
-      std::filesystem::exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
-#endif
+  const std::string python = platform::DefaultPython();
   std::vector<std::string> argv_s = {python, "-m", "lipsync." + module};
   argv_s.insert(argv_s.end(), args.begin(), args.end());
   const int status = platform::RunInPlace(argv_s);

@@ -16,6 +16,7 @@
 #include "core/platform.h"
 #include "engine_flags.h"
 #include "lipsync/memory.h"
+#include "python_exporter.h"
 #include "server/server.h"
 
 namespace lipsync::cli {
@@ -100,8 +101,10 @@ int RunServe(ServeArgs& args) {
     args.server.lipsyncsrv_options.window = *window;
     args.server.lipsyncsrv_options.package_limits.max_bytes = args.lipsyncsrv_max_package_mb << 20;
   }
-  // Imported packages' checkpoints are exported and then verified by this binary.
-  { args.server.lipsyncsrv_options.export_options.verify_engine = platform::ExecutablePath(); }
+  // Imported packages' checkpoints are exported by lipsync's Python exporter, then verified by
+  // this binary.
+  args.server.lipsyncsrv_options.export_checkpoint =
+      PythonCheckpointExporter(VerifiedByThisProgram());
   {
     auto& avatars = args.server.monolithic_options.avatars;
     for (size_t at = 0; at < args.preload.size();) {

@@ -184,9 +184,17 @@ Result<Avatar> ImportPackageFolder(const std::string& package_dir, const std::st
   if (options.model.empty()) {
     if (temp.path().empty()) return Internal("cannot create a temporary folder for the export");
     const std::string checkpoint = Checkpoints(dir / "models").front();
+    if (!options.export_checkpoint) {
+      return FailedPrecondition(where + ": its UNet is the PyTorch checkpoint '" + checkpoint +
+                                "', and this program has no checkpoint exporter to make it ONNX");
+    }
     draft.model = temp.path() + "/unet.onnx";
-    Status exported = ExportUnetCheckpoint(checkpoint, draft.model, export_options);
+    Status exported = options.export_checkpoint(checkpoint, draft.model, export_options);
     if (!exported.ok()) return exported.WithContext(where);
+    std::error_code ec;
+    if (!fs::is_regular_file(draft.model, ec)) {
+      return Internal(where + ": the checkpoint exporter succeeded but wrote no ONNX file");
+    }
   } else {
     draft.model = options.model;
   }

@@ -326,6 +326,7 @@ Status LipSyncSrvService::RunLoadModel(const lipsyncsrv::LoadModelRequest& reque
       import.out_dir = dir;
       import.name = model;
       import.audio_encoder = options_.audio_encoder;
+      import.export_checkpoint = options_.export_checkpoint;
       auto avatar = options_.import_package
                         ? options_.import_package(request.package_path(), import)
                         : ImportLipSyncSrvPackage(request.package_path(), import,

@@ -35,8 +35,10 @@ struct LipSyncSrvOptions {
   int worker_threads = 2;  // requests run on these, in arrival order
   // LoadModel with a package_path imports the package into <avatar root>/<model_name>; the avatar
   // gets this audio encoder (the package has none) and its UNet is exported from the package's
-  // checkpoint with `export_options`.
+  // checkpoint by `export_checkpoint` with `export_options`. Without an exporter such a LoadModel
+  // fails (FailedPrecondition) and the server goes on.
   std::string audio_encoder;
+  CheckpointExporter export_checkpoint;
   CheckpointExportOptions export_options;
   ZipLimits package_limits;  // a zip package unpacks within these
   // Imports a package instead of ImportLipSyncSrvPackage with the options above (tests hold an
