@@ -85,7 +85,7 @@ Status StartAvatars(Server::Impl& impl, const ServerOptions& options) {
   AvatarRegistryOptions avatars = options.monolithic_options.avatars;
   avatars.scheduler = impl.scheduler;
   LIPSYNC_ASSIGN_OR_RETURN(impl.avatars, AvatarRegistry::Create(std::move(avatars)));
-  impl.avatars->scheduler().SetMetrics(&impl.metrics);
+  impl.avatars->scheduler().SetListener(&impl.metrics);
   LIPSYNC_RETURN_IF_ERROR(impl.avatars->Preload());
   AvatarRegistry* registry = impl.avatars.get();
   impl.ctx.avatars = registry;
@@ -206,11 +206,11 @@ Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOption
     LIPSYNC_ASSIGN_OR_RETURN(batching.preferred_batch,
                              ChoosePreferredBatch(*engine, batching.max_batch));
   }
-  SchedulerOptions device;
+  runtime::SchedulerOptions device;
   const int gpu = engine->capabilities().device_id;
   device.device = gpu >= 0 ? "cuda:" + std::to_string(gpu) : "cpu";
-  impl->scheduler = std::make_shared<Scheduler>(device);
-  impl->scheduler->SetMetrics(&impl->metrics);
+  impl->scheduler = std::make_shared<runtime::Scheduler>(device);
+  impl->scheduler->SetListener(&impl->metrics);
   impl->batcher = std::make_unique<Batcher>(engine, batching, &impl->metrics, impl->scheduler,
                                             options.model_name);
   impl->ctx.engine = engine;
@@ -263,7 +263,7 @@ SessionService* Server::session_service() { return impl_->session_service.get();
 AvatarRegistry* Server::avatars() { return impl_->avatars.get(); }
 int Server::lipsyncsrv_port() const { return PortOf(*impl_, "lipsyncsrv"); }
 Metrics& Server::metrics() { return impl_->metrics; }
-Scheduler* Server::scheduler() { return impl_->scheduler.get(); }
+runtime::Scheduler* Server::scheduler() { return impl_->scheduler.get(); }
 int Server::preferred_batch() const { return impl_->batcher ? impl_->batcher->batch_limit() : 0; }
 
 void Server::MarkUnready() {

@@ -67,7 +67,7 @@ class Server {
   int lipsyncsrv_port() const;
   Metrics& metrics();
   // The scheduler of the served model's device (null without a model of its own).
-  Scheduler* scheduler();
+  runtime::Scheduler* scheduler();
   // The batch size the batcher forms when enough frames wait (chosen at start when it was auto).
   int preferred_batch() const;
   // Turns /readyz to 503 and gRPC health to NOT_SERVING while calls are still served, so that a

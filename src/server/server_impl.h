@@ -32,7 +32,7 @@ struct Server::Impl {
   ServerOptions options;
   Metrics metrics;
   // The scheduler of the served model's device, shared with the avatars' UNets on that device.
-  std::shared_ptr<Scheduler> scheduler;
+  std::shared_ptr<runtime::Scheduler> scheduler;
   std::unique_ptr<Batcher> batcher;
   ServiceContext ctx;
   std::unique_ptr<LipSyncService> lipsync_service;

@@ -27,7 +27,7 @@ std::unique_ptr<LoadedAvatar> WithUnet(const std::string& model, int64_t max_bat
   a->unet = std::move(*unet);
   a->roles = FindUnetInputs(a->unet->info()).value();
   a->layout = FaceLayout::ForInputSize(a->roles.size).value();
-  ScheduleAvatar(*a, std::make_shared<Scheduler>(SchedulerOptions{}));
+  ScheduleAvatar(*a, std::make_shared<runtime::Scheduler>(runtime::SchedulerOptions{}));
   return a;
 }
 

@@ -61,10 +61,10 @@ TEST(ProtocolBatches, V1AndKServeFramesShareABatch) {
   EXPECT_EQ(m.batches_of_size(2), 1u);
   EXPECT_EQ(m.model_frames("lipsync", "v1"), 1u);
   EXPECT_EQ(m.model_frames("lipsync", "kserve"), 1u);
-  const SchedulerTotals totals = s->server->scheduler()->totals();
+  const runtime::SchedulerTotals totals = s->server->scheduler()->totals();
   EXPECT_EQ(totals.mixed_batches, 1);
-  EXPECT_EQ(totals.rows_by_origin[static_cast<size_t>(Origin::kV1)], 1);
-  EXPECT_EQ(totals.rows_by_origin[static_cast<size_t>(Origin::kKServe)], 1);
+  EXPECT_EQ(totals.rows_by_origin[static_cast<size_t>(runtime::Origin::kV1)], 1);
+  EXPECT_EQ(totals.rows_by_origin[static_cast<size_t>(runtime::Origin::kKServe)], 1);
   EXPECT_NE(
       m.RenderPrometheus().find("lipsync_model_frames_total{model=\"lipsync\",origin=\"v1\"} 1"),
       std::string::npos);

@@ -1,7 +1,7 @@
 // The device scheduler on the tiny test UNets: overlapping runs of two models, live frames first,
 // cancelled and late frames dropped, a failed run failing only its jobs, and a fixed-batch model's
 // padded batches giving the frames of a run of their own.
-#include "server/core/scheduler.h"
+#include "runtime/scheduler.h"
 
 #include <gtest/gtest.h>
 
@@ -21,10 +21,10 @@ using testing::kTestData;
 
 struct Model {
   std::unique_ptr<LoadedAvatar> avatar;
-  std::shared_ptr<ScheduledModel> scheduled;
+  std::shared_ptr<runtime::ScheduledModel> scheduled;
 };
 
-Model Add(Scheduler& scheduler, const std::string& file, const std::string& name) {
+Model Add(runtime::Scheduler& scheduler, const std::string& file, const std::string& name) {
   Model m;
   m.avatar = std::make_unique<LoadedAvatar>();
   EngineOptions options;
@@ -36,7 +36,7 @@ Model Add(Scheduler& scheduler, const std::string& file, const std::string& name
   m.avatar->unet = std::move(*unet);
   m.avatar->roles = FindUnetInputs(m.avatar->unet->info()).value();
   m.avatar->layout = FaceLayout::ForInputSize(m.avatar->roles.size).value();
-  ModelConfig config;
+  runtime::ModelConfig config;
   config.name = name;
   config.max_batch = 16;
   config.layout = m.avatar->layout;
@@ -61,8 +61,9 @@ struct Frames {
     }
     for (int64_t i = 0; i < audio.element_count(); ++i) audio.data_as<float>()[i] = normal(rng);
   }
-  Job MakeJob(Origin origin, Priority priority = Priority::kOffline) {
-    Job job;
+  runtime::Job MakeJob(runtime::Origin origin,
+                       runtime::Priority priority = runtime::Priority::kOffline) {
+    runtime::Job job;
     job.visual = faces.view();
     job.audio = audio.view();
     job.output = out.mutable_view();
@@ -84,14 +85,14 @@ struct Done {
 // A backend that overlaps two runs: the batches of two models are in flight at once. Each batch
 // waits in the observer until the other one is there too (or a minute passes: then it fails).
 TEST(Scheduler, TwoModelsRunAtOnceWhereTheBackendOverlapsTwoRuns) {
-  SchedulerOptions options;
+  runtime::SchedulerOptions options;
   options.concurrency = 2;
-  Scheduler scheduler(options);
+  runtime::Scheduler scheduler(options);
   Model a = Add(scheduler, "tiny.onnx", "a"), b = Add(scheduler, "tiny.onnx", "b");
   std::mutex mu;
   std::condition_variable cv;
   int inside = 0, most = 0;
-  scheduler.SetBatchObserver([&](const BatchRecord&) {
+  scheduler.SetBatchObserver([&](const runtime::BatchRecord&) {
     std::unique_lock lock(mu);
     most = std::max(most, ++inside);
     cv.notify_all();
@@ -101,7 +102,7 @@ TEST(Scheduler, TwoModelsRunAtOnceWhereTheBackendOverlapsTwoRuns) {
   const int s = a.avatar->layout.inner_size;
   Frames fa(2, s, 1), fb(2, s, 2);
   Done da, db;
-  Job ja = fa.MakeJob(Origin::kTest), jb = fb.MakeJob(Origin::kTest);
+  runtime::Job ja = fa.MakeJob(runtime::Origin::kTest), jb = fb.MakeJob(runtime::Origin::kTest);
   ja.done = da.callback();
   jb.done = db.callback();
   ASSERT_TRUE(scheduler.Submit(a.scheduled, std::move(ja)).ok());
@@ -114,7 +115,7 @@ TEST(Scheduler, TwoModelsRunAtOnceWhereTheBackendOverlapsTwoRuns) {
 
 // On the CPU the backend overlaps nothing: one batch at a time.
 TEST(Scheduler, TheCpuRunsOneBatchAtATime) {
-  Scheduler scheduler(SchedulerOptions{});
+  runtime::Scheduler scheduler(runtime::SchedulerOptions{});
   Model a = Add(scheduler, "tiny.onnx", "a");
   EXPECT_EQ(scheduler.concurrency(), a.avatar->unet->capabilities().overlapping_runs);
   EXPECT_EQ(scheduler.concurrency(), 1);
@@ -123,30 +124,30 @@ TEST(Scheduler, TheCpuRunsOneBatchAtATime) {
 // Queued together, live frames run before offline ones; cancelled and late jobs are answered
 // without running.
 TEST(Scheduler, LiveFirstAndGivenUpJobsAreDropped) {
-  Scheduler scheduler(SchedulerOptions{});
+  runtime::Scheduler scheduler(runtime::SchedulerOptions{});
   Model a = Add(scheduler, "tiny.onnx", "a"), b = Add(scheduler, "tiny.onnx", "b");
-  std::vector<BatchRecord> seen;
-  scheduler.SetBatchObserver([&](const BatchRecord& r) { seen.push_back(r); });
+  std::vector<runtime::BatchRecord> seen;
+  scheduler.SetBatchObserver([&](const runtime::BatchRecord& r) { seen.push_back(r); });
   const int s = a.avatar->layout.inner_size;
   scheduler.Pause();
   Frames offline(3, s, 3), live(2, s, 4), cancelled(1, s, 5), late(1, s, 6);
   Done d_offline, d_live, d_cancelled, d_late;
-  Job j = offline.MakeJob(Origin::kMonolithic);
+  runtime::Job j = offline.MakeJob(runtime::Origin::kMonolithic);
   j.done = d_offline.callback();
   ASSERT_TRUE(scheduler.Submit(a.scheduled, std::move(j)).ok());
-  j = live.MakeJob(Origin::kSession, Priority::kLive);
+  j = live.MakeJob(runtime::Origin::kSession, runtime::Priority::kLive);
   j.done = d_live.callback();
   ASSERT_TRUE(scheduler.Submit(b.scheduled, std::move(j)).ok());
   std::atomic<bool> flag{true};
-  j = cancelled.MakeJob(Origin::kLipSyncSrv);
+  j = cancelled.MakeJob(runtime::Origin::kLipSyncSrv);
   j.cancelled = &flag;
   j.done = d_cancelled.callback();
   ASSERT_TRUE(scheduler.Submit(a.scheduled, std::move(j)).ok());
-  j = late.MakeJob(Origin::kLipSyncSrv);
-  j.deadline = SchedulerClock::now() - std::chrono::seconds(1);
+  j = late.MakeJob(runtime::Origin::kLipSyncSrv);
+  j.deadline = runtime::SchedulerClock::now() - std::chrono::seconds(1);
   j.done = d_late.callback();
   ASSERT_TRUE(scheduler.Submit(b.scheduled, std::move(j)).ok());
-  EXPECT_EQ(scheduler.queued_rows(Origin::kLipSyncSrv), 2);
+  EXPECT_EQ(scheduler.queued_rows(runtime::Origin::kLipSyncSrv), 2);
   scheduler.Resume();
   EXPECT_TRUE(d_live.future.get().ok());
   EXPECT_TRUE(d_offline.future.get().ok());
@@ -154,8 +155,8 @@ TEST(Scheduler, LiveFirstAndGivenUpJobsAreDropped) {
   EXPECT_EQ(d_late.future.get().code(), StatusCode::kDeadlineExceeded);
   ASSERT_EQ(seen.size(), 2u);  // the given-up jobs never ran
   EXPECT_EQ(seen[0].live, 2);
-  EXPECT_EQ(seen[0].by_origin[static_cast<size_t>(Origin::kSession)], 2);
-  EXPECT_EQ(seen[1].by_origin[static_cast<size_t>(Origin::kMonolithic)], 3);
+  EXPECT_EQ(seen[0].by_origin[static_cast<size_t>(runtime::Origin::kSession)], 2);
+  EXPECT_EQ(seen[1].by_origin[static_cast<size_t>(runtime::Origin::kMonolithic)], 3);
 }
 
 // Jobs of one model share a batch; a fixed-batch model's batch is padded; every job gets the
@@ -163,15 +164,15 @@ TEST(Scheduler, LiveFirstAndGivenUpJobsAreDropped) {
 TEST(Scheduler, SharedAndPaddedBatchesGiveEachJobItsOwnFrames) {
   for (const char* file : {"tiny.onnx", "tiny_fixed3.onnx"}) {
     SCOPED_TRACE(file);
-    Scheduler scheduler(SchedulerOptions{});
+    runtime::Scheduler scheduler(runtime::SchedulerOptions{});
     Model m = Add(scheduler, file, "m");
     const int s = m.avatar->layout.inner_size;
-    std::vector<BatchRecord> seen;
-    scheduler.SetBatchObserver([&](const BatchRecord& r) { seen.push_back(r); });
+    std::vector<runtime::BatchRecord> seen;
+    scheduler.SetBatchObserver([&](const runtime::BatchRecord& r) { seen.push_back(r); });
     Frames one(1, s, 7), two(1, s, 8);
     // Alone first, for the reference.
-    ASSERT_TRUE(scheduler.Run(m.scheduled, one.MakeJob(Origin::kTest)).ok());
-    ASSERT_TRUE(scheduler.Run(m.scheduled, two.MakeJob(Origin::kTest)).ok());
+    ASSERT_TRUE(scheduler.Run(m.scheduled, one.MakeJob(runtime::Origin::kTest)).ok());
+    ASSERT_TRUE(scheduler.Run(m.scheduled, two.MakeJob(runtime::Origin::kTest)).ok());
     const auto bytes = [](const Tensor& t) {
       return std::vector<uint8_t>(t.data_as<uint8_t>(), t.data_as<uint8_t>() + t.byte_size());
     };
@@ -179,7 +180,8 @@ TEST(Scheduler, SharedAndPaddedBatchesGiveEachJobItsOwnFrames) {
     seen.clear();
     scheduler.Pause();
     Done d1, d2;
-    Job j1 = one.MakeJob(Origin::kMonolithic), j2 = two.MakeJob(Origin::kLipSyncSrv);
+    runtime::Job j1 = one.MakeJob(runtime::Origin::kMonolithic),
+                 j2 = two.MakeJob(runtime::Origin::kLipSyncSrv);
     j1.done = d1.callback();
     j2.done = d2.callback();
     std::memset(one.out.data(), 0, one.out.byte_size());
@@ -199,15 +201,15 @@ TEST(Scheduler, SharedAndPaddedBatchesGiveEachJobItsOwnFrames) {
 
 // A run that fails (an allocation refused) fails its jobs; the next run succeeds.
 TEST(Scheduler, AFailedRunFailsOnlyItsJobs) {
-  Scheduler scheduler(SchedulerOptions{});
+  runtime::Scheduler scheduler(runtime::SchedulerOptions{});
   Model m = Add(scheduler, "tiny.onnx", "m");
   const int s = m.avatar->layout.inner_size;
   Frames f(2, s, 9);
   HostMemory().FailNextAllocations(1);
-  const Status failed = scheduler.Run(m.scheduled, f.MakeJob(Origin::kTest));
+  const Status failed = scheduler.Run(m.scheduled, f.MakeJob(runtime::Origin::kTest));
   HostMemory().FailNextAllocations(0);
   EXPECT_EQ(failed.code(), StatusCode::kResourceExhausted) << failed.ToString();
-  EXPECT_TRUE(scheduler.Run(m.scheduled, f.MakeJob(Origin::kTest)).ok());
+  EXPECT_TRUE(scheduler.Run(m.scheduled, f.MakeJob(runtime::Origin::kTest)).ok());
   EXPECT_EQ(scheduler.totals().failed_batches, 1);
 }
 

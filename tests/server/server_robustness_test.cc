@@ -357,9 +357,10 @@ TEST(ServerRobustness, AThrowingWorkerTaskLeavesThePoolServing) {
   thrown.get_future().wait();
   next.get_future().wait();  // hangs (the test times out) if the first task ended the thread
 
-  const Status caught = CatchAll("test", []() -> Status { throw std::bad_alloc(); });
+  const Status caught = runtime::CatchAll("test", []() -> Status { throw std::bad_alloc(); });
   EXPECT_EQ(caught.code(), StatusCode::kResourceExhausted);
-  const Status other = CatchAll("test", []() -> Status { throw std::runtime_error("broken"); });
+  const Status other =
+      runtime::CatchAll("test", []() -> Status { throw std::runtime_error("broken"); });
   EXPECT_EQ(other.code(), StatusCode::kInternal);
   EXPECT_NE(other.message().find("broken"), std::string::npos) << other.message();
 }

@@ -500,7 +500,7 @@ TEST_F(SessionTest, FramesOfSeveralSessionsShareOneBatch) {
   std::promise<void> taken, release;
   auto released = release.get_future().share();
   std::atomic<int> batches{0};
-  registry.scheduler().SetBatchObserver([&, released](const BatchRecord&) {
+  registry.scheduler().SetBatchObserver([&, released](const runtime::BatchRecord&) {
     if (batches++ == 0) {
       taken.set_value();
       released.wait();
@@ -583,7 +583,7 @@ TEST_F(SessionTest, AvatarsTakeTurnsOnTheModel) {
   std::vector<std::string> order;
   std::promise<void> taken, release;
   auto released = release.get_future().share();
-  registry.scheduler().SetBatchObserver([&, released](const BatchRecord& r) {
+  registry.scheduler().SetBatchObserver([&, released](const runtime::BatchRecord& r) {
     bool first = false;
     {
       std::lock_guard lock(mu);

@@ -64,10 +64,10 @@ TEST(SharedBatches, MonolithicLipSyncSrvAndSessionFramesShareABatch) {
   ASSERT_TRUE(server);
   AvatarRegistry& registry = *server->server->avatars();
   ASSERT_TRUE(registry.Load("anna").ok());
-  Scheduler& scheduler = registry.scheduler();
+  runtime::Scheduler& scheduler = registry.scheduler();
   std::mutex mu;
-  std::vector<BatchRecord> batches;
-  scheduler.SetBatchObserver([&](const BatchRecord& r) {
+  std::vector<runtime::BatchRecord> batches;
+  scheduler.SetBatchObserver([&](const runtime::BatchRecord& r) {
     std::lock_guard lock(mu);
     batches.push_back(r);
   });
@@ -97,11 +97,12 @@ TEST(SharedBatches, MonolithicLipSyncSrvAndSessionFramesShareABatch) {
   std::thread session_call([&] { session_status = RunSession(*session_stub, &session_frames); });
   // Every caller's frames wait in the paused scheduler before any runs.
   const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  for (Origin o : {Origin::kMonolithic, Origin::kLipSyncSrv, Origin::kSession}) {
+  for (runtime::Origin o :
+       {runtime::Origin::kMonolithic, runtime::Origin::kLipSyncSrv, runtime::Origin::kSession}) {
     while (scheduler.queued_rows(o) == 0 && std::chrono::steady_clock::now() < give_up) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
-    ASSERT_GT(scheduler.queued_rows(o), 0) << OriginName(o);
+    ASSERT_GT(scheduler.queued_rows(o), 0) << runtime::OriginName(o);
   }
   scheduler.Resume();
   mono_call.join();
@@ -115,11 +116,11 @@ TEST(SharedBatches, MonolithicLipSyncSrvAndSessionFramesShareABatch) {
   EXPECT_GT(session_frames, 0);
   std::lock_guard lock(mu);
   ASSERT_FALSE(batches.empty());
-  const BatchRecord& first = batches.front();
-  EXPECT_EQ(first.by_origin[static_cast<size_t>(Origin::kMonolithic)], 2);
-  EXPECT_EQ(first.by_origin[static_cast<size_t>(Origin::kLipSyncSrv)], 1);
-  EXPECT_GT(first.by_origin[static_cast<size_t>(Origin::kSession)], 0);
-  EXPECT_EQ(first.live, first.by_origin[static_cast<size_t>(Origin::kSession)]);
+  const runtime::BatchRecord& first = batches.front();
+  EXPECT_EQ(first.by_origin[static_cast<size_t>(runtime::Origin::kMonolithic)], 2);
+  EXPECT_EQ(first.by_origin[static_cast<size_t>(runtime::Origin::kLipSyncSrv)], 1);
+  EXPECT_GT(first.by_origin[static_cast<size_t>(runtime::Origin::kSession)], 0);
+  EXPECT_EQ(first.live, first.by_origin[static_cast<size_t>(runtime::Origin::kSession)]);
   EXPECT_GE(scheduler.totals().mixed_batches, 1);
   const std::string metrics = server->server->metrics().RenderPrometheus();
   EXPECT_NE(metrics.find("lipsync_scheduler_frames_total{device=\"cpu\",origin=\"lipsyncsrv\"}"),

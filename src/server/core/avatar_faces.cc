@@ -3,13 +3,13 @@
 namespace lipsync::server {
 
 Status RunAvatarFaces(LoadedAvatar& a, const TensorView& faces, const TensorView& audio,
-                      uint8_t* out, Origin origin, Priority priority) {
+                      uint8_t* out, runtime::Origin origin, runtime::Priority priority) {
   if (!a.scheduler || !a.scheduled) {
     return FailedPrecondition("avatar '" + a.id + "' has no scheduler");
   }
   const int64_t n = faces.shape.empty() ? 0 : faces.shape[0];
   const int s = a.layout.inner_size;
-  Job job;
+  runtime::Job job;
   job.visual = faces;
   job.audio = audio;
   job.output = MutableTensorView{DataType::kUInt8, {n, s, s, 3}, out};

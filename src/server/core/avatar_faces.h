@@ -17,7 +17,7 @@ namespace lipsync::server {
 // the frame form, see FindUnetInputs): on the CPU as render does, on the GPU for the CUDA backend,
 // so that 0.3 MB a face crosses to it instead of a 2.5 MB tensor.
 Status RunAvatarFaces(LoadedAvatar& avatar, const TensorView& faces, const TensorView& audio,
-                      uint8_t* out, Origin origin = Origin::kTest,
-                      Priority priority = Priority::kOffline);
+                      uint8_t* out, runtime::Origin origin = runtime::Origin::kTest,
+                      runtime::Priority priority = runtime::Priority::kOffline);
 
 }  // namespace lipsync::server

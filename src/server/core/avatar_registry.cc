@@ -57,8 +57,8 @@ void LogLoad(const LoadedAvatar& a) {
 
 }  // namespace
 
-void ScheduleAvatar(LoadedAvatar& a, std::shared_ptr<Scheduler> scheduler) {
-  ModelConfig config;
+void ScheduleAvatar(LoadedAvatar& a, std::shared_ptr<runtime::Scheduler> scheduler) {
+  runtime::ModelConfig config;
   config.name = a.id;
   config.max_batch = static_cast<int>(a.unet->info().max_batch);
   config.layout = a.layout;
@@ -67,8 +67,8 @@ void ScheduleAvatar(LoadedAvatar& a, std::shared_ptr<Scheduler> scheduler) {
   // A live session's share of each batch's UNet time (its share of the rows): sessions have no
   // requests to time, the request services time theirs (RecordRequest). The batch's callers keep
   // the avatar leased meanwhile.
-  config.on_batch = [avatar = &a](const BatchRecord& r) {
-    const int frames = r.by_origin[static_cast<size_t>(Origin::kSession)];
+  config.on_batch = [avatar = &a](const runtime::BatchRecord& r) {
+    const int frames = r.by_origin[static_cast<size_t>(runtime::Origin::kSession)];
     if (frames == 0 || r.rows == 0) return;
     const auto us = static_cast<int64_t>(r.seconds * 1e6 * frames / r.rows);
     avatar->inference_us.fetch_add(us);
@@ -108,11 +108,11 @@ AvatarRegistry::AvatarRegistry(AvatarRegistryOptions options) : options_(std::mo
       !options_.max_host_set && s.max_host_bytes ? *s.max_host_bytes : options_.max_host_bytes;
   max_gpu_bytes_ =
       !options_.max_gpu_set && s.max_gpu_bytes ? *s.max_gpu_bytes : options_.max_gpu_bytes;
-  SchedulerOptions so;
+  runtime::SchedulerOptions so;
   so.device = gpu_id() >= 0 ? "cuda:" + std::to_string(gpu_id()) : "cpu";
   scheduler_ = options_.scheduler && options_.scheduler->device() == so.device
                    ? options_.scheduler
-                   : std::make_shared<Scheduler>(so);
+                   : std::make_shared<runtime::Scheduler>(so);
   options_.scheduler = nullptr;
   // Working memory counts against the host budget: the pool's limit is what the avatars leave,
   // and a run that does not fit first evicts idle avatars.
@@ -352,7 +352,7 @@ Result<std::shared_ptr<LoadedAvatar>> AvatarRegistry::Load(const std::string& id
   std::promise<Outcome> done;
   loader_->Post([&] {
     Outcome outcome;
-    const Status thrown = CatchAll("avatar load", [&] {
+    const Status thrown = runtime::CatchAll("avatar load", [&] {
       outcome.first.emplace(LoadHere(id, &outcome.second));
       return Status::Ok();
     });
@@ -577,7 +577,7 @@ void AvatarRegistry::RenderDeviceMetrics(std::string* out) const {
   line("host", "working_peak", pool.peak_working);
   line("gpu", "weights", device_weights);
   line("gpu", "working", device_working);
-  const SchedulerTotals t = scheduler_->totals();
+  const runtime::SchedulerTotals t = scheduler_->totals();
   const std::string device = Label(scheduler_->device());
   *out += fmt::format(
       "# HELP lipsync_scheduler_batches_total UNet batches the device's scheduler ran.\n"
@@ -592,10 +592,11 @@ void AvatarRegistry::RenderDeviceMetrics(std::string* out) const {
       "# HELP lipsync_scheduler_frames_total Frames run, by the protocol that sent them.\n"
       "# TYPE lipsync_scheduler_frames_total counter\n",
       device, t.batches, t.mixed_batches, t.failed_batches);
-  for (int o = 0; o < kOriginCount; ++o) {
-    *out +=
-        fmt::format("lipsync_scheduler_frames_total{{device=\"{}\",origin=\"{}\"}} {}\n", device,
-                    OriginName(static_cast<Origin>(o)), t.rows_by_origin[static_cast<size_t>(o)]);
+  for (int o = 0; o < runtime::kOriginCount; ++o) {
+    if (static_cast<runtime::Origin>(o) == runtime::Origin::kRender) continue;  // not the server's
+    *out += fmt::format("lipsync_scheduler_frames_total{{device=\"{}\",origin=\"{}\"}} {}\n",
+                        device, runtime::OriginName(static_cast<runtime::Origin>(o)),
+                        t.rows_by_origin[static_cast<size_t>(o)]);
   }
 }
 

@@ -25,8 +25,8 @@
 #include "lipsync/audio.h"
 #include "lipsync/avatar.h"
 #include "lipsync/engine.h"
+#include "runtime/scheduler.h"
 #include "server/core/avatar_catalog.h"
-#include "server/core/scheduler.h"
 #include "server/core/worker_pool.h"
 
 namespace lipsync::server {
@@ -42,8 +42,8 @@ struct LoadedAvatar {
   Avatar avatar;
   std::unique_ptr<Engine> unet;
   // The UNet on its device's scheduler, where every caller runs it (after `unet`: goes first).
-  std::shared_ptr<Scheduler> scheduler;
-  std::shared_ptr<ScheduledModel> scheduled;
+  std::shared_ptr<runtime::Scheduler> scheduler;
+  std::shared_ptr<runtime::ScheduledModel> scheduled;
   std::unique_ptr<AudioEncoder> encoder;
   UnetInputs roles;
   FaceLayout layout;
@@ -66,7 +66,7 @@ struct LoadedAvatar {
 };
 
 // Puts the avatar's UNet (with its roles and layout set) on `scheduler`.
-void ScheduleAvatar(LoadedAvatar& avatar, std::shared_ptr<Scheduler> scheduler);
+void ScheduleAvatar(LoadedAvatar& avatar, std::shared_ptr<runtime::Scheduler> scheduler);
 
 struct AvatarRegistryOptions {
   // A folder of avatar folders (model id = folder name) or a YAML config file (.yaml or .yml).
@@ -85,7 +85,7 @@ struct AvatarRegistryOptions {
   bool max_models_set = false, max_host_set = false, max_gpu_set = false;
   // The scheduler of the device the avatars run on, when other callers share it (the server's
   // own model); null or another device's: the registry makes its own.
-  std::shared_ptr<Scheduler> scheduler;
+  std::shared_ptr<runtime::Scheduler> scheduler;
 };
 
 // What the repository index and the metrics show of one model id; taking it pins nothing.
@@ -139,7 +139,7 @@ class AvatarRegistry {
   // 0 on a GPU provider, -1 on the CPU (the Go server's convention for "no GPU").
   int gpu_id() const;
   // The scheduler of the device the avatars' UNets run on.
-  Scheduler& scheduler() const { return *scheduler_; }
+  runtime::Scheduler& scheduler() const { return *scheduler_; }
   // The loader thread: services post their load and import calls here, so that a slow import
   // holds no inference worker. Work posted runs in order, one at a time.
   WorkerPool& loader() { return *loader_; }
@@ -183,7 +183,7 @@ class AvatarRegistry {
   AvatarCatalog catalog_;
   int max_models_ = 8;
   int64_t max_host_bytes_ = 0, max_gpu_bytes_ = 0;
-  std::shared_ptr<Scheduler> scheduler_;
+  std::shared_ptr<runtime::Scheduler> scheduler_;
 
   mutable std::mutex mu_;  // guards everything below up to loader_
   mutable std::map<std::string, Entry> entries_;

@@ -14,10 +14,10 @@ MutableTensorView RowOf(Tensor& tensor, size_t row) {
   return v;
 }
 
-ModelConfig ConfigFor(const Engine& engine, const BatcherOptions& o, int batch_limit,
-                      std::string name) {
+runtime::ModelConfig ConfigFor(const Engine& engine, const BatcherOptions& o, int batch_limit,
+                               std::string name) {
   const FrameFormInfo& form = engine.frame_form();
-  ModelConfig config;
+  runtime::ModelConfig config;
   config.name = std::move(name);
   config.max_batch = batch_limit;
   config.max_delay = o.max_queue_delay;
@@ -37,7 +37,7 @@ ModelConfig ConfigFor(const Engine& engine, const BatcherOptions& o, int batch_l
 struct FrameJob {
   std::shared_ptr<Ticket> ticket;
   std::shared_ptr<BatchItem> item;
-  JobTimes times;
+  runtime::JobTimes times;
 };
 
 }  // namespace
@@ -48,7 +48,7 @@ Ticket::Ticket(size_t frames, Clock::time_point deadline, Completion on_complete
       on_complete_(std::move(on_complete)),
       remaining_(frames) {}
 
-bool Ticket::FrameDone(const JobTimes& times) {
+bool Ticket::FrameDone(const runtime::JobTimes& times) {
   std::lock_guard lock(mu_);
   if (remaining_ == 0) return false;
   max_queue_ms_ = std::max(max_queue_ms_, times.queue_seconds * 1000.0);
@@ -64,12 +64,13 @@ bool Ticket::FrameFailed(const Status& status) {
 }
 
 Batcher::Batcher(Engine* engine, BatcherOptions options, Metrics* metrics)
-    : Batcher(engine, options, metrics, std::make_shared<Scheduler>(SchedulerOptions{})) {
-  scheduler_->SetMetrics(metrics);
+    : Batcher(engine, options, metrics,
+              std::make_shared<runtime::Scheduler>(runtime::SchedulerOptions{})) {
+  scheduler_->SetListener(metrics);
 }
 
 Batcher::Batcher(Engine* engine, BatcherOptions options, Metrics* metrics,
-                 std::shared_ptr<Scheduler> scheduler, std::string model_name)
+                 std::shared_ptr<runtime::Scheduler> scheduler, std::string model_name)
     : engine_(engine),
       options_(options),
       batch_limit_(options.preferred_batch > 0
@@ -86,18 +87,19 @@ Batcher::~Batcher() { Shutdown(std::chrono::milliseconds(0)); }
 
 size_t Batcher::queue_depth() const {
   int64_t rows = 0;
-  for (Origin o : {Origin::kV1, Origin::kKServe, Origin::kTest}) rows += scheduler_->queued_rows(o);
+  for (runtime::Origin o : {runtime::Origin::kV1, runtime::Origin::kKServe, runtime::Origin::kTest})
+    rows += scheduler_->queued_rows(o);
   return static_cast<size_t>(rows);
 }
 
-Result<Job> Batcher::MakeJob(const std::shared_ptr<Ticket>& ticket, size_t index,
-                             std::shared_ptr<BatchItem> item, Origin origin) {
+Result<runtime::Job> Batcher::MakeJob(const std::shared_ptr<Ticket>& ticket, size_t index,
+                                      std::shared_ptr<BatchItem> item, runtime::Origin origin) {
   auto frame = std::make_shared<FrameJob>();
   frame->ticket = ticket;
   frame->item = std::move(item);
   const BatchItem& it = *frame->item;
-  const ModelConfig& config = model_->config();
-  Job job;
+  const runtime::ModelConfig& config = model_->config();
+  runtime::Job job;
   if (it.form != ItemForm::kTensors) {  // the face and its audio window
     if (it.inputs.size() != 2) return InvalidArgument("a frame needs a face and an audio window");
     job.visual = it.inputs[0].view();
@@ -111,7 +113,7 @@ Result<Job> Batcher::MakeJob(const std::shared_ptr<Ticket>& ticket, size_t index
     for (const Tensor& t : it.inputs) job.inputs.push_back(t.view());
     for (Tensor& t : ticket->outputs_) job.outputs.push_back(RowOf(t, index));
   }
-  job.priority = Priority::kOffline;
+  job.priority = runtime::Priority::kOffline;
   job.origin = origin;
   job.deadline = ticket->deadline();
   job.cancelled = &ticket->cancelled_;
@@ -123,7 +125,7 @@ Result<Job> Batcher::MakeJob(const std::shared_ptr<Ticket>& ticket, size_t index
 }
 
 Status Batcher::Submit(std::shared_ptr<Ticket> ticket, std::vector<BatchItem> items,
-                       Origin origin) {
+                       runtime::Origin origin) {
   if (items.empty()) return InvalidArgument("a request needs at least one frame");
   // The request's outputs, which the scheduler writes row by row.
   const ItemForm form = items.front().form;
@@ -141,11 +143,12 @@ Status Batcher::Submit(std::shared_ptr<Ticket> ticket, std::vector<BatchItem> it
                                    ? Tensor::Uninitialized(DataType::kUInt8, {frames, s, s, 3})
                                    : Tensor::Uninitialized(DataType::kFloat32, {frames, 3, s, s}));
   }
-  std::vector<Job> jobs;
+  std::vector<runtime::Job> jobs;
   for (size_t i = 0; i < items.size(); ++i) {
     if (items[i].form != form) return InvalidArgument("the frames of a request differ in form");
     LIPSYNC_ASSIGN_OR_RETURN(
-        Job job, MakeJob(ticket, i, std::make_shared<BatchItem>(std::move(items[i])), origin));
+        runtime::Job job,
+        MakeJob(ticket, i, std::make_shared<BatchItem>(std::move(items[i])), origin));
     jobs.push_back(std::move(job));
   }
   {
@@ -162,7 +165,7 @@ Status Batcher::Submit(std::shared_ptr<Ticket> ticket, std::vector<BatchItem> it
   return queued;
 }
 
-void Batcher::FrameFinished(const std::shared_ptr<Ticket>& ticket, const JobTimes& times,
+void Batcher::FrameFinished(const std::shared_ptr<Ticket>& ticket, const runtime::JobTimes& times,
                             const Status& status) {
   bool finished;
   if (status.ok()) {

@@ -1,4 +1,4 @@
-// The protocols' side of the device's scheduler (server/core/scheduler.h) for `serve --model`:
+// The protocols' side of the device's scheduler (runtime/scheduler.h) for `serve --model`:
 // lipsync.v1 Infer/StreamInfer and KServe ModelInfer submit here.
 //
 // Design. Network threads (gRPC's callback threads) decode and validate a request into one
@@ -29,12 +29,12 @@
 #include <vector>
 
 #include "lipsync/engine.h"
+#include "runtime/scheduler.h"
 #include "server/core/metrics.h"
-#include "server/core/scheduler.h"
 
 namespace lipsync::server {
 
-using Clock = SchedulerClock;
+using Clock = runtime::SchedulerClock;
 
 // How a frame reaches the engine (frames of every form may share a batch).
 enum class ItemForm {
@@ -72,7 +72,7 @@ class Ticket {
  private:
   friend class Batcher;
   // Each returns true when it finished the ticket (the caller then runs the completion).
-  bool FrameDone(const JobTimes& times);
+  bool FrameDone(const runtime::JobTimes& times);
   bool FrameFailed(const Status& status);
 
   const size_t frames_;
@@ -106,14 +106,14 @@ class Batcher {
   // On a scheduler of its own (a model served alone; tests).
   Batcher(Engine* engine, BatcherOptions options, Metrics* metrics);
   // On the device's scheduler, shared with every other caller of the device. Its batches are
-  // counted in the metrics the scheduler was given (Scheduler::SetMetrics).
+  // counted in the metrics the scheduler was given (Scheduler::SetListener).
   Batcher(Engine* engine, BatcherOptions options, Metrics* metrics,
-          std::shared_ptr<Scheduler> scheduler, std::string model_name = "lipsync");
+          std::shared_ptr<runtime::Scheduler> scheduler, std::string model_name = "lipsync");
   ~Batcher();  // stops and drains
 
   // Admits all of a request's frames or none; `origin` is the protocol that sent them.
   Status Submit(std::shared_ptr<Ticket> ticket, std::vector<BatchItem> items,
-                Origin origin = Origin::kV1);
+                runtime::Origin origin = runtime::Origin::kV1);
 
   // Stops admitting new frames; frames already queued still run. Returns when they have run, or
   // after `timeout` (then the queued rest fail with UNAVAILABLE and running batches finish).
@@ -123,13 +123,13 @@ class Batcher {
   // The most frames one batch holds: preferred_batch, or max_batch when none is set.
   int batch_limit() const { return batch_limit_; }
   size_t queue_depth() const;
-  Scheduler& scheduler() const { return *scheduler_; }
+  runtime::Scheduler& scheduler() const { return *scheduler_; }
 
  private:
   // One frame's job: its views into the item and the ticket's outputs.
-  Result<Job> MakeJob(const std::shared_ptr<Ticket>& ticket, size_t index,
-                      std::shared_ptr<BatchItem> item, Origin origin);
-  void FrameFinished(const std::shared_ptr<Ticket>& ticket, const JobTimes& times,
+  Result<runtime::Job> MakeJob(const std::shared_ptr<Ticket>& ticket, size_t index,
+                               std::shared_ptr<BatchItem> item, runtime::Origin origin);
+  void FrameFinished(const std::shared_ptr<Ticket>& ticket, const runtime::JobTimes& times,
                      const Status& status);
   void Finish(const std::shared_ptr<Ticket>& ticket, bool finished);
   // Runs the completion of a finished ticket, here or on the completion thread (see above).
@@ -139,8 +139,8 @@ class Batcher {
   Engine* engine_;
   const BatcherOptions options_;
   const int batch_limit_;
-  std::shared_ptr<Scheduler> scheduler_;
-  std::shared_ptr<ScheduledModel> model_;
+  std::shared_ptr<runtime::Scheduler> scheduler_;
+  std::shared_ptr<runtime::ScheduledModel> model_;
 
   mutable std::mutex mu_;
   std::condition_variable drained_cv_;

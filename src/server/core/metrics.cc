@@ -69,6 +69,20 @@ void Metrics::RecordBatch(int size, double compute_seconds) {
 
 void Metrics::RecordQueueTime(double seconds) { queue_seconds_.Observe(seconds); }
 
+void Metrics::OnBatch(const runtime::BatchRecord& r) {
+  RecordBatch(r.rows, r.seconds);
+  AddFrames(r.rows);
+  for (int o = 0; o < runtime::kOriginCount; ++o) {
+    const int frames = r.by_origin[static_cast<size_t>(o)];
+    if (frames > 0) {
+      AddModelFrames(r.model, runtime::OriginName(static_cast<runtime::Origin>(o)), frames);
+    }
+  }
+  for (const auto& [waited, frames] : r.waits) {
+    for (int64_t k = 0; k < frames; ++k) RecordQueueTime(waited);
+  }
+}
+
 void Metrics::AddModelFrames(const std::string& model, const std::string& origin, int n) {
   std::lock_guard lock(mu_);
   model_frames_[{model, origin}] += static_cast<uint64_t>(n);

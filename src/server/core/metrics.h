@@ -1,8 +1,9 @@
 // Server metrics, rendered in the Prometheus text format.
 //
 // Frames, batches, queue time (queued on the device's scheduler -> its batch starts running) and
-// compute time (the batch's run) are recorded by the scheduler (server/core/scheduler.h) for every
-// batch, whichever protocol sent its frames. Request counts are by method and status code.
+// compute time (the batch's run) are recorded for every batch of the scheduler
+// (runtime/scheduler.h), whichever protocol sent its frames: the server makes its Metrics the
+// scheduler's listener (Scheduler::SetListener). Request counts are by method and status code.
 #pragma once
 
 #include <array>
@@ -13,6 +14,8 @@
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "runtime/scheduler.h"
 
 namespace lipsync::server {
 
@@ -33,9 +36,14 @@ class Histogram {
   uint64_t total_ = 0;
 };
 
-class Metrics {
+class Metrics : public runtime::SchedulerListener {
  public:
   Metrics();
+
+  // The device scheduler's batches (frames, batches, queue and compute time, frames by model and
+  // origin) and its queue depth.
+  void OnBatch(const runtime::BatchRecord& record) override;
+  void OnQueueDepth(int64_t frames) override { SetQueueDepth(frames); }
 
   void RecordRequest(const std::string& method, const std::string& code);
   void RecordBatch(int size, double compute_seconds);

@@ -4,7 +4,6 @@
 #pragma once
 
 #include <grpcpp/grpcpp.h>
-#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <condition_variable>
@@ -16,27 +15,10 @@
 #include <vector>
 
 #include "lipsync/status.h"
+#include "runtime/catch_all.h"
 #include "server/core/metrics.h"
 
 namespace lipsync::server {
-
-// The barrier at a thread's entry: whatever `work` throws becomes its error (a failed
-// allocation RESOURCE_EXHAUSTED), so one request's failure never ends the process.
-template <typename Work>
-Status CatchAll(const char* where, Work&& work) {
-  try {
-    return work();
-  } catch (const std::bad_alloc&) {
-    spdlog::warn("{}: out of memory", where);
-    return ResourceExhausted(std::string(where) + ": out of memory");
-  } catch (const std::exception& e) {
-    spdlog::error("{}: {}", where, e.what());
-    return Internal(std::string(where) + " failed: " + e.what());
-  } catch (...) {
-    spdlog::error("{}: unknown exception", where);
-    return Internal(std::string(where) + " failed");
-  }
-}
 
 class WorkerPool {
  public:
@@ -73,7 +55,7 @@ class WorkerPool {
         work = std::move(queue_.front());
         queue_.pop_front();
       }
-      (void)CatchAll("worker", [&] {
+      (void)runtime::CatchAll("worker", [&] {
         work();
         return Status::Ok();
       });
@@ -96,7 +78,7 @@ inline grpc::ServerUnaryReactor* PostUnaryCall(WorkerPool& pool, Metrics* metric
   auto* reactor = call->DefaultReactor();
   if (metrics) metrics->AddInFlight(1);
   pool.Post([metrics, reactor, method, work = std::move(work)] {
-    const Status outcome = CatchAll(method, work);
+    const Status outcome = runtime::CatchAll(method, work);
     if (metrics) {
       metrics->RecordRequest(method, StatusCodeName(outcome.code()));
       metrics->AddInFlight(-1);

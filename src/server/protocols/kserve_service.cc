@@ -103,7 +103,7 @@ grpc::ServerUnaryReactor* KServeService::ModelInfer(grpc::CallbackServerContext*
                                                     inference::ModelInferResponse* response) {
   return new UnaryInferCall<inference::ModelInferRequest, inference::ModelInferResponse>(
       ctx_, call, request, response, "ModelInfer", &DecodeModelInferRequest, &EncodeKServe,
-      Origin::kKServe);
+      runtime::Origin::kKServe);
 }
 
 namespace {
@@ -126,7 +126,7 @@ grpc::ServerUnaryReactor* KServeService::RepositoryModelLoad(
   auto* reactor = call->DefaultReactor();
   ctx_->avatars->loader().Post([this, reactor, request] {
     grpc::Status status;
-    const Status thrown = CatchAll("RepositoryModelLoad", [&] {
+    const Status thrown = runtime::CatchAll("RepositoryModelLoad", [&] {
       status = server::RepositoryModelLoad(*ctx_->avatars, *request);
       return Status::Ok();
     });

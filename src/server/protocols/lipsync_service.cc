@@ -101,7 +101,7 @@ class StreamCall final : public grpc::ServerBidiReactor<StreamInferRequest, Stre
           EncodeLipSync(*ctx_, slot->request, t, slot->response.mutable_response());
           CompleteSlotLocked(*slot, "OK");
         });
-    Status submitted = ctx_->batcher->Submit(slot->ticket, std::move(*items), Origin::kV1);
+    Status submitted = ctx_->batcher->Submit(slot->ticket, std::move(*items), runtime::Origin::kV1);
     if (!submitted.ok()) {
       std::lock_guard lock(mu_);
       FailSlotLocked(*slot, submitted);
@@ -160,8 +160,9 @@ grpc::ServerUnaryReactor* LipSyncService::Infer(grpc::CallbackServerContext* cal
   if (!request->request_id().empty()) {
     spdlog::debug("Infer request_id={} peer={}", request->request_id(), call->peer());
   }
-  return new UnaryInferCall<InferRequest, InferResponse>(
-      ctx_, call, request, response, "Infer", &DecodeInferRequest, &EncodeLipSync, Origin::kV1);
+  return new UnaryInferCall<InferRequest, InferResponse>(ctx_, call, request, response, "Infer",
+                                                         &DecodeInferRequest, &EncodeLipSync,
+                                                         runtime::Origin::kV1);
 }
 
 grpc::ServerBidiReactor<StreamInferRequest, StreamInferResponse>* LipSyncService::StreamInfer(

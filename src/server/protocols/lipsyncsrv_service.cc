@@ -263,7 +263,8 @@ Status LipSyncSrvService::RunFrames(const std::string& model, const std::vector<
     std::vector<uint8_t> output(static_cast<size_t>(batch) * face_bytes);
     const auto inference_start = Clock::now();
     if (status.ok()) {
-      status = RunAvatarFaces(a, crops.view(), audio.view(), output.data(), Origin::kLipSyncSrv);
+      status = RunAvatarFaces(a, crops.view(), audio.view(), output.data(),
+                              runtime::Origin::kLipSyncSrv);
     }
     const double inference_ms =
         std::chrono::duration<double, std::milli>(Clock::now() - inference_start).count();
@@ -417,7 +418,7 @@ class LipSyncSrvService::StreamReactor
     if (!ok) return Finish(grpc::Status::OK);  // the client closed its side
     service_->Enqueue([this] {
       std::vector<lipsyncsrv::InferenceResponse> out;
-      const Status outcome = CatchAll("StreamInference", [&] {
+      const Status outcome = runtime::CatchAll("StreamInference", [&] {
         return service_->RunFrames(
             request_.model_name(), {request_.frame_id()},
             request_.has_audio_override() ? std::optional(request_.audio_override()) : std::nullopt,

@@ -34,11 +34,11 @@ Status RunUnet(LoadedAvatar& a, const float* visual, const Tensor& audio, int ba
   if (ElementCount(audio_shape) != audio.element_count()) {
     return InvalidArgument("the audio input does not fit the model's audio input");
   }
-  Job job;
+  runtime::Job job;
   job.visual = TensorView{DataType::kFloat32, {batch, 6, s, s}, visual};
   job.audio = TensorView{DataType::kFloat32, audio_shape, audio.data()};
   job.output = MutableTensorView{DataType::kFloat32, {batch, 3, s, s}, output};
-  job.origin = Origin::kMonolithic;
+  job.origin = runtime::Origin::kMonolithic;
   return a.scheduler->Run(a.scheduled, std::move(job));
 }
 
@@ -208,7 +208,7 @@ grpc::ServerUnaryReactor* MonolithicService::InferBatchComposite(
   return PostUnaryCall(workers_, metrics_, call, "InferBatchComposite", [this, request, response] {
     // A failure that escaped as an exception still answers success=false.
     const Status outcome =
-        CatchAll("InferBatchComposite", [&] { return RunComposite(*request, response); });
+        runtime::CatchAll("InferBatchComposite", [&] { return RunComposite(*request, response); });
     if (!outcome.ok() && response->error().empty()) {
       response->clear_composited_frames();
       response->set_success(false);

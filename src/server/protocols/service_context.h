@@ -45,7 +45,7 @@ class UnaryInferCall : public grpc::ServerUnaryReactor {
 
   UnaryInferCall(ServiceContext* ctx, grpc::CallbackServerContext* call, const Request* request,
                  Response* response, const char* method, Decode decode, Encode encode,
-                 Origin origin)
+                 runtime::Origin origin)
       : ctx_(ctx), method_(method) {
     ctx_->metrics->AddInFlight(1);
     auto items = decode(ctx_->spec, *request);

@@ -52,12 +52,12 @@ void AvatarBatcher::Submit(std::shared_ptr<FrameGroup> group) {
     std::memcpy(packed->audio.data_as<float>() + k * kWindowValues, job.audio.data(),
                 kWindowValues * sizeof(float));
   }
-  Job job;
+  runtime::Job job;
   job.visual = packed->faces.view();
   job.audio = packed->audio.view();
   job.output = packed->output.mutable_view();
-  job.priority = Priority::kLive;
-  job.origin = Origin::kSession;
+  job.priority = runtime::Priority::kLive;
+  job.origin = runtime::Origin::kSession;
   job.cancelled = &group->cancelled;
   job.caller = group->signal.get();
   job.keep_alive = avatar_;
@@ -87,11 +87,11 @@ void AvatarBatcher::Submit(std::shared_ptr<FrameGroup> group) {
   }
 }
 
-void SessionBatchers::Observe(Scheduler& scheduler) {
+void SessionBatchers::Observe(runtime::Scheduler& scheduler) {
   scheduler.SetLiveMaxBatch(max_batch_);
   Metrics* metrics = metrics_;
-  scheduler.SetBatchListener([metrics](const BatchRecord& r) {
-    const int frames = r.by_origin[static_cast<size_t>(Origin::kSession)];
+  scheduler.SetBatchListener([metrics](const runtime::BatchRecord& r) {
+    const int frames = r.by_origin[static_cast<size_t>(runtime::Origin::kSession)];
     if (frames == 0 || !metrics) return;
     // Frames and time are the scheduler's own metrics; these say how sessions shared batches.
     metrics->RecordSessionBatch(frames, r.callers);

@@ -1,4 +1,4 @@
-// Live sessions' frames on the device's scheduler (server/core/scheduler.h): each group of a
+// Live sessions' frames on the device's scheduler (runtime/scheduler.h): each group of a
 // session's frames is one live job there, batched with the frames of every other caller of the
 // avatar (other sessions, the monolithic and lipsyncsrv services).
 #pragma once
@@ -71,7 +71,7 @@ class SessionBatchers {
  public:
   SessionBatchers(int max_batch, Metrics* metrics) : max_batch_(max_batch), metrics_(metrics) {}
   // Caps the live frames of a batch of `scheduler` at max_batch and counts them in the metrics.
-  void Observe(Scheduler& scheduler);
+  void Observe(runtime::Scheduler& scheduler);
   std::shared_ptr<AvatarBatcher> Acquire(const std::shared_ptr<LoadedAvatar>& avatar);
   // Avatars with open sessions now.
   int active() const;

@@ -1,20 +1,23 @@
 // One scheduler per device: every caller's frames for every avatar UNet on the device run here
-// (live sessions, the monolithic and lipsyncsrv services), so that the callers of one model share
-// its batches and the models of the device share its runs.
+// (the server's live sessions, its monolithic, lipsyncsrv, lipsync.v1 and KServe services, and
+// `lipsync render`), so that the callers of one model share its batches and the models of the
+// device share its runs. It sits below the pipeline and the server: it needs the engine only.
 //
 // A caller submits a Job: the frames of one request for one model, as faces (the frame form) or
 // as the model's float visual input (or, for a model without the frame form, as its tensors),
 // with its priority (live or offline), origin, deadline and cancel flag. Each model has a queue.
 // Worker threads, as many as the backend overlaps runs (BackendCapabilities::overlapping_runs: CUDA
-// streams; one on the CPU, whose cores one run already uses), take the next batch: from a model
-// with live frames first (offline frames get every `live_burst`-th batch while live ones wait, so
-// neither starves), round robin across models, up to the model's batch limit once that many frames
-// wait or the oldest has waited `max_delay`. A model runs one batch at a time. A batch holds frames
-// of any callers of that model, live ones first; fixed-batch models are split and padded here
-// (batch_run.h) and nowhere else. Frames whose caller gave up (cancelled, past the deadline) are
-// dropped before they run. An exception in a run (a failed allocation) fails that batch's jobs and
-// nothing else. The server's metrics (frames, batches, queue and compute time, frames by model and
-// origin) are recorded here, per batch.
+// streams; one on the CPU, whose cores one run already uses) or as the models' max_runs ask,
+// take the next batch: from a model with live frames first (offline frames get every
+// `live_burst`-th batch while live ones wait, so neither starves), round robin across models, up
+// to the model's batch limit once that many frames wait or the oldest has waited `max_delay`. A
+// model runs max_runs batches at a time (one by default; a model loaded as several copies runs
+// each batch on a copy no other batch is using). A batch holds frames of any callers of that
+// model, live ones first; fixed-batch models are split and padded here (batch_run.h) and nowhere
+// else. Frames whose caller gave up (cancelled, past the deadline) are dropped before they run. An
+// exception in a run (a failed allocation) fails that batch's jobs and nothing else. What the
+// owner counts (the server's metrics) it learns through a SchedulerListener, per batch and per
+// change of the queue depth.
 #pragma once
 
 #include <array>
@@ -27,20 +30,21 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "lipsync/engine.h"
-#include "lipsync/face.h"
+#include "lipsync/face_layout.h"
 
-namespace lipsync::server {
+namespace lipsync::runtime {
 
 using SchedulerClock = std::chrono::steady_clock;
 
 enum class Priority { kLive, kOffline };
 
 // Who submitted a job (batches count their frames by origin).
-enum class Origin { kSession, kMonolithic, kLipSyncSrv, kV1, kKServe, kTest };
-constexpr int kOriginCount = 6;
+enum class Origin { kSession, kMonolithic, kLipSyncSrv, kV1, kKServe, kTest, kRender };
+constexpr int kOriginCount = 7;
 const char* OriginName(Origin origin);
 
 struct BatchRecord;
@@ -56,7 +60,9 @@ struct ModelConfig {
   int visual_input = 0, audio_input = 1;  // the model's input indices
   // False for a model without the frame form: its jobs give every input and output (Job::inputs).
   bool frame_form = true;
-  int max_runs = 1;  // batches of this model in flight at once (2: one uploads, one computes)
+  // Batches of this model in flight at once (2: one uploads, one computes); with several copies
+  // of the model (Scheduler::AddModel) at most one per copy.
+  int max_runs = 1;
   // Runs on the worker after each batch of this model that ran (its owner's accounting).
   std::function<void(const BatchRecord&)> on_batch;
 };
@@ -65,6 +71,9 @@ struct ModelConfig {
 struct JobTimes {
   double queue_seconds = 0;  // the longest any of its frames waited for its batch
   double run_seconds = 0;    // the longest run of one of its batches
+  // CPU time of the scheduler's threads in its batches' runs, summed (0 where the platform has
+  // no per-thread CPU clock). Work a backend hands to threads of its own is not in it.
+  double run_cpu_seconds = 0;
 };
 
 // The frames of one request for one model. The views are the caller's buffers: read and written
@@ -100,13 +109,26 @@ struct BatchRecord {
   int callers = 0;  // distinct live callers (sessions)
   std::array<int, kOriginCount> by_origin{};
   double seconds = 0;  // the run's time (0 for the observer, which runs before it)
+  // Per part of the batch (a job's rows): seconds its frames waited in the queue, and how many
+  // frames (empty for the observer).
+  std::vector<std::pair<double, int64_t>> waits;
+};
+
+// The owner's accounting of a scheduler (the server's metrics), told as the scheduler works.
+class SchedulerListener {
+ public:
+  virtual ~SchedulerListener() = default;
+  // On the worker, after each batch that ran (before the batch listener).
+  virtual void OnBatch(const BatchRecord& record) = 0;
+  // Frames waiting on every model of the scheduler, whenever that changes. Called with the
+  // scheduler's lock held: it must not call the scheduler.
+  virtual void OnQueueDepth(int64_t frames) = 0;
 };
 
 // Rows of a job: its first dimension.
 int64_t JobRows(const Job& job);
 
 class ScheduledModel;
-class Metrics;  // server/metrics.h
 namespace internal {
 struct JobState;
 }  // namespace internal
@@ -138,6 +160,10 @@ class Scheduler {
   // A model on this device; it stays scheduled while anyone holds it. The engine must outlive
   // every job of it (Job::keep_alive).
   std::shared_ptr<ScheduledModel> AddModel(Engine* engine, ModelConfig config);
+  // A model loaded as several copies (the same file and options, each with its share of the CPU
+  // cores): a batch runs on a copy no other batch is running on, so up to min(max_runs, copies)
+  // run at once. The same engine may be given twice where its calls overlap (CUDA streams).
+  std::shared_ptr<ScheduledModel> AddModel(std::vector<Engine*> copies, ModelConfig config);
 
   // Queues the job. InvalidArgument for views that do not fit the model, ResourceExhausted when
   // the model's queue is full, Unavailable once the scheduler stops; `done` is not called then.
@@ -174,9 +200,9 @@ class Scheduler {
   bool MakeRoom();
   // SchedulerOptions::live_max_batch from now on.
   void SetLiveMaxBatch(int frames);
-  // Every batch from now on is counted in `metrics` (frames, batches, queue and compute time, and
-  // frames by model and origin), and the queue depth follows the queued frames.
-  void SetMetrics(Metrics* metrics);
+  // Every batch from now on and every change of the queue depth is told to `listener` (null: to
+  // no one), which must outlive the scheduler's work; it is told the current depth at once.
+  void SetListener(SchedulerListener* listener);
   SchedulerTotals totals() const;
 
  private:
@@ -190,7 +216,7 @@ class Scheduler {
   void Finish(Batch& batch, const Status& status);
   void EnsureWorkersLocked(int count);
   void PublishDepthLocked();
-  void Record(const Batch& batch, SchedulerClock::time_point start);
+  void Record(const Batch& batch);
 
   SchedulerOptions options_;
   mutable std::mutex mu_;
@@ -204,7 +230,7 @@ class Scheduler {
   bool stop_ = false, paused_ = false;
   std::function<void(const BatchRecord&)> observer_, listener_;
   std::function<bool()> make_room_;
-  Metrics* metrics_ = nullptr;
+  SchedulerListener* accounting_ = nullptr;
   SchedulerTotals totals_;
   std::vector<std::thread> workers_;
 };
@@ -212,29 +238,37 @@ class Scheduler {
 // A model and its queue (Scheduler::AddModel).
 class ScheduledModel {
  public:
-  Engine& engine() const { return *engine_; }
+  Engine& engine() const { return *engines_.front(); }  // the first copy
   const ModelConfig& config() const { return config_; }
   // Frames per run: the model's own batch when fixed, else max_batch within the engine's limit.
   int batch_limit() const { return batch_limit_; }
   bool fixed_batch() const { return fixed_; }
+  // Batches in flight at most: max_runs, and with several copies at most one per copy.
+  int max_runs() const { return max_runs_; }
 
  private:
   friend class Scheduler;
-  ScheduledModel(Engine* engine, ModelConfig config);
+  ScheduledModel(std::vector<Engine*> copies, ModelConfig config);
 
   struct Entry {
     std::shared_ptr<internal::JobState> job;
     int64_t row = 0, count = 0;
     SchedulerClock::time_point enqueued;
   };
-  Engine* engine_;
+  // Picks a copy no batch is running on (the only one when there is one) and marks it taken.
+  Engine* TakeCopyLocked();
+  void ReleaseCopyLocked(Engine* copy);
+
+  std::vector<Engine*> engines_;
   ModelConfig config_;
   int batch_limit_ = 1;
+  int max_runs_ = 1;
   bool fixed_ = false;
   // Guarded by the scheduler's mutex.
   std::deque<Entry> live_, offline_;
   int64_t queued_ = 0;
-  int running_ = 0;  // batches in flight
+  int running_ = 0;          // batches in flight
+  std::vector<bool> taken_;  // per copy: a batch runs on it (with several copies)
 };
 
-}  // namespace lipsync::server
+}  // namespace lipsync::runtime

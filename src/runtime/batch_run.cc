@@ -1,11 +1,11 @@
-#include "server/core/batch_run.h"
+#include "runtime/batch_run.h"
 
 #include <cstring>
 #include <memory>
 
 #include "lipsync/memory.h"
 
-namespace lipsync::server {
+namespace lipsync::runtime {
 namespace {
 
 size_t RowBytes(const Shape& shape, DataType dtype) {
@@ -276,4 +276,4 @@ Status RunParts(Engine& engine, const ModelConfig& config, const std::vector<Bat
   return Status::Ok();
 }
 
-}  // namespace lipsync::server
+}  // namespace lipsync::runtime

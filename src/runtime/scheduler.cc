@@ -1,14 +1,14 @@
-#include "server/core/scheduler.h"
+#include "runtime/scheduler.h"
 
 #include <spdlog/spdlog.h>
+#include <time.h>
 
 #include <algorithm>
 
-#include "server/core/batch_run.h"
-#include "server/core/metrics.h"
-#include "server/core/worker_pool.h"
+#include "runtime/batch_run.h"
+#include "runtime/catch_all.h"
 
-namespace lipsync::server {
+namespace lipsync::runtime {
 
 const char* OriginName(Origin origin) {
   switch (origin) {
@@ -24,6 +24,8 @@ const char* OriginName(Origin origin) {
       return "kserve";
     case Origin::kTest:
       return "test";
+    case Origin::kRender:
+      return "render";
   }
   return "unknown";
 }
@@ -57,22 +59,64 @@ struct JobState {
 
 using internal::JobState;
 
+namespace {
+
+// The calling thread's CPU time: what a batch's run cost on the worker (JobTimes).
+double ThreadCpuSeconds() {
+#if defined(CLOCK_THREAD_CPUTIME_ID) && !defined(_WIN32)
+  timespec t{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+#else
+  return 0;
+#endif
+}
+
+}  // namespace
+
 struct Scheduler::Batch {
   std::shared_ptr<ScheduledModel> model;
   std::vector<std::shared_ptr<JobState>> jobs;  // one per part
   std::vector<BatchPart> parts;
   std::vector<SchedulerClock::time_point> enqueued;  // per part
   SchedulerClock::time_point started;
+  Engine* engine = nullptr;  // the copy of the model it runs on
+  double cpu_seconds = 0;    // the worker's CPU time in the run
   BatchRecord record;
 };
 
-ScheduledModel::ScheduledModel(Engine* engine, ModelConfig config)
-    : engine_(engine), config_(std::move(config)) {
-  const ModelInfo& info = engine_->info();
+ScheduledModel::ScheduledModel(std::vector<Engine*> copies, ModelConfig config)
+    : engines_(std::move(copies)), config_(std::move(config)) {
+  const ModelInfo& info = engine().info();
   fixed_ = !info.dynamic_batch;
   batch_limit_ = fixed_ ? static_cast<int>(std::max<int64_t>(1, info.max_batch))
                         : static_cast<int>(std::clamp<int64_t>(
                               config_.max_batch, 1, std::max<int64_t>(1, info.max_batch)));
+  max_runs_ = std::max(1, config_.max_runs);
+  if (engines_.size() > 1) {
+    max_runs_ = std::min(max_runs_, static_cast<int>(engines_.size()));
+    taken_.assign(engines_.size(), false);
+  }
+}
+
+Engine* ScheduledModel::TakeCopyLocked() {
+  if (engines_.size() == 1) return engines_.front();
+  for (size_t i = 0; i < engines_.size(); ++i) {
+    if (!taken_[i]) {
+      taken_[i] = true;
+      return engines_[i];
+    }
+  }
+  return nullptr;  // not reached: a model runs no more batches than it has copies
+}
+
+void ScheduledModel::ReleaseCopyLocked(Engine* copy) {
+  for (size_t i = 0; i < taken_.size(); ++i) {
+    if (taken_[i] && engines_[i] == copy) {
+      taken_[i] = false;
+      return;
+    }
+  }
 }
 
 Scheduler::Scheduler(SchedulerOptions options) : options_(std::move(options)) {
@@ -116,12 +160,19 @@ void Scheduler::Shutdown() {
       last = job->rows_left > 0;
       job->rows_left = 0;
     }
-    if (last && job->job.done) job->job.done(Status(StatusCode::kUnavailable, "server stopping"));
+    if (last && job->job.done)
+      job->job.done(Status(StatusCode::kUnavailable, "the scheduler is stopping"));
   }
 }
 
 std::shared_ptr<ScheduledModel> Scheduler::AddModel(Engine* engine, ModelConfig config) {
-  std::shared_ptr<ScheduledModel> model(new ScheduledModel(engine, std::move(config)));
+  return AddModel(std::vector<Engine*>{engine}, std::move(config));
+}
+
+std::shared_ptr<ScheduledModel> Scheduler::AddModel(std::vector<Engine*> copies,
+                                                    ModelConfig config) {
+  Engine* engine = copies.front();
+  std::shared_ptr<ScheduledModel> model(new ScheduledModel(std::move(copies), std::move(config)));
   std::lock_guard lock(mu_);
   models_.erase(
       std::remove_if(models_.begin(), models_.end(), [](const auto& w) { return w.expired(); }),
@@ -129,7 +180,7 @@ std::shared_ptr<ScheduledModel> Scheduler::AddModel(Engine* engine, ModelConfig 
   models_.push_back(model);
   if (options_.concurrency <= 0) {
     concurrency_ =
-        std::max({concurrency_, engine->capabilities().overlapping_runs, model->config().max_runs});
+        std::max({concurrency_, engine->capabilities().overlapping_runs, model->max_runs()});
   }
   EnsureWorkersLocked(concurrency_);
   return model;
@@ -205,10 +256,10 @@ void Scheduler::Drop(const std::shared_ptr<ScheduledModel>& model, const Status&
 }
 
 void Scheduler::PublishDepthLocked() {
-  if (!metrics_) return;
+  if (!accounting_) return;
   int64_t depth = 0;
   for (int64_t rows : queued_by_origin_) depth += rows;
-  metrics_->SetQueueDepth(depth);
+  accounting_->OnQueueDepth(depth);
 }
 
 Status Scheduler::Run(const std::shared_ptr<ScheduledModel>& model, Job job) {
@@ -297,9 +348,9 @@ void Scheduler::SetLiveMaxBatch(int frames) {
   options_.live_max_batch = std::max(0, frames);
 }
 
-void Scheduler::SetMetrics(Metrics* metrics) {
+void Scheduler::SetListener(SchedulerListener* listener) {
   std::lock_guard lock(mu_);
-  metrics_ = metrics;
+  accounting_ = listener;
   PublishDepthLocked();
 }
 
@@ -315,7 +366,7 @@ std::shared_ptr<ScheduledModel> Scheduler::PickLocked(SchedulerClock::time_point
   bool any_live = false, any_offline = false;
   for (auto& weak : models_) {
     auto m = weak.lock();
-    if (!m || m->running_ >= m->config().max_runs) continue;
+    if (!m || m->running_ >= m->max_runs()) continue;
     any_live = any_live || !m->live_.empty();
     any_offline = any_offline || !m->offline_.empty();
   }
@@ -324,7 +375,7 @@ std::shared_ptr<ScheduledModel> Scheduler::PickLocked(SchedulerClock::time_point
   for (size_t i = 0; i < count; ++i) {
     const size_t at = (cursor_ + i) % count;
     auto m = models_[at].lock();
-    if (!m || m->running_ >= m->config().max_runs) continue;
+    if (!m || m->running_ >= m->max_runs()) continue;
     auto& queue = offline_turn ? m->offline_ : m->live_;
     if (queue.empty()) continue;
     const auto due = queue.front().enqueued + m->config().max_delay;
@@ -407,6 +458,7 @@ void Scheduler::WorkerLoop() {
           if (batch.parts.empty()) break;  // only dropped jobs: answer them, then look again
           ++model->running_;
           ++in_flight_;
+          batch.engine = model->TakeCopyLocked();
           break;
         }
         if (wake == SchedulerClock::time_point::max()) {
@@ -424,6 +476,7 @@ void Scheduler::WorkerLoop() {
     if (batch.parts.empty()) continue;
     if (observer) observer(batch.record);
     const auto start = SchedulerClock::now();
+    const double cpu_start = ThreadCpuSeconds();
     batch.started = start;
     Status ran = CatchAll("model run", [&] { return Execute(batch); });
     // Out of memory: again while idle avatars can be evicted to make room.
@@ -432,12 +485,17 @@ void Scheduler::WorkerLoop() {
       ran = CatchAll("model run", [&] { return Execute(batch); });
     }
     batch.record.seconds = std::chrono::duration<double>(SchedulerClock::now() - start).count();
+    batch.cpu_seconds = ThreadCpuSeconds() - cpu_start;
+    for (size_t i = 0; i < batch.parts.size(); ++i) {
+      const double waited = std::chrono::duration<double>(start - batch.enqueued[i]).count();
+      batch.record.waits.emplace_back(waited, batch.parts[i].count);
+    }
     if (!ran.ok()) {
       spdlog::warn("batch of {} frames on model '{}' ({}) failed: {}", batch.record.rows,
                    batch.record.model, options_.device, ran.ToString());
     } else {
       (void)CatchAll("batch metrics", [&] {
-        Record(batch, start);
+        Record(batch);
         if (listener) listener(batch.record);
         return Status::Ok();
       });
@@ -448,30 +506,20 @@ void Scheduler::WorkerLoop() {
 
 Status Scheduler::Execute(Batch& batch) {
   ScheduledModel& m = *batch.model;
-  return RunParts(m.engine(), m.config(), batch.parts, batch.record.padded)
+  return RunParts(*batch.engine, m.config(), batch.parts, batch.record.padded)
       .WithContext("model '" + m.config().name + "'");
 }
 
-// The batch in the server's metrics and its model's accounting, once, whoever sent its frames.
-void Scheduler::Record(const Batch& batch, SchedulerClock::time_point start) {
-  const BatchRecord& r = batch.record;
-  if (batch.model->config().on_batch) batch.model->config().on_batch(r);
-  Metrics* metrics;
+// The batch in its model's accounting and the owner's (the server's metrics), once, whoever
+// sent its frames.
+void Scheduler::Record(const Batch& batch) {
+  if (batch.model->config().on_batch) batch.model->config().on_batch(batch.record);
+  SchedulerListener* accounting;
   {
     std::lock_guard lock(mu_);
-    metrics = metrics_;
+    accounting = accounting_;
   }
-  if (!metrics) return;
-  metrics->RecordBatch(r.rows, r.seconds);
-  metrics->AddFrames(r.rows);
-  for (int o = 0; o < kOriginCount; ++o) {
-    const int frames = r.by_origin[static_cast<size_t>(o)];
-    if (frames > 0) metrics->AddModelFrames(r.model, OriginName(static_cast<Origin>(o)), frames);
-  }
-  for (size_t i = 0; i < batch.parts.size(); ++i) {
-    const double waited = std::chrono::duration<double>(start - batch.enqueued[i]).count();
-    for (int64_t k = 0; k < batch.parts[i].count; ++k) metrics->RecordQueueTime(waited);
-  }
+  if (accounting) accounting->OnBatch(batch.record);
 }
 
 void Scheduler::Finish(Batch& batch, const Status& status) {
@@ -480,6 +528,7 @@ void Scheduler::Finish(Batch& batch, const Status& status) {
     std::lock_guard lock(mu_);
     --batch.model->running_;
     --in_flight_;
+    batch.model->ReleaseCopyLocked(batch.engine);
     ++totals_.batches;
     if (!status.ok()) ++totals_.failed_batches;
     int origins = 0;
@@ -500,6 +549,7 @@ void Scheduler::Finish(Batch& batch, const Status& status) {
             std::chrono::duration<double>(batch.started - batch.enqueued[i]).count();
         times->queue_seconds = std::max(times->queue_seconds, waited);
         times->run_seconds = std::max(times->run_seconds, batch.record.seconds);
+        times->run_cpu_seconds += batch.cpu_seconds;
       }
       if (job.rows_left == 0) finished.push_back(batch.jobs[i]);
     }
@@ -510,4 +560,4 @@ void Scheduler::Finish(Batch& batch, const Status& status) {
   }
 }
 
-}  // namespace lipsync::server
+}  // namespace lipsync::runtime

@@ -8,9 +8,9 @@
 #include <vector>
 
 #include "lipsync/engine.h"
-#include "server/core/scheduler.h"
+#include "runtime/scheduler.h"
 
-namespace lipsync::server {
+namespace lipsync::runtime {
 
 // Rows [row, row + count) of a job.
 struct BatchPart {
@@ -30,4 +30,4 @@ Status CheckJob(const Engine& engine, const ModelConfig& config, const Job& job)
 Status RunParts(Engine& engine, const ModelConfig& config, const std::vector<BatchPart>& parts,
                 int64_t padded);
 
-}  // namespace lipsync::server
+}  // namespace lipsync::runtime
