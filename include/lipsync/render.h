@@ -10,8 +10,8 @@
 //
 // Five stages run on their own threads, joined by bounded queues: audio features (decode, mel,
 // encoder, windows), frames (decode the avatar frame, crop, mask), inference (batches through the
-// UNet, on one thread per concurrent run), paste (the new face back into its frame) and output
-// (H.264 + AAC, or image files). The
+// UNet on the device's scheduler, one thread per concurrent run waiting for its batch), paste (the
+// new face back into its frame) and output (H.264 + AAC, or image files). The
 // model waits only when the stages before it are slower than it; memory is bounded by the queues,
 // not by the length of the audio. On any error or cancel nothing is left at the output path.
 #pragma once
@@ -31,6 +31,10 @@
 #include "lipsync/video.h"
 
 namespace lipsync {
+
+namespace runtime {
+class Scheduler;  // the device's scheduler (src/runtime/scheduler.h)
+}  // namespace runtime
 
 struct RenderProgress {
   int64_t frames_done = 0;
@@ -93,14 +97,18 @@ struct RenderOutput {
   }
 };
 
-// A stage's times; for inference with several runs at once, summed over its threads.
+// A stage's times; for inference with several runs at once, summed over its threads. Inference
+// is busy from queueing a batch on the device's scheduler until its run is done (the wait for the
+// scheduler's worker, normally none, and the run), starved while it waits for frames and windows,
+// blocked while it hands batches on in frame order.
 struct StageStats {
   std::string name;
   int64_t items = 0;       // frames (inference: frames, in `batches` runs)
   double busy_s = 0.0;     // working
   double starved_s = 0.0;  // waiting for input
   double blocked_s = 0.0;  // waiting for room downstream
-  // CPU time of the stage's thread (for inference without the model's own worker threads).
+  // CPU time of the stage's thread; for inference also that of the scheduler's threads in its
+  // batches' runs (not of a backend's own worker threads).
   double cpu_s = 0.0;
 };
 
@@ -129,6 +137,9 @@ struct RendererOptions {
   // them, whose threads wait for one another at every operator) and on a backend that overlaps
   // calls, one elsewhere.
   int model_runs = 0;
+  // The device's scheduler that runs the UNet's batches (as offline work of origin "render"),
+  // shared with the other callers of the device; null: the renderer makes one of its own.
+  std::shared_ptr<runtime::Scheduler> scheduler;
 };
 
 class Renderer {

@@ -13,17 +13,17 @@ namespace lipsync {
 
 namespace internal {
 
-Pipeline::Pipeline(const Avatar& a, std::vector<Engine*> u, AudioEncoder& e, const RenderOptions& o,
+Pipeline::Pipeline(const Avatar& a, int r, AudioEncoder& e, const RenderOptions& o,
                    size_t queue_frames)
     : avatar(a),
-      unets(std::move(u)),
+      runs(r),
       encoder(e),
       options(o),
       // The audio runs ahead of the frames by a few seconds at most: a window is 4 KiB.
       windows(std::max<size_t>(4 * queue_frames, 128)),
       // Enough for the frames queued before the model, the batches it runs and the one being
       // filled; more would only hold memory.
-      free_batches(queue_frames + 2 + unets.size()),
+      free_batches(queue_frames + 2 + static_cast<size_t>(runs)),
       cropped(queue_frames),
       inferred(queue_frames),
       pasted(queue_frames) {
@@ -143,11 +143,14 @@ int HelperThreads(const Engine& unet) {
 
 struct Renderer::Models {
   Avatar avatar;
+  std::string unet_name;                       // the UNet's file name, in the scheduler's errors
   std::vector<std::unique_ptr<Engine>> unets;  // the loaded copies of the UNet
   std::vector<Engine*> runs;                   // one per concurrent run: its copy, or a shared one
   std::unique_ptr<AudioEncoder> encoder;
   UnetInputs roles;
   FaceLayout layout;
+  // The device's scheduler, which runs the UNet's batches (last: it stops before the engines go).
+  std::shared_ptr<runtime::Scheduler> scheduler;
 };
 
 Renderer::Renderer(std::unique_ptr<Models> models) : models_(std::move(models)) {}
@@ -179,6 +182,15 @@ Result<std::unique_ptr<Renderer>> Renderer::Create(const Avatar& avatar,
       m->unets.push_back(std::move(unet));
     }
     for (auto& unet : m->unets) m->runs.push_back(unet.get());
+  }
+  m->unet_name = unet_path.substr(unet_path.find_last_of("/\\") + 1);
+  if (renderer_options.scheduler) {
+    m->scheduler = renderer_options.scheduler;
+  } else {
+    runtime::SchedulerOptions device;
+    const int gpu = m->unets[0]->capabilities().device_id;
+    device.device = gpu >= 0 ? "cuda:" + std::to_string(gpu) : "cpu";
+    m->scheduler = std::make_shared<runtime::Scheduler>(device);
   }
   auto roles = FindUnetInputs(m->unets[0]->info());
   if (!roles.ok()) return roles.status().WithContext(where);
@@ -222,7 +234,8 @@ Result<RenderStats> Renderer::Render(const std::string& audio_path, const Render
   const size_t queue_frames =
       options.queue_frames > 0 ? options.queue_frames : static_cast<size_t>(options.batch) + 2;
   // Every avatar UNet has the frame form (FindUnetInputs asks for its interface).
-  internal::Pipeline p(avatar, models_->runs, *models_->encoder, options, queue_frames);
+  const int runs = static_cast<int>(models_->runs.size());
+  internal::Pipeline p(avatar, runs, *models_->encoder, options, queue_frames);
   p.frame_form = options.face_input == FaceInput::kFrames ||
                  (options.face_input == FaceInput::kAuto &&
                   models_->unets[0]->capabilities().frames_on_device);
@@ -230,9 +243,8 @@ Result<RenderStats> Renderer::Render(const std::string& audio_path, const Render
   p.roles = models_->roles;
   p.audio_path = audio_path;
   p.batch = options.batch;
-  if (!info.dynamic_batch) {  // the model's own batch, short batches padded
+  if (!info.dynamic_batch) {  // the model's own batch, short batches padded by the scheduler
     p.batch = static_cast<int>(info.inputs[p.roles.visual].shape[0]);
-    p.pad_batches = true;
   } else if (options.batch > info.max_batch) {
     return InvalidArgument("batch " + std::to_string(options.batch) +
                            " is above the engine's largest batch " +
@@ -276,7 +288,8 @@ Result<RenderStats> Renderer::Render(const std::string& audio_path, const Render
   {
     const size_t pixels = static_cast<size_t>(p.batch) * p.layout.inner_size *
                           static_cast<size_t>(p.layout.inner_size);
-    const size_t buffers = queue_frames / static_cast<size_t>(p.batch) + 2 + p.unets.size();
+    const size_t buffers =
+        queue_frames / static_cast<size_t>(p.batch) + 2 + static_cast<size_t>(runs);
     for (size_t i = 0; i < buffers; ++i) {
       auto buffer = std::make_shared<internal::BatchInput>();
       if (p.frame_form) {
@@ -287,6 +300,24 @@ Result<RenderStats> Renderer::Render(const std::string& audio_path, const Render
       p.free_batches.Push(std::move(buffer));
     }
   }
+
+  // The UNet on the device's scheduler for this render: up to `runs` batches at once, each on a
+  // copy of its own (or on the one engine whose calls overlap).
+  runtime::ModelConfig unet;
+  unet.name = models_->unet_name;
+  unet.max_batch = p.batch;
+  unet.layout = p.layout;
+  unet.visual_input = p.roles.visual;
+  unet.audio_input = p.roles.audio;
+  unet.max_runs = runs;
+  if (models_->unets.size() > 1) {
+    std::vector<Engine*> copies;
+    for (auto& copy : models_->unets) copies.push_back(copy.get());
+    p.model = models_->scheduler->AddModel(std::move(copies), unet);
+  } else {
+    p.model = models_->scheduler->AddModel(models_->unets[0].get(), unet);
+  }
+  p.scheduler = models_->scheduler.get();
 
   p.started = internal::Clock::now();
   const double cpu_before = platform::ProcessCpuSeconds();
@@ -304,9 +335,9 @@ Result<RenderStats> Renderer::Render(const std::string& audio_path, const Render
     std::vector<std::thread> threads;
     threads.push_back(start("render-audio", internal::RunAudioStage, true));
     threads.push_back(start("render-frames", internal::RunFramesStage, true));
-    p.infer_stats.resize(p.unets.size());
-    p.infer_threads_running = static_cast<int>(p.unets.size());
-    for (size_t i = 0; i < p.unets.size(); ++i) {
+    p.infer_stats.resize(static_cast<size_t>(runs));
+    p.infer_threads_running = runs;
+    for (size_t i = 0; i < static_cast<size_t>(runs); ++i) {
       threads.push_back(std::thread([&p, i] {
         platform::NameThisThread("render-infer");
         internal::RunInferStage(p, static_cast<int>(i));
@@ -338,7 +369,7 @@ Result<RenderStats> Renderer::Render(const std::string& audio_path, const Render
   RenderStats stats;
   stats.frames = p.frames_written;
   stats.batches = p.batches.load();
-  stats.model_runs = static_cast<int>(p.unets.size());
+  stats.model_runs = runs;
   stats.face_input = p.frame_form ? FaceInput::kFrames : FaceInput::kTensors;
   stats.batch = p.batch;
   stats.seconds = internal::SecondsSince(p.started);

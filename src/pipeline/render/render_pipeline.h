@@ -13,6 +13,7 @@
 #include "lipsync/render.h"
 #include "pipeline/avatar/avatar_internal.h"
 #include "pipeline/render/bounded_queue.h"
+#include "runtime/scheduler.h"
 
 namespace lipsync::internal {
 
@@ -31,7 +32,8 @@ struct AudioWindow {
 // The model's face input for one batch: float32 [batch,6,S,S] for Engine::Run, or with the
 // frame form BGR uint8 inner faces [batch,S,S,3] for Engine::RunFrames (the backend masks and
 // converts them, on its GPU). The frames stage writes frame i straight into slot i % batch, so
-// that the model runs on it without a copy; buffers go back to a pool after the run.
+// that the model runs on it without a copy (the scheduler copies only to pad a fixed-batch model's
+// short batch); buffers go back to a pool after the run.
 struct BatchInput {
   std::vector<float> visual;
   std::vector<uint8_t> faces;
@@ -59,20 +61,22 @@ struct FrameJob {
 enum Stage { kAudioStage, kFramesStage, kInferStage, kPasteStage, kOutputStage, kStageCount };
 
 struct Pipeline {
-  Pipeline(const Avatar& avatar, std::vector<Engine*> unets, AudioEncoder& encoder,
-           const RenderOptions& options, size_t queue_frames);
+  Pipeline(const Avatar& avatar, int runs, AudioEncoder& encoder, const RenderOptions& options,
+           size_t queue_frames);
 
   // Set up by Render() before the threads start.
   const Avatar& avatar;
-  std::vector<Engine*> unets;  // one per concurrent model run, each used by one inference thread
+  int runs = 1;  // batches in flight on the scheduler at once, one per inference thread
+  // The device's scheduler, which runs every batch, and the UNet on it for this render.
+  runtime::Scheduler* scheduler = nullptr;
+  std::shared_ptr<runtime::ScheduledModel> model;
   AudioEncoder& encoder;
   const RenderOptions& options;
   FaceLayout layout;
   UnetInputs roles;
   std::optional<FrameSequence> sequence;
-  int batch = 1;             // frames per model run
-  bool pad_batches = false;  // a fixed-batch model: short batches are padded to `batch`
-  bool frame_form = false;   // faces go to the model as uint8 (Engine::RunFrames)
+  int batch = 1;            // frames per model run (a fixed-batch model's own; the scheduler pads)
+  bool frame_form = false;  // faces go to the model as uint8 (Engine::RunFrames)
   std::string audio_path;
   std::unique_ptr<AudioReader> feature_audio;  // 16 kHz, for the features
   std::unique_ptr<AudioReader> mux_audio;      // the output's sound track (video only)
@@ -95,8 +99,9 @@ struct Pipeline {
   StageStats stats[kStageCount];    // the inference stage's: its threads' summed after they end
   Clock::time_point started;
 
-  // The inference threads (one per run) take batches in frame order, one thread at a time,
-  // run them at once and hand them on in the order they were taken.
+  // The inference threads (one per run) take batches in frame order and queue them on the
+  // scheduler in that order, one thread at a time, wait for their runs (which overlap) and hand
+  // them on in the order they were taken.
   std::vector<StageStats> infer_stats;  // one per inference thread
   std::mutex gather_mutex;
   int64_t batches_taken = 0;  // under gather_mutex
@@ -120,7 +125,7 @@ struct Pipeline {
 
 void RunAudioStage(Pipeline& p);
 void RunFramesStage(Pipeline& p);
-void RunInferStage(Pipeline& p, int thread);  // thread: which of p.unets it runs
+void RunInferStage(Pipeline& p, int thread);  // thread: which of p.infer_stats it keeps
 void RunPasteStage(Pipeline& p);
 void RunOutputStage(Pipeline& p);
 

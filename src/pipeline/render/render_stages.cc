@@ -2,9 +2,11 @@
 // (busy), hand on (blocked). All stop when any of them fails.
 #include <time.h>
 
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <list>
+#include <mutex>
 #include <unordered_map>
 
 #include "lipsync/face.h"
@@ -30,7 +32,7 @@ class StageClock {
  public:
   explicit StageClock(StageStats& stats)
       : stats_(stats), t_(Clock::now()), cpu_(ThreadCpuSeconds()) {}
-  ~StageClock() { stats_.cpu_s = ThreadCpuSeconds() - cpu_; }
+  ~StageClock() { stats_.cpu_s += ThreadCpuSeconds() - cpu_; }
   void Starved() { stats_.starved_s += Lap(); }
   void Busy() { stats_.busy_s += Lap(); }
   void Blocked() { stats_.blocked_s += Lap(); }
@@ -192,9 +194,64 @@ void RunFramesStage(Pipeline& p) {
 
 namespace {
 
+// One batch's run on the scheduler: its output, and the run's outcome once `done`.
+struct BatchRun {
+  std::shared_ptr<BatchOutput> output = std::make_shared<BatchOutput>();
+  runtime::JobTimes times;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  Status status;
+};
+
+// Queues the batch of `n` frames (its faces in `input`, its windows in `audio`) on the scheduler,
+// which pads a fixed-batch model's short batch.
+Status SubmitBatch(Pipeline& p, const BatchInput& input, const Tensor& audio, int64_t n,
+                   const std::shared_ptr<BatchRun>& run) {
+  const int s = p.layout.inner_size;
+  const Shape& declared = p.model->engine().info().inputs[p.roles.audio].shape;
+  Shape audio_shape = {n};
+  audio_shape.insert(audio_shape.end(), declared.begin() + 1, declared.end());
+  const size_t out_values = static_cast<size_t>(n) * 3 * s * s;
+  runtime::Job job;
+  job.audio = {DataType::kFloat32, audio_shape, audio.data()};
+  if (p.frame_form) {
+    run->output->faces.reset(new uint8_t[out_values]);
+    job.visual = {DataType::kUInt8, {n, s, s, 3}, input.faces.data()};
+    job.output = {DataType::kUInt8, {n, s, s, 3}, run->output->faces.get()};
+  } else {
+    run->output->visual.reset(new float[out_values]);
+    job.visual = {DataType::kFloat32, {n, 6, s, s}, input.visual.data()};
+    job.output = {DataType::kFloat32, {n, 3, s, s}, run->output->visual.get()};
+  }
+  job.priority = runtime::Priority::kOffline;
+  job.origin = runtime::Origin::kRender;
+  job.cancelled = p.options.cancel;
+  job.times = &run->times;
+  job.done = [run](const Status& status) {
+    {
+      std::lock_guard<std::mutex> lock(run->mu);
+      run->done = true;
+      run->status = status;
+    }
+    run->cv.notify_all();
+  };
+  job.keep_alive = run;  // the views' buffers stay with the waiting inference thread
+  return p.scheduler->Submit(p.model, std::move(job));
+}
+
+Status WaitForRun(BatchRun& run) {
+  std::unique_lock<std::mutex> lock(run.mu);
+  run.cv.wait(lock, [&] { return run.done; });
+  return run.status;
+}
+
 // Takes the next batch in frame order: its audio windows into `audio`, its frames into `jobs`
-// (empty at the end of the audio, or on a failure). One inference thread at a time.
-Status TakeBatch(Pipeline& p, Tensor& audio, std::vector<FrameJob>& jobs, int64_t* sequence) {
+// (empty at the end of the audio, or on a failure), and queues it on the scheduler. One
+// inference thread at a time, so that the scheduler's queue holds batches in frame order and
+// never mixes two (only the last batch can be short).
+Status TakeBatch(Pipeline& p, Tensor& audio, std::vector<FrameJob>& jobs, int64_t* sequence,
+                 const std::shared_ptr<BatchRun>& run) {
   std::lock_guard<std::mutex> lock(p.gather_mutex);
   jobs.clear();
   while (static_cast<int>(jobs.size()) < p.batch) {
@@ -215,8 +272,9 @@ Status TakeBatch(Pipeline& p, Tensor& audio, std::vector<FrameJob>& jobs, int64_
                 kWindowValues * sizeof(float));
     jobs.push_back(std::move(*job));
   }
-  if (!jobs.empty()) *sequence = p.batches_taken++;
-  return Status::Ok();
+  if (jobs.empty()) return Status::Ok();
+  *sequence = p.batches_taken++;
+  return SubmitBatch(p, *jobs[0].input, audio, static_cast<int64_t>(jobs.size()), run);
 }
 
 // Hands a run batch on to the paste stage once every batch taken before it has been handed on.
@@ -236,67 +294,38 @@ bool HandOn(Pipeline& p, int64_t sequence, std::vector<FrameJob>& jobs) {
   return true;
 }
 
-// Runs one batch of `run` frames (the first n real, the rest padding) into a new output.
-Result<std::shared_ptr<BatchOutput>> RunBatch(Pipeline& p, Engine& unet, BatchInput& input,
-                                              Tensor& audio, int64_t n, int64_t run) {
-  const int s = p.layout.inner_size;
-  const size_t face_values = static_cast<size_t>(s) * s * (p.frame_form ? 3 : 6);  // per frame
-  uint8_t* faces = p.frame_form ? input.faces.data() : nullptr;
-  float* visual = p.frame_form ? nullptr : input.visual.data();
-  for (int64_t k = n; k < run; ++k) {  // a fixed-batch model: repeat the last frame
-    if (faces) {
-      std::memcpy(faces + k * face_values, faces + (n - 1) * face_values, face_values);
-    } else {
-      std::memcpy(visual + k * face_values, visual + (n - 1) * face_values,
-                  face_values * sizeof(float));
-    }
-    std::memcpy(audio.data_as<float>() + k * kWindowValues,
-                audio.data_as<float>() + (n - 1) * kWindowValues, kWindowValues * sizeof(float));
-  }
-  const Shape& declared = unet.info().inputs[p.roles.audio].shape;
-  Shape audio_shape = {run};
-  audio_shape.insert(audio_shape.end(), declared.begin() + 1, declared.end());
-  const TensorView audio_view{DataType::kFloat32, audio_shape, audio.data()};
-  auto output = std::make_shared<BatchOutput>();
-  const size_t out_values = static_cast<size_t>(run) * 3 * s * s;
-  if (faces) {
-    output->faces.reset(new uint8_t[out_values]);
-    const FaceBatch batch{TensorView{DataType::kUInt8, {run, s, s, 3}, faces}, audio_view};
-    LIPSYNC_RETURN_IF_ERROR(
-        unet.RunFrames(batch, {DataType::kUInt8, {run, s, s, 3}, output->faces.get()}));
-  } else {
-    output->visual.reset(new float[out_values]);
-    std::vector<TensorView> inputs(2);
-    inputs[p.roles.visual] = {DataType::kFloat32, {run, 6, s, s}, visual};
-    inputs[p.roles.audio] = audio_view;
-    LIPSYNC_RETURN_IF_ERROR(
-        unet.Run(inputs, {{DataType::kFloat32, {run, 3, s, s}, output->visual.get()}}));
-  }
-  return output;
-}
-
 }  // namespace
 
+// An inference thread: its batches run on the device's scheduler (one worker each, up to
+// p.runs at once). Starved: waiting for a batch's frames and windows; busy: from queueing the
+// batch on the scheduler until its run is done (the wait for a worker and the run; the model's
+// CPU time on the worker counts in cpu_s); blocked: waiting to hand it on in frame order.
 void RunInferStage(Pipeline& p, int thread) {
-  Engine& unet = *p.unets[static_cast<size_t>(thread)];
   StageStats& stats = p.infer_stats[static_cast<size_t>(thread)];
   StageClock clock(stats);
   Tensor audio = Tensor::Uninitialized(DataType::kFloat32, {p.batch, 32, 16, 16});
   std::vector<FrameJob> jobs;
   while (!p.CheckCancel()) {
     int64_t sequence = 0;
-    Status taken = TakeBatch(p, audio, jobs, &sequence);
-    if (!taken.ok()) return p.Fail(taken);
+    auto run = std::make_shared<BatchRun>();
+    Status taken = TakeBatch(p, audio, jobs, &sequence, run);
+    if (!taken.ok()) return p.Fail(taken);  // nothing was queued
     clock.Starved();
-    if (jobs.empty() || p.failed()) break;
+    if (jobs.empty()) break;
     const int64_t n = static_cast<int64_t>(jobs.size());
-    auto output = RunBatch(p, unet, *jobs[0].input, audio, n, p.pad_batches ? p.batch : n);
-    if (!output.ok()) return p.Fail(output.status().WithContext("model"));
+    // Always waited for: the run reads this thread's windows and the batch's input buffer.
+    Status ran = WaitForRun(*run);
+    stats.cpu_s += run->times.run_cpu_seconds;
+    if (!ran.ok()) {
+      if (p.CheckCancel()) return;  // the scheduler dropped it: the render was cancelled
+      return p.Fail(ran);
+    }
+    if (p.failed()) break;
     ++p.batches;
     p.free_batches.Push(jobs[0].input);  // the frames stage may fill it again
     for (FrameJob& job : jobs) {
       job.input.reset();
-      job.output = *output;
+      job.output = run->output;
     }
     stats.items += n;
     clock.Busy();
