@@ -113,6 +113,49 @@ TEST(Scheduler, TwoModelsRunAtOnceWhereTheBackendOverlapsTwoRuns) {
   EXPECT_EQ(scheduler.totals().batches, 2);
 }
 
+// A model loaded as two copies (as render loads its UNet on the CPU) runs a batch on each at once
+// (each batch waits in the observer until the other is there too), and no more even where it
+// asks for more runs.
+TEST(Scheduler, ModelCopiesRunOneBatchEach) {
+  runtime::Scheduler scheduler(runtime::SchedulerOptions{});
+  Model a = Add(scheduler, "tiny.onnx", "a");
+  EngineOptions options;
+  options.intra_op_threads = 1;
+  options.max_batch = 16;
+  auto second = Engine::Create(kTestData + "/tiny.onnx", options);
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  runtime::ModelConfig config = a.scheduled->config();
+  config.max_runs = 3;
+  config.max_batch = 2;  // a job per batch
+  auto copies = scheduler.AddModel({a.avatar->unet.get(), second->get()}, config);
+  EXPECT_EQ(copies->max_runs(), 2);
+  EXPECT_EQ(scheduler.concurrency(), 2);
+  std::mutex mu;
+  std::condition_variable cv;
+  int inside = 0, most = 0;
+  scheduler.SetBatchObserver([&](const runtime::BatchRecord&) {
+    std::unique_lock lock(mu);
+    most = std::max(most, ++inside);
+    cv.notify_all();
+    cv.wait_for(lock, std::chrono::seconds(60), [&] { return most >= 2; });
+    --inside;
+  });
+  const int s = a.avatar->layout.inner_size;
+  std::vector<std::unique_ptr<Frames>> frames;
+  std::vector<std::unique_ptr<Done>> done;
+  for (uint32_t i = 0; i < 3; ++i) {
+    frames.push_back(std::make_unique<Frames>(2, s, i));
+    done.push_back(std::make_unique<Done>());
+    runtime::Job job = frames.back()->MakeJob(runtime::Origin::kRender);
+    job.done = done.back()->callback();
+    ASSERT_TRUE(scheduler.Submit(copies, std::move(job)).ok());
+  }
+  for (auto& d : done) EXPECT_TRUE(d->future.get().ok());
+  EXPECT_EQ(most, 2);
+  EXPECT_EQ(scheduler.totals().batches, 3);
+  EXPECT_EQ(scheduler.totals().rows_by_origin[static_cast<size_t>(runtime::Origin::kRender)], 6);
+}
+
 // On the CPU the backend overlaps nothing: one batch at a time.
 TEST(Scheduler, TheCpuRunsOneBatchAtATime) {
   runtime::Scheduler scheduler(runtime::SchedulerOptions{});
