@@ -142,7 +142,10 @@ void* HostMemoryPool::Allocate(size_t bytes, Kind kind) {
         // limit), and never past the limit: cached blocks go back first, least recently freed
         // first.
         const int64_t grown = s.in_use + static_cast<int64_t>(size);
-        int64_t cap = std::max((s.limit > 0 ? 1 : kSlack) * s.high_water, grown);
+        // A block of more than half the most in use (ONNX Runtime's planned block for a whole
+        // run) gets no slack: two of them would be two runs' worth of memory kept for one.
+        const bool slack = s.limit <= 0 && static_cast<int64_t>(size) * 2 <= s.high_water;
+        int64_t cap = std::max((slack ? kSlack : 1) * s.high_water, grown);
         if (s.limit > 0) cap = std::min(cap, s.limit);
         while (!s.lru.empty() && grown + s.cached > cap) s.DropFront();
         refused = s.limit > 0 && grown > s.limit;

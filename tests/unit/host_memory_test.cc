@@ -87,6 +87,24 @@ TEST(HostMemory, ARepeatingRunTakesNoFreshMemoryOnceWarm) {
   EXPECT_EQ(pool.stats().fresh_total, fresh);
 }
 
+// A block of more than half the most in use is one run's whole plan: a slightly larger one for the
+// next run does not keep the last one beside it.
+TEST(HostMemory, AWholeRunsBlockIsNotKeptBesideTheNext) {
+  PoolReset reset;
+  HostMemoryPool& pool = HostMemory();
+  pool.Trim(0);
+  const int64_t base = pool.stats().working_in_use;
+  void* held = pool.Allocate(2 * kMiB, HostMemoryPool::Kind::kWorking);  // 10 MiB in use at most
+  void* first = pool.Allocate(8 * kMiB, HostMemoryPool::Kind::kWorking);
+  pool.Free(first);
+  void* next = pool.Allocate(9 * kMiB, HostMemoryPool::Kind::kWorking);
+  ASSERT_NE(next, nullptr);
+  const HostMemoryStats s = pool.stats();
+  EXPECT_LE(s.working_in_use + s.cached - base, static_cast<int64_t>(11 * kMiB + kMiB));
+  pool.Free(next);
+  pool.Free(held);
+}
+
 TEST(HostMemory, TheLimitRefusesWorkingMemoryButNotWeights) {
   PoolReset reset;
   HostMemoryPool& pool = HostMemory();
