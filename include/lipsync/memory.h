@@ -23,9 +23,7 @@ namespace lipsync {
 struct EngineMemory {
   int64_t host_weights = 0;    // weights and constants in host memory
   int64_t device_weights = 0;  // weights in GPU memory
-  // GPU working memory the engine owns now (the CUDA backend's per-run arenas and staging, which
-  // grow to the largest batch run). Host working memory is the shared pool's, not an engine's.
-  int64_t device_working = 0;
+  // Working memory is not an engine's: the host pool's below, the device pools' further down.
 };
 
 struct HostMemoryStats {
