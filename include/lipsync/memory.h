@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace lipsync {
 
@@ -22,9 +23,7 @@ namespace lipsync {
 struct EngineMemory {
   int64_t host_weights = 0;    // weights and constants in host memory
   int64_t device_weights = 0;  // weights in GPU memory
-  // GPU working memory the engine owns now (the CUDA backend's per-run arenas and staging, which
-  // grow to the largest batch run). Host working memory is the shared pool's, not an engine's.
-  int64_t device_working = 0;
+  // Working memory is not an engine's: the host pool's below, the device pools' further down.
 };
 
 struct HostMemoryStats {
@@ -77,6 +76,30 @@ class HostMemoryPool {
 };
 
 inline HostMemoryPool& HostMemory() { return HostMemoryPool::Get(); }
+
+// GPU working memory (the CUDA backend's activation arenas and input/output buffers) follows the
+// same rule: one pool per device, with one arena per concurrent run that every engine on the
+// device borrows in turn, grown to the largest run's need. A run that would take the pool past its
+// limit first frees the arenas no run holds, then fails with RESOURCE_EXHAUSTED.
+struct DeviceMemoryStats {
+  int device = 0;
+  int slots = 0;               // runs that can hold an arena at once
+  int waiting = 0;             // runs waiting for a free slot now
+  int64_t working_in_use = 0;  // arenas runs hold now
+  int64_t cached = 0;          // arenas of idle slots, kept for the next run
+  int64_t peak_working = 0;    // the most working_in_use since start
+  int64_t limit = 0;           // working_in_use + cached at most (0: none)
+  int64_t trimmed_total = 0;   // bytes given back to the device so far
+  int64_t refused_total = 0;   // runs refused by the limit or for want of device memory
+};
+
+// One entry per device that has a pool (a CUDA engine ran there), by device id.
+std::vector<DeviceMemoryStats> DeviceMemoryPools();
+// Caps `device`'s working memory (0: none); also applies to a pool made later.
+void SetDeviceMemoryLimit(int device, int64_t bytes);
+// On `device` (-1: every device), frees idle arenas until at most `keep_bytes` stay cached; -1:
+// only those unused for a minute. Returns the bytes given back.
+int64_t TrimDeviceMemory(int64_t keep_bytes, int device = -1);
 
 // A block of working memory from the pool, given back when it goes; empty (false) when the pool
 // refused it.

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "avatar_test_util.h"
+#include "core/arena_pool.h"
 #include "server/core/avatar_registry.h"
 #include "test_avatars.h"
 
@@ -445,6 +446,48 @@ TEST(AvatarRepository, PrometheusMetrics) {
         "lipsync_avatars_max 1", "# TYPE lipsync_avatar_memory_bytes gauge"}) {
     EXPECT_NE(text.find(want + "\n"), std::string::npos) << "missing: " << want << "\n" << text;
   }
+}
+
+// The GPU budget holds what runs hold of the device pool's working memory (a pool on a fake
+// device here: no GPU is needed to size a load); idle arenas are given back before a load counts.
+TEST(AvatarRepository, TheGpuBudgetCountsTheDevicePoolsWorkingMemory) {
+  constexpr int kDevice = 7;  // no real device's pool
+  constexpr int64_t kArena = 64 << 20;
+  ArenaAllocator fake;
+  fake.allocate = [](size_t) { return ::operator new(64); };
+  fake.free = [](void* p) { ::operator delete(p); };
+  ArenaPool& pool = DeviceArenaPool(kDevice, [&] { return fake; });
+  ScratchDir root;
+  WriteTestAvatar(root.path(), "a0");
+  auto options = TestRegistryOptions(root.path());
+  options.engine.backend = "cuda";
+  options.engine.device_id = kDevice;
+  options.max_gpu_bytes = kArena + 1024;
+  options.max_gpu_set = true;
+  AvatarRegistry registry(options);
+  EXPECT_EQ(pool.stats().limit, options.max_gpu_bytes);  // the budget less no avatar
+
+  auto run = pool.Acquire(kArena);  // a run under way holds an arena
+  ASSERT_TRUE(run.ok()) << run.status().ToString();
+  auto refused = registry.Load("a0");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_MESSAGE(refused.status(), "GPU memory budget");
+  EXPECT_MESSAGE(refused.status(), "held by runs");
+  std::string text;
+  registry.RenderPrometheus(&text);
+  std::string want = "lipsync_memory_bytes{device=\"cuda:7\",kind=\"working\"} ";
+  want += std::to_string(kArena);
+  want += '\n';
+  EXPECT_NE(text.find(want), std::string::npos) << text;
+
+  run->Release();  // idle now: the load gives the arena back and fits the budget
+  auto loaded = registry.Load("a0");
+  if (!loaded.ok()) {  // no GPU here: the engine fails, not the budget
+    EXPECT_EQ(loaded.status().message().find("budget"), std::string::npos);
+  }
+  EXPECT_EQ(pool.stats().cached, 0);
+  EXPECT_EQ(pool.stats().working_in_use, 0);
 }
 
 }  // namespace

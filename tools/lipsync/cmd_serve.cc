@@ -207,6 +207,9 @@ int RunServe(ServeArgs& args) {
         trimmed = true;
         metrics.SetIdleTrimmed(true);
       }
+      // GPU arenas go only after a minute unused: an arena freed costs the next run an
+      // allocation and its captured graphs.
+      if (idle) TrimDeviceMemory(-1);
       frames_seen = frames;
     }
   });

@@ -12,11 +12,13 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <tuple>
 #include <vector>
 
 #include "backends/cuda/autotune.h"
 #include "backends/cuda/kernels/frames.cuh"
 #include "backends/cuda/step_runner.h"
+#include "core/arena_pool.h"
 #include "graph/compiler.h"
 #include "graph/side_branch.h"
 #include "lipsync/face_layout.h"
@@ -25,9 +27,10 @@ namespace lipsync {
 namespace cuda {
 namespace {
 
-// Concurrent Run() calls beyond this wait for a free context: each context holds an arena for
-// its largest batch, and more streams than this gain little on one GPU.
-constexpr size_t kMaxContexts = 4;
+// Offsets inside a borrowed arena: what cudaMalloc guarantees, enough for every kernel's loads.
+constexpr size_t kArenaAlign = 256;
+
+size_t AlignUp(size_t bytes) { return (bytes + kArenaAlign - 1) / kArenaAlign * kArenaAlign; }
 
 std::string CudaErrorText(cudaError_t e) {
   return std::string(cudaGetErrorString(e)) + " (" + cudaGetErrorName(e) + ")";
@@ -67,30 +70,61 @@ Result<PinnedMemory> AllocatePinned(size_t bytes, const std::string& what) {
   return PinnedMemory(p);
 }
 
+// The device's working-memory pool, allocating with cudaMalloc on that device. Not
+// cudaMallocAsync: an arena outlives the streams that use it (each engine's contexts have their
+// own, and it passes between them), and the graphs captured over it need its address to stay.
+ArenaPool& DevicePool(int device) {
+  return DeviceArenaPool(device, [device] {
+    // The calling thread's current device is left as it was.
+    const auto on_device = [device](const auto& call) {
+      int current = -1;
+      cudaGetDevice(&current);
+      if (current != device) cudaSetDevice(device);
+      const cudaError_t e = call();
+      if (current >= 0 && current != device) cudaSetDevice(current);
+      if (e != cudaSuccess) cudaGetLastError();  // not sticky: the next call must not see it
+      return e == cudaSuccess;
+    };
+    ArenaAllocator allocator;
+    allocator.allocate = [on_device](size_t bytes) -> void* {
+      void* p = nullptr;
+      return on_device([&] { return cudaMalloc(&p, bytes); }) ? p : nullptr;
+    };
+    allocator.free = [on_device](void* p) { on_device([&] { return cudaFree(p); }); };
+    return allocator;
+  });
+}
+
 int64_t ItemElements(const graph::PlanTensor& t) {
   int64_t n = 1;
   for (size_t d = 1; d < t.nchw.size(); ++d) n *= t.nchw[d];
   return n;
 }
 
-// What one concurrent Run() owns: its stream, arena, input/output buffers and their pinned host
-// mirrors (sized for `capacity` items), and the graphs captured over exactly these buffers.
+// What one concurrent Run() of an engine owns: its streams, the pinned host mirrors of its inputs
+// and outputs (sized for `capacity` items) and the graphs it captured. Its device buffers are
+// borrowed from the device's arena pool for the run (Borrow): activations, then every input and
+// output (float32 NCHW, `rows` items each), then the faces of the frame form.
 struct RunContext {
   cudaStream_t stream = nullptr;
   // The side branch's stream, and the events that fork it from and join it to `stream`.
   cudaStream_t side = nullptr;
   cudaEvent_t fork = nullptr, join = nullptr;
   int64_t capacity = 0;
-  DeviceMemory arena;
-  DeviceMemory io;       // float32 NCHW: every input, then every output, each `capacity` items
-  PinnedMemory staging;  // host mirror of `io`
-  // The frame form: uint8 faces in (`capacity` crops at most) then faces out.
+  PinnedMemory staging;  // host mirror of the inputs and outputs, `capacity` items each
+  // The frame form: uint8 faces in (`face_capacity` crops at most) then faces out.
   int64_t face_capacity = 0;
-  DeviceMemory faces;
   PinnedMemory face_staging;
-  // Graphs of the device work by (batch, form): the copies stay outside, so one graph serves
-  // host and device callers alike.
-  std::map<std::pair<int64_t, int>, cudaGraphExec_t> graphs;
+  // The borrowed arena of the run under way, laid out for `rows` items.
+  void* arena = nullptr;
+  float* io = nullptr;
+  uint8_t* faces = nullptr;
+  int64_t rows = 0;
+  uint64_t generation = 0;  // of the borrowed arena (ArenaPool::Lease::generation)
+  int slot = -1;            // the pool slot last borrowed: asked for again, so graphs stay valid
+  // Graphs of the device work by (arena generation, batch, form): the copies stay outside, so one
+  // graph serves host and device callers alike.
+  std::map<std::tuple<uint64_t, int64_t, int>, cudaGraphExec_t> graphs;
 
   void DropGraphs() {
     for (auto& [key, exec] : graphs) cudaGraphExecDestroy(exec);
@@ -141,6 +175,7 @@ struct Setup {
   KernelSchedule schedule;         // the fused groups and the kernel chosen for each
   graph::SideBranch side;          // steps run on a second stream
   DeviceMemory weights;
+  ArenaPool* pool = nullptr;  // the device's working memory
 };
 
 class CudaBackend : public Backend {
@@ -155,7 +190,8 @@ class CudaBackend : public Backend {
         use_graphs_(setup.use_graphs),
         max_batch_(setup.max_batch),
         max_contexts_(static_cast<size_t>(setup.max_contexts)),
-        weights_(std::move(setup.weights)) {
+        weights_(std::move(setup.weights)),
+        pool_(setup.pool) {
     int64_t offset = 0;
     for (const auto& t : plan_.inputs) {
       io_offsets_.push_back(offset);
@@ -281,67 +317,98 @@ class CudaBackend : public Backend {
     available_.notify_one();
   }
 
-  // Buffers for at least `batch` items; growing them invalidates the graphs captured over them.
-  Status Reserve(RunContext& ctx, int64_t batch) {
+  // Pinned mirrors for at least `batch` items. The copies run outside the graphs, so growing
+  // them invalidates none.
+  Status ReserveStaging(RunContext& ctx, int64_t batch) {
     if (batch <= ctx.capacity) return Status::Ok();
     LIPSYNC_RETURN_IF_ERROR(CudaCheck(cudaStreamSynchronize(ctx.stream), "cudaStreamSynchronize",
-                                      "waiting to grow the buffers"));
-    if (ctx.side) {
-      LIPSYNC_RETURN_IF_ERROR(CudaCheck(cudaStreamSynchronize(ctx.side), "cudaStreamSynchronize",
-                                        "waiting to grow the buffers"));
-    }
-    ctx.DropGraphs();
-    working_bytes_ -= static_cast<int64_t>(
-        static_cast<size_t>(plan_.arena_floats * ctx.capacity) * StorageSize(storage_) +
-        static_cast<size_t>(io_item_elements_ * ctx.capacity) * sizeof(float));
-    ctx.arena.reset();
-    ctx.io.reset();
+                                      "waiting to grow the staging buffers"));
     ctx.staging.reset();
     ctx.capacity = 0;
-    const size_t arena_bytes =
-        static_cast<size_t>(plan_.arena_floats * batch) * StorageSize(storage_);
-    const size_t io_bytes = static_cast<size_t>(io_item_elements_ * batch) * sizeof(float);
-    const std::string what = " of batch " + std::to_string(batch);
-    LIPSYNC_ASSIGN_OR_RETURN(ctx.arena, AllocateDevice(arena_bytes, "the activation arena" + what));
-    LIPSYNC_ASSIGN_OR_RETURN(ctx.io, AllocateDevice(io_bytes, "the inputs and outputs" + what));
-    LIPSYNC_ASSIGN_OR_RETURN(ctx.staging,
-                             AllocatePinned(io_bytes, "the inputs and outputs" + what));
+    const size_t bytes = static_cast<size_t>(io_item_elements_ * batch) * sizeof(float);
+    LIPSYNC_ASSIGN_OR_RETURN(ctx.staging, AllocatePinned(bytes, "the inputs and outputs of batch " +
+                                                                    std::to_string(batch)));
     ctx.capacity = batch;
-    working_bytes_ += static_cast<int64_t>(arena_bytes + io_bytes);
     return Status::Ok();
   }
 
-  // Face buffers for `batch` crops in and `batch` inner faces out (bytes per item below).
-  Status ReserveFaces(RunContext& ctx, int64_t batch, const FaceLayout& layout) {
+  // Pinned mirrors of the faces for `batch` crops in and `batch` inner faces out.
+  Status ReserveFaceStaging(RunContext& ctx, int64_t batch, const FaceLayout& layout) {
     if (batch <= ctx.face_capacity) return Status::Ok();
     LIPSYNC_RETURN_IF_ERROR(CudaCheck(cudaStreamSynchronize(ctx.stream), "cudaStreamSynchronize",
-                                      "waiting to grow the face buffers"));
-    ctx.DropGraphs();
-    working_bytes_ -= static_cast<int64_t>(FaceItemBytes(layout)) * ctx.face_capacity;
-    ctx.faces.reset();
+                                      "waiting to grow the face staging buffers"));
     ctx.face_staging.reset();
     ctx.face_capacity = 0;
     const size_t bytes = FaceItemBytes(layout) * static_cast<size_t>(batch);
-    const std::string what = "the faces of batch " + std::to_string(batch);
-    LIPSYNC_ASSIGN_OR_RETURN(ctx.faces, AllocateDevice(bytes, what));
-    LIPSYNC_ASSIGN_OR_RETURN(ctx.face_staging, AllocatePinned(bytes, what));
+    LIPSYNC_ASSIGN_OR_RETURN(ctx.face_staging,
+                             AllocatePinned(bytes, "the faces of batch " + std::to_string(batch)));
     ctx.face_capacity = batch;
-    working_bytes_ += static_cast<int64_t>(bytes);
     return Status::Ok();
   }
+
+  // Where the device buffers of a batch lie in a borrowed arena.
+  struct ArenaLayout {
+    size_t io = 0, faces = 0, total = 0;
+  };
+  ArenaLayout LayoutFor(int64_t batch, const FaceLayout* faces) const {
+    ArenaLayout l;
+    l.io = AlignUp(static_cast<size_t>(plan_.arena_floats * batch) * StorageSize(storage_));
+    l.faces = AlignUp(l.io + static_cast<size_t>(io_item_elements_ * batch) * sizeof(float));
+    l.total = l.faces + (faces ? FaceItemBytes(*faces) * static_cast<size_t>(batch) : 0);
+    return l;
+  }
+
+  // The device buffers of one run: a slot of the device's pool, its arena laid out for `batch`
+  // items (and faces when `faces` is set). Graphs captured over another arena are dropped.
+  Result<ArenaPool::Lease> Borrow(RunContext& ctx, int64_t batch, const FaceLayout* faces) {
+    const ArenaLayout l = LayoutFor(batch, faces);
+    auto lease = pool_->Acquire(l.total, ctx.slot);
+    if (!lease.ok()) {
+      return Status(lease.status().code(), "CUDA backend: batch " + std::to_string(batch) + ": " +
+                                               lease.status().message());
+    }
+    auto* base = static_cast<char*>(lease->data());
+    ctx.arena = base;
+    ctx.io = reinterpret_cast<float*>(base + l.io);
+    ctx.faces = reinterpret_cast<uint8_t*>(base + l.faces);
+    ctx.rows = batch;
+    ctx.generation = lease->generation();
+    ctx.slot = lease->slot();
+    for (auto it = ctx.graphs.begin(); it != ctx.graphs.end();) {
+      if (pool_->Live(std::get<0>(it->first))) {
+        ++it;
+      } else {
+        cudaGraphExecDestroy(it->second);
+        it = ctx.graphs.erase(it);
+      }
+    }
+    return lease;
+  }
+
+  // Before a borrowed arena goes back: nothing of this run may still use it when the next
+  // borrower, of any engine, starts on its own stream.
+  static void Settle(RunContext& ctx) {
+    cudaStreamSynchronize(ctx.stream);
+    if (ctx.side) cudaStreamSynchronize(ctx.side);
+    ctx.arena = nullptr;
+    ctx.io = nullptr;
+    ctx.faces = nullptr;
+  }
+
   static size_t CropBytes(const FaceLayout& l) {
     return static_cast<size_t>(l.crop_size) * l.crop_size * 3;
   }
   static size_t FaceItemBytes(const FaceLayout& l) {
     return CropBytes(l) + static_cast<size_t>(l.inner_size) * l.inner_size * 3;
   }
+  // Faces in, then faces out, `items` of each.
   static uint8_t* FacesIn(void* base) { return static_cast<uint8_t*>(base); }
-  static uint8_t* FacesOut(void* base, const RunContext& ctx, const FaceLayout& l) {
-    return static_cast<uint8_t*>(base) + CropBytes(l) * static_cast<size_t>(ctx.face_capacity);
+  static uint8_t* FacesOut(void* base, int64_t items, const FaceLayout& l) {
+    return static_cast<uint8_t*>(base) + CropBytes(l) * static_cast<size_t>(items);
   }
 
   float* DeviceIo(RunContext& ctx, size_t slot) const {
-    return static_cast<float*>(ctx.io.get()) + io_offsets_[slot] * ctx.capacity;
+    return ctx.io + io_offsets_[slot] * ctx.rows;
   }
   float* StagingIo(RunContext& ctx, size_t slot) const {
     return static_cast<float*>(ctx.staging.get()) + io_offsets_[slot] * ctx.capacity;
@@ -382,10 +449,10 @@ class CudaBackend : public Backend {
 
   // The device work of one call, from the device input buffers to the device output buffers.
   Status Enqueue(RunContext& ctx, int64_t batch, const Form& form) {
-    const DeviceTensors tensors{storage_, ctx.arena.get(), weights_.get()};
+    const DeviceTensors tensors{storage_, ctx.arena, weights_.get()};
     for (size_t i = 0; i < plan_.inputs.size(); ++i) {
       if (form.frames && i == form.visual) {
-        LIPSYNC_RETURN_IF_ERROR(EnqueueFacesInput(plan_, i, FacesIn(ctx.faces.get()), form.geometry,
+        LIPSYNC_RETURN_IF_ERROR(EnqueueFacesInput(plan_, i, FacesIn(ctx.faces), form.geometry,
                                                   batch, tensors, ctx.stream));
       } else {
         LIPSYNC_RETURN_IF_ERROR(
@@ -407,7 +474,7 @@ class CudaBackend : public Backend {
     for (size_t o = 0; o < plan_.outputs.size(); ++o) {
       if (form.bytes_out) {
         LIPSYNC_RETURN_IF_ERROR(EnqueueOutputBytes(
-            plan_, o, batch, tensors, FacesOut(ctx.faces.get(), ctx, form.layout), ctx.stream));
+            plan_, o, batch, tensors, FacesOut(ctx.faces, ctx.rows, form.layout), ctx.stream));
       } else {
         LIPSYNC_RETURN_IF_ERROR(
             EnqueueOutput(plan_, o, batch, tensors, DeviceIo(ctx, inputs + o), ctx.stream));
@@ -466,7 +533,7 @@ class CudaBackend : public Backend {
   // The device work, replayed from a graph when graphs are on.
   Status Compute(RunContext& ctx, int64_t batch, const Form& form) {
     if (!use_graphs_) return Enqueue(ctx, batch, form);
-    const auto key = std::make_pair(batch, form.Key());
+    const auto key = std::make_tuple(ctx.generation, batch, form.Key());
     auto it = ctx.graphs.find(key);
     if (it == ctx.graphs.end()) {
       LIPSYNC_ASSIGN_OR_RETURN(cudaGraphExec_t exec, Capture(ctx, batch, form));
@@ -492,7 +559,15 @@ class CudaBackend : public Backend {
 
   Status RunTensors(RunContext& ctx, int64_t batch, const std::vector<TensorView>& inputs,
                     const std::vector<MutableTensorView>& outputs) {
-    LIPSYNC_RETURN_IF_ERROR(Reserve(ctx, batch));
+    LIPSYNC_RETURN_IF_ERROR(ReserveStaging(ctx, batch));
+    LIPSYNC_ASSIGN_OR_RETURN(ArenaPool::Lease lease, Borrow(ctx, batch, nullptr));
+    const Status status = TensorsOnDevice(ctx, batch, inputs, outputs);
+    Settle(ctx);
+    return status;
+  }
+
+  Status TensorsOnDevice(RunContext& ctx, int64_t batch, const std::vector<TensorView>& inputs,
+                         const std::vector<MutableTensorView>& outputs) {
     for (size_t i = 0; i < inputs.size(); ++i) {
       LIPSYNC_RETURN_IF_ERROR(Upload(ctx, inputs[i], DeviceIo(ctx, i), StagingIo(ctx, i),
                                      "input '" + plan_.inputs[i].name + "'"));
@@ -509,19 +584,27 @@ class CudaBackend : public Backend {
 
   Status RunFaces(RunContext& ctx, int64_t batch, const Form& form, const FaceBatch& faces,
                   const MutableTensorView& output) {
+    LIPSYNC_RETURN_IF_ERROR(ReserveStaging(ctx, batch));
+    LIPSYNC_RETURN_IF_ERROR(ReserveFaceStaging(ctx, batch, form.layout));
+    LIPSYNC_ASSIGN_OR_RETURN(ArenaPool::Lease lease, Borrow(ctx, batch, &form.layout));
+    const Status status = FacesOnDevice(ctx, batch, form, faces, output);
+    Settle(ctx);
+    return status;
+  }
+
+  Status FacesOnDevice(RunContext& ctx, int64_t batch, const Form& form, const FaceBatch& faces,
+                       const MutableTensorView& output) {
     const FaceLayout& layout = form.layout;
-    LIPSYNC_RETURN_IF_ERROR(Reserve(ctx, batch));
-    LIPSYNC_RETURN_IF_ERROR(ReserveFaces(ctx, batch, layout));
-    LIPSYNC_RETURN_IF_ERROR(Upload(ctx, faces.faces, FacesIn(ctx.faces.get()),
-                                   FacesIn(ctx.face_staging.get()), "the faces"));
+    LIPSYNC_RETURN_IF_ERROR(
+        Upload(ctx, faces.faces, FacesIn(ctx.faces), FacesIn(ctx.face_staging.get()), "the faces"));
     LIPSYNC_RETURN_IF_ERROR(Upload(ctx, faces.audio, DeviceIo(ctx, form.audio),
                                    StagingIo(ctx, form.audio),
                                    "input '" + plan_.inputs[form.audio].name + "'"));
     LIPSYNC_RETURN_IF_ERROR(Compute(ctx, batch, form));
     std::vector<PendingCopy> pending;
     if (form.bytes_out) {
-      LIPSYNC_RETURN_IF_ERROR(Download(ctx, FacesOut(ctx.faces.get(), ctx, layout), output,
-                                       FacesOut(ctx.face_staging.get(), ctx, layout),
+      LIPSYNC_RETURN_IF_ERROR(Download(ctx, FacesOut(ctx.faces, ctx.rows, layout), output,
+                                       FacesOut(ctx.face_staging.get(), ctx.face_capacity, layout),
                                        "the output faces", &pending));
     } else {
       const size_t slot = plan_.inputs.size();
@@ -531,14 +614,13 @@ class CudaBackend : public Backend {
     return Finish(ctx, batch, pending);
   }
 
-  // The weights (the plan keeps its float32 copy on the host too) and the contexts' buffers on
-  // the GPU (the device copies; the pinned mirrors are host memory of the same size).
+  // The weights (the plan keeps its float32 copy on the host too). The device buffers of runs are
+  // the device pool's (DeviceMemoryPools), not the engine's.
   EngineMemory Memory() const override {
     EngineMemory m;
     m.host_weights = static_cast<int64_t>(plan_.weights.size() * sizeof(float));
     m.device_weights =
         static_cast<int64_t>(std::max<size_t>(plan_.weights.size(), 1) * StorageSize(storage_));
-    m.device_working = working_bytes_.load();
     return m;
   }
 
@@ -560,7 +642,7 @@ class CudaBackend : public Backend {
   std::condition_variable available_;
   std::vector<std::unique_ptr<RunContext>> contexts_;
   std::vector<RunContext*> idle_;
-  std::atomic<int64_t> working_bytes_{0};  // device bytes of every context's buffers
+  ArenaPool* const pool_;  // the device's, shared with every engine there
 };
 
 // The plan's weight blob in the storage type, same element offsets.
@@ -805,6 +887,8 @@ Result<LoadedBackend> CreateCudaBackend(const std::string& model_path,
   setup.max_batch = max_batch;
   setup.max_contexts = options.cuda.max_contexts;
   setup.weights = std::move(weights);
+  setup.pool = &cuda::DevicePool(options.device_id);
+  setup.pool->EnsureSlots(options.cuda.max_contexts);
   loaded.backend = std::make_unique<cuda::CudaBackend>(std::move(setup));
   return loaded;
 }

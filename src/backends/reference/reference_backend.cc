@@ -143,7 +143,7 @@ class ReferenceBackend : public Backend {
   }
 
   EngineMemory Memory() const override {
-    return {static_cast<int64_t>(plan_.weights.size() * sizeof(float)), 0, 0};
+    return {static_cast<int64_t>(plan_.weights.size() * sizeof(float)), 0};
   }
 
   graph::Plan plan_;

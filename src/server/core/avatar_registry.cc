@@ -37,6 +37,16 @@ std::string Label(const std::string& value) {
 
 std::string Mib(int64_t bytes) { return fmt::format("{:.1f} MiB", bytes / 1048576.0); }
 
+// The working-memory pool of GPU `device` (all zero before a CUDA engine has run there).
+DeviceMemoryStats DeviceWorking(int device) {
+  for (const DeviceMemoryStats& s : DeviceMemoryPools()) {
+    if (s.device == device) return s;
+  }
+  DeviceMemoryStats none;
+  none.device = device;
+  return none;
+}
+
 std::string BackendOf(const Engine& engine) {
   return engine.info().backend + "/" + engine.info().provider;
 }
@@ -114,14 +124,16 @@ AvatarRegistry::AvatarRegistry(AvatarRegistryOptions options) : options_(std::mo
                    ? options_.scheduler
                    : std::make_shared<runtime::Scheduler>(so);
   options_.scheduler = nullptr;
-  // Working memory counts against the host budget: the pool's limit is what the avatars leave,
-  // and a run that does not fit first evicts idle avatars.
-  if (max_host_bytes_ > 0) {
+  // Working memory counts against the budgets: each pool's limit is what the avatars leave, and a
+  // run that does not fit first evicts idle avatars.
+  if (max_host_bytes_ > 0 || gpu_budget()) {
     // ONNX Runtime's memory pattern serves every run after the first of a shape from one planned
     // block, a quarter larger than what the first run held at once on the demo UNet: a budget set
     // from the first run would refuse the second. Per-operator allocations from the pool hold the
     // same on every run (a few percent slower, docs/PERFORMANCE.md).
-    if (options_.engine.provider == "cpu") options_.engine.ort.memory_pattern = false;
+    if (max_host_bytes_ > 0 && options_.engine.provider == "cpu") {
+      options_.engine.ort.memory_pattern = false;
+    }
     SyncWorkingLimitLocked();
     scheduler_->SetMemoryHook([this] { return MakeWorkingRoom(); });
   }
@@ -146,6 +158,7 @@ AvatarRegistry::~AvatarRegistry() {
   scheduler_->SetMemoryHook(nullptr);
   scheduler_->Shutdown();
   if (max_host_bytes_ > 0) HostMemory().SetLimit(0);
+  if (gpu_budget()) SetDeviceMemoryLimit(gpu_id(), 0);
 }
 
 AvatarRegistry::Entry& AvatarRegistry::EntryLocked(const std::string& id) const {
@@ -196,17 +209,21 @@ AvatarUsage AvatarRegistry::Usage() const {
 Status AvatarRegistry::MakeRoomLocked(const std::string& id, int64_t host, int64_t gpu,
                                       bool one_more,
                                       std::vector<std::shared_ptr<LoadedAvatar>>* dropped) {
-  // The host budget holds the avatars and the working memory runs hold now (the pool's cache is
+  // Each budget holds the avatars and the working memory runs hold now (the pools' caches are
   // given back first).
-  int64_t working = 0;
+  int64_t working = 0, gpu_working = 0;
   if (max_host_bytes_ > 0) {
     HostMemory().Trim(0);
     working = HostMemory().stats().working_in_use;
   }
+  if (gpu_budget()) {
+    TrimDeviceMemory(0, gpu_id());
+    gpu_working = DeviceWorking(gpu_id()).working_in_use;
+  }
   auto fits = [&](const AvatarUsage& u) {
     return (!one_more || u.loaded < max_models_) &&
            (max_host_bytes_ <= 0 || u.host_bytes + working + host <= max_host_bytes_) &&
-           (max_gpu_bytes_ <= 0 || u.gpu_bytes + gpu <= max_gpu_bytes_);
+           (max_gpu_bytes_ <= 0 || u.gpu_bytes + gpu_working + gpu <= max_gpu_bytes_);
   };
   for (AvatarUsage u = UsageLocked(); !fits(u); u = UsageLocked()) {
     std::vector<std::string> busy;
@@ -222,8 +239,11 @@ Status AvatarRegistry::MakeRoomLocked(const std::string& id, int64_t host, int64
             Mib(host), Mib(max_host_bytes_), Mib(max_host_bytes_ - u.host_bytes - working),
             Mib(working));
       } else {
-        why = fmt::format("it needs {} of GPU memory and the GPU memory budget of {} has {} free",
-                          Mib(gpu), Mib(max_gpu_bytes_), Mib(max_gpu_bytes_ - u.gpu_bytes));
+        why = fmt::format(
+            "it needs {} of GPU memory and the GPU memory budget of {} has {} free ({} held by "
+            "runs)",
+            Mib(gpu), Mib(max_gpu_bytes_), Mib(max_gpu_bytes_ - u.gpu_bytes - gpu_working),
+            Mib(gpu_working));
       }
       std::string held;
       for (const auto& b : busy) held += (held.empty() ? "" : ", ") + b;
@@ -258,14 +278,18 @@ AvatarRegistry::Entry* AvatarRegistry::IdleVictimLocked(const std::string& excep
 }
 
 void AvatarRegistry::SyncWorkingLimitLocked() const {
-  if (max_host_bytes_ <= 0) return;
-  HostMemory().SetLimit(std::max<int64_t>(1, max_host_bytes_ - UsageLocked().host_bytes));
+  if (max_host_bytes_ <= 0 && !gpu_budget()) return;
+  const AvatarUsage u = UsageLocked();
+  if (max_host_bytes_ > 0)
+    HostMemory().SetLimit(std::max<int64_t>(1, max_host_bytes_ - u.host_bytes));
+  if (gpu_budget())
+    SetDeviceMemoryLimit(gpu_id(), std::max<int64_t>(1, max_gpu_bytes_ - u.gpu_bytes));
 }
 
 bool AvatarRegistry::MakeWorkingRoom() {
   std::shared_ptr<LoadedAvatar> dropped;  // freed after the lock
   std::lock_guard lock(mu_);
-  if (max_host_bytes_ <= 0) return false;
+  if (max_host_bytes_ <= 0 && !gpu_budget()) return false;
   std::vector<std::string> busy;
   Entry* victim = IdleVictimLocked("", &busy);
   if (!victim) return false;
@@ -551,20 +575,18 @@ void AvatarRegistry::RenderPrometheus(std::string* out) const {
 
 // The memory of the device and what its scheduler ran, as the backends and the pool report them.
 void AvatarRegistry::RenderDeviceMetrics(std::string* out) const {
-  int64_t host_weights = 0, device_weights = 0, device_working = 0, frames = 0;
+  int64_t host_weights = 0, device_weights = 0, frames = 0;
   for (const auto& a : Loaded()) {
     const EngineMemory m = a->unet->memory();
     host_weights += m.host_weights;
     device_weights += m.device_weights;
-    device_working += m.device_working;
     for (const Image& image : a->backgrounds) frames += static_cast<int64_t>(image.bgr.size());
   }
   const HostMemoryStats pool = HostMemory().stats();
   *out +=
       "# HELP lipsync_memory_bytes Memory by device and kind: the UNets' weights, the avatars' "
       "frames, working memory in use by runs, kept for reuse and the most in use at once (host: "
-      "the "
-      "process-wide pool).\n"
+      "the process-wide pool; cuda:N: the device's pool).\n"
       "# TYPE lipsync_memory_bytes gauge\n";
   const auto line = [out](const char* device, const char* kind, int64_t bytes) {
     *out +=
@@ -575,8 +597,22 @@ void AvatarRegistry::RenderDeviceMetrics(std::string* out) const {
   line("host", "working", pool.working_in_use);
   line("host", "working_cached", pool.cached);
   line("host", "working_peak", pool.peak_working);
-  line("gpu", "weights", device_weights);
-  line("gpu", "working", device_working);
+  // The GPU's weights even before its pool exists; every device pool's working memory.
+  std::vector<DeviceMemoryStats> pools = DeviceMemoryPools();
+  if (gpu_id() >= 0) {
+    const std::string gpu = "cuda:" + std::to_string(gpu_id());
+    line(gpu.c_str(), "weights", device_weights);
+    if (std::none_of(pools.begin(), pools.end(),
+                     [&](const DeviceMemoryStats& s) { return s.device == gpu_id(); })) {
+      pools.push_back(DeviceWorking(gpu_id()));
+    }
+  }
+  for (const DeviceMemoryStats& s : pools) {
+    const std::string gpu = "cuda:" + std::to_string(s.device);
+    line(gpu.c_str(), "working", s.working_in_use);
+    line(gpu.c_str(), "working_cached", s.cached);
+    line(gpu.c_str(), "working_peak", s.peak_working);
+  }
   const runtime::SchedulerTotals t = scheduler_->totals();
   const std::string device = Label(scheduler_->device());
   *out += fmt::format(

@@ -75,7 +75,7 @@ struct AvatarRegistryOptions {
   int max_models = 8;    // avatars loaded at once at most
   // Budgets in bytes (0: none): host memory for loaded avatars (decoded frames and model files)
   // and the working memory of runs (the host pool's, lipsync/memory.h), and GPU memory (the model
-  // files, when the engine runs on a GPU).
+  // files, when the engine runs on a GPU, and the device pool's working memory).
   int64_t max_host_bytes = 0;
   int64_t max_gpu_bytes = 0;
   std::vector<std::string> preload;  // loaded by Preload(), after the config's own list
@@ -171,8 +171,11 @@ class AvatarRegistry {
                         std::vector<std::shared_ptr<LoadedAvatar>>* dropped);
   AvatarUsage UsageLocked() const;
   Entry* IdleVictimLocked(const std::string& except, std::vector<std::string>* busy) const;
-  // The host pool's limit: the host budget less the avatars' memory.
+  // The pools' limits: the host budget less the avatars' host memory, and the GPU budget less
+  // their GPU memory for the GPU's pool.
   void SyncWorkingLimitLocked() const;
+  // A GPU budget on a GPU: the device pool's working memory counts in it.
+  bool gpu_budget() const { return max_gpu_bytes_ > 0 && gpu_id() >= 0; }
   // Evicts the least recently used idle avatar for a run's working memory; false: none.
   bool MakeWorkingRoom();
   void RenderDeviceMetrics(std::string* out) const;
