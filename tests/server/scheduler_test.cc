@@ -82,6 +82,23 @@ struct Done {
   }
 };
 
+// Holds each batch in the scheduler's observer until `want` batches are in flight at once (or a
+// minute passes): `most` is the most there were.
+struct Overlap {
+  std::mutex mu;
+  std::condition_variable cv;
+  int inside = 0, most = 0;
+  void Watch(runtime::Scheduler& scheduler, int want) {
+    scheduler.SetBatchObserver([this, want](const runtime::BatchRecord&) {
+      std::unique_lock lock(mu);
+      most = std::max(most, ++inside);
+      cv.notify_all();
+      cv.wait_for(lock, std::chrono::seconds(60), [&] { return most >= want; });
+      --inside;
+    });
+  }
+};
+
 // A backend that overlaps two runs: the batches of two models are in flight at once. Each batch
 // waits in the observer until the other one is there too (or a minute passes: then it fails).
 TEST(Scheduler, TwoModelsRunAtOnceWhereTheBackendOverlapsTwoRuns) {
@@ -89,16 +106,8 @@ TEST(Scheduler, TwoModelsRunAtOnceWhereTheBackendOverlapsTwoRuns) {
   options.concurrency = 2;
   runtime::Scheduler scheduler(options);
   Model a = Add(scheduler, "tiny.onnx", "a"), b = Add(scheduler, "tiny.onnx", "b");
-  std::mutex mu;
-  std::condition_variable cv;
-  int inside = 0, most = 0;
-  scheduler.SetBatchObserver([&](const runtime::BatchRecord&) {
-    std::unique_lock lock(mu);
-    most = std::max(most, ++inside);
-    cv.notify_all();
-    cv.wait_for(lock, std::chrono::seconds(60), [&] { return most >= 2; });
-    --inside;
-  });
+  Overlap overlap;
+  overlap.Watch(scheduler, 2);
   const int s = a.avatar->layout.inner_size;
   Frames fa(2, s, 1), fb(2, s, 2);
   Done da, db;
@@ -109,7 +118,7 @@ TEST(Scheduler, TwoModelsRunAtOnceWhereTheBackendOverlapsTwoRuns) {
   ASSERT_TRUE(scheduler.Submit(b.scheduled, std::move(jb)).ok());
   EXPECT_TRUE(da.future.get().ok());
   EXPECT_TRUE(db.future.get().ok());
-  EXPECT_EQ(most, 2);
+  EXPECT_EQ(overlap.most, 2);
   EXPECT_EQ(scheduler.totals().batches, 2);
 }
 
@@ -130,16 +139,8 @@ TEST(Scheduler, ModelCopiesRunOneBatchEach) {
   auto copies = scheduler.AddModel({a.avatar->unet.get(), second->get()}, config);
   EXPECT_EQ(copies->max_runs(), 2);
   EXPECT_EQ(scheduler.concurrency(), 2);
-  std::mutex mu;
-  std::condition_variable cv;
-  int inside = 0, most = 0;
-  scheduler.SetBatchObserver([&](const runtime::BatchRecord&) {
-    std::unique_lock lock(mu);
-    most = std::max(most, ++inside);
-    cv.notify_all();
-    cv.wait_for(lock, std::chrono::seconds(60), [&] { return most >= 2; });
-    --inside;
-  });
+  Overlap overlap;
+  overlap.Watch(scheduler, 2);
   const int s = a.avatar->layout.inner_size;
   std::vector<std::unique_ptr<Frames>> frames;
   std::vector<std::unique_ptr<Done>> done;
@@ -151,7 +152,7 @@ TEST(Scheduler, ModelCopiesRunOneBatchEach) {
     ASSERT_TRUE(scheduler.Submit(copies, std::move(job)).ok());
   }
   for (auto& d : done) EXPECT_TRUE(d->future.get().ok());
-  EXPECT_EQ(most, 2);
+  EXPECT_EQ(overlap.most, 2);
   EXPECT_EQ(scheduler.totals().batches, 3);
   EXPECT_EQ(scheduler.totals().rows_by_origin[static_cast<size_t>(runtime::Origin::kRender)], 6);
 }

@@ -94,24 +94,32 @@ def scan(root, rel):
     return problems
 
 
-def main():
+def run_scan(name, tops, allowed, scan_file, failure, success):
+    """The scanners' command line: REPO_ROOT [FILE...]. Scans FILE... (or every C++ file under
+    `tops`) except `allowed`, prints each problem, and exits 1 with `failure` if there is one."""
     root = pathlib.Path(sys.argv[1]).resolve()
     if len(sys.argv) > 2:
         files = [pathlib.Path(f).resolve().relative_to(root).as_posix() for f in sys.argv[2:]]
     else:
         files = sorted(p.relative_to(root).as_posix()
-                       for top in ("src", "tools") for p in (root / top).rglob("*")
+                       for top in tops for p in (root / top).rglob("*")
                        if p.suffix in SOURCES and p.is_file())
     if not files:
-        sys.exit("posix_scan: no C++ files found under src/ and tools/")
-    problems = [p for rel in files if rel not in ALLOWED for p in scan(root, rel)]
+        sys.exit(f"{name}: no C++ files found under {' and '.join(t + '/' for t in tops)}")
+    problems = [p for rel in files if rel not in allowed for p in scan_file(root, rel)]
     for p in problems:
         print(p)
     if problems:
-        print(f"{len(problems)} POSIX-only uses outside src/core/platform_posix.cc: move them behind "
-              "src/core/platform.h", file=sys.stderr)
+        print(f"{len(problems)} {failure}", file=sys.stderr)
         sys.exit(1)
-    print(f"posix_scan: {len(files)} files, none reaches POSIX outside src/core/platform_posix.cc")
+    print(f"{name}: {len(files)} files, {success}")
+
+
+def main():
+    run_scan("posix_scan", ("src", "tools"), ALLOWED, scan,
+             "POSIX-only uses outside src/core/platform_posix.cc: move them behind "
+             "src/core/platform.h",
+             "none reaches POSIX outside src/core/platform_posix.cc")
 
 
 if __name__ == "__main__":

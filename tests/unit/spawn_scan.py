@@ -14,7 +14,7 @@ import re
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from posix_scan import SOURCES, strip  # noqa: E402
+from posix_scan import run_scan, strip  # noqa: E402
 
 PLATFORM = {"src/core/platform.h", "src/core/platform_posix.cc", "src/core/platform_windows.cc"}
 
@@ -39,23 +39,10 @@ def scan(root, rel):
 
 
 def main():
-    root = pathlib.Path(sys.argv[1]).resolve()
-    if len(sys.argv) > 2:
-        files = [pathlib.Path(f).resolve().relative_to(root).as_posix() for f in sys.argv[2:]]
-    else:
-        files = sorted(p.relative_to(root).as_posix() for p in (root / "src").rglob("*")
-                       if p.suffix in SOURCES and p.is_file())
-    if not files:
-        sys.exit("spawn_scan: no C++ files found under src/")
-    problems = [p for rel in files if rel not in PLATFORM for p in scan(root, rel)]
-    for p in problems:
-        print(p)
-    if problems:
-        print(f"{len(problems)} places where the library starts a program: a program (tools/) "
-              "decides that and passes the library a hook instead", file=sys.stderr)
-        sys.exit(1)
-    print(f"spawn_scan: {len(files)} files under src/, none starts a program outside the "
-          "platform layer")
+    run_scan("spawn_scan", ("src",), PLATFORM, scan,
+             "places where the library starts a program: a program (tools/) decides that and "
+             "passes the library a hook instead",
+             "none under src/ starts a program outside the platform layer")
 
 
 if __name__ == "__main__":
