@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "lipsync/face.h"
+#include "server/protocols/request_codec.h"
 
 namespace lipsync::server::testing {
 
@@ -105,16 +106,7 @@ Frames MakeTensors(int n, uint32_t seed) {
 }
 
 inference::ModelInferRequest KServeRequest(const Frames& tensors) {
-  inference::ModelInferRequest request;
-  request.set_model_name("lipsync");
-  for (const auto& t : tensors.request.tensors().inputs()) {
-    auto* in = request.add_inputs();
-    in->set_name(t.name());
-    in->set_datatype("FP32");
-    for (int64_t d : t.shape()) in->add_shape(d);
-    request.add_raw_input_contents(t.data());
-  }
-  return request;
+  return ToModelInferRequest(tensors.request.tensors(), "lipsync");
 }
 
 Tensor EngineOutput(Engine& engine, const std::vector<Tensor>& inputs) {

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "lipsync/face.h"
+#include "server/protocols/request_codec.h"
 
 namespace lipsync::cli {
 namespace {
@@ -106,16 +107,7 @@ Result<lipsync::v1::InferRequest> MakeInferRequest(const lipsync::v1::ModelInfo&
 Result<inference::ModelInferRequest> MakeKServeRequest(const lipsync::v1::ModelInfo& info,
                                                        int batch, uint64_t seed) {
   LIPSYNC_ASSIGN_OR_RETURN(auto tensors, MakeInferRequest(info, batch, false, "", seed));
-  inference::ModelInferRequest request;
-  request.set_model_name(info.model_name());
-  for (const auto& t : tensors.tensors().inputs()) {
-    auto* in = request.add_inputs();
-    in->set_name(t.name());
-    in->set_datatype("FP32");
-    for (int64_t d : t.shape()) in->add_shape(d);
-    request.add_raw_input_contents(t.data());
-  }
-  return request;
+  return server::ToModelInferRequest(tensors.tensors(), info.model_name());
 }
 
 }  // namespace lipsync::cli

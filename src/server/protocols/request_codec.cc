@@ -300,6 +300,20 @@ void EncodeModelInferResponse(const ModelSpec& spec, const Ticket& ticket,
   }
 }
 
+inference::ModelInferRequest ToModelInferRequest(const lipsync::v1::TensorBatch& tensors,
+                                                 const std::string& model_name) {
+  inference::ModelInferRequest request;
+  request.set_model_name(model_name);
+  for (const auto& t : tensors.inputs()) {
+    auto* in = request.add_inputs();
+    in->set_name(t.name());
+    in->set_datatype("FP32");
+    for (int64_t d : t.shape()) in->add_shape(d);
+    request.add_raw_input_contents(t.data());
+  }
+  return request;
+}
+
 grpc::Status ToGrpcStatus(const Status& s) {
   using grpc::StatusCode;
   StatusCode code = StatusCode::UNKNOWN;

@@ -43,6 +43,11 @@ void EncodeInferResponse(const ModelSpec& spec, const Ticket& ticket, lipsync::v
 void EncodeModelInferResponse(const ModelSpec& spec, const Ticket& ticket,
                               inference::ModelInferResponse* response);
 
+// The same float32 tensors as a KServe ModelInfer request for `model_name` (clients and tests
+// that drive both protocols with one batch).
+inference::ModelInferRequest ToModelInferRequest(const lipsync::v1::TensorBatch& tensors,
+                                                 const std::string& model_name);
+
 grpc::Status ToGrpcStatus(const Status& status);
 // "OK", "INVALID_ARGUMENT", ... for metrics labels.
 const char* GrpcCodeName(grpc::StatusCode code);
