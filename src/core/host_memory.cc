@@ -151,6 +151,7 @@ void* HostMemoryPool::Allocate(size_t bytes, Kind kind) {
         refused = s.limit > 0 && grown > s.limit;
       }
       if (!refused) {
+        if (!base) s.fresh += static_cast<int64_t>(size);  // taken back below if malloc fails
         s.in_use += static_cast<int64_t>(size);
         s.peak = std::max(s.peak, s.in_use);
         s.high_water = std::max(s.high_water, s.in_use);
@@ -164,14 +165,10 @@ void* HostMemoryPool::Allocate(size_t bytes, Kind kind) {
     ++thread_refusals;
     return nullptr;
   }
-  const bool reused = base != nullptr;
   if (!base) base = static_cast<char*>(platform::AlignedAlloc(kAlign, kHeader + size));
-  if (!reused && base && kind == Kind::kWorking) {
-    std::lock_guard lock(s.mu);
-    s.fresh += static_cast<int64_t>(size);
-  }
   if (!base) {
     std::lock_guard lock(s.mu);
+    if (kind == Kind::kWorking) s.fresh -= static_cast<int64_t>(size);
     (kind == Kind::kWorking ? s.in_use : s.weights) -= static_cast<int64_t>(size);
     ++s.refused;
     ++thread_refusals;
