@@ -29,6 +29,8 @@ constexpr int kAudioSampleRate = 16000;  // what the features are defined on
 constexpr int kMelBands = 80;
 constexpr int kMelHop = 200;          // samples per mel frame (80 mel frames per second)
 constexpr int kMelWindowFrames = 16;  // mel frames per encoder input window
+// Values in one video frame's UNet audio window [32, 16, 16].
+constexpr int64_t kAudioWindowValues = 32 * 16 * 16;
 
 // Decodes any audio file FFmpeg reads (WAV, MP3, AAC/M4A, FLAC, the audio of a video, ...) to mono
 // float PCM at `sample_rate`, downmixed and resampled. NotFound for a missing file, DataLoss for

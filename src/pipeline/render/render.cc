@@ -13,20 +13,8 @@ namespace lipsync {
 
 namespace internal {
 
-Pipeline::Pipeline(const Avatar& a, int r, AudioEncoder& e, const RenderOptions& o,
-                   size_t queue_frames)
-    : avatar(a),
-      runs(r),
-      encoder(e),
-      options(o),
-      // The audio runs ahead of the frames by a few seconds at most: a window is 4 KiB.
-      windows(std::max<size_t>(4 * queue_frames, 128)),
-      // Enough for the frames queued before the model, the batches it runs and the one being
-      // filled; more would only hold memory.
-      free_batches(queue_frames + 2 + static_cast<size_t>(runs)),
-      cropped(queue_frames),
-      inferred(queue_frames),
-      pasted(queue_frames) {
+Pipeline::Pipeline(const Avatar& a, int r, AudioEncoder& e, const RenderOptions& o, size_t queue)
+    : avatar(a), runs(r), encoder(e), options(o), queue_frames(queue), pasted(queue) {
   const char* names[kStageCount] = {"audio", "frames", "infer", "paste", "output"};
   for (int i = 0; i < kStageCount; ++i) stats[i].name = names[i];
 }
@@ -38,15 +26,8 @@ void Pipeline::Fail(const Status& status) {
     error_ = status;
     failed_ = true;
   }
-  windows.Stop();
-  free_batches.Stop();
-  cropped.Stop();
-  inferred.Stop();
+  if (stream) stream->Stop(status);
   pasted.Stop();
-  {
-    std::lock_guard<std::mutex> lock(handoff_mutex);  // no inference thread misses the news
-  }
-  handoff_turn.notify_all();
 }
 
 Status Pipeline::error() const {
@@ -236,15 +217,13 @@ Result<RenderStats> Renderer::Render(const std::string& audio_path, const Render
   // Every avatar UNet has the frame form (FindUnetInputs asks for its interface).
   const int runs = static_cast<int>(models_->runs.size());
   internal::Pipeline p(avatar, runs, *models_->encoder, options, queue_frames);
-  p.frame_form = options.face_input == FaceInput::kFrames ||
-                 (options.face_input == FaceInput::kAuto &&
-                  models_->unets[0]->capabilities().frames_on_device);
-  p.layout = models_->layout;
-  p.roles = models_->roles;
+  const bool frame_form = options.face_input == FaceInput::kFrames ||
+                          (options.face_input == FaceInput::kAuto &&
+                           models_->unets[0]->capabilities().frames_on_device);
   p.audio_path = audio_path;
-  p.batch = options.batch;
+  int batch = options.batch;
   if (!info.dynamic_batch) {  // the model's own batch, short batches padded by the scheduler
-    p.batch = static_cast<int>(info.inputs[p.roles.visual].shape[0]);
+    batch = static_cast<int>(info.inputs[models_->roles.visual].shape[0]);
   } else if (options.batch > info.max_batch) {
     return InvalidArgument("batch " + std::to_string(options.batch) +
                            " is above the engine's largest batch " +
@@ -252,7 +231,12 @@ Result<RenderStats> Renderer::Render(const std::string& audio_path, const Render
   }
   LIPSYNC_ASSIGN_OR_RETURN(auto sequence, FrameSequence::Create(avatar.frame_count(), options.order,
                                                                 options.start_frame));
-  p.sequence = sequence;
+  FrameReaderOptions reader_options;
+  reader_options.video_cache_frames = options.video_cache_frames;
+  LIPSYNC_ASSIGN_OR_RETURN(
+      auto frames,
+      stream::CachedFrames::Open(avatar, models_->layout, reader_options,
+                                 static_cast<size_t>(std::max(0, options.frame_cache_mb)) << 20));
 
   // Inputs first, then the output, so that a bad input never creates anything.
   LIPSYNC_ASSIGN_OR_RETURN(p.feature_audio, AudioReader::Open(audio_path, kAudioSampleRate));
@@ -285,39 +269,36 @@ Result<RenderStats> Renderer::Render(const std::string& audio_path, const Render
     p.frames_dir.emplace(std::move(staging));
   }
 
-  {
-    const size_t pixels = static_cast<size_t>(p.batch) * p.layout.inner_size *
-                          static_cast<size_t>(p.layout.inner_size);
-    const size_t buffers =
-        queue_frames / static_cast<size_t>(p.batch) + 2 + static_cast<size_t>(runs);
-    for (size_t i = 0; i < buffers; ++i) {
-      auto buffer = std::make_shared<internal::BatchInput>();
-      if (p.frame_form) {
-        buffer->faces.resize(pixels * 3);
-      } else {
-        buffer->visual.resize(pixels * 6);
-      }
-      p.free_batches.Push(std::move(buffer));
-    }
-  }
-
   // The UNet on the device's scheduler for this render: up to `runs` batches at once, each on a
   // copy of its own (or on the one engine whose calls overlap).
   runtime::ModelConfig unet;
   unet.name = models_->unet_name;
-  unet.max_batch = p.batch;
-  unet.layout = p.layout;
-  unet.visual_input = p.roles.visual;
-  unet.audio_input = p.roles.audio;
+  unet.max_batch = batch;
+  unet.layout = models_->layout;
+  unet.visual_input = static_cast<int>(models_->roles.visual);
+  unet.audio_input = static_cast<int>(models_->roles.audio);
   unet.max_runs = runs;
+  std::shared_ptr<runtime::ScheduledModel> model;
   if (models_->unets.size() > 1) {
     std::vector<Engine*> copies;
     for (auto& copy : models_->unets) copies.push_back(copy.get());
-    p.model = models_->scheduler->AddModel(std::move(copies), unet);
+    model = models_->scheduler->AddModel(std::move(copies), unet);
   } else {
-    p.model = models_->scheduler->AddModel(models_->unets[0].get(), unet);
+    model = models_->scheduler->AddModel(models_->unets[0].get(), unet);
   }
-  p.scheduler = models_->scheduler.get();
+  stream::StreamOptions so;
+  so.fps = fps;
+  so.mel = options.mel;
+  so.window_edge = options.window_edge;
+  so.batch = batch;
+  so.origin = runtime::Origin::kRender;
+  so.frame_form = frame_form;
+  // Enough for the frames queued before the model, the batches it runs and the one being filled;
+  // the audio runs ahead of the frames by a few seconds at most (a window is 32 KiB).
+  so.max_batches = static_cast<int>(queue_frames / static_cast<size_t>(batch)) + 2 + runs;
+  so.max_waiting_windows = std::max<size_t>(4 * queue_frames, 128);
+  p.stream = std::make_unique<stream::LipSyncStream>(*models_->scheduler, model, *models_->encoder,
+                                                     *frames, sequence, models_->layout, so);
 
   p.started = internal::Clock::now();
   const double cpu_before = platform::ProcessCpuSeconds();
@@ -335,26 +316,22 @@ Result<RenderStats> Renderer::Render(const std::string& audio_path, const Render
     std::vector<std::thread> threads;
     threads.push_back(start("render-audio", internal::RunAudioStage, true));
     threads.push_back(start("render-frames", internal::RunFramesStage, true));
-    p.infer_stats.resize(static_cast<size_t>(runs));
-    p.infer_threads_running = runs;
-    for (size_t i = 0; i < static_cast<size_t>(runs); ++i) {
-      threads.push_back(std::thread([&p, i] {
-        platform::NameThisThread("render-infer");
-        internal::RunInferStage(p, static_cast<int>(i));
-      }));
-    }
     threads.push_back(start("render-paste", internal::RunPasteStage, true));
     threads.push_back(start("render-output", internal::RunOutputStage, true));
     for (auto& t : threads) t.join();
-    StageStats& infer = p.stats[internal::kInferStage];
-    for (const StageStats& t : p.infer_stats) {
-      infer.items += t.items;
-      infer.busy_s += t.busy_s;
-      infer.starved_s += t.starved_s;
-      infer.blocked_s += t.blocked_s;
-      infer.cpu_s += t.cpu_s;
-    }
   }
+  const stream::StreamStats steps = p.stream->stats();
+  const StageStats* step[internal::kStageCount] = {&steps.audio, &steps.frames, &steps.infer,
+                                                   &steps.paste, nullptr};
+  for (int i = 0; i < internal::kStageCount; ++i) {
+    if (!step[i]) continue;
+    StageStats& stage = p.stats[i];
+    stage.items += step[i]->items;
+    stage.busy_s += step[i]->busy_s;
+    stage.starved_s += step[i]->starved_s;
+    stage.blocked_s += step[i]->blocked_s;
+  }
+  p.stats[internal::kInferStage].cpu_s += steps.infer_cpu_s;
   if (p.failed()) return p.error();  // the writer or staging folder removes what was written
   if (p.frames_written != p.total.load()) {
     return Internal("render ended after " + std::to_string(p.frames_written) + " of " +
@@ -368,13 +345,13 @@ Result<RenderStats> Renderer::Render(const std::string& audio_path, const Render
 
   RenderStats stats;
   stats.frames = p.frames_written;
-  stats.batches = p.batches.load();
+  stats.batches = steps.batches;
   stats.model_runs = runs;
-  stats.face_input = p.frame_form ? FaceInput::kFrames : FaceInput::kTensors;
-  stats.batch = p.batch;
+  stats.face_input = frame_form ? FaceInput::kFrames : FaceInput::kTensors;
+  stats.batch = batch;
   stats.seconds = internal::SecondsSince(p.started);
   stats.fps = stats.seconds > 0 ? stats.frames / stats.seconds : 0.0;
-  stats.audio_seconds = static_cast<double>(p.audio_samples) / kAudioSampleRate;
+  stats.audio_seconds = static_cast<double>(p.stream->audio_samples()) / kAudioSampleRate;
   stats.video_seconds = stats.frames / fps;
   stats.cpu_s = platform::ProcessCpuSeconds() - cpu_before;
   stats.stages.assign(std::begin(p.stats), std::end(p.stats));

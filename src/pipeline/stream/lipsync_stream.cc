@@ -1,0 +1,400 @@
+#include "pipeline/stream/lipsync_stream.h"
+
+#include <cstring>
+#include <string>
+
+#include "lipsync/face.h"
+
+namespace lipsync::stream {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point from, Clock::time_point to) {
+  return std::chrono::duration<double>(to - from).count();
+}
+
+}  // namespace
+
+// A batch's frames, its model input and output. Filled by Prepare, read and written by the
+// scheduler between Submit and BatchDone, read by Next; reused once pulled.
+struct LipSyncStream::Batch {
+  int64_t first = 0;  // output index of its first frame
+  int count = 0;      // frames prepared into it
+  std::vector<SourceFrame> frames;
+  std::vector<int64_t> avatar_frames;
+  std::vector<uint8_t> faces;  // frame form: inner faces [batch,S,S,3]
+  std::vector<float> visual;   // else: the model's input [batch,6,S,S]
+  std::vector<float> audio;    // [batch,32,16,16]
+  std::vector<uint8_t> out_faces;
+  std::vector<float> out_visual;
+  bool done = false;  // under the stream's lock from here on
+  Status status;
+  runtime::JobTimes times;
+  Clock::time_point queued_at;
+  int pulled = 0;
+};
+
+LipSyncStream::LipSyncStream(runtime::Scheduler& scheduler,
+                             std::shared_ptr<runtime::ScheduledModel> model, AudioEncoder& encoder,
+                             FrameSource& frames, const FrameSequence& sequence,
+                             const FaceLayout& layout, StreamOptions options)
+    : scheduler_(scheduler),
+      model_(std::move(model)),
+      frames_(frames),
+      sequence_(sequence),
+      layout_(layout),
+      options_(std::move(options)),
+      features_(encoder, options_.mel, options_.fps, options_.window_edge) {
+  options_.batch = std::max(1, options_.batch);
+  options_.max_batches = std::max(1, options_.max_batches);
+  const Shape& declared =
+      model_->engine().info().inputs[static_cast<size_t>(model_->config().audio_input)].shape;
+  audio_item_shape_.assign(declared.begin() + 1, declared.end());
+}
+
+LipSyncStream::~LipSyncStream() {
+  dropped_ = true;  // queued frames are dropped; a running batch finishes
+  Lock lock(mu_);
+  stopped_ = true;
+  cv_.wait(lock, [&] { return in_scheduler_ == 0; });
+}
+
+Status LipSyncStream::StoppedLocked() const {
+  return error_.ok() ? Status(StatusCode::kCancelled, "the stream was stopped") : error_;
+}
+
+void LipSyncStream::Stop(const Status& status) {
+  {
+    std::lock_guard lock(mu_);
+    if (!stopped_) {
+      stopped_ = true;
+      error_ = status;
+    }
+  }
+  dropped_ = true;
+  cv_.notify_all();
+}
+
+template <typename Pred>
+Status LipSyncStream::WaitLocked(Lock& lock, Pred ready) {
+  cv_.wait(lock, [&] { return stopped_ || ready(); });
+  return stopped_ ? StoppedLocked() : Status::Ok();
+}
+
+Status LipSyncStream::Push(const float* pcm, size_t count) {
+  Lock lock(mu_);
+  const auto start = Clock::now();
+  if (options_.max_waiting_windows > 0) {
+    LIPSYNC_RETURN_IF_ERROR(
+        WaitLocked(lock, [&] { return windows_.size() < options_.max_waiting_windows; }));
+  }
+  if (stopped_) return StoppedLocked();
+  if (audio_ended_) return FailedPrecondition("audio pushed after its end");
+  const auto room = Clock::now();
+  stats_.audio.blocked_s += Seconds(start, room);
+  lock.unlock();
+  // The encoder runs without the lock: only this call changes the features.
+  auto windows = count > 0 ? features_.Push(pcm, count) : Result<Tensor>(Tensor());
+  lock.lock();
+  if (!windows.ok()) {
+    lock.unlock();
+    Stop(windows.status().WithContext("audio"));
+    return windows.status();
+  }
+  audio_samples_ += static_cast<int64_t>(count);
+  const int64_t n = windows->element_count() / kAudioWindowValues;
+  const float* values = n > 0 ? windows->data_as<float>() : nullptr;
+  for (int64_t i = 0; i < n; ++i) {
+    windows_.emplace_back(values + i * kAudioWindowValues, values + (i + 1) * kAudioWindowValues);
+  }
+  windows_made_ += n;
+  stats_.audio.items += n;
+  stats_.audio.busy_s += Seconds(room, Clock::now());
+  lock.unlock();
+  if (n > 0) cv_.notify_all();
+  return Status::Ok();
+}
+
+Status LipSyncStream::Finish() {
+  {
+    Lock lock(mu_);
+    if (stopped_) return StoppedLocked();
+    if (audio_ended_) return Status::Ok();
+  }
+  const auto start = Clock::now();
+  auto windows = features_.Finish();
+  if (!windows.ok()) {
+    Stop(windows.status().WithContext("audio"));
+    return windows.status();
+  }
+  {
+    std::lock_guard lock(mu_);
+    const int64_t n = windows->element_count() / kAudioWindowValues;
+    const float* values = n > 0 ? windows->data_as<float>() : nullptr;
+    for (int64_t i = 0; i < n; ++i) {
+      windows_.emplace_back(values + i * kAudioWindowValues, values + (i + 1) * kAudioWindowValues);
+    }
+    windows_made_ += n;
+    stats_.audio.items += n;
+    stats_.audio.busy_s += Seconds(start, Clock::now());
+    audio_ended_ = true;
+  }
+  cv_.notify_all();
+  return Status::Ok();
+}
+
+std::shared_ptr<LipSyncStream::Batch> LipSyncStream::NewBatchLocked() {
+  if (!spare_.empty()) {
+    auto batch = std::move(spare_.back());
+    spare_.pop_back();
+    return batch;
+  }
+  const size_t b = static_cast<size_t>(options_.batch);
+  const size_t pixels = static_cast<size_t>(layout_.inner_size) * layout_.inner_size;
+  auto batch = std::make_shared<Batch>();
+  batch->frames.resize(b);
+  batch->avatar_frames.resize(b);
+  batch->audio.resize(b * static_cast<size_t>(kAudioWindowValues));
+  if (options_.frame_form) {
+    batch->faces.resize(b * pixels * 3);
+    batch->out_faces.resize(b * pixels * 3);
+  } else {
+    batch->visual.resize(b * pixels * 6);
+    batch->out_visual.resize(b * pixels * 3);
+  }
+  return batch;
+}
+
+Result<bool> LipSyncStream::Prepare(bool wait) {
+  Lock lock(mu_);
+  const auto start = Clock::now();
+  const auto room = [&] {
+    return filling_ != nullptr || static_cast<int>(open_.size()) < options_.max_batches;
+  };
+  // Hands the filling batch to the scheduler (a short one: at the end, or a live one).
+  const auto submit_filling = [&] {
+    auto batch = std::move(filling_);
+    filling_.reset();
+    lock.unlock();
+    Submit(batch);
+  };
+  if (wait) {
+    Status ready = WaitLocked(lock, [&] { return audio_ended_ || !windows_.empty(); });
+    stats_.frames.starved_s += Seconds(start, Clock::now());
+    LIPSYNC_RETURN_IF_ERROR(ready);
+    const auto blocked = Clock::now();
+    ready = WaitLocked(lock, [&] { return windows_.empty() || room(); });
+    stats_.frames.blocked_s += Seconds(blocked, Clock::now());
+    LIPSYNC_RETURN_IF_ERROR(ready);
+  } else if (stopped_) {
+    return StoppedLocked();
+  }
+  if (windows_.empty() || !room()) {
+    if (filling_ && (audio_ended_ || options_.live) && windows_.empty()) submit_filling();
+    return false;
+  }
+  const auto work = Clock::now();
+  std::vector<float> window = std::move(windows_.front());
+  windows_.pop_front();
+  const int64_t index = next_frame_++;
+  if (!filling_) {
+    filling_ = NewBatchLocked();
+    filling_->first = index;
+    filling_->count = 0;
+    filling_->pulled = 0;
+    filling_->done = false;
+    filling_->status = Status::Ok();
+    filling_->times = {};
+    open_.push_back(filling_);
+  }
+  std::shared_ptr<Batch> batch = filling_;
+  lock.unlock();
+  cv_.notify_all();  // room for Push's windows
+
+  // The frame, its crop and the model's face input, without the lock: only this call fills.
+  const size_t k = static_cast<size_t>(batch->count);
+  const int64_t avatar_frame = sequence_(index);
+  auto source = frames_.Read(avatar_frame);
+  if (!source.ok()) {
+    Stop(source.status());
+    return source.status();
+  }
+  const int s = layout_.inner_size;
+  const size_t crop_row = static_cast<size_t>(source->crop.width) * 3;
+  const uint8_t* face = source->crop.bgr.data() + layout_.inner_offset * (crop_row + 3);
+  if (options_.frame_form) {
+    const size_t face_row = static_cast<size_t>(s) * 3;
+    uint8_t* to = batch->faces.data() + k * face_row * s;
+    for (int y = 0; y < s; ++y) std::memcpy(to + y * face_row, face + y * crop_row, face_row);
+  } else {
+    FillVisualInput(face, crop_row, layout_, batch->visual.data() + k * 6 * s * s);
+  }
+  std::memcpy(batch->audio.data() + k * kAudioWindowValues, window.data(),
+              kAudioWindowValues * sizeof(float));
+  batch->frames[k] = std::move(*source);
+  batch->avatar_frames[k] = avatar_frame;
+
+  lock.lock();
+  batch->count++;
+  stats_.frames.items++;
+  stats_.frames.busy_s += Seconds(work, Clock::now());
+  const bool full = batch->count == options_.batch;
+  const bool last = audio_ended_ && windows_.empty();
+  if (full || last || (options_.live && windows_.empty())) {
+    submit_filling();
+  }
+  return true;
+}
+
+Status LipSyncStream::PrepareWaiting() {
+  for (;;) {
+    LIPSYNC_ASSIGN_OR_RETURN(bool prepared, Prepare(false));
+    if (!prepared) return Status::Ok();
+  }
+}
+
+void LipSyncStream::Submit(const std::shared_ptr<Batch>& batch) {
+  const int64_t n = batch->count;
+  const int64_t s = layout_.inner_size;
+  Shape audio_shape = {n};
+  audio_shape.insert(audio_shape.end(), audio_item_shape_.begin(), audio_item_shape_.end());
+  runtime::Job job;
+  job.audio = {DataType::kFloat32, audio_shape, batch->audio.data()};
+  if (options_.frame_form) {
+    job.visual = {DataType::kUInt8, {n, s, s, 3}, batch->faces.data()};
+    job.output = {DataType::kUInt8, {n, s, s, 3}, batch->out_faces.data()};
+  } else {
+    job.visual = {DataType::kFloat32, {n, 6, s, s}, batch->visual.data()};
+    job.output = {DataType::kFloat32, {n, 3, s, s}, batch->out_visual.data()};
+  }
+  job.priority = options_.live ? runtime::Priority::kLive : runtime::Priority::kOffline;
+  job.origin = options_.origin;
+  job.cancelled = &dropped_;
+  job.caller = this;
+  job.times = &batch->times;
+  job.keep_alive = batch;
+  Batch* raw = batch.get();
+  job.done = [this, raw](const Status& status) { BatchDone(*raw, status); };
+  {
+    std::lock_guard lock(mu_);
+    ++in_scheduler_;
+    batch->queued_at = Clock::now();
+  }
+  const Status queued = scheduler_.Submit(model_, std::move(job));
+  if (!queued.ok()) BatchDone(*raw, queued);
+}
+
+void LipSyncStream::BatchDone(Batch& batch, const Status& status) {
+  {
+    std::lock_guard lock(mu_);
+    batch.done = true;
+    batch.status = status.ok() ? status : status.WithContext("model");
+    stats_.batches++;
+    stats_.infer.items += batch.count;
+    stats_.infer.busy_s += Seconds(batch.queued_at, Clock::now());
+    stats_.infer_cpu_s += batch.times.run_cpu_seconds;
+  }
+  cv_.notify_all();
+  if (options_.on_batch_done) options_.on_batch_done();
+  // Last: the destructor waits for this, so nothing of the stream is touched after it.
+  std::lock_guard lock(mu_);
+  --in_scheduler_;
+  cv_.notify_all();
+}
+
+bool LipSyncStream::FrameReady() const {
+  std::lock_guard lock(mu_);
+  if (stopped_) return true;
+  if (open_.empty()) return audio_ended_ && windows_.empty();
+  const Batch& front = *open_.front();
+  return front.done && &front != filling_.get();
+}
+
+Result<std::optional<StreamFrame>> LipSyncStream::Next() {
+  Lock lock(mu_);
+  const auto start = Clock::now();
+  const auto ended = [&] { return audio_ended_ && windows_.empty() && open_.empty(); };
+  LIPSYNC_RETURN_IF_ERROR(WaitLocked(lock, [&] {
+    return ended() || (!open_.empty() && open_.front()->done && open_.front() != filling_);
+  }));
+  stats_.paste.starved_s += Seconds(start, Clock::now());
+  if (ended()) return std::optional<StreamFrame>();
+  std::shared_ptr<Batch> batch = open_.front();
+  if (!batch->status.ok()) {
+    const Status failed = batch->status;
+    lock.unlock();
+    Stop(failed);
+    return failed;
+  }
+  const size_t k = static_cast<size_t>(batch->pulled++);
+  lock.unlock();
+
+  const auto work = Clock::now();
+  const int s = layout_.inner_size;
+  const size_t face_values = static_cast<size_t>(s) * s * 3;
+  SourceFrame& source = batch->frames[k];
+  std::vector<uint8_t> converted;
+  const uint8_t* face = nullptr;
+  if (options_.frame_form) {
+    face = batch->out_faces.data() + k * face_values;
+  } else {
+    converted.resize(face_values);
+    OutputToImage(batch->out_visual.data() + k * face_values, s, converted.data());
+    face = converted.data();
+  }
+  Status pasted = PasteFace(face, layout_, source.crop, source.rect, source.frame);
+  if (!pasted.ok()) {
+    Stop(pasted);
+    return pasted;
+  }
+  StreamFrame out;
+  out.index = batch->first + static_cast<int64_t>(k);
+  out.pts_s = static_cast<double>(out.index) / options_.fps;
+  out.avatar_frame = batch->avatar_frames[k];
+  out.frame = std::move(source.frame);
+  source = {};
+
+  lock.lock();
+  stats_.paste.items++;
+  stats_.paste.busy_s += Seconds(work, Clock::now());
+  if (batch->pulled == batch->count) {  // every frame out: the batch may be filled again
+    open_.pop_front();
+    spare_.push_back(std::move(batch));
+    lock.unlock();
+    cv_.notify_all();
+  }
+  return std::optional<StreamFrame>(std::move(out));
+}
+
+size_t LipSyncStream::windows_waiting() const {
+  std::lock_guard lock(mu_);
+  return windows_.size();
+}
+
+int LipSyncStream::batches_open() const {
+  std::lock_guard lock(mu_);
+  return static_cast<int>(open_.size());
+}
+
+bool LipSyncStream::audio_ended() const {
+  std::lock_guard lock(mu_);
+  return audio_ended_;
+}
+
+int64_t LipSyncStream::frames_total() const {
+  std::lock_guard lock(mu_);
+  return audio_ended_ ? windows_made_ : -1;
+}
+
+int64_t LipSyncStream::audio_samples() const {
+  std::lock_guard lock(mu_);
+  return audio_samples_;
+}
+
+StreamStats LipSyncStream::stats() const {
+  std::lock_guard lock(mu_);
+  return stats_;
+}
+
+}  // namespace lipsync::stream

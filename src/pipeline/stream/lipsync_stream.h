@@ -1,0 +1,146 @@
+// One lip-sync stream: 16 kHz mono PCM in, in chunks of any size; the avatar's frames with the
+// mouth that matches it out, in order, with their timestamps. `lipsync render` (a file in, a video
+// out) and the server's live sessions (the network in, JPEG out) both run on it, so that both give
+// the same frames for the same audio.
+//
+// Three steps, each a call that one thread at a time makes (render gives each its own thread, a
+// session makes all three on its one):
+//   Push/Finish  the audio becomes one window per video frame as soon as the audio that decides it
+//                has arrived (AudioFeatureStream);
+//   Prepare      each waiting window gets its avatar frame (the walk's next) and face crop, and
+//                batches of them go to the device's scheduler as one job each;
+//   Next         the next frame once its batch has run, with its new face pasted in.
+// Memory is bounded: at most `max_batches` batches are open (filling, queued, run and not yet
+// pulled), and Push waits while `max_waiting_windows` windows wait. Any failure stops the stream;
+// every call then returns it. Destruction drops the batches still queued and waits for those
+// running.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include "lipsync/audio.h"
+#include "lipsync/frames.h"
+#include "lipsync/render.h"  // StageStats
+#include "pipeline/stream/frame_source.h"
+#include "runtime/scheduler.h"
+
+namespace lipsync::stream {
+
+struct StreamFrame {
+  int64_t index = 0;  // output frame, from 0
+  double pts_s = 0;   // index / fps
+  int64_t avatar_frame = 0;
+  Image frame;  // the avatar frame with the new face
+};
+
+struct StreamOptions {
+  double fps = 25.0;  // the avatar's
+  MelOptions mel;
+  WindowEdge window_edge = WindowEdge::kZeros;
+  int batch = 8;  // frames per job (a fixed-batch model's own: the scheduler pads short ones)
+  // Live: Prepare hands over what waits at once (short batches) as live work. Offline: only full
+  // batches, until the audio has ended.
+  bool live = false;
+  runtime::Origin origin = runtime::Origin::kTest;
+  // Faces go to the model as uint8 BGR (the frame form), else as its float32 input [n,6,S,S].
+  bool frame_form = true;
+  int max_batches = 2;
+  size_t max_waiting_windows = 0;  // 0: Push never waits
+  // Runs on a scheduler thread, without the stream's lock, each time a batch has run (or failed):
+  // for a caller that waits on a condition of its own.
+  std::function<void()> on_batch_done;
+};
+
+// Where the time of each step went (summed over calls; cpu_s is left to the caller's threads).
+struct StreamStats {
+  StageStats audio{"audio"}, frames{"frames"}, infer{"infer"}, paste{"paste"};
+  int64_t batches = 0;
+  double infer_cpu_s = 0;  // the scheduler threads' CPU time in this stream's runs
+};
+
+class LipSyncStream {
+ public:
+  // The UNet `model` on `scheduler` (both outlive the stream), the audio encoder, the avatar's
+  // frames and walk, and the face layout of the model's input.
+  LipSyncStream(runtime::Scheduler& scheduler, std::shared_ptr<runtime::ScheduledModel> model,
+                AudioEncoder& encoder, FrameSource& frames, const FrameSequence& sequence,
+                const FaceLayout& layout, StreamOptions options);
+  ~LipSyncStream();
+  LipSyncStream(const LipSyncStream&) = delete;
+  LipSyncStream& operator=(const LipSyncStream&) = delete;
+
+  // Audio in. Finish() says the audio has ended; frames_total() is then known (0 when the audio
+  // was too short for one frame).
+  Status Push(const float* pcm, size_t count);
+  Status Finish();
+
+  // Prepares one waiting window's frame and submits its batch when it is complete. With `wait`,
+  // waits for a window and for room; false once every frame is prepared. Without, false when no
+  // window waits or no batch has room (a live stream then submits its short batch).
+  Result<bool> Prepare(bool wait);
+  // Prepares every waiting window there is room for (a live stream's step).
+  Status PrepareWaiting();
+
+  // The next frame: waits for its batch to run; nullopt after the last.
+  Result<std::optional<StreamFrame>> Next();
+  // Whether Next() would return at once (a frame, the end, or the failure).
+  bool FrameReady() const;
+  // Windows not yet prepared, and batches open (filling, queued, running or not yet pulled).
+  size_t windows_waiting() const;
+  int batches_open() const;
+  bool audio_ended() const;
+  int64_t frames_total() const;  // -1 until Finish()
+  int64_t audio_samples() const;
+
+  // Stops the stream with `status` (the first one wins): every waiting call returns it.
+  void Stop(const Status& status);
+  StreamStats stats() const;
+
+ private:
+  struct Batch;
+  using Lock = std::unique_lock<std::mutex>;
+  // Waits on cv_ until `ready` or a stop.
+  template <typename Pred>
+  Status WaitLocked(Lock& lock, Pred ready);
+  Status StoppedLocked() const;
+  // Queues the filling batch on the scheduler (called without the lock; `batch` left the filling
+  // slot under it).
+  void Submit(const std::shared_ptr<Batch>& batch);
+  void BatchDone(Batch& batch, const Status& status);
+  std::shared_ptr<Batch> NewBatchLocked();
+
+  runtime::Scheduler& scheduler_;
+  std::shared_ptr<runtime::ScheduledModel> model_;
+  FrameSource& frames_;
+  FrameSequence sequence_;
+  FaceLayout layout_;
+  StreamOptions options_;
+  Shape audio_item_shape_;  // the model's audio input without its batch
+  AudioFeatureStream features_;
+  std::atomic<bool> dropped_{false};  // the scheduler drops this stream's queued frames
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  Status error_;
+  bool stopped_ = false;
+  bool audio_ended_ = false;
+  int64_t audio_samples_ = 0;
+  int64_t windows_made_ = 0;
+  std::deque<std::vector<float>> windows_;   // made and not yet prepared, in frame order
+  int64_t next_frame_ = 0;                   // the next window's output index
+  std::deque<std::shared_ptr<Batch>> open_;  // in frame order; the filling one last
+  std::shared_ptr<Batch> filling_;
+  std::vector<std::shared_ptr<Batch>> spare_;  // run and pulled, for reuse
+  int in_scheduler_ = 0;                       // batches whose done has not finished
+  StreamStats stats_;
+};
+
+}  // namespace lipsync::stream
