@@ -11,8 +11,8 @@ Result<SourceFrame> DecodedFrames::Read(int64_t index) {
   }
   SourceFrame out;
   out.rect = rects_[static_cast<size_t>(index)];
-  out.frame = frames_[static_cast<size_t>(index)];
-  auto crop = CropFace(out.frame, out.rect, layout_);
+  out.decoded = &frames_[static_cast<size_t>(index)];
+  auto crop = CropFace(*out.decoded, out.rect, layout_);
   if (!crop.ok()) return crop.status().WithContext("avatar frame " + std::to_string(index));
   out.crop = std::move(*crop);
   return out;

@@ -15,9 +15,12 @@
 
 namespace lipsync::stream {
 
-// One avatar frame as the stream uses it: the crop is pasted into, and then the frame.
+// One avatar frame as the stream uses it: the crop is pasted into, and then the frame: `frame`,
+// or when `decoded` is set a copy of it made at paste time (so that a frame waiting for its batch
+// holds only its crop).
 struct SourceFrame {
   Image frame;
+  const Image* decoded = nullptr;
   Image crop;  // CropFace(frame, rect, layout)
   CropRect rect;
 };

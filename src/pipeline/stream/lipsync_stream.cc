@@ -343,16 +343,16 @@ Result<std::optional<StreamFrame>> LipSyncStream::Next() {
     OutputToImage(batch->out_visual.data() + k * face_values, s, converted.data());
     face = converted.data();
   }
-  Status pasted = PasteFace(face, layout_, source.crop, source.rect, source.frame);
+  StreamFrame out;
+  out.frame = source.decoded ? *source.decoded : std::move(source.frame);
+  Status pasted = PasteFace(face, layout_, source.crop, source.rect, out.frame);
   if (!pasted.ok()) {
     Stop(pasted);
     return pasted;
   }
-  StreamFrame out;
   out.index = batch->first + static_cast<int64_t>(k);
   out.pts_s = static_cast<double>(out.index) / options_.fps;
   out.avatar_frame = batch->avatar_frames[k];
-  out.frame = std::move(source.frame);
   source = {};
 
   lock.lock();

@@ -63,18 +63,12 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr size_t kInboxMessages = 2;  // chunks read ahead of the session thread at most
-constexpr int64_t kWindowValues = 32 * 16 * 16;
 
-// A frame between its model input and its output message.
-struct FrameWork {
-  int64_t index = 0;
-  int64_t avatar_frame = 0;
-  Image crop;
-};
-
-struct Group {
-  std::shared_ptr<FrameGroup> frames;
-  std::vector<FrameWork> work;
+// What the session thread waits on: gRPC's reactor callbacks and the stream's finished batches
+// signal it.
+struct SessionSignal {
+  std::mutex mu;
+  std::condition_variable cv;
 };
 
 }  // namespace
@@ -141,11 +135,11 @@ class SessionCall final : public grpc::ServerBidiReactor<SessionRequest, Session
       spdlog::debug("session {} ended: {} {}", id_, GrpcCodeName(status.error_code()),
                     status.error_message());
     }
-    // Free everything the session holds before the call ends.
-    for (auto& group : in_flight_) group.frames->cancelled = true;
-    in_flight_.clear();
+    // Free everything the session holds before the call ends (the stream drops its queued frames
+    // and waits for a batch that is running).
     stream_.reset();
-    batcher_.reset();
+    frames_.reset();
+    if (avatar_) service_->LeaveAvatar(avatar_.get());
     avatar_.reset();
     service_->open_--;
     service_->metrics_->AddSessions(-1);
@@ -210,8 +204,7 @@ class SessionCall final : public grpc::ServerBidiReactor<SessionRequest, Session
   Status Open(const SessionStart& start);
   Status Serve();
   Status TakeAudio(const SessionRequest& message);
-  void SubmitGroup();
-  Status Deliver(Group& group);
+  Status Deliver(const stream::StreamFrame& frame);
 
   SessionService* service_;
   grpc::CallbackServerContext* call_;
@@ -229,14 +222,9 @@ class SessionCall final : public grpc::ServerBidiReactor<SessionRequest, Session
   std::string id_;
   SessionStart options_;
   std::shared_ptr<LoadedAvatar> avatar_;
-  std::shared_ptr<AvatarBatcher> batcher_;
-  std::unique_ptr<AudioFeatureStream> stream_;
-  std::optional<FrameSequence> sequence_;
-  std::deque<std::pair<int64_t, std::vector<float>>> windows_;  // not yet submitted
-  std::deque<Group> in_flight_;
-  int64_t next_window_ = 0;
+  std::unique_ptr<stream::DecodedFrames> frames_;
+  std::unique_ptr<stream::LipSyncStream> stream_;  // before frames_ and avatar_ go
   int64_t frames_sent_ = 0;
-  bool audio_ended_ = false;
   std::optional<Clock::time_point> first_frame_at_;
   SessionResponse outgoing_;
 };
@@ -266,10 +254,22 @@ Status SessionCall::Open(const SessionStart& start) {
       avatar_->avatar.frame_count(), order,
       start.has_start_frame() ? start.start_frame() : FrameSequence::kDefaultStart);
   if (!sequence.ok()) return sequence.status().WithContext("avatar '" + start.model_id() + "'");
-  sequence_ = *sequence;
-  batcher_ = service_->batchers_.Acquire(avatar_);
-  stream_ = std::make_unique<AudioFeatureStream>(*avatar_->encoder, MelOptions{},
-                                                 avatar_->avatar.manifest().fps);
+  service_->JoinAvatar(avatar_.get());
+  frames_ = std::make_unique<stream::DecodedFrames>(avatar_->backgrounds,
+                                                    avatar_->avatar.crop_rects(), avatar_->layout);
+  stream::StreamOptions so;
+  so.fps = avatar_->avatar.manifest().fps;
+  so.batch = service_->options_.max_batch;
+  so.live = true;
+  so.origin = runtime::Origin::kSession;
+  so.max_batches = std::max(1, service_->options_.groups_in_flight);
+  so.on_batch_done = [signal = signal_] {
+    std::lock_guard lock(signal->mu);  // the session thread is waiting or about to look
+    signal->cv.notify_all();
+  };
+  stream_ = std::make_unique<stream::LipSyncStream>(*avatar_->scheduler, avatar_->scheduled,
+                                                    *avatar_->encoder, *frames_, *sequence,
+                                                    avatar_->layout, so);
   avatar_->RecordRequest();  // a session counts as one request; the scheduler adds its time
   spdlog::debug("session {} opened on '{}' peer={}", id_, start.model_id(), call_->peer());
 
@@ -279,155 +279,124 @@ Status SessionCall::Open(const SessionStart& start) {
   started->set_height(avatar_->avatar.height());
   started->set_fps(avatar_->avatar.manifest().fps);
   started->set_avatar_frames(avatar_->avatar.frame_count());
-  started->set_start_frame(sequence_->start());
+  started->set_start_frame(sequence->start());
   return Write(Clock::now());
 }
 
 Status SessionCall::TakeAudio(const SessionRequest& message) {
-  Result<Tensor> windows = Tensor();
   if (message.has_start()) return InvalidArgument("a session takes one start message, first");
   if (message.has_audio()) {
     LIPSYNC_ASSIGN_OR_RETURN(auto pcm,
                              DecodeSessionAudio(message.audio(), options_.sample_format()));
     if (pcm.empty()) return Status::Ok();  // a keep-alive
-    windows = stream_->Push(pcm.data(), pcm.size());
-  } else {  // end of audio, or the client half-closed
-    audio_ended_ = true;
-    windows = stream_->Finish();
+    Status pushed = stream_->Push(pcm.data(), pcm.size());
+    return pushed.ok() ? pushed : pushed.WithContext("session audio");
   }
-  if (!windows.ok()) return windows.status().WithContext("session audio");
-  const int64_t count = windows->element_count() / kWindowValues;
-  const float* values = windows->data_as<float>();
-  for (int64_t i = 0; i < count; ++i) {
-    windows_.emplace_back(next_window_++, std::vector<float>(values + i * kWindowValues,
-                                                             values + (i + 1) * kWindowValues));
-  }
-  if (audio_ended_ && next_window_ == 0) {
+  // End of audio, or the client half-closed.
+  Status finished = stream_->Finish();
+  if (!finished.ok()) return finished.WithContext("session audio");
+  if (stream_->frames_total() == 0) {
     return InvalidArgument("the session's audio is too short for one frame (at least " +
                            std::to_string((kMelWindowFrames - 1) * kMelHop) + " samples)");
   }
   return Status::Ok();
 }
 
-// Cuts the face crops of up to a batch of waiting windows and hands them to the avatar's worker.
-void SessionCall::SubmitGroup() {
-  const LoadedAvatar& a = *avatar_;
-  Group group;
-  group.frames = std::make_shared<FrameGroup>();
-  group.frames->signal = signal_;
-  const size_t n = std::min<size_t>(windows_.size(), static_cast<size_t>(batcher_->max_batch()));
-  for (size_t k = 0; k < n; ++k) {
-    auto& [index, audio] = windows_.front();
-    FrameWork work;
-    work.index = index;
-    work.avatar_frame = (*sequence_)(index);
-    const auto frame = static_cast<size_t>(work.avatar_frame);
-    auto crop = CropFace(a.backgrounds[frame], a.avatar.crop_rects()[frame], a.layout);
-    auto inner = crop.ok() ? PrepareFace(*crop, a.layout) : crop.status();
-    if (!inner.ok()) {  // checked when the avatar loaded; a failure here is a bug
-      group.frames->status = inner.status();
-      group.frames->done = true;
-      break;
-    }
-    work.crop = std::move(*crop);
-    group.frames->jobs.push_back({index, std::move(inner->bgr), std::move(audio)});
-    group.work.push_back(std::move(work));
-    windows_.pop_front();
+// Encodes one frame and writes it, paced when asked.
+Status SessionCall::Deliver(const stream::StreamFrame& frame) {
+  const double fps = avatar_->avatar.manifest().fps;
+  auto* out = outgoing_.mutable_frame();
+  out->set_index(frame.index);
+  out->set_pts_s(frame.pts_s);
+  out->set_avatar_frame(frame.avatar_frame);
+  out->set_width(frame.frame.width);
+  out->set_height(frame.frame.height);
+  if (options_.frame_format() == lipsync::v1::FRAME_FORMAT_BGR) {
+    out->set_format(lipsync::v1::FRAME_FORMAT_BGR);
+    out->set_data(frame.frame.bgr.data(), frame.frame.bgr.size());
+  } else {
+    const int quality =
+        options_.jpeg_quality() == 0 ? kCompositeJpegQuality : options_.jpeg_quality();
+    out->set_format(lipsync::v1::FRAME_FORMAT_JPEG);
+    LIPSYNC_ASSIGN_OR_RETURN(*out->mutable_data(), EncodeJpeg(frame.frame, quality));
   }
-  if (!group.frames->done) batcher_->Submit(group.frames);
-  in_flight_.push_back(std::move(group));
-}
-
-// Pastes the group's faces into their frames and writes them in order, paced when asked.
-Status SessionCall::Deliver(Group& group) {
-  const LoadedAvatar& a = *avatar_;
-  const double fps = a.avatar.manifest().fps;
-  const bool bgr = options_.frame_format() == lipsync::v1::FRAME_FORMAT_BGR;
-  const int quality =
-      options_.jpeg_quality() == 0 ? kCompositeJpegQuality : options_.jpeg_quality();
-  for (size_t k = 0; k < group.work.size(); ++k) {
-    FrameWork& work = group.work[k];
-    const auto frame_index = static_cast<size_t>(work.avatar_frame);
-    Image frame = a.backgrounds[frame_index];
-    LIPSYNC_RETURN_IF_ERROR(PasteFace(group.frames->jobs[k].face.data(), a.layout, work.crop,
-                                      a.avatar.crop_rects()[frame_index], frame));
-    auto* out = outgoing_.mutable_frame();
-    out->set_index(work.index);
-    out->set_pts_s(static_cast<double>(work.index) / fps);
-    out->set_avatar_frame(work.avatar_frame);
-    out->set_width(frame.width);
-    out->set_height(frame.height);
-    if (bgr) {
-      out->set_format(lipsync::v1::FRAME_FORMAT_BGR);
-      out->set_data(frame.bgr.data(), frame.bgr.size());
-    } else {
-      out->set_format(lipsync::v1::FRAME_FORMAT_JPEG);
-      LIPSYNC_ASSIGN_OR_RETURN(*out->mutable_data(), EncodeJpeg(frame, quality));
-    }
-    Clock::time_point not_before = Clock::now();
-    if (options_.pacing() == lipsync::v1::PACING_REAL_TIME) {
-      if (!first_frame_at_) first_frame_at_ = Clock::now();
-      not_before = *first_frame_at_ + std::chrono::duration_cast<Clock::duration>(
-                                          std::chrono::duration<double>(work.index / fps));
-    }
-    LIPSYNC_RETURN_IF_ERROR(Write(not_before));
-    ++frames_sent_;
-    service_->metrics_->AddSessionFramesSent(1);
+  Clock::time_point not_before = Clock::now();
+  if (options_.pacing() == lipsync::v1::PACING_REAL_TIME) {
+    if (!first_frame_at_) first_frame_at_ = Clock::now();
+    not_before = *first_frame_at_ + std::chrono::duration_cast<Clock::duration>(
+                                        std::chrono::duration<double>(frame.index / fps));
   }
+  LIPSYNC_RETURN_IF_ERROR(Write(not_before));
+  ++frames_sent_;
+  service_->metrics_->AddSessionFramesSent(1);
   return Status::Ok();
 }
 
+// The session's loop: hand waiting frames to the scheduler, send the frames that are ready, and
+// read the client's next chunk only when no window waits (so a fast sender waits in gRPC's flow
+// control) and either a message is there or nothing is under way.
 Status SessionCall::Serve() {
   LIPSYNC_ASSIGN_OR_RETURN(auto first, NextMessage());
   if (!first) return InvalidArgument("the session ended before its start message");
   if (!first->has_start()) return InvalidArgument("a session's first message must be start");
   LIPSYNC_RETURN_IF_ERROR(Open(first->start()));
 
-  const size_t groups_limit = static_cast<size_t>(std::max(1, service_->options_.groups_in_flight));
   for (;;) {
-    while (!windows_.empty() && in_flight_.size() < groups_limit) SubmitGroup();
-    bool front_done = false;
-    if (!in_flight_.empty()) {
-      std::lock_guard lock(signal_->mu);
-      front_done = in_flight_.front().frames->done;
-    }
-    if (front_done) {
-      Group group = std::move(in_flight_.front());
-      in_flight_.pop_front();
-      LIPSYNC_RETURN_IF_ERROR(group.frames->status);
-      LIPSYNC_RETURN_IF_ERROR(Deliver(group));
+    LIPSYNC_RETURN_IF_ERROR(stream_->PrepareWaiting());
+    if (stream_->FrameReady()) {
+      LIPSYNC_ASSIGN_OR_RETURN(auto frame, stream_->Next());
+      if (!frame) return Status::Ok();  // every frame sent
+      LIPSYNC_RETURN_IF_ERROR(Deliver(*frame));
       continue;
     }
-    if (audio_ended_ && windows_.empty() && in_flight_.empty()) return Status::Ok();
-    if (!audio_ended_ && windows_.empty()) {
+    const bool may_read = !stream_->audio_ended() && stream_->windows_waiting() == 0;
+    if (may_read) {
       bool have_message = false;
       {
         std::lock_guard lock(signal_->mu);
         have_message = !inbox_.empty() || read_closed_;
       }
-      // Wait for the client only when no frame is under way.
-      if (have_message || in_flight_.empty()) {
+      if (have_message || stream_->batches_open() == 0) {
         LIPSYNC_ASSIGN_OR_RETURN(auto message, NextMessage());
         LIPSYNC_RETURN_IF_ERROR(TakeAudio(message ? *message : SessionRequest()));
         continue;
       }
     }
-    // Frames are under way: wait for the oldest group (or a message, which may be read now).
+    // Frames are under way: wait for the next one (or a message, which may be read now).
     std::unique_lock lock(signal_->mu);
-    const auto& front = in_flight_.front().frames;
-    const bool may_read = !audio_ended_ && windows_.empty();
     LIPSYNC_RETURN_IF_ERROR(WaitLocked(
-        lock, [&] { return front->done || (may_read && (!inbox_.empty() || read_closed_)); },
+        lock,
+        [&] { return stream_->FrameReady() || (may_read && (!inbox_.empty() || read_closed_)); },
         Clock::now() + std::chrono::hours(24), ""));
   }
 }
 
 SessionService::SessionService(AvatarRegistry* registry, SessionOptions options, Metrics* metrics)
-    : registry_(registry),
-      options_(options),
-      metrics_(metrics),
-      batchers_(options.max_batch, metrics) {
-  batchers_.Observe(registry_->scheduler());
+    : registry_(registry), options_(options), metrics_(metrics) {
+  runtime::Scheduler& scheduler = registry_->scheduler();
+  scheduler.SetLiveMaxBatch(options_.max_batch);
+  scheduler.SetBatchListener([metrics](const runtime::BatchRecord& r) {
+    const int frames = r.by_origin[static_cast<size_t>(runtime::Origin::kSession)];
+    if (frames == 0 || !metrics) return;
+    // Frames and time are the scheduler's own metrics; these say how sessions shared batches.
+    metrics->RecordSessionBatch(frames, r.callers);
+  });
+}
+
+void SessionService::JoinAvatar(const LoadedAvatar* avatar) {
+  std::lock_guard lock(avatars_mu_);
+  ++live_avatars_[avatar];
+}
+
+void SessionService::LeaveAvatar(const LoadedAvatar* avatar) {
+  std::lock_guard lock(avatars_mu_);
+  auto it = live_avatars_.find(avatar);
+  if (it != live_avatars_.end() && --it->second == 0) live_avatars_.erase(it);
+}
+
+int SessionService::live_avatars() const {
+  std::lock_guard lock(avatars_mu_);
+  return static_cast<int>(live_avatars_.size());
 }
 
 SessionService::~SessionService() = default;

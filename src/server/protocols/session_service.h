@@ -2,33 +2,36 @@
 // streams 16 kHz mono PCM in chunks of any size and receives the avatar's lip-synced frames, 25
 // per second of audio, equal to `lipsync render`'s frames on the same audio.
 //
-// Each session runs on its own thread: it turns the audio into windows with AudioFeatureStream
-// (the audio context carries across chunks), cuts the face crops, hands them to its avatar's batch
-// worker (session_batcher.h, shared by every session on that avatar), pastes the faces back,
-// encodes and writes the frames in order. It reads the next audio chunk only when the frames of the
-// last one are under way, so a fast sender waits in gRPC's flow control instead of filling memory.
+// Each session runs on its own thread, on a live lip-sync stream (pipeline/stream, the one render
+// runs on): the audio becomes windows as it arrives (its context carries across chunks), the
+// frames go to the device's scheduler as live work, batched with every other caller of the avatar
+// (other sessions, the monolithic and lipsyncsrv services), and come back pasted, to be encoded
+// and written in order. It reads the next audio chunk only when the frames of the last one are
+// under way, so a fast sender waits in gRPC's flow control instead of filling memory.
 #pragma once
 
 #include <atomic>
 #include <chrono>
+#include <map>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "lipsync/status.h"
 #include "lipsync/v1/lipsync.grpc.pb.h"
+#include "pipeline/stream/lipsync_stream.h"
 #include "server/core/avatar_registry.h"
 #include "server/core/metrics.h"
-#include "server/protocols/session_batcher.h"
 
 namespace lipsync::server {
 
 struct SessionOptions {
-  int max_batch = 8;  // frames per UNet run on one avatar, from all its sessions
+  int max_batch = 8;  // live frames per UNet run on one avatar, from all its sessions
   // A session whose client sends nothing (while the server waits for audio) or takes no frame for
   // this long is ended with DEADLINE_EXCEEDED and its resources freed.
   std::chrono::milliseconds idle_timeout{30000};
   int max_sessions = 64;     // more at once are refused with RESOURCE_EXHAUSTED
-  int groups_in_flight = 2;  // batches of frames one session has at its avatar's worker at most
+  int groups_in_flight = 2;  // batches of frames one session has under way at most
 };
 
 // Largest audio chunk: 10 s at 16 kHz.
@@ -49,8 +52,8 @@ class SessionService final : public lipsync::v1::Sessions::CallbackService {
       grpc::CallbackServerContext* call) override;
 
   int64_t open_sessions() const { return open_.load(); }
-  // Avatars whose batch worker runs now (one per avatar with open sessions).
-  int active_workers() const { return batchers_.active(); }
+  // Avatars with open sessions now.
+  int live_avatars() const;
   const SessionOptions& options() const { return options_; }
 
  private:
@@ -58,7 +61,10 @@ class SessionService final : public lipsync::v1::Sessions::CallbackService {
   AvatarRegistry* registry_;
   SessionOptions options_;
   Metrics* metrics_;
-  SessionBatchers batchers_;
+  void JoinAvatar(const LoadedAvatar* avatar);
+  void LeaveAvatar(const LoadedAvatar* avatar);
+  mutable std::mutex avatars_mu_;
+  std::map<const LoadedAvatar*, int> live_avatars_;  // open sessions per avatar
   std::atomic<int64_t> open_{0};
   std::atomic<uint64_t> next_id_{1};
 };
