@@ -8,12 +8,13 @@
 //   options);
 //   // stats->frames, stats->fps, stats->stages (busy and waiting time of every stage)
 //
-// Five stages run on their own threads, joined by bounded queues: audio features (decode, mel,
-// encoder, windows), frames (decode the avatar frame, crop, mask), inference (batches through the
-// UNet on the device's scheduler, one thread per concurrent run waiting for its batch), paste (the
-// new face back into its frame) and output (H.264 + AAC, or image files). The
-// model waits only when the stages before it are slower than it; memory is bounded by the queues,
-// not by the length of the audio. On any error or cancel nothing is left at the output path.
+// The render runs one lip-sync stream (audio features, avatar frames and face crops, the UNet's
+// batches on the device's scheduler, the new faces pasted back; the one live sessions run on) from
+// four threads: audio (decode the speech, push it), frames (decode and crop the avatar frames),
+// paste (take the frames in order) and output (H.264 + AAC, or image files). The stats keep five
+// stages: audio, frames, infer (the scheduler's runs), paste and output. The model waits only when
+// the steps before it are slower than it; memory is bounded by the stream, not by the length of
+// the audio. On any error or cancel nothing is left at the output path.
 #pragma once
 
 #include <atomic>
@@ -63,8 +64,8 @@ struct RenderOptions {
   std::string preset = "veryfast";
   int encoder_threads = 0;
   int audio_sample_rate = 48000;
-  // Frames in flight between two stages (0: batch + 2). More smooths out uneven stages and costs
-  // a frame's memory each.
+  // Frames in flight between two steps (0: batch + 2). More smooths out uneven steps and costs a
+  // frame's memory each.
   int queue_frames = 0;
   // Decoded avatar frames (with their face crops) kept for reuse, as the walk over the avatar
   // comes back to them: up to this many MiB, least recently used dropped first. A short avatar
@@ -97,17 +98,16 @@ struct RenderOutput {
   }
 };
 
-// A stage's times; for inference with several runs at once, summed over its threads. Inference
-// is busy from queueing a batch on the device's scheduler until its run is done (the wait for the
-// scheduler's worker, normally none, and the run), starved while it waits for frames and windows,
-// blocked while it hands batches on in frame order.
+// A stage's times. Inference is busy from queueing a batch on the device's scheduler until its
+// run is done (the wait for the scheduler's worker and the run), summed over its batches, which
+// overlap with several runs at once.
 struct StageStats {
   std::string name;
   int64_t items = 0;       // frames (inference: frames, in `batches` runs)
   double busy_s = 0.0;     // working
   double starved_s = 0.0;  // waiting for input
   double blocked_s = 0.0;  // waiting for room downstream
-  // CPU time of the stage's thread; for inference also that of the scheduler's threads in its
+  // CPU time of the stage's thread; for inference that of the scheduler's threads in its
   // batches' runs (not of a backend's own worker threads).
   double cpu_s = 0.0;
 };
@@ -127,15 +127,15 @@ struct RenderStats {
 };
 
 struct RendererOptions {
-  // UNet runs at once, each on its own inference thread. On a backend that overlaps calls on one
-  // engine (BackendCapabilities::overlapping_runs > 1: the CUDA backend, each call on its own
-  // stream) the runs share one engine, and one batch uploads while another computes. Elsewhere
-  // each run has its own copy of the model with its share of the engine's intra_op_threads (0
-  // there: the physical cores); several runs on the CPU take their activations from the arena as
-  // needed (OrtOptions::memory_pattern off), so that two hold about what one planned run does.
-  // 0: two on ONNX Runtime's CPU provider with two or more threads (faster than one run on all of
-  // them, whose threads wait for one another at every operator) and on a backend that overlaps
-  // calls, one elsewhere.
+  // UNet runs at once (batches the scheduler runs together for this render). On a backend that
+  // overlaps calls on one engine (BackendCapabilities::overlapping_runs > 1: the CUDA backend, each
+  // call on its own stream) the runs share one engine, and one batch uploads while another
+  // computes. Elsewhere each run has its own copy of the model with its share of the engine's
+  // intra_op_threads (0 there: the physical cores); several runs on the CPU take their activations
+  // from the arena as needed (OrtOptions::memory_pattern off), so that two hold about what one
+  // planned run does. 0: two on ONNX Runtime's CPU provider with two or more threads (faster than
+  // one run on all of them, whose threads wait for one another at every operator) and on a backend
+  // that overlaps calls, one elsewhere.
   int model_runs = 0;
   // The device's scheduler that runs the UNet's batches (as offline work of origin "render"),
   // shared with the other callers of the device; null: the renderer makes one of its own.

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "lipsync/avatar.h"
 #include "lipsync/face.h"
 #include "lipsync/frames.h"
 
@@ -87,6 +88,17 @@ inline ByteDiff CompareBytes(const std::vector<uint8_t>& a, const std::vector<ui
   }
   d.share_over = static_cast<double>(over) / a.size();
   return d;
+}
+
+// The fixture dataset imported with the tiny models into dir/avatar.
+inline Avatar ImportTinyAvatar(const ScratchDir& dir) {
+  AvatarImportOptions o;
+  o.out_dir = dir / "avatar";
+  o.model = TestModelPath("tiny.onnx");
+  o.audio_encoder = TestModelPath("tiny_audio_encoder.onnx");
+  auto avatar = ImportSyncTalkDataset(FixturePath("dataset"), o);
+  EXPECT_TRUE(avatar.ok()) << avatar.status().ToString();
+  return *avatar;
 }
 
 }  // namespace lipsync::testing

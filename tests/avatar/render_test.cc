@@ -18,19 +18,9 @@ namespace lipsync {
 namespace {
 
 using testing::FixturePath;
+using testing::ImportTinyAvatar;
 using testing::ScratchDir;
 using testing::TestModelPath;
-
-// The fixture dataset imported with the tiny models.
-Avatar ImportTinyAvatar(const ScratchDir& dir) {
-  AvatarImportOptions o;
-  o.out_dir = dir / "avatar";
-  o.model = TestModelPath("tiny.onnx");
-  o.audio_encoder = TestModelPath("tiny_audio_encoder.onnx");
-  auto avatar = ImportSyncTalkDataset(FixturePath("dataset"), o);
-  EXPECT_TRUE(avatar.ok()) << avatar.status().ToString();
-  return *avatar;
-}
 
 // A video file whose sound track is `seconds` of a gliding tone: render reads the audio of any
 // media file.

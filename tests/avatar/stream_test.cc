@@ -1,0 +1,188 @@
+// The lip-sync stream on its own: how it cuts frames into batches on the scheduler, the order and
+// time stamps of what comes out, a failing frame source, and a stop with batches still queued.
+// (Its frames against the engine called directly: render_test.cc; against a session's: the
+// server's session tests.)
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <future>
+
+#include "avatar_test_util.h"
+#include "pipeline/stream/lipsync_stream.h"
+
+namespace lipsync::stream {
+namespace {
+
+using testing::ImportTinyAvatar;
+using testing::ScratchDir;
+
+std::vector<float> Tone(double seconds) {
+  std::vector<float> pcm(static_cast<size_t>(seconds * kAudioSampleRate));
+  for (size_t i = 0; i < pcm.size(); ++i) {
+    pcm[i] = 0.4f * static_cast<float>(std::sin(0.05 * i + 1e-6 * i * i));
+  }
+  return pcm;
+}
+
+// The tiny avatar's models on a scheduler of their own.
+struct Models {
+  ScratchDir dir;
+  Avatar avatar = ImportTinyAvatar(dir);
+  std::unique_ptr<Engine> unet = Engine::Create(avatar.model_path()).value();
+  std::unique_ptr<AudioEncoder> encoder = AudioEncoder::Create(avatar.audio_encoder_path()).value();
+  UnetInputs roles = FindUnetInputs(unet->info()).value();
+  FaceLayout layout = FaceLayout::ForInputSize(roles.size).value();
+  runtime::Scheduler scheduler{runtime::SchedulerOptions{}};
+  std::shared_ptr<runtime::ScheduledModel> model;
+  FrameSequence sequence =
+      FrameSequence::Create(avatar.frame_count(), FrameOrder::kPingPong).value();
+
+  explicit Models(int batch) {
+    runtime::ModelConfig config;
+    config.name = "tiny";
+    config.max_batch = batch;
+    config.layout = layout;
+    config.visual_input = static_cast<int>(roles.visual);
+    config.audio_input = static_cast<int>(roles.audio);
+    model = scheduler.AddModel(unet.get(), config);
+  }
+
+  StreamOptions Offline(int batch) const {
+    StreamOptions options;
+    options.fps = avatar.manifest().fps;
+    options.batch = batch;
+    options.origin = runtime::Origin::kRender;
+    options.max_batches = 3;
+    return options;
+  }
+};
+
+// A source that fails at one frame.
+class BrokenAt final : public FrameSource {
+ public:
+  BrokenAt(FrameSource& frames, int64_t broken) : frames_(frames), broken_(broken) {}
+  Result<SourceFrame> Read(int64_t index) override {
+    if (++reads_ > broken_) return DataLoss("frame file " + std::to_string(index) + " is broken");
+    return frames_.Read(index);
+  }
+
+ private:
+  FrameSource& frames_;
+  int64_t broken_;
+  int64_t reads_ = 0;
+};
+
+TEST(LipSyncStream, OfflineStreamRunsFullBatchesAndGivesTheFramesInOrder) {
+  constexpr int kBatch = 3;
+  Models m(kBatch);
+  auto frames = CachedFrames::Open(m.avatar, m.layout, {}, 64 << 20);
+  ASSERT_TRUE(frames.ok()) << frames.status().ToString();
+  LipSyncStream s(m.scheduler, m.model, *m.encoder, **frames, m.sequence, m.layout,
+                  m.Offline(kBatch));
+  const auto pcm = Tone(1.3);
+  for (size_t at = 0; at < pcm.size(); at += 1000) {  // chunks that do not fall on frames
+    ASSERT_TRUE(s.Push(pcm.data() + at, std::min<size_t>(1000, pcm.size() - at)).ok());
+    // Offline, only full batches go: what is prepared but not yet a batch waits.
+    while (s.Prepare(false).value()) {
+    }
+  }
+  ASSERT_TRUE(s.Finish().ok());
+  const int64_t total = s.frames_total();
+  ASSERT_GT(total, 2 * kBatch);
+  ASSERT_NE(total % kBatch, 0) << "the test wants a short last batch";
+  std::vector<StreamFrame> got;
+  for (;;) {
+    ASSERT_TRUE(s.PrepareWaiting().ok());
+    auto frame = s.Next();
+    ASSERT_TRUE(frame.ok()) << frame.status().ToString();
+    if (!*frame) break;
+    got.push_back(std::move(**frame));
+  }
+  ASSERT_EQ(static_cast<int64_t>(got.size()), total);
+  for (int64_t i = 0; i < total; ++i) {
+    const StreamFrame& f = got[static_cast<size_t>(i)];
+    EXPECT_EQ(f.index, i);
+    EXPECT_DOUBLE_EQ(f.pts_s, static_cast<double>(i) / m.avatar.manifest().fps);
+    EXPECT_EQ(f.avatar_frame, m.sequence(i));
+    EXPECT_EQ(f.frame.width, m.avatar.width());
+  }
+  // Every batch full but the last.
+  const runtime::SchedulerTotals totals = m.scheduler.totals();
+  EXPECT_EQ(totals.batches, (total + kBatch - 1) / kBatch);
+  EXPECT_EQ(totals.rows_by_origin[static_cast<size_t>(runtime::Origin::kRender)], total);
+  EXPECT_EQ(s.stats().batches, totals.batches);
+  EXPECT_EQ(s.stats().paste.items, total);
+}
+
+TEST(LipSyncStream, AFailingFrameSourceStopsTheStreamWithItsError) {
+  Models m(2);
+  auto frames = CachedFrames::Open(m.avatar, m.layout, {}, 64 << 20);
+  ASSERT_TRUE(frames.ok());
+  BrokenAt broken(**frames, 5);
+  LipSyncStream s(m.scheduler, m.model, *m.encoder, broken, m.sequence, m.layout, m.Offline(2));
+  const auto pcm = Tone(1.0);
+  ASSERT_TRUE(s.Push(pcm.data(), pcm.size()).ok());
+  ASSERT_TRUE(s.Finish().ok());
+  Status failed;
+  for (int frames_out = 0; failed.ok(); ++frames_out) {
+    ASSERT_LT(frames_out, 5) << "frames past the broken one came out";
+    auto prepared = s.PrepareWaiting();
+    if (!prepared.ok()) {
+      failed = prepared;
+      break;
+    }
+    auto frame = s.Next();
+    if (!frame.ok()) failed = frame.status();
+  }
+  EXPECT_EQ(failed.code(), StatusCode::kDataLoss) << failed.ToString();
+  EXPECT_NE(failed.message().find("frame file"), std::string::npos) << failed.ToString();
+  // Every later call gives the same error.
+  EXPECT_EQ(s.Next().status().code(), StatusCode::kDataLoss);
+  EXPECT_EQ(s.Push(pcm.data(), 100).code(), StatusCode::kDataLoss);
+}
+
+// A stop drops the batches still queued on the scheduler; the one running finishes, and the
+// stream's destruction waits for it.
+TEST(LipSyncStream, AStopDropsTheQueuedBatches) {
+  Models m(2);
+  auto frames = CachedFrames::Open(m.avatar, m.layout, {}, 64 << 20);
+  ASSERT_TRUE(frames.ok());
+  std::promise<void> taken, release;
+  auto released = release.get_future().share();
+  std::atomic<int> batches{0};
+  m.scheduler.SetBatchObserver([&, released](const runtime::BatchRecord&) {
+    if (batches++ == 0) {
+      taken.set_value();
+      released.wait();
+    }
+  });
+  // Every batch's end, run or dropped.
+  std::atomic<int> ended{0};
+  std::promise<void> all_ended;
+  StreamOptions options = m.Offline(2);
+  options.on_batch_done = [&] {
+    if (++ended == 3) all_ended.set_value();
+  };
+  auto s = std::make_unique<LipSyncStream>(m.scheduler, m.model, *m.encoder, **frames, m.sequence,
+                                           m.layout, options);
+  const auto pcm = Tone(1.0);
+  ASSERT_TRUE(s->Push(pcm.data(), pcm.size()).ok());
+  ASSERT_TRUE(s->Prepare(false).value());
+  ASSERT_TRUE(s->Prepare(false).value());  // full: the first batch goes
+  taken.get_future().wait();               // and the worker holds it
+  ASSERT_TRUE(s->PrepareWaiting().ok());   // two more queued behind it
+  ASSERT_EQ(s->batches_open(), 3);
+  s->Stop(Status(StatusCode::kCancelled, "the client left"));
+  release.set_value();
+  all_ended.get_future().wait();
+  auto next = s->Next();
+  EXPECT_EQ(next.status().code(), StatusCode::kCancelled);
+  EXPECT_EQ(next.status().message(), "the client left");
+  s.reset();
+  EXPECT_EQ(batches.load(), 1) << "a queued batch ran after the stop";
+  EXPECT_EQ(m.scheduler.totals().rows_by_origin[static_cast<size_t>(runtime::Origin::kRender)], 2);
+  m.scheduler.SetBatchObserver(nullptr);
+}
+
+}  // namespace
+}  // namespace lipsync::stream
