@@ -99,21 +99,27 @@ Status LipSyncStream::Push(const float* pcm, size_t count) {
   lock.lock();
   if (!windows.ok()) {
     lock.unlock();
-    Stop(windows.status().WithContext("audio"));
-    return windows.status();
+    const Status failed = windows.status().WithContext("audio");
+    Stop(failed);
+    return failed;
   }
   audio_samples_ += static_cast<int64_t>(count);
-  const int64_t n = windows->element_count() / kAudioWindowValues;
-  const float* values = n > 0 ? windows->data_as<float>() : nullptr;
+  AddWindowsLocked(*windows, room);
+  lock.unlock();
+  cv_.notify_all();
+  return Status::Ok();
+}
+
+void LipSyncStream::AddWindowsLocked(const Tensor& windows,
+                                     std::chrono::steady_clock::time_point since) {
+  const int64_t n = windows.element_count() / kAudioWindowValues;
+  const float* values = n > 0 ? windows.data_as<float>() : nullptr;
   for (int64_t i = 0; i < n; ++i) {
     windows_.emplace_back(values + i * kAudioWindowValues, values + (i + 1) * kAudioWindowValues);
   }
   windows_made_ += n;
   stats_.audio.items += n;
-  stats_.audio.busy_s += Seconds(room, Clock::now());
-  lock.unlock();
-  if (n > 0) cv_.notify_all();
-  return Status::Ok();
+  stats_.audio.busy_s += Seconds(since, Clock::now());
 }
 
 Status LipSyncStream::Finish() {
@@ -125,19 +131,13 @@ Status LipSyncStream::Finish() {
   const auto start = Clock::now();
   auto windows = features_.Finish();
   if (!windows.ok()) {
-    Stop(windows.status().WithContext("audio"));
-    return windows.status();
+    const Status failed = windows.status().WithContext("audio");
+    Stop(failed);
+    return failed;
   }
   {
     std::lock_guard lock(mu_);
-    const int64_t n = windows->element_count() / kAudioWindowValues;
-    const float* values = n > 0 ? windows->data_as<float>() : nullptr;
-    for (int64_t i = 0; i < n; ++i) {
-      windows_.emplace_back(values + i * kAudioWindowValues, values + (i + 1) * kAudioWindowValues);
-    }
-    windows_made_ += n;
-    stats_.audio.items += n;
-    stats_.audio.busy_s += Seconds(start, Clock::now());
+    AddWindowsLocked(*windows, start);
     audio_ended_ = true;
   }
   cv_.notify_all();

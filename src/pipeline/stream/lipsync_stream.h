@@ -116,6 +116,8 @@ class LipSyncStream {
   void Submit(const std::shared_ptr<Batch>& batch);
   void BatchDone(Batch& batch, const Status& status);
   std::shared_ptr<Batch> NewBatchLocked();
+  // Queues the windows [n,32,16,16] for Prepare; the audio step was busy since `since`.
+  void AddWindowsLocked(const Tensor& windows, std::chrono::steady_clock::time_point since);
 
   runtime::Scheduler& scheduler_;
   std::shared_ptr<runtime::ScheduledModel> model_;
