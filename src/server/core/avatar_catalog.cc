@@ -218,10 +218,10 @@ Status AddOwnConfig(const std::string& path, const YAML::Node& root,
 
 }  // namespace
 
-Status CheckModelId(const std::string& id) {
-  if (id.empty()) return InvalidArgument("model_id is empty");
+Status CheckModelId(const std::string& id, const std::string& field) {
+  if (id.empty()) return InvalidArgument(field + " is empty");
   if (id == "." || id == ".." || id.find_first_of(std::string("/\\\0", 3)) != std::string::npos) {
-    return InvalidArgument("model_id '" + id + "' is not an avatar folder name");
+    return InvalidArgument(field + " '" + id + "' is not an avatar folder name");
   }
   return Status::Ok();
 }

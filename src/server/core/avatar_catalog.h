@@ -12,8 +12,9 @@
 
 namespace lipsync::server {
 
-// Model ids name folders and cache entries: nothing that could step outside them.
-Status CheckModelId(const std::string& id);
+// Model ids name folders and cache entries: nothing that could step outside them. Errors name
+// the id as `field`, the request's own name for it.
+Status CheckModelId(const std::string& id, const std::string& field = "model_id");
 
 struct AvatarSource {
   enum class Kind { kFolder, kGoModel };

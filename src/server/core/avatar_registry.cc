@@ -368,30 +368,46 @@ Status AvatarRegistry::LoadModels(Candidate& c) const {
 Result<std::shared_ptr<LoadedAvatar>> AvatarRegistry::Load(const std::string& id,
                                                            bool* loaded_now) {
   if (loaded_now) *loaded_now = false;
-  LIPSYNC_RETURN_IF_ERROR(CheckModelId(id));
-  LIPSYNC_RETURN_IF_ERROR(config_status_);
-  if (auto found = Find(id)) return found;
-  if (t_loader_of == this) return LoadHere(id, loaded_now);
-  using Outcome = std::pair<std::optional<Result<std::shared_ptr<LoadedAvatar>>>, bool>;
-  std::promise<Outcome> done;
-  loader_->Post([&] {
-    Outcome outcome;
+  if (t_loader_of == this) {
+    LIPSYNC_RETURN_IF_ERROR(CheckModelId(id));
+    LIPSYNC_RETURN_IF_ERROR(config_status_);
+    return LoadHere(id, loaded_now);
+  }
+  std::promise<std::pair<Result<std::shared_ptr<LoadedAvatar>>, bool>> done;
+  LoadAsync(id, [&done](Result<std::shared_ptr<LoadedAvatar>> avatar, bool now) {
+    done.set_value({std::move(avatar), now});
+  });
+  auto outcome = done.get_future().get();
+  if (loaded_now) *loaded_now = outcome.second;
+  return std::move(outcome.first);
+}
+
+void AvatarRegistry::LoadAsync(const std::string& id, LoadDone done) {
+  Status bad = CheckModelId(id);
+  if (bad.ok()) bad = config_status_;
+  if (!bad.ok()) return done(bad, false);
+  if (auto found = Find(id)) return done(std::move(found), false);
+  loader_->Post([this, id, done = std::move(done)] {
+    std::optional<Result<std::shared_ptr<LoadedAvatar>>> avatar;
+    bool loaded_now = false;
     const Status thrown = runtime::CatchAll("avatar load", [&] {
-      outcome.first.emplace(LoadHere(id, &outcome.second));
+      avatar.emplace(LoadHere(id, &loaded_now));
       return Status::Ok();
     });
-    if (!thrown.ok()) outcome.first.emplace(thrown);
-    done.set_value(std::move(outcome));
+    if (!thrown.ok()) avatar.emplace(thrown);
+    // The caller's continuation: a failure there is logged and leaves the loader serving.
+    (void)runtime::CatchAll("avatar load callback", [&] {
+      done(std::move(*avatar), loaded_now);
+      return Status::Ok();
+    });
   });
-  Outcome outcome = done.get_future().get();
-  if (loaded_now) *loaded_now = outcome.second;
-  return std::move(*outcome.first);
 }
 
 Result<std::shared_ptr<LoadedAvatar>> AvatarRegistry::LoadHere(const std::string& id,
                                                                bool* loaded_now) {
   if (loaded_now) *loaded_now = false;
   if (auto found = Find(id)) return found;  // loaded while this call waited
+  if (options_.before_load) options_.before_load(id);
 
   std::vector<std::shared_ptr<LoadedAvatar>> dropped;  // freed after the lock, outside it
   auto fail = [&](const Status& status) -> Status {

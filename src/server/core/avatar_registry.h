@@ -16,6 +16,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -86,6 +87,9 @@ struct AvatarRegistryOptions {
   // The scheduler of the device the avatars run on, when other callers share it (the server's
   // own model); null or another device's: the registry makes its own.
   std::shared_ptr<runtime::Scheduler> scheduler;
+  // Runs on the loader thread as each load of an avatar not loaded begins (tests hold a load in
+  // progress with it); empty: nothing.
+  std::function<void(const std::string& id)> before_load;
 };
 
 // What the repository index and the metrics show of one model id; taking it pins nothing.
@@ -121,6 +125,13 @@ class AvatarRegistry {
   // InvalidArgument for an id that is not a plain name, ResourceExhausted when the model cap or
   // a budget cannot be met even after evicting every idle avatar, and the avatar's load errors.
   Result<std::shared_ptr<LoadedAvatar>> Load(const std::string& id, bool* loaded_now = nullptr);
+  // Load without waiting: `done` gets what Load returns and `loaded_now`. It runs on the calling
+  // thread when `id` is loaded already or cannot be (a bad id, a bad config) and on the loader
+  // thread, once the load is over, otherwise; the loader's next load waits for it, so it should
+  // only hand the lease on (post it to the caller's workers, say).
+  using LoadDone =
+      std::function<void(Result<std::shared_ptr<LoadedAvatar>> avatar, bool loaded_now)>;
+  void LoadAsync(const std::string& id, LoadDone done);
   // NotFound when `id` is not loaded.
   Status Unload(const std::string& id);
   // Loads the config's preload list, then options.preload; stops at the first failure.

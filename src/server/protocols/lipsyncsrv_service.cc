@@ -20,16 +20,6 @@ int32_t MsSince(Clock::time_point start) {
       std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count());
 }
 
-// Model names become avatar folders under the root: nothing that could step outside it.
-Status CheckModelName(const std::string& name) {
-  if (name.empty()) return InvalidArgument("model_name is empty");
-  if (name == "." || name == ".." || name.find('/') != std::string::npos ||
-      name.find('\\') != std::string::npos || name.find('\0') != std::string::npos) {
-    return InvalidArgument("model_name '" + name + "' is not an avatar folder name");
-  }
-  return Status::Ok();
-}
-
 // The per-frame sequence of an audio file: the encoder's embeddings e with the first and last
 // repeated ([e0] + e + [e_last], model spec section 2 step 8), one row per video frame.
 Result<Tensor> SequenceFromAudio(AudioEncoder& encoder, const std::string& path, double fps) {
@@ -83,11 +73,9 @@ LipSyncSrvService::LipSyncSrvService(AvatarRegistry* registry, std::string avata
       root_(std::move(avatar_root)),
       options_(std::move(options)),
       metrics_(metrics),
-      workers_(options_.worker_threads) {}
+      requests_(registry, options_.worker_threads) {}
 
 LipSyncSrvService::~LipSyncSrvService() = default;
-
-void LipSyncSrvService::Enqueue(std::function<void()> work) { workers_.Post(std::move(work)); }
 
 Result<std::shared_ptr<const Tensor>> LipSyncSrvService::FeatureSequence(
     const std::shared_ptr<LoadedAvatar>& avatar, const std::string& audio_override) {
@@ -177,10 +165,20 @@ Result<Tensor> LipSyncSrvService::AudioWindows(const std::shared_ptr<LoadedAvata
   return AudioWindowsFromSequence(*sequence, frames);
 }
 
-Status LipSyncSrvService::RunFrames(const std::string& model, const std::vector<int32_t>& frame_ids,
+Result<AvatarRequests::Named> LipSyncSrvService::NameFrames(const std::string& model,
+                                                            size_t frames) {
+  if (frames == 0) return AvatarRequests::Named{model, "model_name", /*none=*/true};
+  if (frames > static_cast<size_t>(kLipSyncSrvMaxFrames)) {
+    return InvalidArgument("frame_ids holds " + std::to_string(frames) + " ids; at most " +
+                           std::to_string(kLipSyncSrvMaxFrames) + " per call");
+  }
+  return AvatarRequests::Named{model, "model_name"};
+}
+
+Status LipSyncSrvService::RunFrames(Clock::time_point start, const Result<AvatarLease>& avatar,
+                                    const std::string& model, const std::vector<int32_t>& frame_ids,
                                     const std::optional<std::string>& audio_override,
                                     std::vector<lipsyncsrv::InferenceResponse>* responses) {
-  const auto start = Clock::now();
   responses->assign(frame_ids.size(), {});
   for (size_t i = 0; i < frame_ids.size(); ++i) {
     (*responses)[i].set_model_name(model);
@@ -199,18 +197,9 @@ Status LipSyncSrvService::RunFrames(const std::string& model, const std::vector<
     if (outcome.ok()) outcome = status;
     return status.message();
   };
-  if (frame_ids.size() > static_cast<size_t>(kLipSyncSrvMaxFrames)) {
-    return fail_all(InvalidArgument("frame_ids holds " + std::to_string(frame_ids.size()) +
-                                    " ids; at most " + std::to_string(kLipSyncSrvMaxFrames) +
-                                    " per call"));
-  }
-  Status name_ok = CheckModelName(model);
-  if (!name_ok.ok()) return fail_all(name_ok);
-  bool loaded_now = false;
-  auto loaded = registry_->Load(model, &loaded_now);
-  if (!loaded.ok()) return fail_all(loaded.status());
-  const std::shared_ptr<LoadedAvatar>& avatar = *loaded;
-  LoadedAvatar& a = *avatar;
+  if (!avatar.ok()) return fail_all(avatar.status());
+  const bool loaded_now = avatar->loaded_now;
+  LoadedAvatar& a = *avatar->avatar;
   // An empty override is no override, as the Python server reads it (its JavaScript clients send
   // '' without audio): the model's default from LoadModel applies.
   std::string override_name;
@@ -223,18 +212,14 @@ Status LipSyncSrvService::RunFrames(const std::string& model, const std::vector<
   }
   const int s = a.layout.inner_size;
   const std::string shape = std::to_string(s) + "x" + std::to_string(s) + "x3";
-  const int64_t n = a.avatar.frame_count();
   std::vector<size_t> valid;  // indices into frame_ids
   std::vector<int64_t> frames;
   for (size_t i = 0; i < frame_ids.size(); ++i) {
     auto& r = (*responses)[i];
     r.set_auto_loaded(loaded_now);
     r.set_prediction_shape(shape);
-    if (frame_ids[i] < 0 || frame_ids[i] >= n) {
-      Fail(&r,
-           failed(InvalidArgument(
-               "frame_id " + std::to_string(frame_ids[i]) + " is out of range: model '" + model +
-               "' has " + std::to_string(n) + " frames (0.." + std::to_string(n - 1) + ")")));
+    if (Status in_range = CheckFrameIndex(a, frame_ids[i], "frame_id"); !in_range.ok()) {
+      Fail(&r, failed(in_range));
       continue;
     }
     valid.push_back(i);
@@ -242,7 +227,7 @@ Status LipSyncSrvService::RunFrames(const std::string& model, const std::vector<
   }
   const int batch = static_cast<int>(frames.size());
   if (batch > 0) {
-    auto windows = AudioWindows(avatar, override_name, frames);
+    auto windows = AudioWindows(avatar->avatar, override_name, frames);
     if (!windows.ok()) return fail_all(windows.status());
     const Tensor audio = std::move(*windows);
     // The face crops [batch,C,C,3]; the model reads their centres.
@@ -307,7 +292,7 @@ Status LipSyncSrvService::RunLoadModel(const lipsyncsrv::LoadModelRequest& reque
     response->set_initialization_time_ms(MsSince(start));
     return status;
   };
-  Status name_ok = CheckModelName(model);
+  Status name_ok = CheckModelId(model, "model_name");
   if (!name_ok.ok()) return fail(name_ok);
   std::string message;
   if (!request.package_path().empty()) {
@@ -372,30 +357,43 @@ Status LipSyncSrvService::RunLoadModel(const lipsyncsrv::LoadModelRequest& reque
 grpc::ServerUnaryReactor* LipSyncSrvService::GenerateInference(
     grpc::CallbackServerContext* call, const lipsyncsrv::InferenceRequest* request,
     lipsyncsrv::InferenceResponse* response) {
-  return PostUnaryCall(workers_, metrics_, call, "GenerateInference", [this, request, response] {
-    std::vector<lipsyncsrv::InferenceResponse> out;
-    Status outcome = RunFrames(
-        request->model_name(), {request->frame_id()},
-        request->has_audio_override() ? std::optional(request->audio_override()) : std::nullopt,
-        &out);
-    *response = std::move(out[0]);
-    return outcome;
-  });
+  auto start = std::make_shared<Clock::time_point>(Clock::now());
+  return requests_.PostUnaryCall(
+      metrics_, call, "GenerateInference",
+      [request, start] {
+        *start = Clock::now();
+        return NameFrames(request->model_name(), 1);
+      },
+      [this, request, response, start](Result<AvatarLease> avatar) {
+        std::vector<lipsyncsrv::InferenceResponse> out;
+        Status outcome = RunFrames(
+            *start, avatar, request->model_name(), {request->frame_id()},
+            request->has_audio_override() ? std::optional(request->audio_override()) : std::nullopt,
+            &out);
+        *response = std::move(out[0]);
+        return outcome;
+      });
 }
 
 grpc::ServerUnaryReactor* LipSyncSrvService::GenerateBatchInference(
     grpc::CallbackServerContext* call, const lipsyncsrv::BatchInferenceRequest* request,
     lipsyncsrv::BatchInferenceResponse* response) {
-  return PostUnaryCall(
-      workers_, metrics_, call, "GenerateBatchInference", [this, request, response] {
-        const auto start = Clock::now();
+  auto start = std::make_shared<Clock::time_point>(Clock::now());
+  return requests_.PostUnaryCall(
+      metrics_, call, "GenerateBatchInference",
+      [request, start] {
+        *start = Clock::now();
+        return NameFrames(request->model_name(), static_cast<size_t>(request->frame_ids_size()));
+      },
+      [this, request, response, start](Result<AvatarLease> avatar) {
         std::vector<lipsyncsrv::InferenceResponse> out;
         Status outcome = RunFrames(
-            request->model_name(), {request->frame_ids().begin(), request->frame_ids().end()},
+            *start, avatar, request->model_name(),
+            {request->frame_ids().begin(), request->frame_ids().end()},
             request->has_audio_override() ? std::optional(request->audio_override()) : std::nullopt,
             &out);
         for (auto& r : out) *response->add_responses() = std::move(r);
-        response->set_total_processing_time_ms(MsSince(start));
+        response->set_total_processing_time_ms(MsSince(*start));
         return outcome;
       });
 }
@@ -408,32 +406,20 @@ grpc::ServerUnaryReactor* LipSyncSrvService::LoadModel(grpc::CallbackServerConte
                        [this, request, response] { return RunLoadModel(*request, response); });
 }
 
-// One request at a time per stream: read, run on a worker, write, read the next. Answers thus
-// leave in request order.
+// One request at a time per stream: read, run on a worker (once its avatar is loaded), write,
+// read the next. Answers thus leave in request order.
 class LipSyncSrvService::StreamReactor
     : public grpc::ServerBidiReactor<lipsyncsrv::InferenceRequest, lipsyncsrv::InferenceResponse> {
  public:
   explicit StreamReactor(LipSyncSrvService* service) : service_(service) { StartRead(&request_); }
   void OnReadDone(bool ok) override {
     if (!ok) return Finish(grpc::Status::OK);  // the client closed its side
-    service_->Enqueue([this] {
-      std::vector<lipsyncsrv::InferenceResponse> out;
-      const Status outcome = runtime::CatchAll("StreamInference", [&] {
-        return service_->RunFrames(
-            request_.model_name(), {request_.frame_id()},
-            request_.has_audio_override() ? std::optional(request_.audio_override()) : std::nullopt,
-            &out);
-      });
-      if (out.empty()) out.emplace_back();
-      response_ = std::move(out[0]);
-      if (!outcome.ok() && response_.error().empty()) {
-        response_.set_success(false);
-        response_.set_error(outcome.message());
-      }
-      if (service_->metrics_) {
-        service_->metrics_->RecordRequest("StreamInference", StatusCodeName(outcome.code()));
-      }
-      StartWrite(&response_);
+    service_->requests_.Post([this] {
+      const auto start = Clock::now();
+      auto named = NameFrames(request_.model_name(), 1);
+      if (!named.ok()) return Answer(start, named.status());
+      service_->requests_.Resolve(
+          *named, [this, start](Result<AvatarLease> avatar) { Answer(start, std::move(avatar)); });
     });
   }
   void OnWriteDone(bool ok) override {
@@ -443,6 +429,27 @@ class LipSyncSrvService::StreamReactor
   void OnDone() override { delete this; }
 
  private:
+  // Runs the request on its avatar and writes the answer, whatever happens.
+  void Answer(Clock::time_point start, const Result<AvatarLease>& avatar) {
+    std::vector<lipsyncsrv::InferenceResponse> out;
+    const Status outcome = runtime::CatchAll("StreamInference", [&] {
+      return service_->RunFrames(
+          start, avatar, request_.model_name(), {request_.frame_id()},
+          request_.has_audio_override() ? std::optional(request_.audio_override()) : std::nullopt,
+          &out);
+    });
+    if (out.empty()) out.emplace_back();
+    response_ = std::move(out[0]);
+    if (!outcome.ok() && response_.error().empty()) {
+      response_.set_success(false);
+      response_.set_error(outcome.message());
+    }
+    if (service_->metrics_) {
+      service_->metrics_->RecordRequest("StreamInference", StatusCodeName(outcome.code()));
+    }
+    StartWrite(&response_);
+  }
+
   LipSyncSrvService* service_;
   lipsyncsrv::InferenceRequest request_;
   lipsyncsrv::InferenceResponse response_;

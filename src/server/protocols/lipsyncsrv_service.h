@@ -4,10 +4,11 @@
 // from an audio_override (base64 PCM as the Python server's JavaScript clients send, or a file in
 // the avatar's folder), or else from the avatar's precomputed features (a row per video frame) or
 // its own audio. Errors are answered as success=false with gRPC status OK, as that server does.
-// Requests run on the service's own threads, LoadModel (a package import) on the avatar
-// repository's loader thread; none on gRPC's.
+// Requests run on the service's own threads, LoadModel (a package import) and the load of a
+// request's avatar on the avatar repository's loader thread; none on gRPC's.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -21,6 +22,7 @@
 
 #include "lipsyncsrv/lipsyncsrv.grpc.pb.h"
 #include "server/core/avatar_registry.h"
+#include "server/core/avatar_requests.h"
 #include "server/core/metrics.h"
 #include "server/core/worker_pool.h"
 #include "server/protocols/old_behaviour.h"
@@ -74,17 +76,19 @@ class LipSyncSrvService final : public lipsyncsrv::LipSyncService::CallbackServi
                                       const lipsyncsrv::LoadModelRequest* request,
                                       lipsyncsrv::LoadModelResponse* response) override;
 
-  // The frames of one model as one engine batch; one response per frame id, in order. Runs on
-  // the calling thread. Returns the first failure answered (OK when every frame succeeded), for
-  // the metrics.
-  Status RunFrames(const std::string& model, const std::vector<int32_t>& frame_ids,
+  // What a call for `frames` frames of `model` is checked for before its avatar: the avatar it
+  // names (none for no frames), or its failure.
+  static Result<AvatarRequests::Named> NameFrames(const std::string& model, size_t frames);
+  // The frames of one model as one engine batch on its avatar (or failed with why there is
+  // none); one response per frame id, in order, timed from `start`. Runs on the calling thread.
+  // Returns the first failure answered (OK when every frame succeeded), for the metrics.
+  Status RunFrames(std::chrono::steady_clock::time_point start, const Result<AvatarLease>& avatar,
+                   const std::string& model, const std::vector<int32_t>& frame_ids,
                    const std::optional<std::string>& audio_override,
                    std::vector<lipsyncsrv::InferenceResponse>* responses);
   // Runs on the avatar repository's loader thread (one import or load at a time).
   Status RunLoadModel(const lipsyncsrv::LoadModelRequest& request,
                       lipsyncsrv::LoadModelResponse* response);
-  // Queues `work` for a worker thread.
-  void Enqueue(std::function<void()> work);
 
  private:
   class StreamReactor;
@@ -113,7 +117,7 @@ class LipSyncSrvService final : public lipsyncsrv::LipSyncService::CallbackServi
   std::mutex cache_mu_;  // guards sequences_ and default_overrides_
   std::map<std::string, CachedSequence> sequences_;
   std::map<std::string, std::string> default_overrides_;  // set by LoadModel's audio_override
-  WorkerPool workers_;  // last: its threads stop before the rest goes
+  AvatarRequests requests_;  // last: its threads stop before the rest goes
 };
 
 }  // namespace lipsync::server

@@ -190,7 +190,7 @@ MonolithicService::MonolithicService(MonolithicOptions options, AvatarRegistry* 
     : options_(std::move(options)),
       metrics_(metrics),
       registry_(registry),
-      workers_(options_.worker_threads) {}
+      requests_(registry, options_.worker_threads) {}
 
 MonolithicService::~MonolithicService() = default;
 
@@ -205,22 +205,31 @@ grpc::ServerUnaryReactor* MonolithicService::Reply(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* MonolithicService::InferBatchComposite(
     grpc::CallbackServerContext* call, const monolithic::CompositeBatchRequest* request,
     monolithic::CompositeBatchResponse* response) {
-  return PostUnaryCall(workers_, metrics_, call, "InferBatchComposite", [this, request, response] {
-    // A failure that escaped as an exception still answers success=false.
-    const Status outcome =
-        runtime::CatchAll("InferBatchComposite", [&] { return RunComposite(*request, response); });
-    if (!outcome.ok() && response->error().empty()) {
-      response->clear_composited_frames();
-      response->set_success(false);
-      response->set_error(outcome.message());
-    }
-    return outcome;
-  });
+  auto start = std::make_shared<Clock::time_point>(Clock::now());
+  return requests_.PostUnaryCall(
+      metrics_, call, "InferBatchComposite",
+      [request, start]() -> Result<AvatarRequests::Named> {
+        *start = Clock::now();
+        LIPSYNC_RETURN_IF_ERROR(CheckCompositeRequest(*request));
+        return AvatarRequests::Named{request->model_id()};
+      },
+      [this, request, response, start](Result<AvatarLease> avatar) {
+        // A failure that escaped as an exception still answers success=false.
+        const Status outcome = runtime::CatchAll("InferBatchComposite", [&] {
+          return RunComposite(*start, std::move(avatar), *request, response);
+        });
+        if (!outcome.ok() && response->error().empty()) {
+          response->clear_composited_frames();
+          response->set_success(false);
+          response->set_error(outcome.message());
+        }
+        return outcome;
+      });
 }
 
-Status MonolithicService::RunComposite(const monolithic::CompositeBatchRequest& request,
+Status MonolithicService::RunComposite(Clock::time_point start, Result<AvatarLease> avatar,
+                                       const monolithic::CompositeBatchRequest& request,
                                        monolithic::CompositeBatchResponse* response) {
-  const auto start = Clock::now();
   response->set_gpu_id(registry_->gpu_id());
   auto fail = [&](const Status& status) {
     response->clear_composited_frames();
@@ -229,14 +238,10 @@ Status MonolithicService::RunComposite(const monolithic::CompositeBatchRequest& 
     response->set_total_time_ms(static_cast<float>(MsSince(start)));
     return status;
   };
-  Status checked = CheckCompositeRequest(request);
-  if (!checked.ok()) return fail(checked);
-  bool loaded_now = false;
-  auto avatar = registry_->Load(request.model_id(), &loaded_now);
   if (!avatar.ok()) return fail(avatar.status());
-  response->set_model_loaded(loaded_now);
-  if (loaded_now) response->set_model_load_time_ms(static_cast<float>((*avatar)->load_ms));
-  LoadedAvatar& a = **avatar;
+  response->set_model_loaded(avatar->loaded_now);
+  LoadedAvatar& a = *avatar->avatar;
+  if (avatar->loaded_now) response->set_model_load_time_ms(static_cast<float>(a.load_ms));
 
   CompositeTimings timings;
   auto frames = ComposeBatch(a, request, &timings, options_.behaviour);

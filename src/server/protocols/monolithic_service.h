@@ -2,10 +2,11 @@
 // clients can call lipsync unchanged. A request names an avatar and carries the batch's prepared
 // face crops and a chunk of raw audio; the answer is one JPEG per output frame, the avatar's
 // background frame with the new face pasted in. Errors are answered as success=false with gRPC
-// status OK, as that server does. Requests run on the service's own threads,
-// LoadModel on the avatar repository's loader thread; none on gRPC's.
+// status OK, as that server does. Requests run on the service's own threads, LoadModel and the
+// load of a request's avatar on the avatar repository's loader thread; none on gRPC's.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -16,6 +17,7 @@
 
 #include "monolithic/monolithic.grpc.pb.h"
 #include "server/core/avatar_registry.h"
+#include "server/core/avatar_requests.h"
 #include "server/core/metrics.h"
 #include "server/core/worker_pool.h"
 #include "server/protocols/composite_audio.h"
@@ -86,8 +88,10 @@ class MonolithicService final : public monolithic::MonolithicService::CallbackSe
                                    monolithic::HealthResponse* response) override;
 
  private:
-  // Fills `response` (success=false with the error on failure) and returns the outcome.
-  Status RunComposite(const monolithic::CompositeBatchRequest& request,
+  // Fills `response` from the request's avatar (success=false with the error on failure) and
+  // returns the outcome; `start`: when the request's work began.
+  Status RunComposite(std::chrono::steady_clock::time_point start, Result<AvatarLease> avatar,
+                      const monolithic::CompositeBatchRequest& request,
                       monolithic::CompositeBatchResponse* response);
   grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* call, const char* method,
                                   const Status& outcome = Status::Ok());
@@ -95,7 +99,7 @@ class MonolithicService final : public monolithic::MonolithicService::CallbackSe
   MonolithicOptions options_;
   Metrics* metrics_;
   AvatarRegistry* registry_;
-  WorkerPool workers_;  // last: its threads stop before the rest goes
+  AvatarRequests requests_;  // last: its threads stop before the rest goes
 };
 
 }  // namespace lipsync::server
