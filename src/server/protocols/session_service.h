@@ -31,7 +31,7 @@ struct SessionOptions {
   // this long is ended with DEADLINE_EXCEEDED and its resources freed.
   std::chrono::milliseconds idle_timeout{30000};
   int max_sessions = 64;     // more at once are refused with RESOURCE_EXHAUSTED
-  int groups_in_flight = 2;  // batches of frames one session has under way at most
+  int batches_under_way = 2;  // batches of frames one session has under way at most
 };
 
 // Largest audio chunk: 10 s at 16 kHz.
