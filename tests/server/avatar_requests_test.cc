@@ -1,7 +1,7 @@
 // A request whose avatar is still loading holds no worker of its service: with one worker each,
 // the monolithic and lipsyncsrv services answer a request for a loaded avatar while another
 // request's load is held on the loader thread (by the registry's before_load hook, on events),
-// then answer the held request too once its load goes on.
+// then answer the held request too once its load goes on; the same for a lipsyncsrv stream.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -87,7 +87,7 @@ std::unique_ptr<grpc::ClientContext> Context(int seconds) {
 TEST(AvatarRequests, ALoadInProgressHoldsNoInferenceWorker) {
   auto gate = std::make_shared<LoadGate>();
   ScratchDir root;
-  for (const char* id : {"anna", "bob", "carl"}) ImportAvatar(root, id);
+  for (const char* id : {"anna", "bob", "carl", "dave"}) ImportAvatar(root, id);
 
   ServerOptions options = testing::Options(1, 0);
   options.batching.preferred_batch = 1;
@@ -166,6 +166,32 @@ TEST(AvatarRequests, ALoadInProgressHoldsNoInferenceWorker) {
   EXPECT_TRUE(carl_answer.success()) << carl_answer.error();
   EXPECT_TRUE(carl_answer.auto_loaded());
   EXPECT_EQ(carl_answer.frame_id(), 2);
+
+  // lipsyncsrv's stream: its request for "dave" held in its load while "anna" is asked for.
+  gate->Hold("dave");
+  auto stream_context = Context(120);
+  auto stream = lipsyncsrv->StreamInference(stream_context.get());
+  lipsyncsrv::InferenceRequest dave;
+  dave.set_model_name("dave");
+  dave.set_frame_id(3);
+  ASSERT_TRUE(stream->Write(dave));
+  EXPECT_TRUE(gate->WaitStarted("dave")) << "the load of 'dave' never began";
+  lipsyncsrv::InferenceResponse stream_meanwhile;
+  const grpc::Status stream_meanwhile_status =
+      lipsyncsrv->GenerateInference(Context(30).get(), anna, &stream_meanwhile);
+  gate->Release("dave");
+  stream->WritesDone();
+  lipsyncsrv::InferenceResponse dave_answer;
+  const bool answered = stream->Read(&dave_answer);
+  const grpc::Status stream_status = stream->Finish();
+  EXPECT_TRUE(stream_meanwhile_status.ok())
+      << "a loaded avatar waited for a stream's load: " << stream_meanwhile_status.error_message();
+  EXPECT_TRUE(stream_meanwhile.success()) << stream_meanwhile.error();
+  ASSERT_TRUE(answered);
+  ASSERT_TRUE(stream_status.ok()) << stream_status.error_message();
+  EXPECT_TRUE(dave_answer.success()) << dave_answer.error();
+  EXPECT_TRUE(dave_answer.auto_loaded());
+  EXPECT_EQ(dave_answer.frame_id(), 3);
 }
 
 }  // namespace
