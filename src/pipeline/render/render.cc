@@ -8,6 +8,7 @@
 
 #include "core/platform.h"
 #include "pipeline/render/render_pipeline.h"
+#include "runtime/catch_all.h"
 
 namespace lipsync {
 
@@ -310,7 +311,12 @@ Result<RenderStats> Renderer::Render(const std::string& audio_path, const Render
       return std::thread([=, &p] {
         platform::NameThisThread(name);
         if (background) platform::LowerThisThreadPriority(nice);
-        stage(p);
+        // What a stage throws (a failed allocation) ends the render with an error, not the process.
+        const Status thrown = runtime::CatchAll(name, [&] {
+          stage(p);
+          return Status::Ok();
+        });
+        if (!thrown.ok()) p.Fail(thrown);
       });
     };
     std::vector<std::thread> threads;

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "lipsync/frames.h"
+#include "runtime/catch_all.h"
 #include "server/protocols/monolithic_service.h"  // kCompositeJpegQuality
 #include "server/protocols/request_codec.h"
 
@@ -130,7 +131,8 @@ class SessionCall final : public grpc::ServerBidiReactor<SessionRequest, Session
  private:
   void Main() {
     { std::lock_guard lock(signal_->mu); }  // the constructor has set thread_
-    grpc::Status status = ToGrpcStatus(Serve());
+    // What the session's work throws (a failed allocation) ends this session, not the server.
+    grpc::Status status = ToGrpcStatus(runtime::CatchAll("session", [&] { return Serve(); }));
     if (!status.ok()) {
       spdlog::debug("session {} ended: {} {}", id_, GrpcCodeName(status.error_code()),
                     status.error_message());
