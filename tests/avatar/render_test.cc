@@ -103,6 +103,28 @@ TEST(Renderer, CancelLeavesNothing) {
   }
 }
 
+// What a stage throws (here a failed allocation in the progress callback, on the output thread)
+// ends that render with an error and leaves nothing behind; the next render of the renderer works.
+TEST(Renderer, AThrowingStageFailsTheRenderNotTheProcess) {
+  ScratchDir dir;
+  const Avatar avatar = ImportTinyAvatar(dir);
+  const std::string speech = WriteSpeechVideo(dir, 1.0);
+  auto renderer = Renderer::Create(avatar);
+  ASSERT_TRUE(renderer.ok()) << renderer.status().ToString();
+  const auto before = dir.List();
+  RenderOptions options;
+  options.progress = [](const RenderProgress& p) {
+    if (p.frames_done == 3) throw std::bad_alloc();
+  };
+  auto failed = (*renderer)->Render(speech, RenderOutput::Frames(dir / "frames"), options);
+  EXPECT_EQ(failed.status().code(), StatusCode::kResourceExhausted) << failed.status().ToString();
+  EXPECT_NE(failed.status().message().find("out of memory"), std::string::npos);
+  EXPECT_EQ(dir.List(), before);
+  auto rendered = (*renderer)->Render(speech, RenderOutput::Frames(dir / "frames"), {});
+  ASSERT_TRUE(rendered.ok()) << rendered.status().ToString();
+  EXPECT_GT(rendered->frames, 3);
+}
+
 // On lipsync's own backends the UNet runs there and an audio encoder they cannot compile (the
 // tiny one's MatMul) on ONNX Runtime's CPU provider.
 TEST(Renderer, NativeBackendRunsTheEncoderOnOnnxRuntime) {
