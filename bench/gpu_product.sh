@@ -83,6 +83,9 @@ pack() {
   local ffmpeg ffmpeg_start=$SECONDS
   ffmpeg="$(bash "$root/scripts/build_ffmpeg_pack.sh")"
   echo "static FFmpeg: $ffmpeg ($((SECONDS - ffmpeg_start)) s)"
+  # A fresh configure: pkg-config's results are cached, and a cache made without the static
+  # FFmpeg (or with another one) would link the system's.
+  rm -f "$build/CMakeCache.txt"
   cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLIPSYNC_ENABLE_CUDA=ON \
     -DLIPSYNC_CUDA_ARCHITECTURES="$ARCHS" -DLIPSYNC_BUILD_TESTS=ON -DLIPSYNC_FFMPEG_PREFIX="$ffmpeg" \
     -DCMAKE_EXE_LINKER_FLAGS=-Wl,--as-needed "${launcher[@]}" >/dev/null
