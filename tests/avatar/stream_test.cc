@@ -8,6 +8,7 @@
 #include <future>
 
 #include "avatar_test_util.h"
+#include "lipsync/memory.h"
 #include "pipeline/stream/lipsync_stream.h"
 
 namespace lipsync::stream {
@@ -182,6 +183,39 @@ TEST(LipSyncStream, AStopDropsTheQueuedBatches) {
   EXPECT_EQ(batches.load(), 1) << "a queued batch ran after the stop";
   EXPECT_EQ(m.scheduler.totals().rows_by_origin[static_cast<size_t>(runtime::Origin::kRender)], 2);
   m.scheduler.SetBatchObserver(nullptr);
+}
+
+// A batch's buffers come from the host working-memory pool: counted while the stream holds them,
+// given back with it, and refused past the pool's limit with a clear error.
+TEST(LipSyncStream, BatchesTakeTheirMemoryFromTheHostPoolWithinItsLimit) {
+  Models m(2);
+  auto frames = CachedFrames::Open(m.avatar, m.layout, {}, 64 << 20);
+  ASSERT_TRUE(frames.ok());
+  struct NoLimitAtEnd {
+    ~NoLimitAtEnd() { HostMemory().SetLimit(0); }
+  } no_limit_at_end;
+  const auto pcm = Tone(0.6);
+  const int64_t s = m.layout.inner_size;
+  const int64_t batch_bytes = 2 * (2 * s * s * 3 + kAudioWindowValues * 4);  // faces in and out
+  {
+    const int64_t before = HostMemory().stats().working_in_use;
+    LipSyncStream stream(m.scheduler, m.model, *m.encoder, **frames, m.sequence, m.layout,
+                         m.Offline(2));
+    ASSERT_TRUE(stream.Push(pcm.data(), pcm.size()).ok());
+    ASSERT_TRUE(stream.Prepare(false).value());  // the first frame of a batch of two: not yet run
+    EXPECT_GE(HostMemory().stats().working_in_use - before, batch_bytes);
+  }
+  const int64_t in_use = HostMemory().stats().working_in_use;
+  HostMemory().SetLimit(in_use + 4096);  // less than one batch
+  LipSyncStream refused(m.scheduler, m.model, *m.encoder, **frames, m.sequence, m.layout,
+                        m.Offline(2));
+  ASSERT_TRUE(refused.Push(pcm.data(), pcm.size()).ok());
+  auto prepared = refused.Prepare(false);
+  EXPECT_EQ(prepared.status().code(), StatusCode::kResourceExhausted)
+      << prepared.status().ToString();
+  EXPECT_NE(prepared.status().message().find("host memory limit"), std::string::npos);
+  EXPECT_EQ(refused.Next().status().code(), StatusCode::kResourceExhausted);
+  EXPECT_EQ(HostMemory().stats().working_in_use, in_use);
 }
 
 }  // namespace

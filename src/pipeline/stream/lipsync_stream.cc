@@ -4,6 +4,7 @@
 #include <string>
 
 #include "lipsync/face.h"
+#include "lipsync/memory.h"
 
 namespace lipsync::stream {
 namespace {
@@ -23,11 +24,10 @@ struct LipSyncStream::Batch {
   int count = 0;      // frames prepared into it
   std::vector<SourceFrame> frames;
   std::vector<int64_t> avatar_frames;
-  std::vector<uint8_t> faces;  // frame form: inner faces [batch,S,S,3]
-  std::vector<float> visual;   // else: the model's input [batch,6,S,S]
-  std::vector<float> audio;    // [batch,32,16,16]
-  std::vector<uint8_t> out_faces;
-  std::vector<float> out_visual;
+  // From the host working-memory pool, so that a host budget counts them: the frame form's inner
+  // faces [batch,S,S,3] in and out as bytes, else the model's float input [batch,6,S,S] and
+  // output [batch,3,S,S]; the windows [batch,32,16,16].
+  std::unique_ptr<PoolBlock> input, output, audio;
   bool done = false;  // under the stream's lock from here on
   Status status;
   runtime::JobTimes times;
@@ -144,24 +144,28 @@ Status LipSyncStream::Finish() {
   return Status::Ok();
 }
 
-std::shared_ptr<LipSyncStream::Batch> LipSyncStream::NewBatchLocked() {
-  if (!spare_.empty()) {
-    auto batch = std::move(spare_.back());
-    spare_.pop_back();
-    return batch;
-  }
+Result<std::shared_ptr<LipSyncStream::Batch>> LipSyncStream::NewBatch() {
   const size_t b = static_cast<size_t>(options_.batch);
   const size_t pixels = static_cast<size_t>(layout_.inner_size) * layout_.inner_size;
+  const size_t value = options_.frame_form ? 1 : sizeof(float);
+  const size_t bytes[3] = {b * pixels * (options_.frame_form ? 3 : 6) * value,
+                           b * pixels * 3 * value,
+                           b * static_cast<size_t>(kAudioWindowValues) * sizeof(float)};
   auto batch = std::make_shared<Batch>();
   batch->frames.resize(b);
   batch->avatar_frames.resize(b);
-  batch->audio.resize(b * static_cast<size_t>(kAudioWindowValues));
-  if (options_.frame_form) {
-    batch->faces.resize(b * pixels * 3);
-    batch->out_faces.resize(b * pixels * 3);
-  } else {
-    batch->visual.resize(b * pixels * 6);
-    batch->out_visual.resize(b * pixels * 3);
+  std::unique_ptr<PoolBlock>* blocks[3] = {&batch->input, &batch->output, &batch->audio};
+  for (int i = 0; i < 3; ++i) {
+    // Past the pool's limit the scheduler's owner may make room (evict an idle avatar).
+    for (int tries = 0;; ++tries) {
+      *blocks[i] = std::make_unique<PoolBlock>(bytes[i]);
+      if (**blocks[i]) break;
+      blocks[i]->reset();
+      if (tries == 16 || !scheduler_.MakeRoom()) {
+        return ResourceExhausted("no memory for a batch of " + std::to_string(b) +
+                                 " frames within the host memory limit");
+      }
+    }
   }
   return batch;
 }
@@ -194,12 +198,24 @@ Result<bool> LipSyncStream::Prepare(bool wait) {
     if (filling_ && (audio_ended_ || options_.live) && windows_.empty()) submit_filling();
     return false;
   }
+  if (!filling_ && spare_.empty()) {  // a new batch, allocated without the lock
+    lock.unlock();
+    auto made = NewBatch();
+    if (!made.ok()) {
+      Stop(made.status());
+      return made.status();
+    }
+    lock.lock();
+    spare_.push_back(std::move(*made));
+    if (stopped_) return StoppedLocked();  // only Push adds windows and only Next adds room
+  }
   const auto work = Clock::now();
   std::vector<float> window = std::move(windows_.front());
   windows_.pop_front();
   const int64_t index = next_frame_++;
   if (!filling_) {
-    filling_ = NewBatchLocked();
+    filling_ = std::move(spare_.back());
+    spare_.pop_back();
     filling_->first = index;
     filling_->count = 0;
     filling_->pulled = 0;
@@ -225,12 +241,12 @@ Result<bool> LipSyncStream::Prepare(bool wait) {
   const uint8_t* face = source->crop.bgr.data() + layout_.inner_offset * (crop_row + 3);
   if (options_.frame_form) {
     const size_t face_row = static_cast<size_t>(s) * 3;
-    uint8_t* to = batch->faces.data() + k * face_row * s;
+    uint8_t* to = batch->input->as<uint8_t>() + k * face_row * s;
     for (int y = 0; y < s; ++y) std::memcpy(to + y * face_row, face + y * crop_row, face_row);
   } else {
-    FillVisualInput(face, crop_row, layout_, batch->visual.data() + k * 6 * s * s);
+    FillVisualInput(face, crop_row, layout_, batch->input->as<float>() + k * 6 * s * s);
   }
-  std::memcpy(batch->audio.data() + k * kAudioWindowValues, window.data(),
+  std::memcpy(batch->audio->as<float>() + k * kAudioWindowValues, window.data(),
               kAudioWindowValues * sizeof(float));
   batch->frames[k] = std::move(*source);
   batch->avatar_frames[k] = avatar_frame;
@@ -260,13 +276,13 @@ void LipSyncStream::Submit(const std::shared_ptr<Batch>& batch) {
   Shape audio_shape = {n};
   audio_shape.insert(audio_shape.end(), audio_item_shape_.begin(), audio_item_shape_.end());
   runtime::Job job;
-  job.audio = {DataType::kFloat32, audio_shape, batch->audio.data()};
+  job.audio = {DataType::kFloat32, audio_shape, batch->audio->as<float>()};
   if (options_.frame_form) {
-    job.visual = {DataType::kUInt8, {n, s, s, 3}, batch->faces.data()};
-    job.output = {DataType::kUInt8, {n, s, s, 3}, batch->out_faces.data()};
+    job.visual = {DataType::kUInt8, {n, s, s, 3}, batch->input->as<uint8_t>()};
+    job.output = {DataType::kUInt8, {n, s, s, 3}, batch->output->as<uint8_t>()};
   } else {
-    job.visual = {DataType::kFloat32, {n, 6, s, s}, batch->visual.data()};
-    job.output = {DataType::kFloat32, {n, 3, s, s}, batch->out_visual.data()};
+    job.visual = {DataType::kFloat32, {n, 6, s, s}, batch->input->as<float>()};
+    job.output = {DataType::kFloat32, {n, 3, s, s}, batch->output->as<float>()};
   }
   job.priority = options_.live ? runtime::Priority::kLive : runtime::Priority::kOffline;
   job.origin = options_.origin;
@@ -337,10 +353,10 @@ Result<std::optional<StreamFrame>> LipSyncStream::Next() {
   std::vector<uint8_t> converted;
   const uint8_t* face = nullptr;
   if (options_.frame_form) {
-    face = batch->out_faces.data() + k * face_values;
+    face = batch->output->as<uint8_t>() + k * face_values;
   } else {
     converted.resize(face_values);
-    OutputToImage(batch->out_visual.data() + k * face_values, s, converted.data());
+    OutputToImage(batch->output->as<float>() + k * face_values, s, converted.data());
     face = converted.data();
   }
   StreamFrame out;

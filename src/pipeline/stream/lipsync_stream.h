@@ -11,7 +11,9 @@
 //                batches of them go to the device's scheduler as one job each;
 //   Next         the next frame once its batch has run, with its new face pasted in.
 // Memory is bounded: at most `max_batches` batches are open (filling, queued, run and not yet
-// pulled), and Push waits while `max_waiting_windows` windows wait. Any failure stops the stream;
+// pulled), and Push waits while `max_waiting_windows` windows wait. The batches' buffers come
+// from the host working-memory pool (lipsync/memory.h), so that a host budget counts them; past
+// its limit the stream fails with kResourceExhausted. Any failure stops the stream;
 // every call then returns it. Destruction drops the batches still queued and waits for those
 // running.
 #pragma once
@@ -115,7 +117,8 @@ class LipSyncStream {
   // slot under it).
   void Submit(const std::shared_ptr<Batch>& batch);
   void BatchDone(Batch& batch, const Status& status);
-  std::shared_ptr<Batch> NewBatchLocked();
+  // A batch with its buffers from the host pool (ResourceExhausted past its limit).
+  Result<std::shared_ptr<Batch>> NewBatch();
   // Queues the windows [n,32,16,16] for Prepare; the audio step was busy since `since`.
   void AddWindowsLocked(const Tensor& windows, std::chrono::steady_clock::time_point since);
 
