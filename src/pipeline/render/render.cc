@@ -1,5 +1,5 @@
-// Renderer: loads the models once; Render() sets up the output and the pipeline, runs the five
-// stages on their own threads and finishes (or discards) the output.
+// Renderer: loads the models once; Render() sets up the output and the lip-sync stream, runs its
+// steps and the output on their own threads and finishes (or discards) the output.
 #include "lipsync/render.h"
 
 #include <algorithm>
@@ -14,8 +14,7 @@ namespace lipsync {
 
 namespace internal {
 
-Pipeline::Pipeline(const Avatar& a, int r, AudioEncoder& e, const RenderOptions& o, size_t queue)
-    : avatar(a), runs(r), encoder(e), options(o), queue_frames(queue), pasted(queue) {
+Pipeline::Pipeline(const RenderOptions& o, size_t queue) : options(o), pasted(queue) {
   const char* names[kStageCount] = {"audio", "frames", "infer", "paste", "output"};
   for (int i = 0; i < kStageCount; ++i) stats[i].name = names[i];
 }
@@ -217,7 +216,7 @@ Result<RenderStats> Renderer::Render(const std::string& audio_path, const Render
       options.queue_frames > 0 ? options.queue_frames : static_cast<size_t>(options.batch) + 2;
   // Every avatar UNet has the frame form (FindUnetInputs asks for its interface).
   const int runs = static_cast<int>(models_->runs.size());
-  internal::Pipeline p(avatar, runs, *models_->encoder, options, queue_frames);
+  internal::Pipeline p(options, queue_frames);
   const bool frame_form = options.face_input == FaceInput::kFrames ||
                           (options.face_input == FaceInput::kAuto &&
                            models_->unets[0]->capabilities().frames_on_device);
@@ -339,9 +338,9 @@ Result<RenderStats> Renderer::Render(const std::string& audio_path, const Render
   }
   p.stats[internal::kInferStage].cpu_s += steps.infer_cpu_s;
   if (p.failed()) return p.error();  // the writer or staging folder removes what was written
-  if (p.frames_written != p.total.load()) {
+  if (p.frames_written != p.stream->frames_total()) {
     return Internal("render ended after " + std::to_string(p.frames_written) + " of " +
-                    std::to_string(p.total.load()) + " frames");
+                    std::to_string(p.stream->frames_total()) + " frames");
   }
   if (p.writer) {
     LIPSYNC_RETURN_IF_ERROR(p.writer->Finish());

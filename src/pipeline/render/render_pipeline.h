@@ -34,15 +34,10 @@ struct FrameJob {
 enum Stage { kAudioStage, kFramesStage, kInferStage, kPasteStage, kOutputStage, kStageCount };
 
 struct Pipeline {
-  Pipeline(const Avatar& avatar, int runs, AudioEncoder& encoder, const RenderOptions& options,
-           size_t queue_frames);
+  Pipeline(const RenderOptions& options, size_t queue_frames);
 
   // Set up by Render() before the threads start.
-  const Avatar& avatar;
-  int runs = 1;  // batches the scheduler runs at once for this render
-  AudioEncoder& encoder;
   const RenderOptions& options;
-  size_t queue_frames = 0;
   std::string audio_path;
   std::unique_ptr<AudioReader> feature_audio;  // 16 kHz, for the features
   std::unique_ptr<AudioReader> mux_audio;      // the output's sound track (video only)
@@ -55,8 +50,6 @@ struct Pipeline {
 
   BoundedQueue<FrameJob> pasted;  // paste -> output
 
-  // The number of output frames, known when the audio has ended (-1 before).
-  std::atomic<int64_t> total{-1};
   int64_t frames_written = 0;     // written by the output stage
   StageStats stats[kStageCount];  // the threads' own; the stream's step times are added after
   Clock::time_point started;

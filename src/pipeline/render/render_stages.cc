@@ -83,7 +83,6 @@ void RunAudioStage(Pipeline& p) {
                   static_cast<double>((kMelWindowFrames - 1) * kMelHop) / kAudioSampleRate);
     return p.Fail(InvalidArgument("audio '" + p.audio_path + "' " + text));
   }
-  p.total = p.stream->frames_total();
 }
 
 // Cuts each window's avatar frame and face into its batch, which goes to the scheduler full.
@@ -158,7 +157,7 @@ void RunOutputStage(Pipeline& p) {
     if (p.options.progress) {
       RenderProgress progress;
       progress.frames_done = p.frames_written;
-      const int64_t total = p.total.load();
+      const int64_t total = p.stream->frames_total();  // -1 until the audio has ended
       progress.total_known = total >= 0;
       progress.frames_total = total >= 0 ? total : std::max(p.estimated_total, p.frames_written);
       progress.elapsed_s = SecondsSince(p.started);
