@@ -319,23 +319,24 @@ void LipSyncStream::BatchDone(Batch& batch, const Status& status) {
   cv_.notify_all();
 }
 
+// A batch is done only after it has left the filling slot for the scheduler, so a done front
+// batch is one Next may take.
+bool LipSyncStream::NextReadyLocked() const {
+  if (open_.empty()) return audio_ended_ && windows_.empty();  // the end
+  return open_.front()->done;
+}
+
 bool LipSyncStream::FrameReady() const {
   std::lock_guard lock(mu_);
-  if (stopped_) return true;
-  if (open_.empty()) return audio_ended_ && windows_.empty();
-  const Batch& front = *open_.front();
-  return front.done && &front != filling_.get();
+  return stopped_ || NextReadyLocked();
 }
 
 Result<std::optional<StreamFrame>> LipSyncStream::Next() {
   Lock lock(mu_);
   const auto start = Clock::now();
-  const auto ended = [&] { return audio_ended_ && windows_.empty() && open_.empty(); };
-  LIPSYNC_RETURN_IF_ERROR(WaitLocked(lock, [&] {
-    return ended() || (!open_.empty() && open_.front()->done && open_.front() != filling_);
-  }));
+  LIPSYNC_RETURN_IF_ERROR(WaitLocked(lock, [&] { return NextReadyLocked(); }));
   stats_.paste.starved_s += Seconds(start, Clock::now());
-  if (ended()) return std::optional<StreamFrame>();
+  if (open_.empty()) return std::optional<StreamFrame>();  // every frame is out
   std::shared_ptr<Batch> batch = open_.front();
   if (!batch->status.ok()) {
     const Status failed = batch->status;

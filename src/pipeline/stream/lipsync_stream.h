@@ -113,6 +113,8 @@ class LipSyncStream {
   template <typename Pred>
   Status WaitLocked(Lock& lock, Pred ready);
   Status StoppedLocked() const;
+  // The front batch has run (or failed), or the last frame is out.
+  bool NextReadyLocked() const;
   // Queues the filling batch on the scheduler (called without the lock; `batch` left the filling
   // slot under it).
   void Submit(const std::shared_ptr<Batch>& batch);
