@@ -343,6 +343,15 @@ bool Scheduler::MakeRoom() {
   return make_room && make_room();
 }
 
+std::unique_ptr<PoolBlock> Scheduler::AllocateWorking(size_t bytes) {
+  constexpr int kMostEvictions = 16;
+  for (int tries = 0;; ++tries) {
+    auto block = std::make_unique<PoolBlock>(bytes);
+    if (*block) return block;
+    if (tries == kMostEvictions || !MakeRoom()) return nullptr;
+  }
+}
+
 void Scheduler::SetLiveMaxBatch(int frames) {
   std::lock_guard lock(mu_);
   options_.live_max_batch = std::max(0, frames);

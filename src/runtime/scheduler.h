@@ -35,6 +35,7 @@
 
 #include "lipsync/engine.h"
 #include "lipsync/face_layout.h"
+#include "lipsync/memory.h"
 
 namespace lipsync::runtime {
 
@@ -198,6 +199,10 @@ class Scheduler {
   // Calls the memory hook: true when it made room. Callers that allocate a request's working
   // memory themselves try again after it, as a batch does.
   bool MakeRoom();
+  // A caller's working memory (a request's tensors, a stream's batch) from the host pool, so
+  // that its limit counts it: past the limit the memory hook makes room and it is tried again.
+  // Null when no room can be made.
+  std::unique_ptr<PoolBlock> AllocateWorking(size_t bytes);
   // SchedulerOptions::live_max_batch from now on.
   void SetLiveMaxBatch(int frames);
   // Every batch from now on and every change of the queue depth is told to `listener` (null: to

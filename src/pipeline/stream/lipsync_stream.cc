@@ -156,15 +156,10 @@ Result<std::shared_ptr<LipSyncStream::Batch>> LipSyncStream::NewBatch() {
   batch->avatar_frames.resize(b);
   std::unique_ptr<PoolBlock>* blocks[3] = {&batch->input, &batch->output, &batch->audio};
   for (int i = 0; i < 3; ++i) {
-    // Past the pool's limit the scheduler's owner may make room (evict an idle avatar).
-    for (int tries = 0;; ++tries) {
-      *blocks[i] = std::make_unique<PoolBlock>(bytes[i]);
-      if (**blocks[i]) break;
-      blocks[i]->reset();
-      if (tries == 16 || !scheduler_.MakeRoom()) {
-        return ResourceExhausted("no memory for a batch of " + std::to_string(b) +
-                                 " frames within the host memory limit");
-      }
+    *blocks[i] = scheduler_.AllocateWorking(bytes[i]);
+    if (!*blocks[i]) {
+      return ResourceExhausted("no memory for a batch of " + std::to_string(b) +
+                               " frames within the host memory limit");
     }
   }
   return batch;

@@ -5,7 +5,6 @@
 #include <cstring>
 #include <functional>
 #include <opencv2/core.hpp>
-#include <optional>
 
 #include "lipsync/memory.h"
 #include "server/protocols/request_codec.h"
@@ -44,16 +43,13 @@ Status RunUnet(LoadedAvatar& a, const float* visual, const Tensor& audio, int ba
 
 // A request's input and output tensors come from the working-memory pool, so that the host budget
 // counts them as it counts a run's; when it is full, idle avatars are evicted as for a batch.
-Status ReserveWorking(LoadedAvatar& a, size_t bytes, const char* what,
-                      std::optional<PoolBlock>* block) {
-  for (int tries = 0; tries <= 16; ++tries) {
-    block->emplace(bytes);
-    if (**block) return Status::Ok();
-    block->reset();
-    if (!a.scheduler || !a.scheduler->MakeRoom()) break;
+Result<std::unique_ptr<PoolBlock>> ReserveWorking(LoadedAvatar& a, size_t bytes, const char* what) {
+  auto block = a.scheduler->AllocateWorking(bytes);
+  if (!block) {
+    return ResourceExhausted(std::string("no memory for the batch's ") + what +
+                             " within the host memory limit");
   }
-  return ResourceExhausted(std::string("no memory for the batch's ") + what +
-                           " within the host memory limit");
+  return block;
 }
 
 }  // namespace
@@ -137,8 +133,7 @@ Result<std::vector<Image>> ComposeBatch(LoadedAvatar& a,
                            std::to_string(visual_bytes) + " (batch_size x 6 x " +
                            std::to_string(s) + " x " + std::to_string(s) + " float32)");
   }
-  std::optional<PoolBlock> visual;
-  LIPSYNC_RETURN_IF_ERROR(ReserveWorking(a, visual_bytes, "visual input", &visual));
+  LIPSYNC_ASSIGN_OR_RETURN(auto visual, ReserveWorking(a, visual_bytes, "visual input"));
   std::memcpy(visual->as<float>(), request.visual_frames().data(), visual_bytes);
   LIPSYNC_RETURN_IF_ERROR(CheckFinite(
       TensorView{DataType::kFloat32, {batch, 6, s, s}, visual->as<float>()}, "visual_frames"));
@@ -149,9 +144,9 @@ Result<std::vector<Image>> ComposeBatch(LoadedAvatar& a,
   timings->audio_ms = MsSince(start);
 
   start = Clock::now();
-  std::optional<PoolBlock> output;
-  LIPSYNC_RETURN_IF_ERROR(
-      ReserveWorking(a, static_cast<size_t>(batch) * 3 * s * s * sizeof(float), "output", &output));
+  LIPSYNC_ASSIGN_OR_RETURN(
+      auto output,
+      ReserveWorking(a, static_cast<size_t>(batch) * 3 * s * s * sizeof(float), "output"));
   Status ran = RunUnet(a, visual->as<float>(), *audio, batch, output->as<float>());
   if (!ran.ok()) return ran.WithContext("model");
   timings->inference_ms = MsSince(start);
