@@ -53,23 +53,20 @@ void AvatarRequests::Resolve(const Named& named, Continue then) {
   };
   if (Status bad = CheckModelId(named.id, named.field); !bad.ok()) return run(bad);
   if (auto found = registry_->Find(named.id)) return run(AvatarLease{std::move(found), false});
-  Begin();
+  Begin();  // the load: the destructor waits for the request's continuation
   // The load goes to the loader thread; this thread is free for other requests until it is done.
   registry_->LoadAsync(named.id,
                        [this, then = std::move(then)](Result<std::shared_ptr<LoadedAvatar>> avatar,
                                                       bool loaded_now) {
                          // Back to a worker: the loader goes on with the next load meanwhile.
-                         workers_.Post([this, then, avatar = std::move(avatar), loaded_now] {
-                           (void)runtime::CatchAll("avatar request", [&] {
-                             if (avatar.ok()) {
-                               then(AvatarLease{*avatar, loaded_now});
-                             } else {
-                               then(avatar.status());
-                             }
-                             return Status::Ok();
-                           });
-                           End();
+                         Post([then, avatar = std::move(avatar), loaded_now] {
+                           if (avatar.ok()) {
+                             then(AvatarLease{*avatar, loaded_now});
+                           } else {
+                             then(avatar.status());
+                           }
                          });
+                         End();  // after Post has counted the continuation
                        });
 }
 
@@ -79,12 +76,7 @@ grpc::ServerUnaryReactor* AvatarRequests::PostUnaryCall(
   auto* reactor = call->DefaultReactor();
   if (metrics) metrics->AddInFlight(1);
   Continue finish = [metrics, reactor, method, work = std::move(work)](Result<AvatarLease> lease) {
-    const Status outcome = runtime::CatchAll(method, [&] { return work(std::move(lease)); });
-    if (metrics) {
-      metrics->RecordRequest(method, StatusCodeName(outcome.code()));
-      metrics->AddInFlight(-1);
-    }
-    reactor->Finish(grpc::Status::OK);
+    FinishUnaryCall(metrics, reactor, method, [&] { return work(std::move(lease)); });
   };
   Post([this, method, name = std::move(name), finish] {
     std::optional<Result<Named>> named;

@@ -69,21 +69,28 @@ class WorkerPool {
   std::vector<std::thread> threads_;  // last: they start once the rest is built
 };
 
-// A unary call of the compatibility services, whose protocols answer failures inside the
-// response: runs `work` on `pool`, then finishes the call with gRPC OK. lipsync_requests_total
-// counts it under the code of the outcome `work` returns, so that failures are still seen.
+// The end of a unary call of the compatibility services, whose protocols answer failures inside
+// the response: runs `work`, finishes the call with gRPC OK, and counts it in
+// lipsync_requests_total under the code of the outcome `work` returns, so that failures are still
+// seen (the call was counted in flight when it arrived).
+inline void FinishUnaryCall(Metrics* metrics, grpc::ServerUnaryReactor* reactor, const char* method,
+                            const std::function<Status()>& work) {
+  const Status outcome = runtime::CatchAll(method, work);
+  if (metrics) {
+    metrics->RecordRequest(method, StatusCodeName(outcome.code()));
+    metrics->AddInFlight(-1);
+  }
+  reactor->Finish(grpc::Status::OK);
+}
+
+// A unary call of the compatibility services run on `pool` (see FinishUnaryCall).
 inline grpc::ServerUnaryReactor* PostUnaryCall(WorkerPool& pool, Metrics* metrics,
                                                grpc::CallbackServerContext* call,
                                                const char* method, std::function<Status()> work) {
   auto* reactor = call->DefaultReactor();
   if (metrics) metrics->AddInFlight(1);
   pool.Post([metrics, reactor, method, work = std::move(work)] {
-    const Status outcome = runtime::CatchAll(method, work);
-    if (metrics) {
-      metrics->RecordRequest(method, StatusCodeName(outcome.code()));
-      metrics->AddInFlight(-1);
-    }
-    reactor->Finish(grpc::Status::OK);
+    FinishUnaryCall(metrics, reactor, method, work);
   });
   return reactor;
 }
