@@ -369,8 +369,7 @@ Result<std::shared_ptr<LoadedAvatar>> AvatarRegistry::Load(const std::string& id
                                                            bool* loaded_now) {
   if (loaded_now) *loaded_now = false;
   if (t_loader_of == this) {
-    LIPSYNC_RETURN_IF_ERROR(CheckModelId(id));
-    LIPSYNC_RETURN_IF_ERROR(config_status_);
+    LIPSYNC_RETURN_IF_ERROR(CheckLoadable(id));
     return LoadHere(id, loaded_now);
   }
   std::promise<std::pair<Result<std::shared_ptr<LoadedAvatar>>, bool>> done;
@@ -382,10 +381,13 @@ Result<std::shared_ptr<LoadedAvatar>> AvatarRegistry::Load(const std::string& id
   return std::move(outcome.first);
 }
 
+Status AvatarRegistry::CheckLoadable(const std::string& id) const {
+  LIPSYNC_RETURN_IF_ERROR(CheckModelId(id));
+  return config_status_;
+}
+
 void AvatarRegistry::LoadAsync(const std::string& id, LoadDone done) {
-  Status bad = CheckModelId(id);
-  if (bad.ok()) bad = config_status_;
-  if (!bad.ok()) return done(bad, false);
+  if (Status bad = CheckLoadable(id); !bad.ok()) return done(bad, false);
   if (auto found = Find(id)) return done(std::move(found), false);
   loader_->Post([this, id, done = std::move(done)] {
     std::optional<Result<std::shared_ptr<LoadedAvatar>>> avatar;

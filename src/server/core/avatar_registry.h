@@ -172,6 +172,8 @@ class AvatarRegistry {
   struct Candidate;
   // A lease on a loaded entry; `use` moves it to the back of the eviction order.
   std::shared_ptr<LoadedAvatar> LeaseLocked(Entry& entry, bool use = true) const;
+  // An id a load may try: a plain name, and a config that parsed.
+  Status CheckLoadable(const std::string& id) const;
   // Load's work, on the loader thread.
   Result<std::shared_ptr<LoadedAvatar>> LoadHere(const std::string& id, bool* loaded_now);
   Result<Candidate> Prepare(const std::string& id) const;

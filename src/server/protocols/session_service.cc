@@ -264,7 +264,7 @@ Status SessionCall::Open(const SessionStart& start) {
   so.batch = service_->options_.max_batch;
   so.live = true;
   so.origin = runtime::Origin::kSession;
-  so.max_batches = std::max(1, service_->options_.batches_under_way);
+  so.max_batches = service_->options_.batches_under_way;  // the stream keeps at least one
   so.on_batch_done = [signal = signal_] {
     std::lock_guard lock(signal->mu);  // the session thread is waiting or about to look
     signal->cv.notify_all();
