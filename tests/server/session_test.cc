@@ -463,14 +463,9 @@ LiveStream OpenLive(LoadedAvatar& a, int batch, int open) {
       std::make_unique<stream::DecodedFrames>(a.backgrounds, a.avatar.crop_rects(), a.layout);
   auto sequence = FrameSequence::Create(a.avatar.frame_count(), FrameOrder::kPingPong);
   EXPECT_TRUE(sequence.ok());
-  stream::StreamOptions options;
-  options.fps = a.avatar.manifest().fps;
-  options.batch = batch;
-  options.live = true;
-  options.origin = runtime::Origin::kSession;
-  options.max_batches = open;
   live.stream = std::make_unique<stream::LipSyncStream>(*a.scheduler, a.scheduled, *a.encoder,
-                                                        *live.frames, *sequence, a.layout, options);
+                                                        *live.frames, *sequence, a.layout,
+                                                        LiveStreamOptions(a, batch, open));
   return live;
 }
 

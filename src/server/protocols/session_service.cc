@@ -60,6 +60,16 @@ Result<std::vector<float>> DecodeSessionAudio(const std::string& bytes,
   return pcm;
 }
 
+stream::StreamOptions LiveStreamOptions(const LoadedAvatar& avatar, int max_batch, int open) {
+  stream::StreamOptions options;
+  options.fps = avatar.avatar.manifest().fps;
+  options.batch = max_batch;
+  options.live = true;
+  options.origin = runtime::Origin::kSession;
+  options.max_batches = open;
+  return options;
+}
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -259,12 +269,8 @@ Status SessionCall::Open(const SessionStart& start) {
   service_->JoinAvatar(avatar_.get());
   frames_ = std::make_unique<stream::DecodedFrames>(avatar_->backgrounds,
                                                     avatar_->avatar.crop_rects(), avatar_->layout);
-  stream::StreamOptions so;
-  so.fps = avatar_->avatar.manifest().fps;
-  so.batch = service_->options_.max_batch;
-  so.live = true;
-  so.origin = runtime::Origin::kSession;
-  so.max_batches = service_->options_.batches_under_way;  // the stream keeps at least one
+  stream::StreamOptions so = LiveStreamOptions(*avatar_, service_->options_.max_batch,
+                                               service_->options_.batches_under_way);
   so.on_batch_done = [signal = signal_] {
     std::lock_guard lock(signal->mu);  // the session thread is waiting or about to look
     signal->cv.notify_all();

@@ -30,7 +30,7 @@ struct SessionOptions {
   // A session whose client sends nothing (while the server waits for audio) or takes no frame for
   // this long is ended with DEADLINE_EXCEEDED and its resources freed.
   std::chrono::milliseconds idle_timeout{30000};
-  int max_sessions = 64;     // more at once are refused with RESOURCE_EXHAUSTED
+  int max_sessions = 64;      // more at once are refused with RESOURCE_EXHAUSTED
   int batches_under_way = 2;  // batches of frames one session has under way at most
 };
 
@@ -42,6 +42,10 @@ constexpr size_t kMaxSessionChunkSamples = 10 * kAudioSampleRate;
 // 10 s, and NaN or infinite samples.
 Result<std::vector<float>> DecodeSessionAudio(const std::string& bytes,
                                               lipsync::v1::SampleFormat format);
+
+// The stream options of a live session on `avatar`: up to `max_batch` frames per job, as live
+// work of origin "session", `open` batches under way at most.
+stream::StreamOptions LiveStreamOptions(const LoadedAvatar& avatar, int max_batch, int open);
 
 class SessionService final : public lipsync::v1::Sessions::CallbackService {
  public:
