@@ -4,8 +4,13 @@
 // server's session tests.)
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <future>
+#include <mutex>
+#include <random>
+#include <thread>
 
 #include "avatar_test_util.h"
 #include "lipsync/memory.h"
@@ -140,6 +145,85 @@ TEST(LipSyncStream, AFailingFrameSourceStopsTheStreamWithItsError) {
   // Every later call gives the same error.
   EXPECT_EQ(s.Next().status().code(), StatusCode::kDataLoss);
   EXPECT_EQ(s.Push(pcm.data(), 100).code(), StatusCode::kDataLoss);
+}
+
+// A caller that makes the model's inputs itself (the monolithic service) pushes them: the model
+// runs on exactly those, and the paste the caller chose puts the faces in. Several threads take
+// the frames at once, each frame once.
+TEST(LipSyncStream, GivenInputsRunAsGivenAndSeveralThreadsTakeEachFrameOnce) {
+  constexpr int kBatch = 3, kFrames = 7, kThreads = 3;
+  Models m(kBatch);
+  const int s = m.layout.inner_size;
+  auto reader = m.avatar.OpenFrames();
+  ASSERT_TRUE(reader.ok()) << reader.status().ToString();
+  std::vector<Image> images;
+  for (int64_t i = 0; i < m.avatar.frame_count(); ++i) images.push_back((*reader)->Read(i).value());
+  DecodedFrames frames(images, m.avatar.crop_rects(), m.layout);
+
+  // Random inputs; the faces one byte off float alignment, as a request's bytes may be.
+  std::mt19937 random(7);
+  std::uniform_real_distribution<float> value(-1.0f, 1.0f);
+  Tensor windows = Tensor::Uninitialized(DataType::kFloat32, {kFrames, 32, 16, 16});
+  for (int64_t i = 0; i < windows.element_count(); ++i) windows.data_as<float>()[i] = value(random);
+  const size_t face_values = static_cast<size_t>(6) * s * s;
+  std::vector<float> visual(kFrames * face_values);
+  for (float& v : visual) v = value(random);
+  std::vector<uint8_t> unaligned(visual.size() * sizeof(float) + 1);
+  std::memcpy(unaligned.data() + 1, visual.data(), visual.size() * sizeof(float));
+
+  StreamOptions options = m.Offline(kBatch);
+  options.frame_form = false;
+  // The face in place of the frame (the tiny avatar's frames are smaller than its faces).
+  options.paste = [s](const uint8_t* face, const SourceFrame&, Image& frame) {
+    frame = Image{s, s, std::vector<uint8_t>(face, face + static_cast<size_t>(s) * s * 3)};
+    return Status::Ok();
+  };
+  LipSyncStream stream(m.scheduler, m.model, *m.encoder, frames, m.sequence, m.layout, options);
+  ASSERT_TRUE(stream.PushInputs(windows, unaligned.data() + 1).ok());
+  ASSERT_TRUE(stream.Finish().ok());
+  EXPECT_EQ(stream.frames_total(), kFrames);
+  const auto pcm = Tone(0.1);
+  EXPECT_EQ(stream.Push(pcm.data(), pcm.size()).code(), StatusCode::kFailedPrecondition);
+  while (stream.Prepare(true).value()) {
+  }
+
+  std::mutex mu;
+  std::vector<StreamFrame> got;
+  std::vector<std::thread> takers;
+  for (int t = 0; t < kThreads; ++t) {
+    takers.emplace_back([&] {
+      for (;;) {
+        auto frame = stream.Next();
+        ASSERT_TRUE(frame.ok()) << frame.status().ToString();
+        if (!*frame) return;
+        std::lock_guard lock(mu);
+        got.push_back(std::move(**frame));
+      }
+    });
+  }
+  for (auto& taker : takers) taker.join();
+  ASSERT_EQ(got.size(), static_cast<size_t>(kFrames));
+  std::sort(got.begin(), got.end(), [](auto& a, auto& b) { return a.index < b.index; });
+
+  // Each frame against the model run on its own inputs, directly.
+  const UnetInputs roles = m.roles;
+  Shape audio_shape = m.unet->info().inputs[roles.audio].shape;
+  audio_shape[0] = 1;
+  std::vector<float> out(static_cast<size_t>(3) * s * s);
+  std::vector<uint8_t> face(static_cast<size_t>(3) * s * s);
+  for (int i = 0; i < kFrames; ++i) {
+    const StreamFrame& f = got[static_cast<size_t>(i)];
+    ASSERT_EQ(f.index, i);
+    EXPECT_EQ(f.avatar_frame, m.sequence(i));
+    std::vector<TensorView> inputs(2);
+    inputs[roles.visual] = {DataType::kFloat32, {1, 6, s, s}, visual.data() + i * face_values};
+    inputs[roles.audio] = {DataType::kFloat32, audio_shape,
+                           windows.data_as<float>() + static_cast<size_t>(i) * kAudioWindowValues};
+    ASSERT_TRUE(m.unet->Run(inputs, {{DataType::kFloat32, {1, 3, s, s}, out.data()}}).ok());
+    OutputToImage(out.data(), s, face.data());
+    EXPECT_EQ(f.frame.width, s);
+    EXPECT_TRUE(f.frame.bgr == face) << "frame " << i << " differs";
+  }
 }
 
 // A stop drops the batches still queued on the scheduler; the one running finishes, and the

@@ -1,5 +1,6 @@
 #include "pipeline/stream/lipsync_stream.h"
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 
@@ -32,7 +33,8 @@ struct LipSyncStream::Batch {
   Status status;
   runtime::JobTimes times;
   Clock::time_point queued_at;
-  int pulled = 0;
+  int taken = 0;   // frames Next has taken
+  int pasted = 0;  // and finished with
 };
 
 LipSyncStream::LipSyncStream(runtime::Scheduler& scheduler,
@@ -91,6 +93,7 @@ Status LipSyncStream::Push(const float* pcm, size_t count) {
   }
   if (stopped_) return StoppedLocked();
   if (audio_ended_) return FailedPrecondition("audio pushed after its end");
+  if (inputs_given_) return FailedPrecondition("audio pushed to a stream given its inputs");
   const auto room = Clock::now();
   stats_.audio.blocked_s += Seconds(start, room);
   lock.unlock();
@@ -104,22 +107,51 @@ Status LipSyncStream::Push(const float* pcm, size_t count) {
     return failed;
   }
   audio_samples_ += static_cast<int64_t>(count);
-  AddWindowsLocked(*windows, room);
+  AddWindowsLocked(*windows, nullptr, room);
   lock.unlock();
   cv_.notify_all();
   return Status::Ok();
 }
 
-void LipSyncStream::AddWindowsLocked(const Tensor& windows,
+void LipSyncStream::AddWindowsLocked(const Tensor& windows, const void* visual,
                                      std::chrono::steady_clock::time_point since) {
   const int64_t n = windows.element_count() / kAudioWindowValues;
   const float* values = n > 0 ? windows.data_as<float>() : nullptr;
+  const size_t visual_bytes =
+      static_cast<size_t>(6) * layout_.inner_size * layout_.inner_size * sizeof(float);
   for (int64_t i = 0; i < n; ++i) {
-    windows_.emplace_back(values + i * kAudioWindowValues, values + (i + 1) * kAudioWindowValues);
+    Window& w = windows_.emplace_back();
+    w.values.assign(values + i * kAudioWindowValues, values + (i + 1) * kAudioWindowValues);
+    if (visual) {
+      w.visual = static_cast<const uint8_t*>(visual) + static_cast<size_t>(i) * visual_bytes;
+    }
   }
   windows_made_ += n;
   stats_.audio.items += n;
   stats_.audio.busy_s += Seconds(since, Clock::now());
+}
+
+Status LipSyncStream::PushInputs(const Tensor& windows, const void* visual) {
+  const auto start = Clock::now();
+  if (windows.dtype() != DataType::kFloat32 || windows.shape().size() != 4 ||
+      windows.element_count() % kAudioWindowValues != 0 ||
+      windows.shape()[1] * windows.shape()[2] * windows.shape()[3] != kAudioWindowValues) {
+    return InvalidArgument("the stream's windows must be float32 [n,32,16,16], not " +
+                           ShapeToString(windows.shape()));
+  }
+  if (visual && options_.frame_form) {
+    return InvalidArgument("a stream that takes the frame form cannot be given visual inputs");
+  }
+  {
+    std::lock_guard lock(mu_);
+    if (stopped_) return StoppedLocked();
+    if (audio_ended_) return FailedPrecondition("inputs pushed after the end");
+    if (audio_samples_ > 0) return FailedPrecondition("inputs pushed to a stream given audio");
+    inputs_given_ = true;
+    AddWindowsLocked(windows, visual, start);
+  }
+  cv_.notify_all();
+  return Status::Ok();
 }
 
 Status LipSyncStream::Finish() {
@@ -127,6 +159,12 @@ Status LipSyncStream::Finish() {
     Lock lock(mu_);
     if (stopped_) return StoppedLocked();
     if (audio_ended_) return Status::Ok();
+    if (inputs_given_) {  // no audio to flush
+      audio_ended_ = true;
+      lock.unlock();
+      cv_.notify_all();
+      return Status::Ok();
+    }
   }
   const auto start = Clock::now();
   auto windows = features_.Finish();
@@ -137,7 +175,7 @@ Status LipSyncStream::Finish() {
   }
   {
     std::lock_guard lock(mu_);
-    AddWindowsLocked(*windows, start);
+    AddWindowsLocked(*windows, nullptr, start);
     audio_ended_ = true;
   }
   cv_.notify_all();
@@ -205,7 +243,7 @@ Result<bool> LipSyncStream::Prepare(bool wait) {
     if (stopped_) return StoppedLocked();  // only Push adds windows and only Next adds room
   }
   const auto work = Clock::now();
-  std::vector<float> window = std::move(windows_.front());
+  Window window = std::move(windows_.front());
   windows_.pop_front();
   const int64_t index = next_frame_++;
   if (!filling_) {
@@ -213,7 +251,8 @@ Result<bool> LipSyncStream::Prepare(bool wait) {
     spare_.pop_back();
     filling_->first = index;
     filling_->count = 0;
-    filling_->pulled = 0;
+    filling_->taken = 0;
+    filling_->pasted = 0;
     filling_->done = false;
     filling_->status = Status::Ok();
     filling_->times = {};
@@ -234,14 +273,18 @@ Result<bool> LipSyncStream::Prepare(bool wait) {
   const int s = layout_.inner_size;
   const size_t crop_row = static_cast<size_t>(source->crop.width) * 3;
   const uint8_t* face = source->crop.bgr.data() + layout_.inner_offset * (crop_row + 3);
+  const size_t visual_values = static_cast<size_t>(6) * s * s;
   if (options_.frame_form) {
     const size_t face_row = static_cast<size_t>(s) * 3;
     uint8_t* to = batch->input->as<uint8_t>() + k * face_row * s;
     for (int y = 0; y < s; ++y) std::memcpy(to + y * face_row, face + y * crop_row, face_row);
+  } else if (window.visual) {
+    std::memcpy(batch->input->as<float>() + k * visual_values, window.visual,
+                visual_values * sizeof(float));
   } else {
-    FillVisualInput(face, crop_row, layout_, batch->input->as<float>() + k * 6 * s * s);
+    FillVisualInput(face, crop_row, layout_, batch->input->as<float>() + k * visual_values);
   }
-  std::memcpy(batch->audio->as<float>() + k * kAudioWindowValues, window.data(),
+  std::memcpy(batch->audio->as<float>() + k * kAudioWindowValues, window.values.data(),
               kAudioWindowValues * sizeof(float));
   batch->frames[k] = std::move(*source);
   batch->avatar_frames[k] = avatar_frame;
@@ -314,11 +357,20 @@ void LipSyncStream::BatchDone(Batch& batch, const Status& status) {
   cv_.notify_all();
 }
 
-// A batch is done only after it has left the filling slot for the scheduler, so a done front
-// batch is one Next may take.
+LipSyncStream::Batch* LipSyncStream::NextBatchLocked() const {
+  for (const auto& batch : open_) {
+    // The filling batch is not done, whatever its count.
+    if (!batch->done || batch->taken < batch->count) return batch.get();
+  }
+  return nullptr;
+}
+
+// A batch is done only after it has left the filling slot for the scheduler, so a done batch is
+// one Next may take from.
 bool LipSyncStream::NextReadyLocked() const {
-  if (open_.empty()) return audio_ended_ && windows_.empty();  // the end
-  return open_.front()->done;
+  const Batch* batch = NextBatchLocked();
+  if (!batch) return audio_ended_ && windows_.empty();  // the end
+  return batch->done;
 }
 
 bool LipSyncStream::FrameReady() const {
@@ -331,15 +383,19 @@ Result<std::optional<StreamFrame>> LipSyncStream::Next() {
   const auto start = Clock::now();
   LIPSYNC_RETURN_IF_ERROR(WaitLocked(lock, [&] { return NextReadyLocked(); }));
   stats_.paste.starved_s += Seconds(start, Clock::now());
-  if (open_.empty()) return std::optional<StreamFrame>();  // every frame is out
-  std::shared_ptr<Batch> batch = open_.front();
-  if (!batch->status.ok()) {
-    const Status failed = batch->status;
+  Batch* next = NextBatchLocked();
+  if (!next) return std::optional<StreamFrame>();  // every frame is taken
+  if (!next->status.ok()) {
+    const Status failed = next->status;
     lock.unlock();
     Stop(failed);
     return failed;
   }
-  const size_t k = static_cast<size_t>(batch->pulled++);
+  std::shared_ptr<Batch> batch;
+  for (const auto& open : open_) {
+    if (open.get() == next) batch = open;
+  }
+  const size_t k = static_cast<size_t>(batch->taken++);
   lock.unlock();
 
   const auto work = Clock::now();
@@ -357,7 +413,8 @@ Result<std::optional<StreamFrame>> LipSyncStream::Next() {
   }
   StreamFrame out;
   out.frame = source.decoded ? *source.decoded : std::move(source.frame);
-  Status pasted = PasteFace(face, layout_, source.crop, source.rect, out.frame);
+  Status pasted = options_.paste ? options_.paste(face, source, out.frame)
+                                 : PasteFace(face, layout_, source.crop, source.rect, out.frame);
   if (!pasted.ok()) {
     Stop(pasted);
     return pasted;
@@ -370,8 +427,8 @@ Result<std::optional<StreamFrame>> LipSyncStream::Next() {
   lock.lock();
   stats_.paste.items++;
   stats_.paste.busy_s += Seconds(work, Clock::now());
-  if (batch->pulled == batch->count) {  // every frame out: the batch may be filled again
-    open_.pop_front();
+  if (++batch->pasted == batch->count) {  // every frame out: the batch may be filled again
+    open_.erase(std::find(open_.begin(), open_.end(), batch));
     spare_.push_back(std::move(batch));
     lock.unlock();
     cv_.notify_all();

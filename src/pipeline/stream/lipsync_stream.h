@@ -1,15 +1,17 @@
 // One lip-sync stream: 16 kHz mono PCM in, in chunks of any size; the avatar's frames with the
 // mouth that matches it out, in order, with their timestamps. `lipsync render` (a file in, a video
-// out) and the server's live sessions (the network in, JPEG out) both run on it, so that both give
-// the same frames for the same audio.
+// out), the server's live sessions (the network in, JPEG out) and the monolithic service (a chunk
+// in, its frames out) all run on it, so that all give the same frames for the same inputs.
 //
-// Three steps, each a call that one thread at a time makes (render gives each its own thread, a
-// session makes all three on its one):
+// Three steps (render gives each its own thread, a session makes all three on its one):
 //   Push/Finish  the audio becomes one window per video frame as soon as the audio that decides it
-//                has arrived (AudioFeatureStream);
+//                has arrived (AudioFeatureStream). A caller that makes the model's inputs itself
+//                pushes them instead (PushInputs);
 //   Prepare      each waiting window gets its avatar frame (the walk's next) and face crop, and
 //                batches of them go to the device's scheduler as one job each;
 //   Next         the next frame once its batch has run, with its new face pasted in.
+// Push and Prepare are each called by one thread at a time; Next may be called by several at once
+// (each then gets a different frame, and they may finish out of order: a frame carries its index).
 // Memory is bounded: at most `max_batches` batches are open (filling, queued, run and not yet
 // pulled), and Push waits while `max_waiting_windows` windows wait. The batches' buffers come
 // from the host working-memory pool (lipsync/memory.h), so that a host budget counts them; past
@@ -59,6 +61,9 @@ struct StreamOptions {
   // Runs on a scheduler thread, without the stream's lock, each time a batch has run (or failed):
   // for a caller that waits on a condition of its own.
   std::function<void()> on_batch_done;
+  // Puts the new face (S x S BGR bytes) into the frame; unset: PasteFace with the stream's layout
+  // (into the centre of the crop, as the model was trained).
+  std::function<Status(const uint8_t* face, const SourceFrame& source, Image& frame)> paste;
 };
 
 // Where the time of each step went (summed over calls; cpu_s is left to the caller's threads).
@@ -83,6 +88,11 @@ class LipSyncStream {
   // was too short for one frame).
   Status Push(const float* pcm, size_t count);
   Status Finish();
+  // The model's inputs as the caller made them, in place of Push's audio: `windows` [n,32,16,16],
+  // one per output frame, and when `visual` is set each frame's visual input too (n float32
+  // [6,S,S] blocks, any alignment; for a stream that takes the float input, not the frame form).
+  // `visual` is read by Prepare: the caller keeps it until those frames are prepared.
+  Status PushInputs(const Tensor& windows, const void* visual = nullptr);
 
   // Prepares one waiting window's frame and submits its batch when it is complete. With `wait`,
   // waits for a window and for room; false once every frame is prepared. Without, false when no
@@ -91,7 +101,7 @@ class LipSyncStream {
   // Prepares every waiting window there is room for (a live stream's step).
   Status PrepareWaiting();
 
-  // The next frame: waits for its batch to run; nullopt after the last.
+  // The next frame not yet taken: waits for its batch to run; nullopt after the last.
   Result<std::optional<StreamFrame>> Next();
   // Whether Next() would return at once (a frame, the end, or the failure).
   bool FrameReady() const;
@@ -108,12 +118,18 @@ class LipSyncStream {
 
  private:
   struct Batch;
+  struct Window {
+    std::vector<float> values;     // [32,16,16]
+    const void* visual = nullptr;  // the caller's visual input, or null: from the crop
+  };
   using Lock = std::unique_lock<std::mutex>;
   // Waits on cv_ until `ready` or a stop.
   template <typename Pred>
   Status WaitLocked(Lock& lock, Pred ready);
   Status StoppedLocked() const;
-  // The front batch has run (or failed), or the last frame is out.
+  // The first batch with frames not yet taken, or null.
+  Batch* NextBatchLocked() const;
+  // That batch has run (or failed), or the last frame is taken.
   bool NextReadyLocked() const;
   // Queues the filling batch on the scheduler (called without the lock; `batch` left the filling
   // slot under it).
@@ -122,7 +138,8 @@ class LipSyncStream {
   // A batch with its buffers from the host pool (ResourceExhausted past its limit).
   Result<std::shared_ptr<Batch>> NewBatch();
   // Queues the windows [n,32,16,16] for Prepare; the audio step was busy since `since`.
-  void AddWindowsLocked(const Tensor& windows, std::chrono::steady_clock::time_point since);
+  void AddWindowsLocked(const Tensor& windows, const void* visual,
+                        std::chrono::steady_clock::time_point since);
 
   runtime::Scheduler& scheduler_;
   std::shared_ptr<runtime::ScheduledModel> model_;
@@ -139,11 +156,13 @@ class LipSyncStream {
   Status error_;
   bool stopped_ = false;
   bool audio_ended_ = false;
+  bool inputs_given_ = false;  // PushInputs, not Push
   int64_t audio_samples_ = 0;
   int64_t windows_made_ = 0;
-  std::deque<std::vector<float>> windows_;   // made and not yet prepared, in frame order
+  std::deque<Window> windows_;               // made and not yet prepared, in frame order
   int64_t next_frame_ = 0;                   // the next window's output index
-  std::deque<std::shared_ptr<Batch>> open_;  // in frame order; the filling one last
+  std::deque<std::shared_ptr<Batch>> open_;  // in frame order; the filling one last; a batch
+                                             // leaves once its every frame is pasted
   std::shared_ptr<Batch> filling_;
   std::vector<std::shared_ptr<Batch>> spare_;  // run and pulled, for reuse
   int in_scheduler_ = 0;                       // batches whose done has not finished
