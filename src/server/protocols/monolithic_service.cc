@@ -6,7 +6,8 @@
 #include <functional>
 #include <opencv2/core.hpp>
 
-#include "lipsync/memory.h"
+#include "lipsync/frames.h"
+#include "pipeline/stream/lipsync_stream.h"
 #include "server/protocols/request_codec.h"
 
 namespace lipsync::server {
@@ -21,35 +22,23 @@ double MsSince(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
 }
 
-// Runs the UNet over a batch of the request's float input (visual [batch, 6, S, S], audio
-// [batch, ...]) into output [batch, 3, S, S] on the avatar's scheduler, which cuts it into runs of
-// the engine's limit and may share them with other callers of the avatar.
-Status RunUnet(LoadedAvatar& a, const float* visual, const Tensor& audio, int batch,
-               float* output) {
-  const int s = a.layout.inner_size;
-  const Shape& audio_decl = a.unet->info().inputs[a.roles.audio].shape;
-  Shape audio_shape = {batch};
-  audio_shape.insert(audio_shape.end(), audio_decl.begin() + 1, audio_decl.end());
-  if (ElementCount(audio_shape) != audio.element_count()) {
-    return InvalidArgument("the audio input does not fit the model's audio input");
+// Checks float32 values held as bytes (a request's tensor) a block at a time, so that nothing is
+// read through a misaligned float pointer and no copy of the whole tensor is made.
+Status CheckFiniteBytes(const std::string& bytes, const char* what) {
+  constexpr size_t kBlock = 4096;
+  float values[kBlock];
+  const size_t count = bytes.size() / sizeof(float);
+  for (size_t first = 0; first < count; first += kBlock) {
+    const size_t n = std::min(kBlock, count - first);
+    std::memcpy(values, bytes.data() + first * sizeof(float), n * sizeof(float));
+    for (size_t i = 0; i < n; ++i) {
+      if (!std::isfinite(values[i])) {
+        return InvalidArgument(std::string(what) + " value " + std::to_string(first + i) + " is " +
+                               (std::isnan(values[i]) ? "NaN" : "infinite"));
+      }
+    }
   }
-  runtime::Job job;
-  job.visual = TensorView{DataType::kFloat32, {batch, 6, s, s}, visual};
-  job.audio = TensorView{DataType::kFloat32, audio_shape, audio.data()};
-  job.output = MutableTensorView{DataType::kFloat32, {batch, 3, s, s}, output};
-  job.origin = runtime::Origin::kMonolithic;
-  return a.scheduler->Run(a.scheduled, std::move(job));
-}
-
-// A request's input and output tensors come from the working-memory pool, so that the host budget
-// counts them as it counts a run's; when it is full, idle avatars are evicted as for a batch.
-Result<std::unique_ptr<PoolBlock>> ReserveWorking(LoadedAvatar& a, size_t bytes, const char* what) {
-  auto block = a.scheduler->AllocateWorking(bytes);
-  if (!block) {
-    return ResourceExhausted(std::string("no memory for the batch's ") + what +
-                             " within the host memory limit");
-  }
-  return block;
+  return Status::Ok();
 }
 
 }  // namespace
@@ -133,50 +122,61 @@ Result<std::vector<Image>> ComposeBatch(LoadedAvatar& a,
                            std::to_string(visual_bytes) + " (batch_size x 6 x " +
                            std::to_string(s) + " x " + std::to_string(s) + " float32)");
   }
-  LIPSYNC_ASSIGN_OR_RETURN(auto visual, ReserveWorking(a, visual_bytes, "visual input"));
-  std::memcpy(visual->as<float>(), request.visual_frames().data(), visual_bytes);
-  LIPSYNC_RETURN_IF_ERROR(CheckFinite(
-      TensorView{DataType::kFloat32, {batch, 6, s, s}, visual->as<float>()}, "visual_frames"));
+  LIPSYNC_RETURN_IF_ERROR(CheckFiniteBytes(request.visual_frames(), "visual_frames"));
 
   auto start = Clock::now();
   auto audio = CompositeAudioInput(*a.encoder, request, behaviour.align);
   if (!audio.ok()) return audio.status();
   timings->audio_ms = MsSince(start);
 
-  start = Clock::now();
+  // The request is one batch of a lip-sync stream given its inputs: the client's faces and the
+  // windows of its chunk, the avatar's frames from start_frame_idx on (the Go server's loop).
+  const int64_t n = a.avatar.frame_count();
   LIPSYNC_ASSIGN_OR_RETURN(
-      auto output,
-      ReserveWorking(a, static_cast<size_t>(batch) * 3 * s * s * sizeof(float), "output"));
-  Status ran = RunUnet(a, visual->as<float>(), *audio, batch, output->as<float>());
-  if (!ran.ok()) return ran.WithContext("model");
-  timings->inference_ms = MsSince(start);
-
+      FrameSequence walk,
+      FrameSequence::Create(n, FrameOrder::kLoop, request.start_frame_idx() % n));
+  stream::DecodedFrames avatar_frames(a.backgrounds, a.avatar.crop_rects(), a.layout);
+  stream::StreamOptions options;
+  options.fps = a.avatar.manifest().fps;
+  options.batch = batch;
+  options.max_batches = 1;
+  options.origin = runtime::Origin::kMonolithic;
+  options.frame_form = false;  // the client's float input
+  if (behaviour.paste == Behaviour::kOld) {
+    options.paste = [s](const uint8_t* face, const stream::SourceFrame& source, Image& frame) {
+      PasteStretched(face, s, source.rect, frame);
+      return Status::Ok();
+    };
+  }
   start = Clock::now();
-  const int64_t n = static_cast<int64_t>(a.backgrounds.size());
+  stream::LipSyncStream stream(*a.scheduler, a.scheduled, *a.encoder, avatar_frames, walk, a.layout,
+                               std::move(options));
+  LIPSYNC_RETURN_IF_ERROR(stream.PushInputs(*audio, request.visual_frames().data()));
+  LIPSYNC_RETURN_IF_ERROR(stream.Finish());
+  for (;;) {
+    LIPSYNC_ASSIGN_OR_RETURN(bool prepared, stream.Prepare(true));
+    if (!prepared) break;
+  }
+
   std::vector<Image> frames(static_cast<size_t>(batch));
-  std::vector<Status> pasted(static_cast<size_t>(batch));
-  // The frames of a batch are independent: paste them on OpenCV's thread pool, so that one
-  // client's batch (the Go clients send one at a time) uses the cores.
+  const auto take = [&]() -> Status {
+    LIPSYNC_ASSIGN_OR_RETURN(std::optional<stream::StreamFrame> frame, stream.Next());
+    if (!frame) return Internal("the stream ended before the batch's last frame");
+    frames[static_cast<size_t>(frame->index)] = std::move(frame->frame);
+    return Status::Ok();
+  };
+  // The first frame waits here for the batch to run, so that the pool's threads never wait on
+  // the model. The frames are independent: the rest are taken and pasted on OpenCV's thread
+  // pool, so that one client's batch (the Go clients send one at a time) uses the cores.
+  LIPSYNC_RETURN_IF_ERROR(take());
+  std::vector<Status> pasted(static_cast<size_t>(batch - 1));
   ForEachFrame(
-      batch,
-      [&](int i) -> Status {
-        std::vector<uint8_t> face(static_cast<size_t>(s) * s * 3);
-        const int64_t index = (static_cast<int64_t>(request.start_frame_idx()) + i) % n;
-        const CropRect& rect = a.avatar.crop_rects()[static_cast<size_t>(index)];
-        Image frame = a.backgrounds[static_cast<size_t>(index)];
-        OutputToImage(output->as<float>() + static_cast<size_t>(i) * 3 * s * s, s, face.data());
-        if (behaviour.paste == Behaviour::kOld) {
-          PasteStretched(face.data(), s, rect, frame);
-        } else {
-          LIPSYNC_ASSIGN_OR_RETURN(Image crop, CropFace(frame, rect, a.layout));
-          LIPSYNC_RETURN_IF_ERROR(PasteFace(face.data(), a.layout, crop, rect, frame));
-        }
-        frames[static_cast<size_t>(i)] = std::move(frame);
-        return Status::Ok();
-      },
-      &pasted);
+      batch - 1, [&](int) { return take(); }, &pasted);
   for (const Status& status : pasted) LIPSYNC_RETURN_IF_ERROR(status);
-  timings->composite_ms = MsSince(start);
+  const stream::StreamStats stats = stream.stats();
+  timings->inference_ms = stats.infer.busy_s * 1000;
+  // The batch runs between its crops and its pastes: the rest of the time is theirs.
+  timings->composite_ms = std::max(0.0, MsSince(start) - timings->inference_ms);
   return frames;
 }
 

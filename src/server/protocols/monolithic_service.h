@@ -49,7 +49,8 @@ struct CompositeTimings {
 };
 
 // One request on a loaded avatar, before JPEG encoding: the full background frames with the new
-// faces pasted, in output order.
+// faces pasted, in output order. The request runs as a lip-sync stream given its inputs (the
+// client's faces, its chunk's windows) on the avatar's scheduler, as one batch.
 Result<std::vector<Image>> ComposeBatch(LoadedAvatar& avatar,
                                         const monolithic::CompositeBatchRequest& request,
                                         CompositeTimings* timings,
