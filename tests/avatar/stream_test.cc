@@ -158,7 +158,7 @@ TEST(LipSyncStream, GivenInputsRunAsGivenAndSeveralThreadsTakeEachFrameOnce) {
   ASSERT_TRUE(reader.ok()) << reader.status().ToString();
   std::vector<Image> images;
   for (int64_t i = 0; i < m.avatar.frame_count(); ++i) images.push_back((*reader)->Read(i).value());
-  DecodedFrames frames(images, m.avatar.crop_rects(), m.layout);
+  DecodedFrames frames(images, m.avatar.crop_rects(), m.layout, /*crops=*/false);  // not needed
 
   // Random inputs; the faces one byte off float alignment, as a request's bytes may be.
   std::mt19937 random(7);
@@ -224,6 +224,16 @@ TEST(LipSyncStream, GivenInputsRunAsGivenAndSeveralThreadsTakeEachFrameOnce) {
     EXPECT_EQ(f.frame.width, s);
     EXPECT_TRUE(f.frame.bgr == face) << "frame " << i << " differs";
   }
+
+  // A stream that cuts the faces itself needs the crops.
+  LipSyncStream cropless(m.scheduler, m.model, *m.encoder, frames, m.sequence, m.layout,
+                         m.Offline(kBatch));
+  const auto speech = Tone(0.6);
+  ASSERT_TRUE(cropless.Push(speech.data(), speech.size()).ok());
+  ASSERT_TRUE(cropless.Finish().ok()) << cropless.Finish().ToString();
+  auto prepared = cropless.Prepare(true);
+  EXPECT_EQ(prepared.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(prepared.status().message().find("without its crop"), std::string::npos);
 }
 
 // A stop drops the batches still queued on the scheduler; the one running finishes, and the

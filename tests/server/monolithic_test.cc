@@ -279,7 +279,13 @@ TEST(Monolithic, ErrorsAreAnsweredAndTheServerGoesOn) {
       {"no audio", [](auto& r) { r.clear_raw_audio(); }, "the request has no audio"},
       {"NaN face",
        [nan](auto& r) { std::memcpy(r.mutable_visual_frames()->data() + 400, &nan, 4); },
-       "visual_frames"},
+       "visual_frames value 100 is NaN"},
+      {"infinite last value",  // the faces are checked a frame at a time: the last one too
+       [](auto& r) {
+         const float inf = std::numeric_limits<float>::infinity();
+         std::memcpy(r.mutable_visual_frames()->data() + r.visual_frames().size() - 4, &inf, 4);
+       },
+       "is infinite"},
       {"NaN audio", [nan](auto& r) { std::memcpy(r.mutable_raw_audio()->data() + 40, &nan, 4); },
        "raw_audio"},
       {"4 kHz", [](auto& r) { r.set_sample_rate(4000); }, "sample_rate 4000"},

@@ -12,6 +12,7 @@ Result<SourceFrame> DecodedFrames::Read(int64_t index) {
   SourceFrame out;
   out.rect = rects_[static_cast<size_t>(index)];
   out.decoded = &frames_[static_cast<size_t>(index)];
+  if (!crops_) return out;
   auto crop = CropFace(*out.decoded, out.rect, layout_);
   if (!crop.ok()) return crop.status().WithContext("avatar frame " + std::to_string(index));
   out.crop = std::move(*crop);

@@ -21,7 +21,7 @@ namespace lipsync::stream {
 struct SourceFrame {
   Image frame;
   const Image* decoded = nullptr;
-  Image crop;  // CropFace(frame, rect, layout)
+  Image crop;  // CropFace(frame, rect, layout); empty when the source leaves it to paste time
   CropRect rect;
 };
 
@@ -32,19 +32,21 @@ class FrameSource {
   virtual Result<SourceFrame> Read(int64_t index) = 0;
 };
 
-// Frames already decoded (a loaded avatar's); the crop is cut on each read. The vectors must
-// outlive the source.
+// Frames already decoded (a loaded avatar's); the crop is cut on each read, or with `crops` false
+// left to paste time, for a stream given its faces (which needs none before; the pastes run in
+// parallel where the reads do not). The vectors must outlive the source.
 class DecodedFrames final : public FrameSource {
  public:
   DecodedFrames(const std::vector<Image>& frames, const std::vector<CropRect>& rects,
-                const FaceLayout& layout)
-      : frames_(frames), rects_(rects), layout_(layout) {}
+                const FaceLayout& layout, bool crops = true)
+      : frames_(frames), rects_(rects), layout_(layout), crops_(crops) {}
   Result<SourceFrame> Read(int64_t index) override;
 
  private:
   const std::vector<Image>& frames_;
   const std::vector<CropRect>& rects_;
   FaceLayout layout_;
+  bool crops_;
 };
 
 // An avatar's frame files or video, decoded when first read; frames and their crops are kept for

@@ -274,6 +274,12 @@ Result<bool> LipSyncStream::Prepare(bool wait) {
   const size_t crop_row = static_cast<size_t>(source->crop.width) * 3;
   const uint8_t* face = source->crop.bgr.data() + layout_.inner_offset * (crop_row + 3);
   const size_t visual_values = static_cast<size_t>(6) * s * s;
+  if (source->crop.bgr.empty() && !window.visual) {
+    const Status no_crop = FailedPrecondition("the frame source gave avatar frame " +
+                                              std::to_string(avatar_frame) + " without its crop");
+    Stop(no_crop);
+    return no_crop;
+  }
   if (options_.frame_form) {
     const size_t face_row = static_cast<size_t>(s) * 3;
     uint8_t* to = batch->input->as<uint8_t>() + k * face_row * s;
@@ -413,6 +419,14 @@ Result<std::optional<StreamFrame>> LipSyncStream::Next() {
   }
   StreamFrame out;
   out.frame = source.decoded ? *source.decoded : std::move(source.frame);
+  if (source.crop.bgr.empty() && !options_.paste) {  // left to paste time (given faces)
+    auto crop = CropFace(out.frame, source.rect, layout_);
+    if (!crop.ok()) {
+      Stop(crop.status());
+      return crop.status();
+    }
+    source.crop = std::move(*crop);
+  }
   Status pasted = options_.paste ? options_.paste(face, source, out.frame)
                                  : PasteFace(face, layout_, source.crop, source.rect, out.frame);
   if (!pasted.ok()) {

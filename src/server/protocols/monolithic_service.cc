@@ -22,18 +22,18 @@ double MsSince(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
 }
 
-// Checks float32 values held as bytes (a request's tensor) a block at a time, so that nothing is
-// read through a misaligned float pointer and no copy of the whole tensor is made.
-Status CheckFiniteBytes(const std::string& bytes, const char* what) {
+// Checks `count` float32 values held as bytes (a request's tensor, from value `first` on) a block
+// at a time, so that nothing is read through a misaligned float pointer and no copy of the whole
+// tensor is made.
+Status CheckFiniteBytes(const std::string& bytes, size_t first, size_t count, const char* what) {
   constexpr size_t kBlock = 4096;
   float values[kBlock];
-  const size_t count = bytes.size() / sizeof(float);
-  for (size_t first = 0; first < count; first += kBlock) {
-    const size_t n = std::min(kBlock, count - first);
-    std::memcpy(values, bytes.data() + first * sizeof(float), n * sizeof(float));
+  for (size_t at = first; at < first + count; at += kBlock) {
+    const size_t n = std::min(kBlock, first + count - at);
+    std::memcpy(values, bytes.data() + at * sizeof(float), n * sizeof(float));
     for (size_t i = 0; i < n; ++i) {
       if (!std::isfinite(values[i])) {
-        return InvalidArgument(std::string(what) + " value " + std::to_string(first + i) + " is " +
+        return InvalidArgument(std::string(what) + " value " + std::to_string(at + i) + " is " +
                                (std::isnan(values[i]) ? "NaN" : "infinite"));
       }
     }
@@ -122,7 +122,16 @@ Result<std::vector<Image>> ComposeBatch(LoadedAvatar& a,
                            std::to_string(visual_bytes) + " (batch_size x 6 x " +
                            std::to_string(s) + " x " + std::to_string(s) + " float32)");
   }
-  LIPSYNC_RETURN_IF_ERROR(CheckFiniteBytes(request.visual_frames(), "visual_frames"));
+  const size_t face_values = static_cast<size_t>(6) * s * s;
+  std::vector<Status> finite(static_cast<size_t>(batch));
+  ForEachFrame(
+      batch,
+      [&](int i) {
+        return CheckFiniteBytes(request.visual_frames(), static_cast<size_t>(i) * face_values,
+                                face_values, "visual_frames");
+      },
+      &finite);
+  for (const Status& status : finite) LIPSYNC_RETURN_IF_ERROR(status);
 
   auto start = Clock::now();
   auto audio = CompositeAudioInput(*a.encoder, request, behaviour.align);
@@ -135,7 +144,9 @@ Result<std::vector<Image>> ComposeBatch(LoadedAvatar& a,
   LIPSYNC_ASSIGN_OR_RETURN(
       FrameSequence walk,
       FrameSequence::Create(n, FrameOrder::kLoop, request.start_frame_idx() % n));
-  stream::DecodedFrames avatar_frames(a.backgrounds, a.avatar.crop_rects(), a.layout);
+  // Crops only at paste time, on the pool: the faces are given.
+  stream::DecodedFrames avatar_frames(a.backgrounds, a.avatar.crop_rects(), a.layout,
+                                      /*crops=*/false);
   stream::StreamOptions options;
   options.fps = a.avatar.manifest().fps;
   options.batch = batch;
