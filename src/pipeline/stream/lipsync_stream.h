@@ -84,8 +84,8 @@ class LipSyncStream {
   LipSyncStream(const LipSyncStream&) = delete;
   LipSyncStream& operator=(const LipSyncStream&) = delete;
 
-  // Audio in. Finish() says the audio has ended; frames_total() is then known (0 when the audio
-  // was too short for one frame).
+  // Audio in. Finish() says the audio has ended; frames_total() is then known. Audio too short
+  // for the encoder's first window (about 0.19 s) fails Finish with kInvalidArgument.
   Status Push(const float* pcm, size_t count);
   Status Finish();
   // The model's inputs as the caller made them, in place of Push's audio: `windows` [n,32,16,16],
