@@ -13,7 +13,9 @@ import cv2
 import grpc
 import numpy as np
 import torch
-from torch import nn
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+from tiny_models import TinyAudioEncoder, TinyUNet  # noqa: E402
 
 BIN = os.environ["LIPSYNC_BIN"]
 PROTO_DIR = os.environ["LIPSYNC_PROTO_DIR"]
@@ -33,46 +35,12 @@ def background(i):
     return img.astype(np.uint8)
 
 
-class TinyUNet(nn.Module):
-    """The UNet's interface with a cheap body: per pixel, a 1x1 convolution of the six face
-    channels plus a weighted sum of the 32 audio channels' means, through a sigmoid. Every
-    audio row moves every pixel, so frames show which rows a server fed it."""
-
-    def __init__(self, seed):
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.visual = nn.Conv2d(6, 3, 1)
-        self.audio = nn.Conv2d(32, 3, 1, bias=False)
-        with torch.no_grad():
-            self.visual.weight.copy_(torch.randn(3, 6, 1, 1, generator=g) * 0.6)
-            self.visual.bias.copy_(torch.randn(3, generator=g) * 0.1)
-            self.audio.weight.copy_(torch.randn(3, 32, 1, 1, generator=g) * 1.5)
-
-    def forward(self, visual, audio):
-        return torch.sigmoid(self.visual(visual) + self.audio(audio.mean(dim=(2, 3), keepdim=True)))
-
-
-class TinyEncoder(nn.Module):
-    """The audio encoder's interface ([N,1,80,16] mel windows -> [N,512]): one dense layer."""
-
-    def __init__(self, seed):
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.dense = nn.Linear(80 * 16, 512)
-        with torch.no_grad():
-            self.dense.weight.copy_(torch.randn(512, 1280, generator=g) * 0.03)
-            self.dense.bias.copy_(torch.randn(512, generator=g) * 0.1)
-
-    def forward(self, mel):
-        return torch.tanh(self.dense(mel.flatten(1)))
-
-
 class Models:
     """The avatar's two models as numpy callables for the reference."""
 
     def __init__(self, seed=0):
-        self.unet_module = TinyUNet(seed).eval()
-        self.encoder_module = TinyEncoder(seed + 1).eval()
+        self.unet_module = TinyUNet(seed, visual_scale=0.6, audio_scale=1.5).eval()
+        self.encoder_module = TinyAudioEncoder(seed + 1).eval()
 
     def unet(self, visual, audio):
         with torch.no_grad():

@@ -18,7 +18,9 @@ import urllib.request
 import cv2
 import numpy as np
 import torch
-from torch import nn
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+from tiny_models import TinyAudioEncoder, TinyUNet  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -26,40 +28,6 @@ PROTO_DIR = os.path.join(ROOT, "proto")
 MODEL_SIZE = 160
 FRAME_W, FRAME_H, FRAMES = 192, 160, 4
 RECTS = [[16 + 4 * i, 8 + 2 * i, 144 + 4 * i, 136 + 2 * i] for i in range(FRAMES)]
-
-
-class TinyUNet(nn.Module):
-    """The lip-sync UNet's interface (visual [N,6,S,S] + audio [N,32,16,16] -> [N,3,S,S]) with
-    a cheap body: a 1x1 convolution of the faces plus one of the pooled audio, then a sigmoid."""
-
-    def __init__(self, seed):
-        super().__init__()
-        gen = torch.Generator().manual_seed(seed)
-        self.visual = nn.Conv2d(6, 3, 1)
-        self.audio = nn.Conv2d(32, 3, 1, bias=False)
-        with torch.no_grad():
-            self.visual.weight.copy_(torch.randn(3, 6, 1, 1, generator=gen) * 0.5)
-            self.visual.bias.copy_(torch.randn(3, generator=gen) * 0.1)
-            self.audio.weight.copy_(torch.randn(3, 32, 1, 1, generator=gen) * 2.0)
-
-    def forward(self, visual, audio):
-        pooled = audio.mean(dim=(2, 3), keepdim=True)
-        return torch.sigmoid(self.visual(visual) + self.audio(pooled))
-
-
-class TinyAudioEncoder(nn.Module):
-    """The audio encoder's interface (mel windows [N,1,80,16] -> [N,512]): one dense layer."""
-
-    def __init__(self, seed):
-        super().__init__()
-        gen = torch.Generator().manual_seed(seed)
-        self.dense = nn.Linear(80 * 16, 512)
-        with torch.no_grad():
-            self.dense.weight.copy_(torch.randn(512, 1280, generator=gen) * 0.03)
-            self.dense.bias.copy_(torch.randn(512, generator=gen) * 0.1)
-
-    def forward(self, mel):
-        return torch.tanh(self.dense(mel.flatten(1)))
 
 
 def _save_twins(model, example, stem, inputs, output):
@@ -87,7 +55,8 @@ def make_avatar(root, name="sanders", seed=0):
     with open(os.path.join(folder, "crop_rects.json"), "w") as f:
         json.dump(RECTS, f)
     s = MODEL_SIZE
-    _save_twins(TinyUNet(seed), (torch.rand(1, 6, s, s), torch.rand(1, 32, 16, 16)),
+    _save_twins(TinyUNet(seed, visual_scale=0.5, audio_scale=2.0),
+                (torch.rand(1, 6, s, s), torch.rand(1, 32, 16, 16)),
                 os.path.join(folder, "unet"), ("visual_input", "audio_input"), "output")
     _save_twins(TinyAudioEncoder(seed + 1), (torch.rand(1, 1, 80, 16),),
                 os.path.join(folder, "audio_encoder"), ("mel",), "embedding")
