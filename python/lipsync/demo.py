@@ -288,19 +288,26 @@ def make_audio_files(args):
         new_weights = True
     if new_weights or not keep(onnx_path, lambda: valid_audio_encoder_onnx(onnx_path)):
         from . import export_audio  # the same path a real checkpoint takes
-        tmp = f"{onnx_path}.tmp{os.getpid()}.onnx"
-        export_args = ["--checkpoint", pth, "--out", tmp, "--exporter", args.exporter]
-        if args.engine:
-            export_args += ["--engine", args.engine]
-        if args.no_verify:
-            export_args.append("--no-verify")
-        code = export_audio.main(export_args)
-        if code:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            return code
-        os.replace(tmp, onnx_path)
-        log(f"wrote {onnx_path}")
+        return _export_into_place(export_audio, ["--checkpoint", pth], onnx_path, args)
+    return 0
+
+
+def _export_into_place(exporter, export_args, onnx_path, args):
+    """Runs `exporter`'s command line into a temporary file beside `onnx_path` and renames it into
+    place: a failed export leaves nothing behind. Returns its exit code."""
+    tmp = f"{onnx_path}.tmp{os.getpid()}.onnx"
+    export_args = export_args + ["--out", tmp, "--exporter", args.exporter]
+    if args.engine:
+        export_args += ["--engine", args.engine]
+    if args.no_verify:
+        export_args.append("--no-verify")
+    code = exporter.main(export_args)
+    if code:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        return code
+    os.replace(tmp, onnx_path)
+    log(f"wrote {onnx_path}")
     return 0
 
 
@@ -356,20 +363,11 @@ def main(argv=None):
         log(f"wrote {audio}")
     if new_weights or not keep(onnx_path, lambda: valid_onnx(onnx_path, args.mode, args.size)):
         from . import export  # the same path a real checkpoint takes
-        tmp = f"{onnx_path}.tmp{os.getpid()}.onnx"
-        export_args = ["--checkpoint", pth, "--mode", args.mode, "--size", str(args.size),
-                       "--out", tmp, "--exporter", args.exporter]
-        if args.engine:
-            export_args += ["--engine", args.engine]
-        if args.no_verify:
-            export_args.append("--no-verify")
-        code = export.main(export_args)
+        code = _export_into_place(
+            export, ["--checkpoint", pth, "--mode", args.mode, "--size", str(args.size)], onnx_path,
+            args)
         if code:
-            if os.path.exists(tmp):
-                os.remove(tmp)
             return code
-        os.replace(tmp, onnx_path)
-        log(f"wrote {onnx_path}")
     code = make_audio_files(args)
     if code:
         return code
