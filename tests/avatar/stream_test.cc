@@ -236,6 +236,24 @@ TEST(LipSyncStream, GivenInputsRunAsGivenAndSeveralThreadsTakeEachFrameOnce) {
   EXPECT_NE(prepared.status().message().find("without its crop"), std::string::npos);
 }
 
+// A batch still queued when the stream's deadline passes does not run: the stream fails with
+// kDeadlineExceeded (here the deadline has passed before the first batch is queued).
+TEST(LipSyncStream, ABatchPastTheDeadlineDoesNotRun) {
+  Models m(2);
+  auto frames = CachedFrames::Open(m.avatar, m.layout, {}, 64 << 20);
+  ASSERT_TRUE(frames.ok());
+  StreamOptions options = m.Offline(2);
+  options.deadline = runtime::SchedulerClock::now();
+  LipSyncStream s(m.scheduler, m.model, *m.encoder, **frames, m.sequence, m.layout, options);
+  const auto pcm = Tone(0.6);
+  ASSERT_TRUE(s.Push(pcm.data(), pcm.size()).ok());
+  ASSERT_TRUE(s.Finish().ok());
+  ASSERT_TRUE(s.PrepareWaiting().ok());
+  auto next = s.Next();
+  EXPECT_EQ(next.status().code(), StatusCode::kDeadlineExceeded) << next.status().ToString();
+  EXPECT_EQ(m.scheduler.totals().batches, 0);
+}
+
 // A stop drops the batches still queued on the scheduler; the one running finishes, and the
 // stream's destruction waits for it.
 TEST(LipSyncStream, AStopDropsTheQueuedBatches) {

@@ -84,11 +84,10 @@ std::unique_ptr<grpc::ClientContext> Context(int seconds) {
   return ctx;
 }
 
-TEST(AvatarRequests, ALoadInProgressHoldsNoInferenceWorker) {
-  auto gate = std::make_shared<LoadGate>();
-  ScratchDir root;
-  for (const char* id : {"anna", "bob", "carl", "dave"}) ImportAvatar(root, id);
-
+// A server with the monolithic and lipsyncsrv services, one worker each, on the avatars under
+// `root`, whose loads `gate` may hold.
+std::unique_ptr<testing::TestServer> StartGated(const ScratchDir& root,
+                                                const std::shared_ptr<LoadGate>& gate) {
   ServerOptions options = testing::Options(1, 0);
   options.batching.preferred_batch = 1;
   options.monolithic = true;
@@ -100,7 +99,14 @@ TEST(AvatarRequests, ALoadInProgressHoldsNoInferenceWorker) {
   options.monolithic_options.avatars.before_load = [gate](const std::string& id) {
     gate->Enter(id);
   };
-  auto server = testing::StartServer(options);
+  return testing::StartServer(options);
+}
+
+TEST(AvatarRequests, ALoadInProgressHoldsNoInferenceWorker) {
+  auto gate = std::make_shared<LoadGate>();
+  ScratchDir root;
+  for (const char* id : {"anna", "bob", "carl", "dave"}) ImportAvatar(root, id);
+  auto server = StartGated(root, gate);
   ASSERT_TRUE(server);
   ReleaseAtEnd release_at_end{gate};
   auto monolithic = monolithic::MonolithicService::NewStub(server->channel);
@@ -192,6 +198,46 @@ TEST(AvatarRequests, ALoadInProgressHoldsNoInferenceWorker) {
   EXPECT_TRUE(dave_answer.success()) << dave_answer.error();
   EXPECT_TRUE(dave_answer.auto_loaded());
   EXPECT_EQ(dave_answer.frame_id(), 3);
+}
+
+// A monolithic request whose call's deadline passes while its avatar loads is not run when the
+// load ends: the model's time goes to callers still waiting. The load is held until the client
+// has seen its deadline pass; the server then counts the request as DEADLINE_EXCEEDED without a
+// frame, and the next request for the avatar runs.
+TEST(AvatarRequests, ARequestWhoseDeadlinePassedDuringItsLoadDoesNotRun) {
+  auto gate = std::make_shared<LoadGate>();
+  ScratchDir root;
+  ImportAvatar(root, "bob");
+  auto server = StartGated(root, gate);
+  ASSERT_TRUE(server);
+  ReleaseAtEnd release_at_end{gate};
+  auto monolithic = monolithic::MonolithicService::NewStub(server->channel);
+  const Metrics& metrics = server->server->metrics();
+
+  gate->Hold("bob");
+  monolithic::CompositeBatchRequest bob = testing::MonolithicRequest(2, 2);
+  bob.set_model_id("bob");
+  monolithic::CompositeBatchResponse late_answer;
+  grpc::Status late_status;
+  // Ten seconds: time enough for the call to reach the load on a loaded machine.
+  std::thread late_call(
+      [&] { late_status = monolithic->InferBatchComposite(Context(10).get(), bob, &late_answer); });
+  EXPECT_TRUE(gate->WaitStarted("bob")) << "the load of 'bob' never began";
+  late_call.join();  // the client's deadline passed
+  EXPECT_EQ(late_status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
+      << late_status.error_message();
+  const uint64_t frames_before = metrics.frames();
+  gate->Release("bob");
+  ASSERT_TRUE(testing::WaitFor([&] {
+    return metrics.requests("InferBatchComposite", "DEADLINE_EXCEEDED") == 1;
+  })) << "the late request was not counted as past its deadline";
+  EXPECT_EQ(metrics.frames(), frames_before) << "the late request ran the model";
+
+  monolithic::CompositeBatchResponse next;
+  ASSERT_TRUE(monolithic->InferBatchComposite(Context(120).get(), bob, &next).ok());
+  EXPECT_TRUE(next.success()) << next.error();
+  EXPECT_EQ(next.composited_frames_size(), 2);
+  EXPECT_EQ(metrics.frames(), frames_before + 2);
 }
 
 }  // namespace

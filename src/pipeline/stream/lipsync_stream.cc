@@ -330,6 +330,7 @@ void LipSyncStream::Submit(const std::shared_ptr<Batch>& batch) {
   }
   job.priority = options_.live ? runtime::Priority::kLive : runtime::Priority::kOffline;
   job.origin = options_.origin;
+  job.deadline = options_.deadline;
   job.cancelled = &dropped_;
   job.caller = this;
   job.times = &batch->times;

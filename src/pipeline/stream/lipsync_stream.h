@@ -54,6 +54,8 @@ struct StreamOptions {
   // batches, until the audio has ended.
   bool live = false;
   runtime::Origin origin = runtime::Origin::kTest;
+  // A batch not yet run when this passes fails with kDeadlineExceeded (a caller's deadline).
+  runtime::SchedulerClock::time_point deadline = runtime::SchedulerClock::time_point::max();
   // Faces go to the model as uint8 BGR (the frame form), else as its float32 input [n,6,S,S].
   bool frame_form = true;
   int max_batches = 2;
