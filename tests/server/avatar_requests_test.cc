@@ -1,7 +1,8 @@
 // A request whose avatar is still loading holds no worker of its service: with one worker each,
 // the monolithic and lipsyncsrv services answer a request for a loaded avatar while another
 // request's load is held on the loader thread (by the registry's before_load hook, on events),
-// then answer the held request too once its load goes on; the same for a lipsyncsrv stream.
+// then answer the held request too once its load goes on; the same for a lipsyncsrv stream. And a
+// request whose deadline passed during its load does not run.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -200,11 +201,11 @@ TEST(AvatarRequests, ALoadInProgressHoldsNoInferenceWorker) {
   EXPECT_EQ(dave_answer.frame_id(), 3);
 }
 
-// A monolithic request whose call's deadline passes while its avatar loads is not run when the
-// load ends: the model's time goes to callers still waiting. The load is held until the client
-// has seen its deadline pass; the server then counts the request as DEADLINE_EXCEEDED without a
-// frame, and the next request for the avatar runs.
-TEST(AvatarRequests, ARequestWhoseDeadlinePassedDuringItsLoadDoesNotRun) {
+// Requests whose calls' deadlines pass while their avatar loads are not run when the load ends:
+// the model's time goes to callers still waiting. A monolithic and a lipsyncsrv request wait on
+// one held load until both clients have seen their deadlines pass; the server then counts both as
+// DEADLINE_EXCEEDED without a frame, and the next request for the avatar runs.
+TEST(AvatarRequests, RequestsWhoseDeadlinePassedDuringTheirLoadDoNotRun) {
   auto gate = std::make_shared<LoadGate>();
   ScratchDir root;
   ImportAvatar(root, "bob");
@@ -212,29 +213,52 @@ TEST(AvatarRequests, ARequestWhoseDeadlinePassedDuringItsLoadDoesNotRun) {
   ASSERT_TRUE(server);
   ReleaseAtEnd release_at_end{gate};
   auto monolithic = monolithic::MonolithicService::NewStub(server->channel);
+  auto lipsyncsrv = lipsyncsrv::LipSyncService::NewStub(server->channel);
   const Metrics& metrics = server->server->metrics();
 
   gate->Hold("bob");
-  monolithic::CompositeBatchRequest bob = testing::MonolithicRequest(2, 2);
-  bob.set_model_id("bob");
-  monolithic::CompositeBatchResponse late_answer;
-  grpc::Status late_status;
-  // Ten seconds: time enough for the call to reach the load on a loaded machine.
-  std::thread late_call(
-      [&] { late_status = monolithic->InferBatchComposite(Context(10).get(), bob, &late_answer); });
+  monolithic::CompositeBatchRequest composite = testing::MonolithicRequest(2, 2);
+  composite.set_model_id("bob");
+  lipsyncsrv::BatchInferenceRequest faces;
+  faces.set_model_name("bob");
+  faces.add_frame_ids(1);
+  faces.add_frame_ids(2);
+  grpc::Status composite_status, faces_status;
+  // Six seconds: time enough for the calls to reach the load on a loaded machine.
+  constexpr int kDeadlineS = 6;
+  const auto sent = std::chrono::steady_clock::now();
+  std::thread composite_call([&] {
+    monolithic::CompositeBatchResponse answer;
+    composite_status =
+        monolithic->InferBatchComposite(Context(kDeadlineS).get(), composite, &answer);
+  });
+  std::thread faces_call([&] {
+    lipsyncsrv::BatchInferenceResponse answer;
+    faces_status = lipsyncsrv->GenerateBatchInference(Context(kDeadlineS).get(), faces, &answer);
+  });
   EXPECT_TRUE(gate->WaitStarted("bob")) << "the load of 'bob' never began";
-  late_call.join();  // the client's deadline passed
-  EXPECT_EQ(late_status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
-      << late_status.error_message();
+  composite_call.join();  // the clients' deadlines passed
+  faces_call.join();
+  EXPECT_EQ(composite_status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
+      << composite_status.error_message();
+  EXPECT_EQ(faces_status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED)
+      << faces_status.error_message();
+  // The server's deadline is the client's plus the time the call took to arrive (gRPC sends the
+  // time left), so the clients' failing is not yet the server's deadline: the load goes on only
+  // once that has passed too, with four seconds to spare.
+  std::this_thread::sleep_until(sent + std::chrono::seconds(kDeadlineS + 4));
   const uint64_t frames_before = metrics.frames();
   gate->Release("bob");
   ASSERT_TRUE(testing::WaitFor([&] {
-    return metrics.requests("InferBatchComposite", "DEADLINE_EXCEEDED") == 1;
-  })) << "the late request was not counted as past its deadline";
-  EXPECT_EQ(metrics.frames(), frames_before) << "the late request ran the model";
+    return metrics.requests("InferBatchComposite", "DEADLINE_EXCEEDED") == 1 &&
+           metrics.requests("GenerateBatchInference", "DEADLINE_EXCEEDED") == 1;
+  })) << "the late requests were not counted as past their deadlines (answered OK: "
+      << metrics.requests("InferBatchComposite", "OK") << " composite, "
+      << metrics.requests("GenerateBatchInference", "OK") << " lipsyncsrv)";
+  EXPECT_EQ(metrics.frames(), frames_before) << "a late request ran the model";
 
   monolithic::CompositeBatchResponse next;
-  ASSERT_TRUE(monolithic->InferBatchComposite(Context(120).get(), bob, &next).ok());
+  ASSERT_TRUE(monolithic->InferBatchComposite(Context(120).get(), composite, &next).ok());
   EXPECT_TRUE(next.success()) << next.error();
   EXPECT_EQ(next.composited_frames_size(), 2);
   EXPECT_EQ(metrics.frames(), frames_before + 2);

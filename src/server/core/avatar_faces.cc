@@ -3,7 +3,8 @@
 namespace lipsync::server {
 
 Status RunAvatarFaces(LoadedAvatar& a, const TensorView& faces, const TensorView& audio,
-                      uint8_t* out, runtime::Origin origin, runtime::Priority priority) {
+                      uint8_t* out, runtime::Origin origin, runtime::Priority priority,
+                      runtime::SchedulerClock::time_point deadline) {
   if (!a.scheduler || !a.scheduled) {
     return FailedPrecondition("avatar '" + a.id + "' has no scheduler");
   }
@@ -15,6 +16,7 @@ Status RunAvatarFaces(LoadedAvatar& a, const TensorView& faces, const TensorView
   job.output = MutableTensorView{DataType::kUInt8, {n, s, s, 3}, out};
   job.origin = origin;
   job.priority = priority;
+  job.deadline = deadline;
   return a.scheduler->Run(a.scheduled, std::move(job));
 }
 

@@ -15,9 +15,12 @@ namespace lipsync::server {
 // fixed-batch model's last one padded with copies of the last frame) and may share a batch with
 // other callers. Engine::RunFrames does the mask, scaling and conversion (every avatar UNet has
 // the frame form, see FindUnetInputs): on the CPU as render does, on the GPU for the CUDA backend,
-// so that 0.3 MB a face crosses to it instead of a 2.5 MB tensor.
-Status RunAvatarFaces(LoadedAvatar& avatar, const TensorView& faces, const TensorView& audio,
-                      uint8_t* out, runtime::Origin origin = runtime::Origin::kTest,
-                      runtime::Priority priority = runtime::Priority::kOffline);
+// so that 0.3 MB a face crosses to it instead of a 2.5 MB tensor. Frames not run by `deadline`
+// are not run: kDeadlineExceeded.
+Status RunAvatarFaces(
+    LoadedAvatar& avatar, const TensorView& faces, const TensorView& audio, uint8_t* out,
+    runtime::Origin origin = runtime::Origin::kTest,
+    runtime::Priority priority = runtime::Priority::kOffline,
+    runtime::SchedulerClock::time_point deadline = runtime::SchedulerClock::time_point::max());
 
 }  // namespace lipsync::server

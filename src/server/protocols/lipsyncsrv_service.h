@@ -81,11 +81,14 @@ class LipSyncSrvService final : public lipsyncsrv::LipSyncService::CallbackServi
   static Result<AvatarRequests::Named> NameFrames(const std::string& model, size_t frames);
   // The frames of one model as one engine batch on its avatar (or failed with why there is
   // none); one response per frame id, in order, timed from `start`. Runs on the calling thread.
-  // Returns the first failure answered (OK when every frame succeeded), for the metrics.
+  // Past `deadline` (the call's) nothing runs: kDeadlineExceeded. Returns the first failure
+  // answered (OK when every frame succeeded), for the metrics.
   Status RunFrames(std::chrono::steady_clock::time_point start, const Result<AvatarLease>& avatar,
                    const std::string& model, const std::vector<int32_t>& frame_ids,
                    const std::optional<std::string>& audio_override,
-                   std::vector<lipsyncsrv::InferenceResponse>* responses);
+                   std::vector<lipsyncsrv::InferenceResponse>* responses,
+                   std::chrono::steady_clock::time_point deadline =
+                       std::chrono::steady_clock::time_point::max());
   // Runs on the avatar repository's loader thread (one import or load at a time).
   Status RunLoadModel(const lipsyncsrv::LoadModelRequest& request,
                       lipsyncsrv::LoadModelResponse* response);
