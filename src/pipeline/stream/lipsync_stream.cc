@@ -270,16 +270,19 @@ Result<bool> LipSyncStream::Prepare(bool wait) {
     Stop(source.status());
     return source.status();
   }
-  const int s = layout_.inner_size;
-  const size_t crop_row = static_cast<size_t>(source->crop.width) * 3;
-  const uint8_t* face = source->crop.bgr.data() + layout_.inner_offset * (crop_row + 3);
-  const size_t visual_values = static_cast<size_t>(6) * s * s;
   if (source->crop.bgr.empty() && !window.visual) {
     const Status no_crop = FailedPrecondition("the frame source gave avatar frame " +
                                               std::to_string(avatar_frame) + " without its crop");
     Stop(no_crop);
     return no_crop;
   }
+  const int s = layout_.inner_size;
+  const size_t visual_values = static_cast<size_t>(6) * s * s;
+  // The crop's inner face (only read where there is a crop).
+  const size_t crop_row = static_cast<size_t>(source->crop.width) * 3;
+  const uint8_t* face = source->crop.bgr.empty()
+                            ? nullptr
+                            : source->crop.bgr.data() + layout_.inner_offset * (crop_row + 3);
   if (options_.frame_form) {
     const size_t face_row = static_cast<size_t>(s) * 3;
     uint8_t* to = batch->input->as<uint8_t>() + k * face_row * s;
@@ -364,10 +367,10 @@ void LipSyncStream::BatchDone(Batch& batch, const Status& status) {
   cv_.notify_all();
 }
 
-LipSyncStream::Batch* LipSyncStream::NextBatchLocked() const {
+std::shared_ptr<LipSyncStream::Batch> LipSyncStream::NextBatchLocked() const {
   for (const auto& batch : open_) {
     // The filling batch is not done, whatever its count.
-    if (!batch->done || batch->taken < batch->count) return batch.get();
+    if (!batch->done || batch->taken < batch->count) return batch;
   }
   return nullptr;
 }
@@ -375,7 +378,7 @@ LipSyncStream::Batch* LipSyncStream::NextBatchLocked() const {
 // A batch is done only after it has left the filling slot for the scheduler, so a done batch is
 // one Next may take from.
 bool LipSyncStream::NextReadyLocked() const {
-  const Batch* batch = NextBatchLocked();
+  const std::shared_ptr<Batch> batch = NextBatchLocked();
   if (!batch) return audio_ended_ && windows_.empty();  // the end
   return batch->done;
 }
@@ -390,17 +393,13 @@ Result<std::optional<StreamFrame>> LipSyncStream::Next() {
   const auto start = Clock::now();
   LIPSYNC_RETURN_IF_ERROR(WaitLocked(lock, [&] { return NextReadyLocked(); }));
   stats_.paste.starved_s += Seconds(start, Clock::now());
-  Batch* next = NextBatchLocked();
-  if (!next) return std::optional<StreamFrame>();  // every frame is taken
-  if (!next->status.ok()) {
-    const Status failed = next->status;
+  std::shared_ptr<Batch> batch = NextBatchLocked();
+  if (!batch) return std::optional<StreamFrame>();  // every frame is taken
+  if (!batch->status.ok()) {
+    const Status failed = batch->status;
     lock.unlock();
     Stop(failed);
     return failed;
-  }
-  std::shared_ptr<Batch> batch;
-  for (const auto& open : open_) {
-    if (open.get() == next) batch = open;
   }
   const size_t k = static_cast<size_t>(batch->taken++);
   lock.unlock();

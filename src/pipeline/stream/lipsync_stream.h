@@ -130,7 +130,7 @@ class LipSyncStream {
   Status WaitLocked(Lock& lock, Pred ready);
   Status StoppedLocked() const;
   // The first batch with frames not yet taken, or null.
-  Batch* NextBatchLocked() const;
+  std::shared_ptr<Batch> NextBatchLocked() const;
   // That batch has run (or failed), or the last frame is taken.
   bool NextReadyLocked() const;
   // Queues the filling batch on the scheduler (called without the lock; `batch` left the filling
