@@ -75,7 +75,16 @@ grpc::ServerUnaryReactor* AvatarRequests::PostUnaryCall(
     std::function<Result<Named>()> name, std::function<Status(Result<AvatarLease>)> work) {
   auto* reactor = call->DefaultReactor();
   if (metrics) metrics->AddInFlight(1);
-  Continue finish = [metrics, reactor, method, work = std::move(work)](Result<AvatarLease> lease) {
+  const auto deadline = SteadyDeadline(call);
+  Continue finish = [metrics, reactor, method, deadline,
+                     work = std::move(work)](Result<AvatarLease> lease) {
+    if (lease.ok()) {
+      if (std::chrono::steady_clock::now() >= deadline) {
+        lease = Status(StatusCode::kDeadlineExceeded, "the call's deadline passed before it ran");
+      } else {
+        lease->deadline = deadline;
+      }
+    }
     FinishUnaryCall(metrics, reactor, method, [&] { return work(std::move(lease)); });
   };
   Post([this, method, name = std::move(name), finish] {

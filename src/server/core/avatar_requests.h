@@ -7,6 +7,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -24,6 +25,8 @@ namespace lipsync::server {
 struct AvatarLease {
   std::shared_ptr<LoadedAvatar> avatar;  // null for a request that needs none
   bool loaded_now = false;               // this request's resolution loaded it
+  // The call's deadline (steady clock; max without one), for the request's work on the model.
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
 };
 
 // InvalidArgument naming `field` and the avatar's frame range unless 0 <= frame < its frames.
@@ -58,9 +61,11 @@ class AvatarRequests {
 
   // A unary call of a service whose protocol answers failures inside the response: on a worker,
   // `name` checks what needs no avatar and names the avatar (or fails the request before any
-  // load), the avatar is resolved, and
-  // `work` fills the response from it (or from the failure) and returns the outcome. The call
-  // finishes with gRPC OK; lipsync_requests_total counts it once, under the outcome's code.
+  // load), the avatar is resolved, and `work` fills the response from it (or from the failure)
+  // and returns the outcome. A call whose deadline passed before its avatar was there (while it
+  // waited for a worker or the load) gets kDeadlineExceeded instead: a client that gave up is not
+  // worth the model's time. The call finishes with gRPC OK; lipsync_requests_total counts it
+  // once, under the outcome's code.
   grpc::ServerUnaryReactor* PostUnaryCall(Metrics* metrics, grpc::CallbackServerContext* call,
                                           const char* method, std::function<Result<Named>()> name,
                                           std::function<Status(Result<AvatarLease>)> work);

@@ -6,6 +6,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -19,6 +20,16 @@
 #include "server/core/metrics.h"
 
 namespace lipsync::server {
+
+// The call's gRPC deadline on the steady clock (far future when the client set none).
+inline std::chrono::steady_clock::time_point SteadyDeadline(
+    const grpc::CallbackServerContext* ctx) {
+  using Steady = std::chrono::steady_clock;
+  const auto deadline = ctx->deadline();
+  if (deadline == std::chrono::system_clock::time_point::max()) return Steady::time_point::max();
+  const auto left = deadline - std::chrono::system_clock::now();
+  return Steady::now() + std::chrono::duration_cast<Steady::duration>(left);
+}
 
 class WorkerPool {
  public:

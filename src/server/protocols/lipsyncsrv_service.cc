@@ -8,7 +8,6 @@
 #include "server/core/avatar_faces.h"
 #include "server/protocols/lipsyncsrv_audio.h"
 #include "server/protocols/monolithic_service.h"
-#include "server/protocols/service_context.h"
 
 namespace lipsync::server {
 namespace {
@@ -179,8 +178,7 @@ Result<AvatarRequests::Named> LipSyncSrvService::NameFrames(const std::string& m
 Status LipSyncSrvService::RunFrames(Clock::time_point start, const Result<AvatarLease>& avatar,
                                     const std::string& model, const std::vector<int32_t>& frame_ids,
                                     const std::optional<std::string>& audio_override,
-                                    std::vector<lipsyncsrv::InferenceResponse>* responses,
-                                    Clock::time_point deadline) {
+                                    std::vector<lipsyncsrv::InferenceResponse>* responses) {
   responses->assign(frame_ids.size(), {});
   for (size_t i = 0; i < frame_ids.size(); ++i) {
     (*responses)[i].set_model_name(model);
@@ -200,12 +198,6 @@ Status LipSyncSrvService::RunFrames(Clock::time_point start, const Result<Avatar
     return status.message();
   };
   if (!avatar.ok()) return fail_all(avatar.status());
-  // A client that gave up while the request waited (for a worker or its avatar's load) is not
-  // worth the model's time.
-  if (Clock::now() >= deadline) {
-    return fail_all(
-        Status(StatusCode::kDeadlineExceeded, "the call's deadline passed before it ran"));
-  }
   const bool loaded_now = avatar->loaded_now;
   LoadedAvatar& a = *avatar->avatar;
   // An empty override is no override, as the Python server reads it (its JavaScript clients send
@@ -256,8 +248,9 @@ Status LipSyncSrvService::RunFrames(Clock::time_point start, const Result<Avatar
     std::vector<uint8_t> output(static_cast<size_t>(batch) * face_bytes);
     const auto inference_start = Clock::now();
     if (status.ok()) {
-      status = RunAvatarFaces(a, crops.view(), audio.view(), output.data(),
-                              runtime::Origin::kLipSyncSrv, runtime::Priority::kOffline, deadline);
+      status =
+          RunAvatarFaces(a, crops.view(), audio.view(), output.data(), runtime::Origin::kLipSyncSrv,
+                         runtime::Priority::kOffline, avatar->deadline);
     }
     const double inference_ms =
         std::chrono::duration<double, std::milli>(Clock::now() - inference_start).count();
@@ -366,19 +359,18 @@ grpc::ServerUnaryReactor* LipSyncSrvService::GenerateInference(
     grpc::CallbackServerContext* call, const lipsyncsrv::InferenceRequest* request,
     lipsyncsrv::InferenceResponse* response) {
   auto start = std::make_shared<Clock::time_point>(Clock::now());
-  const Clock::time_point deadline = SteadyDeadline(call);
   return requests_.PostUnaryCall(
       metrics_, call, "GenerateInference",
       [request, start] {
         *start = Clock::now();
         return NameFrames(request->model_name(), 1);
       },
-      [this, request, response, start, deadline](Result<AvatarLease> avatar) {
+      [this, request, response, start](Result<AvatarLease> avatar) {
         std::vector<lipsyncsrv::InferenceResponse> out;
         Status outcome = RunFrames(
             *start, avatar, request->model_name(), {request->frame_id()},
             request->has_audio_override() ? std::optional(request->audio_override()) : std::nullopt,
-            &out, deadline);
+            &out);
         *response = std::move(out[0]);
         return outcome;
       });
@@ -388,20 +380,19 @@ grpc::ServerUnaryReactor* LipSyncSrvService::GenerateBatchInference(
     grpc::CallbackServerContext* call, const lipsyncsrv::BatchInferenceRequest* request,
     lipsyncsrv::BatchInferenceResponse* response) {
   auto start = std::make_shared<Clock::time_point>(Clock::now());
-  const Clock::time_point deadline = SteadyDeadline(call);
   return requests_.PostUnaryCall(
       metrics_, call, "GenerateBatchInference",
       [request, start] {
         *start = Clock::now();
         return NameFrames(request->model_name(), static_cast<size_t>(request->frame_ids_size()));
       },
-      [this, request, response, start, deadline](Result<AvatarLease> avatar) {
+      [this, request, response, start](Result<AvatarLease> avatar) {
         std::vector<lipsyncsrv::InferenceResponse> out;
         Status outcome = RunFrames(
             *start, avatar, request->model_name(),
             {request->frame_ids().begin(), request->frame_ids().end()},
             request->has_audio_override() ? std::optional(request->audio_override()) : std::nullopt,
-            &out, deadline);
+            &out);
         for (auto& r : out) *response->add_responses() = std::move(r);
         response->set_total_processing_time_ms(MsSince(*start));
         return outcome;

@@ -80,15 +80,13 @@ class LipSyncSrvService final : public lipsyncsrv::LipSyncService::CallbackServi
   // names (none for no frames), or its failure.
   static Result<AvatarRequests::Named> NameFrames(const std::string& model, size_t frames);
   // The frames of one model as one engine batch on its avatar (or failed with why there is
-  // none); one response per frame id, in order, timed from `start`. Runs on the calling thread.
-  // Past `deadline` (the call's) nothing runs: kDeadlineExceeded. Returns the first failure
+  // none); one response per frame id, in order, timed from `start`. Runs on the calling thread;
+  // the frames do not run once the lease's deadline has passed. Returns the first failure
   // answered (OK when every frame succeeded), for the metrics.
   Status RunFrames(std::chrono::steady_clock::time_point start, const Result<AvatarLease>& avatar,
                    const std::string& model, const std::vector<int32_t>& frame_ids,
                    const std::optional<std::string>& audio_override,
-                   std::vector<lipsyncsrv::InferenceResponse>* responses,
-                   std::chrono::steady_clock::time_point deadline =
-                       std::chrono::steady_clock::time_point::max());
+                   std::vector<lipsyncsrv::InferenceResponse>* responses);
   // Runs on the avatar repository's loader thread (one import or load at a time).
   Status RunLoadModel(const lipsyncsrv::LoadModelRequest& request,
                       lipsyncsrv::LoadModelResponse* response);

@@ -9,7 +9,6 @@
 #include "lipsync/frames.h"
 #include "pipeline/stream/lipsync_stream.h"
 #include "server/protocols/request_codec.h"
-#include "server/protocols/service_context.h"
 
 namespace lipsync::server {
 namespace {
@@ -115,11 +114,6 @@ Result<std::vector<Image>> ComposeBatch(LoadedAvatar& a,
                                         const CompositeBehaviour& behaviour,
                                         Clock::time_point deadline) {
   LIPSYNC_RETURN_IF_ERROR(CheckCompositeRequest(request));
-  // A client that gave up (while the request waited for a worker or its avatar's load) is not
-  // worth the model's time.
-  if (Clock::now() >= deadline) {
-    return Status(StatusCode::kDeadlineExceeded, "the call's deadline passed before it ran");
-  }
   const int batch = request.batch_size();
   const int s = a.layout.inner_size;
   const size_t visual_bytes = static_cast<size_t>(batch) * 6 * s * s * sizeof(float);
@@ -220,7 +214,6 @@ grpc::ServerUnaryReactor* MonolithicService::InferBatchComposite(
     grpc::CallbackServerContext* call, const monolithic::CompositeBatchRequest* request,
     monolithic::CompositeBatchResponse* response) {
   auto start = std::make_shared<Clock::time_point>(Clock::now());
-  const Clock::time_point deadline = SteadyDeadline(call);
   return requests_.PostUnaryCall(
       metrics_, call, "InferBatchComposite",
       [request, start]() -> Result<AvatarRequests::Named> {
@@ -228,10 +221,10 @@ grpc::ServerUnaryReactor* MonolithicService::InferBatchComposite(
         LIPSYNC_RETURN_IF_ERROR(CheckCompositeRequest(*request));
         return AvatarRequests::Named{request->model_id()};
       },
-      [this, request, response, start, deadline](Result<AvatarLease> avatar) {
+      [this, request, response, start](Result<AvatarLease> avatar) {
         // A failure that escaped as an exception still answers success=false.
         const Status outcome = runtime::CatchAll("InferBatchComposite", [&] {
-          return RunComposite(*start, deadline, std::move(avatar), *request, response);
+          return RunComposite(*start, std::move(avatar), *request, response);
         });
         if (!outcome.ok() && response->error().empty()) {
           response->clear_composited_frames();
@@ -242,8 +235,7 @@ grpc::ServerUnaryReactor* MonolithicService::InferBatchComposite(
       });
 }
 
-Status MonolithicService::RunComposite(Clock::time_point start, Clock::time_point deadline,
-                                       Result<AvatarLease> avatar,
+Status MonolithicService::RunComposite(Clock::time_point start, Result<AvatarLease> avatar,
                                        const monolithic::CompositeBatchRequest& request,
                                        monolithic::CompositeBatchResponse* response) {
   response->set_gpu_id(registry_->gpu_id());
@@ -260,7 +252,7 @@ Status MonolithicService::RunComposite(Clock::time_point start, Clock::time_poin
   if (avatar->loaded_now) response->set_model_load_time_ms(static_cast<float>(a.load_ms));
 
   CompositeTimings timings;
-  auto frames = ComposeBatch(a, request, &timings, options_.behaviour, deadline);
+  auto frames = ComposeBatch(a, request, &timings, options_.behaviour, avatar->deadline);
   if (!frames.ok()) return fail(frames.status());
   auto encode_start = Clock::now();
   const int batch = static_cast<int>(frames->size());

@@ -50,8 +50,8 @@ struct CompositeTimings {
 
 // One request on a loaded avatar, before JPEG encoding: the full background frames with the new
 // faces pasted, in output order. The request runs as a lip-sync stream given its inputs (the
-// client's faces, its chunk's windows) on the avatar's scheduler, as one batch. Past `deadline`
-// (the call's) it does not start, and its batch does not run: kDeadlineExceeded.
+// client's faces, its chunk's windows) on the avatar's scheduler, as one batch, which does not run
+// once `deadline` (the call's) has passed: kDeadlineExceeded.
 Result<std::vector<Image>> ComposeBatch(
     LoadedAvatar& avatar, const monolithic::CompositeBatchRequest& request,
     CompositeTimings* timings, const CompositeBehaviour& behaviour = {},
@@ -92,8 +92,7 @@ class MonolithicService final : public monolithic::MonolithicService::CallbackSe
  private:
   // Fills `response` from the request's avatar (success=false with the error on failure) and
   // returns the outcome; `start`: when the request's work began.
-  Status RunComposite(std::chrono::steady_clock::time_point start,
-                      std::chrono::steady_clock::time_point deadline, Result<AvatarLease> avatar,
+  Status RunComposite(std::chrono::steady_clock::time_point start, Result<AvatarLease> avatar,
                       const monolithic::CompositeBatchRequest& request,
                       monolithic::CompositeBatchResponse* response);
   grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* call, const char* method,

@@ -10,6 +10,7 @@
 #include "server/core/avatar_registry.h"
 #include "server/core/batcher.h"
 #include "server/core/metrics.h"
+#include "server/core/worker_pool.h"  // SteadyDeadline
 #include "server/protocols/request_codec.h"
 
 namespace lipsync::server {
@@ -24,16 +25,6 @@ struct ServiceContext {
   int64_t max_queue = 0;
   AvatarRegistry* avatars = nullptr;  // the avatar repository, when the server has avatars
 };
-
-// The call's gRPC deadline on the steady clock (far future when the client set none).
-inline Clock::time_point SteadyDeadline(const grpc::CallbackServerContext* ctx) {
-  const auto deadline = ctx->deadline();
-  if (deadline == std::chrono::system_clock::time_point::max()) {
-    return Clock::time_point::max();
-  }
-  const auto left = deadline - std::chrono::system_clock::now();
-  return Clock::now() + std::chrono::duration_cast<Clock::duration>(left);
-}
 
 // A unary inference call: decodes, submits to the batcher, answers from the ticket's completion.
 // Owns itself: deleted by gRPC's OnDone after Finish.
