@@ -311,6 +311,14 @@ void Scheduler::Pause() {
   paused_ = true;
 }
 
+void Scheduler::StopWaiting() {
+  {
+    std::lock_guard lock(mu_);
+    no_waiting_ = true;
+  }
+  cv_.notify_all();
+}
+
 void Scheduler::Resume() {
   {
     std::lock_guard lock(mu_);
@@ -388,7 +396,7 @@ std::shared_ptr<ScheduledModel> Scheduler::PickLocked(SchedulerClock::time_point
     auto& queue = offline_turn ? m->offline_ : m->live_;
     if (queue.empty()) continue;
     const auto due = queue.front().enqueued + m->config().max_delay;
-    if (m->queued_ < m->batch_limit() && now < due && !stop_) {
+    if (m->queued_ < m->batch_limit() && now < due && !stop_ && !no_waiting_) {
       *wake = std::min(*wake, due);
       continue;
     }

@@ -179,6 +179,9 @@ class Scheduler {
 
   // Stops the workers once their batches are done and answers what waits with UNAVAILABLE.
   void Shutdown();
+  // From now on no frame waits for company (ModelConfig::max_delay): a free worker takes what
+  // waits at once. For a server that drains, to which no more frames come.
+  void StopWaiting();
 
   const std::string& device() const { return options_.device; }
   int concurrency() const;
@@ -232,7 +235,7 @@ class Scheduler {
   int concurrency_ = 1;
   int in_flight_ = 0;
   std::array<int64_t, kOriginCount> queued_by_origin_{};
-  bool stop_ = false, paused_ = false;
+  bool stop_ = false, paused_ = false, no_waiting_ = false;
   std::function<void(const BatchRecord&)> observer_, listener_;
   std::function<bool()> make_room_;
   SchedulerListener* accounting_ = nullptr;

@@ -9,6 +9,7 @@
 #include <map>
 #include <mutex>
 #include <sstream>
+#include <thread>
 
 #include "server/core/batch_tuning.h"
 #include "server/server_impl.h"
@@ -58,6 +59,10 @@ Server::~Server() { Shutdown(); }
 
 namespace {
 
+// How long a drained server lingers before closing its connections: its last answers leave and
+// the clients' acknowledgements arrive in well under this on any network the server runs on.
+constexpr auto kAnswersLeave = std::chrono::milliseconds(250);
+
 // Times the engine at each batch size up to max_batch and takes its most efficient one, logging
 // the timings (they take seconds on a CPU).
 Result<int> ChoosePreferredBatch(Engine& engine, int max_batch) {
@@ -102,7 +107,7 @@ int MessageBytes(const ServerOptions& options) {
 // A gRPC server for `services` on `address`; null (and *port 0) when it cannot listen there.
 std::unique_ptr<grpc::Server> BuildGrpcServer(
     const std::string& address, const std::shared_ptr<grpc::ServerCredentials>& credentials,
-    int message_bytes, const std::vector<grpc::Service*>& services, int* port) {
+    int message_bytes, const std::vector<grpc::Service*>& services, CallGate* gate, int* port) {
   grpc::ServerBuilder builder;
   builder.AddListeningPort(address, credentials, port);
   // gRPC shares a port with any socket that allows it by default: a second server would start
@@ -114,6 +119,9 @@ std::unique_ptr<grpc::Server> BuildGrpcServer(
   // instead of growing it from 64 KiB with extra round trips of flow-control updates.
   builder.AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 8 << 20);
   for (grpc::Service* service : services) builder.RegisterService(service);
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> counters;
+  counters.push_back(gate->CallCounter());
+  builder.experimental().SetInterceptorCreators(std::move(counters));
   auto server = builder.BuildAndStart();
   return server && *port != 0 ? std::move(server) : nullptr;
 }
@@ -143,8 +151,8 @@ Status StartServices(Server::Impl& impl, const ServerOptions& options,
     std::vector<grpc::Service*> services;
     for (const ServiceEntry* entry : plan.services) services.push_back(built.at(entry));
     Listener listener{plan.address, nullptr, 0};
-    listener.server =
-        BuildGrpcServer(plan.address, credentials, message_bytes, services, &listener.port);
+    listener.server = BuildGrpcServer(plan.address, credentials, message_bytes, services,
+                                      &impl.gate, &listener.port);
     if (!listener.server) {
       ShutdownGrpc(impl);
       return CannotListen(plan.address);
@@ -218,6 +226,7 @@ Result<std::unique_ptr<Server>> Server::Start(Engine* engine, const ServerOption
   impl->ctx.metrics = &impl->metrics;
   impl->ctx.max_queue_delay_us = options.batching.max_queue_delay.count();
   impl->ctx.max_queue = static_cast<int64_t>(options.batching.max_queue);
+  impl->ctx.gate = &impl->gate;
   LIPSYNC_RETURN_IF_ERROR(StartAvatars(*impl, options));
   LIPSYNC_RETURN_IF_ERROR(StartServices(*impl, options, credentials));
   LIPSYNC_RETURN_IF_ERROR(StartHttp(*impl, options));
@@ -238,6 +247,7 @@ Result<std::unique_ptr<Server>> Server::StartAvatarsOnly(const ServerOptions& op
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   impl->ctx.metrics = &impl->metrics;
+  impl->ctx.gate = &impl->gate;
   LIPSYNC_RETURN_IF_ERROR(StartAvatars(*impl, options));
   LIPSYNC_RETURN_IF_ERROR(StartServices(*impl, options, credentials));
   LIPSYNC_RETURN_IF_ERROR(StartHttp(*impl, options));
@@ -280,9 +290,20 @@ void Server::Shutdown() {
   impl_->ctx.ready = false;
   auto& listeners = impl_->listeners;
   listeners[0].server->GetHealthCheckService()->SetServingStatus(false);
-  // gRPC refuses new calls at once and waits for accepted ones, which the batcher keeps serving;
-  // past the drain deadline it cancels what is left.
-  const auto deadline = std::chrono::system_clock::now() + impl_->options.drain_timeout;
+  // The services refuse new calls from here on while the open ones run to their end. Once none
+  // is open, the answers get a moment to leave and the clients' last flow-control bytes to
+  // arrive: gRPC closes a connection as soon as it has no call left, and closing one with bytes
+  // unread resets it, dropping what was not yet sent.
+  impl_->gate.Close();
+  // No more frames will come to keep a waiting one company.
+  if (impl_->scheduler) impl_->scheduler->StopWaiting();
+  if (impl_->avatars) impl_->avatars->scheduler().StopWaiting();
+  const auto drain = impl_->options.drain_timeout;
+  const auto deadline = std::chrono::system_clock::now() + drain;
+  if (impl_->gate.WaitForOpenCalls(std::chrono::steady_clock::now() + drain)) {
+    std::this_thread::sleep_for(kAnswersLeave);
+  }
+  // gRPC then refuses calls itself and cancels what is still open past the drain deadline.
   // The services' own ports first, then the main one.
   for (size_t i = 1; i < listeners.size(); ++i) listeners[i].server->Shutdown(deadline);
   listeners[0].server->Shutdown(deadline);

@@ -31,6 +31,7 @@ struct Listener {
 struct Server::Impl {
   ServerOptions options;
   Metrics metrics;
+  CallGate gate;  // counts the calls of every listener; closed while draining
   // The scheduler of the served model's device, shared with the avatars' UNets on that device.
   std::shared_ptr<runtime::Scheduler> scheduler;
   std::unique_ptr<Batcher> batcher;

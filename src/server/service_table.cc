@@ -24,15 +24,15 @@ const std::vector<ServiceEntry>& ServiceTable() {
        }},
       {"sessions", nullptr, WithAvatars,
        [](Server::Impl& impl, const ServerOptions& o) -> grpc::Service* {
-         impl.session_service =
-             std::make_unique<SessionService>(impl.avatars.get(), o.sessions, &impl.metrics);
+         impl.session_service = std::make_unique<SessionService>(impl.avatars.get(), o.sessions,
+                                                                 &impl.metrics, &impl.gate);
          return impl.session_service.get();
        }},
       {"monolithic", &ServerOptions::monolithic_listen,
        [](const ServerOptions& o, const ServiceInputs& in) { return in.avatars && o.monolithic; },
        [](Server::Impl& impl, const ServerOptions& o) -> grpc::Service* {
          impl.monolithic_service = std::make_unique<MonolithicService>(
-             o.monolithic_options, impl.avatars.get(), &impl.metrics);
+             o.monolithic_options, impl.avatars.get(), &impl.metrics, &impl.gate);
          return impl.monolithic_service.get();
        }},
       {"lipsyncsrv", &ServerOptions::lipsyncsrv_listen,
@@ -40,7 +40,7 @@ const std::vector<ServiceEntry>& ServiceTable() {
        [](Server::Impl& impl, const ServerOptions& o) -> grpc::Service* {
          impl.lipsyncsrv_service = std::make_unique<LipSyncSrvService>(
              impl.avatars.get(), o.monolithic_options.avatars.root, o.lipsyncsrv_options,
-             &impl.metrics);
+             &impl.metrics, &impl.gate);
          return impl.lipsyncsrv_service.get();
        }},
   };

@@ -498,7 +498,8 @@ TEST_F(SessionTest, FramesOfSeveralSessionsShareOneBatch) {
   ASSERT_TRUE(avatar.ok()) << avatar.status().ToString();
   constexpr int kSessions = 3, kBatch = 2;
   Metrics metrics;
-  SessionService service(&registry, SessionOptions{}, &metrics);  // counts the session batches
+  CallGate gate;
+  SessionService service(&registry, SessionOptions{}, &metrics, &gate);  // counts the batches
   // Each session's audio ends after 0.2 s: 4 frames, the first 2 handed over at once.
   std::vector<std::vector<float>> audio;
   for (int i = 0; i < kSessions; ++i) audio.push_back(Speech(0.2, 1.5 * i));
@@ -571,7 +572,8 @@ TEST_F(SessionTest, AvatarsTakeTurnsOnTheModel) {
   Metrics metrics;
   SessionOptions options;
   options.max_batch = 2;
-  SessionService service(&registry, options, &metrics);
+  CallGate gate;
+  SessionService service(&registry, options, &metrics, &gate);
   std::mutex mu;
   std::vector<std::string> order;
   std::promise<void> taken, release;

@@ -44,6 +44,7 @@ grpc::ServerUnaryReactor* KServeService::Reply(grpc::CallbackServerContext* call
 grpc::ServerUnaryReactor* KServeService::ServerLive(grpc::CallbackServerContext* call,
                                                     const inference::ServerLiveRequest*,
                                                     inference::ServerLiveResponse* response) {
+  if (ctx_->gate->closed()) return RefuseUnary(call);
   response->set_live(true);
   return Reply(call, "ServerLive", grpc::Status::OK);
 }
@@ -51,6 +52,7 @@ grpc::ServerUnaryReactor* KServeService::ServerLive(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* KServeService::ServerReady(grpc::CallbackServerContext* call,
                                                      const inference::ServerReadyRequest*,
                                                      inference::ServerReadyResponse* response) {
+  if (ctx_->gate->closed()) return RefuseUnary(call);
   response->set_ready(ctx_->ready.load());
   return Reply(call, "ServerReady", grpc::Status::OK);
 }
@@ -58,6 +60,7 @@ grpc::ServerUnaryReactor* KServeService::ServerReady(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* KServeService::ModelReady(grpc::CallbackServerContext* call,
                                                     const inference::ModelReadyRequest* request,
                                                     inference::ModelReadyResponse* response) {
+  if (ctx_->gate->closed()) return RefuseUnary(call);
   if (request->name() != ctx_->spec.name) {
     return Reply(
         call, "ModelReady",
@@ -70,6 +73,7 @@ grpc::ServerUnaryReactor* KServeService::ModelReady(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* KServeService::ServerMetadata(
     grpc::CallbackServerContext* call, const inference::ServerMetadataRequest*,
     inference::ServerMetadataResponse* response) {
+  if (ctx_->gate->closed()) return RefuseUnary(call);
   response->set_name("lipsync");
   response->set_version(LIPSYNC_SERVER_VERSION);
   if (ctx_->avatars) response->add_extensions("model_repository");
@@ -79,6 +83,7 @@ grpc::ServerUnaryReactor* KServeService::ServerMetadata(
 grpc::ServerUnaryReactor* KServeService::ModelMetadata(
     grpc::CallbackServerContext* call, const inference::ModelMetadataRequest* request,
     inference::ModelMetadataResponse* response) {
+  if (ctx_->gate->closed()) return RefuseUnary(call);
   if (request->name() != ctx_->spec.name) {
     return Reply(
         call, "ModelMetadata",
@@ -101,6 +106,7 @@ grpc::ServerUnaryReactor* KServeService::ModelMetadata(
 grpc::ServerUnaryReactor* KServeService::ModelInfer(grpc::CallbackServerContext* call,
                                                     const inference::ModelInferRequest* request,
                                                     inference::ModelInferResponse* response) {
+  if (ctx_->gate->closed()) return RefuseUnary(call);
   return new UnaryInferCall<inference::ModelInferRequest, inference::ModelInferResponse>(
       ctx_, call, request, response, "ModelInfer", &DecodeModelInferRequest, &EncodeKServe,
       runtime::Origin::kKServe);
@@ -114,6 +120,7 @@ const grpc::Status kNoRepository(grpc::StatusCode::UNIMPLEMENTED,
 grpc::ServerUnaryReactor* KServeService::RepositoryIndex(
     grpc::CallbackServerContext* call, const inference::RepositoryIndexRequest* request,
     inference::RepositoryIndexResponse* response) {
+  if (ctx_->gate->closed()) return RefuseUnary(call);
   if (!ctx_->avatars) return Reply(call, "RepositoryIndex", kNoRepository);
   return Reply(call, "RepositoryIndex",
                server::RepositoryIndex(*ctx_->avatars, *request, response));
@@ -122,6 +129,7 @@ grpc::ServerUnaryReactor* KServeService::RepositoryIndex(
 grpc::ServerUnaryReactor* KServeService::RepositoryModelLoad(
     grpc::CallbackServerContext* call, const inference::RepositoryModelLoadRequest* request,
     inference::RepositoryModelLoadResponse*) {
+  if (ctx_->gate->closed()) return RefuseUnary(call);
   if (!ctx_->avatars) return Reply(call, "RepositoryModelLoad", kNoRepository);
   auto* reactor = call->DefaultReactor();
   ctx_->avatars->loader().Post([this, reactor, request] {
@@ -140,6 +148,7 @@ grpc::ServerUnaryReactor* KServeService::RepositoryModelLoad(
 grpc::ServerUnaryReactor* KServeService::RepositoryModelUnload(
     grpc::CallbackServerContext* call, const inference::RepositoryModelUnloadRequest* request,
     inference::RepositoryModelUnloadResponse*) {
+  if (ctx_->gate->closed()) return RefuseUnary(call);
   if (!ctx_->avatars) return Reply(call, "RepositoryModelUnload", kNoRepository);
   return Reply(call, "RepositoryModelUnload",
                server::RepositoryModelUnload(*ctx_->avatars, *request));

@@ -157,6 +157,7 @@ class StreamCall final : public grpc::ServerBidiReactor<StreamInferRequest, Stre
 grpc::ServerUnaryReactor* LipSyncService::Infer(grpc::CallbackServerContext* call,
                                                 const InferRequest* request,
                                                 InferResponse* response) {
+  if (ctx_->gate->closed()) return RefuseUnary(call);
   if (!request->request_id().empty()) {
     spdlog::debug("Infer request_id={} peer={}", request->request_id(), call->peer());
   }
@@ -167,12 +168,14 @@ grpc::ServerUnaryReactor* LipSyncService::Infer(grpc::CallbackServerContext* cal
 
 grpc::ServerBidiReactor<StreamInferRequest, StreamInferResponse>* LipSyncService::StreamInfer(
     grpc::CallbackServerContext* call) {
+  if (ctx_->gate->closed()) return new RefusedStream<StreamInferRequest, StreamInferResponse>();
   return new StreamCall(ctx_, call);
 }
 
 grpc::ServerUnaryReactor* LipSyncService::GetModelInfo(grpc::CallbackServerContext* call,
                                                        const lipsync::v1::GetModelInfoRequest*,
                                                        lipsync::v1::ModelInfo* response) {
+  if (ctx_->gate->closed()) return RefuseUnary(call);
   const ModelInfo& info = ctx_->engine->info();
   response->set_model_name(ctx_->spec.name);
   auto add = [](const TensorInfo& t, lipsync::v1::TensorSpec* spec) {

@@ -68,11 +68,13 @@ Result<std::string> ResolveAudioOverride(const std::string& dir, const std::stri
 }
 
 LipSyncSrvService::LipSyncSrvService(AvatarRegistry* registry, std::string avatar_root,
-                                     LipSyncSrvOptions options, Metrics* metrics)
+                                     LipSyncSrvOptions options, Metrics* metrics,
+                                     const CallGate* gate)
     : registry_(registry),
       root_(std::move(avatar_root)),
       options_(std::move(options)),
       metrics_(metrics),
+      gate_(gate),
       requests_(registry, options_.worker_threads) {}
 
 LipSyncSrvService::~LipSyncSrvService() = default;
@@ -358,6 +360,7 @@ Status LipSyncSrvService::RunLoadModel(const lipsyncsrv::LoadModelRequest& reque
 grpc::ServerUnaryReactor* LipSyncSrvService::GenerateInference(
     grpc::CallbackServerContext* call, const lipsyncsrv::InferenceRequest* request,
     lipsyncsrv::InferenceResponse* response) {
+  if (gate_->closed()) return RefuseUnary(call);
   auto start = std::make_shared<Clock::time_point>(Clock::now());
   return requests_.PostUnaryCall(
       metrics_, call, "GenerateInference",
@@ -379,6 +382,7 @@ grpc::ServerUnaryReactor* LipSyncSrvService::GenerateInference(
 grpc::ServerUnaryReactor* LipSyncSrvService::GenerateBatchInference(
     grpc::CallbackServerContext* call, const lipsyncsrv::BatchInferenceRequest* request,
     lipsyncsrv::BatchInferenceResponse* response) {
+  if (gate_->closed()) return RefuseUnary(call);
   auto start = std::make_shared<Clock::time_point>(Clock::now());
   return requests_.PostUnaryCall(
       metrics_, call, "GenerateBatchInference",
@@ -402,6 +406,7 @@ grpc::ServerUnaryReactor* LipSyncSrvService::GenerateBatchInference(
 grpc::ServerUnaryReactor* LipSyncSrvService::LoadModel(grpc::CallbackServerContext* call,
                                                        const lipsyncsrv::LoadModelRequest* request,
                                                        lipsyncsrv::LoadModelResponse* response) {
+  if (gate_->closed()) return RefuseUnary(call);
   // On the repository's loader thread: an import (a checkpoint export) holds no inference worker.
   return PostUnaryCall(registry_->loader(), metrics_, call, "LoadModel",
                        [this, request, response] { return RunLoadModel(*request, response); });
@@ -458,6 +463,8 @@ class LipSyncSrvService::StreamReactor
 
 grpc::ServerBidiReactor<lipsyncsrv::InferenceRequest, lipsyncsrv::InferenceResponse>*
 LipSyncSrvService::StreamInference(grpc::CallbackServerContext*) {
+  if (gate_->closed())
+    return new RefusedStream<lipsyncsrv::InferenceRequest, lipsyncsrv::InferenceResponse>();
   return new StreamReactor(this);
 }
 

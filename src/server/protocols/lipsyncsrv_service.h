@@ -25,6 +25,7 @@
 #include "server/core/avatar_requests.h"
 #include "server/core/metrics.h"
 #include "server/core/worker_pool.h"
+#include "server/protocols/call_gate.h"
 #include "server/protocols/old_behaviour.h"
 
 namespace lipsync::server {
@@ -59,9 +60,10 @@ Result<std::string> ResolveAudioOverride(const std::string& dir, const std::stri
 
 class LipSyncSrvService final : public lipsyncsrv::LipSyncService::CallbackService {
  public:
-  // `registry` serves the avatars under `avatar_root` and outlives the service.
+  // `registry` serves the avatars under `avatar_root` and outlives the service; `gate` refuses
+  // new calls while the server drains.
   LipSyncSrvService(AvatarRegistry* registry, std::string avatar_root, LipSyncSrvOptions options,
-                    Metrics* metrics);
+                    Metrics* metrics, const CallGate* gate);
   ~LipSyncSrvService() override;  // finishes queued work, then joins the workers
 
   grpc::ServerUnaryReactor* GenerateInference(grpc::CallbackServerContext* call,
@@ -110,6 +112,7 @@ class LipSyncSrvService final : public lipsyncsrv::LipSyncService::CallbackServi
   std::string root_;
   LipSyncSrvOptions options_;
   Metrics* metrics_;
+  const CallGate* gate_;
 
   struct CachedSequence {
     std::weak_ptr<LoadedAvatar> owner;

@@ -194,9 +194,10 @@ Result<std::vector<Image>> ComposeBatch(LoadedAvatar& a,
 }
 
 MonolithicService::MonolithicService(MonolithicOptions options, AvatarRegistry* registry,
-                                     Metrics* metrics)
+                                     Metrics* metrics, const CallGate* gate)
     : options_(std::move(options)),
       metrics_(metrics),
+      gate_(gate),
       registry_(registry),
       requests_(registry, options_.worker_threads) {}
 
@@ -213,6 +214,7 @@ grpc::ServerUnaryReactor* MonolithicService::Reply(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* MonolithicService::InferBatchComposite(
     grpc::CallbackServerContext* call, const monolithic::CompositeBatchRequest* request,
     monolithic::CompositeBatchResponse* response) {
+  if (gate_->closed()) return RefuseUnary(call);
   auto start = std::make_shared<Clock::time_point>(Clock::now());
   return requests_.PostUnaryCall(
       metrics_, call, "InferBatchComposite",
@@ -285,6 +287,7 @@ Status MonolithicService::RunComposite(Clock::time_point start, Result<AvatarLea
 grpc::ServerUnaryReactor* MonolithicService::ListModels(grpc::CallbackServerContext* call,
                                                         const monolithic::ListModelsRequest*,
                                                         monolithic::ListModelsResponse* response) {
+  if (gate_->closed()) return RefuseUnary(call);
   std::map<std::string, std::shared_ptr<LoadedAvatar>> models;
   for (const auto& id : registry_->Available()) models[id] = nullptr;
   for (auto& a : registry_->Loaded()) models[a->id] = a;
@@ -306,6 +309,7 @@ grpc::ServerUnaryReactor* MonolithicService::ListModels(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* MonolithicService::LoadModel(grpc::CallbackServerContext* call,
                                                        const monolithic::LoadModelRequest* request,
                                                        monolithic::LoadModelResponse* response) {
+  if (gate_->closed()) return RefuseUnary(call);
   // On the repository's loader thread: a Go model's import holds no inference worker.
   return PostUnaryCall(registry_->loader(), metrics_, call, "LoadModel", [this, request, response] {
     const auto start = Clock::now();
@@ -321,6 +325,7 @@ grpc::ServerUnaryReactor* MonolithicService::LoadModel(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* MonolithicService::UnloadModel(
     grpc::CallbackServerContext* call, const monolithic::UnloadModelRequest* request,
     monolithic::UnloadModelResponse* response) {
+  if (gate_->closed()) return RefuseUnary(call);
   Status unloaded = registry_->Unload(request->model_id());
   response->set_success(unloaded.ok());
   if (!unloaded.ok()) response->set_error(unloaded.message());
@@ -330,6 +335,7 @@ grpc::ServerUnaryReactor* MonolithicService::UnloadModel(
 grpc::ServerUnaryReactor* MonolithicService::GetModelStats(
     grpc::CallbackServerContext* call, const monolithic::GetModelStatsRequest*,
     monolithic::GetModelStatsResponse* response) {
+  if (gate_->closed()) return RefuseUnary(call);
   for (auto& a : registry_->Loaded()) {
     auto* stats = response->add_models();
     const int64_t requests = a->requests.load();
@@ -350,6 +356,7 @@ grpc::ServerUnaryReactor* MonolithicService::GetModelStats(
 grpc::ServerUnaryReactor* MonolithicService::Health(grpc::CallbackServerContext* call,
                                                     const monolithic::HealthRequest*,
                                                     monolithic::HealthResponse* response) {
+  if (gate_->closed()) return RefuseUnary(call);
   response->set_healthy(true);
   response->set_loaded_models(registry_->Usage().loaded);
   response->set_max_models(registry_->max_models());

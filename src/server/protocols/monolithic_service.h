@@ -20,6 +20,7 @@
 #include "server/core/avatar_requests.h"
 #include "server/core/metrics.h"
 #include "server/core/worker_pool.h"
+#include "server/protocols/call_gate.h"
 #include "server/protocols/composite_audio.h"
 
 namespace lipsync::server {
@@ -65,7 +66,9 @@ struct MonolithicOptions {
 
 class MonolithicService final : public monolithic::MonolithicService::CallbackService {
  public:
-  MonolithicService(MonolithicOptions options, AvatarRegistry* registry, Metrics* metrics);
+  // `gate` refuses new calls while the server drains.
+  MonolithicService(MonolithicOptions options, AvatarRegistry* registry, Metrics* metrics,
+                    const CallGate* gate);
   ~MonolithicService() override;  // finishes queued work, then joins the workers
 
   AvatarRegistry& registry() { return *registry_; }
@@ -100,6 +103,7 @@ class MonolithicService final : public monolithic::MonolithicService::CallbackSe
 
   MonolithicOptions options_;
   Metrics* metrics_;
+  const CallGate* gate_;
   AvatarRegistry* registry_;
   AvatarRequests requests_;  // last: its threads stop before the rest goes
 };

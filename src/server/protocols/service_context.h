@@ -11,6 +11,7 @@
 #include "server/core/batcher.h"
 #include "server/core/metrics.h"
 #include "server/core/worker_pool.h"  // SteadyDeadline
+#include "server/protocols/call_gate.h"
 #include "server/protocols/request_codec.h"
 
 namespace lipsync::server {
@@ -24,6 +25,7 @@ struct ServiceContext {
   int64_t max_queue_delay_us = 0;
   int64_t max_queue = 0;
   AvatarRegistry* avatars = nullptr;  // the avatar repository, when the server has avatars
+  const CallGate* gate = nullptr;     // closed while the server drains
 };
 
 // A unary inference call: decodes, submits to the batcher, answers from the ticket's completion.

@@ -379,8 +379,9 @@ Status SessionCall::Serve() {
   }
 }
 
-SessionService::SessionService(AvatarRegistry* registry, SessionOptions options, Metrics* metrics)
-    : registry_(registry), options_(options), metrics_(metrics) {
+SessionService::SessionService(AvatarRegistry* registry, SessionOptions options, Metrics* metrics,
+                               const CallGate* gate)
+    : registry_(registry), options_(options), metrics_(metrics), gate_(gate) {
   runtime::Scheduler& scheduler = registry_->scheduler();
   scheduler.SetLiveMaxBatch(options_.max_batch);
   scheduler.SetBatchListener([metrics](const runtime::BatchRecord& r) {
@@ -411,6 +412,7 @@ SessionService::~SessionService() = default;
 
 grpc::ServerBidiReactor<SessionRequest, SessionResponse>* SessionService::Session(
     grpc::CallbackServerContext* call) {
+  if (gate_->closed()) return new RefusedStream<SessionRequest, SessionResponse>();
   return new SessionCall(this, call);
 }
 

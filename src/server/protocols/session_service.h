@@ -22,6 +22,7 @@
 #include "pipeline/stream/lipsync_stream.h"
 #include "server/core/avatar_registry.h"
 #include "server/core/metrics.h"
+#include "server/protocols/call_gate.h"
 
 namespace lipsync::server {
 
@@ -49,7 +50,9 @@ stream::StreamOptions LiveStreamOptions(const LoadedAvatar& avatar, int max_batc
 
 class SessionService final : public lipsync::v1::Sessions::CallbackService {
  public:
-  SessionService(AvatarRegistry* registry, SessionOptions options, Metrics* metrics);
+  // `gate` refuses new sessions while the server drains.
+  SessionService(AvatarRegistry* registry, SessionOptions options, Metrics* metrics,
+                 const CallGate* gate);
   ~SessionService() override;
 
   grpc::ServerBidiReactor<lipsync::v1::SessionRequest, lipsync::v1::SessionResponse>* Session(
@@ -65,6 +68,7 @@ class SessionService final : public lipsync::v1::Sessions::CallbackService {
   AvatarRegistry* registry_;
   SessionOptions options_;
   Metrics* metrics_;
+  const CallGate* gate_;
   void JoinAvatar(const LoadedAvatar* avatar);
   void LeaveAvatar(const LoadedAvatar* avatar);
   mutable std::mutex avatars_mu_;
