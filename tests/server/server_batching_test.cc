@@ -206,48 +206,6 @@ TEST(ServerBatching, ShutdownDrainsAcceptedRequests) {
   EXPECT_FALSE(CallInfer(*s, f.request, &after, 2000).ok());
 }
 
-// While the server drains, a new call is refused as UNAVAILABLE, saying why, and the calls already
-// open go on: Shutdown returns only once the last of them has ended.
-TEST(ServerBatching, DrainingRefusesNewCallsAndWaitsForOpenOnes) {
-  ServerOptions o = Options(8, 0);
-  o.drain_timeout = std::chrono::seconds(120);
-  auto s = StartServer(o);
-  ASSERT_TRUE(s);
-  grpc::ClientContext stream_ctx;
-  auto stream = s->stub->StreamInfer(&stream_ctx);
-  auto send = [&](int sequence) {
-    lipsync::v1::StreamInferRequest request;
-    request.set_sequence(sequence);
-    *request.mutable_request() = MakeFrames(1, 40 + sequence).request;
-    lipsync::v1::StreamInferResponse reply;
-    return stream->Write(request) && stream->Read(&reply) && reply.sequence() == sequence &&
-           reply.code() == 0;
-  };
-  ASSERT_TRUE(send(0));  // the stream is open and served
-
-  std::atomic<bool> stopped{false};
-  std::thread stopper([&] {
-    s->server->Shutdown();
-    stopped = true;
-  });
-  grpc::Status refused;
-  ASSERT_TRUE(WaitFor([&] {
-    lipsync::v1::InferResponse r;
-    refused = CallInfer(*s, MakeFrames(1, 9).request, &r, 20000);
-    return !refused.ok();
-  }));
-  EXPECT_EQ(refused.error_code(), grpc::StatusCode::UNAVAILABLE);
-  EXPECT_NE(refused.error_message().find("shutting down"), std::string::npos)
-      << refused.error_message();
-
-  EXPECT_TRUE(send(1)) << "the open stream was not served while draining";
-  EXPECT_FALSE(stopped) << "Shutdown returned while a call was still open";
-  stream->WritesDone();
-  EXPECT_TRUE(stream->Finish().ok());
-  stopper.join();
-  EXPECT_TRUE(stopped);
-}
-
 }  // namespace
 }  // namespace lipsync::server::testing
 
