@@ -24,7 +24,8 @@ struct Model {
   std::shared_ptr<runtime::ScheduledModel> scheduled;
 };
 
-Model Add(runtime::Scheduler& scheduler, const std::string& file, const std::string& name) {
+Model Add(runtime::Scheduler& scheduler, const std::string& file, const std::string& name,
+          std::chrono::microseconds max_delay = {}) {
   Model m;
   m.avatar = std::make_unique<LoadedAvatar>();
   EngineOptions options;
@@ -39,6 +40,7 @@ Model Add(runtime::Scheduler& scheduler, const std::string& file, const std::str
   runtime::ModelConfig config;
   config.name = name;
   config.max_batch = 16;
+  config.max_delay = max_delay;
   config.layout = m.avatar->layout;
   config.visual_input = static_cast<int>(m.avatar->roles.visual);
   config.audio_input = static_cast<int>(m.avatar->roles.audio);
@@ -163,6 +165,22 @@ TEST(Scheduler, TheCpuRunsOneBatchAtATime) {
   Model a = Add(scheduler, "tiny.onnx", "a");
   EXPECT_EQ(scheduler.concurrency(), a.avatar->unet->capabilities().overlapping_runs);
   EXPECT_EQ(scheduler.concurrency(), 1);
+}
+
+// A frame waiting for company runs at once when the scheduler stops waiting (a draining server),
+// long before its ten minutes are up.
+TEST(Scheduler, AFrameWaitingForCompanyRunsOnceWaitingStops) {
+  runtime::Scheduler scheduler(runtime::SchedulerOptions{});
+  Model a = Add(scheduler, "tiny.onnx", "a", std::chrono::minutes(10));
+  Frames lone(1, a.avatar->layout.inner_size, 7);
+  Done done;
+  runtime::Job j = lone.MakeJob(runtime::Origin::kMonolithic);
+  j.done = done.callback();
+  ASSERT_TRUE(scheduler.Submit(a.scheduled, std::move(j)).ok());
+  EXPECT_EQ(scheduler.queued_rows(), 1);
+  scheduler.StopWaiting();
+  ASSERT_EQ(done.future.wait_for(std::chrono::seconds(60)), std::future_status::ready);
+  EXPECT_TRUE(done.future.get().ok());
 }
 
 // Queued together, live frames run before offline ones; cancelled and late jobs are answered
