@@ -49,9 +49,11 @@ pack() {
     { echo "error: packing needs nvcc (the CUDA toolkit) on this machine" >&2; exit 2; }
   cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLIPSYNC_LEAN=ON \
     -DLIPSYNC_ENABLE_CUDA=ON -DLIPSYNC_CUDA_ARCHITECTURES="$ARCHS" -DLIPSYNC_BUILD_TESTS=ON >/dev/null
-  cmake --build "$build" -j "$(nproc)" --target lipsync_cli gpu_engine_bench "${GPU_TESTS[@]}"
+  cmake --build "$build" -j "$(nproc)" --target lipsync_cli gpu_engine_bench gpu_kernel_gaps \
+    "${GPU_TESTS[@]}"
   mkdir -p "$stage/bin" "$stage/lib" "$stage/bench" "$stage/tests/graph" "$stage/tests/data"
-  cp "$build/tools/lipsync/lipsync" "$build/bench/gpu_engine_bench" "$stage/bin/"
+  cp "$build/tools/lipsync/lipsync" "$build/bench/gpu_engine_bench" "$build/bench/gpu_kernel_gaps" \
+    "$stage/bin/"
   for t in "${GPU_TESTS[@]}"; do cp "$build/tests/gpu/$t" "$stage/bin/"; done
   strip "$stage"/bin/*
   closure "$stage"/bin/* | while read -r lib; do cp -L "$lib" "$stage/lib/"; done
@@ -186,6 +188,9 @@ run() {
   step gpu_engine_bench "$dir/bin/gpu_engine_bench" --model "$model" --batch "$batches" \
     --iterations "$iterations" --warmup 5 --json "$results/lipsync.jsonl" --reference "$dir/models" \
     "${engine_fallback[@]}"
+  echo "== the kernels of a forward pass and the gaps between them (CUPTI)"
+  step gpu_kernel_gaps "$dir/bin/gpu_kernel_gaps" --model "$model" --batch "$batches" \
+    --iterations 30 --warmup 10 --json "$results/timeline.jsonl"
   echo "== pytorch: accuracy and speed"
   step gpu_torch_bench "$py" "$dir/bench/gpu_torch_bench.py" --checkpoint "$dir/models/demo.pth" \
     --batch "$batches" --iterations "$iterations" $compile --contenders fp32,fp16cl,compile \
@@ -193,9 +198,9 @@ run() {
 
   local status=0
   echo
-  touch "$results/lipsync.jsonl" "$results/torch.jsonl"
+  touch "$results/lipsync.jsonl" "$results/torch.jsonl" "$results/timeline.jsonl"
   "$py" "$dir/bench/gpu_table.py" "$results"/tests.jsonl "$results"/lipsync.jsonl \
-    "$results"/torch.jsonl | tee "$results/table.txt" || status=$?
+    "$results"/torch.jsonl "$results"/timeline.jsonl | tee "$results/table.txt" || status=$?
   echo "(the run took $((SECONDS - started)) s; fused kernels: $kernels)" | tee -a "$results/table.txt"
 
   local ncu_cmd=(ncu --metrics gpu__time_duration.sum --csv --log-file "$results/ncu_b32.csv"

@@ -89,11 +89,13 @@ pack() {
   cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLIPSYNC_ENABLE_CUDA=ON \
     -DLIPSYNC_CUDA_ARCHITECTURES="$ARCHS" -DLIPSYNC_BUILD_TESTS=ON -DLIPSYNC_FFMPEG_PREFIX="$ffmpeg" \
     -DCMAKE_EXE_LINKER_FLAGS=-Wl,--as-needed "${launcher[@]}" >/dev/null
-  cmake --build "$build" -j "$(nproc)" --target lipsync_cli gpu_engine_bench "${GPU_TESTS[@]}"
+  cmake --build "$build" -j "$(nproc)" --target lipsync_cli gpu_engine_bench gpu_kernel_gaps \
+    "${GPU_TESTS[@]}"
   stage="$(mktemp -d)"
   trap 'rm -rf "$stage"' RETURN
   mkdir -p "$stage/bin" "$stage/bench" "$stage/tests/graph" "$stage/tests/data"
-  cp "$build/tools/lipsync/lipsync" "$build/bench/gpu_engine_bench" "$stage/bin/"
+  cp "$build/tools/lipsync/lipsync" "$build/bench/gpu_engine_bench" "$build/bench/gpu_kernel_gaps" \
+    "$stage/bin/"
   local t
   for t in "${GPU_TESTS[@]}"; do cp "$build/tests/gpu/$t" "$stage/bin/"; done
   strip "$stage"/bin/*

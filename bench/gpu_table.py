@@ -65,6 +65,23 @@ def kernels(records):
             print(f"  side stream: {text}")
 
 
+def timeline(records):
+    """The kernels of one forward pass on the GPU's timeline (gpu_kernel_gaps, medians)."""
+    rows = [r for r in records if r["kind"] == "timeline"]
+    if not rows:
+        return
+    print("\n== kernels and the gaps between them per forward pass (frame form, device buffers; "
+          "CUPTI, median of each configuration's forward passes)")
+    print(f"  {'configuration':34} {'batch':>5} {'kernels':>8} {'span us':>9} {'busy us':>9} "
+          f"{'gaps us':>9} {'largest':>8} {'host us':>9}")
+    for r in rows:
+        print(f"  {r['config']:34} {r['batch']:5d} {r['kernels']:8.0f} {r['span_us']:9.1f} "
+              f"{r['busy_us']:9.1f} {r['gaps_us']:9.1f} {r['largest_gap_us']:8.1f} "
+              f"{r['host_us']:9.1f}")
+        if r.get("dropped_records"):
+            print(f"    ({r['dropped_records']} records dropped: the counts above are short)")
+
+
 def main(paths):
     records = []
     for path in paths:
@@ -103,6 +120,7 @@ def main(paths):
         fps = f"{top['fps']:9.0f}" if top else ""
         print(f"  {name:44} {form:8} {io:7}{cells}{fps}")
     kernels(records)
+    timeline(records)
     print("\n== accuracy (same inputs): max abs difference of the [0,1] output, share of uint8 "
           "pixels within 1")
     for r in records:
