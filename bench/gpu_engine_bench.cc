@@ -20,6 +20,7 @@
 #include <random>
 
 #include "bench_stats.h"
+#include "device_buffer.h"
 #include "kernel_report.h"
 #include "lipsync/engine.h"
 #include "lipsync/face.h"
@@ -28,13 +29,9 @@
 namespace lipsync {
 namespace {
 
-struct DeviceBuffer {
-  void* p = nullptr;
-  explicit DeviceBuffer(size_t bytes) { cudaMalloc(&p, bytes); }
-  ~DeviceBuffer() { cudaFree(p); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-};
+using bench::DeviceBuffer;
+using bench::OnDevice;
+using bench::OutputOnDevice;
 
 // The same frames in both forms: faces, audio, and the visual input FillVisualInput makes.
 struct Inputs {
@@ -65,14 +62,6 @@ std::vector<TensorView> ModelInputs(const Engine& engine, const TensorView& visu
   std::vector<TensorView> v(2);
   v[engine.frame_form().visual_index] = visual;
   v[engine.frame_form().audio_index] = audio;
-  return v;
-}
-
-TensorView OnDevice(const Tensor& t, DeviceBuffer& buffer) {
-  cudaMemcpy(buffer.p, t.data(), t.byte_size(), cudaMemcpyHostToDevice);
-  TensorView v = t.view();
-  v.data = buffer.p;
-  v.memory = MemoryType::kDevice;
   return v;
 }
 
@@ -197,12 +186,8 @@ Status Speed(const Args& args, Report& report) {
       const TensorView faces_dev = OnDevice(in.faces, d_faces);
       const TensorView audio_dev = OnDevice(in.audio, d_audio);
       const TensorView visual_dev = OnDevice(in.visual, d_visual);
-      MutableTensorView planes_dev = out_planes.mutable_view(),
-                        images_dev = out_images.mutable_view();
-      planes_dev.data = d_planes.p;
-      planes_dev.memory = MemoryType::kDevice;
-      images_dev.data = d_images.p;
-      images_dev.memory = MemoryType::kDevice;
+      const MutableTensorView planes_dev = OutputOnDevice(out_planes, d_planes),
+                              images_dev = OutputOnDevice(out_images, d_images);
       struct Variant {
         const char* form;
         const char* io;

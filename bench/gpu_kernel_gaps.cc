@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "bench_stats.h"
+#include "device_buffer.h"
 #include "kernel_timeline.h"
 #include "lipsync/engine.h"
 
@@ -61,14 +62,6 @@ Status Cupti(CUptiResult r, const char* what) {
   return Internal(std::string("CUPTI ") + what + ": " + (text ? text : "unknown error"));
 }
 
-struct DeviceBuffer {
-  void* p = nullptr;
-  explicit DeviceBuffer(size_t bytes) { cudaMalloc(&p, bytes); }
-  ~DeviceBuffer() { cudaFree(p); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-};
-
 struct Config {
   const char* name;  // as gpu_engine_bench names it
   CudaKernels kernels;
@@ -104,16 +97,8 @@ Status Measure(const Args& args, const Config& config, int64_t n, std::ofstream&
     audio.data_as<float>()[i] = static_cast<float>(rng() % 1000) / 1000.0f;
   }
   DeviceBuffer d_faces(faces.byte_size()), d_audio(audio.byte_size()), d_out(out.byte_size());
-  cudaMemcpy(d_faces.p, faces.data(), faces.byte_size(), cudaMemcpyHostToDevice);
-  cudaMemcpy(d_audio.p, audio.data(), audio.byte_size(), cudaMemcpyHostToDevice);
-  TensorView faces_dev = faces.view(), audio_dev = audio.view();
-  faces_dev.data = d_faces.p;
-  faces_dev.memory = MemoryType::kDevice;
-  audio_dev.data = d_audio.p;
-  audio_dev.memory = MemoryType::kDevice;
-  MutableTensorView out_dev = out.mutable_view();
-  out_dev.data = d_out.p;
-  out_dev.memory = MemoryType::kDevice;
+  const TensorView faces_dev = OnDevice(faces, d_faces), audio_dev = OnDevice(audio, d_audio);
+  const MutableTensorView out_dev = OutputOnDevice(out, d_out);
   const auto forward = [&] { return engine->RunFrames({faces_dev, audio_dev}, out_dev); };
   for (int i = 0; i < args.warmup; ++i) LIPSYNC_RETURN_IF_ERROR(forward());
 
