@@ -59,8 +59,8 @@ Server::~Server() { Shutdown(); }
 
 namespace {
 
-// How long a drained server lingers before closing its connections: its last answers leave and
-// the clients' acknowledgements arrive in well under this on any network the server runs on.
+// How long after its last call ended a drained server closes its connections: the last answers
+// leave and the clients' acknowledgements arrive in well under this on the networks it serves.
 constexpr auto kAnswersLeave = std::chrono::milliseconds(250);
 
 // Times the engine at each batch size up to max_batch and takes its most efficient one, logging
@@ -301,7 +301,7 @@ void Server::Shutdown() {
   const auto drain = impl_->options.drain_timeout;
   const auto deadline = std::chrono::system_clock::now() + drain;
   if (impl_->gate.WaitForOpenCalls(std::chrono::steady_clock::now() + drain)) {
-    std::this_thread::sleep_for(kAnswersLeave);
+    std::this_thread::sleep_until(impl_->gate.last_ended() + kAnswersLeave);
   }
   // gRPC then refuses calls itself and cancels what is still open past the drain deadline.
   // The services' own ports first, then the main one.

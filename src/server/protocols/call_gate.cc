@@ -52,6 +52,11 @@ bool CallGate::WaitForOpenCalls(std::chrono::steady_clock::time_point deadline) 
   return idle_.wait_until(lock, deadline, [this] { return open_ == 0; });
 }
 
+std::chrono::steady_clock::time_point CallGate::last_ended() const {
+  std::lock_guard lock(mu_);
+  return last_ended_;
+}
+
 std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> CallGate::CallCounter() {
   return std::make_unique<CallCounterFactory>(this);
 }
@@ -63,6 +68,7 @@ void CallGate::Opened() {
 
 void CallGate::Ended() {
   std::lock_guard lock(mu_);
+  last_ended_ = std::chrono::steady_clock::now();
   if (--open_ == 0) idle_.notify_all();
 }
 

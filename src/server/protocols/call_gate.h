@@ -28,6 +28,8 @@ class CallGate {
   int open_calls() const;
   // Waits until no call is open or `deadline` passes; true when none is open.
   bool WaitForOpenCalls(std::chrono::steady_clock::time_point deadline) const;
+  // When the last counted call ended (the clock's epoch if none has).
+  std::chrono::steady_clock::time_point last_ended() const;
 
   // Counts the calls of a gRPC server into this gate; give one to each server's builder.
   std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> CallCounter();
@@ -41,6 +43,7 @@ class CallGate {
   mutable std::mutex mu_;
   mutable std::condition_variable idle_;
   int open_ = 0;
+  std::chrono::steady_clock::time_point last_ended_{};
 };
 
 // The answer to a call that arrives once the gate is closed.
