@@ -42,11 +42,6 @@ class CallCounterFactory final : public grpc::experimental::ServerInterceptorFac
 
 }  // namespace
 
-int CallGate::open_calls() const {
-  std::lock_guard lock(mu_);
-  return open_;
-}
-
 bool CallGate::WaitForOpenCalls(std::chrono::steady_clock::time_point deadline) const {
   std::unique_lock lock(mu_);
   return idle_.wait_until(lock, deadline, [this] { return open_ == 0; });

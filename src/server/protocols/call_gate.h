@@ -23,10 +23,9 @@ class CallGate {
   void Close() { closed_ = true; }
   bool closed() const { return closed_; }
 
-  // Calls open now, on every service but gRPC's own (health and reflection, whose watches may
-  // stay open for as long as the client likes).
-  int open_calls() const;
-  // Waits until no call is open or `deadline` passes; true when none is open.
+  // Waits until no call is open or `deadline` passes; true when none is open. Calls of every
+  // service count but gRPC's own (health and reflection, whose watches may stay open for as long
+  // as the client likes).
   bool WaitForOpenCalls(std::chrono::steady_clock::time_point deadline) const;
   // When the last counted call ended (the clock's epoch if none has).
   std::chrono::steady_clock::time_point last_ended() const;
