@@ -16,6 +16,7 @@
 
 #include "backends/cuda/fused_groups.h"
 #include "backends/reference/reference_kernels.h"
+#include "close_to_reference.h"
 #include "fused_cases.h"
 #include "gpu_test_util.h"
 
@@ -23,43 +24,6 @@ namespace lipsync {
 namespace {
 
 using namespace testing_gpu;  // NOLINT: the shared helpers of these tests
-
-// Every element close to the reference (see the file comment); false after reporting.
-bool Within(const std::vector<float>& got, const std::vector<float>& want, Storage storage,
-            const std::string& what) {
-  double sum_sq = 0.0, diff_sq = 0.0, worst = 0.0;
-  for (float w : want) sum_sq += static_cast<double>(w) * w;
-  const double rms = std::sqrt(sum_sq / static_cast<double>(want.size()));
-  EXPECT_GT(rms, 0.0) << what << ": the reference output is all zeros, the case proves nothing";
-  size_t bad = 0, worst_at = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    if (!std::isfinite(got[i])) {
-      ADD_FAILURE() << what << ": element " << i << " is " << got[i] << " (not written?)";
-      return false;
-    }
-    const double d = std::fabs(static_cast<double>(got[i]) - want[i]);
-    double tolerance = 1e-4 * (std::fabs(want[i]) + rms);
-    if (storage == Storage::kFloat16) {
-      const double a = std::fabs(want[i]);
-      const double ulp =
-          a < 6.103515625e-05 ? 5.9604644775390625e-08 : std::ldexp(1.0, std::ilogb(a) - 10);
-      tolerance = 4 * ulp + 5e-3 * rms;
-    }
-    diff_sq += d * d;
-    if (d > tolerance) ++bad;
-    if (d > worst) {
-      worst = d;
-      worst_at = i;
-    }
-  }
-  const double relative = std::sqrt(diff_sq / sum_sq);
-  EXPECT_EQ(bad, 0u) << what << ": " << bad << " of " << got.size()
-                     << " elements outside tolerance; largest difference " << worst
-                     << " at element " << worst_at << " (want " << want[worst_at] << ", RMS " << rms
-                     << ")";
-  EXPECT_LE(relative, storage == Storage::kFloat16 ? 2e-3 : 1e-5) << what << ": relative L2";
-  return bad == 0;
-}
 
 // Runs every variant of the plan's one group and compares each with the reference.
 void CheckVariants(Plan plan, PlanBuilder& b, Storage storage, int64_t batch, bool head, bool tail);
@@ -147,7 +111,7 @@ void CheckVariants(Plan plan, PlanBuilder& b, Storage storage, int64_t batch, bo
     Download(device_arena.ptr, storage, got);
     const std::vector<float> result(got.begin() + out.offset * batch,
                                     got.begin() + (out.offset + out.size) * batch);
-    Within(result, want, storage, v.Name());
+    test_plans::CloseToReference(result, want, storage == Storage::kFloat16, v.Name());
     for (int id : inputs) {  // the inputs are left as they were
       const auto& buf = plan.buffers[id];
       for (int64_t i = 0; i < buf.size * batch; ++i) {
