@@ -12,6 +12,19 @@
 
 #include <cstdint>
 
+// A launch and a kernel's dynamic shared memory, spelled so that the kernels the tests also run
+// on the CPU (tests/cuda_on_cpu, LIPSYNC_CUDA_ON_CPU) compile as C++ there:
+// kernel<<<grid, block, shared, stream>>>(args) is LIPSYNC_LAUNCH(kernel, grid, block, shared,
+// stream)(args).
+#ifdef LIPSYNC_CUDA_ON_CPU
+#define LIPSYNC_LAUNCH(kernel, grid, block, shared, stream) \
+  ::lipsync::cuda_on_cpu::Launch(kernel, grid, block, shared, stream)
+#define LIPSYNC_DYNAMIC_SHARED(name) unsigned char* name = ::lipsync::cuda_on_cpu::DynamicShared()
+#else
+#define LIPSYNC_LAUNCH(kernel, grid, block, shared, stream) kernel<<<grid, block, shared, stream>>>
+#define LIPSYNC_DYNAMIC_SHARED(name) extern __shared__ __align__(16) unsigned char name[]
+#endif
+
 namespace lipsync::cuda {
 
 // Mirrors graph::Activation; kept separate so that kernels do not depend on the plan.

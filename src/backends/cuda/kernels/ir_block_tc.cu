@@ -1,6 +1,7 @@
 #include <cstdint>
 
 #include "backends/cuda/kernels/ir_block_tc.cuh"
+#include "backends/cuda/kernels/mma.cuh"
 
 namespace lipsync::cuda {
 namespace {
@@ -70,13 +71,7 @@ struct Params {
   bool vec_input;  // the input (or both concat parts) can be read 8 channels at a time
 };
 
-// mma.sync m16n8k16, row.col, float16 in, float accumulators (PTX ISA "Matrix Fragments for
-// mma.m16n8k16"). Lane l is in group g = l / 4 at position t = l % 4; "2t.." is columns 2t, 2t+1:
-//   A (16x16, row major):        a0 = (g, 2t..), a1 = (g+8, 2t..), a2 = (g, 2t+8..),
-//                                a3 = (g+8, 2t+8..)
-//   B (16x8, from an [n][k] array): b0 = (k 2t.., n g), b1 = (k 2t+8.., n g)
-//   C (16x8):                    c0, c1 = (g, 2t..), c2, c3 = (g+8, 2t..)
-// Two halves at consecutive columns are one 32-bit word, the lower column in the low half.
+// 32 bits: two halves at consecutive columns, the lower column in the low half (mma.cuh).
 __device__ __forceinline__ uint32_t Word(const __half* p) {
   return *reinterpret_cast<const uint32_t*>(p);
 }
@@ -95,27 +90,6 @@ __device__ __forceinline__ void LoadB(const __half* p, int ld, int lane, uint32_
   const int g = lane >> 2, t = lane & 3;
   b[0] = Word(p + g * ld + 2 * t);
   b[1] = Word(p + g * ld + 2 * t + 8);
-}
-
-__device__ __forceinline__ void Mma(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-      "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-
-// 16 bytes global -> shared without passing through registers; zeros when !valid (then nothing
-// is read from `src`, which must still be a valid address).
-__device__ __forceinline__ void CopyAsync16(__half* dst, const __half* src, bool valid) {
-  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-  const int bytes = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(address), "l"(src),
-               "r"(bytes)
-               : "memory");
-}
-__device__ __forceinline__ void WaitCopies() {
-  asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::: "memory");
 }
 
 __device__ __forceinline__ void StoreHalf2(__half* p, float a, float b) {
@@ -265,7 +239,7 @@ __global__ void __launch_bounds__(kThreads, MinBlocks(kTh* kTw, kCoutP)) IrBlock
   const IrTcGeometry& g = q.g;
   const IrTcTensors& t = q.t;
   const Layout l = MakeLayout(g, kTh, kTw);
-  extern __shared__ __align__(16) unsigned char smem[];
+  LIPSYNC_DYNAMIC_SHARED(smem);
   const __half* we = reinterpret_cast<const __half*>(smem + l.we);
   const __half* wp = reinterpret_cast<const __half*>(smem + l.wp);
   const float* wd = reinterpret_cast<const float*>(smem + l.wd);
@@ -606,7 +580,7 @@ cudaError_t LaunchIrTc(const IrTcGeometry& g, const IrTcTensors& t, IrTile tile,
     return cudaErrorInvalidValue;
   }
   const int blocks = static_cast<int>(tiles < max_blocks ? tiles : max_blocks);
-  kernel<<<blocks, kThreads, IrTcSharedBytes(g, tile), stream>>>(q);
+  LIPSYNC_LAUNCH(kernel, blocks, kThreads, IrTcSharedBytes(g, tile), stream)(q);
   return cudaGetLastError();
 }
 

@@ -1,3 +1,4 @@
+#include "backends/cuda/kernels/mma.cuh"
 #include "backends/cuda/kernels/pointwise_small.cuh"
 
 namespace lipsync::cuda {
@@ -13,16 +14,6 @@ constexpr int kLd = kCols + 4;  // floats per row of a partial sum
 // 32 bits (two halves) at p, or zero where the element pair lies outside the matrix.
 __device__ __forceinline__ uint32_t WordOrZero(const __half* p, bool inside) {
   return inside ? *reinterpret_cast<const uint32_t*>(p) : 0u;
-}
-
-// Fragments of mma.sync.m16n8k16 (the layout is spelled out in ir_block_tc.cu): lane l is in
-// group g = l / 4 at position t = l % 4.
-__device__ __forceinline__ void Mma(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-      "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
 __global__ void __launch_bounds__(kThreads) PointwiseSplitK(SmallPointwise p) {
@@ -93,7 +84,7 @@ cudaError_t LaunchSmallPointwise(const SmallPointwise& p, cudaStream_t stream) {
     return cudaErrorInvalidValue;
   }
   const dim3 grid((p.m + kRows - 1) / kRows, (p.n + kCols - 1) / kCols);
-  PointwiseSplitK<<<grid, kThreads, 0, stream>>>(p);
+  LIPSYNC_LAUNCH(PointwiseSplitK, grid, kThreads, 0, stream)(p);
   return cudaGetLastError();
 }
 
