@@ -1,0 +1,322 @@
+// Fibers (POSIX ucontext) for the CUDA threads of one block, and a scheduler that runs the ready
+// ones in turn and settles barriers and warp-wide instructions once every thread has arrived.
+#include "cpu_device.h"
+
+#include <ucontext.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cuda_fp16.h"
+#include "cuda_runtime.h"
+
+namespace lipsync::cuda_on_cpu {
+namespace {
+
+constexpr size_t kStackBytes = 256 * 1024;
+constexpr size_t kDefaultDynamicShared = 48 * 1024;
+constexpr size_t kGuardBytes = 256;
+constexpr unsigned char kPoison = 0xff;
+constexpr unsigned char kGuard = 0xa5;
+
+enum class State { kReady, kAtBarrier, kAtMma, kDone };
+
+struct PendingCopy {
+  void* dst;
+  const void* src;
+  bool valid;
+};
+
+struct Thread {
+  ucontext_t context{};
+  State state = State::kReady;
+  uint3 index{};
+  uint32_t a[4] = {}, b[2] = {};  // mma.sync operands while at kAtMma
+  float c[4] = {};                // accumulators in, results out
+  std::vector<PendingCopy> copies;
+};
+
+struct Device {
+  DeviceOptions options;
+  std::map<const void*, size_t> raised_shared;
+  cudaError_t last_error = cudaSuccess;
+  std::string failure;
+  // The block being run.
+  std::vector<Thread> threads;
+  std::vector<std::unique_ptr<char[]>> stacks;
+  ucontext_t scheduler{};
+  int current = -1;
+  uint3 block_index{};
+  dim3 block_dim, grid_dim;
+  unsigned char* shared = nullptr;
+  const std::function<void()>* body = nullptr;
+};
+
+Device& TheDevice() {
+  static Device device;
+  return device;
+}
+
+Thread& Current() { return TheDevice().threads[static_cast<size_t>(TheDevice().current)]; }
+
+void Entry() {
+  Device& d = TheDevice();
+  (*d.body)();
+  Current().state = State::kDone;
+  // Returning resumes the scheduler (uc_link).
+}
+
+void Block(State state) {
+  Thread& t = Current();
+  t.state = state;
+  swapcontext(&t.context, &TheDevice().scheduler);
+}
+
+// The row and column of element i of a lane's fragment, from the PTX ISA's tables for
+// mma.m16n8k16 with 16-bit inputs: g = lane / 4, q = lane % 4.
+void ElementOfA(int lane, int i, int* row, int* col) {  // i in [0, 8): halves of a0..a3
+  const int g = lane >> 2, q = lane & 3;
+  *row = (i < 2 || (i >= 4 && i < 6)) ? g : g + 8;
+  *col = q * 2 + (i & 1) + (i >= 4 ? 8 : 0);
+}
+void ElementOfB(int lane, int i, int* k, int* n) {  // i in [0, 4): halves of b0, b1
+  const int g = lane >> 2, q = lane & 3;
+  *k = q * 2 + (i & 1) + (i >= 2 ? 8 : 0);
+  *n = g;
+}
+void ElementOfC(int lane, int i, int* row, int* col) {  // i in [0, 4)
+  const int g = lane >> 2, q = lane & 3;
+  *row = i < 2 ? g : g + 8;
+  *col = q * 2 + (i & 1);
+}
+
+float HalfOf(uint32_t word, int which) {
+  __half h{static_cast<uint16_t>(which ? word >> 16 : word & 0xffffu)};
+  return __half2float(h);
+}
+
+// D = A B + C for the 32 threads of warp `first / 32`, every one of them at its mma.sync.
+void SettleMma(std::vector<Thread>& threads, size_t first) {
+  float a[16][16], b[16][8], c[16][8];
+  for (int lane = 0; lane < 32; ++lane) {
+    const Thread& t = threads[first + static_cast<size_t>(lane)];
+    for (int i = 0; i < 8; ++i) {
+      int row, col;
+      ElementOfA(lane, i, &row, &col);
+      a[row][col] = HalfOf(t.a[i / 2], i & 1);
+    }
+    for (int i = 0; i < 4; ++i) {
+      int k, n;
+      ElementOfB(lane, i, &k, &n);
+      b[k][n] = HalfOf(t.b[i / 2], i & 1);
+    }
+    for (int i = 0; i < 4; ++i) {
+      int row, col;
+      ElementOfC(lane, i, &row, &col);
+      c[row][col] = t.c[i];
+    }
+  }
+  for (int lane = 0; lane < 32; ++lane) {
+    Thread& t = threads[first + static_cast<size_t>(lane)];
+    for (int i = 0; i < 4; ++i) {
+      int row, col;
+      ElementOfC(lane, i, &row, &col);
+      float sum = c[row][col];
+      for (int k = 0; k < 16; ++k) sum += a[row][k] * b[k][col];
+      t.c[i] = sum;
+    }
+    t.state = State::kReady;
+  }
+}
+
+bool Fail(const std::string& why) {
+  Device& d = TheDevice();
+  d.failure = why;
+  d.last_error = cudaErrorLaunchFailure;
+  return false;
+}
+
+std::string BlockName(const uint3& b) {
+  return "block (" + std::to_string(b.x) + ", " + std::to_string(b.y) + ", " + std::to_string(b.z) +
+         ")";
+}
+
+// Runs every thread of the current block to its end; false (with the failure) on a deadlock.
+bool RunBlock() {
+  Device& d = TheDevice();
+  const size_t count = d.threads.size();
+  for (size_t i = 0; i < count; ++i) {
+    Thread& t = d.threads[i];
+    t = Thread{};
+    const unsigned int x = static_cast<unsigned int>(i % d.block_dim.x);
+    const unsigned int y = static_cast<unsigned int>(i / d.block_dim.x % d.block_dim.y);
+    const unsigned int z = static_cast<unsigned int>(i / (d.block_dim.x * d.block_dim.y));
+    t.index = uint3{x, y, z};
+    getcontext(&t.context);
+    t.context.uc_stack.ss_sp = d.stacks[i].get();
+    t.context.uc_stack.ss_size = kStackBytes;
+    t.context.uc_link = &d.scheduler;
+    makecontext(&t.context, Entry, 0);
+  }
+  for (;;) {
+    for (size_t n = 0; n < count; ++n) {
+      const size_t i = d.options.reverse_order ? count - 1 - n : n;
+      if (d.threads[i].state != State::kReady) continue;
+      d.current = static_cast<int>(i);
+      swapcontext(&d.scheduler, &d.threads[i].context);
+    }
+    // Every thread is now done or waiting. Whole warps at an mma.sync go on first.
+    bool settled = false;
+    for (size_t first = 0; first < count; first += 32) {
+      int at_mma = 0;
+      for (size_t i = first; i < first + 32 && i < count; ++i) {
+        at_mma += d.threads[i].state == State::kAtMma;
+      }
+      if (at_mma == 32) {
+        SettleMma(d.threads, first);
+        settled = true;
+      } else if (at_mma > 0) {
+        return Fail(BlockName(d.block_index) + ": only " + std::to_string(at_mma) +
+                    " threads of warp " + std::to_string(first / 32) +
+                    " reached mma.sync; the others wait at a barrier or have exited");
+      }
+    }
+    if (settled) continue;
+    size_t at_barrier = 0, done = 0;
+    for (const Thread& t : d.threads) {
+      at_barrier += t.state == State::kAtBarrier;
+      done += t.state == State::kDone;
+    }
+    if (done == count) return true;
+    // Threads that have exited do not hold the others back, as on the GPU.
+    for (Thread& t : d.threads) {
+      if (t.state == State::kAtBarrier) t.state = State::kReady;
+    }
+    if (at_barrier == 0) return Fail(BlockName(d.block_index) + ": no thread can go on");
+  }
+}
+
+}  // namespace
+
+void ResetDevice(const DeviceOptions& options) {
+  Device& d = TheDevice();
+  d.options = options;
+  d.raised_shared.clear();
+  d.last_error = cudaSuccess;
+  d.failure.clear();
+}
+
+const std::string& LastLaunchFailure() { return TheDevice().failure; }
+
+const uint3& ThreadIdx() { return Current().index; }
+const uint3& BlockIdx() { return TheDevice().block_index; }
+const dim3& BlockDim() { return TheDevice().block_dim; }
+const dim3& GridDim() { return TheDevice().grid_dim; }
+unsigned char* DynamicShared() { return TheDevice().shared; }
+
+void SyncThreads() { Block(State::kAtBarrier); }
+
+void MmaM16N8K16(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  Thread& t = Current();
+  std::memcpy(t.a, a, sizeof t.a);
+  std::memcpy(t.b, b, sizeof t.b);
+  std::memcpy(t.c, c, sizeof t.c);
+  Block(State::kAtMma);
+  std::memcpy(c, Current().c, sizeof t.c);
+}
+
+void CopyAsync16(void* shared_dst, const void* src, bool valid) {
+  Current().copies.push_back({shared_dst, src, valid});
+}
+
+void WaitCopies() {
+  for (const PendingCopy& copy : Current().copies) {
+    if (copy.valid) {
+      std::memcpy(copy.dst, copy.src, 16);
+    } else {
+      std::memset(copy.dst, 0, 16);
+    }
+  }
+  Current().copies.clear();
+}
+
+cudaError_t TakeLastError() {
+  Device& d = TheDevice();
+  const cudaError_t e = d.last_error;
+  d.last_error = cudaSuccess;
+  return e;
+}
+
+cudaError_t SetMaxDynamicShared(const void* kernel, int bytes) {
+  Device& d = TheDevice();
+  if (bytes < 0 || static_cast<size_t>(bytes) > d.options.shared_per_block_optin) {
+    return cudaErrorInvalidValue;
+  }
+  d.raised_shared[kernel] = static_cast<size_t>(bytes);
+  return cudaSuccess;
+}
+
+int BlocksPerSm(int threads, size_t dynamic_shared) {
+  // A multiprocessor of the configured kind: 2048 threads, and the per-block limit plus 1 KiB
+  // of shared memory (228 KiB on sm_90, 100 KiB on sm_89).
+  const size_t per_sm = TheDevice().options.shared_per_block_optin + 1024;
+  const int by_threads = threads > 0 ? 2048 / threads : 0;
+  const int by_shared = dynamic_shared ? static_cast<int>(per_sm / dynamic_shared) : by_threads;
+  return by_threads < by_shared ? by_threads : by_shared;
+}
+
+cudaError_t RunGrid(const void* kernel, dim3 grid, dim3 block, size_t dynamic_shared,
+                    const std::function<void()>& thread_body) {
+  Device& d = TheDevice();
+  d.failure.clear();
+  const size_t threads = static_cast<size_t>(block.x) * block.y * block.z;
+  const auto raised = d.raised_shared.find(kernel);
+  const size_t shared_limit = raised == d.raised_shared.end()
+                                  ? kDefaultDynamicShared
+                                  : std::max(raised->second, kDefaultDynamicShared);
+  if (threads == 0 || threads > 1024 || grid.x == 0 || grid.y == 0 || grid.z == 0) {
+    d.failure = "launch of " + std::to_string(threads) + " threads per block";
+    d.last_error = cudaErrorInvalidValue;
+    return d.last_error;
+  }
+  if (dynamic_shared > shared_limit) {
+    d.failure = std::to_string(dynamic_shared) + " bytes of dynamic shared memory over the " +
+                "kernel's limit of " + std::to_string(shared_limit);
+    d.last_error = cudaErrorInvalidValue;
+    return d.last_error;
+  }
+  while (d.stacks.size() < threads) d.stacks.emplace_back(new char[kStackBytes]);
+  d.threads.assign(threads, Thread{});
+  std::vector<unsigned char> shared(dynamic_shared + kGuardBytes + 16);
+  unsigned char* base = shared.data() + (16 - reinterpret_cast<uintptr_t>(shared.data()) % 16) % 16;
+  d.shared = base;
+  d.block_dim = block;
+  d.grid_dim = grid;
+  d.body = &thread_body;
+  for (unsigned int z = 0; z < grid.z; ++z) {
+    for (unsigned int y = 0; y < grid.y; ++y) {
+      for (unsigned int x = 0; x < grid.x; ++x) {
+        std::memset(base, kPoison, dynamic_shared);
+        std::memset(base + dynamic_shared, kGuard, kGuardBytes);
+        d.block_index = uint3{x, y, z};
+        if (!RunBlock()) return cudaErrorLaunchFailure;
+        for (size_t i = 0; i < kGuardBytes; ++i) {
+          if (base[dynamic_shared + i] != kGuard) {
+            Fail(BlockName(d.block_index) + " wrote past its " + std::to_string(dynamic_shared) +
+                 " bytes of dynamic shared memory");
+            return cudaErrorLaunchFailure;
+          }
+        }
+      }
+    }
+  }
+  d.shared = nullptr;
+  return cudaSuccess;
+}
+
+}  // namespace lipsync::cuda_on_cpu

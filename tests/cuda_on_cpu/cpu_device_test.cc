@@ -1,0 +1,133 @@
+// The CPU device catches what it promises to (cpu_device.h): a missing barrier, a warp that does
+// not reach mma.sync whole, shared memory written past its end or used over its limit, and a read
+// of a cp.async destination before the copy was waited for.
+#include "cpu_device.h"
+
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace lipsync::cuda_on_cpu {
+namespace {
+
+constexpr int kThreads = 256;
+
+// Each thread writes its index to shared memory, then reads its neighbour's.
+__global__ void ReadNeighbour(bool barrier, float* out) {
+  float* s = reinterpret_cast<float*>(DynamicShared());
+  const int i = static_cast<int>(threadIdx.x);
+  s[i] = static_cast<float>(i);
+  if (barrier) __syncthreads();
+  out[i] = s[(i + 1) % kThreads];
+}
+
+int WrongNeighbours(bool barrier, bool reverse) {
+  ResetDevice({kSm90SharedPerBlock, reverse});
+  std::vector<float> out(kThreads, -1.0f);
+  Launch(ReadNeighbour, 1, kThreads, kThreads * sizeof(float), nullptr)(barrier, out.data());
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess) << LastLaunchFailure();
+  int wrong = 0;
+  for (int i = 0; i < kThreads; ++i) wrong += !(out[i] == static_cast<float>((i + 1) % kThreads));
+  return wrong;
+}
+
+TEST(CpuDevice, AReadThatAMissingBarrierLeavesUnorderedSeesTheWrongValue) {
+  for (const bool reverse : {false, true}) {
+    EXPECT_EQ(WrongNeighbours(true, reverse), 0) << "reverse " << reverse;
+    EXPECT_GT(WrongNeighbours(false, reverse), 0) << "reverse " << reverse;
+  }
+}
+
+// Lanes below `lanes` multiply; the others wait at the block's barrier.
+__global__ void HalfAWarpAtMma(int lanes) {
+  if (static_cast<int>(threadIdx.x) < lanes) {
+    float c[4] = {0, 0, 0, 0};
+    const uint32_t a[4] = {0, 0, 0, 0}, b[2] = {0, 0};
+    MmaM16N8K16(c, a, b);
+  }
+  __syncthreads();
+}
+
+TEST(CpuDevice, AWarpThatDoesNotReachMmaWholeFailsTheLaunch) {
+  ResetDevice({});
+  Launch(HalfAWarpAtMma, 1, 64, 0, nullptr)(32);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess) << LastLaunchFailure();
+  Launch(HalfAWarpAtMma, 1, 64, 0, nullptr)(16);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorLaunchFailure);
+  EXPECT_NE(LastLaunchFailure().find("only 16 threads of warp 0 reached mma.sync"),
+            std::string::npos)
+      << LastLaunchFailure();
+}
+
+// One identity-free check of the product: A all ones, B all twos, C = 1: every result is 33.
+__global__ void OnesTimesTwos(float* out) {
+  const uint32_t one = 0x3c003c00u, two = 0x40004000u;  // two float16 values per word
+  float c[4] = {1, 1, 1, 1};
+  const uint32_t a[4] = {one, one, one, one}, b[2] = {two, two};
+  MmaM16N8K16(c, a, b);
+  for (int i = 0; i < 4; ++i) out[threadIdx.x * 4 + i] = c[i];
+}
+
+TEST(CpuDevice, MmaSumsSixteenProductsOntoTheAccumulator) {
+  ResetDevice({});
+  std::vector<float> out(128, 0.0f);
+  Launch(OnesTimesTwos, 1, 32, 0, nullptr)(out.data());
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess) << LastLaunchFailure();
+  for (float v : out) EXPECT_EQ(v, 33.0f);
+}
+
+__global__ void WriteAt(size_t at) { DynamicShared()[at] = 1; }
+
+TEST(CpuDevice, AWritePastTheDynamicSharedMemoryFailsTheLaunch) {
+  ResetDevice({});
+  Launch(WriteAt, 2, 32, 1024, nullptr)(static_cast<size_t>(1023));
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess) << LastLaunchFailure();
+  Launch(WriteAt, 2, 32, 1024, nullptr)(static_cast<size_t>(1024));
+  EXPECT_EQ(cudaGetLastError(), cudaErrorLaunchFailure);
+  EXPECT_NE(LastLaunchFailure().find("wrote past its 1024 bytes"), std::string::npos)
+      << LastLaunchFailure();
+}
+
+TEST(CpuDevice, DynamicSharedMemoryOverTheDefaultNeedsTheKernelsLimitRaised) {
+  ResetDevice({kSm89SharedPerBlock, false});
+  const size_t bytes = 64 * 1024;
+  Launch(WriteAt, 1, 32, bytes, nullptr)(static_cast<size_t>(0));
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidValue);
+  EXPECT_EQ(cudaFuncSetAttribute(WriteAt, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 static_cast<int>(bytes)),
+            cudaSuccess);
+  Launch(WriteAt, 1, 32, bytes, nullptr)(static_cast<size_t>(0));
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess) << LastLaunchFailure();
+  // An RTX 4090's block cannot have what an H200's can.
+  EXPECT_EQ(cudaFuncSetAttribute(WriteAt, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 static_cast<int>(kSm90SharedPerBlock)),
+            cudaErrorInvalidValue);
+}
+
+__global__ void CopyThenRead(const float* src, float* before, float* after) {
+  float* s = reinterpret_cast<float*>(DynamicShared());
+  CopyAsync16(s + 4 * threadIdx.x, src + 4 * threadIdx.x, true);
+  before[threadIdx.x] = s[4 * threadIdx.x];
+  WaitCopies();
+  after[threadIdx.x] = s[4 * threadIdx.x];
+}
+
+TEST(CpuDevice, AnAsyncCopyLandsAtTheThreadsWait) {
+  ResetDevice({});
+  std::vector<float> src(4 * 32), before(32), after(32);
+  for (size_t i = 0; i < src.size(); ++i) src[i] = static_cast<float>(i);
+  Launch(CopyThenRead, 1, 32, src.size() * sizeof(float), nullptr)(
+      static_cast<const float*>(src.data()), before.data(), after.data());
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess) << LastLaunchFailure();
+  for (int i = 0; i < 32; ++i) {
+    EXPECT_TRUE(std::isnan(before[i])) << i;
+    EXPECT_EQ(after[i], src[4 * i]) << i;
+  }
+}
+
+}  // namespace
+}  // namespace lipsync::cuda_on_cpu
