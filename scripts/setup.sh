@@ -43,7 +43,7 @@ APT_PACKAGES=(
   nlohmann-json3-dev libgtest-dev libcpp-httplib-dev openssl
   libavcodec-dev libavformat-dev libavutil-dev libswresample-dev libswscale-dev libfftw3-dev
   ffmpeg python3-opencv espeak-ng python3-yaml yamllint libyaml-cpp-dev nginx-light libzip-dev libssl-dev
-  g++-mingw-w64-x86-64-posix wine64 libstb-dev
+  g++-mingw-w64-x86-64-posix wine64 libstb-dev libboost-context-dev
 )
 if [ "${1:-}" = "--image" ]; then
   APT_PACKAGES+=(buildah debootstrap curl iproute2)

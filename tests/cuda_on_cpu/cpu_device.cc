@@ -1,9 +1,9 @@
-// Fibers (POSIX ucontext) for the CUDA threads of one block, and a scheduler that runs the ready
+// Fibers (Boost.Context) for the CUDA threads of one block, and a scheduler that runs the ready
 // ones in turn and settles barriers and warp-wide instructions once every thread has arrived.
 #include "cpu_device.h"
 
-#include <ucontext.h>
-
+#include <algorithm>
+#include <boost/context/fiber.hpp>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -24,7 +24,9 @@ constexpr size_t kGuardBytes = 256;
 constexpr unsigned char kPoison = 0xff;
 constexpr unsigned char kGuard = 0xa5;
 
-enum class State { kReady, kAtBarrier, kAtMma, kDone };
+enum class State { kReady, kAtBarrier, kAtWarpOp, kDone };
+enum class WarpOp { kMma, kShuffleDown };
+const char* const kWarpOpNames[] = {"mma.sync", "shfl.down.sync"};
 
 struct PendingCopy {
   void* dst;
@@ -32,12 +34,31 @@ struct PendingCopy {
   bool valid;
 };
 
+namespace context = boost::context;
+
+// A fiber's stack: one of the device's, kept from launch to launch.
+struct KeptStack {
+  char* base;
+  size_t size;
+  context::stack_context allocate() const {
+    context::stack_context stack;
+    stack.size = size;
+    stack.sp = base + size;  // stacks grow down
+    return stack;
+  }
+  void deallocate(context::stack_context&) const {}
+};
+
 struct Thread {
-  ucontext_t context{};
+  context::fiber fiber;      // the thread, while the scheduler runs
+  context::fiber scheduler;  // the scheduler, while the thread runs
   State state = State::kReady;
   uint3 index{};
-  uint32_t a[4] = {}, b[2] = {};  // mma.sync operands while at kAtMma
-  float c[4] = {};                // accumulators in, results out
+  WarpOp op = WarpOp::kMma;       // while at kAtWarpOp
+  uint32_t a[4] = {}, b[2] = {};  // mma.sync operands
+  float c[4] = {};                // mma.sync accumulators in, results out
+  float value = 0.0f;             // shfl.down.sync: this thread's value in, the result out
+  unsigned int delta = 0;
   std::vector<PendingCopy> copies;
 };
 
@@ -45,11 +66,11 @@ struct Device {
   DeviceOptions options;
   std::map<const void*, size_t> raised_shared;
   cudaError_t last_error = cudaSuccess;
+  cudaError_t sticky = cudaSuccess;  // a failed launch, as a fault stays on a GPU's context
   std::string failure;
-  // The block being run.
-  std::vector<Thread> threads;
+  // The block being run; its threads' fibers end before their stacks go.
   std::vector<std::unique_ptr<char[]>> stacks;
-  ucontext_t scheduler{};
+  std::vector<Thread> threads;
   int current = -1;
   uint3 block_index{};
   dim3 block_dim, grid_dim;
@@ -57,24 +78,38 @@ struct Device {
   const std::function<void()>* body = nullptr;
 };
 
+// The options a test program starts with (its tests may reset them): LIPSYNC_CPU_DEVICE_ORDER
+// "reverse" runs threads last to first, LIPSYNC_CPU_DEVICE_MULTIPROCESSORS sets the count (a
+// small one makes persistent kernels walk several tiles per block), and
+// LIPSYNC_CPU_DEVICE_SHARED_PER_BLOCK the most dynamic shared memory a block may have.
+DeviceOptions OptionsFromEnvironment() {
+  DeviceOptions options;
+  const char* order = std::getenv("LIPSYNC_CPU_DEVICE_ORDER");
+  options.reverse_order = order && std::string(order) == "reverse";
+  if (const char* sms = std::getenv("LIPSYNC_CPU_DEVICE_MULTIPROCESSORS")) {
+    options.multiprocessors = std::max(1, std::atoi(sms));
+  }
+  if (const char* shared = std::getenv("LIPSYNC_CPU_DEVICE_SHARED_PER_BLOCK")) {
+    options.shared_per_block_optin = static_cast<size_t>(std::max(0L, std::atol(shared)));
+  }
+  return options;
+}
+
 Device& TheDevice() {
-  static Device device;
+  static Device device = [] {
+    Device d;
+    d.options = OptionsFromEnvironment();
+    return d;
+  }();
   return device;
 }
 
 Thread& Current() { return TheDevice().threads[static_cast<size_t>(TheDevice().current)]; }
 
-void Entry() {
-  Device& d = TheDevice();
-  (*d.body)();
-  Current().state = State::kDone;
-  // Returning resumes the scheduler (uc_link).
-}
-
 void Block(State state) {
   Thread& t = Current();
   t.state = state;
-  swapcontext(&t.context, &TheDevice().scheduler);
+  t.scheduler = std::move(t.scheduler).resume();
 }
 
 // The row and column of element i of a lane's fragment, from the PTX ISA's tables for
@@ -134,10 +169,23 @@ void SettleMma(std::vector<Thread>& threads, size_t first) {
   }
 }
 
+// Each thread of the warp gets the value of the thread `delta` lanes above it, or keeps its own
+// where that is past the warp.
+void SettleShuffleDown(std::vector<Thread>& threads, size_t first) {
+  float values[32];
+  for (size_t lane = 0; lane < 32; ++lane) values[lane] = threads[first + lane].value;
+  for (size_t lane = 0; lane < 32; ++lane) {
+    Thread& t = threads[first + lane];
+    const size_t from = lane + t.delta;
+    t.value = from < 32 ? values[from] : values[lane];
+    t.state = State::kReady;
+  }
+}
+
 bool Fail(const std::string& why) {
   Device& d = TheDevice();
   d.failure = why;
-  d.last_error = cudaErrorLaunchFailure;
+  d.last_error = d.sticky = cudaErrorLaunchFailure;
   return false;
 }
 
@@ -157,34 +205,49 @@ bool RunBlock() {
     const unsigned int y = static_cast<unsigned int>(i / d.block_dim.x % d.block_dim.y);
     const unsigned int z = static_cast<unsigned int>(i / (d.block_dim.x * d.block_dim.y));
     t.index = uint3{x, y, z};
-    getcontext(&t.context);
-    t.context.uc_stack.ss_sp = d.stacks[i].get();
-    t.context.uc_stack.ss_size = kStackBytes;
-    t.context.uc_link = &d.scheduler;
-    makecontext(&t.context, Entry, 0);
+    t.fiber = context::fiber(std::allocator_arg, KeptStack{d.stacks[i].get(), kStackBytes},
+                             [&t, &d](context::fiber&& scheduler) {
+                               t.scheduler = std::move(scheduler);
+                               (*d.body)();
+                               t.state = State::kDone;
+                               return std::move(t.scheduler);
+                             });
   }
   for (;;) {
     for (size_t n = 0; n < count; ++n) {
       const size_t i = d.options.reverse_order ? count - 1 - n : n;
       if (d.threads[i].state != State::kReady) continue;
       d.current = static_cast<int>(i);
-      swapcontext(&d.scheduler, &d.threads[i].context);
+      d.threads[i].fiber = std::move(d.threads[i].fiber).resume();
     }
-    // Every thread is now done or waiting. Whole warps at an mma.sync go on first.
+    // Every thread is now done or waiting. Whole warps at a warp-wide instruction go on first.
     bool settled = false;
     for (size_t first = 0; first < count; first += 32) {
-      int at_mma = 0;
-      for (size_t i = first; i < first + 32 && i < count; ++i) {
-        at_mma += d.threads[i].state == State::kAtMma;
+      const size_t end = std::min(first + 32, count);
+      size_t waiting = end;  // the first thread of the warp at a warp-wide instruction
+      int at_op = 0, same_op = 0;
+      for (size_t i = first; i < end; ++i) {
+        if (d.threads[i].state != State::kAtWarpOp) continue;
+        if (waiting == end) waiting = i;
+        ++at_op;
+        same_op += d.threads[i].op == d.threads[waiting].op;
       }
-      if (at_mma == 32) {
-        SettleMma(d.threads, first);
+      if (at_op == 0) continue;
+      if (at_op == 32 && same_op == 32) {
+        if (d.threads[first].op == WarpOp::kMma) {
+          SettleMma(d.threads, first);
+        } else {
+          SettleShuffleDown(d.threads, first);
+        }
         settled = true;
-      } else if (at_mma > 0) {
-        return Fail(BlockName(d.block_index) + ": only " + std::to_string(at_mma) +
-                    " threads of warp " + std::to_string(first / 32) +
-                    " reached mma.sync; the others wait at a barrier or have exited");
+        continue;
       }
+      const std::string op = same_op == at_op
+                                 ? kWarpOpNames[static_cast<int>(d.threads[waiting].op)]
+                                 : "different warp-wide instructions";
+      return Fail(BlockName(d.block_index) + ": only " + std::to_string(at_op) +
+                  " threads of warp " + std::to_string(first / 32) + " reached " + op +
+                  "; the others wait at a barrier or have exited");
     }
     if (settled) continue;
     size_t at_barrier = 0, done = 0;
@@ -207,11 +270,15 @@ void ResetDevice(const DeviceOptions& options) {
   Device& d = TheDevice();
   d.options = options;
   d.raised_shared.clear();
-  d.last_error = cudaSuccess;
+  d.last_error = d.sticky = cudaSuccess;
   d.failure.clear();
 }
 
 const std::string& LastLaunchFailure() { return TheDevice().failure; }
+
+cudaError_t StickyError() { return TheDevice().sticky; }
+int Multiprocessors() { return TheDevice().options.multiprocessors; }
+size_t SharedPerBlockOptin() { return TheDevice().options.shared_per_block_optin; }
 
 const uint3& ThreadIdx() { return Current().index; }
 const uint3& BlockIdx() { return TheDevice().block_index; }
@@ -226,8 +293,18 @@ void MmaM16N8K16(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) 
   std::memcpy(t.a, a, sizeof t.a);
   std::memcpy(t.b, b, sizeof t.b);
   std::memcpy(t.c, c, sizeof t.c);
-  Block(State::kAtMma);
+  t.op = WarpOp::kMma;
+  Block(State::kAtWarpOp);
   std::memcpy(c, Current().c, sizeof t.c);
+}
+
+float ShuffleDown(float value, unsigned int delta) {
+  Thread& t = Current();
+  t.value = value;
+  t.delta = delta;
+  t.op = WarpOp::kShuffleDown;
+  Block(State::kAtWarpOp);
+  return Current().value;
 }
 
 void CopyAsync16(void* shared_dst, const void* src, bool valid) {
@@ -291,7 +368,8 @@ cudaError_t RunGrid(const void* kernel, dim3 grid, dim3 block, size_t dynamic_sh
     return d.last_error;
   }
   while (d.stacks.size() < threads) d.stacks.emplace_back(new char[kStackBytes]);
-  d.threads.assign(threads, Thread{});
+  d.threads.clear();
+  d.threads.resize(threads);
   std::vector<unsigned char> shared(dynamic_shared + kGuardBytes + 16);
   unsigned char* base = shared.data() + (16 - reinterpret_cast<uintptr_t>(shared.data()) % 16) % 16;
   d.shared = base;
@@ -304,7 +382,10 @@ cudaError_t RunGrid(const void* kernel, dim3 grid, dim3 block, size_t dynamic_sh
         std::memset(base, kPoison, dynamic_shared);
         std::memset(base + dynamic_shared, kGuard, kGuardBytes);
         d.block_index = uint3{x, y, z};
-        if (!RunBlock()) return cudaErrorLaunchFailure;
+        if (!RunBlock()) {
+          d.threads.clear();  // unwinds the threads left waiting
+          return cudaErrorLaunchFailure;
+        }
         for (size_t i = 0; i < kGuardBytes; ++i) {
           if (base[dynamic_shared + i] != kGuard) {
             Fail(BlockName(d.block_index) + " wrote past its " + std::to_string(dynamic_shared) +
@@ -320,3 +401,68 @@ cudaError_t RunGrid(const void* kernel, dim3 grid, dim3 block, size_t dynamic_sh
 }
 
 }  // namespace lipsync::cuda_on_cpu
+
+// The runtime calls, on host memory.
+cudaError_t cudaMalloc(void** ptr, size_t bytes) {
+  // 256-byte aligned, as cudaMalloc's memory is.
+  *ptr = std::aligned_alloc(256, (std::max<size_t>(bytes, 1) + 255) / 256 * 256);
+  return *ptr ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+cudaError_t cudaFree(void* ptr) {
+  std::free(ptr);
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind) {
+  if (bytes) std::memmove(dst, src, bytes);
+  return cudaSuccess;
+}
+cudaError_t cudaMemset(void* dst, int value, size_t bytes) {
+  if (bytes) std::memset(dst, value, bytes);
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceSynchronize() { return lipsync::cuda_on_cpu::StickyError(); }
+cudaError_t cudaGetDeviceCount(int* count) {
+  *count = 1;
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
+  if (device != 0) return cudaErrorInvalidValue;
+  switch (attr) {
+    case cudaDevAttrMaxSharedMemoryPerBlock:
+      *value = 48 * 1024;
+      return cudaSuccess;
+    case cudaDevAttrMultiProcessorCount:
+      *value = lipsync::cuda_on_cpu::Multiprocessors();
+      return cudaSuccess;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin:
+      *value = static_cast<int>(lipsync::cuda_on_cpu::SharedPerBlockOptin());
+      return cudaSuccess;
+  }
+  return cudaErrorInvalidValue;
+}
+const char* cudaGetErrorName(cudaError_t error) {
+  switch (error) {
+    case cudaSuccess:
+      return "cudaSuccess";
+    case cudaErrorInvalidValue:
+      return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation:
+      return "cudaErrorMemoryAllocation";
+    case cudaErrorLaunchFailure:
+      return "cudaErrorLaunchFailure";
+  }
+  return "cudaErrorUnknown";
+}
+const char* cudaGetErrorString(cudaError_t error) {
+  switch (error) {
+    case cudaSuccess:
+      return "no error";
+    case cudaErrorInvalidValue:
+      return "invalid argument";
+    case cudaErrorMemoryAllocation:
+      return "out of memory";
+    case cudaErrorLaunchFailure:
+      return "unspecified launch failure";
+  }
+  return "unknown error";
+}

@@ -16,6 +16,8 @@
 //   a read that a missing barrier leaves unordered with a write sees the wrong value in one order.
 #pragma once
 
+#include <cuda_runtime.h>
+
 #include <cstddef>
 #include <string>
 
@@ -26,6 +28,7 @@ struct DeviceOptions {
   // 232,448 bytes on sm_90 (H100, H200), 101,376 on sm_86 and sm_89 (RTX 3090, 4090).
   size_t shared_per_block_optin = 232448;
   bool reverse_order = false;
+  int multiprocessors = 132;  // an H100's; an RTX 4090 has 128
 };
 
 inline constexpr size_t kSm90SharedPerBlock = 232448;
@@ -36,5 +39,10 @@ void ResetDevice(const DeviceOptions& options);
 
 // Why the last launch failed, or empty.
 const std::string& LastLaunchFailure();
+
+// A launch failure since the last reset (what cudaDeviceSynchronize returns), and the options.
+cudaError_t StickyError();
+int Multiprocessors();
+size_t SharedPerBlockOptin();
 
 }  // namespace lipsync::cuda_on_cpu

@@ -16,7 +16,7 @@
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
-#define __align__(n) alignas(n)
+#define __align__(n) __attribute__((aligned(n)))
 // Static shared arrays: the device runs one thread block at a time, so one copy serves them all.
 #define __shared__ static
 
@@ -29,6 +29,9 @@ struct alignas(16) uint4 {
 struct float2 {
   float x, y;
 };
+struct alignas(16) float4 {
+  float x, y, z, w;
+};
 struct uint3 {
   unsigned int x, y, z;
 };
@@ -37,13 +40,30 @@ struct dim3 {
   dim3(unsigned int vx = 1, unsigned int vy = 1, unsigned int vz = 1) : x(vx), y(vy), z(vz) {}
 };
 
+inline uint4 make_uint4(unsigned int x, unsigned int y, unsigned int z, unsigned int w) {
+  return uint4{x, y, z, w};
+}
+
 enum cudaError_t {
   cudaSuccess = 0,
   cudaErrorInvalidValue = 1,
+  cudaErrorMemoryAllocation = 2,
   cudaErrorLaunchFailure = 719,
 };
 using cudaStream_t = struct CUstream_st*;
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
+enum cudaMemcpyKind {
+  cudaMemcpyHostToHost = 0,
+  cudaMemcpyHostToDevice = 1,
+  cudaMemcpyDeviceToHost = 2,
+  cudaMemcpyDeviceToDevice = 3,
+  cudaMemcpyDefault = 4,
+};
+enum cudaDeviceAttr {
+  cudaDevAttrMaxSharedMemoryPerBlock = 8,
+  cudaDevAttrMultiProcessorCount = 16,
+  cudaDevAttrMaxSharedMemoryPerBlockOptin = 97,
+};
 
 namespace lipsync::cuda_on_cpu {
 
@@ -63,6 +83,7 @@ unsigned char* DynamicShared();
 // mma.sync.m16n8k16 with float16 inputs and float accumulators, and cp.async of 16 bytes, which
 // lands at the thread's next WaitCopies.
 void MmaM16N8K16(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]);
+float ShuffleDown(float value, unsigned int delta);
 void CopyAsync16(void* shared_dst, const void* src, bool valid);
 void WaitCopies();
 
@@ -97,6 +118,21 @@ inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
 
 inline cudaError_t cudaGetLastError() { return lipsync::cuda_on_cpu::TakeLastError(); }
+inline float __shfl_down_sync(unsigned int, float value, unsigned int delta) {
+  return lipsync::cuda_on_cpu::ShuffleDown(value, delta);
+}
+
+// Memory: device memory is host memory; a launch runs to its end before it returns, so
+// synchronizing has nothing to wait for.
+cudaError_t cudaMalloc(void** ptr, size_t bytes);
+cudaError_t cudaFree(void* ptr);
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind);
+cudaError_t cudaMemset(void* dst, int value, size_t bytes);
+cudaError_t cudaDeviceSynchronize();
+cudaError_t cudaGetDeviceCount(int* count);
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device);
+const char* cudaGetErrorString(cudaError_t error);
+const char* cudaGetErrorName(cudaError_t error);
 
 template <typename Kernel>
 cudaError_t cudaFuncSetAttribute(Kernel* kernel, cudaFuncAttribute, int value) {

@@ -12,16 +12,18 @@
 
 #include <cstdint>
 
-// A launch and a kernel's dynamic shared memory, spelled so that the kernels the tests also run
-// on the CPU (tests/cuda_on_cpu, LIPSYNC_CUDA_ON_CPU) compile as C++ there:
-// kernel<<<grid, block, shared, stream>>>(args) is LIPSYNC_LAUNCH(kernel, grid, block, shared,
-// stream)(args).
+// A launch and a kernel's dynamic shared memory, spelled so that the kernels compile as C++ for
+// the CPU device of the tests too (tests/cuda_on_cpu, LIPSYNC_CUDA_ON_CPU):
+// kernel<<<grid, block, shared, stream>>>(args) is
+// LIPSYNC_LAUNCH(grid, block, shared, stream, kernel)(args) (the kernel last: its template
+// arguments may hold commas).
 #ifdef LIPSYNC_CUDA_ON_CPU
-#define LIPSYNC_LAUNCH(kernel, grid, block, shared, stream) \
-  ::lipsync::cuda_on_cpu::Launch(kernel, grid, block, shared, stream)
+#define LIPSYNC_LAUNCH(grid, block, shared, stream, ...) \
+  ::lipsync::cuda_on_cpu::Launch(__VA_ARGS__, grid, block, shared, stream)
 #define LIPSYNC_DYNAMIC_SHARED(name) unsigned char* name = ::lipsync::cuda_on_cpu::DynamicShared()
 #else
-#define LIPSYNC_LAUNCH(kernel, grid, block, shared, stream) kernel<<<grid, block, shared, stream>>>
+#define LIPSYNC_LAUNCH(grid, block, shared, stream, ...) \
+  __VA_ARGS__<<<grid, block, shared, stream>>>
 #define LIPSYNC_DYNAMIC_SHARED(name) extern __shared__ __align__(16) unsigned char name[]
 #endif
 

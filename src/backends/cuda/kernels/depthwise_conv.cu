@@ -135,14 +135,17 @@ void Launch(const DwShape& s, const ConvTensors<T>& t, Act act, cudaStream_t str
       static_cast<int64_t>(s.w) * s.c < (int64_t{1} << 30)) {
     const int work = static_cast<int>(strip_work);
     if (s.stride_h == 1) {
-      Depthwise3x3<T, V, 1><<<GridFor(work, kThreads), kThreads, 0, stream>>>(s, t, act, work);
+      LIPSYNC_LAUNCH(GridFor(work, kThreads), kThreads, 0, stream, Depthwise3x3<T, V, 1>)
+      (s, t, act, work);
     } else {
-      Depthwise3x3<T, V, 2><<<GridFor(work, kThreads), kThreads, 0, stream>>>(s, t, act, work);
+      LIPSYNC_LAUNCH(GridFor(work, kThreads), kThreads, 0, stream, Depthwise3x3<T, V, 2>)
+      (s, t, act, work);
     }
     return;
   }
   const int64_t work = static_cast<int64_t>(s.batch) * s.oh * s.ow * (s.c / V);
-  DepthwiseConv<T, V><<<GridFor(work, kThreads), kThreads, 0, stream>>>(s, t, act, work);
+  LIPSYNC_LAUNCH(GridFor(work, kThreads), kThreads, 0, stream, DepthwiseConv<T, V>)
+  (s, t, act, work);
 }
 
 }  // namespace

@@ -45,7 +45,7 @@ cudaError_t LaunchDirectConv(const ConvGeometry& g, const ConvTensors<T>& t, Act
   }
   const int64_t work = g.batch * g.oh * g.ow * g.cout;
   if (work == 0) return cudaSuccess;
-  DirectConv<T><<<GridFor(work, kThreads), kThreads, 0, stream>>>(g, t, act, work);
+  LIPSYNC_LAUNCH(GridFor(work, kThreads), kThreads, 0, stream, DirectConv<T>)(g, t, act, work);
   return cudaGetLastError();
 }
 

@@ -33,10 +33,11 @@ cudaError_t LaunchElementwise(const T* a, const T* b, int64_t count, Act act, T*
   constexpr int kV = kVec16<T>;
   if (count % kV == 0 && Aligned16(a) && Aligned16(out) && (b == nullptr || Aligned16(b))) {
     const int64_t vectors = count / kV;
-    Elementwise<T, kV>
-        <<<GridFor(vectors, kThreads), kThreads, 0, stream>>>(a, b, vectors, act, out);
+    LIPSYNC_LAUNCH(GridFor(vectors, kThreads), kThreads, 0, stream, Elementwise<T, kV>)
+    (a, b, vectors, act, out);
   } else {
-    Elementwise<T, 1><<<GridFor(count, kThreads), kThreads, 0, stream>>>(a, b, count, act, out);
+    LIPSYNC_LAUNCH(GridFor(count, kThreads), kThreads, 0, stream, Elementwise<T, 1>)
+    (a, b, count, act, out);
   }
   return cudaGetLastError();
 }

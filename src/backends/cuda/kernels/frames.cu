@@ -49,14 +49,16 @@ cudaError_t LaunchFacesToVisual(const uint8_t* faces, int64_t batch, const FaceG
                                 T* visual, cudaStream_t stream) {
   const int64_t work = batch * g.size * g.size;
   if (work == 0) return cudaSuccess;
-  FacesToVisual<T><<<GridFor(work, kThreads), kThreads, 0, stream>>>(faces, g, work, visual);
+  LIPSYNC_LAUNCH(GridFor(work, kThreads), kThreads, 0, stream, FacesToVisual<T>)
+  (faces, g, work, visual);
   return cudaGetLastError();
 }
 
 template <typename T>
 cudaError_t LaunchOutputToBytes(const T* nhwc, int64_t count, uint8_t* bytes, cudaStream_t stream) {
   if (count == 0) return cudaSuccess;
-  OutputToBytes<T><<<GridFor(count, kThreads), kThreads, 0, stream>>>(nhwc, count, bytes);
+  LIPSYNC_LAUNCH(GridFor(count, kThreads), kThreads, 0, stream, OutputToBytes<T>)
+  (nhwc, count, bytes);
   return cudaGetLastError();
 }
 

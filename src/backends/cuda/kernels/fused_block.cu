@@ -23,7 +23,7 @@ __global__ void __launch_bounds__(kThreads)
   constexpr int kEdge = InputEdge(kTile, kStride);
   constexpr int kInPixels = kEdge * kEdge;
   constexpr int kOutPixels = kTile * kTile;
-  extern __shared__ unsigned char shared_raw[];
+  LIPSYNC_DYNAMIC_SHARED(shared_raw);
   T* xs = reinterpret_cast<T*>(shared_raw);
   T* es = xs + kInPixels * g.cin;
   T* ds = es + kInPixels * g.hidden;
@@ -104,8 +104,9 @@ cudaError_t Launch(const FusedBlockGeometry& g, const FusedBlockTensors<T>& t, A
       static_cast<int64_t>(g.batch) * ((g.oh + kTile - 1) / kTile) * ((g.ow + kTile - 1) / kTile);
   if (blocks == 0) return cudaSuccess;
   if (blocks > 0x7fffffff) return cudaErrorInvalidValue;
-  FusedBlock<T, kStride>
-      <<<static_cast<unsigned int>(blocks), kThreads, shared, stream>>>(g, t, act);
+  LIPSYNC_LAUNCH(static_cast<unsigned int>(blocks), kThreads, shared, stream,
+                 FusedBlock<T, kStride>)
+  (g, t, act);
   return cudaGetLastError();
 }
 

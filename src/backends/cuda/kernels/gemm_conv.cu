@@ -357,13 +357,13 @@ bool CanVectorLoad(const ConvGeometry& g, const ConvTensors<T>& t) {
 template <bool kIm2col, bool kVec, int kBN>
 void LaunchHalf(const GemmParams<__half>& p, cudaStream_t stream) {
   const dim3 grid((p.m + kHalfBM - 1) / kHalfBM, (p.n + kBN - 1) / kBN);
-  GemmConvHalf<kIm2col, kVec, kBN><<<grid, kHalfThreads, 0, stream>>>(p);
+  LIPSYNC_LAUNCH(grid, kHalfThreads, 0, stream, GemmConvHalf<kIm2col, kVec, kBN>)(p);
 }
 
 template <bool kIm2col, bool kVec>
 void LaunchFloat(const GemmParams<float>& p, cudaStream_t stream) {
   const dim3 grid((p.m + kFloatBM - 1) / kFloatBM, (p.n + kFloatBN - 1) / kFloatBN);
-  GemmConvFloat<kIm2col, kVec><<<grid, kFloatThreads, 0, stream>>>(p);
+  LIPSYNC_LAUNCH(grid, kFloatThreads, 0, stream, GemmConvFloat<kIm2col, kVec>)(p);
 }
 
 }  // namespace

@@ -580,7 +580,7 @@ cudaError_t LaunchIrTc(const IrTcGeometry& g, const IrTcTensors& t, IrTile tile,
     return cudaErrorInvalidValue;
   }
   const int blocks = static_cast<int>(tiles < max_blocks ? tiles : max_blocks);
-  LIPSYNC_LAUNCH(kernel, blocks, kThreads, IrTcSharedBytes(g, tile), stream)(q);
+  LIPSYNC_LAUNCH(blocks, kThreads, IrTcSharedBytes(g, tile), stream, kernel)(q);
   return cudaGetLastError();
 }
 

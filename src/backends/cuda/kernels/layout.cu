@@ -38,7 +38,8 @@ cudaError_t LaunchNchwToNhwc(const float* in, int64_t batch, int c, int64_t pixe
                              cudaStream_t stream) {
   const int64_t work = batch * pixels;
   if (work == 0 || c == 0) return cudaSuccess;
-  NchwToNhwc<T><<<GridFor(work, kThreads), kThreads, 0, stream>>>(in, c, pixels, work, out);
+  LIPSYNC_LAUNCH(GridFor(work, kThreads), kThreads, 0, stream, NchwToNhwc<T>)
+  (in, c, pixels, work, out);
   return cudaGetLastError();
 }
 
@@ -47,7 +48,8 @@ cudaError_t LaunchNhwcToNchw(const T* in, int64_t batch, int c, int64_t pixels, 
                              cudaStream_t stream) {
   const int64_t work = batch * pixels;
   if (work == 0 || c == 0) return cudaSuccess;
-  NhwcToNchw<T><<<GridFor(work, kThreads), kThreads, 0, stream>>>(in, c, pixels, work, act, out);
+  LIPSYNC_LAUNCH(GridFor(work, kThreads), kThreads, 0, stream, NhwcToNchw<T>)
+  (in, c, pixels, work, act, out);
   return cudaGetLastError();
 }
 

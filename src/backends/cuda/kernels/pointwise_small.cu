@@ -84,7 +84,7 @@ cudaError_t LaunchSmallPointwise(const SmallPointwise& p, cudaStream_t stream) {
     return cudaErrorInvalidValue;
   }
   const dim3 grid((p.m + kRows - 1) / kRows, (p.n + kCols - 1) / kCols);
-  LIPSYNC_LAUNCH(PointwiseSplitK, grid, kThreads, 0, stream)(p);
+  LIPSYNC_LAUNCH(grid, kThreads, 0, stream, PointwiseSplitK)(p);
   return cudaGetLastError();
 }
 

@@ -73,12 +73,12 @@ cudaError_t LaunchResizeConcat(const ConcatParts<T>& parts, const ResizeSpec& re
   if (pixels == 0 || c_out == 0) return cudaSuccess;
   if (vec) {
     const int64_t work = pixels * (c_out / kV);
-    ResizeConcat<T, kV>
-        <<<GridFor(work, kThreads), kThreads, 0, stream>>>(parts, resize, h, w, c_out, out, work);
+    LIPSYNC_LAUNCH(GridFor(work, kThreads), kThreads, 0, stream, ResizeConcat<T, kV>)
+    (parts, resize, h, w, c_out, out, work);
   } else {
     const int64_t work = pixels * c_out;
-    ResizeConcat<T, 1>
-        <<<GridFor(work, kThreads), kThreads, 0, stream>>>(parts, resize, h, w, c_out, out, work);
+    LIPSYNC_LAUNCH(GridFor(work, kThreads), kThreads, 0, stream, ResizeConcat<T, 1>)
+    (parts, resize, h, w, c_out, out, work);
   }
   return cudaGetLastError();
 }
@@ -91,12 +91,12 @@ cudaError_t LaunchPad(const T* in, int in_h, int in_w, const PadSpec& pad, int64
   constexpr int kV = kVec16<T>;
   if (c % kV == 0 && Aligned16(in) && Aligned16(out)) {
     const int64_t work = pixels * (c / kV);
-    Pad<T, kV><<<GridFor(work, kThreads), kThreads, 0, stream>>>(in, in_h, in_w, pad, out_h, out_w,
-                                                                 c, out, work);
+    LIPSYNC_LAUNCH(GridFor(work, kThreads), kThreads, 0, stream, Pad<T, kV>)
+    (in, in_h, in_w, pad, out_h, out_w, c, out, work);
   } else {
     const int64_t work = pixels * c;
-    Pad<T, 1><<<GridFor(work, kThreads), kThreads, 0, stream>>>(in, in_h, in_w, pad, out_h, out_w,
-                                                                c, out, work);
+    LIPSYNC_LAUNCH(GridFor(work, kThreads), kThreads, 0, stream, Pad<T, 1>)
+    (in, in_h, in_w, pad, out_h, out_w, c, out, work);
   }
   return cudaGetLastError();
 }

@@ -103,7 +103,8 @@ cudaError_t LaunchSmallImageConv(const ConvGeometry& g, const ConvTensors<T>& t,
   if (s.pixels == 0 || s.cout == 0) return cudaSuccess;
   const int64_t warps = static_cast<int64_t>((s.pixels + kPixels - 1) / kPixels) * s.cout;
   const int64_t blocks = (warps + kWarps - 1) / kWarps;
-  SmallImageConv<T><<<static_cast<unsigned int>(blocks), kThreads, 0, stream>>>(s, t, act);
+  LIPSYNC_LAUNCH(static_cast<unsigned int>(blocks), kThreads, 0, stream, SmallImageConv<T>)
+  (s, t, act);
   return cudaGetLastError();
 }
 
