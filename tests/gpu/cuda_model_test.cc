@@ -263,8 +263,8 @@ TEST_F(CudaModelTest, Float16MatchesFloat32ElementByElement) {
       ASSERT_TRUE(cuda.ok()) << cuda.status().ToString();
       for (const int64_t batch : {1, 5}) {
         const uint32_t seed = FreshSeed();
-        SCOPED_TRACE(std::string(kernels.name) + (graph ? ", graph" : "") +
-                     ", batch " + std::to_string(batch) + ", seed " + std::to_string(seed));
+        SCOPED_TRACE(std::string(kernels.name) + (graph ? ", graph" : "") + ", batch " +
+                     std::to_string(batch) + ", seed " + std::to_string(seed));
         const auto inputs = RandomInputs((*cuda)->info(), batch, seed);
         const auto want = RunPoisoned(**ort, inputs);
         const auto got = RunPoisoned(**cuda, inputs);
@@ -275,8 +275,8 @@ TEST_F(CudaModelTest, Float16MatchesFloat32ElementByElement) {
         const OutputError e = Compare(got[0], want[0]);
         EXPECT_LT(e.mean_abs, 3e-4);
         std::printf("mini model float16 %s%s batch %lld vs float32: max abs %.3g, mean %.3g (%s)\n",
-                    kernels.name, graph ? " graph" : "", static_cast<long long>(batch),
-                    e.max_abs, e.mean_abs, worst.c_str());
+                    kernels.name, graph ? " graph" : "", static_cast<long long>(batch), e.max_abs,
+                    e.mean_abs, worst.c_str());
       }
     }
   }
