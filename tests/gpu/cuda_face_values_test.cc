@@ -9,27 +9,14 @@
 #include <vector>
 
 #include "backends/cuda/kernels/frames.cuh"
+#include "gpu_test_util.h"
 #include "lipsync/face_values.h"
 
 namespace lipsync {
 namespace {
 
-#define ASSERT_CUDA(call) ASSERT_EQ((call), cudaSuccess) << #call
-
-struct Device {
-  void* ptr = nullptr;
-  explicit Device(size_t bytes) {
-    if (cudaMalloc(&ptr, bytes) != cudaSuccess) ptr = nullptr;
-  }
-  ~Device() { cudaFree(ptr); }
-  Device(const Device&) = delete;
-  Device& operator=(const Device&) = delete;
-};
-
-bool HaveGpu() {
-  int count = 0;
-  return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
-}
+using testing_gpu::DeviceBuffer;
+using testing_gpu::HaveGpu;
 
 TEST(CudaFaceValues, EveryByteScalesAsUpstreamDivides) {
   ASSERT_TRUE(HaveGpu()) << "these tests need a CUDA GPU";
@@ -39,7 +26,7 @@ TEST(CudaFaceValues, EveryByteScalesAsUpstreamDivides) {
   g.mask_w = g.mask_h = 0;
   std::vector<uint8_t> faces(16 * 16 * 3);
   for (size_t i = 0; i < faces.size(); ++i) faces[i] = static_cast<uint8_t>(i / 3);
-  Device d_faces(faces.size()), d_visual(16 * 16 * 6 * sizeof(float));
+  DeviceBuffer d_faces(faces.size()), d_visual(16 * 16 * 6 * sizeof(float));
   ASSERT_TRUE(d_faces.ptr && d_visual.ptr);
   ASSERT_CUDA(cudaMemcpy(d_faces.ptr, faces.data(), faces.size(), cudaMemcpyHostToDevice));
   ASSERT_CUDA(cuda::LaunchFacesToVisual<float>(static_cast<const uint8_t*>(d_faces.ptr), 1, g,
@@ -59,7 +46,7 @@ TEST(CudaFaceValues, BoundaryOutputsGiveUpstreamsCast) {
   const std::vector<float> values = {
       below_one, 1.0f, std::nextafter(0.0f, 1.0f), std::nextafter(below_one, 0.0f), NAN, -1.0f,
       2.0f,      0.5f};
-  Device d_values(values.size() * sizeof(float)), d_bytes(values.size());
+  DeviceBuffer d_values(values.size() * sizeof(float)), d_bytes(values.size());
   ASSERT_TRUE(d_values.ptr && d_bytes.ptr);
   ASSERT_CUDA(cudaMemcpy(d_values.ptr, values.data(), values.size() * sizeof(float),
                          cudaMemcpyHostToDevice));
