@@ -25,8 +25,8 @@ constexpr unsigned char kPoison = 0xff;
 constexpr unsigned char kGuard = 0xa5;
 
 enum class State { kReady, kAtBarrier, kAtWarpOp, kDone };
-enum class WarpOp { kMma, kShuffleDown };
-const char* const kWarpOpNames[] = {"mma.sync", "shfl.down.sync"};
+enum class WarpOp { kMma, kShuffleDown, kWmma };
+const char* const kWarpOpNames[] = {"mma.sync", "shfl.down.sync", "wmma::mma_sync"};
 
 struct PendingCopy {
   void* dst;
@@ -59,6 +59,8 @@ struct Thread {
   float c[4] = {};                // mma.sync accumulators in, results out
   float value = 0.0f;             // shfl.down.sync: this thread's value in, the result out
   unsigned int delta = 0;
+  float* wmma_d = nullptr;  // wmma::mma_sync's tiles (256 floats each)
+  const float *wmma_a = nullptr, *wmma_b = nullptr, *wmma_c = nullptr;
   std::vector<PendingCopy> copies;
 };
 
@@ -182,6 +184,34 @@ void SettleShuffleDown(std::vector<Thread>& threads, size_t first) {
   }
 }
 
+// D = A B + C on 16x16 tiles, once for the warp, given to every thread; false when the threads
+// brought different tiles (they loaded them from different places).
+bool SettleWmma(std::vector<Thread>& threads, size_t first) {
+  const Thread& t0 = threads[first];
+  constexpr size_t kBytes = 256 * sizeof(float);
+  for (size_t lane = 1; lane < 32; ++lane) {
+    const Thread& t = threads[first + lane];
+    if (std::memcmp(t.wmma_a, t0.wmma_a, kBytes) || std::memcmp(t.wmma_b, t0.wmma_b, kBytes) ||
+        std::memcmp(t.wmma_c, t0.wmma_c, kBytes)) {
+      return false;
+    }
+  }
+  float d[256];
+  for (int r = 0; r < 16; ++r) {
+    for (int n = 0; n < 16; ++n) {
+      float sum = t0.wmma_c[r * 16 + n];
+      for (int k = 0; k < 16; ++k) sum += t0.wmma_a[r * 16 + k] * t0.wmma_b[k * 16 + n];
+      d[r * 16 + n] = sum;
+    }
+  }
+  for (size_t lane = 0; lane < 32; ++lane) {
+    Thread& t = threads[first + lane];
+    std::memcpy(t.wmma_d, d, kBytes);
+    t.state = State::kReady;
+  }
+  return true;
+}
+
 bool Fail(const std::string& why) {
   Device& d = TheDevice();
   d.failure = why;
@@ -234,10 +264,20 @@ bool RunBlock() {
       }
       if (at_op == 0) continue;
       if (at_op == 32 && same_op == 32) {
-        if (d.threads[first].op == WarpOp::kMma) {
-          SettleMma(d.threads, first);
-        } else {
-          SettleShuffleDown(d.threads, first);
+        switch (d.threads[first].op) {
+          case WarpOp::kMma:
+            SettleMma(d.threads, first);
+            break;
+          case WarpOp::kShuffleDown:
+            SettleShuffleDown(d.threads, first);
+            break;
+          case WarpOp::kWmma:
+            if (!SettleWmma(d.threads, first)) {
+              return Fail(BlockName(d.block_index) + ": the threads of warp " +
+                          std::to_string(first / 32) +
+                          " gave wmma::mma_sync different tiles (loaded from different places)");
+            }
+            break;
         }
         settled = true;
         continue;
@@ -296,6 +336,16 @@ void MmaM16N8K16(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) 
   t.op = WarpOp::kMma;
   Block(State::kAtWarpOp);
   std::memcpy(c, Current().c, sizeof t.c);
+}
+
+void WmmaProduct(float* d, const float* a, const float* b, const float* c) {
+  Thread& t = Current();
+  t.wmma_d = d;
+  t.wmma_a = a;
+  t.wmma_b = b;
+  t.wmma_c = c;
+  t.op = WarpOp::kWmma;
+  Block(State::kAtWarpOp);
 }
 
 float ShuffleDown(float value, unsigned int delta) {

@@ -1,8 +1,7 @@
 // Stand-in for CUDA's WMMA header when kernels run on the CPU (cuda_runtime.h beside it). The
 // fragment layout is the implementation's own on the GPU; here every thread holds the whole
-// 16x16 tile, so loads, products and stores give what the GPU's do (each thread computes the
-// warp's product itself, on float16 values held as floats). Only the 16x16x16 float16 shapes with
-// float accumulators exist.
+// 16x16 tile (float16 values as floats), so loads, products and stores give what the GPU's do.
+// Only the 16x16x16 float16 shapes with float accumulators exist.
 #pragma once
 
 #include <type_traits>
@@ -38,19 +37,13 @@ inline void fill_fragment(fragment<accumulator, 16, 16, 16, float>& f, float v) 
   for (float& e : f.x) e = v;
 }
 
+// Warp-wide: the device computes the product once every thread of the warp has arrived with the
+// same tiles.
 inline void mma_sync(fragment<accumulator, 16, 16, 16, float>& d,
                      const fragment<matrix_a, 16, 16, 16, __half, row_major>& a,
                      const fragment<matrix_b, 16, 16, 16, __half, col_major>& b,
                      const fragment<accumulator, 16, 16, 16, float>& c) {
-  float out[256];
-  for (int r = 0; r < 16; ++r) {
-    for (int n = 0; n < 16; ++n) {
-      float sum = c.x[r * 16 + n];
-      for (int k = 0; k < 16; ++k) sum += a.x[r * 16 + k] * b.x[k * 16 + n];
-      out[r * 16 + n] = sum;
-    }
-  }
-  for (int i = 0; i < 256; ++i) d.x[i] = out[i];
+  lipsync::cuda_on_cpu::WmmaProduct(d.x, a.x, b.x, c.x);
 }
 
 inline void store_matrix_sync(float* p, const fragment<accumulator, 16, 16, 16, float>& f,
