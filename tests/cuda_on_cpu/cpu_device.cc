@@ -9,6 +9,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -67,7 +68,7 @@ struct Thread {
 struct Device {
   DeviceOptions options;
   std::map<const void*, size_t> raised_shared;
-  cudaError_t last_error = cudaSuccess;
+  std::mutex mutex;                  // one grid at a time, whichever host thread launches it
   cudaError_t sticky = cudaSuccess;  // a failed launch, as a fault stays on a GPU's context
   std::string failure;
   // The block being run; its threads' fibers end before their stacks go.
@@ -97,13 +98,16 @@ DeviceOptions OptionsFromEnvironment() {
   return options;
 }
 
+// As on the GPU, each host thread has its own last error.
+thread_local cudaError_t t_last_error = cudaSuccess;
+
 Device& TheDevice() {
-  static Device device = [] {
-    Device d;
-    d.options = OptionsFromEnvironment();
+  static Device* device = [] {
+    auto* d = new Device;  // never destroyed: fibers may still be parked at exit
+    d->options = OptionsFromEnvironment();
     return d;
   }();
-  return device;
+  return *device;
 }
 
 Thread& Current() { return TheDevice().threads[static_cast<size_t>(TheDevice().current)]; }
@@ -215,7 +219,7 @@ bool SettleWmma(std::vector<Thread>& threads, size_t first) {
 bool Fail(const std::string& why) {
   Device& d = TheDevice();
   d.failure = why;
-  d.last_error = d.sticky = cudaErrorLaunchFailure;
+  t_last_error = d.sticky = cudaErrorLaunchFailure;
   return false;
 }
 
@@ -308,9 +312,10 @@ bool RunBlock() {
 
 void ResetDevice(const DeviceOptions& options) {
   Device& d = TheDevice();
+  std::lock_guard<std::mutex> lock(d.mutex);
   d.options = options;
   d.raised_shared.clear();
-  d.last_error = d.sticky = cudaSuccess;
+  t_last_error = d.sticky = cudaSuccess;
   d.failure.clear();
 }
 
@@ -319,6 +324,16 @@ const std::string& LastLaunchFailure() { return TheDevice().failure; }
 cudaError_t StickyError() { return TheDevice().sticky; }
 int Multiprocessors() { return TheDevice().options.multiprocessors; }
 size_t SharedPerBlockOptin() { return TheDevice().options.shared_per_block_optin; }
+
+const float* HalfToFloatTable() {
+  static const std::vector<float> table = [] {
+    std::vector<float> t(65536);
+    for (size_t bits = 0; bits < t.size(); ++bits)
+      t[bits] = HalfToFloat(static_cast<uint16_t>(bits));
+    return t;
+  }();
+  return table.data();
+}
 
 const uint3& ThreadIdx() { return Current().index; }
 const uint3& BlockIdx() { return TheDevice().block_index; }
@@ -373,14 +388,14 @@ void WaitCopies() {
 }
 
 cudaError_t TakeLastError() {
-  Device& d = TheDevice();
-  const cudaError_t e = d.last_error;
-  d.last_error = cudaSuccess;
+  const cudaError_t e = t_last_error;
+  t_last_error = cudaSuccess;
   return e;
 }
 
 cudaError_t SetMaxDynamicShared(const void* kernel, int bytes) {
   Device& d = TheDevice();
+  std::lock_guard<std::mutex> lock(d.mutex);
   if (bytes < 0 || static_cast<size_t>(bytes) > d.options.shared_per_block_optin) {
     return cudaErrorInvalidValue;
   }
@@ -400,6 +415,7 @@ int BlocksPerSm(int threads, size_t dynamic_shared) {
 cudaError_t RunGrid(const void* kernel, dim3 grid, dim3 block, size_t dynamic_shared,
                     const std::function<void()>& thread_body) {
   Device& d = TheDevice();
+  std::lock_guard<std::mutex> lock(d.mutex);
   d.failure.clear();
   const size_t threads = static_cast<size_t>(block.x) * block.y * block.z;
   const auto raised = d.raised_shared.find(kernel);
@@ -408,14 +424,14 @@ cudaError_t RunGrid(const void* kernel, dim3 grid, dim3 block, size_t dynamic_sh
                                   : std::max(raised->second, kDefaultDynamicShared);
   if (threads == 0 || threads > 1024 || grid.x == 0 || grid.y == 0 || grid.z == 0) {
     d.failure = "launch of " + std::to_string(threads) + " threads per block";
-    d.last_error = cudaErrorInvalidValue;
-    return d.last_error;
+    t_last_error = cudaErrorInvalidValue;
+    return t_last_error;
   }
   if (dynamic_shared > shared_limit) {
     d.failure = std::to_string(dynamic_shared) + " bytes of dynamic shared memory over the " +
                 "kernel's limit of " + std::to_string(shared_limit);
-    d.last_error = cudaErrorInvalidValue;
-    return d.last_error;
+    t_last_error = cudaErrorInvalidValue;
+    return t_last_error;
   }
   while (d.stacks.size() < threads) d.stacks.emplace_back(new char[kStackBytes]);
   d.threads.clear();
@@ -451,68 +467,3 @@ cudaError_t RunGrid(const void* kernel, dim3 grid, dim3 block, size_t dynamic_sh
 }
 
 }  // namespace lipsync::cuda_on_cpu
-
-// The runtime calls, on host memory.
-cudaError_t cudaMalloc(void** ptr, size_t bytes) {
-  // 256-byte aligned, as cudaMalloc's memory is.
-  *ptr = std::aligned_alloc(256, (std::max<size_t>(bytes, 1) + 255) / 256 * 256);
-  return *ptr ? cudaSuccess : cudaErrorMemoryAllocation;
-}
-cudaError_t cudaFree(void* ptr) {
-  std::free(ptr);
-  return cudaSuccess;
-}
-cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind) {
-  if (bytes) std::memmove(dst, src, bytes);
-  return cudaSuccess;
-}
-cudaError_t cudaMemset(void* dst, int value, size_t bytes) {
-  if (bytes) std::memset(dst, value, bytes);
-  return cudaSuccess;
-}
-cudaError_t cudaDeviceSynchronize() { return lipsync::cuda_on_cpu::StickyError(); }
-cudaError_t cudaGetDeviceCount(int* count) {
-  *count = 1;
-  return cudaSuccess;
-}
-cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
-  if (device != 0) return cudaErrorInvalidValue;
-  switch (attr) {
-    case cudaDevAttrMaxSharedMemoryPerBlock:
-      *value = 48 * 1024;
-      return cudaSuccess;
-    case cudaDevAttrMultiProcessorCount:
-      *value = lipsync::cuda_on_cpu::Multiprocessors();
-      return cudaSuccess;
-    case cudaDevAttrMaxSharedMemoryPerBlockOptin:
-      *value = static_cast<int>(lipsync::cuda_on_cpu::SharedPerBlockOptin());
-      return cudaSuccess;
-  }
-  return cudaErrorInvalidValue;
-}
-const char* cudaGetErrorName(cudaError_t error) {
-  switch (error) {
-    case cudaSuccess:
-      return "cudaSuccess";
-    case cudaErrorInvalidValue:
-      return "cudaErrorInvalidValue";
-    case cudaErrorMemoryAllocation:
-      return "cudaErrorMemoryAllocation";
-    case cudaErrorLaunchFailure:
-      return "cudaErrorLaunchFailure";
-  }
-  return "cudaErrorUnknown";
-}
-const char* cudaGetErrorString(cudaError_t error) {
-  switch (error) {
-    case cudaSuccess:
-      return "no error";
-    case cudaErrorInvalidValue:
-      return "invalid argument";
-    case cudaErrorMemoryAllocation:
-      return "out of memory";
-    case cudaErrorLaunchFailure:
-      return "unspecified launch failure";
-  }
-  return "unknown error";
-}

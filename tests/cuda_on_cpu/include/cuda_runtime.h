@@ -51,6 +51,23 @@ enum cudaError_t {
   cudaErrorLaunchFailure = 719,
 };
 using cudaStream_t = struct CUstream_st*;
+using cudaEvent_t = struct CUevent_st*;
+using cudaGraph_t = struct CUgraph_st*;
+using cudaGraphExec_t = struct CUgraphExec_st*;
+enum cudaStreamCaptureMode {
+  cudaStreamCaptureModeGlobal = 0,
+  cudaStreamCaptureModeThreadLocal = 1
+};
+constexpr unsigned int cudaStreamNonBlocking = 1;
+constexpr unsigned int cudaEventDisableTiming = 2;
+constexpr unsigned int cudaHostAllocDefault = 0;
+struct cudaDeviceProp {
+  char name[256];
+  size_t totalGlobalMem;
+  int major, minor;
+  int multiProcessorCount;
+  size_t sharedMemPerBlockOptin;
+};
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
 enum cudaMemcpyKind {
   cudaMemcpyHostToHost = 0,
@@ -77,6 +94,8 @@ cudaError_t SetMaxDynamicShared(const void* kernel, int bytes);
 int BlocksPerSm(int threads, size_t dynamic_shared);
 cudaError_t RunGrid(const void* kernel, dim3 grid, dim3 block, size_t dynamic_shared,
                     const std::function<void()>& thread_body);
+// Runs `work` now, or records it in the graph its stream is capturing (cpu_runtime.cc).
+void Enqueue(cudaStream_t stream, std::function<void()> work);
 unsigned char* DynamicShared();
 
 // The warp-wide and asynchronous instructions the kernels use (backends/cuda/kernels/mma.cuh):
@@ -93,18 +112,23 @@ void WaitCopies();
 template <typename... Params>
 class Launch {
  public:
-  Launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared, cudaStream_t)
-      : kernel_(kernel), grid_(grid), block_(block), shared_(shared) {}
+  Launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared, cudaStream_t stream)
+      : kernel_(kernel), grid_(grid), block_(block), shared_(shared), stream_(stream) {}
   template <typename... Args>
   void operator()(Args&&... args) const {
-    auto body = [&] { kernel_(args...); };  // each thread copies the arguments, as on the GPU
-    RunGrid(reinterpret_cast<const void*>(kernel_), grid_, block_, shared_, body);
+    // The arguments are kept by value, as a launch (and a graph that records it) keeps them.
+    Enqueue(stream_, [kernel = kernel_, grid = grid_, block = block_, shared = shared_,
+                      ... kept = Params(std::forward<Args>(args))] {
+      auto body = [&] { kernel(kept...); };  // each thread copies them again, as on the GPU
+      RunGrid(reinterpret_cast<const void*>(kernel), grid, block, shared, body);
+    });
   }
 
  private:
   void (*kernel_)(Params...);
   dim3 grid_, block_;
   size_t shared_;
+  cudaStream_t stream_;
 };
 
 }  // namespace lipsync::cuda_on_cpu
@@ -124,8 +148,8 @@ inline float __shfl_down_sync(unsigned int, float value, unsigned int delta) {
   return lipsync::cuda_on_cpu::ShuffleDown(value, delta);
 }
 
-// Memory: device memory is host memory; a launch runs to its end before it returns, so
-// synchronizing has nothing to wait for.
+// Memory: device memory is host memory. Work runs when it is enqueued (below), so synchronizing
+// waits for nothing and returns a launch's failure, as a fault stays on a GPU's context.
 cudaError_t cudaMalloc(void** ptr, size_t bytes);
 cudaError_t cudaFree(void* ptr);
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind);
@@ -135,6 +159,38 @@ cudaError_t cudaGetDeviceCount(int* count);
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device);
 const char* cudaGetErrorString(cudaError_t error);
 const char* cudaGetErrorName(cudaError_t error);
+
+// Devices, streams, events and graphs (cpu_runtime.cc): one device; work runs when it is
+// enqueued, in the order it is enqueued, unless its stream is capturing a graph, which records it
+// (with the streams that join the capture through an event) and runs it at each launch.
+cudaError_t cudaGetDevice(int* device);
+cudaError_t cudaSetDevice(int device);
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device);
+cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes);
+cudaError_t cudaMallocAsync(void** ptr, size_t bytes, cudaStream_t stream);
+cudaError_t cudaFreeAsync(void* ptr, cudaStream_t stream);
+cudaError_t cudaHostAlloc(void** ptr, size_t bytes, unsigned int flags);
+cudaError_t cudaFreeHost(void* ptr);
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
+                            cudaStream_t stream);
+cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t stream);
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int flags);
+cudaError_t cudaStreamDestroy(cudaStream_t stream);
+cudaError_t cudaStreamSynchronize(cudaStream_t stream);
+cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int flags);
+cudaError_t cudaEventCreate(cudaEvent_t* event);
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int flags);
+cudaError_t cudaEventDestroy(cudaEvent_t event);
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream);
+cudaError_t cudaEventSynchronize(cudaEvent_t event);
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end);
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mode);
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph);
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph,
+                                 unsigned long long flags);
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream);
+cudaError_t cudaGraphDestroy(cudaGraph_t graph);
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec);
 
 template <typename Kernel>
 cudaError_t cudaFuncSetAttribute(Kernel* kernel, cudaFuncAttribute, int value) {
