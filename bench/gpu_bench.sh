@@ -31,7 +31,7 @@ set -euo pipefail
 HERE="$(dirname "$(readlink -f "$0")")"
 ARCHS="${ARCHS:-90}"
 GPU_TESTS=(cuda_kernel_tests cuda_fused_tests cuda_model_tests cuda_frames_tests cuda_compat_tests
-  cuda_memory_tests)
+  cuda_memory_tests cuda_audio_module_tests)
 
 # Shared libraries a binary needs beyond what every Linux with an NVIDIA driver has.
 closure() {

@@ -20,7 +20,7 @@ set -euo pipefail
 HERE="$(dirname "$(readlink -f "$0")")"
 ARCHS="${ARCHS:-90}"
 GPU_TESTS=(cuda_kernel_tests cuda_fused_tests cuda_model_tests cuda_frames_tests cuda_compat_tests
-  cuda_memory_tests)
+  cuda_memory_tests cuda_audio_module_tests)
 # What every Linux with an NVIDIA driver has; every other library comes from the pack, real: the
 # programs link only what they call (--as-needed), FFmpeg is static and configured for lipsync's
 # formats (scripts/build_ffmpeg_pack.sh), image files go through libpng and TurboJPEG.
