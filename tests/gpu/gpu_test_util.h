@@ -20,16 +20,8 @@ namespace lipsync {
 namespace testing_gpu {
 
 using cuda::Storage;
-using graph::Activation;
-using graph::ConvKind;
-using graph::ItemShape;
-using graph::Plan;
-using graph::PlanStep;
-using graph::StepKind;
-using test_plans::FreshSeed;
-using test_plans::PlanBuilder;
-using test_plans::RoundToHalf;
-using test_plans::RoundUp;
+// The plan builder and the plan's names it uses (Plan, PlanStep, ConvKind, ...).
+using namespace test_plans;  // NOLINT: the shared helpers of these tests
 
 #define ASSERT_CUDA(call) ASSERT_EQ((call), cudaSuccess) << #call
 
