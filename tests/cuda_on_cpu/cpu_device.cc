@@ -60,7 +60,7 @@ struct Thread {
   float c[4] = {};                // mma.sync accumulators in, results out
   float value = 0.0f;             // shfl.down.sync: this thread's value in, the result out
   unsigned int delta = 0;
-  float* wmma_d = nullptr;  // wmma::mma_sync's tiles (256 floats each)
+  float* wmma_d = nullptr;  // wmma::mma_sync: this thread's 8 elements of each tile
   const float *wmma_a = nullptr, *wmma_b = nullptr, *wmma_c = nullptr;
   std::vector<PendingCopy> copies;
 };
@@ -188,32 +188,29 @@ void SettleShuffleDown(std::vector<Thread>& threads, size_t first) {
   }
 }
 
-// D = A B + C on 16x16 tiles, once for the warp, given to every thread; false when the threads
-// brought different tiles (they loaded them from different places).
-bool SettleWmma(std::vector<Thread>& threads, size_t first) {
-  const Thread& t0 = threads[first];
-  constexpr size_t kBytes = 256 * sizeof(float);
-  for (size_t lane = 1; lane < 32; ++lane) {
+// D = A B + C on 16x16 tiles gathered from the warp's threads, 8 elements each in row-major
+// order (mma.h), and each thread's part of D handed back.
+void SettleWmma(std::vector<Thread>& threads, size_t first) {
+  float a[256], b[256], c[256];
+  for (size_t lane = 0; lane < 32; ++lane) {
     const Thread& t = threads[first + lane];
-    if (std::memcmp(t.wmma_a, t0.wmma_a, kBytes) || std::memcmp(t.wmma_b, t0.wmma_b, kBytes) ||
-        std::memcmp(t.wmma_c, t0.wmma_c, kBytes)) {
-      return false;
-    }
+    std::memcpy(a + lane * 8, t.wmma_a, 8 * sizeof(float));
+    std::memcpy(b + lane * 8, t.wmma_b, 8 * sizeof(float));
+    std::memcpy(c + lane * 8, t.wmma_c, 8 * sizeof(float));
   }
   float d[256];
   for (int r = 0; r < 16; ++r) {
     for (int n = 0; n < 16; ++n) {
-      float sum = t0.wmma_c[r * 16 + n];
-      for (int k = 0; k < 16; ++k) sum += t0.wmma_a[r * 16 + k] * t0.wmma_b[k * 16 + n];
+      float sum = c[r * 16 + n];
+      for (int k = 0; k < 16; ++k) sum += a[r * 16 + k] * b[k * 16 + n];
       d[r * 16 + n] = sum;
     }
   }
   for (size_t lane = 0; lane < 32; ++lane) {
     Thread& t = threads[first + lane];
-    std::memcpy(t.wmma_d, d, kBytes);
+    std::memcpy(t.wmma_d, d + lane * 8, 8 * sizeof(float));
     t.state = State::kReady;
   }
-  return true;
 }
 
 bool Fail(const std::string& why) {
@@ -276,11 +273,7 @@ bool RunBlock() {
             SettleShuffleDown(d.threads, first);
             break;
           case WarpOp::kWmma:
-            if (!SettleWmma(d.threads, first)) {
-              return Fail(BlockName(d.block_index) + ": the threads of warp " +
-                          std::to_string(first / 32) +
-                          " gave wmma::mma_sync different tiles (loaded from different places)");
-            }
+            SettleWmma(d.threads, first);
             break;
         }
         settled = true;
@@ -336,6 +329,11 @@ const float* HalfToFloatTable() {
 }
 
 const uint3& ThreadIdx() { return Current().index; }
+unsigned int LaneId() {
+  const Device& d = TheDevice();
+  const uint3& i = Current().index;
+  return (i.x + d.block_dim.x * (i.y + d.block_dim.y * i.z)) % 32;
+}
 const uint3& BlockIdx() { return TheDevice().block_index; }
 const dim3& BlockDim() { return TheDevice().block_dim; }
 const dim3& GridDim() { return TheDevice().grid_dim; }

@@ -2,17 +2,18 @@
 // CUDA headers). It runs a grid one thread block at a time, each CUDA thread a fiber of its own:
 // a fiber (Boost.Context) runs until it reaches __syncthreads or a warp-wide instruction
 // (mma.sync, wmma::mma_sync, __shfl_down_sync), so the block's threads interleave only where the
-// GPU's may, and the block's barrier and the warp's instructions see every thread arrive. This checks a kernel's logic on machines without a GPU: its indexing, tiles and
-// halos, its fragment layouts (mma.sync computed from the PTX ISA's fragment tables), that it
-// waits where it must, and its shared memory use; not its speed, nor the GPU's own rounding.
+// GPU's may, and the block's barrier and the warp's instructions see every thread arrive. This
+// checks a kernel's logic on machines without a GPU: its indexing, tiles and halos, its fragment
+// layouts (mma.sync computed from the PTX ISA's fragment tables), that it waits where it must, and
+// its shared memory use; not its speed, nor the GPU's own rounding.
 //
 // What a launch checks:
 // - dynamic shared memory within the kernel's attribute (48 KiB unless raised) and the device's
 //   per-block limit; it starts as 0xff bytes (NaN in float16 and float32), so a value read before
 //   it was written shows in the output; writing past its end fails the launch;
 // - a cp.async copy lands only at the thread's next WaitCopies;
-// - every warp reaches each warp-wide instruction with all 32 threads (and gives wmma::mma_sync
-//   the same tiles), and no thread waits forever at a barrier;
+// - every warp reaches each warp-wide instruction with all 32 threads, and no thread waits
+//   forever at a barrier;
 // - threads run first to last or last to first between barriers (DeviceOptions::reverse_order), so
 //   a read that a missing barrier leaves unordered with a write sees the wrong value in one order.
 #pragma once

@@ -103,8 +103,9 @@ unsigned char* DynamicShared();
 // lands at the thread's next WaitCopies.
 void MmaM16N8K16(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]);
 float ShuffleDown(float value, unsigned int delta);
-// wmma::mma_sync on whole 16x16 tiles, row by row: d = a b + c.
+// wmma::mma_sync: d = a b + c on 16x16 tiles, each thread holding 8 elements of each (mma.h).
 void WmmaProduct(float* d, const float* a, const float* b, const float* c);
+unsigned int LaneId();  // the thread's place in its warp
 void CopyAsync16(void* shared_dst, const void* src, bool valid);
 void WaitCopies();
 

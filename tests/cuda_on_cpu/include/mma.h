@@ -1,7 +1,9 @@
-// Stand-in for CUDA's WMMA header when kernels run on the CPU (cuda_runtime.h beside it). The
-// fragment layout is the implementation's own on the GPU; here every thread holds the whole
-// 16x16 tile (float16 values as floats), so loads, products and stores give what the GPU's do.
-// Only the 16x16x16 float16 shapes with float accumulators exist.
+// Stand-in for CUDA's WMMA header when kernels run on the CPU (cuda_runtime.h beside it). As on
+// the GPU, a fragment is spread over the warp's 32 threads, each holding 8 of a 16x16 tile's
+// elements (float16 values as floats); the layout is the stand-in's own, as the GPU's is the
+// implementation's: thread l holds elements 8l to 8l + 7 in row-major order. mma_sync is warp-wide
+// (the device gathers the tiles, multiplies and hands each thread its part). Only the 16x16x16
+// float16 shapes with float accumulators exist.
 #pragma once
 
 #include <type_traits>
@@ -19,17 +21,24 @@ enum layout_t { mem_row_major, mem_col_major };
 
 template <typename Use, int M, int N, int K, typename T, typename Layout = void>
 struct fragment {
-  float x[M * N];  // element (r, c) at r * N + c
+  static constexpr int num_elements = M * N / 32;
+  float x[num_elements];  // this thread's elements of the tile
 };
+
+// The row and column of element i of this thread's part of a 16x16 tile.
+inline void ElementOfTile(int i, unsigned* row, unsigned* col) {
+  const unsigned e = (lipsync::cuda_on_cpu::LaneId() * 8) + static_cast<unsigned>(i);
+  *row = e / 16;
+  *col = e % 16;
+}
 
 template <typename Use, typename Layout>
 void load_matrix_sync(fragment<Use, 16, 16, 16, __half, Layout>& f, const __half* p, unsigned ld) {
-  for (unsigned r = 0; r < 16; ++r) {
-    for (unsigned c = 0; c < 16; ++c) {
-      // A row-major tile is read by rows; a column-major one holds element (r, c) at c * ld + r.
-      f.x[r * 16 + c] =
-          __half2float(std::is_same_v<Layout, row_major> ? p[r * ld + c] : p[c * ld + r]);
-    }
+  for (int i = 0; i < 8; ++i) {
+    unsigned r, c;
+    ElementOfTile(i, &r, &c);
+    // A row-major tile is read by rows; a column-major one holds element (r, c) at c * ld + r.
+    f.x[i] = __half2float(std::is_same_v<Layout, row_major> ? p[r * ld + c] : p[c * ld + r]);
   }
 }
 
@@ -37,8 +46,6 @@ inline void fill_fragment(fragment<accumulator, 16, 16, 16, float>& f, float v) 
   for (float& e : f.x) e = v;
 }
 
-// Warp-wide: the device computes the product once every thread of the warp has arrived with the
-// same tiles.
 inline void mma_sync(fragment<accumulator, 16, 16, 16, float>& d,
                      const fragment<matrix_a, 16, 16, 16, __half, row_major>& a,
                      const fragment<matrix_b, 16, 16, 16, __half, col_major>& b,
@@ -48,10 +55,10 @@ inline void mma_sync(fragment<accumulator, 16, 16, 16, float>& d,
 
 inline void store_matrix_sync(float* p, const fragment<accumulator, 16, 16, 16, float>& f,
                               unsigned ld, layout_t layout) {
-  for (unsigned r = 0; r < 16; ++r) {
-    for (unsigned c = 0; c < 16; ++c) {
-      (layout == mem_row_major ? p[r * ld + c] : p[c * ld + r]) = f.x[r * 16 + c];
-    }
+  for (int i = 0; i < 8; ++i) {
+    unsigned r, c;
+    ElementOfTile(i, &r, &c);
+    (layout == mem_row_major ? p[r * ld + c] : p[c * ld + r]) = f.x[i];
   }
 }
 
