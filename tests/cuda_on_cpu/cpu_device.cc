@@ -329,11 +329,8 @@ const float* HalfToFloatTable() {
 }
 
 const uint3& ThreadIdx() { return Current().index; }
-unsigned int LaneId() {
-  const Device& d = TheDevice();
-  const uint3& i = Current().index;
-  return (i.x + d.block_dim.x * (i.y + d.block_dim.y * i.z)) % 32;
-}
+// Warps are runs of 32 threads in linear order (RunBlock), and `current` is that order's index.
+unsigned int LaneId() { return static_cast<unsigned int>(TheDevice().current) % 32; }
 const uint3& BlockIdx() { return TheDevice().block_index; }
 const dim3& BlockDim() { return TheDevice().block_dim; }
 const dim3& GridDim() { return TheDevice().grid_dim; }
@@ -420,16 +417,16 @@ cudaError_t RunGrid(const void* kernel, dim3 grid, dim3 block, size_t dynamic_sh
   const size_t shared_limit = raised == d.raised_shared.end()
                                   ? kDefaultDynamicShared
                                   : std::max(raised->second, kDefaultDynamicShared);
+  const auto refuse = [&d](std::string why) {
+    d.failure = std::move(why);
+    return t_last_error = cudaErrorInvalidValue;
+  };
   if (threads == 0 || threads > 1024 || grid.x == 0 || grid.y == 0 || grid.z == 0) {
-    d.failure = "launch of " + std::to_string(threads) + " threads per block";
-    t_last_error = cudaErrorInvalidValue;
-    return t_last_error;
+    return refuse("launch of " + std::to_string(threads) + " threads per block");
   }
   if (dynamic_shared > shared_limit) {
-    d.failure = std::to_string(dynamic_shared) + " bytes of dynamic shared memory over the " +
-                "kernel's limit of " + std::to_string(shared_limit);
-    t_last_error = cudaErrorInvalidValue;
-    return t_last_error;
+    return refuse(std::to_string(dynamic_shared) + " bytes of dynamic shared memory over the " +
+                  "kernel's limit of " + std::to_string(shared_limit));
   }
   while (d.stacks.size() < threads) d.stacks.emplace_back(new char[kStackBytes]);
   d.threads.clear();

@@ -1,12 +1,11 @@
 // The CUDA runtime's device, memory, stream, event and graph calls for the CPU device: device
 // memory is host memory, and work runs as it is enqueued unless its stream is capturing a graph.
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
-#include <memory>
-#include <mutex>
-#include <string>
 #include <vector>
 
 #include "cpu_device.h"
@@ -78,32 +77,32 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
   }
   return cudaErrorInvalidValue;
 }
-const char* cudaGetErrorName(cudaError_t error) {
-  switch (error) {
-    case cudaSuccess:
-      return "cudaSuccess";
-    case cudaErrorInvalidValue:
-      return "cudaErrorInvalidValue";
-    case cudaErrorMemoryAllocation:
-      return "cudaErrorMemoryAllocation";
-    case cudaErrorLaunchFailure:
-      return "cudaErrorLaunchFailure";
+namespace {
+
+struct ErrorText {
+  cudaError_t error;
+  const char* name;
+  const char* text;
+};
+constexpr ErrorText kErrors[] = {
+    {cudaSuccess, "cudaSuccess", "no error"},
+    {cudaErrorInvalidValue, "cudaErrorInvalidValue", "invalid argument"},
+    {cudaErrorMemoryAllocation, "cudaErrorMemoryAllocation", "out of memory"},
+    {cudaErrorLaunchFailure, "cudaErrorLaunchFailure", "unspecified launch failure"},
+};
+constexpr ErrorText kUnknownError{cudaErrorUnknown, "cudaErrorUnknown", "unknown error"};
+
+const ErrorText& TextOf(cudaError_t error) {
+  for (const ErrorText& e : kErrors) {
+    if (e.error == error) return e;
   }
-  return "cudaErrorUnknown";
+  return kUnknownError;
 }
-const char* cudaGetErrorString(cudaError_t error) {
-  switch (error) {
-    case cudaSuccess:
-      return "no error";
-    case cudaErrorInvalidValue:
-      return "invalid argument";
-    case cudaErrorMemoryAllocation:
-      return "out of memory";
-    case cudaErrorLaunchFailure:
-      return "unspecified launch failure";
-  }
-  return "unknown error";
-}
+
+}  // namespace
+
+const char* cudaGetErrorName(cudaError_t error) { return TextOf(error).name; }
+const char* cudaGetErrorString(cudaError_t error) { return TextOf(error).text; }
 
 cudaError_t cudaGetDevice(int* device) {
   *device = 0;

@@ -25,18 +25,14 @@ struct fragment {
   float x[num_elements];  // this thread's elements of the tile
 };
 
-// The row and column of element i of this thread's part of a 16x16 tile.
-inline void ElementOfTile(int i, unsigned* row, unsigned* col) {
-  const unsigned e = (lipsync::cuda_on_cpu::LaneId() * 8) + static_cast<unsigned>(i);
-  *row = e / 16;
-  *col = e % 16;
-}
+// This thread's elements of a 16x16 tile, in row-major order: 8 from the first.
+inline unsigned FirstElementOfThread() { return lipsync::cuda_on_cpu::LaneId() * 8; }
 
 template <typename Use, typename Layout>
 void load_matrix_sync(fragment<Use, 16, 16, 16, __half, Layout>& f, const __half* p, unsigned ld) {
-  for (int i = 0; i < 8; ++i) {
-    unsigned r, c;
-    ElementOfTile(i, &r, &c);
+  const unsigned first = FirstElementOfThread();
+  for (unsigned i = 0; i < 8; ++i) {
+    const unsigned r = (first + i) / 16, c = (first + i) % 16;
     // A row-major tile is read by rows; a column-major one holds element (r, c) at c * ld + r.
     f.x[i] = __half2float(std::is_same_v<Layout, row_major> ? p[r * ld + c] : p[c * ld + r]);
   }
@@ -55,9 +51,9 @@ inline void mma_sync(fragment<accumulator, 16, 16, 16, float>& d,
 
 inline void store_matrix_sync(float* p, const fragment<accumulator, 16, 16, 16, float>& f,
                               unsigned ld, layout_t layout) {
-  for (int i = 0; i < 8; ++i) {
-    unsigned r, c;
-    ElementOfTile(i, &r, &c);
+  const unsigned first = FirstElementOfThread();
+  for (unsigned i = 0; i < 8; ++i) {
+    const unsigned r = (first + i) / 16, c = (first + i) % 16;
     (layout == mem_row_major ? p[r * ld + c] : p[c * ld + r]) = f.x[i];
   }
 }
