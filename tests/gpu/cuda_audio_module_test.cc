@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "demo_model.h"
 #include "lipsync/audio.h"
 #include "lipsync/engine.h"
 
@@ -17,8 +18,7 @@ TEST(CudaAudioModule, RunsTheEncoderOnTheCudaBackend) {
   int count = 0;
   ASSERT_TRUE(cudaGetDeviceCount(&count) == cudaSuccess && count > 0)
       << "these tests need a CUDA GPU";
-  const char* env = std::getenv("DEMO_MODEL");
-  const std::string model = env ? env : LIPSYNC_DEMO_MODEL;
+  const std::string model = test_plans::DemoModel();
   const std::string encoder =
       model.substr(0, model.find_last_of('/') + 1) + "demo_audio_encoder.onnx";
   EngineOptions options;

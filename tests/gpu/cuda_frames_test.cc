@@ -9,16 +9,14 @@
 #include <cstring>
 #include <random>
 
+#include "demo_model.h"
 #include "lipsync/engine.h"
 #include "lipsync/face.h"
 
 namespace lipsync {
 namespace {
 
-std::string DemoModel() {
-  const char* env = std::getenv("DEMO_MODEL");
-  return env ? env : LIPSYNC_DEMO_MODEL;
-}
+using test_plans::DemoModel;
 
 std::unique_ptr<Engine> Make(const std::string& backend, Precision precision, bool graph) {
   EngineOptions o;

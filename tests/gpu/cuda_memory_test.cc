@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <thread>
 
+#include "demo_model.h"
 #include "lipsync/engine.h"
 #include "lipsync/memory.h"
 
@@ -17,8 +18,7 @@ std::unique_ptr<Engine> Make() {
   EngineOptions o;
   o.backend = "cuda";
   o.max_batch = 8;
-  const char* env = std::getenv("DEMO_MODEL");
-  auto e = Engine::Create(env ? env : LIPSYNC_DEMO_MODEL, o);
+  auto e = Engine::Create(test_plans::DemoModel(), o);
   EXPECT_TRUE(e.ok()) << e.status().ToString();
   return e.ok() ? std::move(*e) : nullptr;
 }

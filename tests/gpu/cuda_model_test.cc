@@ -21,16 +21,14 @@
 #include <thread>
 #include <vector>
 
+#include "demo_model.h"
 #include "lipsync/engine.h"
 #include "lipsync/face_layout.h"
 
 namespace lipsync {
 namespace {
 
-std::string DemoModel() {
-  const char* env = std::getenv("DEMO_MODEL");
-  return env ? env : LIPSYNC_DEMO_MODEL;
-}
+using test_plans::DemoModel;
 
 std::string MiniUnet() {
   const char* env = std::getenv("GPU_MODELS_DIR");

@@ -13,6 +13,7 @@
 #include "backends/cuda/autotune.h"
 #include "backends/cuda/fused_groups.h"
 #include "backends/cuda/step_runner.h"
+#include "demo_model.h"
 #include "fused_cases.h"
 #include "graph/buffer_plan.h"
 #include "graph/compiler.h"
@@ -22,10 +23,7 @@
 namespace lipsync {
 namespace {
 
-std::string DemoModel() {
-  const char* env = std::getenv("DEMO_MODEL");
-  return env ? env : LIPSYNC_DEMO_MODEL;
-}
+using test_plans::DemoModel;
 
 TEST(CudaPlan, FusedBlocksAreExpandDepthwiseProjectChainsOfTheDemoModel) {
   auto plan = graph::CompilePlanFromFile(DemoModel());

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "backends/cuda/cuda_backend.h"
+#include "demo_model.h"
 #include "lipsync/engine.h"
 
 namespace lipsync {
@@ -20,10 +21,7 @@ bool MachineHasGpu() {
   return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
 }
 
-std::string AnyModelPath() {
-  const char* env = std::getenv("DEMO_MODEL");
-  return env ? env : LIPSYNC_DEMO_MODEL;
-}
+std::string AnyModelPath() { return test_plans::DemoModel(); }
 
 TEST(CudaUnavailable, DeviceCheckSaysNoDevice) {
   if (MachineHasGpu()) GTEST_SKIP() << "this machine has a GPU; the check is for machines without";

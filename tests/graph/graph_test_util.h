@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "demo_model.h"
 #include "lipsync/engine.h"
 
 namespace lipsync::testing {
@@ -20,11 +21,7 @@ inline std::string GraphModel(const std::string& file) {
   return std::string(dir ? dir : LIPSYNC_GRAPH_MODELS_DIR) + "/" + file;
 }
 
-// The demo model written by `python3 -m lipsync.demo`; DEMO_MODEL overrides the build's copy.
-inline std::string DemoModel() {
-  const char* path = std::getenv("DEMO_MODEL");
-  return path ? path : LIPSYNC_DEMO_MODEL;
-}
+using test_plans::DemoModel;  // demo_model.h
 
 // Uniform [0,1) inputs of the engine's declared shapes with the batch filled in.
 inline std::vector<Tensor> RandomInputs(const ModelInfo& info, int64_t batch, uint32_t seed) {
