@@ -71,6 +71,12 @@ struct RenderOptions {
   // comes back to them: up to this many MiB, least recently used dropped first. A short avatar
   // then is decoded once; a long one costs a bounded amount of memory.
   int frame_cache_mb = 256;
+  // Threads that decode the avatar's frames (and crop their faces) ahead of the frames stage,
+  // which otherwise decodes each one itself: a 1920x1080 PNG takes tens of milliseconds, so an
+  // avatar longer than the cache would hold render to a few dozen frames a second. -1: one
+  // beside a UNet on the CPU, half the cores (2 to 8) beside one on a GPU; 0: none. A video
+  // avatar is decoded by one of them, in order.
+  int frame_threads = -1;
   // Video avatars: decoded frames each reader keeps for walking backwards.
   int video_cache_frames = 32;
   // Linux nice value added to the threads of every stage but inference, so that on a busy CPU
@@ -123,7 +129,9 @@ struct RenderStats {
   double audio_seconds = 0.0;                  // speech decoded (16 kHz samples / 16000)
   double video_seconds = 0.0;                  // frames / avatar fps
   double cpu_s = 0.0;                          // CPU time of the whole process during the render
-  std::vector<StageStats> stages;              // audio, frames, infer, paste, output
+  int64_t frames_decoded = 0;        // avatar frames decoded (the rest were kept from before)
+  int64_t frames_decoded_ahead = 0;  // of them by the frame threads (RenderOptions)
+  std::vector<StageStats> stages;    // audio, frames, infer, paste, output
 };
 
 struct RendererOptions {

@@ -4,6 +4,7 @@
 #include "avatar_test_util.h"
 #include "lipsync/avatar.h"
 #include "lipsync/video.h"
+#include "pipeline/stream/frame_source.h"
 
 namespace lipsync {
 namespace {
@@ -211,6 +212,20 @@ TEST(ImportGo, SourceVideoWhenTheBackgroundFolderIsEmpty) {
     auto frame = (*pingpong)->Read(k);
     ASSERT_TRUE(frame.ok()) << frame.status().ToString();
     EXPECT_EQ(frame->bgr, frames[static_cast<size_t>(k)].bgr) << "output " << i << " frame " << k;
+  }
+  // Decoded ahead, a video has one helper (its reader walks the file), and gives the same frames.
+  stream::CachedFramesOptions ahead;
+  ahead.reader.video_cache_frames = 3;
+  ahead.decode_threads = 4;
+  auto source = stream::CachedFrames::Open(*avatar, FaceLayout::ForInputSize(320).value(), ahead);
+  ASSERT_TRUE(source.ok()) << source.status().ToString();
+  EXPECT_EQ((*source)->read_ahead(), 2);
+  for (int i = 0; i < 40; ++i) {
+    for (int j = 1; j <= 2; ++j) (*source)->Expect((*order)(i + j));
+    const int64_t k = (*order)(i);
+    auto frame = (*source)->Read(k);
+    ASSERT_TRUE(frame.ok()) << frame.status().ToString();
+    EXPECT_EQ(frame->frame.bgr, frames[static_cast<size_t>(k)].bgr) << "output " << i;
   }
 }
 

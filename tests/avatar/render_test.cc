@@ -223,6 +223,55 @@ TEST(Renderer, FacesAsFramesOrTensorsGiveTheSameFrames) {
   EXPECT_NE(bad.status().message().find("must be auto, frames or tensors"), std::string::npos);
 }
 
+// Avatar frames decoded ahead on helper threads give the frames the frames stage decodes itself,
+// byte for byte, with no frame kept (each one decoded as the walk reaches it); a frame file that
+// does not decode fails the render with its name, ahead or not.
+TEST(Renderer, FramesDecodedAheadGiveTheSameFrames) {
+  ScratchDir dir;
+  const Avatar avatar = ImportTinyAvatar(dir);
+  const std::string speech = WriteSpeechVideo(dir, 1.4);
+  auto renderer = Renderer::Create(avatar);
+  ASSERT_TRUE(renderer.ok()) << renderer.status().ToString();
+  int64_t frames = 0;
+  for (int threads : {0, 3}) {
+    RenderOptions options;
+    options.batch = 2;
+    options.frame_cache_mb = 0;
+    options.frame_threads = threads;
+    auto stats = (*renderer)->Render(
+        speech, RenderOutput::Frames(dir / ("threads" + std::to_string(threads))), options);
+    ASSERT_TRUE(stats.ok()) << stats.status().ToString();
+    ASSERT_GT(stats->frames, avatar.frame_count()) << "the test wants the walk to come back";
+    // Nothing kept: every frame is decoded, and at most the frames announced past the end more.
+    EXPECT_GE(stats->frames_decoded, stats->frames);
+    EXPECT_LE(stats->frames_decoded, stats->frames + 2 * threads);
+    if (threads == 0) {
+      EXPECT_EQ(stats->frames_decoded_ahead, 0);
+    } else {
+      EXPECT_GT(stats->frames_decoded_ahead, 0);
+    }
+    frames = stats->frames;
+  }
+  ExpectSameFrames(dir, "threads0", "threads3", frames);
+  // Kept frames are decoded once.
+  auto kept = (*renderer)->Render(speech, RenderOutput::Frames(dir / "kept"), {});
+  ASSERT_TRUE(kept.ok()) << kept.status().ToString();
+  EXPECT_LE(kept->frames_decoded, avatar.frame_count());
+
+  // A broken frame file, reached ahead of the frames stage and by it.
+  const std::string broken = avatar.frame_files()[3];
+  std::ofstream(broken, std::ios::binary | std::ios::trunc) << "not a picture";
+  for (int threads : {0, 3}) {
+    RenderOptions options;
+    options.frame_threads = threads;
+    auto failed = (*renderer)->Render(speech, RenderOutput::Frames(dir / "broken"), options);
+    EXPECT_EQ(failed.status().code(), StatusCode::kDataLoss) << failed.status().ToString();
+    EXPECT_NE(failed.status().message().find(broken), std::string::npos)
+        << failed.status().message();
+    EXPECT_FALSE(std::filesystem::exists(dir / "broken"));
+  }
+}
+
 // The UNet's batches go through the device's scheduler (a given one here, which counts them as
 // render frames), and the frames equal those of the engine called directly, one frame at a time,
 // on the same faces and audio windows: byte for byte, with two runs at once and a short last batch.
@@ -363,6 +412,9 @@ TEST(Renderer, RejectsBadOptions) {
   bad = options;
   bad.queue_frames = -1;
   expect_refused(bad, "queue of -1 frames");
+  bad = options;
+  bad.frame_threads = -2;
+  expect_refused(bad, "-2 frame threads: give -1 (automatic), 0 (none) or up to 64");
   bad = options;
   bad.background_nice = 20;
   expect_refused(bad, "background nice value 20 is outside 0..19");

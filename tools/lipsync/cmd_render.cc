@@ -31,6 +31,8 @@ struct RenderArgs {
   std::string preset = "veryfast";
   int queue = 0;
   int background_nice = 0;
+  int frame_threads = -1;
+  int frame_cache_mb = 256;
   bool json = false;
   bool quiet = false;
 };
@@ -91,6 +93,8 @@ nlohmann::json StatsJson(const RenderArgs& args, const RenderStats& s, double lo
           {"audio_seconds", s.audio_seconds},
           {"video_seconds", s.video_seconds},
           {"cpu_s", s.cpu_s},
+          {"avatar_frames_decoded", s.frames_decoded},
+          {"avatar_frames_decoded_ahead", s.frames_decoded_ahead},
           {"model_load_s", load_s},
           {"peak_rss_mb", PeakRssMiB()},
           {"stages", stages}};
@@ -129,6 +133,8 @@ int RunRender(const RenderArgs& args) {
   ro.preset = args.preset;
   ro.queue_frames = args.queue;
   ro.background_nice = args.background_nice;
+  ro.frame_threads = args.frame_threads;
+  ro.frame_cache_mb = args.frame_cache_mb;
   std::atomic<bool> interrupted{false};
   ro.cancel = &interrupted;
   ProgressBar bar;
@@ -174,6 +180,9 @@ int RunRender(const RenderArgs& args) {
       stats->model_runs > 1
           ? (", " + std::to_string(stats->model_runs) + " model runs at once").c_str()
           : "");
+  std::printf("avatar frames decoded: %lld (%lld ahead of the frames stage)\n",
+              static_cast<long long>(stats->frames_decoded),
+              static_cast<long long>(stats->frames_decoded_ahead));
   std::printf("%-8s %10s %14s %13s %10s %10s\n", "stage", "busy s", "busy ms/frame", "cpu ms/frame",
               "starved s", "blocked s");
   const double per_frame = stats->frames ? 1000.0 / stats->frames : 0.0;
@@ -216,6 +225,13 @@ void AddRenderCommand(CLI::App& app, int* exit_code) {
       ->capture_default_str();
   cmd->add_option("--preset", args->preset, "libx264 speed preset")->capture_default_str();
   cmd->add_option("--queue", args->queue, "frames in flight between stages (0: batch + 2)")
+      ->capture_default_str();
+  cmd->add_option("--frame-threads", args->frame_threads,
+                  "threads that decode the avatar's frames ahead (-1: one beside a UNet on the "
+                  "CPU, half the cores, 2 to 8, beside one on a GPU; 0: none)")
+      ->capture_default_str();
+  cmd->add_option("--frame-cache-mb", args->frame_cache_mb,
+                  "decoded avatar frames kept for reuse, in MiB")
       ->capture_default_str();
   cmd->add_option("--background-nice", args->background_nice,
                   "lower the priority of all stages but inference by this nice value")

@@ -265,6 +265,11 @@ Result<bool> LipSyncStream::Prepare(bool wait) {
   // The frame, its crop and the model's face input, without the lock: only this call fills.
   const size_t k = static_cast<size_t>(batch->count);
   const int64_t avatar_frame = sequence_(index);
+  // The frames the next windows will take, so that the source may decode them meanwhile.
+  expected_ = std::max(expected_, index + 1);
+  for (const int64_t ahead = index + frames_.read_ahead(); expected_ <= ahead; ++expected_) {
+    frames_.Expect(sequence_(expected_));
+  }
   auto source = frames_.Read(avatar_frame);
   if (!source.ok()) {
     Stop(source.status());

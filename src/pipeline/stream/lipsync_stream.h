@@ -161,8 +161,9 @@ class LipSyncStream {
   bool inputs_given_ = false;  // PushInputs, not Push
   int64_t audio_samples_ = 0;
   int64_t windows_made_ = 0;
-  std::deque<Window> windows_;               // made and not yet prepared, in frame order
-  int64_t next_frame_ = 0;                   // the next window's output index
+  std::deque<Window> windows_;  // made and not yet prepared, in frame order
+  int64_t next_frame_ = 0;      // the next window's output index
+  int64_t expected_ = 0;        // Prepare's: the first output index not yet announced to frames_
   std::deque<std::shared_ptr<Batch>> open_;  // in frame order; the filling one last; a batch
                                              // leaves once its every frame is pasted
   std::shared_ptr<Batch> filling_;
