@@ -74,8 +74,8 @@ struct RenderOptions {
   // Threads that decode the avatar's frames (and crop their faces) ahead of the frames stage,
   // which otherwise decodes each one itself: a 1920x1080 PNG takes tens of milliseconds, so an
   // avatar longer than the cache would hold render to a few dozen frames a second. -1: one
-  // beside a UNet on the CPU, half the cores (2 to 8) beside one on a GPU; 0: none. A video
-  // avatar is decoded by one of them, in order.
+  // beside a UNet on the CPU, half the cores (2 to 8) beside one on a GPU; 0: none. Each holds up
+  // to two decoded frames beyond the cache. A video avatar is decoded by one of them, in order.
   int frame_threads = -1;
   // Video avatars: decoded frames each reader keeps for walking backwards.
   int video_cache_frames = 32;

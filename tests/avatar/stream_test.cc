@@ -63,6 +63,13 @@ struct Models {
   }
 };
 
+// Frames kept for reuse, none decoded ahead.
+CachedFramesOptions KeepFrames() {
+  CachedFramesOptions options;
+  options.cache_bytes = 64 << 20;
+  return options;
+}
+
 // A source that fails at one frame.
 class BrokenAt final : public FrameSource {
  public:
@@ -81,7 +88,7 @@ class BrokenAt final : public FrameSource {
 TEST(LipSyncStream, OfflineStreamRunsFullBatchesAndGivesTheFramesInOrder) {
   constexpr int kBatch = 3;
   Models m(kBatch);
-  auto frames = CachedFrames::Open(m.avatar, m.layout, {.cache_bytes = 64 << 20});
+  auto frames = CachedFrames::Open(m.avatar, m.layout, KeepFrames());
   ASSERT_TRUE(frames.ok()) << frames.status().ToString();
   LipSyncStream s(m.scheduler, m.model, *m.encoder, **frames, m.sequence, m.layout,
                   m.Offline(kBatch));
@@ -122,7 +129,7 @@ TEST(LipSyncStream, OfflineStreamRunsFullBatchesAndGivesTheFramesInOrder) {
 
 TEST(LipSyncStream, AFailingFrameSourceStopsTheStreamWithItsError) {
   Models m(2);
-  auto frames = CachedFrames::Open(m.avatar, m.layout, {.cache_bytes = 64 << 20});
+  auto frames = CachedFrames::Open(m.avatar, m.layout, KeepFrames());
   ASSERT_TRUE(frames.ok());
   BrokenAt broken(**frames, 5);
   LipSyncStream s(m.scheduler, m.model, *m.encoder, broken, m.sequence, m.layout, m.Offline(2));
@@ -240,7 +247,7 @@ TEST(LipSyncStream, GivenInputsRunAsGivenAndSeveralThreadsTakeEachFrameOnce) {
 // kDeadlineExceeded (here the deadline has passed before the first batch is queued).
 TEST(LipSyncStream, ABatchPastTheDeadlineDoesNotRun) {
   Models m(2);
-  auto frames = CachedFrames::Open(m.avatar, m.layout, {.cache_bytes = 64 << 20});
+  auto frames = CachedFrames::Open(m.avatar, m.layout, KeepFrames());
   ASSERT_TRUE(frames.ok());
   StreamOptions options = m.Offline(2);
   options.deadline = runtime::SchedulerClock::now();
@@ -258,7 +265,7 @@ TEST(LipSyncStream, ABatchPastTheDeadlineDoesNotRun) {
 // stream's destruction waits for it.
 TEST(LipSyncStream, AStopDropsTheQueuedBatches) {
   Models m(2);
-  auto frames = CachedFrames::Open(m.avatar, m.layout, {.cache_bytes = 64 << 20});
+  auto frames = CachedFrames::Open(m.avatar, m.layout, KeepFrames());
   ASSERT_TRUE(frames.ok());
   std::promise<void> taken, release;
   auto released = release.get_future().share();
@@ -301,7 +308,7 @@ TEST(LipSyncStream, AStopDropsTheQueuedBatches) {
 // given back with it, and refused past the pool's limit with a clear error.
 TEST(LipSyncStream, BatchesTakeTheirMemoryFromTheHostPoolWithinItsLimit) {
   Models m(2);
-  auto frames = CachedFrames::Open(m.avatar, m.layout, {.cache_bytes = 64 << 20});
+  auto frames = CachedFrames::Open(m.avatar, m.layout, KeepFrames());
   ASSERT_TRUE(frames.ok());
   struct NoLimitAtEnd {
     ~NoLimitAtEnd() { HostMemory().SetLimit(0); }

@@ -29,6 +29,14 @@ enum class State { kReady, kAtBarrier, kAtWarpOp, kDone };
 enum class WarpOp { kMma, kShuffleDown, kWmma };
 const char* const kWarpOpNames[] = {"mma.sync", "shfl.down.sync", "wmma::mma_sync"};
 
+struct WmmaAccess {
+  char what;
+  const void* address;
+  unsigned int stride;
+  bool row_major;
+  bool operator==(const WmmaAccess&) const = default;
+};
+
 struct PendingCopy {
   void* dst;
   const void* src;
@@ -63,6 +71,7 @@ struct Thread {
   float* wmma_d = nullptr;  // wmma::mma_sync: this thread's 8 elements of each tile
   const float *wmma_a = nullptr, *wmma_b = nullptr, *wmma_c = nullptr;
   std::vector<PendingCopy> copies;
+  std::vector<WmmaAccess> wmma_accesses;  // since the warp's last check
 };
 
 struct Device {
@@ -225,6 +234,29 @@ std::string BlockName(const uint3& b) {
          ")";
 }
 
+// Whether the threads [first, end) of a warp made the same WMMA loads and stores since the last
+// check, as the GPU requires (false with the failure); the record starts again.
+bool SameWmmaAccesses(std::vector<Thread>& threads, size_t first, size_t end) {
+  const std::vector<WmmaAccess>& lead = threads[first].wmma_accesses;
+  for (size_t i = first + 1; i < end; ++i) {
+    const std::vector<WmmaAccess>& own = threads[i].wmma_accesses;
+    if (own == lead) continue;
+    size_t at = 0;
+    while (at < own.size() && at < lead.size() && own[at] == lead[at]) ++at;
+    const char* kind = "access";
+    if (at < own.size()) {
+      kind = own[at].what == 'a' ? "load of A" : own[at].what == 'b' ? "load of B" : "store";
+    }
+    return Fail(BlockName(TheDevice().block_index) + ": lane " + std::to_string(i - first) +
+                " of warp " + std::to_string(first / 32) + " made its WMMA " + kind + " number " +
+                std::to_string(at + 1) +
+                " with another address, stride or layout than lane 0, or made a different number "
+                "of them");
+  }
+  for (size_t i = first; i < end; ++i) threads[i].wmma_accesses.clear();
+  return true;
+}
+
 // Runs every thread of the current block to its end; false (with the failure) on a deadlock.
 bool RunBlock() {
   Device& d = TheDevice();
@@ -273,6 +305,7 @@ bool RunBlock() {
             SettleShuffleDown(d.threads, first);
             break;
           case WarpOp::kWmma:
+            if (!SameWmmaAccesses(d.threads, first, end)) return false;
             SettleWmma(d.threads, first);
             break;
         }
@@ -292,7 +325,12 @@ bool RunBlock() {
       at_barrier += t.state == State::kAtBarrier;
       done += t.state == State::kDone;
     }
-    if (done == count) return true;
+    if (done == count) {
+      for (size_t first = 0; first < count; first += 32) {
+        if (!SameWmmaAccesses(d.threads, first, std::min(first + 32, count))) return false;
+      }
+      return true;
+    }
     // Threads that have exited do not hold the others back, as on the GPU.
     for (Thread& t : d.threads) {
       if (t.state == State::kAtBarrier) t.state = State::kReady;
@@ -356,6 +394,10 @@ void WmmaProduct(float* d, const float* a, const float* b, const float* c) {
   t.wmma_c = c;
   t.op = WarpOp::kWmma;
   Block(State::kAtWarpOp);
+}
+
+void NoteWmmaAccess(char what, const void* address, unsigned int stride, bool row_major) {
+  Current().wmma_accesses.push_back({what, address, stride, row_major});
 }
 
 float ShuffleDown(float value, unsigned int delta) {

@@ -115,6 +115,44 @@ TEST(CpuDevice, WmmaMultipliesTheWarpsTiles) {
   }
 }
 
+// As WmmaSquare, but lane `odd_lane` loads B from `shift` elements further on, or stores with
+// another stride: a warp whose threads disagree on a WMMA operand.
+__global__ void WmmaDisagreeing(const __half* src, float* out, unsigned int odd_lane, int shift,
+                                unsigned int store_stride) {
+  namespace wmma = nvcuda::wmma;
+  const bool odd = threadIdx.x == odd_lane;
+  wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> a;
+  wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, wmma::col_major> b;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> c;
+  wmma::load_matrix_sync(a, src, 16);
+  wmma::load_matrix_sync(b, src + (odd ? shift : 0), 16);
+  wmma::fill_fragment(c, 0.0f);
+  wmma::mma_sync(c, a, b, c);
+  wmma::store_matrix_sync(out, c, odd ? store_stride : 16, wmma::mem_row_major);
+}
+
+TEST(CpuDevice, AWarpWhoseThreadsDisagreeOnAWmmaOperandFailsTheLaunch) {
+  ResetDevice({});
+  std::vector<__half> src(2 * 16 * 16, __float2half_rn(1.0f));
+  std::vector<float> out(2 * 16 * 32, 0.0f);
+  const __half* from = src.data();
+  Launch(WmmaDisagreeing, 1, 32, 0, nullptr)(from, out.data(), 5u, 0, 16u);
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess) << LastLaunchFailure();
+  // Found at the product, for a load; at the block's end, for a store.
+  Launch(WmmaDisagreeing, 1, 32, 0, nullptr)(from, out.data(), 5u, 16, 16u);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorLaunchFailure);
+  EXPECT_NE(LastLaunchFailure().find("lane 5 of warp 0 made its WMMA load of B number 2 with "
+                                     "another address"),
+            std::string::npos)
+      << LastLaunchFailure();
+  ResetDevice({});
+  Launch(WmmaDisagreeing, 1, 32, 0, nullptr)(from, out.data(), 31u, 0, 32u);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorLaunchFailure);
+  EXPECT_NE(LastLaunchFailure().find("lane 31 of warp 0 made its WMMA store number 1"),
+            std::string::npos)
+      << LastLaunchFailure();
+}
+
 __global__ void WriteAt(size_t at) { DynamicShared()[at] = 1; }
 
 TEST(CpuDevice, AWritePastTheDynamicSharedMemoryFailsTheLaunch) {

@@ -84,7 +84,7 @@ TEST(Drain, EveryMethodIsRefusedWhileTheOpenCallsGoOn) {
 
   grpc::ClientContext stream_ctx;
   auto stream = s->stub->StreamInfer(&stream_ctx);
-  auto send = [&](int sequence) {
+  auto send = [&](uint64_t sequence) {
     lipsync::v1::StreamInferRequest request;
     request.set_sequence(sequence);
     *request.mutable_request() = testing::MakeFrames(1, 40 + sequence).request;

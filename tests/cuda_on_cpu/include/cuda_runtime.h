@@ -106,6 +106,10 @@ void MmaM16N8K16(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]);
 float ShuffleDown(float value, unsigned int delta);
 // wmma::mma_sync: d = a b + c on 16x16 tiles, each thread holding 8 elements of each (mma.h).
 void WmmaProduct(float* d, const float* a, const float* b, const float* c);
+// A WMMA load or store by this thread (what: 'a', 'b' or 'c'): the GPU requires every thread of the
+// warp to give the same address, stride and layout; the device checks it at the warp's next
+// wmma::mma_sync and at the block's end.
+void NoteWmmaAccess(char what, const void* address, unsigned int stride, bool row_major);
 unsigned int LaneId();  // the thread's place in its warp
 void CopyAsync16(void* shared_dst, const void* src, bool valid);
 void WaitCopies();

@@ -30,6 +30,8 @@ inline unsigned FirstElementOfThread() { return lipsync::cuda_on_cpu::LaneId() *
 
 template <typename Use, typename Layout>
 void load_matrix_sync(fragment<Use, 16, 16, 16, __half, Layout>& f, const __half* p, unsigned ld) {
+  lipsync::cuda_on_cpu::NoteWmmaAccess(std::is_same_v<Use, matrix_a> ? 'a' : 'b', p, ld,
+                                       std::is_same_v<Layout, row_major>);
   const unsigned first = FirstElementOfThread();
   for (unsigned i = 0; i < 8; ++i) {
     const unsigned r = (first + i) / 16, c = (first + i) % 16;
@@ -51,6 +53,7 @@ inline void mma_sync(fragment<accumulator, 16, 16, 16, float>& d,
 
 inline void store_matrix_sync(float* p, const fragment<accumulator, 16, 16, 16, float>& f,
                               unsigned ld, layout_t layout) {
+  lipsync::cuda_on_cpu::NoteWmmaAccess('c', p, ld, layout == mem_row_major);
   const unsigned first = FirstElementOfThread();
   for (unsigned i = 0; i < 8; ++i) {
     const unsigned r = (first + i) / 16, c = (first + i) % 16;
