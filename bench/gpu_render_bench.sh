@@ -2,10 +2,12 @@
 # `lipsync render` end to end on a GPU (speech -> audio features -> UNet -> paste -> H.264 MP4) at
 # batch 1, 8 and 25, beside the avatar's UNet alone (`lipsync bench`) at the same batches, printed
 # as one table: render frames/s, each stage's busy time per frame, the stage that limits render
-# (the most busy time per frame) and the UNet-only frames/s. At the largest batch two more renders
-# show what render's GPU defaults bring: faces as float tensors built on the CPU instead of uint8
-# frames converted on the GPU (--face-input tensors), and one model run instead of two
-# overlapping ones (--model-runs 1). First, a check: 3 s rendered to PNG frames in float32 by the
+# (the most busy time per frame) and the UNet-only frames/s. At the largest batch four more
+# renders show what render's GPU defaults bring: faces as float tensors built on the CPU instead
+# of uint8 frames converted on the GPU (--face-input tensors), one model run instead of two
+# overlapping ones (--model-runs 1), and every avatar frame decoded as the walk reaches it (no
+# frame kept, as for an avatar longer than the frame cache), on the decode threads and by the
+# frames stage alone (--frame-cache-mb 0, --frame-threads 0). First, a check: 3 s rendered to PNG frames in float32 by the
 # backend measured and by ONNX Runtime on the CPU must match (`lipsync frames-diff`: at most 2
 # apart, 99.9% of values within 1).
 #
@@ -151,6 +153,10 @@ write_atomic(sys.argv[1], wav_bytes(synthetic_speech(seconds=float(sys.argv[2]))
   local last="${batches##* }"
   render_once "b${last}_tensors" "$last" --face-input tensors
   render_once "b${last}_one_run" "$last" --model-runs 1
+  # Every avatar frame decoded as the walk reaches it (no frame kept, as for an avatar longer
+  # than the cache), on the decode threads and on the frames stage alone.
+  render_once "b${last}_uncached" "$last" --frame-cache-mb 0
+  render_once "b${last}_uncached_one_thread" "$last" --frame-cache-mb 0 --frame-threads 0
   echo "== the avatar's UNet alone (lipsync bench, $iterations runs per batch)"
   if ! timeout 300 "$bin" bench --model "$avatar/unet.onnx" --backend "$backend" \
     --precision "$precision" --batch "$csv" --iterations "$iterations" --warmup 3 \

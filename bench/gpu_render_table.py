@@ -43,6 +43,9 @@ def main():
             stage_names += [n for n in stages if n not in stage_names]
             limit = max(stages, key=stages.get)
             setting = f"{render.get('face_input', '?')}, {runs} run{'s' if runs > 1 else ''}"
+            if render.get("frame_cache_mb") == 0:  # every avatar frame decoded on the way
+                threads = render.get("frame_threads", 0)
+                setting += f", no frame kept, {threads or 'no'} decode thread{'s' * (threads != 1)}"
             rows.append({"batch": batch, "setting": setting, "default": path == default,
                          "frames": render["frames"], "render_fps": render["fps"],
                          "busy_ms_per_frame": stages, "limited_by": limit,
@@ -66,7 +69,8 @@ def main():
     print("ms/f: a stage's busy time per output frame (render --json busy_ms_per_frame; infer's "
           "divided by its runs at once); UNet fps: lipsync bench's median at the same batch; "
           "setting: how faces reach the UNet (frames: uint8, converted by the backend; tensors: "
-          "float, built on the CPU) and its runs at once")
+          "float, built on the CPU) and its runs at once; 'no frame kept': every avatar frame "
+          "decoded as the walk reaches it, ahead on the decode threads or by the frames stage")
     for backends in sorted({r["backends"] for r in rows if r["backends"][0]}):
         print(f"UNet on {backends[0]}, audio encoder on {backends[1]}")
     for name in failed:

@@ -129,6 +129,7 @@ struct RenderStats {
   double audio_seconds = 0.0;                  // speech decoded (16 kHz samples / 16000)
   double video_seconds = 0.0;                  // frames / avatar fps
   double cpu_s = 0.0;                          // CPU time of the whole process during the render
+  int frame_threads = 0;                       // avatar frame decoders beside the frames stage
   int64_t frames_decoded = 0;        // avatar frames decoded (the rest were kept from before)
   int64_t frames_decoded_ahead = 0;  // of them by the frame threads (RenderOptions)
   std::vector<StageStats> stages;    // audio, frames, infer, paste, output

@@ -93,6 +93,8 @@ nlohmann::json StatsJson(const RenderArgs& args, const RenderStats& s, double lo
           {"audio_seconds", s.audio_seconds},
           {"video_seconds", s.video_seconds},
           {"cpu_s", s.cpu_s},
+          {"frame_cache_mb", args.frame_cache_mb},
+          {"frame_threads", s.frame_threads},
           {"avatar_frames_decoded", s.frames_decoded},
           {"avatar_frames_decoded_ahead", s.frames_decoded_ahead},
           {"model_load_s", load_s},
@@ -180,9 +182,9 @@ int RunRender(const RenderArgs& args) {
       stats->model_runs > 1
           ? (", " + std::to_string(stats->model_runs) + " model runs at once").c_str()
           : "");
-  std::printf("avatar frames decoded: %lld (%lld ahead of the frames stage)\n",
+  std::printf("avatar frames decoded: %lld (%lld ahead of the frames stage on %d threads)\n",
               static_cast<long long>(stats->frames_decoded),
-              static_cast<long long>(stats->frames_decoded_ahead));
+              static_cast<long long>(stats->frames_decoded_ahead), stats->frame_threads);
   std::printf("%-8s %10s %14s %13s %10s %10s\n", "stage", "busy s", "busy ms/frame", "cpu ms/frame",
               "starved s", "blocked s");
   const double per_frame = stats->frames ? 1000.0 / stats->frames : 0.0;

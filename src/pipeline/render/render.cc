@@ -376,6 +376,7 @@ Result<RenderStats> Renderer::Render(const std::string& audio_path, const Render
   stats.cpu_s = platform::ProcessCpuSeconds() - cpu_before;
   stats.stages.assign(std::begin(p.stats), std::end(p.stats));
   const stream::CachedFrames::Counts decoded = frames->counts();
+  stats.frame_threads = frame_options.decode_threads;
   stats.frames_decoded = decoded.decoded;
   stats.frames_decoded_ahead = decoded.decoded_ahead;
   return stats;
