@@ -245,6 +245,29 @@ TEST(AvatarRepository, UnknownAndCorruptAvatarsFailAndTheRestServes) {
   for (const AvatarState& s : registry.States()) EXPECT_NE(s.id, "nobody");
 }
 
+// An avatar's frames are decoded at load on every core, each into its place; a frame that does not
+// decode fails the load with the file's name, and the rest serves.
+TEST(AvatarRepository, FramesDecodeInOrderAndABrokenOneFailsTheLoad) {
+  ScratchDir root;
+  constexpr int kFrames = 24;
+  WriteTestAvatar(root.path(), "many", kFrames, 224, 128);
+  WriteTestAvatar(root.path(), "broken", kFrames, 224, 128);
+  WriteFile(root / "broken/frames/000017.png", "not a picture");
+  AvatarRegistry registry(TestRegistryOptions(root.path()));
+  auto broken = registry.Load("broken");
+  ASSERT_FALSE(broken.ok());
+  EXPECT_MESSAGE(broken.status(), "000017.png");
+  EXPECT_MESSAGE(broken.status(), "loading avatar 'broken'");
+  auto many = registry.Load("many");
+  ASSERT_TRUE(many.ok()) << many.status().ToString();
+  ASSERT_EQ((*many)->backgrounds.size(), static_cast<size_t>(kFrames));
+  for (int i = 0; i < kFrames; ++i) {
+    EXPECT_EQ((*many)->backgrounds[static_cast<size_t>(i)].bgr,
+              lipsync::testing::PatternImage(224, 128, i).bgr)
+        << "frame " << i;
+  }
+}
+
 // The server's log while it lives: a ring of the last lines, the previous logger restored after.
 class CapturedLog {
  public:

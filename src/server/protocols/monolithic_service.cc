@@ -8,6 +8,7 @@
 
 #include "lipsync/frames.h"
 #include "pipeline/stream/lipsync_stream.h"
+#include "server/core/for_each_frame.h"
 #include "server/protocols/request_codec.h"
 
 namespace lipsync::server {
@@ -88,25 +89,6 @@ void PasteStretched(const uint8_t* face, int s, const CropRect& rect, Image& fra
     }
   }
 }
-
-namespace {
-
-// Runs fn(0..count-1) on OpenCV's thread pool and keeps each call's status (an exception thrown
-// inside becomes that frame's error instead of leaving the pool).
-void ForEachFrame(int count, const std::function<Status(int)>& fn, std::vector<Status>* statuses) {
-  cv::parallel_for_(cv::Range(0, count), [&](const cv::Range& range) {
-    for (int i = range.start; i < range.end; ++i) {
-      try {
-        (*statuses)[static_cast<size_t>(i)] = fn(i);
-      } catch (const std::exception& e) {
-        (*statuses)[static_cast<size_t>(i)] =
-            Internal(std::string("frame ") + std::to_string(i) + ": " + e.what());
-      }
-    }
-  });
-}
-
-}  // namespace
 
 Result<std::vector<Image>> ComposeBatch(LoadedAvatar& a,
                                         const monolithic::CompositeBatchRequest& request,
