@@ -26,6 +26,8 @@ const char* OriginName(Origin origin) {
       return "test";
     case Origin::kRender:
       return "render";
+    case Origin::kWarmup:
+      return "warmup";
   }
   return "unknown";
 }
@@ -363,6 +365,11 @@ std::unique_ptr<PoolBlock> Scheduler::AllocateWorking(size_t bytes) {
 void Scheduler::SetLiveMaxBatch(int frames) {
   std::lock_guard lock(mu_);
   options_.live_max_batch = std::max(0, frames);
+}
+
+int Scheduler::live_max_batch() const {
+  std::lock_guard lock(mu_);
+  return options_.live_max_batch;
 }
 
 void Scheduler::SetListener(SchedulerListener* listener) {

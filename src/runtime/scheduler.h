@@ -44,8 +44,9 @@ using SchedulerClock = std::chrono::steady_clock;
 enum class Priority { kLive, kOffline };
 
 // Who submitted a job (batches count their frames by origin).
-enum class Origin { kSession, kMonolithic, kLipSyncSrv, kV1, kKServe, kTest, kRender };
-constexpr int kOriginCount = 7;
+// kWarmup: an avatar's UNet run once at each live batch size as it loads (AvatarRegistryOptions).
+enum class Origin { kSession, kMonolithic, kLipSyncSrv, kV1, kKServe, kTest, kRender, kWarmup };
+constexpr int kOriginCount = 8;
 const char* OriginName(Origin origin);
 
 struct BatchRecord;
@@ -206,8 +207,9 @@ class Scheduler {
   // that its limit counts it: past the limit the memory hook makes room and it is tried again.
   // Null when no room can be made.
   std::unique_ptr<PoolBlock> AllocateWorking(size_t bytes);
-  // SchedulerOptions::live_max_batch from now on.
+  // SchedulerOptions::live_max_batch from now on, and what it is (0: the model's own limit).
   void SetLiveMaxBatch(int frames);
+  int live_max_batch() const;
   // Every batch from now on and every change of the queue depth is told to `listener` (null: to
   // no one), which must outlive the scheduler's work; it is told the current depth at once.
   void SetListener(SchedulerListener* listener);

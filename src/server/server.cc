@@ -91,6 +91,8 @@ Status StartAvatars(Server::Impl& impl, const ServerOptions& options) {
   avatars.scheduler = impl.scheduler;
   LIPSYNC_ASSIGN_OR_RETURN(impl.avatars, AvatarRegistry::Create(std::move(avatars)));
   impl.avatars->scheduler().SetListener(&impl.metrics);
+  // Sessions' batch limit before the preloads, which warm each UNet up to it.
+  impl.avatars->scheduler().SetLiveMaxBatch(options.sessions.max_batch);
   LIPSYNC_RETURN_IF_ERROR(impl.avatars->Preload());
   AvatarRegistry* registry = impl.avatars.get();
   impl.ctx.avatars = registry;

@@ -245,6 +245,30 @@ TEST(AvatarRepository, UnknownAndCorruptAvatarsFailAndTheRestServes) {
   for (const AvatarState& s : registry.States()) EXPECT_NE(s.id, "nobody");
 }
 
+// An avatar loaded with a warm-up runs its UNet once at each batch size up to it, through the
+// scheduler, before it serves; on the CPU the automatic setting warms nothing.
+TEST(AvatarRepository, AWarmUpRunsEachBatchSizeOnceAsTheAvatarLoads) {
+  ScratchDir root;
+  WriteTestAvatar(root.path(), "warm");
+  WriteTestAvatar(root.path(), "cold");
+  AvatarRegistryOptions options = TestRegistryOptions(root.path());
+  options.warmup_batch = 3;
+  AvatarRegistry warm_registry(options);
+  auto warm = warm_registry.Load("warm");
+  ASSERT_TRUE(warm.ok()) << warm.status().ToString();
+  EXPECT_EQ((*warm)->warmed_batch, 3);
+  const runtime::SchedulerTotals totals = warm_registry.scheduler().totals();
+  EXPECT_EQ(totals.rows_by_origin[static_cast<size_t>(runtime::Origin::kWarmup)], 1 + 2 + 3);
+  EXPECT_EQ(totals.batches, 3);
+
+  AvatarRegistry cold_registry(TestRegistryOptions(root.path()));  // automatic, on the CPU
+  auto cold = cold_registry.Load("cold");
+  ASSERT_TRUE(cold.ok()) << cold.status().ToString();
+  EXPECT_EQ((*cold)->warmed_batch, 0);
+  EXPECT_EQ(cold_registry.scheduler().totals().batches, 0);
+  EXPECT_STREQ(runtime::OriginName(runtime::Origin::kWarmup), "warmup");
+}
+
 // An avatar's frames are decoded at load on every core, each into its place; a frame that does not
 // decode fails the load with the file's name, and the rest serves.
 TEST(AvatarRepository, FramesDecodeInOrderAndABrokenOneFailsTheLoad) {

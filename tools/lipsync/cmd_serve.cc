@@ -312,6 +312,11 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--session-max-batch", args->server.sessions.max_batch,
                   "frames per model run of live sessions on one avatar")
       ->capture_default_str();
+  cmd->add_option("--warmup-batch", args->server.monolithic_options.avatars.warmup_batch,
+                  "run each avatar's UNet once at batches N..1 as it loads, so that no session "
+                  "meets a batch size's first run (-1: --session-max-batch on a GPU, none on the "
+                  "CPU; 0: none)")
+      ->capture_default_str();
   cmd->add_option("--session-idle-timeout-s", args->session_idle_timeout_s,
                   "end a live session whose client sends nothing (or takes no frame) this long")
       ->capture_default_str();

@@ -55,9 +55,11 @@ std::string BackendOf(const Engine& engine) {
 // Where both models of a freshly loaded avatar run, and why either is not where it was asked to
 // run: a GPU server whose avatars quietly run on the CPU is the first thing an operator looks for.
 void LogLoad(const LoadedAvatar& a) {
-  spdlog::info("loaded avatar '{}' in {:.0f} ms: {} frames, {}, UNet on {}, audio encoder on {}",
-               a.id, a.load_ms, a.backgrounds.size(), Mib(a.memory_bytes), BackendOf(*a.unet),
-               BackendOf(a.encoder->engine()));
+  spdlog::info(
+      "loaded avatar '{}' in {:.0f} ms: {} frames, {}, UNet on {}, audio encoder on {}{}", a.id,
+      a.load_ms, a.backgrounds.size(), Mib(a.memory_bytes), BackendOf(*a.unet),
+      BackendOf(a.encoder->engine()),
+      a.warmed_batch > 0 ? fmt::format(", UNet warmed at batches 1 to {}", a.warmed_batch) : "");
   if (!a.unet->info().fallback_reason.empty()) {
     spdlog::warn("avatar '{}': UNet: {}", a.id, a.unet->info().fallback_reason);
   }
@@ -360,6 +362,35 @@ Status DecodeBackgrounds(LoadedAvatar& loaded) {
   return Status::Ok();
 }
 
+// Runs the UNet once at each batch size loaded.warmed_batch..1 as live sessions do (the frame
+// form's uint8 faces, zeros), one batch at a time. Largest first: the CUDA backend's working
+// memory then grows once, and the graphs captured for the smaller batches over it stay valid.
+Status WarmUp(LoadedAvatar& loaded) {
+  const int s = loaded.layout.inner_size;
+  const Shape& declared = loaded.unet->info().inputs[loaded.roles.audio].shape;
+  int64_t window = 1;
+  for (size_t d = 1; d < declared.size(); ++d) window *= declared[d];
+  const int n = loaded.warmed_batch;
+  std::vector<uint8_t> faces(static_cast<size_t>(n) * s * s * 3), out(faces.size());
+  std::vector<float> audio(static_cast<size_t>(n * window));
+  for (int b = n; b >= 1; --b) {
+    Shape audio_shape = declared;
+    audio_shape[0] = b;
+    runtime::Job job;
+    job.visual = {DataType::kUInt8, {b, s, s, 3}, faces.data()};
+    job.audio = {DataType::kFloat32, audio_shape, audio.data()};
+    job.output = {DataType::kUInt8, {b, s, s, 3}, out.data()};
+    job.priority = runtime::Priority::kLive;
+    job.origin = runtime::Origin::kWarmup;
+    Status ran = loaded.scheduler->Run(loaded.scheduled, std::move(job));
+    if (!ran.ok()) {
+      return ran.WithContext("warming up the UNet of '" + loaded.id + "' at batch " +
+                             std::to_string(b));
+    }
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 Status AvatarRegistry::LoadModels(Candidate& c) const {
@@ -391,6 +422,13 @@ Status AvatarRegistry::LoadModels(Candidate& c) const {
   // On the GPU only when the engine really runs there (a GPU provider may fall back to the CPU).
   const bool on_gpu = loaded.unet->capabilities().device_id >= 0;
   loaded.gpu_bytes = on_gpu ? models : 0;
+  int warm = options_.warmup_batch;
+  if (warm < 0) {
+    const int live = loaded.scheduler->live_max_batch();
+    warm = on_gpu ? (live > 0 ? live : 8) : 0;
+  }
+  loaded.warmed_batch = std::min<int>(warm, static_cast<int>(loaded.unet->info().max_batch));
+  LIPSYNC_RETURN_IF_ERROR(WarmUp(loaded));
   loaded.load_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
   LogLoad(loaded);
   return Status::Ok();

@@ -52,6 +52,7 @@ struct LoadedAvatar {
   int64_t memory_bytes = 0;        // host: backgrounds plus both model files
   int64_t gpu_bytes = 0;           // both model files when the engine runs on a GPU, else 0
   double load_ms = 0;
+  int warmed_batch = 0;  // the UNet ran once at each batch 1..warmed_batch as it loaded
 
   // Statistics of this load, updated by requests without a lock.
   std::atomic<int64_t> requests{0};
@@ -82,6 +83,13 @@ struct AvatarRegistryOptions {
   std::vector<std::string> preload;  // loaded by Preload(), after the config's own list
   std::string audio_encoder;         // for the Go server's models when the config names none
   std::string cache_dir;             // where Go models become avatar folders (default: temp)
+  // Before an avatar serves, its UNet runs once (on zeros, through the scheduler) at each batch
+  // size N..1, so that no live session meets a batch size's first run: the CUDA backend captures
+  // a graph for each batch size, which takes many times a run. -1: the scheduler's live batch
+  // limit (8 when unset) where the UNet runs on a GPU, none on the CPU, where it does not help:
+  // ONNX Runtime's CPU provider pays for a change of batch size at every change, not once
+  // (docs/PERFORMANCE.md); 0: none.
+  int warmup_batch = -1;
   // Limits set by the caller win over the config file's; those not set come from it.
   bool max_models_set = false, max_host_set = false, max_gpu_set = false;
   // The scheduler of the device the avatars run on, when other callers share it (the server's
