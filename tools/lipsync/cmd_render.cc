@@ -182,9 +182,10 @@ int RunRender(const RenderArgs& args) {
       stats->model_runs > 1
           ? (", " + std::to_string(stats->model_runs) + " model runs at once").c_str()
           : "");
-  std::printf("avatar frames decoded: %lld (%lld ahead of the frames stage on %d threads)\n",
+  std::printf("avatar frames decoded: %lld (%lld ahead of the frames stage on %d thread%s)\n",
               static_cast<long long>(stats->frames_decoded),
-              static_cast<long long>(stats->frames_decoded_ahead), stats->frame_threads);
+              static_cast<long long>(stats->frames_decoded_ahead), stats->frame_threads,
+              stats->frame_threads == 1 ? "" : "s");
   std::printf("%-8s %10s %14s %13s %10s %10s\n", "stage", "busy s", "busy ms/frame", "cpu ms/frame",
               "starved s", "blocked s");
   const double per_frame = stats->frames ? 1000.0 / stats->frames : 0.0;
