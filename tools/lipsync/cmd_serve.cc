@@ -183,19 +183,22 @@ int RunServe(ServeArgs& args) {
   }
 
   // Hand freed frame buffers and the working-memory pool's cached blocks back to the system when
-  // the server goes idle (a second in which no frame finished; open but quiet streams count as
-  // idle), so resident memory follows the load instead of its high-water mark; under load the same
-  // memory serves the next requests without page faults. lipsync_memory_idle_trimmed
-  // shows when that is done.
+  // the server goes idle (a second in which no frame finished and no run holds working memory;
+  // open but quiet streams count as idle), so resident memory follows the load instead of its
+  // high-water mark; under load the same memory serves the next requests without page faults. A
+  // run that takes longer than a second is not idleness: trimming under it gave the next run all
+  // its blocks afresh, which made it slower still. lipsync_memory_idle_trimmed shows when that is
+  // done.
   std::atomic<bool> stopping{false};
   server::Metrics& metrics = (*server)->metrics();
-  std::thread trimmer([&stopping, &metrics] {
+  const bool host_budget = args.avatar_host_mb > 0;
+  std::thread trimmer([&stopping, &metrics, host_budget] {
     uint64_t frames_seen = metrics.frames();
     bool trimmed = false;
     while (!stopping) {
       std::this_thread::sleep_for(std::chrono::seconds(1));
       const uint64_t frames = metrics.frames();
-      const bool idle = frames == frames_seen;
+      const bool idle = frames == frames_seen && HostMemory().stats().working_in_use == 0;
       if (!idle && trimmed) {
         trimmed = false;
         metrics.SetIdleTrimmed(false);
@@ -210,6 +213,10 @@ int RunServe(ServeArgs& args) {
       // GPU arenas go only after a minute unused: an arena freed costs the next run an
       // allocation and its captured graphs.
       if (idle) TrimDeviceMemory(-1);
+      // Under a host budget, memory freed outside the pool (requests, frames) is given back while
+      // busy too: the pool's cache may fill the budget's working share, and the heap's free pages
+      // beside it would stand past the budget until the next idle second.
+      if (!idle && host_budget) platform::ReturnFreeHeapMemory();
       frames_seen = frames;
     }
   });

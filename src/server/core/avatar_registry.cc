@@ -684,6 +684,13 @@ void AvatarRegistry::RenderDeviceMetrics(std::string* out) const {
   line("host", "working", pool.working_in_use);
   line("host", "working_cached", pool.cached);
   line("host", "working_peak", pool.peak_working);
+  // Page faults' worth of memory: a warm server under a steady load takes none.
+  *out += fmt::format(
+      "# HELP lipsync_memory_fresh_bytes_total Working memory the host pool took from the system "
+      "instead of reusing a block it kept.\n"
+      "# TYPE lipsync_memory_fresh_bytes_total counter\n"
+      "lipsync_memory_fresh_bytes_total{{device=\"host\"}} {}\n",
+      pool.fresh_total);
   // The GPU's weights even before its pool exists; every device pool's working memory.
   std::vector<DeviceMemoryStats> pools = DeviceMemoryPools();
   if (gpu_id() >= 0) {

@@ -86,9 +86,8 @@ struct AvatarRegistryOptions {
   // Before an avatar serves, its UNet runs once (on zeros, through the scheduler) at each batch
   // size N..1, so that no live session meets a batch size's first run: the CUDA backend captures
   // a graph for each batch size, which takes many times a run. -1: the scheduler's live batch
-  // limit (8 when unset) where the UNet runs on a GPU, none on the CPU, where it does not help:
-  // ONNX Runtime's CPU provider pays for a change of batch size at every change, not once
-  // (docs/PERFORMANCE.md); 0: none.
+  // limit (8 when unset) where the UNet runs on a GPU, none on the CPU, where it did not shorten
+  // live sessions' slow first and last frames (docs/PERFORMANCE.md); 0: none.
   int warmup_batch = -1;
   // Limits set by the caller win over the config file's; those not set come from it.
   bool max_models_set = false, max_host_set = false, max_gpu_set = false;
