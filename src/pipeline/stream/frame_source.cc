@@ -7,12 +7,18 @@
 #include "runtime/catch_all.h"
 
 namespace lipsync::stream {
+namespace {
+
+Status CheckFrameIndex(int64_t index, int64_t count) {
+  if (index >= 0 && index < count) return Status::Ok();
+  return InvalidArgument("avatar frame " + std::to_string(index) + " is outside 0.." +
+                         std::to_string(count - 1));
+}
+
+}  // namespace
 
 Result<SourceFrame> DecodedFrames::Read(int64_t index) {
-  if (index < 0 || index >= static_cast<int64_t>(frames_.size())) {
-    return InvalidArgument("avatar frame " + std::to_string(index) + " is outside 0.." +
-                           std::to_string(static_cast<int64_t>(frames_.size()) - 1));
-  }
+  LIPSYNC_RETURN_IF_ERROR(CheckFrameIndex(index, static_cast<int64_t>(frames_.size())));
   SourceFrame out;
   out.rect = rects_[static_cast<size_t>(index)];
   // Not owned: the vector outlives the source.
@@ -108,10 +114,7 @@ void CachedFrames::Expect(int64_t index) {
 }
 
 Result<SourceFrame> CachedFrames::Read(int64_t index) {
-  if (index < 0 || index >= avatar_.frame_count()) {
-    return InvalidArgument("avatar frame " + std::to_string(index) + " is outside 0.." +
-                           std::to_string(avatar_.frame_count() - 1));
-  }
+  LIPSYNC_RETURN_IF_ERROR(CheckFrameIndex(index, avatar_.frame_count()));
   Lock lock(mu_);
   if (auto hit = kept_.find(index); hit != kept_.end()) {
     order_.splice(order_.begin(), order_, hit->second.second);
@@ -125,10 +128,8 @@ Result<SourceFrame> CachedFrames::Read(int64_t index) {
     decoded = std::move(ahead->result);
     ahead_.erase(index);
   } else {
-    if (it != ahead_.end()) {
-      it->second->claimed = true;  // still queued: decoded here rather than waited for
-      ahead_.erase(it);
-    }
+    // Still queued: decoded here rather than waited for; the helper finds no entry and skips it.
+    if (it != ahead_.end()) ahead_.erase(it);
     lock.unlock();
     decoded = Decode(index);
     lock.lock();

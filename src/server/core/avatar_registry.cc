@@ -338,24 +338,19 @@ Status DecodeBackgrounds(LoadedAvatar& loaded) {
   LIPSYNC_ASSIGN_OR_RETURN(auto reader, a.OpenFrames());
   const int count = static_cast<int>(a.frame_count());
   loaded.backgrounds.resize(static_cast<size_t>(count));
+  const auto read = [&](int i) -> Status {
+    LIPSYNC_ASSIGN_OR_RETURN(loaded.backgrounds[static_cast<size_t>(i)], reader->Read(i));
+    return Status::Ok();
+  };
   if (a.frames_are_video()) {
     for (int i = 0; i < count; ++i) {
-      auto frame = reader->Read(i);
-      if (!frame.ok()) return frame.status().WithContext(where);
-      loaded.backgrounds[static_cast<size_t>(i)] = std::move(*frame);
+      if (Status status = read(i); !status.ok()) return status.WithContext(where);
     }
     return Status::Ok();
   }
+  // An image folder's reader keeps no state between frames.
   std::vector<Status> statuses(static_cast<size_t>(count));
-  ForEachFrame(
-      count,
-      [&](int i) {  // an image folder's reader keeps no state between frames
-        auto frame = reader->Read(i);
-        if (!frame.ok()) return frame.status();
-        loaded.backgrounds[static_cast<size_t>(i)] = std::move(*frame);
-        return Status::Ok();
-      },
-      &statuses);
+  ForEachFrame(count, read, &statuses);
   for (const Status& status : statuses) {
     if (!status.ok()) return status.WithContext(where);
   }
