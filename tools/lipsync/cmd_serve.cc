@@ -191,14 +191,14 @@ int RunServe(ServeArgs& args) {
   // done.
   std::atomic<bool> stopping{false};
   server::Metrics& metrics = (*server)->metrics();
-  const bool host_budget = args.avatar_host_mb > 0;
-  std::thread trimmer([&stopping, &metrics, host_budget] {
+  std::thread trimmer([&stopping, &metrics] {
     uint64_t frames_seen = metrics.frames();
     bool trimmed = false;
     while (!stopping) {
       std::this_thread::sleep_for(std::chrono::seconds(1));
       const uint64_t frames = metrics.frames();
-      const bool idle = frames == frames_seen && HostMemory().stats().working_in_use == 0;
+      const HostMemoryStats pool = HostMemory().stats();
+      const bool idle = frames == frames_seen && pool.working_in_use == 0;
       if (!idle && trimmed) {
         trimmed = false;
         metrics.SetIdleTrimmed(false);
@@ -213,10 +213,11 @@ int RunServe(ServeArgs& args) {
       // GPU arenas go only after a minute unused: an arena freed costs the next run an
       // allocation and its captured graphs.
       if (idle) TrimDeviceMemory(-1);
-      // Under a host budget, memory freed outside the pool (requests, frames) is given back while
-      // busy too: the pool's cache may fill the budget's working share, and the heap's free pages
-      // beside it would stand past the budget until the next idle second.
-      if (!idle && host_budget) platform::ReturnFreeHeapMemory();
+      // Under a host budget (the pool's limit, from the flag or the avatar config), memory freed
+      // outside the pool (requests, frames) is given back while busy too: the pool's cache may
+      // fill the budget's working share, and the heap's free pages beside it would stand past
+      // the budget until the next idle second.
+      if (!idle && pool.limit > 0) platform::ReturnFreeHeapMemory();
       frames_seen = frames;
     }
   });
