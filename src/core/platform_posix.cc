@@ -34,6 +34,34 @@ void* AlignedAlloc(size_t alignment, size_t bytes) { return std::aligned_alloc(a
 
 void AlignedFree(void* p) { std::free(p); }
 
+namespace {
+constexpr size_t kHugePage = size_t{2} << 20;
+size_t WholePages(size_t bytes) {
+  static const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  return (bytes + page - 1) / page * page;
+}
+}  // namespace
+
+void* AllocatePages(size_t bytes, bool huge) {
+  const size_t length = WholePages(bytes);
+  // A huge page more than asked, then the ends cut off so that the block starts on a huge page.
+  const size_t span = length + kHugePage;
+  void* mapped = mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mapped == MAP_FAILED) return nullptr;
+  const auto raw = reinterpret_cast<uintptr_t>(mapped);
+  const uintptr_t start = (raw + kHugePage - 1) / kHugePage * kHugePage;
+  const size_t head = start - raw, tail = span - head - length;
+  if (head > 0) munmap(mapped, head);
+  if (tail > 0) munmap(reinterpret_cast<void*>(start + length), tail);
+  void* block = reinterpret_cast<void*>(start);
+  if (huge) madvise(block, length, MADV_HUGEPAGE);  // a hint: without them the block still works
+  return block;
+}
+
+void FreePages(void* p, size_t bytes) {
+  if (p) munmap(p, WholePages(bytes));
+}
+
 std::vector<std::string> Utf8Arguments(int argc, char** argv) {
   return std::vector<std::string>(argv, argv + argc);
 }

@@ -83,6 +83,15 @@ void* AlignedAlloc(size_t alignment, size_t bytes) { return _aligned_malloc(byte
 
 void AlignedFree(void* p) { _aligned_free(p); }
 
+// Large pages need a privilege users do not hold; plain committed pages, given back at once.
+void* AllocatePages(size_t bytes, bool) {
+  return VirtualAlloc(nullptr, bytes, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
+}
+
+void FreePages(void* p, size_t) {
+  if (p) VirtualFree(p, 0, MEM_RELEASE);
+}
+
 std::vector<std::string> Utf8Arguments(int argc, char** argv) {
   int n = 0;
   wchar_t** wide = CommandLineToArgvW(GetCommandLineW(), &n);

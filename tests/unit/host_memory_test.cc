@@ -4,6 +4,8 @@
 
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "lipsync/engine.h"
@@ -234,6 +236,50 @@ TEST(HostMemory, ARunPastTheLimitIsResourceExhaustedAndTheNextRunSucceeds) {
   EXPECT_EQ(failed.status().code(), StatusCode::kResourceExhausted) << failed.status().ToString();
   EXPECT_TRUE((*e)->Run({in[0].view(), in[1].view()}).ok());
 }
+
+#ifdef __linux__
+// The flags (smaps' VmFlags) of the mapping that holds `p`; "" when no mapping holds it.
+std::string MappingFlags(const void* p) {
+  const auto at = reinterpret_cast<uintptr_t>(p);
+  std::ifstream smaps("/proc/self/smaps");
+  bool inside = false;
+  for (std::string line; std::getline(smaps, line);) {
+    uintptr_t start = 0, end = 0;
+    char dash = 0;
+    std::istringstream range(line);
+    if (range >> std::hex >> start >> dash >> end && dash == '-') {
+      inside = start <= at && at < end;
+    } else if (inside && line.rfind("VmFlags:", 0) == 0) {
+      return line;
+    }
+  }
+  return "";
+}
+
+TEST(HostMemory, LargeBlocksAskForHugePagesOnlyWithoutALimit) {
+  if (!std::filesystem::exists("/sys/kernel/mm/transparent_hugepage/enabled")) {
+    GTEST_SKIP() << "this kernel has no transparent huge pages to ask for";
+  }
+  PoolReset reset;
+  HostMemory().Trim(0);
+  {
+    PoolBlock large(8 * kMiB), small(512 * 1024);
+    ASSERT_TRUE(large && small);
+    large.as<char>()[8 * kMiB - 1] = 1;  // the whole block is there to write
+    const std::string flags = MappingFlags(large.as<char>());
+    ASSERT_NE(flags, "") << "no mapping holds the block";
+    EXPECT_NE(flags.find(" hg"), std::string::npos) << flags;
+    EXPECT_EQ(MappingFlags(small.as<char>()).find(" hg"), std::string::npos);
+  }
+  HostMemory().Trim(0);
+  HostMemory().SetLimit(64 * kMiB);
+  PoolBlock limited(8 * kMiB);
+  ASSERT_TRUE(limited);
+  const std::string flags = MappingFlags(limited.as<char>());
+  ASSERT_NE(flags, "");
+  EXPECT_EQ(flags.find(" hg"), std::string::npos) << flags;
+}
+#endif
 
 }  // namespace
 }  // namespace lipsync

@@ -107,6 +107,20 @@ TEST(Platform, NewFileNeverOverwrites) {
 #endif
 }
 
+TEST(Platform, PagesAreAlignedWritableAndGivenBack) {
+  for (const bool huge : {false, true}) {
+    const size_t bytes = (size_t{5} << 20) + 100;
+    auto* block = static_cast<unsigned char*>(platform::AllocatePages(bytes, huge));
+    ASSERT_NE(block, nullptr);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(block) % (64 * 1024), 0u);
+    EXPECT_EQ(block[0], 0);  // fresh pages come zeroed
+    block[0] = 1;
+    block[bytes - 1] = 2;
+    EXPECT_EQ(block[0] + block[bytes - 1], 3);
+    platform::FreePages(block, bytes);
+  }
+}
+
 TEST(Platform, TempFoldersAreNewAndDistinct) {
   auto a = MakeTempFolder("lipsync_platform_test_");
   auto b = MakeTempFolder("lipsync_platform_test_");

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Live-session latency of two builds of `lipsync serve`, alternated in one run. Each round serves
+# AVATAR (a folder; its parent is `--avatars`, the avatar preloaded) with build A, then with build
+# B, and holds SESSIONS live sessions one after another, each streaming SPEECH in 200 ms chunks at
+# real time, with a pause of PAUSE seconds (3 unless set) before each, in which the server is
+# idle (and gives its cached memory back, as a quiet server does). It prints, per build, the
+# medians over the sessions of p50, p99 and max frame latency and of the first frame's latency
+# (`lipsync loadtest --api sessions`: from the chunk that completes a frame's audio to the frame;
+# the client is build B's, or CLIENT's when set).
+# Usage: bench/session_ab.sh BIN_A BIN_B AVATAR SPEECH [ROUNDS] [SESSIONS] [serve flags...]
+set -euo pipefail
+A="$1" B="$2" AVATAR="$3" SPEECH="$4"
+ROUNDS="${5:-3}" SESSIONS="${6:-4}" PAUSE="${PAUSE:-3}" CLIENT="${CLIENT:-$B}"
+shift $(($# < 6 ? $# : 6))
+NAME="$(basename "$AVATAR")"
+OUT=$(mktemp -d)
+trap 'rm -rf "$OUT"' EXIT
+free_port() {
+  /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+PORT=$(free_port) METRICS=$(free_port)
+echo "== $(nproc) cores, $(date -u +%F), $ROUNDS rounds of $SESSIONS sessions, ${PAUSE}s apart"
+
+round() {  # BIN TAG ROUND
+  "$1" serve --avatars "$(dirname "$AVATAR")" --preload "$NAME" --listen "127.0.0.1:$PORT" \
+    --metrics "127.0.0.1:$METRICS" --log-level warn "${@:4}" &
+  local server=$!
+  /usr/bin/python3 - "$METRICS" <<'PY'
+import sys, time, urllib.request
+for _ in range(1200):
+    try:
+        if urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/readyz").status == 200:
+            break
+    except OSError:
+        pass
+    time.sleep(0.1)
+PY
+  for s in $(seq "$SESSIONS"); do
+    sleep "$PAUSE"
+    "$CLIENT" loadtest --api sessions --target "127.0.0.1:$PORT" --models "$NAME" --audio "$SPEECH" \
+      --encoder "$AVATAR/audio_encoder.onnx" --json "$OUT/$2_$3_$s.json" >/dev/null || true
+  done
+  kill -INT "$server"
+  wait "$server" || true
+}
+
+for r in $(seq "$ROUNDS"); do
+  round "$A" a "$r" "$@"
+  round "$B" b "$r" "$@"
+done
+/usr/bin/python3 - "$OUT" <<'PY'
+import glob, json, statistics, sys
+for tag in "ab":
+    runs = [json.load(open(f)) for f in sorted(glob.glob(f"{sys.argv[1]}/{tag}_*.json"))]
+    kept = sum(r["kept_up"] for r in runs)
+    def med(key, field):
+        return statistics.median(r[key][field] for r in runs)
+    print(f"{tag}: {len(runs)} sessions, {kept} kept up; frame latency ms, medians over sessions: "
+          f"p50 {med('latency_ms', 'median'):.1f} p99 {med('latency_ms', 'p99'):.1f} "
+          f"max {med('latency_ms', 'max'):.1f}; first frame {med('first_frame_latency_ms', 'median'):.1f}")
+PY
