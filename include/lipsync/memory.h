@@ -4,10 +4,12 @@
 //
 // The pool keeps freed blocks for reuse (a model asks for the same sizes on every run of a batch
 // size), but never more than twice the most it has had in use at once (each size is most in use
-// at its own moment, so repeating runs need more than their peak cached; under a limit, once): a
-// free block is taken back, and blocks are given back to the system before a new allocation would
-// make the pool larger than that. Blocks not reused for a while (SetMaxAge) go back to the system,
-// so the memory of one large batch does not stay. A limit (SetLimit) caps what runs may hold: past
+// at its own moment, so repeating runs need more than their peak cached; under a limit, within
+// it): a free block is taken back, and blocks are given back to the system before a new
+// allocation would make the pool larger than that. Blocks not reused for a while (SetMaxAge) go
+// back to the system, so the memory of one large batch does not stay. Blocks of 2 MiB and more
+// are pages of their own, in transparent huge pages on Linux when there is no limit (fresh memory
+// then costs a fault per 2 MiB). A limit (SetLimit) caps what runs may hold: past
 // it the cache is given back first, then allocations fail, which a run reports as
 // RESOURCE_EXHAUSTED instead of the process being killed for want of memory.
 #pragma once
