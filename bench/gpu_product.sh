@@ -104,7 +104,7 @@ pack() {
   check_pack "$stage"
   cp -r "$root/python" "$stage/python"
   find "$stage/python" -name __pycache__ -prune -exec rm -rf {} +
-  cp "$HERE"/gpu_*.sh "$HERE"/gpu_*.py "$stage/bench/"
+  cp "$HERE"/gpu_*.sh "$HERE"/gpu_*.py "$HERE/serve_helpers.sh" "$stage/bench/"
   cp "$root/tests/graph/make_compat_models.py" "$stage/tests/graph/"
   cp -r "$root/tests/data/dynamo-export" "$stage/tests/data/"
   local s

@@ -21,23 +21,9 @@ set -euo pipefail
 
 HERE="$(dirname "$(readlink -f "$0")")"
 
-free_port() {
-  "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-# wait_ready PORT: until the server's /readyz answers 200 (a server that exits fails this).
-wait_ready() {
-  local port="$1" pid="$2" i
-  for i in $(seq 1 1200); do
-    if "$PY" -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$port/readyz', timeout=1)" \
-      2>/dev/null; then
-      return 0
-    fi
-    kill -0 "$pid" 2>/dev/null || return 1
-    sleep 0.25
-  done
-  return 1
-}
+# free_port, wait_ready
+# shellcheck source=bench/serve_helpers.sh
+. "$HERE/serve_helpers.sh"
 
 # gpu_sampler FILE: GPU utilisation and memory every 250 ms until killed (nothing without a GPU).
 gpu_sampler() {

@@ -20,7 +20,10 @@ else
 fi
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
-PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PY=/usr/bin/python3
+# shellcheck source=bench/serve_helpers.sh
+. "$(dirname "$(readlink -f "$0")")/serve_helpers.sh"  # free_port
+PORT=$(free_port)
 echo "== $(nproc) cores, $(date -u +%F), $ROUNDS rounds of ${SECONDS_EACH}s, $CONCURRENCY clients"
 
 round() {  # BIN TAG ROUND

@@ -15,9 +15,9 @@ shift $(($# < 6 ? $# : 6))
 NAME="$(basename "$AVATAR")"
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
-free_port() {
-  /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+PY=/usr/bin/python3
+# shellcheck source=bench/serve_helpers.sh
+. "$(dirname "$(readlink -f "$0")")/serve_helpers.sh"  # free_port, wait_ready
 PORT=$(free_port) METRICS=$(free_port)
 echo "== $(nproc) cores, $(date -u +%F), $ROUNDS rounds of $SESSIONS sessions, ${PAUSE}s apart"
 
@@ -25,16 +25,10 @@ round() {  # BIN TAG ROUND
   "$1" serve --avatars "$(dirname "$AVATAR")" --preload "$NAME" --listen "127.0.0.1:$PORT" \
     --metrics "127.0.0.1:$METRICS" --log-level warn "${@:4}" &
   local server=$!
-  /usr/bin/python3 - "$METRICS" <<'PY'
-import sys, time, urllib.request
-for _ in range(1200):
-    try:
-        if urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/readyz").status == 200:
-            break
-    except OSError:
-        pass
-    time.sleep(0.1)
-PY
+  if ! wait_ready "$METRICS" "$server"; then
+    echo "the server ($1) did not start" >&2
+    exit 1
+  fi
   for s in $(seq "$SESSIONS"); do
     sleep "$PAUSE"
     "$CLIENT" loadtest --api sessions --target "127.0.0.1:$PORT" --models "$NAME" --audio "$SPEECH" \
