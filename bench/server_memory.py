@@ -1,6 +1,6 @@
-"""Resident memory of `lipsync serve --avatars` (no --model): N copies of an avatar preloaded and
-idle, the peak while a batch of B frames (InferBatchComposite) runs on each avatar in turn, and the
-memory at rest once the server has given its idle memory back.
+"""Resident memory and threads of `lipsync serve --avatars` (no --model): N copies of an avatar
+preloaded and idle, the peak while a batch of B frames (InferBatchComposite) runs on each avatar
+in turn, and the memory at rest once the server has given its idle memory back.
 
     /usr/bin/python3 bench/server_memory.py --bin build/tools/lipsync/lipsync \
         --avatar models/demo_avatar [--count 8] [--batch 32] [--budget-mb 0] [--json out.json]
@@ -25,9 +25,11 @@ PROTO_DIR = os.path.join(os.path.dirname(__file__), "..", "proto")
 MIB = 1 << 20
 
 
-def status_mib(pid, key):
+def status_mib(pid, key, kb=True):
+    """A field of /proc/PID/status: kB as MiB, or a count (kb=False) as it is."""
     text = open(f"/proc/{pid}/status").read()
-    return int(re.search(rf"{key}:\s+(\d+) kB", text).group(1)) / 1024
+    value = int(re.search(rf"{key}:\s+(\d+)", text).group(1))
+    return value / 1024 if kb else value
 
 
 def at_rest_mib(pid):
@@ -73,7 +75,8 @@ def main():
             stub = pbg.MonolithicServiceStub(channel)
             result = {"avatars": args.count, "batch": args.batch, "budget_mib": args.budget_mb,
                       "started_peak_mib": status_mib(proc.pid, "VmHWM"),
-                      "idle_mib": at_rest_mib(proc.pid)}
+                      "idle_mib": at_rest_mib(proc.pid),
+                      "idle_threads": status_mib(proc.pid, "Threads", kb=False)}
             rng = np.random.default_rng(0)
             visual = rng.random((args.batch, 6, 320, 320), dtype=np.float32).tobytes()
             audio = (0.2 * np.sin(np.arange((args.batch + 15) * 640) * 0.07)).astype("<f4")
@@ -94,7 +97,8 @@ def main():
             proc.wait(timeout=120)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"{args.count} avatars loaded and idle: {result['idle_mib']:.0f} MiB resident; "
+    print(f"{args.count} avatars loaded and idle: {result['idle_mib']:.0f} MiB resident, "
+          f"{result['idle_threads']} threads; "
           f"peak during batch-{args.batch} requests on each in turn: {result['peak_mib']:.0f} "
           f"MiB; at rest afterwards: {result['at_rest_mib']:.0f} MiB")
     if args.json:

@@ -5,6 +5,8 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 
 #include "core/platform.h"
 
@@ -139,7 +141,7 @@ Result<std::string_view> ExternalDataFiles::Read(const std::string& tensor_name,
 }
 
 Status CheckExternalData(const onnx::ModelProto& model, const std::string& model_path,
-                         int64_t* data_file_bytes) {
+                         int64_t* data_file_bytes, std::vector<std::string>* data_paths) {
   const std::string dir = ModelFolder(model_path);
   std::map<std::string, uintmax_t> files;
   auto check = [&](const onnx::TensorProto& t) -> Status {
@@ -171,7 +173,24 @@ Status CheckExternalData(const onnx::ModelProto& model, const std::string& model
     *data_file_bytes = 0;
     for (const auto& [path, size] : files) *data_file_bytes += static_cast<int64_t>(size);
   }
+  if (data_paths) {
+    data_paths->clear();
+    for (const auto& entry : files) data_paths->push_back(entry.first);
+  }
   return Status::Ok();
+}
+
+Result<std::vector<std::string>> ExternalDataPaths(const std::string& model_path) {
+  std::ifstream in(platform::PathFromUtf8(model_path), std::ios::binary);
+  if (!in) return NotFound("cannot open model '" + model_path + "'");
+  const std::string bytes{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  onnx::ModelProto proto;
+  if (!proto.ParseFromString(bytes)) {
+    return DataLoss("'" + model_path + "' is not a valid ONNX model (protobuf parse failed)");
+  }
+  std::vector<std::string> paths;
+  LIPSYNC_RETURN_IF_ERROR(CheckExternalData(proto, model_path, nullptr, &paths));
+  return paths;
 }
 
 }  // namespace lipsync::graph

@@ -9,6 +9,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "lipsync/status.h"
 
@@ -59,9 +60,15 @@ class ExternalDataFiles {
 
 // Checks every external reference of `model` (location rules and file sizes) without reading
 // tensor data, for runtimes that read the files themselves; `data_file_bytes`, when given,
-// receives the size of the files referenced.
+// receives the size of the files referenced, and `data_paths` their resolved paths, sorted.
 Status CheckExternalData(const onnx::ModelProto& model, const std::string& model_path,
-                         int64_t* data_file_bytes = nullptr);
+                         int64_t* data_file_bytes = nullptr,
+                         std::vector<std::string>* data_paths = nullptr);
+
+// The external data files of the ONNX model at `model_path`, as CheckExternalData finds them
+// (resolved, checked, sorted); empty when every tensor is inside the model file. DataLoss for a
+// file that is not an ONNX model.
+Result<std::vector<std::string>> ExternalDataPaths(const std::string& model_path);
 
 // The folder that holds `model_path` ("." for a bare file name).
 std::string ModelFolder(const std::string& model_path);

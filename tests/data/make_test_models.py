@@ -9,6 +9,8 @@ a cheap graph, so tests run in milliseconds:
 and an audio encoder's interface (mel windows [N,1,80,16] -> embeddings [N,512]):
   tiny_audio_encoder.onnx         dynamic batch, one dense layer over the whole window + tanh
   tiny_audio_encoder_fixed4.onnx  the same weights with a fixed batch of 4
+  tiny_audio_encoder_external/enc.onnx  the same as tiny_audio_encoder.onnx with its weights in
+                                        enc.onnx.data beside it (external data)
 """
 import argparse
 import os
@@ -49,7 +51,7 @@ def build(path, batch, names, size=320, seed=0, two_outputs=False):
     onnx.save(model, path)
 
 
-def build_audio_encoder(path, batch, seed=1):
+def build_audio_encoder(path, batch, seed=1, external=False):
     rng = np.random.default_rng(seed)
     n = batch if batch else "N"
     inputs = [helper.make_tensor_value_info("mel", TensorProto.FLOAT, [n, 1, 80, 16])]
@@ -69,7 +71,11 @@ def build_audio_encoder(path, batch, seed=1):
                               opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.checker.check_model(model)
-    onnx.save(model, path)
+    if external:
+        onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=os.path.basename(path) + ".data", size_threshold=0)
+    else:
+        onnx.save(model, path)
 
 
 def main():
@@ -86,6 +92,9 @@ def main():
           size=160)
     build_audio_encoder(os.path.join(args.out_dir, "tiny_audio_encoder.onnx"), 0)
     build_audio_encoder(os.path.join(args.out_dir, "tiny_audio_encoder_fixed4.onnx"), 4)
+    os.makedirs(os.path.join(args.out_dir, "tiny_audio_encoder_external"), exist_ok=True)
+    build_audio_encoder(os.path.join(args.out_dir, "tiny_audio_encoder_external", "enc.onnx"), 0,
+                        external=True)
 
 
 if __name__ == "__main__":

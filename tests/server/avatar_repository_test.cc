@@ -30,12 +30,27 @@ using testing::WriteTestAvatar;
   EXPECT_NE((status).message().find(text), std::string::npos) \
       << "message: " << (status).message() << "\nexpected to contain: " << (text)
 
-// Host bytes of one test avatar, as the registry counts them (all test avatars are alike).
-int64_t AvatarBytes(const std::string& root) {
+// Host bytes of one test avatar as the registry counts them (all test avatars are alike): its own
+// (frames and UNet) and its audio encoder's, which the test avatars share and which counts once.
+struct AvatarBytes {
+  int64_t own = 0, encoder = 0;
+};
+AvatarBytes BytesOfTestAvatar(const std::string& root, const std::string& id = "a0") {
   AvatarRegistry registry(TestRegistryOptions(root));
-  auto a = registry.Load("a0");
+  auto a = registry.Load(id);
   EXPECT_TRUE(a.ok()) << a.status().ToString();
-  return a.ok() ? (*a)->memory_bytes : 0;
+  if (!a.ok()) return {};
+  EXPECT_GT((*a)->memory_bytes, 0);
+  EXPECT_GT((*a)->encoder_host_bytes, 0);
+  return {(*a)->memory_bytes, (*a)->encoder_host_bytes};
+}
+
+// Replaces the audio encoder of the avatar folder `dir` (enc.onnx) with `model`, and its external
+// data file when it has one.
+void UseEncoder(const std::string& dir, const std::string& model, const std::string& data = "") {
+  const auto overwrite = std::filesystem::copy_options::overwrite_existing;
+  std::filesystem::copy_file(model, dir + "/enc.onnx", overwrite);
+  if (!data.empty()) std::filesystem::copy_file(data, dir + "/enc.onnx.data", overwrite);
 }
 
 // The invariants that hold after every operation: within the cap and the budgets, and the
@@ -54,10 +69,10 @@ void ExpectConsistent(const AvatarRegistry& registry) {
 TEST(AvatarRepository, EvictsTheLeastRecentlyUsedWithinTheHostBudget) {
   ScratchDir root;
   for (const char* id : {"a0", "a1", "a2", "a3"}) WriteTestAvatar(root.path(), id);
-  const int64_t m = AvatarBytes(root.path());
-  ASSERT_GT(m, 0);
+  const AvatarBytes b = BytesOfTestAvatar(root.path());
+  ASSERT_GT(b.own, 0);
   auto options = TestRegistryOptions(root.path());
-  options.max_host_bytes = 2 * m + m / 2;  // two fit, three do not
+  options.max_host_bytes = b.encoder + 2 * b.own + b.own / 2;  // two fit, three do not
   AvatarRegistry registry(options);
   ASSERT_TRUE(registry.Load("a0").ok());
   ASSERT_TRUE(registry.Load("a1").ok());
@@ -75,7 +90,7 @@ TEST(AvatarRepository, EvictsTheLeastRecentlyUsedWithinTheHostBudget) {
     EXPECT_EQ(s.evictions, s.id == "a1" || s.id == "a2" ? 1 : 0) << s.id;
   }
   EXPECT_EQ(StateOf(registry.States(), "a1").reason, "evicted");
-  EXPECT_EQ(registry.Usage().host_bytes, 2 * m);
+  EXPECT_EQ(registry.Usage().host_bytes, b.encoder + 2 * b.own);
 }
 
 TEST(AvatarRepository, EvictsTheLeastRecentlyUsedAtTheModelCap) {
@@ -97,9 +112,9 @@ TEST(AvatarRepository, EvictsTheLeastRecentlyUsedAtTheModelCap) {
 TEST(AvatarRepository, APinnedAvatarIsNotEvictedAndTheLoadFailsClearly) {
   ScratchDir root;
   for (const char* id : {"a0", "a1"}) WriteTestAvatar(root.path(), id);
-  const int64_t m = AvatarBytes(root.path());
+  const AvatarBytes b = BytesOfTestAvatar(root.path());
   auto options = TestRegistryOptions(root.path());
-  options.max_host_bytes = m + m / 2;
+  options.max_host_bytes = b.encoder + b.own + b.own / 2;
   AvatarRegistry registry(options);
   auto lease = registry.Load("a0");
   ASSERT_TRUE(lease.ok());
@@ -117,7 +132,7 @@ TEST(AvatarRepository, APinnedAvatarIsNotEvictedAndTheLoadFailsClearly) {
   auto still = registry.Load("a1");
   ASSERT_EQ(still.status().code(), StatusCode::kResourceExhausted);
   EXPECT_MESSAGE(still.status(), "unloaded avatars still in use");
-  EXPECT_EQ(registry.Usage().host_bytes, m);
+  EXPECT_EQ(registry.Usage().host_bytes, b.encoder + b.own);
   lease->reset();
   EXPECT_EQ(registry.Usage().host_bytes, 0);
   ASSERT_TRUE(registry.Load("a1").ok());
@@ -151,15 +166,9 @@ TEST(AvatarRepository, LoadUnloadStormsKeepTheInvariants) {
   for (const auto& id : requested) WriteTestAvatar(root.path(), id, 2);
   for (const auto& id : managed) WriteTestAvatar(root.path(), id, 2);
   auto options = TestRegistryOptions(root.path());
-  int64_t m = 0;
-  {
-    AvatarRegistry probe(options);
-    auto a = probe.Load("r0");
-    ASSERT_TRUE(a.ok());
-    m = (*a)->memory_bytes;
-  }
+  const AvatarBytes b = BytesOfTestAvatar(root.path(), "r0");
   options.max_models = 4;
-  options.max_host_bytes = 3 * m + m / 2;
+  options.max_host_bytes = b.encoder + 3 * b.own + b.own / 2;
   AvatarRegistry registry(options);
 
   std::atomic<int64_t> served{0}, refused{0};
@@ -221,7 +230,87 @@ TEST(AvatarRepository, LoadUnloadStormsKeepTheInvariants) {
     host += s.host_bytes;
   }
   EXPECT_EQ(requests, served.load());
-  EXPECT_EQ(registry.Usage().host_bytes, host);  // nothing retired or reserved is left
+  // Nothing retired or reserved is left; the avatars still loaded share one encoder.
+  const AvatarUsage left = registry.Usage();
+  EXPECT_EQ(left.encoders, left.loaded > 0 ? 1 : 0);
+  EXPECT_EQ(left.host_bytes, host + (left.loaded > 0 ? b.encoder : 0));
+}
+
+// Avatars whose encoders are the same model (copies of one file) hold one engine, counted once
+// against the budget; an avatar with another encoder has its own. The shared engine serves on
+// when one of its avatars goes, and goes with the last.
+TEST(AvatarRepository, AvatarsWithTheSameEncoderModelShareOneEngineCountedOnce) {
+  ScratchDir root;
+  for (const char* id : {"a0", "a1", "other"}) WriteTestAvatar(root.path(), id);
+  UseEncoder(root.path() + "/other", TestModelPath("tiny_audio_encoder_fixed4.onnx"));
+  const AvatarBytes b = BytesOfTestAvatar(root.path());
+  const AvatarBytes other = BytesOfTestAvatar(root.path(), "other");
+  auto options = TestRegistryOptions(root.path());
+  // Both a0 and a1 fit only when their encoder counts once.
+  options.max_host_bytes = b.encoder + other.encoder + 3 * b.own + b.own / 2;
+  ASSERT_LT(options.max_host_bytes, 2 * b.encoder + other.encoder + 3 * b.own);
+  AvatarRegistry registry(options);
+  auto a0 = registry.Load("a0");
+  auto a1 = registry.Load("a1");
+  auto o = registry.Load("other");
+  ASSERT_TRUE(a0.ok() && a1.ok() && o.ok());
+  EXPECT_EQ((*a0)->encoder.get(), (*a1)->encoder.get());
+  EXPECT_NE((*a0)->encoder.get(), (*o)->encoder.get());
+  AvatarUsage u = registry.Usage();
+  EXPECT_EQ(u.loaded, 3);
+  EXPECT_EQ(u.encoders, 2);
+  EXPECT_EQ(u.host_bytes, b.encoder + other.encoder + 3 * b.own);
+  for (const AvatarState& s : registry.States()) EXPECT_EQ(s.evictions, 0) << s.id;
+  std::string metrics;
+  registry.RenderPrometheus(&metrics);
+  EXPECT_NE(metrics.find("lipsync_audio_encoders_loaded 2\n"), std::string::npos) << metrics;
+
+  const std::weak_ptr<AudioEncoder> shared = (*a0)->encoder;
+  a0->reset();
+  ASSERT_TRUE(registry.Unload("a0").ok());
+  ASSERT_FALSE(shared.expired());  // a1 holds it
+  Tensor windows(DataType::kFloat32, {1, 1, 80, 16});
+  auto encoded = (*a1)->encoder->Encode(windows);
+  ASSERT_TRUE(encoded.ok()) << encoded.status().ToString();
+  EXPECT_EQ(encoded->shape(), (Shape{1, 512}));
+  EXPECT_EQ(registry.Usage().host_bytes, b.encoder + other.encoder + 2 * b.own);
+
+  a1->reset();
+  ASSERT_TRUE(registry.Unload("a1").ok());
+  EXPECT_TRUE(shared.expired());
+  u = registry.Usage();
+  EXPECT_EQ(u.encoders, 1);
+  EXPECT_EQ(u.host_bytes, other.encoder + b.own);
+  ExpectConsistent(registry);
+}
+
+// An encoder's external data is part of the model: the same model file beside other weights is
+// another encoder, and the data file counts in the avatar's memory.
+TEST(AvatarRepository, EncodersWithExternalDataAreSharedOnlyWithTheSameData) {
+  const std::string model = TestModelPath("tiny_audio_encoder_external/enc.onnx");
+  const std::string data = model + ".data";
+  ScratchDir root, scratch;
+  for (const char* id : {"e0", "e1", "changed"}) {
+    WriteTestAvatar(root.path(), id);
+    UseEncoder(root.path() + "/" + id, model, data);
+  }
+  // The same weights but one bias value.
+  std::string bytes = lipsync::testing::ReadFile(data);
+  ASSERT_GT(bytes.size(), 4u);
+  bytes[bytes.size() - 2] = static_cast<char>(bytes[bytes.size() - 2] ^ 0x40);
+  WriteFile(root.path() + "/changed/enc.onnx.data", bytes);
+
+  AvatarRegistry registry(TestRegistryOptions(root.path()));
+  auto e0 = registry.Load("e0");
+  auto e1 = registry.Load("e1");
+  auto changed = registry.Load("changed");
+  ASSERT_TRUE(e0.ok()) << e0.status().ToString();
+  ASSERT_TRUE(e1.ok() && changed.ok());
+  EXPECT_EQ((*e0)->encoder.get(), (*e1)->encoder.get());
+  EXPECT_NE((*e0)->encoder.get(), (*changed)->encoder.get());
+  EXPECT_EQ((*e0)->encoder_host_bytes, static_cast<int64_t>(std::filesystem::file_size(model) +
+                                                            std::filesystem::file_size(data)));
+  EXPECT_EQ(registry.Usage().encoders, 2);
 }
 
 TEST(AvatarRepository, UnknownAndCorruptAvatarsFailAndTheRestServes) {

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <future>
 #include <optional>
+#include <set>
 
 #include "lipsync/memory.h"
 #include "server/core/for_each_frame.h"
@@ -52,18 +53,29 @@ std::string BackendOf(const Engine& engine) {
   return engine.info().backend + "/" + engine.info().provider;
 }
 
+// The avatar's encoder and what it counts against the budgets (once, however many share it).
+void SetEncoder(LoadedAvatar& loaded, std::shared_ptr<AudioEncoder> encoder,
+                const ModelFingerprint& model) {
+  loaded.encoder = std::move(encoder);
+  loaded.encoder_host_bytes = model.bytes;
+  loaded.encoder_gpu_bytes =
+      loaded.encoder->engine().capabilities().device_id >= 0 ? model.bytes : 0;
+}
+
 // Where both models of a freshly loaded avatar run, and why either is not where it was asked to
 // run: a GPU server whose avatars quietly run on the CPU is the first thing an operator looks for.
-void LogLoad(const LoadedAvatar& a) {
+void LogLoad(const LoadedAvatar& a, bool encoder_shared) {
   spdlog::info(
-      "loaded avatar '{}' in {:.0f} ms: {} frames, {}, UNet on {}, audio encoder on {}{}", a.id,
+      "loaded avatar '{}' in {:.0f} ms: {} frames, {}, UNet on {}, audio encoder on {}{}{}", a.id,
       a.load_ms, a.backgrounds.size(), Mib(a.memory_bytes), BackendOf(*a.unet),
       BackendOf(a.encoder->engine()),
+      encoder_shared ? " (shared with a loaded avatar)"
+                     : fmt::format(" ({})", Mib(a.encoder_host_bytes)),
       a.warmed_batch > 0 ? fmt::format(", UNet warmed at batches 1 to {}", a.warmed_batch) : "");
   if (!a.unet->info().fallback_reason.empty()) {
     spdlog::warn("avatar '{}': UNet: {}", a.id, a.unet->info().fallback_reason);
   }
-  if (!a.encoder->fallback_reason().empty()) {
+  if (!encoder_shared && !a.encoder->fallback_reason().empty()) {
     spdlog::warn("avatar '{}': audio encoder: {}", a.id, a.encoder->fallback_reason());
   }
 }
@@ -104,7 +116,8 @@ void LoadedAvatar::RecordRequest(double inference_ms) {
 
 // An avatar opened and sized but not yet loaded.
 struct AvatarRegistry::Candidate {
-  std::shared_ptr<LoadedAvatar> loaded;
+  std::shared_ptr<LoadedAvatar> loaded;  // holds the shared encoder already when one was found
+  ModelFingerprint encoder_model;
   int64_t host_bytes = 0, gpu_bytes = 0;  // estimates, from the files and the first frame's size
 };
 
@@ -140,6 +153,7 @@ AvatarRegistry::AvatarRegistry(AvatarRegistryOptions options) : options_(std::mo
     SyncWorkingLimitLocked();
     scheduler_->SetMemoryHook([this] { return MakeWorkingRoom(); });
   }
+  encoders_ = std::make_unique<SharedEncoders>(options_.engine);
   if (options_.cache_dir.empty()) options_.cache_dir = s.cache_dir;
   if (options_.cache_dir.empty()) {
     options_.cache_dir = (std::filesystem::temp_directory_path() / "lipsync-avatar-cache").string();
@@ -184,13 +198,23 @@ std::shared_ptr<LoadedAvatar> AvatarRegistry::Find(const std::string& id) const 
   return LeaseLocked(it->second);
 }
 
-AvatarUsage AvatarRegistry::UsageLocked() const {
+AvatarUsage AvatarRegistry::UsageLocked(const LoadedAvatar* incoming) const {
   AvatarUsage u;
+  // Encoders by their owner (never dereferenced here), each counted once.
+  std::set<std::weak_ptr<AudioEncoder>, std::owner_less<>> encoders;
+  const auto count_encoder = [&](const std::weak_ptr<AudioEncoder>& encoder, int64_t host,
+                                 int64_t gpu) {
+    if (encoder.expired() || !encoders.insert(encoder).second) return;
+    ++u.encoders;
+    u.host_bytes += host;
+    u.gpu_bytes += gpu;
+  };
   for (const auto& [id, e] : entries_) {
     if (!e.avatar) continue;
     ++u.loaded;
     u.host_bytes += e.avatar->memory_bytes;
     u.gpu_bytes += e.avatar->gpu_bytes;
+    count_encoder(e.avatar->encoder, e.avatar->encoder_host_bytes, e.avatar->encoder_gpu_bytes);
   }
   retired_.erase(std::remove_if(retired_.begin(), retired_.end(),
                                 [](const Retired& r) { return r.avatar.expired(); }),
@@ -198,6 +222,10 @@ AvatarUsage AvatarRegistry::UsageLocked() const {
   for (const Retired& r : retired_) {
     u.host_bytes += r.host_bytes;
     u.gpu_bytes += r.gpu_bytes;
+    count_encoder(r.encoder, r.encoder_host_bytes, r.encoder_gpu_bytes);
+  }
+  if (incoming) {
+    count_encoder(incoming->encoder, incoming->encoder_host_bytes, incoming->encoder_gpu_bytes);
   }
   u.host_bytes += reserved_host_;
   u.gpu_bytes += reserved_gpu_;
@@ -210,7 +238,7 @@ AvatarUsage AvatarRegistry::Usage() const {
 }
 
 Status AvatarRegistry::MakeRoomLocked(const std::string& id, int64_t host, int64_t gpu,
-                                      bool one_more,
+                                      bool one_more, const LoadedAvatar& incoming,
                                       std::vector<std::shared_ptr<LoadedAvatar>>* dropped) {
   // Each budget holds the avatars and the working memory runs hold now (the pools' caches are
   // given back first).
@@ -228,7 +256,7 @@ Status AvatarRegistry::MakeRoomLocked(const std::string& id, int64_t host, int64
            (max_host_bytes_ <= 0 || u.host_bytes + working + host <= max_host_bytes_) &&
            (max_gpu_bytes_ <= 0 || u.gpu_bytes + gpu_working + gpu <= max_gpu_bytes_);
   };
-  for (AvatarUsage u = UsageLocked(); !fits(u); u = UsageLocked()) {
+  for (AvatarUsage u = UsageLocked(&incoming); !fits(u); u = UsageLocked(&incoming)) {
     std::vector<std::string> busy;
     Entry* victim = IdleVictimLocked(id, &busy);
     if (!victim) {
@@ -322,7 +350,17 @@ Result<AvatarRegistry::Candidate> AvatarRegistry::Prepare(const std::string& id)
   if (!avatar.ok()) return avatar.status().WithContext("loading avatar '" + id + "'");
   c.loaded->avatar = std::move(*avatar);
   const Avatar& a = c.loaded->avatar;
-  const int64_t models = FileBytes(a.model_path()) + FileBytes(a.audio_encoder_path());
+  auto encoder_model = FingerprintModel(a.audio_encoder_path());
+  if (!encoder_model.ok()) {
+    return encoder_model.status().WithContext("loading the audio encoder of '" + id + "'");
+  }
+  c.encoder_model = std::move(*encoder_model);
+  // An encoder of the same bytes already held is shared: it costs this avatar nothing more.
+  if (std::shared_ptr<AudioEncoder> shared = encoders_->Find(c.encoder_model)) {
+    SetEncoder(*c.loaded, std::move(shared), c.encoder_model);
+  }
+  const int64_t models =
+      FileBytes(a.model_path()) + (c.loaded->encoder ? 0 : c.encoder_model.bytes);
   c.host_bytes = models + a.frame_count() * a.width() * a.height() * 3;
   c.gpu_bytes = gpu_id() >= 0 ? models : 0;
   return c;
@@ -404,13 +442,16 @@ Status AvatarRegistry::LoadModels(Candidate& c) const {
   }
   LIPSYNC_ASSIGN_OR_RETURN(loaded.layout, FaceLayout::ForInputSize(loaded.roles.size));
   ScheduleAvatar(loaded, scheduler_);
-  auto encoder = AudioEncoder::Create(a.audio_encoder_path(), options_.engine);
-  if (!encoder.ok())
-    return encoder.status().WithContext("loading the audio encoder of '" + id + "'");
-  loaded.encoder = std::move(*encoder);
+  const bool encoder_shared = loaded.encoder != nullptr;
+  if (!encoder_shared) {
+    auto encoder = encoders_->Get(c.encoder_model, a.audio_encoder_path());
+    if (!encoder.ok())
+      return encoder.status().WithContext("loading the audio encoder of '" + id + "'");
+    SetEncoder(loaded, std::move(*encoder), c.encoder_model);
+  }
 
   LIPSYNC_RETURN_IF_ERROR(DecodeBackgrounds(loaded));
-  const int64_t models = FileBytes(a.model_path()) + FileBytes(a.audio_encoder_path());
+  const int64_t models = FileBytes(a.model_path());
   int64_t bytes = models;
   for (const Image& frame : loaded.backgrounds) bytes += static_cast<int64_t>(frame.bgr.size());
   loaded.memory_bytes = bytes;
@@ -425,7 +466,7 @@ Status AvatarRegistry::LoadModels(Candidate& c) const {
   loaded.warmed_batch = std::min<int>(warm, static_cast<int>(loaded.unet->info().max_batch));
   LIPSYNC_RETURN_IF_ERROR(WarmUp(loaded));
   loaded.load_ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-  LogLoad(loaded);
+  LogLoad(loaded, encoder_shared);
   return Status::Ok();
 }
 
@@ -494,7 +535,7 @@ Result<std::shared_ptr<LoadedAvatar>> AvatarRegistry::LoadHere(const std::string
   Candidate& c = *candidate;
   {
     std::lock_guard lock(mu_);
-    Status room = MakeRoomLocked(id, c.host_bytes, c.gpu_bytes, true, &dropped);
+    Status room = MakeRoomLocked(id, c.host_bytes, c.gpu_bytes, true, *c.loaded, &dropped);
     if (!room.ok()) {
       Entry& e = EntryLocked(id);
       ++e.load_failures;
@@ -510,7 +551,8 @@ Result<std::shared_ptr<LoadedAvatar>> AvatarRegistry::LoadHere(const std::string
   std::lock_guard lock(mu_);
   reserved_host_ = reserved_gpu_ = 0;
   // The estimate assumed every frame as large as the first; make room for any difference.
-  Status room = MakeRoomLocked(id, c.loaded->memory_bytes, c.loaded->gpu_bytes, true, &dropped);
+  Status room =
+      MakeRoomLocked(id, c.loaded->memory_bytes, c.loaded->gpu_bytes, true, *c.loaded, &dropped);
   if (!room.ok()) {
     Entry& failed = EntryLocked(id);
     ++failed.load_failures;
@@ -539,8 +581,10 @@ Status AvatarRegistry::Unload(const std::string& id) {
   e.avatar.reset();
   ++e.unloads;
   e.reason = "unloaded";
-  if (dropped->pins.load() > 0)
-    retired_.push_back({dropped, dropped->memory_bytes, dropped->gpu_bytes});
+  if (dropped->pins.load() > 0) {
+    retired_.push_back({dropped, dropped->memory_bytes, dropped->gpu_bytes, dropped->encoder,
+                        dropped->encoder_host_bytes, dropped->encoder_gpu_bytes});
+  }
   SyncWorkingLimitLocked();
   return Status::Ok();
 }
@@ -621,7 +665,9 @@ void AvatarRegistry::RenderPrometheus(std::string* out) const {
   each("lipsync_avatar_in_use", "gauge", "Leases held on the avatar (requests working on it).",
        [](const AvatarState& s) { return s.pins; });
   family("lipsync_avatar_memory_bytes", "gauge",
-         "Memory the loaded avatar counts against the budgets, by kind (host, gpu).");
+         "Memory the loaded avatar counts against the budgets by kind (host, gpu): its frames and "
+         "UNet; the audio encoders, shared by the avatars whose encoders are the same model, are "
+         "in lipsync_avatar_memory_used_bytes once each.");
   for (const AvatarState& s : states) {
     *out += fmt::format("lipsync_avatar_memory_bytes{{avatar=\"{}\",kind=\"host\"}} {}\n",
                         Label(s.id), s.host_bytes);
@@ -643,6 +689,9 @@ void AvatarRegistry::RenderPrometheus(std::string* out) const {
        [](const AvatarState& s) { return s.load_failures; });
   family("lipsync_avatars_loaded", "gauge", "Avatars loaded.");
   *out += fmt::format("lipsync_avatars_loaded {}\n", usage.loaded);
+  family("lipsync_audio_encoders_loaded", "gauge",
+         "Distinct audio encoders the avatars hold (one per distinct encoder model).");
+  *out += fmt::format("lipsync_audio_encoders_loaded {}\n", usage.encoders);
   family("lipsync_avatars_max", "gauge", "Avatars loaded at once at most.");
   *out += fmt::format("lipsync_avatars_max {}\n", max_models_);
   family("lipsync_avatar_memory_used_bytes", "gauge",
@@ -658,15 +707,21 @@ void AvatarRegistry::RenderPrometheus(std::string* out) const {
 // The memory of the device and what its scheduler ran, as the backends and the pool report them.
 void AvatarRegistry::RenderDeviceMetrics(std::string* out) const {
   int64_t host_weights = 0, device_weights = 0, frames = 0;
-  for (const auto& a : Loaded()) {
-    const EngineMemory m = a->unet->memory();
+  std::set<const AudioEncoder*> encoders;
+  const auto add_weights = [&](const Engine& engine) {
+    const EngineMemory m = engine.memory();
     host_weights += m.host_weights;
     device_weights += m.device_weights;
+  };
+  for (const auto& a : Loaded()) {
+    add_weights(*a->unet);
+    if (encoders.insert(a->encoder.get()).second) add_weights(a->encoder->engine());
     for (const Image& image : a->backgrounds) frames += static_cast<int64_t>(image.bgr.size());
   }
   const HostMemoryStats pool = HostMemory().stats();
   *out +=
-      "# HELP lipsync_memory_bytes Memory by device and kind: the UNets' weights, the avatars' "
+      "# HELP lipsync_memory_bytes Memory by device and kind: the models' weights (UNets, and "
+      "audio encoders once each), the avatars' "
       "frames, working memory in use by runs, kept for reuse and the most in use at once (host: "
       "the process-wide pool; cuda:N: the device's pool).\n"
       "# TYPE lipsync_memory_bytes gauge\n";

@@ -28,6 +28,7 @@
 #include "lipsync/engine.h"
 #include "runtime/scheduler.h"
 #include "server/core/avatar_catalog.h"
+#include "server/core/shared_encoders.h"
 #include "server/core/worker_pool.h"
 
 namespace lipsync::server {
@@ -45,12 +46,17 @@ struct LoadedAvatar {
   // The UNet on its device's scheduler, where every caller runs it (after `unet`: goes first).
   std::shared_ptr<runtime::Scheduler> scheduler;
   std::shared_ptr<runtime::ScheduledModel> scheduled;
-  std::unique_ptr<AudioEncoder> encoder;
+  // Shared with the loaded avatars whose encoder models hold the same bytes (SharedEncoders).
+  std::shared_ptr<AudioEncoder> encoder;
   UnetInputs roles;
   FaceLayout layout;
   std::vector<Image> backgrounds;  // frame i, decoded once at load
-  int64_t memory_bytes = 0;        // host: backgrounds plus both model files
-  int64_t gpu_bytes = 0;           // both model files when the engine runs on a GPU, else 0
+  // What counts against the budgets. The avatar's own: host, its backgrounds and UNet file; GPU,
+  // the UNet file when the UNet runs on a GPU. Its encoder's (model files; GPU bytes when it runs
+  // on a GPU) count once however many avatars share it.
+  int64_t memory_bytes = 0;
+  int64_t gpu_bytes = 0;
+  int64_t encoder_host_bytes = 0, encoder_gpu_bytes = 0;
   double load_ms = 0;
   int warmed_batch = 0;  // the UNet ran once at each batch 1..warmed_batch as it loaded
 
@@ -114,7 +120,9 @@ struct AvatarState {
 
 struct AvatarUsage {
   int loaded = 0;
-  int64_t host_bytes = 0, gpu_bytes = 0;  // loaded plus unloaded-but-leased plus the load under way
+  int encoders = 0;  // distinct audio encoders the avatars hold
+  // Loaded plus unloaded-but-leased plus the load under way, each shared encoder once.
+  int64_t host_bytes = 0, gpu_bytes = 0;
 };
 
 class AvatarRegistry {
@@ -175,6 +183,8 @@ class AvatarRegistry {
   struct Retired {
     std::weak_ptr<LoadedAvatar> avatar;
     int64_t host_bytes = 0, gpu_bytes = 0;
+    std::weak_ptr<AudioEncoder> encoder;
+    int64_t encoder_host_bytes = 0, encoder_gpu_bytes = 0;
   };
   struct Candidate;
   // A lease on a loaded entry; `use` moves it to the back of the eviction order.
@@ -186,10 +196,13 @@ class AvatarRegistry {
   Result<Candidate> Prepare(const std::string& id) const;
   Status LoadModels(Candidate& candidate) const;
   // Evicts idle avatars, least recently used first, until `host` and `gpu` more bytes and one
-  // more avatar fit; the evicted go to `dropped`, to be freed outside the lock.
+  // more avatar fit; the evicted go to `dropped`, to be freed outside the lock. The encoder that
+  // `incoming` (the avatar being loaded) holds already counts as held.
   Status MakeRoomLocked(const std::string& id, int64_t host, int64_t gpu, bool one_more,
+                        const LoadedAvatar& incoming,
                         std::vector<std::shared_ptr<LoadedAvatar>>* dropped);
-  AvatarUsage UsageLocked() const;
+  // What the avatars hold, with the encoder of `incoming` (when given) counted as held.
+  AvatarUsage UsageLocked(const LoadedAvatar* incoming = nullptr) const;
   Entry* IdleVictimLocked(const std::string& except, std::vector<std::string>* busy) const;
   // The pools' limits: the host budget less the avatars' host memory, and the GPU budget less
   // their GPU memory for the GPU's pool.
@@ -207,6 +220,7 @@ class AvatarRegistry {
   int max_models_ = 8;
   int64_t max_host_bytes_ = 0, max_gpu_bytes_ = 0;
   std::shared_ptr<runtime::Scheduler> scheduler_;
+  std::unique_ptr<SharedEncoders> encoders_;  // used on the loader thread
 
   mutable std::mutex mu_;  // guards everything below up to loader_
   mutable std::map<std::string, Entry> entries_;
