@@ -23,8 +23,14 @@ struct OrtOptions {
   // shape. Off, each operator's output comes from the arena as it runs: on the demo UNet on the
   // CPU, 30-40% less peak memory and 2-9% slower alone (docs/PERFORMANCE.md).
   bool memory_pattern = true;
+  // Whether the CPU threads of a run spin while they wait for work (ONNX Runtime's default) or
+  // wait idle. Spinning suits a process that only runs the model; where other work shares the
+  // cores (render's stages, the server's requests and live sessions) it takes their time: the
+  // renderer's UNet and `lipsync serve`'s engines wait idle. A "session.intra_op.allow_spinning"
+  // entry in session_config wins over it.
+  bool spinning = true;
   // Extra session configuration entries (key, value), e.g.
-  // {"session.intra_op.allow_spinning", "0"}; see onnxruntime_session_options_config_keys.h.
+  // {"session.set_denormal_as_zero", "1"}; see onnxruntime_session_options_config_keys.h.
   std::vector<std::pair<std::string, std::string>> session_config;
 };
 

@@ -157,9 +157,10 @@ class Renderer {
   // encoder (see AudioEncoder::Create), and checks that they fit the avatar (see
   // CheckAvatarModels()). The audio encoder and the conversion of frames to YUV get one CPU
   // thread each beside a UNet on the CPU, four beside one on a GPU. On
-  // ONNX Runtime's CPU provider the UNet's threads wait idle instead of spinning, since the other
-  // stages need the cores, unless options.ort.session_config sets
-  // "session.intra_op.allow_spinning". InvalidArgument for model runs outside 0..16.
+  // ONNX Runtime's CPU provider the threads of both models wait idle instead of spinning
+  // (OrtOptions::spinning), since the other stages need the cores, unless
+  // options.ort.session_config sets "session.intra_op.allow_spinning". InvalidArgument for model
+  // runs outside 0..16.
   static Result<std::unique_ptr<Renderer>> Create(const Avatar& avatar,
                                                   const EngineOptions& options = {},
                                                   const std::string& model_path = "",

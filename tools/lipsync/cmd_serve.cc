@@ -119,6 +119,9 @@ int RunServe(ServeArgs& args) {
   auto options = ToEngineOptions(args.engine);
   if (!options.ok()) return ReportError(options.status());
   options->max_batch = args.server.batching.max_batch;
+  // The requests' and sessions' threads share the cores with the models: spinning engine threads
+  // took three times the CPU of live sessions (docs/PERFORMANCE.md). --ort-config can ask for it.
+  options->ort.spinning = false;
   // Without --model only the avatar services run.
   if (args.engine.model.empty() && !has_avatars) {
     return ReportError(InvalidArgument("give --model, --avatars DIR or both"));

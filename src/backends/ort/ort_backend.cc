@@ -15,6 +15,7 @@
 
 #include "backends/backend.h"
 #include "backends/ort/onnx_header.h"
+#include "backends/ort/session_options.h"
 #include "core/platform.h"
 #include "graph/external_data.h"
 #include "lipsync/memory.h"
@@ -217,35 +218,6 @@ Status AppendProvider(Ort::SessionOptions& so, const EngineOptions& o) {
     return MissingProvider(o.provider, lib, e.what());
   }
   return Status::Ok();
-}
-
-GraphOptimizationLevel ToOrtLevel(GraphOptimization level) {
-  switch (level) {
-    case GraphOptimization::kDisabled:
-      return ORT_DISABLE_ALL;
-    case GraphOptimization::kBasic:
-      return ORT_ENABLE_BASIC;
-    case GraphOptimization::kExtended:
-      return ORT_ENABLE_EXTENDED;
-    case GraphOptimization::kAll:
-      return ORT_ENABLE_ALL;
-  }
-  return ORT_ENABLE_ALL;
-}
-
-// Threads, optimisation level and config entries; no execution provider yet.
-Ort::SessionOptions BaseSessionOptions(const EngineOptions& o) {
-  Ort::SessionOptions so;
-  so.SetIntraOpNumThreads(o.intra_op_threads);
-  so.SetInterOpNumThreads(o.ort.inter_op_threads);
-  so.SetGraphOptimizationLevel(ToOrtLevel(o.ort.graph_optimization));
-  so.SetExecutionMode(ORT_SEQUENTIAL);
-  if (!o.ort.memory_pattern) so.DisableMemPattern();
-  so.AddConfigEntry(kOrtSessionOptionsConfigUseEnvAllocators, "1");
-  for (const auto& [key, value] : o.ort.session_config) {
-    so.AddConfigEntry(key.c_str(), value.c_str());
-  }
-  return so;
 }
 
 Result<std::vector<TensorInfo>> DescribeTensors(Ort::Session& session, bool inputs) {

@@ -69,14 +69,10 @@ namespace {
 
 // ONNX Runtime's CPU threads spin while they wait for work, which suits a process that only runs
 // the model. Here four other stages share the cores, and the spinning takes their time (and, on
-// hyper-threaded cores, the working thread's): unless the caller says otherwise, they wait idle.
-EngineOptions RenderUnetOptions(EngineOptions options) {
-  constexpr const char* kSpin = "session.intra_op.allow_spinning";
-  if (options.backend != "ort" || options.provider != "cpu") return options;
-  for (const auto& entry : options.ort.session_config) {
-    if (entry.first == kSpin) return options;
-  }
-  options.ort.session_config.emplace_back(kSpin, "0");
+// hyper-threaded cores, the working thread's): they wait idle, unless the caller's session config
+// says otherwise (OrtOptions::spinning).
+EngineOptions RenderEngineOptions(EngineOptions options) {
+  options.ort.spinning = false;
   return options;
 }
 
@@ -103,7 +99,7 @@ Result<UnetRuns> PlanUnetRuns(const EngineOptions& options, int requested) {
                       : ort_cpu                    ? platform::PhysicalCoreCount()
                                                    : 0;
   plan.runs = requested > 0 ? requested : (ort_cpu && threads >= 2 ? 2 : 1);
-  EngineOptions all_runs = RenderUnetOptions(options);
+  EngineOptions all_runs = RenderEngineOptions(options);
   if (plan.runs > 1) all_runs.intra_op_threads = threads;  // one run keeps the backend's default
   // Without the memory pattern, two runs hold about what one planned run does (1.4 GB of
   // activations at batch 4 for the demo UNet), and were faster too (docs/PERFORMANCE.md).
@@ -194,8 +190,8 @@ Result<std::unique_ptr<Renderer>> Renderer::Create(const Avatar& avatar,
   }
   LIPSYNC_ASSIGN_OR_RETURN(m->layout, FaceLayout::ForInputSize(m->roles.size));
   // The encoder is small and runs beside the UNet: one thread keeps it off the cores of a UNet on
-  // the CPU (see HelperThreads).
-  EngineOptions encoder_options = options;
+  // the CPU (see HelperThreads); its threads, like the UNet's, wait idle between runs.
+  EngineOptions encoder_options = RenderEngineOptions(options);
   encoder_options.intra_op_threads = HelperThreads(*m->unets[0]);
   LIPSYNC_ASSIGN_OR_RETURN(m->encoder,
                            AudioEncoder::Create(avatar.audio_encoder_path(), encoder_options));
