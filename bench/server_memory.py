@@ -25,11 +25,14 @@ PROTO_DIR = os.path.join(os.path.dirname(__file__), "..", "proto")
 MIB = 1 << 20
 
 
-def status_mib(pid, key, kb=True):
-    """A field of /proc/PID/status: kB as MiB, or a count (kb=False) as it is."""
+def status_value(pid, key):
+    """A number of /proc/PID/status (sizes in kB)."""
     text = open(f"/proc/{pid}/status").read()
-    value = int(re.search(rf"{key}:\s+(\d+)", text).group(1))
-    return value / 1024 if kb else value
+    return int(re.search(rf"{key}:\s+(\d+)", text).group(1))
+
+
+def status_mib(pid, key):
+    return status_value(pid, key) / 1024
 
 
 def at_rest_mib(pid):
@@ -76,7 +79,7 @@ def main():
             result = {"avatars": args.count, "batch": args.batch, "budget_mib": args.budget_mb,
                       "started_peak_mib": status_mib(proc.pid, "VmHWM"),
                       "idle_mib": at_rest_mib(proc.pid),
-                      "idle_threads": status_mib(proc.pid, "Threads", kb=False)}
+                      "idle_threads": status_value(proc.pid, "Threads")}
             rng = np.random.default_rng(0)
             visual = rng.random((args.batch, 6, 320, 320), dtype=np.float32).tobytes()
             audio = (0.2 * np.sin(np.arange((args.batch + 15) * 640) * 0.07)).astype("<f4")

@@ -5,8 +5,6 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 
 #include "core/platform.h"
 
@@ -180,12 +178,10 @@ Status CheckExternalData(const onnx::ModelProto& model, const std::string& model
   return Status::Ok();
 }
 
-Result<std::vector<std::string>> ExternalDataPaths(const std::string& model_path) {
-  std::ifstream in(platform::PathFromUtf8(model_path), std::ios::binary);
-  if (!in) return NotFound("cannot open model '" + model_path + "'");
-  const std::string bytes{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+Result<std::vector<std::string>> ExternalDataPaths(std::string_view model_bytes,
+                                                   const std::string& model_path) {
   onnx::ModelProto proto;
-  if (!proto.ParseFromString(bytes)) {
+  if (!proto.ParseFromArray(model_bytes.data(), static_cast<int>(model_bytes.size()))) {
     return DataLoss("'" + model_path + "' is not a valid ONNX model (protobuf parse failed)");
   }
   std::vector<std::string> paths;

@@ -65,10 +65,11 @@ Status CheckExternalData(const onnx::ModelProto& model, const std::string& model
                          int64_t* data_file_bytes = nullptr,
                          std::vector<std::string>* data_paths = nullptr);
 
-// The external data files of the ONNX model at `model_path`, as CheckExternalData finds them
-// (resolved, checked, sorted); empty when every tensor is inside the model file. DataLoss for a
-// file that is not an ONNX model.
-Result<std::vector<std::string>> ExternalDataPaths(const std::string& model_path);
+// The external data files of the ONNX model whose file at `model_path` holds `model_bytes`, as
+// CheckExternalData finds them (resolved, checked, sorted); empty when every tensor is inside the
+// model file. DataLoss for bytes that are not an ONNX model.
+Result<std::vector<std::string>> ExternalDataPaths(std::string_view model_bytes,
+                                                   const std::string& model_path);
 
 // The folder that holds `model_path` ("." for a bare file name).
 std::string ModelFolder(const std::string& model_path);

@@ -17,8 +17,10 @@ struct DigestContext {
   ~DigestContext() { EVP_MD_CTX_free(ctx); }
 };
 
-// Feeds the file's bytes into the digest and adds their count to `bytes`.
-Status HashFile(EVP_MD_CTX* ctx, const std::string& path, int64_t* bytes) {
+// Feeds the file's bytes into the digest and adds their count to `bytes`; `kept`, when given,
+// receives them too.
+Status HashFile(EVP_MD_CTX* ctx, const std::string& path, int64_t* bytes,
+                std::string* kept = nullptr) {
   std::ifstream in(platform::PathFromUtf8(path), std::ios::binary);
   if (!in) return NotFound("cannot read '" + path + "'");
   std::vector<char> buffer(1 << 20);
@@ -28,6 +30,7 @@ Status HashFile(EVP_MD_CTX* ctx, const std::string& path, int64_t* bytes) {
     if (got > 0) {
       EVP_DigestUpdate(ctx, buffer.data(), static_cast<size_t>(got));
       *bytes += got;
+      if (kept) kept->append(buffer.data(), static_cast<size_t>(got));
     }
   }
   if (in.bad()) return DataLoss("reading '" + path + "' failed");
@@ -37,14 +40,15 @@ Status HashFile(EVP_MD_CTX* ctx, const std::string& path, int64_t* bytes) {
 }  // namespace
 
 Result<ModelFingerprint> FingerprintModel(const std::string& onnx_path) {
-  LIPSYNC_ASSIGN_OR_RETURN(std::vector<std::string> data_files,
-                           graph::ExternalDataPaths(onnx_path));
   DigestContext d;
   if (!d.ctx || EVP_DigestInit_ex(d.ctx, EVP_sha256(), nullptr) != 1) {
     return Internal("SHA-256 is not available");
   }
   ModelFingerprint out;
-  LIPSYNC_RETURN_IF_ERROR(HashFile(d.ctx, onnx_path, &out.bytes));
+  std::string model;  // read once: hashed, then parsed for the data files it names
+  LIPSYNC_RETURN_IF_ERROR(HashFile(d.ctx, onnx_path, &out.bytes, &model));
+  LIPSYNC_ASSIGN_OR_RETURN(std::vector<std::string> data_files,
+                           graph::ExternalDataPaths(model, onnx_path));
   // The same model file beside other data files is another model; the names come from the model
   // file (hashed above), the contents are hashed here in the order of the resolved paths.
   for (const std::string& path : data_files) {
@@ -84,13 +88,6 @@ Result<std::shared_ptr<AudioEncoder>> SharedEncoders::Get(const ModelFingerprint
     it = it->second.expired() ? encoders_.erase(it) : std::next(it);
   }
   return encoder;
-}
-
-int SharedEncoders::held() const {
-  std::lock_guard lock(mu_);
-  int n = 0;
-  for (const auto& entry : encoders_) n += entry.second.expired() ? 0 : 1;
-  return n;
 }
 
 }  // namespace lipsync::server

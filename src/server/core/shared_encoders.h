@@ -37,8 +37,6 @@ class SharedEncoders {
   // fingerprint). Loads run on the caller's thread; two callers may load the same model at once,
   // and the second keeps its own copy.
   Result<std::shared_ptr<AudioEncoder>> Get(const ModelFingerprint& model, const std::string& path);
-  // Distinct encoders held now.
-  int held() const;
 
  private:
   EngineOptions options_;
