@@ -28,6 +28,10 @@ namespace lipsync::platform {
 std::filesystem::path PathFromUtf8(std::string_view utf8);
 std::string PathToUtf8(const std::filesystem::path& path);
 
+// The whole file at the UTF-8 `path`; `what` names it in errors ("model file 'x' does not
+// exist"): NotFound when it is not a file that opens, DataLoss when reading fails.
+Result<std::string> ReadWholeFile(const std::string& path, const std::string& what = "file");
+
 // Memory aligned to `alignment` (a power of two; `bytes` a multiple of it); null when out of
 // memory. Freed with AlignedFree (Windows' CRT has no std::aligned_alloc).
 void* AlignedAlloc(size_t alignment, size_t bytes);

@@ -1,5 +1,7 @@
 // The parts of platform.h that are the same everywhere.
 #include <cstdio>
+#include <fstream>
+#include <iterator>
 #include <random>
 
 #include "core/platform.h"
@@ -36,6 +38,19 @@ NewFile& NewFile::operator=(NewFile&& other) noexcept {
 }
 
 NewFile::~NewFile() { Close(); }
+
+Result<std::string> ReadWholeFile(const std::string& path, const std::string& what) {
+  const std::filesystem::path file = PathFromUtf8(path);
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(file, ec)) {
+    return NotFound(what + " '" + path + "' does not exist");
+  }
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return NotFound("cannot open " + what + " '" + path + "'");
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) return DataLoss("error reading " + what + " '" + path + "'");
+  return bytes;
+}
 
 Result<std::string> MakeTempFolder(const std::string& prefix) {
   std::error_code ec;

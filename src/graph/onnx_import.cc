@@ -4,9 +4,7 @@
 
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <set>
-#include <sstream>
 
 #include "core/platform.h"
 #include "graph/external_data.h"
@@ -314,17 +312,9 @@ Result<OnnxModel> ParseOnnxModel(const std::string& bytes, const std::string& or
 }
 
 Result<OnnxModel> LoadOnnxModel(const std::string& path) {
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(platform::PathFromUtf8(path), ec)) {
-    return NotFound("model file '" + path + "' does not exist");
-  }
-  std::ifstream file(platform::PathFromUtf8(path), std::ios::binary);
-  if (!file) return NotFound("cannot open model file '" + path + "'");
-  std::ostringstream buffer;
-  buffer << file.rdbuf();
-  if (!file.good() && !file.eof()) return DataLoss("error reading '" + path + "'");
+  LIPSYNC_ASSIGN_OR_RETURN(std::string bytes, platform::ReadWholeFile(path, "model file"));
   ExternalDataFiles external(ModelFolder(path));
-  return ParseModel(buffer.str(), path, &external);
+  return ParseModel(bytes, path, &external);
 }
 
 }  // namespace lipsync::graph

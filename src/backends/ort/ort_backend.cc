@@ -8,7 +8,6 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
 #include <iterator>
 #include <mutex>
 #include <new>
@@ -326,10 +325,8 @@ class OrtBackend final : public Backend {
   std::vector<const char*> input_name_ptrs_, output_name_ptrs_;
 };
 
-Result<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(platform::PathFromUtf8(path), std::ios::binary);
-  if (!in) return NotFound("cannot open model file '" + path + "'");
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+Result<std::string> ReadModelFile(const std::string& path) {
+  LIPSYNC_ASSIGN_OR_RETURN(std::string bytes, platform::ReadWholeFile(path, "model file"));
   if (bytes.empty()) return DataLoss("model file '" + path + "' is empty");
   return bytes;
 }
@@ -387,7 +384,7 @@ Result<LoadedBackend> CreateOrtBackend(const std::string& model_path, const Engi
     return InvalidArgument("unknown provider '" + o.provider +
                            "' (use cpu, cuda, tensorrt or dml)");
   }
-  LIPSYNC_ASSIGN_OR_RETURN(std::string bytes, ReadFile(model_path));
+  LIPSYNC_ASSIGN_OR_RETURN(std::string bytes, ReadModelFile(model_path));
   SharedEnv();  // ORT's logger must exist before provider options are made
   auto parsed = ReadOnnxHeader(bytes);
   if (!parsed.ok()) return parsed.status().WithContext("model '" + model_path + "'");

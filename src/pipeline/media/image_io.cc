@@ -3,7 +3,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 
 #include "core/platform.h"
 #include "lipsync/face.h"
@@ -45,14 +44,7 @@ Result<Image> DecodeImage(std::string_view bytes, const std::string& what) {
 }
 
 Result<Image> LoadImage(const std::string& path) {
-  std::error_code ec;
-  const std::filesystem::path file = platform::PathFromUtf8(path);
-  if (!std::filesystem::is_regular_file(file, ec)) {
-    return NotFound("image file '" + path + "' does not exist");
-  }
-  std::ifstream in(file, std::ios::binary);
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) return DataLoss("cannot read image '" + path + "'");
+  LIPSYNC_ASSIGN_OR_RETURN(std::string bytes, platform::ReadWholeFile(path, "image file"));
   return DecodeImage(bytes, "image '" + path + "'");
 }
 
