@@ -165,7 +165,8 @@ TEST(LipSyncStream, GivenInputsRunAsGivenAndSeveralThreadsTakeEachFrameOnce) {
   ASSERT_TRUE(reader.ok()) << reader.status().ToString();
   std::vector<Image> images;
   for (int64_t i = 0; i < m.avatar.frame_count(); ++i) images.push_back((*reader)->Read(i).value());
-  DecodedFrames frames(images, m.avatar.crop_rects(), m.layout, /*crops=*/false);  // not needed
+  const FrameStore store = FrameStore::Decoded(std::move(images));
+  StoredFrames frames(store, m.avatar.crop_rects(), m.layout, /*crops=*/false);  // not needed
 
   // Random inputs; the faces one byte off float alignment, as a request's bytes may be.
   std::mt19937 random(7);

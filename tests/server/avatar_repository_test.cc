@@ -12,6 +12,7 @@
 
 #include "avatar_test_util.h"
 #include "core/arena_pool.h"
+#include "lipsync/video.h"
 #include "server/core/avatar_registry.h"
 #include "test_avatars.h"
 
@@ -194,7 +195,7 @@ TEST(AvatarRepository, LoadUnloadStormsKeepTheInvariants) {
       for (int k = 0; k < 3; ++k) {
         std::this_thread::yield();
         if (registry.Find(id).get() != lease->get()) failed = true;  // evicted while in use
-        if ((*lease)->backgrounds.size() != 2 || !(*lease)->unet) failed = true;
+        if ((*lease)->frames.size() != 2 || !(*lease)->unet) failed = true;
       }
       (*lease)->RecordRequest(1.0);
       ++served;
@@ -358,27 +359,96 @@ TEST(AvatarRepository, AWarmUpRunsEachBatchSizeOnceAsTheAvatarLoads) {
   EXPECT_STREQ(runtime::OriginName(runtime::Origin::kWarmup), "warmup");
 }
 
-// An avatar's frames are decoded at load on every core, each into its place; a frame that does not
-// decode fails the load with the file's name, and the rest serves.
-TEST(AvatarRepository, FramesDecodeInOrderAndABrokenOneFailsTheLoad) {
+// An avatar's frames are read at load on every core, each into its place, decoded or kept encoded
+// (the files' bytes, far fewer than their pixels); a frame that does not decode fails the load
+// with the file's name either way, and the rest serves.
+TEST(AvatarRepository, FramesLoadInOrderAndABrokenOneFailsTheLoad) {
   ScratchDir root;
   constexpr int kFrames = 24;
   WriteTestAvatar(root.path(), "many", kFrames, 224, 128);
   WriteTestAvatar(root.path(), "broken", kFrames, 224, 128);
   WriteFile(root / "broken/frames/000017.png", "not a picture");
-  AvatarRegistry registry(TestRegistryOptions(root.path()));
-  auto broken = registry.Load("broken");
-  ASSERT_FALSE(broken.ok());
-  EXPECT_MESSAGE(broken.status(), "000017.png");
-  EXPECT_MESSAGE(broken.status(), "loading avatar 'broken'");
-  auto many = registry.Load("many");
-  ASSERT_TRUE(many.ok()) << many.status().ToString();
-  ASSERT_EQ((*many)->backgrounds.size(), static_cast<size_t>(kFrames));
+  int64_t file_bytes = 0;
   for (int i = 0; i < kFrames; ++i) {
-    EXPECT_EQ((*many)->backgrounds[static_cast<size_t>(i)].bgr,
-              lipsync::testing::PatternImage(224, 128, i).bgr)
-        << "frame " << i;
+    char name[32];
+    std::snprintf(name, sizeof(name), "many/frames/%06d.png", i);
+    file_bytes += static_cast<int64_t>(std::filesystem::file_size(root / name));
   }
+  for (auto storage : {stream::FrameStorage::kDecoded, stream::FrameStorage::kEncoded}) {
+    SCOPED_TRACE(stream::FrameStorageName(storage));
+    auto options = TestRegistryOptions(root.path());
+    options.frames = storage;
+    AvatarRegistry registry(options);
+    auto broken = registry.Load("broken");
+    ASSERT_FALSE(broken.ok());
+    EXPECT_MESSAGE(broken.status(), "000017.png");
+    EXPECT_MESSAGE(broken.status(), "loading avatar 'broken'");
+    auto many = registry.Load("many");
+    ASSERT_TRUE(many.ok()) << many.status().ToString();
+    const stream::FrameStore& frames = (*many)->frames;
+    ASSERT_EQ(frames.storage(), storage);
+    ASSERT_EQ(frames.size(), kFrames);
+    for (int i = 0; i < kFrames; ++i) {
+      auto frame = frames.Copy(i);
+      ASSERT_TRUE(frame.ok()) << frame.status().ToString();
+      EXPECT_EQ(frame->bgr, lipsync::testing::PatternImage(224, 128, i).bgr) << "frame " << i;
+    }
+    const int64_t decoded_bytes = int64_t{kFrames} * 224 * 128 * 3;
+    EXPECT_EQ(frames.bytes(),
+              storage == stream::FrameStorage::kDecoded ? decoded_bytes : file_bytes);
+    EXPECT_EQ(
+        (*many)->memory_bytes,
+        frames.bytes() + static_cast<int64_t>(std::filesystem::file_size(root / "many/unet.onnx")));
+    EXPECT_FALSE(frames.Copy(kFrames).ok());
+  }
+}
+
+// A video avatar's frames kept encoded are PNG: lossless, so every frame decodes to the pixels
+// the decoded store holds, in a part of their memory.
+TEST(AvatarRepository, VideoFramesKeptEncodedGiveTheDecodedPixels) {
+  ScratchDir root;
+  constexpr int kFrames = 9, kW = 160, kH = 96;
+  WriteTestAvatar(root.path(), "clip", kFrames, kW, kH);
+  VideoWriterOptions vo;
+  vo.width = kW;
+  vo.height = kH;
+  vo.audio = false;
+  {
+    auto writer = VideoWriter::Create(root / "clip/frames.mp4", vo);
+    ASSERT_TRUE(writer.ok()) << writer.status().ToString();
+    for (int i = 0; i < kFrames; ++i) {
+      ASSERT_TRUE((*writer)->WriteFrame(lipsync::testing::PatternImage(kW, kH, i)).ok());
+    }
+    ASSERT_TRUE((*writer)->Finish().ok());
+  }
+  std::filesystem::remove_all(root / "clip/frames");
+  WriteFile(root / "clip/avatar.json",
+            R"({"format": "lipsync-avatar", "version": 1, "name": "clip", "fps": 25,
+    "model_size": 320, "model": "unet.onnx", "audio_encoder": "enc.onnx", "frames": "frames.mp4",
+    "crop_rects": "crop_rects.json"})");
+  std::vector<std::shared_ptr<LoadedAvatar>> held;
+  std::vector<std::unique_ptr<AvatarRegistry>> registries;
+  for (auto storage : {stream::FrameStorage::kDecoded, stream::FrameStorage::kEncoded}) {
+    auto options = TestRegistryOptions(root.path());
+    options.frames = storage;
+    registries.push_back(std::make_unique<AvatarRegistry>(options));
+    auto clip = registries.back()->Load("clip");
+    ASSERT_TRUE(clip.ok()) << clip.status().ToString();
+    ASSERT_TRUE((*clip)->avatar.frames_are_video());
+    ASSERT_EQ((*clip)->frames.storage(), storage);
+    ASSERT_EQ((*clip)->frames.size(), kFrames);
+    held.push_back(*clip);
+  }
+  const stream::FrameStore& decoded = held[0]->frames;
+  const stream::FrameStore& encoded = held[1]->frames;
+  for (int i = 0; i < kFrames; ++i) {
+    auto want = decoded.Get(i);
+    auto got = encoded.Get(i);
+    ASSERT_TRUE(want.ok() && got.ok()) << "frame " << i;
+    EXPECT_EQ((*got)->bgr, (*want)->bgr) << "frame " << i;
+  }
+  EXPECT_LT(encoded.bytes(), decoded.bytes());
+  EXPECT_EQ(decoded.bytes(), int64_t{kFrames} * kW * kH * 3);
 }
 
 // The server's log while it lives: a ring of the last lines, the previous logger restored after.
@@ -516,8 +586,8 @@ TEST(AvatarRepository, GoServerConfigLoadsTheFixtureAvatar) {
   EXPECT_EQ(r.Available(), (std::vector<std::string>{"anna", "badtype", "nokeys"}));
   auto anna = r.Load("anna");
   ASSERT_TRUE(anna.ok()) << anna.status().ToString();
-  ASSERT_EQ((*anna)->backgrounds.size(), 12u);
-  EXPECT_EQ((*anna)->backgrounds[5].bgr,
+  ASSERT_EQ((*anna)->frames.size(), 12);
+  EXPECT_EQ((*anna)->frames.Copy(5)->bgr,
             LoadImage(FixturePath("dataset/full_body_img/5.png"))->bgr);
   EXPECT_EQ((*anna)->avatar.crop_rects()[3], (CropRect{33, 20, 110, 100}));
   // The cache holds one avatar folder, anna-<hash of the config's path>.

@@ -40,20 +40,24 @@ struct Fixture {
 };
 
 // The monolithic service over the avatars under `root`, on its own port when `own_listen` is set.
-ServerOptions MonolithicServerOptions(const std::string& root, const std::string& own_listen) {
+ServerOptions MonolithicServerOptions(
+    const std::string& root, const std::string& own_listen,
+    stream::FrameStorage frames = stream::FrameStorage::kDecoded) {
   ServerOptions options = testing::Options(1, 0);
   options.batching.preferred_batch = 1;
   options.monolithic = true;
   options.monolithic_listen = own_listen;
   options.monolithic_options.avatars = testing::TestRegistryOptions(root);
+  options.monolithic_options.avatars.frames = frames;
   options.monolithic_options.avatars.engine.max_batch = 16;  // batch 32 runs as two
   return options;
 }
 
-std::unique_ptr<Fixture> Start(const std::string& own_listen = "") {
+std::unique_ptr<Fixture> Start(const std::string& own_listen = "",
+                               stream::FrameStorage frames = stream::FrameStorage::kDecoded) {
   auto f = std::make_unique<Fixture>();
   WriteTestAvatar(f->root.path(), "anna");
-  f->server = testing::StartServer(MonolithicServerOptions(f->root.path(), own_listen));
+  f->server = testing::StartServer(MonolithicServerOptions(f->root.path(), own_listen, frames));
   if (!f->server) return nullptr;
   auto channel = f->server->channel;
   if (!own_listen.empty()) {
@@ -178,15 +182,26 @@ TEST(Monolithic, FramesAreBackgroundsWithTheFacePasted) {
 }
 
 // The served frames against the UNet, audio module and paste run here on the same inputs; the
-// batch starts two frames before the avatar's end, so it wraps round to frame 0.
-TEST(Monolithic, ServedFramesEqualEngineAndPaste) {
-  auto f = Start();
+// batch starts two frames before the avatar's end, so it wraps round to frame 0. Avatars whose
+// frames are kept encoded serve the same.
+class MonolithicFrames : public ::testing::TestWithParam<stream::FrameStorage> {};
+
+INSTANTIATE_TEST_SUITE_P(Storage, MonolithicFrames,
+                         ::testing::Values(stream::FrameStorage::kDecoded,
+                                           stream::FrameStorage::kEncoded),
+                         [](const auto& info) { return stream::FrameStorageName(info.param); });
+
+TEST_P(MonolithicFrames, ServedFramesEqualEngineAndPaste) {
+  auto f = Start("", GetParam());
   ASSERT_TRUE(f);
   const int batch = 4, start = kFrames - 2;
   auto request = MakeRequest(batch, start, 11);
   auto response = Call(*f, request);
   ASSERT_TRUE(response.success()) << response.error();
   ASSERT_EQ(response.composited_frames_size(), batch);
+  auto served_by = f->server->server->avatars()->Find("anna");
+  ASSERT_NE(served_by, nullptr);
+  ASSERT_EQ(served_by->frames.storage(), GetParam());
 
   auto avatar = LoadAvatar(f->root / "anna");
   ASSERT_TRUE(avatar.ok()) << avatar.status().ToString();

@@ -137,7 +137,8 @@ class SessionTest : public ::testing::Test {
  protected:
   void SetUp() override { StartWith(SessionOptions{}); }
 
-  void StartWith(SessionOptions sessions) {
+  void StartWith(SessionOptions sessions,
+                 stream::FrameStorage frames = stream::FrameStorage::kDecoded) {
     for (const char* id : {"anna", "bob"}) {
       if (std::filesystem::exists(root_ / id)) continue;
       AvatarImportOptions o;
@@ -152,6 +153,7 @@ class SessionTest : public ::testing::Test {
     options.batching.preferred_batch = 1;
     options.monolithic_options.avatars.root = root_.path();
     options.monolithic_options.avatars.engine.intra_op_threads = 1;
+    options.monolithic_options.avatars.frames = frames;
     options.sessions = sessions;
     server_ = testing::StartServer(options);
     ASSERT_TRUE(server_);
@@ -225,6 +227,20 @@ TEST_F(SessionTest, Int16AudioGivesTheRenderFrames) {
   auto got = RunSession(*stub_, StartMessage("bob", lipsync::v1::SAMPLE_FORMAT_S16LE),
                         Bytes(pcm.data(), pcm.size() * 2), 1000 * 2);
   ExpectFramesEqual(got, want, "int16 chunks of 1000 samples");
+}
+
+// An avatar whose frames are kept encoded (its PNG files' bytes, decoded for each frame served)
+// gives the same frames as render.
+TEST_F(SessionTest, EncodedFramesGiveTheRenderFrames) {
+  StartWith(SessionOptions{}, stream::FrameStorage::kEncoded);
+  const auto pcm = Speech(1.7, 3.0);
+  WriteWav(scratch_ / "e.wav", pcm.data(), pcm.size(), 4, 3);
+  const auto want = RenderFrames(root_ / "anna", scratch_ / "e.wav", scratch_ / "render_e");
+  auto got = RunSession(*stub_, StartMessage("anna"), Bytes(pcm.data(), pcm.size() * 4), 3200 * 4);
+  ExpectFramesEqual(got, want, "encoded frames");
+  auto served_by = server_->server->avatars()->Find("anna");
+  ASSERT_NE(served_by, nullptr);
+  EXPECT_EQ(served_by->frames.storage(), stream::FrameStorage::kEncoded);
 }
 
 TEST_F(SessionTest, FrameCountsAndJpeg) {
@@ -453,14 +469,13 @@ TEST_F(SessionTest, MaxSessionsIsEnforced) {
 // A live stream on a loaded avatar, as a session opens one: `batch` frames per job, `open`
 // batches under way at most.
 struct LiveStream {
-  std::unique_ptr<stream::DecodedFrames> frames;
+  std::unique_ptr<stream::StoredFrames> frames;
   std::unique_ptr<stream::LipSyncStream> stream;
 };
 
 LiveStream OpenLive(LoadedAvatar& a, int batch, int open) {
   LiveStream live;
-  live.frames =
-      std::make_unique<stream::DecodedFrames>(a.backgrounds, a.avatar.crop_rects(), a.layout);
+  live.frames = std::make_unique<stream::StoredFrames>(a.frames, a.avatar.crop_rects(), a.layout);
   auto sequence = FrameSequence::Create(a.avatar.frame_count(), FrameOrder::kPingPong);
   EXPECT_TRUE(sequence.ok());
   live.stream = std::make_unique<stream::LipSyncStream>(*a.scheduler, a.scheduled, *a.encoder,

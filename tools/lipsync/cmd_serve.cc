@@ -16,6 +16,7 @@
 #include "core/platform.h"
 #include "engine_flags.h"
 #include "lipsync/memory.h"
+#include "pipeline/stream/frame_store.h"
 #include "python_exporter.h"
 #include "server/server.h"
 
@@ -36,6 +37,7 @@ struct ServeArgs {
   // The avatar repository (--avatars DIR|config.yaml).
   std::string preload;
   int64_t avatar_host_mb = 0, avatar_gpu_mb = 0;
+  std::string avatar_frames = "decoded";
   // Where the compatibility services may follow the old servers instead (docs/API.md).
   std::string monolithic_align = "lipsync", monolithic_paste = "lipsync";
   std::string lipsyncsrv_window = "lipsync";
@@ -112,6 +114,9 @@ int RunServe(ServeArgs& args) {
       if (comma > at) avatars.preload.push_back(args.preload.substr(at, comma - at));
       at = comma + 1;
     }
+    auto storage = stream::ParseFrameStorage(args.avatar_frames);
+    if (!storage.ok()) return ReportError(storage.status());
+    avatars.frames = *storage;
     avatars.max_host_bytes = args.avatar_host_mb << 20;
     avatars.max_gpu_bytes = args.avatar_gpu_mb << 20;
   }
@@ -288,6 +293,12 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
                                   "least recently used idle avatars are evicted to stay within)");
   auto* gpu_mb = cmd->add_option("--avatar-gpu-memory-mb", args->avatar_gpu_mb,
                                  "GPU memory budget for loaded avatars in MiB (0: none)");
+  cmd->add_option("--avatar-frames", args->avatar_frames,
+                  "how loaded avatars keep their frames: decoded (fastest to serve) or encoded "
+                  "(the image files' bytes, a video's frames as PNG: a small part of the memory, "
+                  "one image decode per frame served)")
+      ->check(CLI::IsMember({"decoded", "encoded"}))
+      ->capture_default_str();
   cmd->add_option("--avatar-encoder", args->server.monolithic_options.avatars.audio_encoder,
                   "audio encoder ONNX for the Go server's models (when its config names none)");
   cmd->add_option("--avatar-cache", args->server.monolithic_options.avatars.cache_dir,

@@ -17,15 +17,22 @@ Status CheckFrameIndex(int64_t index, int64_t count) {
 
 }  // namespace
 
-Result<SourceFrame> DecodedFrames::Read(int64_t index) {
-  LIPSYNC_RETURN_IF_ERROR(CheckFrameIndex(index, static_cast<int64_t>(frames_.size())));
+Result<SourceFrame> StoredFrames::Read(int64_t index) {
+  LIPSYNC_RETURN_IF_ERROR(CheckFrameIndex(index, frames_.size()));
   SourceFrame out;
   out.rect = rects_[static_cast<size_t>(index)];
-  // Not owned: the vector outlives the source.
-  out.decoded =
-      std::shared_ptr<const Image>(std::shared_ptr<void>(), &frames_[static_cast<size_t>(index)]);
-  if (!crops_) return out;
-  auto crop = CropFace(*out.decoded, out.rect, layout_);
+  if (!crops_) {
+    out.store = &frames_;
+    out.store_index = index;
+    return out;
+  }
+  // A decoded frame is read in place and copied at paste time; an encoded one is decoded once.
+  if (frames_.storage() == FrameStorage::kDecoded) {
+    LIPSYNC_ASSIGN_OR_RETURN(out.decoded, frames_.Get(index));
+  } else {
+    LIPSYNC_ASSIGN_OR_RETURN(out.frame, frames_.Copy(index));
+  }
+  auto crop = CropFace(out.decoded ? *out.decoded : out.frame, out.rect, layout_);
   if (!crop.ok()) return crop.status().WithContext("avatar frame " + std::to_string(index));
   out.crop = std::move(*crop);
   return out;

@@ -1,6 +1,7 @@
 // Where a lip-sync stream's avatar frames come from: each whole frame with its face crop and
-// rectangle. The server keeps its avatars' frames decoded in memory; render decodes them from the
-// avatar's files, ahead of the walk on helper threads, and keeps the recent ones.
+// rectangle. The server keeps its avatars' frames in memory (FrameStore, decoded or encoded);
+// render decodes them from the avatar's files, ahead of the walk on helper threads, and keeps the
+// recent ones.
 #pragma once
 
 #include <condition_variable>
@@ -16,15 +17,19 @@
 
 #include "lipsync/avatar.h"
 #include "lipsync/frames.h"
+#include "pipeline/stream/frame_store.h"
 
 namespace lipsync::stream {
 
 // One avatar frame as the stream uses it: the crop is pasted into, and then the frame: `frame`,
-// or when `decoded` is set a copy of it made at paste time (so that a frame waiting for its batch
-// holds only its crop, and a kept frame is not copied on the frames stage's thread).
+// or when `decoded` is set a copy of it made at paste time, or when `store` is set frame
+// `store_index` of it, copied or decoded at paste time (so that a frame waiting for its batch
+// holds only its crop, and a kept frame is not copied or decoded on the frames stage's thread).
 struct SourceFrame {
   Image frame;
   std::shared_ptr<const Image> decoded;
+  const FrameStore* store = nullptr;
+  int64_t store_index = -1;
   Image crop;  // CropFace(frame, rect, layout); empty when the source leaves it to paste time
   CropRect rect;
 };
@@ -40,18 +45,19 @@ class FrameSource {
   virtual void Expect(int64_t /*index*/) {}
 };
 
-// Frames already decoded (a loaded avatar's); the crop is cut on each read, or with `crops` false
-// left to paste time, for a stream given its faces (which needs none before; the pastes run in
-// parallel where the reads do not). The vectors must outlive the source.
-class DecodedFrames final : public FrameSource {
+// Frames held in memory (a loaded avatar's); the crop is cut on each read (an encoded frame decoded
+// for it), or with `crops` false left to paste time with the frame's copy or decode, for a stream
+// given its faces (which needs none before; the pastes run in parallel where the reads do not).
+// The store and the rectangles must outlive the source.
+class StoredFrames final : public FrameSource {
  public:
-  DecodedFrames(const std::vector<Image>& frames, const std::vector<CropRect>& rects,
-                const FaceLayout& layout, bool crops = true)
+  StoredFrames(const FrameStore& frames, const std::vector<CropRect>& rects,
+               const FaceLayout& layout, bool crops = true)
       : frames_(frames), rects_(rects), layout_(layout), crops_(crops) {}
   Result<SourceFrame> Read(int64_t index) override;
 
  private:
-  const std::vector<Image>& frames_;
+  const FrameStore& frames_;
   const std::vector<CropRect>& rects_;
   FaceLayout layout_;
   bool crops_;

@@ -423,7 +423,16 @@ Result<std::optional<StreamFrame>> LipSyncStream::Next() {
     face = converted.data();
   }
   StreamFrame out;
-  out.frame = source.decoded ? *source.decoded : std::move(source.frame);
+  if (source.store) {
+    auto frame = source.store->Copy(source.store_index);
+    if (!frame.ok()) {
+      Stop(frame.status());
+      return frame.status();
+    }
+    out.frame = std::move(*frame);
+  } else {
+    out.frame = source.decoded ? *source.decoded : std::move(source.frame);
+  }
   if (source.crop.bgr.empty() && !options_.paste) {  // left to paste time (given faces)
     auto crop = CropFace(out.frame, source.rect, layout_);
     if (!crop.ok()) {

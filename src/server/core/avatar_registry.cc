@@ -10,7 +10,7 @@
 #include <set>
 
 #include "lipsync/memory.h"
-#include "server/core/for_each_frame.h"
+#include "server/core/avatar_frames.h"
 
 namespace lipsync::server {
 namespace {
@@ -66,9 +66,9 @@ void SetEncoder(LoadedAvatar& loaded, std::shared_ptr<AudioEncoder> encoder,
 // run: a GPU server whose avatars quietly run on the CPU is the first thing an operator looks for.
 void LogLoad(const LoadedAvatar& a, bool encoder_shared) {
   spdlog::info(
-      "loaded avatar '{}' in {:.0f} ms: {} frames, {}, UNet on {}, audio encoder on {}{}{}", a.id,
-      a.load_ms, a.backgrounds.size(), Mib(a.memory_bytes), BackendOf(*a.unet),
-      BackendOf(a.encoder->engine()),
+      "loaded avatar '{}' in {:.0f} ms: {} frames ({}), {}, UNet on {}, audio encoder on {}{}{}",
+      a.id, a.load_ms, a.frames.size(), stream::FrameStorageName(a.frames.storage()),
+      Mib(a.memory_bytes), BackendOf(*a.unet), BackendOf(a.encoder->engine()),
       encoder_shared ? " (shared with a loaded avatar)"
                      : fmt::format(" ({})", Mib(a.encoder_host_bytes)),
       a.warmed_batch > 0 ? fmt::format(", UNet warmed at batches 1 to {}", a.warmed_batch) : "");
@@ -361,39 +361,12 @@ Result<AvatarRegistry::Candidate> AvatarRegistry::Prepare(const std::string& id)
   }
   const int64_t models =
       FileBytes(a.model_path()) + (c.loaded->encoder ? 0 : c.encoder_model.bytes);
-  c.host_bytes = models + a.frame_count() * a.width() * a.height() * 3;
+  c.host_bytes = models + ExpectedFrameBytes(a, options_.frames);
   c.gpu_bytes = gpu_id() >= 0 ? models : 0;
   return c;
 }
 
 namespace {
-
-// The avatar's frames, decoded on every core (a 1920x1080 PNG frame takes tens of milliseconds,
-// and an avatar of a few minutes has thousands); a video's in order, by its one reader.
-Status DecodeBackgrounds(LoadedAvatar& loaded) {
-  const Avatar& a = loaded.avatar;
-  const std::string where = "loading avatar '" + loaded.id + "'";
-  LIPSYNC_ASSIGN_OR_RETURN(auto reader, a.OpenFrames());
-  const int count = static_cast<int>(a.frame_count());
-  loaded.backgrounds.resize(static_cast<size_t>(count));
-  const auto read = [&](int i) -> Status {
-    LIPSYNC_ASSIGN_OR_RETURN(loaded.backgrounds[static_cast<size_t>(i)], reader->Read(i));
-    return Status::Ok();
-  };
-  if (a.frames_are_video()) {
-    for (int i = 0; i < count; ++i) {
-      if (Status status = read(i); !status.ok()) return status.WithContext(where);
-    }
-    return Status::Ok();
-  }
-  // An image folder's reader keeps no state between frames.
-  std::vector<Status> statuses(static_cast<size_t>(count));
-  ForEachFrame(count, read, &statuses);
-  for (const Status& status : statuses) {
-    if (!status.ok()) return status.WithContext(where);
-  }
-  return Status::Ok();
-}
 
 // Runs the UNet once at each batch size loaded.warmed_batch..1 as live sessions do (the frame
 // form's uint8 faces, zeros), one batch at a time. Largest first: the CUDA backend's working
@@ -450,11 +423,11 @@ Status AvatarRegistry::LoadModels(Candidate& c) const {
     SetEncoder(loaded, std::move(*encoder), c.encoder_model);
   }
 
-  LIPSYNC_RETURN_IF_ERROR(DecodeBackgrounds(loaded));
+  auto frames = LoadAvatarFrames(a, options_.frames);
+  if (!frames.ok()) return frames.status().WithContext("loading avatar '" + id + "'");
+  loaded.frames = std::move(*frames);
   const int64_t models = FileBytes(a.model_path());
-  int64_t bytes = models;
-  for (const Image& frame : loaded.backgrounds) bytes += static_cast<int64_t>(frame.bgr.size());
-  loaded.memory_bytes = bytes;
+  loaded.memory_bytes = models + loaded.frames.bytes();
   // On the GPU only when the engine really runs there (a GPU provider may fall back to the CPU).
   const bool on_gpu = loaded.unet->capabilities().device_id >= 0;
   loaded.gpu_bytes = on_gpu ? models : 0;
@@ -716,7 +689,7 @@ void AvatarRegistry::RenderDeviceMetrics(std::string* out) const {
   for (const auto& a : Loaded()) {
     add_weights(*a->unet);
     if (encoders.insert(a->encoder.get()).second) add_weights(a->encoder->engine());
-    for (const Image& image : a->backgrounds) frames += static_cast<int64_t>(image.bgr.size());
+    frames += a->frames.bytes();
   }
   const HostMemoryStats pool = HostMemory().stats();
   *out +=

@@ -26,6 +26,7 @@
 #include "lipsync/audio.h"
 #include "lipsync/avatar.h"
 #include "lipsync/engine.h"
+#include "pipeline/stream/frame_store.h"
 #include "runtime/scheduler.h"
 #include "server/core/avatar_catalog.h"
 #include "server/core/shared_encoders.h"
@@ -50,8 +51,8 @@ struct LoadedAvatar {
   std::shared_ptr<AudioEncoder> encoder;
   UnetInputs roles;
   FaceLayout layout;
-  std::vector<Image> backgrounds;  // frame i, decoded once at load
-  // What counts against the budgets. The avatar's own: host, its backgrounds and UNet file; GPU,
+  stream::FrameStore frames;  // read once at load, decoded or encoded (AvatarRegistryOptions)
+  // What counts against the budgets. The avatar's own: host, its frames and UNet file; GPU,
   // the UNet file when the UNet runs on a GPU. Its encoder's (model files; GPU bytes when it runs
   // on a GPU) count once however many avatars share it.
   int64_t memory_bytes = 0;
@@ -81,7 +82,11 @@ struct AvatarRegistryOptions {
   std::string root;
   EngineOptions engine;  // for both models of every avatar
   int max_models = 8;    // avatars loaded at once at most
-  // Budgets in bytes (0: none): host memory for loaded avatars (decoded frames and model files)
+  // How avatars' frames are held: decoded (each frame's pixels, no work per use) or encoded (the
+  // image files' bytes, or a video's frames as PNG: a tenth to a thirtieth of the memory, one
+  // decode per frame served; docs/PERFORMANCE.md measures both).
+  stream::FrameStorage frames = stream::FrameStorage::kDecoded;
+  // Budgets in bytes (0: none): host memory for loaded avatars (their frames and model files)
   // and the working memory of runs (the host pool's, lipsync/memory.h), and GPU memory (the model
   // files, when the engine runs on a GPU, and the device pool's working memory).
   int64_t max_host_bytes = 0;

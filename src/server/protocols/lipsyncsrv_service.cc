@@ -240,7 +240,12 @@ Status LipSyncSrvService::RunFrames(Clock::time_point start, const Result<Avatar
     Status status = Status::Ok();
     for (int k = 0; k < batch && status.ok(); ++k) {
       const auto index = static_cast<size_t>(frames[static_cast<size_t>(k)]);
-      auto crop = CropFace(a.backgrounds[index], a.avatar.crop_rects()[index], a.layout);
+      auto frame = a.frames.Get(static_cast<int64_t>(index));
+      if (!frame.ok()) {
+        status = frame.status();
+        break;
+      }
+      auto crop = CropFace(**frame, a.avatar.crop_rects()[index], a.layout);
       if (!crop.ok()) {
         status = crop.status();
         break;

@@ -128,8 +128,7 @@ Result<std::vector<Image>> ComposeBatch(LoadedAvatar& a,
       FrameSequence walk,
       FrameSequence::Create(n, FrameOrder::kLoop, request.start_frame_idx() % n));
   // Crops only at paste time, on the pool: the faces are given.
-  stream::DecodedFrames avatar_frames(a.backgrounds, a.avatar.crop_rects(), a.layout,
-                                      /*crops=*/false);
+  stream::StoredFrames avatar_frames(a.frames, a.avatar.crop_rects(), a.layout, /*crops=*/false);
   stream::StreamOptions options;
   options.fps = a.avatar.manifest().fps;
   options.batch = batch;

@@ -234,7 +234,7 @@ class SessionCall final : public grpc::ServerBidiReactor<SessionRequest, Session
   std::string id_;
   SessionStart options_;
   std::shared_ptr<LoadedAvatar> avatar_;
-  std::unique_ptr<stream::DecodedFrames> frames_;
+  std::unique_ptr<stream::StoredFrames> frames_;
   std::unique_ptr<stream::LipSyncStream> stream_;  // before frames_ and avatar_ go
   int64_t frames_sent_ = 0;
   std::optional<Clock::time_point> first_frame_at_;
@@ -267,8 +267,8 @@ Status SessionCall::Open(const SessionStart& start) {
       start.has_start_frame() ? start.start_frame() : FrameSequence::kDefaultStart);
   if (!sequence.ok()) return sequence.status().WithContext("avatar '" + start.model_id() + "'");
   service_->JoinAvatar(avatar_.get());
-  frames_ = std::make_unique<stream::DecodedFrames>(avatar_->backgrounds,
-                                                    avatar_->avatar.crop_rects(), avatar_->layout);
+  frames_ = std::make_unique<stream::StoredFrames>(avatar_->frames, avatar_->avatar.crop_rects(),
+                                                   avatar_->layout);
   stream::StreamOptions so = LiveStreamOptions(*avatar_, service_->options_.max_batch,
                                                service_->options_.batches_under_way);
   so.on_batch_done = [signal = signal_] {
