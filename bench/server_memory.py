@@ -3,13 +3,15 @@ preloaded and idle, the peak while a batch of B frames (InferBatchComposite) run
 in turn, and the memory at rest once the server has given its idle memory back.
 
     /usr/bin/python3 bench/server_memory.py --bin build/tools/lipsync/lipsync \
-        --avatar models/demo_avatar [--count 8] [--batch 32] [--budget-mb 0] [--json out.json]
+        --avatar models/demo_avatar [--count 8] [--batch 32] [--budget-mb 0] [--json out.json] \
+        [--serve-arg=--avatar-frames --serve-arg=encoded]
 """
 import argparse
 import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,6 +57,8 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--budget-mb", type=int, default=0, help="--avatar-memory-mb (0: none)")
     parser.add_argument("--json")
+    parser.add_argument("--serve-arg", action="append", default=[],
+                        help="a further argument of lipsync serve (repeat for each)")
     args = parser.parse_args()
 
     work = tempfile.mkdtemp(prefix="lipsync-server-memory-")
@@ -69,7 +73,7 @@ def main():
             [args.bin, "serve", "--listen", address, "--avatars", os.path.join(work, "avatars"),
              "--monolithic", "--threads", str(args.threads), "--max-avatars", str(args.count),
              "--avatar-memory-mb", str(args.budget_mb), "--preload", ",".join(ids),
-             "--log-level", "warn"])
+             "--log-level", "warn"] + args.serve_arg)
         try:
             channel = grpc.insecure_channel(address, options=[
                 ("grpc.max_send_message_length", 256 * MIB),
@@ -103,7 +107,8 @@ def main():
     print(f"{args.count} avatars loaded and idle: {result['idle_mib']:.0f} MiB resident, "
           f"{result['idle_threads']} threads; "
           f"peak during batch-{args.batch} requests on each in turn: {result['peak_mib']:.0f} "
-          f"MiB; at rest afterwards: {result['at_rest_mib']:.0f} MiB")
+          f"MiB; at rest afterwards: {result['at_rest_mib']:.0f} MiB; request seconds, median "
+          f"{statistics.median(result['request_seconds']):.2f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

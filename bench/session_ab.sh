@@ -8,6 +8,8 @@
 # frame latency and of the first frame's latency (`lipsync loadtest --api sessions`: from the chunk
 # that completes a frame's audio to the frame; the client is build B's, or CLIENT's when set), and
 # the server's CPU time per frame over the sessions of each round (user + system, from /proc).
+# FLAGS_A and FLAGS_B, when set, are serve flags for one build only (e.g. the same binary twice,
+# FLAGS_B="--avatar-frames encoded").
 # Usage: bench/session_ab.sh BIN_A BIN_B AVATAR SPEECH [ROUNDS] [SESSIONS] [serve flags...]
 set -euo pipefail
 A="$1" B="$2" AVATAR="$3" SPEECH="$4"
@@ -47,11 +49,13 @@ round() {  # BIN TAG ROUND
   wait "$server" || true
 }
 
+read -ra FLAGS_A <<<"${FLAGS_A:-}"
+read -ra FLAGS_B <<<"${FLAGS_B:-}"
 for r in $(seq "$ROUNDS"); do
-  round "$A" a "$r" "$@"
-  round "$B" b "$r" "$@"
+  round "$A" a "$r" "${FLAGS_A[@]}" "$@"
+  round "$B" b "$r" "${FLAGS_B[@]}" "$@"
 done
-/usr/bin/python3 - "$OUT" <<'PY'
+"$PY" - "$OUT" <<'PY'
 import glob, json, os, statistics, sys
 out = sys.argv[1]
 for tag in "ab":
