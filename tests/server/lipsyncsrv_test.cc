@@ -234,6 +234,32 @@ TEST(LipSyncSrv, BatchAnswersEachFrameInOrder) {
   }
 }
 
+// An avatar whose frames are kept encoded (the package's video frames as PNG) answers the same
+// faces, each frame decoded for its crop.
+TEST(LipSyncSrv, EncodedFramesAnswerTheSameFaces) {
+  auto f = Start([](ServerOptions& o) {
+    o.monolithic_options.avatars.frames = stream::FrameStorage::kEncoded;
+  });
+  ASSERT_TRUE(f);
+  const std::vector<int64_t> frames = {5, 0, 3, 4, 1};
+  const auto expected = ExpectedFaces(f->root / "anna", kPackage + "/aud_ave.npy", frames);
+  lipsyncsrv::BatchInferenceRequest request;
+  request.set_model_name("anna");
+  for (int64_t i : frames) request.add_frame_ids(static_cast<int32_t>(i));
+  lipsyncsrv::BatchInferenceResponse response;
+  ASSERT_TRUE(f->stub->GenerateBatchInference(Context().get(), request, &response).ok());
+  ASSERT_EQ(response.responses_size(), static_cast<int>(frames.size()));
+  for (size_t i = 0; i < frames.size(); ++i) {
+    const auto& r = response.responses(static_cast<int>(i));
+    ASSERT_TRUE(r.success()) << r.error();
+    EXPECT_LE(MaxDiff(Decode(r.prediction_data()), expected[i]), kFaceTolerance) << i;
+  }
+  auto served_by = f->server->server->avatars()->Find("anna");
+  ASSERT_NE(served_by, nullptr);
+  EXPECT_EQ(served_by->frames.storage(), stream::FrameStorage::kEncoded);
+  EXPECT_TRUE(served_by->avatar.frames_are_video());
+}
+
 TEST(LipSyncSrv, BatchesAboveTheLimitAreRefused) {
   auto f = Start();
   ASSERT_TRUE(f);
