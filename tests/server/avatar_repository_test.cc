@@ -500,15 +500,17 @@ TEST(AvatarRepository, OwnYamlConfig) {
   WriteTestAvatar(dir / "elsewhere", "bob");
   WriteFile(dir / "avatars.yaml",
             "avatars_root: folders\nmax_models: 3\nhost_memory_mb: 64\npreload: [anna]\n"
-            "avatars:\n  robert: elsewhere/bob\n");
+            "frame_storage: encoded\navatars:\n  robert: elsewhere/bob\n");
   auto registry = AvatarRegistry::Create(TestRegistryOptions(dir / "avatars.yaml"));
   ASSERT_TRUE(registry.ok()) << registry.status().ToString();
   AvatarRegistry& r = **registry;
   EXPECT_EQ(r.Available(), (std::vector<std::string>{"anna", "robert"}));
   EXPECT_EQ(r.max_models(), 3);
   EXPECT_EQ(r.max_host_bytes(), int64_t{64} << 20);
+  EXPECT_EQ(r.frame_storage(), stream::FrameStorage::kEncoded);
   ASSERT_TRUE(r.Preload().ok());
-  EXPECT_NE(r.Find("anna"), nullptr);
+  ASSERT_NE(r.Find("anna"), nullptr);
+  EXPECT_EQ(r.Find("anna")->frames.storage(), stream::FrameStorage::kEncoded);
   EXPECT_TRUE(r.Load("robert").ok());
   EXPECT_EQ(r.Load("bob").status().code(), StatusCode::kNotFound);
 
@@ -516,9 +518,12 @@ TEST(AvatarRepository, OwnYamlConfig) {
   auto options = TestRegistryOptions(dir / "avatars.yaml");
   options.max_models = 1;
   options.max_models_set = true;
+  options.frames = stream::FrameStorage::kDecoded;
+  options.frames_set = true;
   auto capped = AvatarRegistry::Create(options);
   ASSERT_TRUE(capped.ok());
   EXPECT_EQ((*capped)->max_models(), 1);
+  EXPECT_EQ((*capped)->frame_storage(), stream::FrameStorage::kDecoded);
 }
 
 TEST(AvatarRepository, BadYamlIsNamedByLineAndKey) {
@@ -535,6 +540,8 @@ TEST(AvatarRepository, BadYamlIsNamedByLineAndKey) {
                  "'max_models' at line 2, column 13 must be an integer");
   EXPECT_MESSAGE(error_of("avatars_root: folders\nhost_memory_mb: [1]\n"),
                  "'host_memory_mb' at line 2, column 17 must be an integer");
+  EXPECT_MESSAGE(error_of("avatars_root: folders\nframe_storage: zipped\n"),
+                 "'frame_storage' at line 2, column 16 must be decoded or encoded, got 'zipped'");
   EXPECT_MESSAGE(error_of("avatars_root: [folders]\n"), "'avatars_root' at line 1");
   EXPECT_MESSAGE(error_of("avatar_root: folders\n"), "unknown key 'avatar_root' at line 1");
   EXPECT_MESSAGE(error_of("max_models: 2\n"), "names no avatars");

@@ -171,10 +171,10 @@ int RunServe(ServeArgs& args) {
   if (auto* avatars = (*server)->avatars()) {
     spdlog::info(
         "avatars from {}: {} available, {} loaded, at most {} loaded, host budget {} MiB, GPU "
-        "budget {} MiB (0: none){}",
+        "budget {} MiB (0: none), frames kept {}{}",
         args.server.monolithic_options.avatars.root, avatars->Available().size(),
         avatars->Usage().loaded, avatars->max_models(), avatars->max_host_bytes() >> 20,
-        avatars->max_gpu_bytes() >> 20,
+        avatars->max_gpu_bytes() >> 20, stream::FrameStorageName(avatars->frame_storage()),
         args.engine.model.empty() ? "" : "; KServe model repository extension on");
   }
   if (args.server.lipsyncsrv) {
@@ -293,12 +293,14 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
                                   "least recently used idle avatars are evicted to stay within)");
   auto* gpu_mb = cmd->add_option("--avatar-gpu-memory-mb", args->avatar_gpu_mb,
                                  "GPU memory budget for loaded avatars in MiB (0: none)");
-  cmd->add_option("--avatar-frames", args->avatar_frames,
-                  "how loaded avatars keep their frames: decoded (fastest to serve) or encoded "
-                  "(the image files' bytes, a video's frames as PNG: a small part of the memory, "
-                  "one image decode per frame served)")
-      ->check(CLI::IsMember({"decoded", "encoded"}))
-      ->capture_default_str();
+  auto* frames =
+      cmd->add_option(
+             "--avatar-frames", args->avatar_frames,
+             "how loaded avatars keep their frames: decoded (fastest to serve) or encoded "
+             "(the image files' bytes, a video's frames as PNG: a small part of the memory, "
+             "one image decode per frame served)")
+          ->check(CLI::IsMember({"decoded", "encoded"}))
+          ->capture_default_str();
   cmd->add_option("--avatar-encoder", args->server.monolithic_options.avatars.audio_encoder,
                   "audio encoder ONNX for the Go server's models (when its config names none)");
   cmd->add_option("--avatar-cache", args->server.monolithic_options.avatars.cache_dir,
@@ -352,6 +354,7 @@ void AddServeCommand(CLI::App& app, int* exit_code) {
     avatars.max_models_set = max_avatars->count() > 0;
     avatars.max_host_set = host_mb->count() > 0;
     avatars.max_gpu_set = gpu_mb->count() > 0;
+    avatars.frames_set = frames->count() > 0;
     *exit_code = RunServe(*args);
   });
 }

@@ -157,9 +157,9 @@ Status AddOwnConfig(const std::string& path, const YAML::Node& root,
                     const std::string& audio_encoder, std::string* folder_root,
                     std::map<std::string, AvatarSource>* out, AvatarConfigSettings* settings) {
   const std::string where = "avatar config '" + path + "'";
-  static const std::set<std::string> kKeys = {"avatars_root",  "avatars",   "go_config",
-                                              "audio_encoder", "cache_dir", "host_memory_mb",
-                                              "gpu_memory_mb", "preload",   "max_models"};
+  static const std::set<std::string> kKeys = {
+      "avatars_root",   "avatars",       "go_config", "audio_encoder", "cache_dir",
+      "host_memory_mb", "gpu_memory_mb", "preload",   "max_models",    "frame_storage"};
   for (const auto& kv : root) {
     if (!kv.first.IsScalar() || !kKeys.count(kv.first.Scalar())) {
       return InvalidArgument(where + ": unknown key '" + kv.first.Scalar() + "' at " +
@@ -168,7 +168,7 @@ Status AddOwnConfig(const std::string& path, const YAML::Node& root,
   }
   const fs::path base = fs::path(path).parent_path();
   const KeyReader keys(root, where);
-  std::string avatars_root, go_config, encoder, cache_dir;
+  std::string avatars_root, go_config, encoder, cache_dir, frame_storage;
   std::optional<int64_t> host_mb, gpu_mb;
   LIPSYNC_RETURN_IF_ERROR(keys.String("avatars_root", &avatars_root));
   LIPSYNC_RETURN_IF_ERROR(keys.String("go_config", &go_config));
@@ -178,6 +178,15 @@ Status AddOwnConfig(const std::string& path, const YAML::Node& root,
   LIPSYNC_RETURN_IF_ERROR(keys.Integer<int64_t>("host_memory_mb", &host_mb, 0));
   LIPSYNC_RETURN_IF_ERROR(keys.Integer<int64_t>("gpu_memory_mb", &gpu_mb, 0));
   LIPSYNC_RETURN_IF_ERROR(keys.StringList("preload", &settings->preload));
+  LIPSYNC_RETURN_IF_ERROR(keys.String("frame_storage", &frame_storage));
+  if (!frame_storage.empty()) {
+    auto storage = stream::ParseFrameStorage(frame_storage);
+    if (!storage.ok()) {
+      return InvalidArgument(where + ": 'frame_storage' at " + At(root["frame_storage"]) +
+                             " must be decoded or encoded, got '" + frame_storage + "'");
+    }
+    settings->frames = *storage;
+  }
   if (host_mb) settings->max_host_bytes = *host_mb << 20;
   if (gpu_mb) settings->max_gpu_bytes = *gpu_mb << 20;
   settings->cache_dir = Resolve(base, cache_dir);

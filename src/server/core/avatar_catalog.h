@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "lipsync/status.h"
+#include "pipeline/stream/frame_store.h"
 
 namespace lipsync::server {
 
@@ -29,6 +30,7 @@ struct AvatarSource {
 struct AvatarConfigSettings {
   std::optional<int> max_models;
   std::optional<int64_t> max_host_bytes, max_gpu_bytes;
+  std::optional<stream::FrameStorage> frames;
   std::vector<std::string> preload;
   std::string cache_dir;
 };

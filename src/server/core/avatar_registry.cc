@@ -134,6 +134,7 @@ AvatarRegistry::AvatarRegistry(AvatarRegistryOptions options) : options_(std::mo
       !options_.max_host_set && s.max_host_bytes ? *s.max_host_bytes : options_.max_host_bytes;
   max_gpu_bytes_ =
       !options_.max_gpu_set && s.max_gpu_bytes ? *s.max_gpu_bytes : options_.max_gpu_bytes;
+  frames_ = !options_.frames_set && s.frames ? *s.frames : options_.frames;
   runtime::SchedulerOptions so;
   so.device = gpu_id() >= 0 ? "cuda:" + std::to_string(gpu_id()) : "cpu";
   scheduler_ = options_.scheduler && options_.scheduler->device() == so.device
@@ -361,7 +362,7 @@ Result<AvatarRegistry::Candidate> AvatarRegistry::Prepare(const std::string& id)
   }
   const int64_t models =
       FileBytes(a.model_path()) + (c.loaded->encoder ? 0 : c.encoder_model.bytes);
-  c.host_bytes = models + ExpectedFrameBytes(a, options_.frames);
+  c.host_bytes = models + ExpectedFrameBytes(a, frames_);
   c.gpu_bytes = gpu_id() >= 0 ? models : 0;
   return c;
 }
@@ -423,7 +424,7 @@ Status AvatarRegistry::LoadModels(Candidate& c) const {
     SetEncoder(loaded, std::move(*encoder), c.encoder_model);
   }
 
-  auto frames = LoadAvatarFrames(a, options_.frames);
+  auto frames = LoadAvatarFrames(a, frames_);
   if (!frames.ok()) return frames.status().WithContext("loading avatar '" + id + "'");
   loaded.frames = std::move(*frames);
   const int64_t models = FileBytes(a.model_path());

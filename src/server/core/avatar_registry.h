@@ -100,8 +100,8 @@ struct AvatarRegistryOptions {
   // limit (8 when unset) where the UNet runs on a GPU, none on the CPU, where it did not shorten
   // live sessions' slow first and last frames (docs/PERFORMANCE.md); 0: none.
   int warmup_batch = -1;
-  // Limits set by the caller win over the config file's; those not set come from it.
-  bool max_models_set = false, max_host_set = false, max_gpu_set = false;
+  // Limits (and `frames`) set by the caller win over the config file's; those not set come from it.
+  bool max_models_set = false, max_host_set = false, max_gpu_set = false, frames_set = false;
   // The scheduler of the device the avatars run on, when other callers share it (the server's
   // own model); null or another device's: the registry makes its own.
   std::shared_ptr<runtime::Scheduler> scheduler;
@@ -167,6 +167,7 @@ class AvatarRegistry {
   int max_models() const { return max_models_; }
   int64_t max_host_bytes() const { return max_host_bytes_; }
   int64_t max_gpu_bytes() const { return max_gpu_bytes_; }
+  stream::FrameStorage frame_storage() const { return frames_; }
   // 0 on a GPU provider, -1 on the CPU (the Go server's convention for "no GPU").
   int gpu_id() const;
   // The scheduler of the device the avatars' UNets run on.
@@ -224,6 +225,7 @@ class AvatarRegistry {
   AvatarCatalog catalog_;
   int max_models_ = 8;
   int64_t max_host_bytes_ = 0, max_gpu_bytes_ = 0;
+  stream::FrameStorage frames_ = stream::FrameStorage::kDecoded;
   std::shared_ptr<runtime::Scheduler> scheduler_;
   std::unique_ptr<SharedEncoders> encoders_;  // used on the loader thread
 
