@@ -6,6 +6,8 @@ a cheap graph, so tests run in milliseconds:
   tiny_fixed.onnx  fixed batch 1, upstream names input/audio -> output
   tiny_fixed3.onnx the same with a fixed batch of 3 (short batches are padded)
   tiny_two_outputs.onnx  tiny.onnx that also returns its pre-sigmoid sum (not a lip-sync UNet)
+  null.onnx        dynamic batch, the output is the visual input's first three channels: no
+                   arithmetic, so that benchmarks see what everything but the model costs
 and an audio encoder's interface (mel windows [N,1,80,16] -> embeddings [N,512]):
   tiny_audio_encoder.onnx         dynamic batch, one dense layer over the whole window + tanh
   tiny_audio_encoder_fixed4.onnx  the same weights with a fixed batch of 4
@@ -44,6 +46,23 @@ def build(path, batch, names, size=320, seed=0, two_outputs=False):
         helper.make_node("Sigmoid", ["s"], [output]),
     ]
     graph = helper.make_graph(nodes, "tiny_lipsync", inputs, outputs, weights)
+    model = helper.make_model(graph, producer_name="lipsync-tests",
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+
+
+def build_null(path, size=320):
+    inputs = [
+        helper.make_tensor_value_info("visual_input", TensorProto.FLOAT, ["N", 6, size, size]),
+        helper.make_tensor_value_info("audio_input", TensorProto.FLOAT, ["N", 32, 16, 16]),
+    ]
+    outputs = [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 3, size, size])]
+    bounds = [numpy_helper.from_array(np.array([v], dtype=np.int64), name)
+              for name, v in (("first", 0), ("end", 3), ("axis", 1))]
+    nodes = [helper.make_node("Slice", ["visual_input", "first", "end", "axis"], ["output"])]
+    graph = helper.make_graph(nodes, "null_lipsync", inputs, outputs, bounds)
     model = helper.make_model(graph, producer_name="lipsync-tests",
                               opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -90,6 +109,7 @@ def main():
           ("visual_input", "audio_input", "output"), two_outputs=True)
     build(os.path.join(args.out_dir, "tiny160.onnx"), 0, ("visual_input", "audio_input", "output"),
           size=160)
+    build_null(os.path.join(args.out_dir, "null.onnx"))
     build_audio_encoder(os.path.join(args.out_dir, "tiny_audio_encoder.onnx"), 0)
     build_audio_encoder(os.path.join(args.out_dir, "tiny_audio_encoder_fixed4.onnx"), 4)
     os.makedirs(os.path.join(args.out_dir, "tiny_audio_encoder_external"), exist_ok=True)
