@@ -141,9 +141,10 @@ void NameThisThread(const char* name);
 // normal or lowest). 0 leaves it as it is.
 void LowerThisThreadPriority(int nice);
 
-// Settings of the C library's heap for a server that allocates frames on many threads (glibc:
-// few arenas, big blocks kept in the heap until ReturnFreeHeapMemory; nothing elsewhere).
-void TuneHeapForServer();
+// Settings of the C library's heap for a process that allocates frames and messages of many
+// megabytes on many threads, the server and its load clients (glibc: one arena, big blocks taken
+// from and kept in the heap until ReturnFreeHeapMemory, never mapped afresh; nothing elsewhere).
+void TuneHeapForLargeBuffers();
 
 // Calls `on_request` with the request's name each time this process is asked to stop (SIGINT and
 // SIGTERM on POSIX; Ctrl+C, Ctrl+Break, closing the console, logoff and shutdown on Windows), from

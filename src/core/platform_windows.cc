@@ -305,7 +305,7 @@ void LowerThisThreadPriority(int nice) {
                     nice >= 10 ? THREAD_PRIORITY_LOWEST : THREAD_PRIORITY_BELOW_NORMAL);
 }
 
-void TuneHeapForServer() {}  // the CRT's heap has no such settings
+void TuneHeapForLargeBuffers() {}  // the CRT's heap has no such settings
 
 // Stop requests: Windows calls the console handler on a thread of its own, so it calls the hook
 // directly.

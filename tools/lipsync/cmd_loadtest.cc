@@ -13,6 +13,7 @@
 
 #include "bench_stats.h"
 #include "commands.h"
+#include "core/platform.h"
 #include "engine_flags.h"
 #include "grpc_client.h"
 #include "load_sessions.h"
@@ -232,6 +233,8 @@ void Streams(Target& target, int streams, int window, Budget& budget, Recorder& 
 }
 
 int RunLoadtest(const LoadArgs& a) {
+  // The requests and answers are megabytes each, as in the server.
+  platform::TuneHeapForLargeBuffers();
   if (a.form != "frame" && a.form != "tensor") {
     return ReportError(InvalidArgument("--form must be frame or tensor"));
   }

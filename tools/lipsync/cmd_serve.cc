@@ -65,7 +65,7 @@ Result<int> ParsePreferredBatch(const std::string& flag, int max_batch) {
 
 int RunServe(ServeArgs& args) {
   // Big frame buffers stay in the heap under load; the trimmer below returns memory once idle.
-  platform::TuneHeapForServer();
+  platform::TuneHeapForLargeBuffers();
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
   spdlog::set_level(spdlog::level::from_str(args.log_level));
   // Caught from here on: a request while the server starts is answered once it serves.

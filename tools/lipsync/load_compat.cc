@@ -10,7 +10,10 @@
 
 #include <chrono>
 #include <cmath>
+#include <map>
+#include <mutex>
 #include <random>
+#include <thread>
 
 #include "lipsyncsrv/lipsyncsrv.grpc.pb.h"
 #include "load_sessions.h"
@@ -64,8 +67,9 @@ class MonolithicTarget : public CompatTarget {
   }
 
   CompatCall Call(int client, int64_t index) override {
-    // Clients start apart in the avatar's frames and move one batch per call.
-    monolithic::CompositeBatchRequest request = request_;
+    // Clients start apart in the avatar's frames and move one batch per call. Each calling thread
+    // keeps its copy of the request (megabytes of faces), so that a call copies none of it.
+    monolithic::CompositeBatchRequest& request = ThisThreadsRequest();
     request.set_start_frame_idx(
         static_cast<int32_t>(Start(client, index, request_.batch_size(), frames_)));
     grpc::ClientContext context;
@@ -78,8 +82,18 @@ class MonolithicTarget : public CompatTarget {
   }
 
  private:
+  monolithic::CompositeBatchRequest& ThisThreadsRequest() {
+    std::lock_guard lock(mu_);
+    auto [it, added] = per_thread_.try_emplace(std::this_thread::get_id());
+    if (added) it->second = request_;
+    return it->second;
+  }
+
   std::unique_ptr<monolithic::MonolithicService::Stub> stub_;
   monolithic::CompositeBatchRequest request_;
+  std::mutex mu_;
+  // Nodes stay where they are as others are added.
+  std::map<std::thread::id, monolithic::CompositeBatchRequest> per_thread_;
   int frames_;
   int timeout_ms_;
 };
