@@ -22,6 +22,20 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 
+def save(graph, path, external=False):
+    """The graph as an opset 17 model, checked, at `path` (its weights in `path`.data beside it
+    when `external`)."""
+    model = helper.make_model(graph, producer_name="lipsync-tests",
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    if external:
+        onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=os.path.basename(path) + ".data", size_threshold=0)
+    else:
+        onnx.save(model, path)
+
+
 def build(path, batch, names, size=320, seed=0, two_outputs=False):
     rng = np.random.default_rng(seed)
     visual, audio, output = names
@@ -45,12 +59,7 @@ def build(path, batch, names, size=320, seed=0, two_outputs=False):
         helper.make_node("Add", ["v", "a"], ["s"]),
         helper.make_node("Sigmoid", ["s"], [output]),
     ]
-    graph = helper.make_graph(nodes, "tiny_lipsync", inputs, outputs, weights)
-    model = helper.make_model(graph, producer_name="lipsync-tests",
-                              opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, path)
+    save(helper.make_graph(nodes, "tiny_lipsync", inputs, outputs, weights), path)
 
 
 def build_null(path, size=320):
@@ -62,12 +71,7 @@ def build_null(path, size=320):
     bounds = [numpy_helper.from_array(np.array([v], dtype=np.int64), name)
               for name, v in (("first", 0), ("end", 3), ("axis", 1))]
     nodes = [helper.make_node("Slice", ["visual_input", "first", "end", "axis"], ["output"])]
-    graph = helper.make_graph(nodes, "null_lipsync", inputs, outputs, bounds)
-    model = helper.make_model(graph, producer_name="lipsync-tests",
-                              opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, path)
+    save(helper.make_graph(nodes, "null_lipsync", inputs, outputs, bounds), path)
 
 
 def build_audio_encoder(path, batch, seed=1, external=False):
@@ -85,16 +89,8 @@ def build_audio_encoder(path, batch, seed=1, external=False):
         helper.make_node("Add", ["mm", "b"], ["pre"]),
         helper.make_node("Tanh", ["pre"], ["embedding"]),
     ]
-    graph = helper.make_graph(nodes, "tiny_audio_encoder", inputs, outputs, weights)
-    model = helper.make_model(graph, producer_name="lipsync-tests",
-                              opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    if external:
-        onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
-                  location=os.path.basename(path) + ".data", size_threshold=0)
-    else:
-        onnx.save(model, path)
+    save(helper.make_graph(nodes, "tiny_audio_encoder", inputs, outputs, weights), path,
+         external=external)
 
 
 def main():
