@@ -1,6 +1,7 @@
 // The avatar repository: LRU eviction within the model cap and the memory budgets, leases that
 // keep an avatar from eviction, load/unload storms from several threads with the invariants
 // checked after every operation, YAML configs (lipsync's and the Go server's) and their errors.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <spdlog/sinks/ringbuffer_sink.h>
 #include <spdlog/spdlog.h>
@@ -401,6 +402,37 @@ TEST(AvatarRepository, FramesLoadInOrderAndABrokenOneFailsTheLoad) {
         frames.bytes() + static_cast<int64_t>(std::filesystem::file_size(root / "many/unet.onnx")));
     EXPECT_FALSE(frames.Copy(kFrames).ok());
   }
+}
+
+// An avatar whose decoded frames do not fit the host budget is refused with what its frames would
+// take kept encoded; kept encoded, the same budget holds it.
+TEST(AvatarRepository, ABudgetTooSmallForDecodedFramesSaysWhatEncodedWouldTake) {
+  ScratchDir root;
+  constexpr int kFrames = 40, kW = 320, kH = 240;
+  WriteTestAvatar(root.path(), "wide", kFrames, kW, kH);
+  int64_t files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(root / "wide/frames")) {
+    files += static_cast<int64_t>(e.file_size());
+  }
+  const int64_t decoded = int64_t{kFrames} * kW * kH * 3;  // 9.2 MB
+  ASSERT_LT(files * 2, decoded);                           // the pattern frames compress
+  const int64_t models = static_cast<int64_t>(std::filesystem::file_size(root / "wide/unet.onnx") +
+                                              std::filesystem::file_size(root / "wide/enc.onnx"));
+  auto options = TestRegistryOptions(root.path());
+  options.max_host_bytes = models + files + (decoded - files) / 2;
+  AvatarRegistry decoded_registry(options);
+  auto refused = decoded_registry.Load("wide");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_MESSAGE(refused.status(),
+                 fmt::format("its frames take {:.1f} MiB decoded and would take {:.1f} MiB kept "
+                             "encoded",
+                             decoded / 1048576.0, files / 1048576.0));
+  options.frames = stream::FrameStorage::kEncoded;
+  AvatarRegistry encoded_registry(options);
+  auto held = encoded_registry.Load("wide");
+  ASSERT_TRUE(held.ok()) << held.status().ToString();
+  EXPECT_EQ((*held)->frames.bytes(), files);
 }
 
 // A video avatar's frames kept encoded are PNG: lossless, so every frame decodes to the pixels

@@ -49,6 +49,14 @@ DeviceMemoryStats DeviceWorking(int device) {
   return none;
 }
 
+// For an avatar of image files whose frames are kept decoded: what they would take kept encoded.
+std::string EncodedFramesHint(const Avatar& avatar, stream::FrameStorage storage) {
+  if (storage != stream::FrameStorage::kDecoded || avatar.frames_are_video()) return "";
+  return fmt::format("; its frames take {} decoded and would take {} kept encoded",
+                     Mib(ExpectedFrameBytes(avatar, stream::FrameStorage::kDecoded)),
+                     Mib(ExpectedFrameBytes(avatar, stream::FrameStorage::kEncoded)));
+}
+
 std::string BackendOf(const Engine& engine) {
   return engine.info().backend + "/" + engine.info().provider;
 }
@@ -267,9 +275,9 @@ Status AvatarRegistry::MakeRoomLocked(const std::string& id, int64_t host, int64
       } else if (max_host_bytes_ > 0 && u.host_bytes + working + host > max_host_bytes_) {
         why = fmt::format(
             "it needs {} of host memory and the host memory budget of {} has {} free ({} held by "
-            "runs)",
+            "runs){}",
             Mib(host), Mib(max_host_bytes_), Mib(max_host_bytes_ - u.host_bytes - working),
-            Mib(working));
+            Mib(working), EncodedFramesHint(incoming.avatar, frames_));
       } else {
         why = fmt::format(
             "it needs {} of GPU memory and the GPU memory budget of {} has {} free ({} held by "
