@@ -12,12 +12,11 @@ import time
 import wave
 
 import cv2
-import grpc
 import numpy as np
 import pytest
 import torch
 
-from grpc_stubs import free_port, generate_stubs
+from grpc_stubs import generate_stubs, start_on_free_ports
 
 BIN = os.environ["LIPSYNC_BIN"]
 DATA = os.environ["LIPSYNC_TEST_DATA_DIR"]
@@ -41,16 +40,14 @@ def root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def stub(pb, root):
-    port, own = free_port(), free_port()
-    proc = subprocess.Popen([BIN, "serve", "--model", os.path.join(DATA, "tiny.onnx"),
-                             "--listen", f"127.0.0.1:{port}", "--threads", "1",
-                             "--max-batch", "1", "--preferred-batch", "1", "--lipsyncsrv",
-                             "--avatars", str(root), "--lipsyncsrv-listen", f"127.0.0.1:{own}",
-                             "--lipsyncsrv-encoder", os.path.join(DATA, "tiny_audio_encoder.onnx")],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    channel = grpc.insecure_channel(f"127.0.0.1:{own}", options=[
-        ("grpc.max_receive_message_length", 16 << 20)])
-    grpc.channel_ready_future(channel).result(timeout=60)
+    proc, _, channel = start_on_free_ports(
+        lambda port, own: [BIN, "serve", "--model", os.path.join(DATA, "tiny.onnx"),
+                           "--listen", f"127.0.0.1:{port}", "--threads", "1",
+                           "--max-batch", "1", "--preferred-batch", "1", "--lipsyncsrv",
+                           "--avatars", str(root), "--lipsyncsrv-listen", f"127.0.0.1:{own}",
+                           "--lipsyncsrv-encoder",
+                           os.path.join(DATA, "tiny_audio_encoder.onnx")],
+        2, ready=1, options=[("grpc.max_receive_message_length", 16 << 20)])
     yield pb[1].LipSyncServiceStub(channel)
     proc.send_signal(2)
     out, _ = proc.communicate(timeout=60)

@@ -4,14 +4,12 @@ the JPEG frames decoded with OpenCV, and an error answered as success=false."""
 import json
 import os
 import shutil
-import subprocess
 
 import cv2
-import grpc
 import numpy as np
 import pytest
 
-from grpc_stubs import free_port, generate_stubs
+from grpc_stubs import generate_stubs, start_on_free_ports
 
 BIN = os.environ["LIPSYNC_BIN"]
 DATA = os.environ["LIPSYNC_TEST_DATA_DIR"]
@@ -52,16 +50,13 @@ def avatars(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def stub(pb, avatars):
-    port, own = free_port(), free_port()
-    proc = subprocess.Popen([BIN, "serve", "--model", os.path.join(DATA, "tiny.onnx"),
-                             "--listen", f"127.0.0.1:{port}", "--threads", "1",
-                             "--max-batch", "1", "--preferred-batch", "1", "--monolithic",
-                             "--avatars", str(avatars), "--monolithic-listen", f"127.0.0.1:{own}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    channel = grpc.insecure_channel(f"127.0.0.1:{own}", options=[
-        ("grpc.max_send_message_length", 100 << 20),
-        ("grpc.max_receive_message_length", 100 << 20)])
-    grpc.channel_ready_future(channel).result(timeout=60)
+    proc, _, channel = start_on_free_ports(
+        lambda port, own: [BIN, "serve", "--model", os.path.join(DATA, "tiny.onnx"),
+                           "--listen", f"127.0.0.1:{port}", "--threads", "1",
+                           "--max-batch", "1", "--preferred-batch", "1", "--monolithic",
+                           "--avatars", str(avatars), "--monolithic-listen", f"127.0.0.1:{own}"],
+        2, ready=1, options=[("grpc.max_send_message_length", 100 << 20),
+                             ("grpc.max_receive_message_length", 100 << 20)])
     yield pb[1].MonolithicServiceStub(channel)
     proc.send_signal(2)
     out, _ = proc.communicate(timeout=30)
