@@ -110,6 +110,15 @@ Status StagingFolder::Commit() {
   return Status::Ok();
 }
 
+Status CheckFrameSize(const Image& image, int64_t index, const std::string& path, int width,
+                      int height) {
+  if (image.width == width && image.height == height) return Status::Ok();
+  return InvalidArgument("frame " + std::to_string(index) + " ('" + path + "') is " +
+                         std::to_string(image.width) + "x" + std::to_string(image.height) +
+                         ", the avatar's frames are " + std::to_string(width) + "x" +
+                         std::to_string(height));
+}
+
 }  // namespace internal
 
 namespace {
@@ -133,12 +142,7 @@ class ImageFolderReader : public FrameReader {
     const std::string& path = files_[static_cast<size_t>(index)];
     auto image = LoadImage(path);
     if (!image.ok()) return image.status().WithContext("frame " + std::to_string(index));
-    if (image->width != width_ || image->height != height_) {
-      return InvalidArgument("frame " + std::to_string(index) + " ('" + path + "') is " +
-                             std::to_string(image->width) + "x" + std::to_string(image->height) +
-                             ", the avatar's frames are " + std::to_string(width_) + "x" +
-                             std::to_string(height_));
-    }
+    LIPSYNC_RETURN_IF_ERROR(internal::CheckFrameSize(*image, index, path, width_, height_));
     return image;
   }
 

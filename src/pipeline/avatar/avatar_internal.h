@@ -20,6 +20,11 @@ Result<std::vector<std::string>> ListNumberedFiles(const std::string& dir,
                                                    const std::vector<std::string>& extensions,
                                                    const std::string& what);
 
+// OK when frame `index`, read from `path`, is the avatar's width x height; otherwise an
+// InvalidArgument naming the frame, its file and both sizes.
+Status CheckFrameSize(const Image& image, int64_t index, const std::string& path, int width,
+                      int height);
+
 // The lower-case extension of a path, without the dot ("png").
 std::string LowerExtension(const std::string& path);
 

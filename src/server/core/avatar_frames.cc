@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/platform.h"
+#include "pipeline/avatar/avatar_internal.h"
 #include "server/core/for_each_frame.h"
 
 namespace lipsync::server {
@@ -16,24 +17,14 @@ namespace {
 // on every core, so that at most this many decoded frames are held beside the store.
 constexpr int kVideoChunk = 64;
 
-Status FirstError(const std::vector<Status>& statuses) {
-  for (const Status& status : statuses) {
-    if (!status.ok()) return status;
-  }
-  return Status::Ok();
-}
-
 // Frame `i` of an image folder as its file's bytes, decoded once to check them.
 Result<std::string> ReadFrameFile(const Avatar& avatar, int64_t i) {
   const std::string& path = avatar.frame_files()[static_cast<size_t>(i)];
   const std::string what = "frame " + std::to_string(i) + " ('" + path + "')";
   LIPSYNC_ASSIGN_OR_RETURN(std::string bytes, platform::ReadWholeFile(path, "frame file"));
   LIPSYNC_ASSIGN_OR_RETURN(Image image, DecodeImage(bytes, what));
-  if (image.width != avatar.width() || image.height != avatar.height()) {
-    return InvalidArgument(what + " is " + std::to_string(image.width) + "x" +
-                           std::to_string(image.height) + ", the avatar's frames are " +
-                           std::to_string(avatar.width()) + "x" + std::to_string(avatar.height()));
-  }
+  LIPSYNC_RETURN_IF_ERROR(
+      internal::CheckFrameSize(image, i, path, avatar.width(), avatar.height()));
   return bytes;
 }
 
@@ -47,16 +38,11 @@ Result<stream::FrameStore> LoadEncodedVideo(const Avatar& avatar, FrameReader& r
     for (int k = 0; k < n; ++k) {
       LIPSYNC_ASSIGN_OR_RETURN(chunk[static_cast<size_t>(k)], reader.Read(first + k));
     }
-    std::vector<Status> statuses(static_cast<size_t>(n));
-    ForEachFrame(
-        n,
-        [&](int k) -> Status {
-          LIPSYNC_ASSIGN_OR_RETURN(encoded[static_cast<size_t>(first + k)],
-                                   EncodePng(chunk[static_cast<size_t>(k)]));
-          return Status::Ok();
-        },
-        &statuses);
-    LIPSYNC_RETURN_IF_ERROR(FirstError(statuses));
+    LIPSYNC_RETURN_IF_ERROR(ForEachFrame(n, [&](int k) -> Status {
+      LIPSYNC_ASSIGN_OR_RETURN(encoded[static_cast<size_t>(first + k)],
+                               EncodePng(chunk[static_cast<size_t>(k)]));
+      return Status::Ok();
+    }));
   }
   return stream::FrameStore::Encoded(std::move(encoded), avatar.width(), avatar.height());
 }
@@ -77,28 +63,19 @@ Result<stream::FrameStore> LoadAvatarFrames(const Avatar& avatar, stream::FrameS
   }
   // An image folder's reader keeps no state between frames: every core reads (a 1920x1080 PNG
   // frame takes tens of milliseconds, and an avatar of a few minutes has thousands).
-  std::vector<Status> statuses(static_cast<size_t>(count));
   if (encoded) {
     std::vector<std::string> files(static_cast<size_t>(count));
-    ForEachFrame(
-        count,
-        [&](int i) -> Status {
-          LIPSYNC_ASSIGN_OR_RETURN(files[static_cast<size_t>(i)], ReadFrameFile(avatar, i));
-          return Status::Ok();
-        },
-        &statuses);
-    LIPSYNC_RETURN_IF_ERROR(FirstError(statuses));
+    LIPSYNC_RETURN_IF_ERROR(ForEachFrame(count, [&](int i) -> Status {
+      LIPSYNC_ASSIGN_OR_RETURN(files[static_cast<size_t>(i)], ReadFrameFile(avatar, i));
+      return Status::Ok();
+    }));
     return stream::FrameStore::Encoded(std::move(files), avatar.width(), avatar.height());
   }
   std::vector<Image> frames(static_cast<size_t>(count));
-  ForEachFrame(
-      count,
-      [&](int i) -> Status {
-        LIPSYNC_ASSIGN_OR_RETURN(frames[static_cast<size_t>(i)], reader->Read(i));
-        return Status::Ok();
-      },
-      &statuses);
-  LIPSYNC_RETURN_IF_ERROR(FirstError(statuses));
+  LIPSYNC_RETURN_IF_ERROR(ForEachFrame(count, [&](int i) -> Status {
+    LIPSYNC_ASSIGN_OR_RETURN(frames[static_cast<size_t>(i)], reader->Read(i));
+    return Status::Ok();
+  }));
   return stream::FrameStore::Decoded(std::move(frames));
 }
 

@@ -17,10 +17,8 @@ struct DigestContext {
   ~DigestContext() { EVP_MD_CTX_free(ctx); }
 };
 
-// Feeds the file's bytes into the digest and adds their count to `bytes`; `kept`, when given,
-// receives them too.
-Status HashFile(EVP_MD_CTX* ctx, const std::string& path, int64_t* bytes,
-                std::string* kept = nullptr) {
+// Feeds the file's bytes into the digest and adds their count to `bytes`.
+Status HashFile(EVP_MD_CTX* ctx, const std::string& path, int64_t* bytes) {
   std::ifstream in(platform::PathFromUtf8(path), std::ios::binary);
   if (!in) return NotFound("cannot read '" + path + "'");
   std::vector<char> buffer(1 << 20);
@@ -30,7 +28,6 @@ Status HashFile(EVP_MD_CTX* ctx, const std::string& path, int64_t* bytes,
     if (got > 0) {
       EVP_DigestUpdate(ctx, buffer.data(), static_cast<size_t>(got));
       *bytes += got;
-      if (kept) kept->append(buffer.data(), static_cast<size_t>(got));
     }
   }
   if (in.bad()) return DataLoss("reading '" + path + "' failed");
@@ -45,8 +42,11 @@ Result<ModelFingerprint> FingerprintModel(const std::string& onnx_path) {
     return Internal("SHA-256 is not available");
   }
   ModelFingerprint out;
-  std::string model;  // read once: hashed, then parsed for the data files it names
-  LIPSYNC_RETURN_IF_ERROR(HashFile(d.ctx, onnx_path, &out.bytes, &model));
+  // Read once: hashed, then parsed for the data files it names.
+  LIPSYNC_ASSIGN_OR_RETURN(const std::string model,
+                           platform::ReadWholeFile(onnx_path, "model file"));
+  EVP_DigestUpdate(d.ctx, model.data(), model.size());
+  out.bytes += static_cast<int64_t>(model.size());
   LIPSYNC_ASSIGN_OR_RETURN(std::vector<std::string> data_files,
                            graph::ExternalDataPaths(model, onnx_path));
   // The same model file beside other data files is another model; the names come from the model

@@ -106,15 +106,10 @@ Result<std::vector<Image>> ComposeBatch(LoadedAvatar& a,
                            std::to_string(s) + " x " + std::to_string(s) + " float32)");
   }
   const size_t face_values = static_cast<size_t>(6) * s * s;
-  std::vector<Status> finite(static_cast<size_t>(batch));
-  ForEachFrame(
-      batch,
-      [&](int i) {
-        return CheckFiniteBytes(request.visual_frames(), static_cast<size_t>(i) * face_values,
-                                face_values, "visual_frames");
-      },
-      &finite);
-  for (const Status& status : finite) LIPSYNC_RETURN_IF_ERROR(status);
+  LIPSYNC_RETURN_IF_ERROR(ForEachFrame(batch, [&](int i) {
+    return CheckFiniteBytes(request.visual_frames(), static_cast<size_t>(i) * face_values,
+                            face_values, "visual_frames");
+  }));
 
   auto start = Clock::now();
   auto audio = CompositeAudioInput(*a.encoder, request, behaviour.align);
@@ -163,10 +158,7 @@ Result<std::vector<Image>> ComposeBatch(LoadedAvatar& a,
   // the model. The frames are independent: the rest are taken and pasted on OpenCV's thread
   // pool, so that one client's batch (the Go clients send one at a time) uses the cores.
   LIPSYNC_RETURN_IF_ERROR(take());
-  std::vector<Status> pasted(static_cast<size_t>(batch - 1));
-  ForEachFrame(
-      batch - 1, [&](int) { return take(); }, &pasted);
-  for (const Status& status : pasted) LIPSYNC_RETURN_IF_ERROR(status);
+  LIPSYNC_RETURN_IF_ERROR(ForEachFrame(batch - 1, [&](int) { return take(); }));
   const stream::StreamStats stats = stream.stats();
   timings->inference_ms = stats.infer.busy_s * 1000;
   // The batch runs between its crops and its pastes: the rest of the time is theirs.
@@ -240,20 +232,13 @@ Status MonolithicService::RunComposite(Clock::time_point start, Result<AvatarLea
   auto encode_start = Clock::now();
   const int batch = static_cast<int>(frames->size());
   std::vector<std::string> jpegs(static_cast<size_t>(batch));
-  std::vector<Status> encoded(static_cast<size_t>(batch));
-  ForEachFrame(
-      batch,
-      [&](int i) -> Status {
-        LIPSYNC_ASSIGN_OR_RETURN(
-            jpegs[static_cast<size_t>(i)],
-            EncodeJpeg((*frames)[static_cast<size_t>(i)], kCompositeJpegQuality));
-        return Status::Ok();
-      },
-      &encoded);
-  for (int i = 0; i < batch; ++i) {
-    if (!encoded[static_cast<size_t>(i)].ok()) return fail(encoded[static_cast<size_t>(i)]);
-    response->add_composited_frames(std::move(jpegs[static_cast<size_t>(i)]));
-  }
+  const Status encoded = ForEachFrame(batch, [&](int i) -> Status {
+    LIPSYNC_ASSIGN_OR_RETURN(jpegs[static_cast<size_t>(i)],
+                             EncodeJpeg((*frames)[static_cast<size_t>(i)], kCompositeJpegQuality));
+    return Status::Ok();
+  });
+  if (!encoded.ok()) return fail(encoded);
+  for (std::string& jpeg : jpegs) response->add_composited_frames(std::move(jpeg));
   timings.composite_ms += MsSince(encode_start);
 
   a.RecordRequest(timings.inference_ms);
