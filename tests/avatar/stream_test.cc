@@ -156,8 +156,13 @@ TEST(LipSyncStream, AFailingFrameSourceStopsTheStreamWithItsError) {
 
 // A caller that makes the model's inputs itself (the monolithic service) pushes them: the model
 // runs on exactly those, and the paste the caller chose puts the faces in. Several threads take
-// the frames at once, each frame once.
-TEST(LipSyncStream, GivenInputsRunAsGivenAndSeveralThreadsTakeEachFrameOnce) {
+// the frames at once, each frame once. Copied, the faces may be one byte off float alignment, as
+// a request's bytes may be; read in place, the model reads the caller's bytes when the batch runs
+// (the caller's change after Prepare, while the scheduler is paused, shows in the frames).
+class GivenInputs : public ::testing::TestWithParam<bool> {};
+
+TEST_P(GivenInputs, RunAsGivenAndSeveralThreadsTakeEachFrameOnce) {
+  const bool in_place = GetParam();
   constexpr int kBatch = 3, kFrames = 7, kThreads = 3;
   Models m(kBatch);
   const int s = m.layout.inner_size;
@@ -168,32 +173,45 @@ TEST(LipSyncStream, GivenInputsRunAsGivenAndSeveralThreadsTakeEachFrameOnce) {
   const FrameStore store = FrameStore::Decoded(std::move(images));
   StoredFrames frames(store, m.avatar.crop_rects(), m.layout, /*crops=*/false);  // not needed
 
-  // Random inputs; the faces one byte off float alignment, as a request's bytes may be.
   std::mt19937 random(7);
   std::uniform_real_distribution<float> value(-1.0f, 1.0f);
   Tensor windows = Tensor::Uninitialized(DataType::kFloat32, {kFrames, 32, 16, 16});
   for (int64_t i = 0; i < windows.element_count(); ++i) windows.data_as<float>()[i] = value(random);
   const size_t face_values = static_cast<size_t>(6) * s * s;
-  std::vector<float> visual(kFrames * face_values);
+  const size_t visual_bytes = kFrames * face_values * sizeof(float);
+  std::vector<float> visual(kFrames * face_values), changed(visual.size());
   for (float& v : visual) v = value(random);
-  std::vector<uint8_t> unaligned(visual.size() * sizeof(float) + 1);
-  std::memcpy(unaligned.data() + 1, visual.data(), visual.size() * sizeof(float));
+  for (float& v : changed) v = value(random);
+  std::vector<uint8_t> given_bytes(visual_bytes + sizeof(float));
+  uint8_t* given = given_bytes.data() + (in_place ? sizeof(float) : 1);
+  std::memcpy(given, visual.data(), visual_bytes);
 
   StreamOptions options = m.Offline(kBatch);
   options.frame_form = false;
+  options.visual_in_place = in_place;
   // The face in place of the frame (the tiny avatar's frames are smaller than its faces).
   options.paste = [s](const uint8_t* face, const SourceFrame&, Image& frame) {
     frame = Image{s, s, std::vector<uint8_t>(face, face + static_cast<size_t>(s) * s * 3)};
     return Status::Ok();
   };
   LipSyncStream stream(m.scheduler, m.model, *m.encoder, frames, m.sequence, m.layout, options);
-  ASSERT_TRUE(stream.PushInputs(windows, unaligned.data() + 1).ok());
+  if (in_place) {  // float-aligned only
+    ASSERT_EQ(stream.PushInputs(windows, given + 1).code(), StatusCode::kInvalidArgument);
+  }
+  ASSERT_TRUE(stream.PushInputs(windows, given).ok());
+  if (in_place) {  // and once
+    ASSERT_EQ(stream.PushInputs(windows, given).code(), StatusCode::kFailedPrecondition);
+  }
   ASSERT_TRUE(stream.Finish().ok());
   EXPECT_EQ(stream.frames_total(), kFrames);
   const auto pcm = Tone(0.1);
   EXPECT_EQ(stream.Push(pcm.data(), pcm.size()).code(), StatusCode::kFailedPrecondition);
+  m.scheduler.Pause();
   while (stream.Prepare(true).value()) {
   }
+  std::memcpy(given, changed.data(), visual_bytes);
+  m.scheduler.Resume();
+  const std::vector<float>& ran_on = in_place ? changed : visual;
 
   std::mutex mu;
   std::vector<StreamFrame> got;
@@ -224,7 +242,7 @@ TEST(LipSyncStream, GivenInputsRunAsGivenAndSeveralThreadsTakeEachFrameOnce) {
     ASSERT_EQ(f.index, i);
     EXPECT_EQ(f.avatar_frame, m.sequence(i));
     std::vector<TensorView> inputs(2);
-    inputs[roles.visual] = {DataType::kFloat32, {1, 6, s, s}, visual.data() + i * face_values};
+    inputs[roles.visual] = {DataType::kFloat32, {1, 6, s, s}, ran_on.data() + i * face_values};
     inputs[roles.audio] = {DataType::kFloat32, audio_shape,
                            windows.data_as<float>() + static_cast<size_t>(i) * kAudioWindowValues};
     ASSERT_TRUE(m.unet->Run(inputs, {{DataType::kFloat32, {1, 3, s, s}, out.data()}}).ok());
@@ -232,8 +250,21 @@ TEST(LipSyncStream, GivenInputsRunAsGivenAndSeveralThreadsTakeEachFrameOnce) {
     EXPECT_EQ(f.frame.width, s);
     EXPECT_TRUE(f.frame.bgr == face) << "frame " << i << " differs";
   }
+}
 
-  // A stream that cuts the faces itself needs the crops.
+INSTANTIATE_TEST_SUITE_P(LipSyncStream, GivenInputs, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "InPlace" : "Copied"; });
+
+// A stream that cuts the faces itself needs the crops.
+TEST(LipSyncStream, AStreamThatCutsTheFacesNeedsTheCrops) {
+  constexpr int kBatch = 3;
+  Models m(kBatch);
+  auto reader = m.avatar.OpenFrames();
+  ASSERT_TRUE(reader.ok()) << reader.status().ToString();
+  std::vector<Image> images;
+  for (int64_t i = 0; i < m.avatar.frame_count(); ++i) images.push_back((*reader)->Read(i).value());
+  const FrameStore store = FrameStore::Decoded(std::move(images));
+  StoredFrames frames(store, m.avatar.crop_rects(), m.layout, /*crops=*/false);
   LipSyncStream cropless(m.scheduler, m.model, *m.encoder, frames, m.sequence, m.layout,
                          m.Offline(kBatch));
   const auto speech = Tone(0.6);

@@ -27,8 +27,10 @@ struct LipSyncStream::Batch {
   std::vector<int64_t> avatar_frames;
   // From the host working-memory pool, so that a host budget counts them: the frame form's inner
   // faces [batch,S,S,3] in and out as bytes, else the model's float input [batch,6,S,S] and
-  // output [batch,3,S,S]; the windows [batch,32,16,16].
+  // output [batch,3,S,S]; the windows [batch,32,16,16]. No input with `visual_in_place`: the
+  // caller's, from `given` on.
   std::unique_ptr<PoolBlock> input, output, audio;
+  const float* given = nullptr;
   bool done = false;  // under the stream's lock from here on
   Status status;
   runtime::JobTimes times;
@@ -50,6 +52,7 @@ LipSyncStream::LipSyncStream(runtime::Scheduler& scheduler,
       features_(encoder, options_.mel, options_.fps, options_.window_edge) {
   options_.batch = std::max(1, options_.batch);
   options_.max_batches = std::max(1, options_.max_batches);
+  options_.visual_in_place = options_.visual_in_place && !options_.frame_form;  // float input only
   const Shape& declared =
       model_->engine().info().inputs[static_cast<size_t>(model_->config().audio_input)].shape;
   audio_item_shape_.assign(declared.begin() + 1, declared.end());
@@ -94,6 +97,9 @@ Status LipSyncStream::Push(const float* pcm, size_t count) {
   if (stopped_) return StoppedLocked();
   if (audio_ended_) return FailedPrecondition("audio pushed after its end");
   if (inputs_given_) return FailedPrecondition("audio pushed to a stream given its inputs");
+  if (options_.visual_in_place) {
+    return FailedPrecondition("audio pushed to a stream that reads its inputs in place");
+  }
   const auto room = Clock::now();
   stats_.audio.blocked_s += Seconds(start, room);
   lock.unlock();
@@ -142,11 +148,20 @@ Status LipSyncStream::PushInputs(const Tensor& windows, const void* visual) {
   if (visual && options_.frame_form) {
     return InvalidArgument("a stream that takes the frame form cannot be given visual inputs");
   }
+  if (options_.visual_in_place &&
+      (!visual || reinterpret_cast<uintptr_t>(visual) % alignof(float) != 0)) {
+    return InvalidArgument(
+        "a stream that reads its visual inputs in place needs them float-aligned");
+  }
   {
     std::lock_guard lock(mu_);
     if (stopped_) return StoppedLocked();
     if (audio_ended_) return FailedPrecondition("inputs pushed after the end");
     if (audio_samples_ > 0) return FailedPrecondition("inputs pushed to a stream given audio");
+    // Its batches read one block of the caller's from `given` on.
+    if (inputs_given_ && options_.visual_in_place) {
+      return FailedPrecondition("a stream that reads its visual inputs in place takes them once");
+    }
     inputs_given_ = true;
     AddWindowsLocked(windows, visual, start);
   }
@@ -193,7 +208,7 @@ Result<std::shared_ptr<LipSyncStream::Batch>> LipSyncStream::NewBatch() {
   batch->frames.resize(b);
   batch->avatar_frames.resize(b);
   std::unique_ptr<PoolBlock>* blocks[3] = {&batch->input, &batch->output, &batch->audio};
-  for (int i = 0; i < 3; ++i) {
+  for (int i = options_.visual_in_place ? 1 : 0; i < 3; ++i) {
     *blocks[i] = scheduler_.AllocateWorking(bytes[i]);
     if (!*blocks[i]) {
       return ResourceExhausted("no memory for a batch of " + std::to_string(b) +
@@ -256,6 +271,7 @@ Result<bool> LipSyncStream::Prepare(bool wait) {
     filling_->done = false;
     filling_->status = Status::Ok();
     filling_->times = {};
+    filling_->given = nullptr;
     open_.push_back(filling_);
   }
   std::shared_ptr<Batch> batch = filling_;
@@ -292,6 +308,8 @@ Result<bool> LipSyncStream::Prepare(bool wait) {
     const size_t face_row = static_cast<size_t>(s) * 3;
     uint8_t* to = batch->input->as<uint8_t>() + k * face_row * s;
     for (int y = 0; y < s; ++y) std::memcpy(to + y * face_row, face + y * crop_row, face_row);
+  } else if (options_.visual_in_place) {  // one block of the caller's: the batch's first frame
+    if (k == 0) batch->given = static_cast<const float*>(window.visual);
   } else if (window.visual) {
     std::memcpy(batch->input->as<float>() + k * visual_values, window.visual,
                 visual_values * sizeof(float));
@@ -333,7 +351,8 @@ void LipSyncStream::Submit(const std::shared_ptr<Batch>& batch) {
     job.visual = {DataType::kUInt8, {n, s, s, 3}, batch->input->as<uint8_t>()};
     job.output = {DataType::kUInt8, {n, s, s, 3}, batch->output->as<uint8_t>()};
   } else {
-    job.visual = {DataType::kFloat32, {n, 6, s, s}, batch->input->as<float>()};
+    job.visual = {
+        DataType::kFloat32, {n, 6, s, s}, batch->given ? batch->given : batch->input->as<float>()};
     job.output = {DataType::kFloat32, {n, 3, s, s}, batch->output->as<float>()};
   }
   job.priority = options_.live ? runtime::Priority::kLive : runtime::Priority::kOffline;

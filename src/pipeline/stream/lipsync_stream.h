@@ -58,6 +58,10 @@ struct StreamOptions {
   runtime::SchedulerClock::time_point deadline = runtime::SchedulerClock::time_point::max();
   // Faces go to the model as uint8 BGR (the frame form), else as its float32 input [n,6,S,S].
   bool frame_form = true;
+  // The visual inputs given to PushInputs go to the model where they are instead of being copied
+  // into each batch (the float input only): the caller gives them in one PushInputs and keeps them
+  // until its every frame is taken.
+  bool visual_in_place = false;
   int max_batches = 2;
   size_t max_waiting_windows = 0;  // 0: Push never waits
   // Runs on a scheduler thread, without the stream's lock, each time a batch has run (or failed):
@@ -93,7 +97,8 @@ class LipSyncStream {
   // The model's inputs as the caller made them, in place of Push's audio: `windows` [n,32,16,16],
   // one per output frame, and when `visual` is set each frame's visual input too (n float32
   // [6,S,S] blocks, any alignment; for a stream that takes the float input, not the frame form).
-  // `visual` is read by Prepare: the caller keeps it until those frames are prepared.
+  // `visual` is read by Prepare: the caller keeps it until those frames are prepared (with
+  // `visual_in_place`, until they are taken, and float-aligned).
   Status PushInputs(const Tensor& windows, const void* visual = nullptr);
 
   // Prepares one waiting window's frame and submits its batch when it is complete. With `wait`,
