@@ -1,13 +1,19 @@
-// CachedFrames on its own: frames decoded ahead on helper threads against frames decoded on read,
-// and a source closed while its helpers still have work. (Through render: render_test.cc.)
+// The frame sources on their own: render's CachedFrames and the server's StoredFrames, frames
+// decoded ahead (on helper threads, on an executor) against frames decoded on read, and a source
+// closed while decodes are still queued. (Through render: render_test.cc; through sessions:
+// session_test.cc.)
 #include "pipeline/stream/frame_source.h"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <deque>
+#include <functional>
+#include <thread>
 #include <vector>
 
 #include "avatar_test_util.h"
+#include "pipeline/stream/stored_frames.h"
 
 namespace lipsync::stream {
 namespace {
@@ -19,7 +25,7 @@ const Image& FrameOf(const SourceFrame& f) { return f.decoded ? *f.decoded : f.f
 
 // Reads `count` frames of the ping-pong walk, telling the source what comes next as the stream
 // does.
-std::vector<SourceFrame> Walk(CachedFrames& frames, const FrameSequence& sequence, int64_t count) {
+std::vector<SourceFrame> Walk(FrameSource& frames, const FrameSequence& sequence, int64_t count) {
   std::vector<SourceFrame> out;
   int64_t expected = 0;
   for (int64_t i = 0; i < count; ++i) {
@@ -114,6 +120,134 @@ TEST(CachedFrames, ClosesWithFramesStillQueued) {
   auto frames = CachedFrames::Open(avatar, layout, options);
   auto outside = (*frames)->Read(avatar.frame_count());
   EXPECT_EQ(outside.status().code(), StatusCode::kInvalidArgument);
+}
+
+// The tiny avatar's frames held decoded and as PNG bytes.
+struct Stores {
+  FrameStore decoded, encoded;
+  explicit Stores(const Avatar& avatar) {
+    auto reader = avatar.OpenFrames();
+    std::vector<Image> images;
+    std::vector<std::string> files;
+    for (int64_t i = 0; i < avatar.frame_count(); ++i) {
+      images.push_back((*reader)->Read(i).value());
+      files.push_back(EncodePng(images.back()).value());
+    }
+    encoded = FrameStore::Encoded(std::move(files), avatar.width(), avatar.height());
+    decoded = FrameStore::Decoded(std::move(images));
+  }
+};
+
+// Work kept until the test runs it.
+struct QueuedWork {
+  std::deque<std::function<void()>> queue;
+  Executor executor() {
+    return [this](std::function<void()> work) { queue.push_back(std::move(work)); };
+  }
+  void RunAll() {
+    while (!queue.empty()) {
+      auto work = std::move(queue.front());
+      queue.pop_front();
+      work();
+    }
+  }
+};
+
+TEST(StoredFrames, EncodedFramesDecodedAheadEqualDecodedFramesRead) {
+  ScratchDir dir;
+  const Avatar avatar = ImportTinyAvatar(dir);
+  const FaceLayout layout = FaceLayout::ForInputSize(320).value();
+  const auto sequence = FrameSequence::Create(avatar.frame_count(), FrameOrder::kPingPong).value();
+  const int64_t count = 3 * avatar.frame_count();
+  const Stores stores(avatar);
+  StoredFrames plain(stores.decoded, avatar.crop_rects(), layout);
+  EXPECT_EQ(plain.read_ahead(), 0);
+  const std::vector<SourceFrame> want = Walk(plain, sequence, count);
+  ASSERT_EQ(static_cast<int64_t>(want.size()), count);
+
+  // Decoded where the stream says they come: every frame but the walk's returns is ready on read.
+  StoredFramesOptions options;
+  options.executor = [](std::function<void()> work) { work(); };
+  options.decode_ahead = 3;
+  StoredFrames ahead(stores.encoded, avatar.crop_rects(), layout, options);
+  EXPECT_EQ(ahead.read_ahead(), 3);
+  const std::vector<SourceFrame> got = Walk(ahead, sequence, count);
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_EQ(FrameOf(got[i]).bgr, FrameOf(want[i]).bgr) << "output frame " << i;
+    ASSERT_EQ(got[i].crop.bgr, want[i].crop.bgr) << "output frame " << i;
+    ASSERT_EQ(got[i].rect, want[i].rect) << "output frame " << i;
+  }
+  const StoredFrames::Counts counts = ahead.counts();
+  EXPECT_GT(counts.decoded_ahead, count / 2);
+  EXPECT_EQ(counts.decoded_ahead + counts.decoded_on_read, count);
+
+  // Frames kept decoded, or read without crops, are not decoded ahead.
+  EXPECT_EQ(StoredFrames(stores.decoded, avatar.crop_rects(), layout, options).read_ahead(), 0);
+  StoredFramesOptions uncropped = options;
+  uncropped.crops = false;
+  EXPECT_EQ(StoredFrames(stores.encoded, avatar.crop_rects(), layout, uncropped).read_ahead(), 0);
+}
+
+// A read that comes before the work decodes the frame itself; the work then does nothing. At most
+// `decode_ahead` frames are asked for at once.
+TEST(StoredFrames, AReadBeforeTheWorkDecodesItselfAndAheadIsBounded) {
+  ScratchDir dir;
+  const Avatar avatar = ImportTinyAvatar(dir);
+  ASSERT_GE(avatar.frame_count(), 4);
+  const FaceLayout layout = FaceLayout::ForInputSize(320).value();
+  const Stores stores(avatar);
+  QueuedWork work;
+  StoredFramesOptions options;
+  options.executor = work.executor();
+  options.decode_ahead = 2;
+  StoredFrames frames(stores.encoded, avatar.crop_rects(), layout, options);
+  for (int64_t i = 0; i < 4; ++i) frames.Expect(i);
+  frames.Expect(1);                     // already asked for
+  frames.Expect(avatar.frame_count());  // outside the avatar
+  EXPECT_EQ(work.queue.size(), 2u);
+  ASSERT_TRUE(frames.Read(0).ok());
+  EXPECT_EQ(frames.counts().decoded_on_read, 1);
+  work.RunAll();  // frame 0's work finds it claimed; frame 1 is decoded
+  ASSERT_TRUE(frames.Read(1).ok());
+  EXPECT_EQ(frames.counts().decoded_ahead, 1);
+  EXPECT_EQ(frames.counts().decoded_on_read, 1);
+  EXPECT_EQ(frames.Read(avatar.frame_count()).status().code(), StatusCode::kInvalidArgument);
+}
+
+// A source closed with decodes queued or under way: the queued ones find it closed, the destructor
+// waits for those under way.
+TEST(StoredFrames, ClosesWithDecodesStillQueued) {
+  ScratchDir dir;
+  const Avatar avatar = ImportTinyAvatar(dir);
+  const FaceLayout layout = FaceLayout::ForInputSize(320).value();
+  const Stores stores(avatar);
+  QueuedWork queued;
+  {
+    StoredFramesOptions options;
+    options.executor = queued.executor();
+    options.decode_ahead = 4;
+    StoredFrames frames(stores.encoded, avatar.crop_rects(), layout, options);
+    for (int64_t i = 0; i < avatar.frame_count(); ++i) frames.Expect(i);
+    ASSERT_EQ(queued.queue.size(), 4u);
+  }
+  queued.RunAll();
+  for (int round = 0; round < 10; ++round) {
+    std::vector<std::thread> threads;
+    {
+      StoredFramesOptions options;
+      options.executor = [&threads](std::function<void()> work) {
+        threads.emplace_back(std::move(work));
+      };
+      options.decode_ahead = 4;
+      StoredFrames frames(stores.encoded, avatar.crop_rects(), layout, options);
+      for (int64_t i = 0; i < avatar.frame_count(); ++i) frames.Expect(i);
+      if (round % 2) {
+        ASSERT_TRUE(frames.Read(1).ok());
+      }
+    }
+    for (auto& t : threads) t.join();
+  }
 }
 
 }  // namespace

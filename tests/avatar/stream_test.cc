@@ -15,6 +15,7 @@
 #include "avatar_test_util.h"
 #include "lipsync/memory.h"
 #include "pipeline/stream/lipsync_stream.h"
+#include "pipeline/stream/stored_frames.h"
 
 namespace lipsync::stream {
 namespace {
@@ -171,7 +172,8 @@ TEST_P(GivenInputs, RunAsGivenAndSeveralThreadsTakeEachFrameOnce) {
   std::vector<Image> images;
   for (int64_t i = 0; i < m.avatar.frame_count(); ++i) images.push_back((*reader)->Read(i).value());
   const FrameStore store = FrameStore::Decoded(std::move(images));
-  StoredFrames frames(store, m.avatar.crop_rects(), m.layout, /*crops=*/false);  // not needed
+  StoredFrames frames(store, m.avatar.crop_rects(), m.layout,
+                      StoredFramesOptions::WithoutCrops());  // not needed
 
   std::mt19937 random(7);
   std::uniform_real_distribution<float> value(-1.0f, 1.0f);
@@ -264,7 +266,7 @@ TEST(LipSyncStream, AStreamThatCutsTheFacesNeedsTheCrops) {
   std::vector<Image> images;
   for (int64_t i = 0; i < m.avatar.frame_count(); ++i) images.push_back((*reader)->Read(i).value());
   const FrameStore store = FrameStore::Decoded(std::move(images));
-  StoredFrames frames(store, m.avatar.crop_rects(), m.layout, /*crops=*/false);
+  StoredFrames frames(store, m.avatar.crop_rects(), m.layout, StoredFramesOptions::WithoutCrops());
   LipSyncStream cropless(m.scheduler, m.model, *m.encoder, frames, m.sequence, m.layout,
                          m.Offline(kBatch));
   const auto speech = Tone(0.6);

@@ -18,6 +18,7 @@
 #include "lipsync/audio.h"
 #include "lipsync/render.h"
 #include "pipeline/stream/lipsync_stream.h"
+#include "pipeline/stream/stored_frames.h"
 #include "server/core/avatar_registry.h"
 #include "server/protocols/session_service.h"
 #include "server_test_util.h"

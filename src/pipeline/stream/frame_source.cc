@@ -7,35 +7,11 @@
 #include "runtime/catch_all.h"
 
 namespace lipsync::stream {
-namespace {
 
 Status CheckFrameIndex(int64_t index, int64_t count) {
   if (index >= 0 && index < count) return Status::Ok();
   return InvalidArgument("avatar frame " + std::to_string(index) + " is outside 0.." +
                          std::to_string(count - 1));
-}
-
-}  // namespace
-
-Result<SourceFrame> StoredFrames::Read(int64_t index) {
-  LIPSYNC_RETURN_IF_ERROR(CheckFrameIndex(index, frames_.size()));
-  SourceFrame out;
-  out.rect = rects_[static_cast<size_t>(index)];
-  if (!crops_) {
-    out.store = &frames_;
-    out.store_index = index;
-    return out;
-  }
-  // A decoded frame is read in place and copied at paste time; an encoded one is decoded once.
-  if (frames_.storage() == FrameStorage::kDecoded) {
-    LIPSYNC_ASSIGN_OR_RETURN(out.decoded, frames_.Get(index));
-  } else {
-    LIPSYNC_ASSIGN_OR_RETURN(out.frame, frames_.Copy(index));
-  }
-  auto crop = CropFace(out.decoded ? *out.decoded : out.frame, out.rect, layout_);
-  if (!crop.ok()) return crop.status().WithContext("avatar frame " + std::to_string(index));
-  out.crop = std::move(*crop);
-  return out;
 }
 
 Result<std::unique_ptr<CachedFrames>> CachedFrames::Open(const Avatar& avatar,

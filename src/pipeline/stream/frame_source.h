@@ -1,7 +1,7 @@
 // Where a lip-sync stream's avatar frames come from: each whole frame with its face crop and
-// rectangle. The server keeps its avatars' frames in memory (FrameStore, decoded or encoded);
+// rectangle. The server keeps its avatars' frames in memory (StoredFrames, stored_frames.h);
 // render decodes them from the avatar's files, ahead of the walk on helper threads, and keeps the
-// recent ones.
+// recent ones (CachedFrames, here).
 #pragma once
 
 #include <condition_variable>
@@ -34,6 +34,9 @@ struct SourceFrame {
   CropRect rect;
 };
 
+// kInvalidArgument unless 0 <= index < count.
+Status CheckFrameIndex(int64_t index, int64_t count);
+
 class FrameSource {
  public:
   virtual ~FrameSource() = default;
@@ -43,24 +46,6 @@ class FrameSource {
   // word that Read(index) will come soon, so that it may start on it now.
   virtual int read_ahead() const { return 0; }
   virtual void Expect(int64_t /*index*/) {}
-};
-
-// Frames held in memory (a loaded avatar's); the crop is cut on each read (an encoded frame decoded
-// for it), or with `crops` false left to paste time with the frame's copy or decode, for a stream
-// given its faces (which needs none before; the pastes run in parallel where the reads do not).
-// The store and the rectangles must outlive the source.
-class StoredFrames final : public FrameSource {
- public:
-  StoredFrames(const FrameStore& frames, const std::vector<CropRect>& rects,
-               const FaceLayout& layout, bool crops = true)
-      : frames_(frames), rects_(rects), layout_(layout), crops_(crops) {}
-  Result<SourceFrame> Read(int64_t index) override;
-
- private:
-  const FrameStore& frames_;
-  const std::vector<CropRect>& rects_;
-  FaceLayout layout_;
-  bool crops_;
 };
 
 struct CachedFramesOptions {

@@ -33,8 +33,14 @@ inline std::chrono::steady_clock::time_point SteadyDeadline(
 
 class WorkerPool {
  public:
-  explicit WorkerPool(int threads) {
-    for (int i = 0; i < std::max(1, threads); ++i) threads_.emplace_back([this] { Loop(); });
+  // `on_start` runs first on each thread (to name it, or lower its priority).
+  explicit WorkerPool(int threads, std::function<void()> on_start = {}) {
+    for (int i = 0; i < std::max(1, threads); ++i) {
+      threads_.emplace_back([this, on_start] {
+        if (on_start) on_start();
+        Loop();
+      });
+    }
   }
   ~WorkerPool() {
     {

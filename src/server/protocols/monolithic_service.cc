@@ -8,6 +8,7 @@
 
 #include "lipsync/frames.h"
 #include "pipeline/stream/lipsync_stream.h"
+#include "pipeline/stream/stored_frames.h"
 #include "server/core/for_each_frame.h"
 #include "server/protocols/request_codec.h"
 
@@ -123,7 +124,8 @@ Result<std::vector<Image>> ComposeBatch(LoadedAvatar& a,
       FrameSequence walk,
       FrameSequence::Create(n, FrameOrder::kLoop, request.start_frame_idx() % n));
   // Crops only at paste time, on the pool: the faces are given.
-  stream::StoredFrames avatar_frames(a.frames, a.avatar.crop_rects(), a.layout, /*crops=*/false);
+  stream::StoredFrames avatar_frames(a.frames, a.avatar.crop_rects(), a.layout,
+                                     stream::StoredFramesOptions::WithoutCrops());
   stream::StreamOptions options;
   options.fps = a.avatar.manifest().fps;
   options.batch = batch;

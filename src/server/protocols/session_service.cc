@@ -9,8 +9,10 @@
 #include <optional>
 #include <thread>
 
+#include "core/platform.h"
 #include "lipsync/frames.h"
 #include "runtime/catch_all.h"
+#include "server/core/worker_pool.h"
 #include "server/protocols/monolithic_service.h"  // kCompositeJpegQuality
 #include "server/protocols/request_codec.h"
 
@@ -267,8 +269,13 @@ Status SessionCall::Open(const SessionStart& start) {
       start.has_start_frame() ? start.start_frame() : FrameSequence::kDefaultStart);
   if (!sequence.ok()) return sequence.status().WithContext("avatar '" + start.model_id() + "'");
   service_->JoinAvatar(avatar_.get());
+  stream::StoredFramesOptions frame_options;
+  if (avatar_->frames.storage() == stream::FrameStorage::kEncoded) {
+    frame_options.executor = service_->DecodeExecutor();
+    frame_options.decode_ahead = service_->options_.decode_ahead;
+  }
   frames_ = std::make_unique<stream::StoredFrames>(avatar_->frames, avatar_->avatar.crop_rects(),
-                                                   avatar_->layout);
+                                                   avatar_->layout, std::move(frame_options));
   stream::StreamOptions so = LiveStreamOptions(*avatar_, service_->options_.max_batch,
                                                service_->options_.batches_under_way);
   so.on_batch_done = [signal = signal_] {
@@ -409,6 +416,21 @@ int SessionService::live_avatars() const {
 }
 
 SessionService::~SessionService() = default;
+
+stream::Executor SessionService::DecodeExecutor() {
+  constexpr int kDecodeNice = 10;
+  std::call_once(decode_once_, [this] {
+    int threads = options_.decode_threads;
+    if (threads <= 0)
+      threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / 2);
+    // Below the sessions and the model: a frame decoded ahead uses the time they leave.
+    decode_pool_ = std::make_unique<WorkerPool>(threads, [] {
+      platform::NameThisThread("frame-decode");
+      platform::LowerThisThreadPriority(kDecodeNice);
+    });
+  });
+  return [pool = decode_pool_.get()](std::function<void()> work) { pool->Post(std::move(work)); };
+}
 
 grpc::ServerBidiReactor<SessionRequest, SessionResponse>* SessionService::Session(
     grpc::CallbackServerContext* call) {

@@ -20,6 +20,7 @@
 #include "lipsync/status.h"
 #include "lipsync/v1/lipsync.grpc.pb.h"
 #include "pipeline/stream/lipsync_stream.h"
+#include "pipeline/stream/stored_frames.h"
 #include "server/core/avatar_registry.h"
 #include "server/core/metrics.h"
 #include "server/protocols/call_gate.h"
@@ -33,6 +34,11 @@ struct SessionOptions {
   std::chrono::milliseconds idle_timeout{30000};
   int max_sessions = 64;      // more at once are refused with RESOURCE_EXHAUSTED
   int batches_under_way = 2;  // batches of frames one session has under way at most
+  // Avatars whose frames are kept encoded: each session has up to `decode_ahead` of its next
+  // frames decoded (a decoded frame's memory each) on `decode_threads` threads that every session
+  // shares (0: half the cores, at least one), so that its audio finds them ready.
+  int decode_ahead = 6;
+  int decode_threads = 0;
 };
 
 // Largest audio chunk: 10 s at 16 kHz.
@@ -47,6 +53,8 @@ Result<std::vector<float>> DecodeSessionAudio(const std::string& bytes,
 // The stream options of a live session on `avatar`: up to `max_batch` frames per job, as live
 // work of origin "session", `open` batches under way at most.
 stream::StreamOptions LiveStreamOptions(const LoadedAvatar& avatar, int max_batch, int open);
+
+class WorkerPool;
 
 class SessionService final : public lipsync::v1::Sessions::CallbackService {
  public:
@@ -73,6 +81,10 @@ class SessionService final : public lipsync::v1::Sessions::CallbackService {
   void LeaveAvatar(const LoadedAvatar* avatar);
   mutable std::mutex avatars_mu_;
   std::map<const LoadedAvatar*, int> live_avatars_;  // open sessions per avatar
+  // The shared decode threads, started by the first session that needs them.
+  stream::Executor DecodeExecutor();
+  std::once_flag decode_once_;
+  std::unique_ptr<WorkerPool> decode_pool_;
   std::atomic<int64_t> open_{0};
   std::atomic<uint64_t> next_id_{1};
 };
