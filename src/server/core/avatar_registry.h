@@ -26,6 +26,7 @@
 #include "lipsync/audio.h"
 #include "lipsync/avatar.h"
 #include "lipsync/engine.h"
+#include "lipsync/memory.h"
 #include "pipeline/stream/frame_store.h"
 #include "runtime/scheduler.h"
 #include "server/core/avatar_catalog.h"
@@ -218,6 +219,8 @@ class AvatarRegistry {
   // Evicts the least recently used idle avatar for a run's working memory; false: none.
   bool MakeWorkingRoom();
   void RenderDeviceMetrics(std::string* out) const;
+  // The working-memory pool of GPU `device` (all zero before a CUDA engine has run there).
+  static DeviceMemoryStats DeviceWorking(int device);
   Entry& EntryLocked(const std::string& id) const;
 
   AvatarRegistryOptions options_;
