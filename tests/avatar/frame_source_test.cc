@@ -122,10 +122,20 @@ TEST(CachedFrames, ClosesWithFramesStillQueued) {
   EXPECT_EQ(outside.status().code(), StatusCode::kInvalidArgument);
 }
 
-// The tiny avatar's frames held decoded and as PNG bytes.
-struct Stores {
+// The tiny avatar, its frames held decoded and as PNG bytes.
+struct TinyStores {
+  ScratchDir dir;
+  const Avatar avatar = ImportTinyAvatar(dir);
+  const FaceLayout layout = FaceLayout::ForInputSize(320).value();
   FrameStore decoded, encoded;
-  explicit Stores(const Avatar& avatar) {
+  // The encoded frames, up to `ahead` of them decoded on `executor`.
+  StoredFrames EncodedAhead(Executor executor, int ahead) const {
+    StoredFramesOptions options;
+    options.executor = std::move(executor);
+    options.decode_ahead = ahead;
+    return StoredFrames(encoded, avatar.crop_rects(), layout, options);
+  }
+  TinyStores() {
     auto reader = avatar.OpenFrames();
     std::vector<Image> images;
     std::vector<std::string> files;
@@ -154,12 +164,11 @@ struct QueuedWork {
 };
 
 TEST(StoredFrames, EncodedFramesDecodedAheadEqualDecodedFramesRead) {
-  ScratchDir dir;
-  const Avatar avatar = ImportTinyAvatar(dir);
-  const FaceLayout layout = FaceLayout::ForInputSize(320).value();
+  const TinyStores stores;
+  const Avatar& avatar = stores.avatar;
+  const FaceLayout& layout = stores.layout;
   const auto sequence = FrameSequence::Create(avatar.frame_count(), FrameOrder::kPingPong).value();
   const int64_t count = 3 * avatar.frame_count();
-  const Stores stores(avatar);
   StoredFrames plain(stores.decoded, avatar.crop_rects(), layout);
   EXPECT_EQ(plain.read_ahead(), 0);
   const std::vector<SourceFrame> want = Walk(plain, sequence, count);
@@ -192,16 +201,11 @@ TEST(StoredFrames, EncodedFramesDecodedAheadEqualDecodedFramesRead) {
 // A read that comes before the work decodes the frame itself; the work then does nothing. At most
 // `decode_ahead` frames are asked for at once.
 TEST(StoredFrames, AReadBeforeTheWorkDecodesItselfAndAheadIsBounded) {
-  ScratchDir dir;
-  const Avatar avatar = ImportTinyAvatar(dir);
+  const TinyStores stores;
+  const Avatar& avatar = stores.avatar;
   ASSERT_GE(avatar.frame_count(), 4);
-  const FaceLayout layout = FaceLayout::ForInputSize(320).value();
-  const Stores stores(avatar);
   QueuedWork work;
-  StoredFramesOptions options;
-  options.executor = work.executor();
-  options.decode_ahead = 2;
-  StoredFrames frames(stores.encoded, avatar.crop_rects(), layout, options);
+  StoredFrames frames = stores.EncodedAhead(work.executor(), 2);
   for (int64_t i = 0; i < 4; ++i) frames.Expect(i);
   frames.Expect(1);                     // already asked for
   frames.Expect(avatar.frame_count());  // outside the avatar
@@ -218,16 +222,11 @@ TEST(StoredFrames, AReadBeforeTheWorkDecodesItselfAndAheadIsBounded) {
 // A source closed with decodes queued or under way: the queued ones find it closed, the destructor
 // waits for those under way.
 TEST(StoredFrames, ClosesWithDecodesStillQueued) {
-  ScratchDir dir;
-  const Avatar avatar = ImportTinyAvatar(dir);
-  const FaceLayout layout = FaceLayout::ForInputSize(320).value();
-  const Stores stores(avatar);
+  const TinyStores stores;
+  const Avatar& avatar = stores.avatar;
   QueuedWork queued;
   {
-    StoredFramesOptions options;
-    options.executor = queued.executor();
-    options.decode_ahead = 4;
-    StoredFrames frames(stores.encoded, avatar.crop_rects(), layout, options);
+    StoredFrames frames = stores.EncodedAhead(queued.executor(), 4);
     for (int64_t i = 0; i < avatar.frame_count(); ++i) frames.Expect(i);
     ASSERT_EQ(queued.queue.size(), 4u);
   }
@@ -235,12 +234,8 @@ TEST(StoredFrames, ClosesWithDecodesStillQueued) {
   for (int round = 0; round < 10; ++round) {
     std::vector<std::thread> threads;
     {
-      StoredFramesOptions options;
-      options.executor = [&threads](std::function<void()> work) {
-        threads.emplace_back(std::move(work));
-      };
-      options.decode_ahead = 4;
-      StoredFrames frames(stores.encoded, avatar.crop_rects(), layout, options);
+      StoredFrames frames = stores.EncodedAhead(
+          [&threads](std::function<void()> work) { threads.emplace_back(std::move(work)); }, 4);
       for (int64_t i = 0; i < avatar.frame_count(); ++i) frames.Expect(i);
       if (round % 2) {
         ASSERT_TRUE(frames.Read(1).ok());

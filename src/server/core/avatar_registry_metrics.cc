@@ -6,21 +6,9 @@
 
 #include "lipsync/memory.h"
 #include "server/core/avatar_registry.h"
+#include "server/core/metrics.h"
 
 namespace lipsync::server {
-namespace {
-
-// A Prometheus label value: backslash, quote and newline escaped.
-std::string Label(const std::string& value) {
-  std::string out;
-  for (char c : value) {
-    if (c == '\\' || c == '"') out += '\\';
-    out += c == '\n' ? std::string("\\n") : std::string(1, c);
-  }
-  return out;
-}
-
-}  // namespace
 
 void AvatarRegistry::RenderPrometheus(std::string* out) const {
   const std::vector<AvatarState> states = States();
@@ -31,7 +19,7 @@ void AvatarRegistry::RenderPrometheus(std::string* out) const {
   auto each = [&](const char* name, const char* type, const char* help, auto value) {
     family(name, type, help);
     for (const AvatarState& s : states) {
-      *out += fmt::format("{}{{avatar=\"{}\"}} {}\n", name, Label(s.id), value(s));
+      *out += fmt::format("{}{{avatar=\"{}\"}} {}\n", name, PrometheusLabel(s.id), value(s));
     }
   };
   each("lipsync_avatar_loaded", "gauge", "1 when the avatar is loaded.",
@@ -44,9 +32,9 @@ void AvatarRegistry::RenderPrometheus(std::string* out) const {
          "in lipsync_avatar_memory_used_bytes once each.");
   for (const AvatarState& s : states) {
     *out += fmt::format("lipsync_avatar_memory_bytes{{avatar=\"{}\",kind=\"host\"}} {}\n",
-                        Label(s.id), s.host_bytes);
+                        PrometheusLabel(s.id), s.host_bytes);
     *out += fmt::format("lipsync_avatar_memory_bytes{{avatar=\"{}\",kind=\"gpu\"}} {}\n",
-                        Label(s.id), s.gpu_bytes);
+                        PrometheusLabel(s.id), s.gpu_bytes);
   }
   each("lipsync_avatar_requests_total", "counter", "Requests served by the avatar.",
        [](const AvatarState& s) { return s.total_requests; });
@@ -132,7 +120,7 @@ void AvatarRegistry::RenderDeviceMetrics(std::string* out) const {
     line(gpu.c_str(), "working_peak", s.peak_working);
   }
   const runtime::SchedulerTotals t = scheduler_->totals();
-  const std::string device = Label(scheduler_->device());
+  const std::string device = PrometheusLabel(scheduler_->device());
   *out += fmt::format(
       "# HELP lipsync_scheduler_batches_total UNet batches the device's scheduler ran.\n"
       "# TYPE lipsync_scheduler_batches_total counter\n"

@@ -33,9 +33,7 @@ void Histogram::Render(const std::string& name, std::string* out) const {
   *out += fmt::format("{}_sum {}\n{}_count {}\n", name, sum_, name, total_);
 }
 
-namespace {
-// A Prometheus label value: backslash, quote and newline escaped.
-std::string LabelValue(const std::string& value) {
+std::string PrometheusLabel(const std::string& value) {
   std::string out;
   for (char c : value) {
     if (c == '\\' || c == '"') out += '\\';
@@ -44,6 +42,7 @@ std::string LabelValue(const std::string& value) {
   return out;
 }
 
+namespace {
 std::vector<double> LatencyBounds() {
   return {0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10};
 }
@@ -152,7 +151,7 @@ std::string Metrics::RenderPrometheus() const {
     std::lock_guard lock(mu_);
     for (const auto& [key, n] : model_frames_) {
       out += fmt::format("lipsync_model_frames_total{{model=\"{}\",origin=\"{}\"}} {}\n",
-                         LabelValue(key.first), key.second, n);
+                         PrometheusLabel(key.first), key.second, n);
     }
   }
   out += "# HELP lipsync_batches_total Batches run through the model.\n";

@@ -19,6 +19,9 @@
 
 namespace lipsync::server {
 
+// A Prometheus label value: backslash, quote and newline escaped.
+std::string PrometheusLabel(const std::string& value);
+
 // A cumulative histogram with fixed upper bounds.
 class Histogram {
  public:
