@@ -24,20 +24,25 @@ double MsSince(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
 }
 
-// Checks `count` float32 values held as bytes (a request's tensor, from value `first` on) a block
-// at a time, so that nothing is read through a misaligned float pointer and no copy of the whole
-// tensor is made.
+// Checks `count` float32 values held as bytes (a request's tensor, from value `first` on) without a
+// float pointer into them (they may be misaligned) or a copy of the whole tensor. A block at a
+// time: its exponent bits are tested without a branch (a loop the compiler vectorises), and only a
+// block with a NaN or an infinity is searched for the first one.
 Status CheckFiniteBytes(const std::string& bytes, size_t first, size_t count, const char* what) {
   constexpr size_t kBlock = 4096;
-  float values[kBlock];
+  constexpr uint32_t kExponent = 0x7f800000u;  // all ones: NaN or infinite
+  uint32_t bits[kBlock];
   for (size_t at = first; at < first + count; at += kBlock) {
     const size_t n = std::min(kBlock, first + count - at);
-    std::memcpy(values, bytes.data() + at * sizeof(float), n * sizeof(float));
+    std::memcpy(bits, bytes.data() + at * sizeof(float), n * sizeof(float));
+    uint32_t bad = 0;
+    for (size_t i = 0; i < n; ++i) bad |= static_cast<uint32_t>((bits[i] & kExponent) == kExponent);
+    if (!bad) continue;
     for (size_t i = 0; i < n; ++i) {
-      if (!std::isfinite(values[i])) {
-        return InvalidArgument(std::string(what) + " value " + std::to_string(at + i) + " is " +
-                               (std::isnan(values[i]) ? "NaN" : "infinite"));
-      }
+      if ((bits[i] & kExponent) != kExponent) continue;
+      const bool nan = (bits[i] & 0x007fffffu) != 0;
+      return InvalidArgument(std::string(what) + " value " + std::to_string(at + i) + " is " +
+                             (nan ? "NaN" : "infinite"));
     }
   }
   return Status::Ok();
