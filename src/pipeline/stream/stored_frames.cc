@@ -5,6 +5,8 @@
 #include <string>
 #include <unordered_map>
 
+#include "runtime/catch_all.h"
+
 namespace lipsync::stream {
 namespace {
 
@@ -79,9 +81,14 @@ void StoredFrames::Expect(int64_t index) {
       slot->claimed = true;
       ++ahead->running;
     }
-    Result<SourceFrame> result = ReadWithCrop(*store, rect, layout, index);
+    // Caught here, as the slot must be done for its Read and the destructor to go on.
+    Result<SourceFrame> result = Internal("not decoded");
+    const Status status = runtime::CatchAll("decoding avatar frames", [&] {
+      result = ReadWithCrop(*store, rect, layout, index);
+      return Status::Ok();
+    });
     std::lock_guard lock(ahead->mu);
-    slot->result = std::move(result);
+    slot->result = status.ok() ? std::move(result) : Result<SourceFrame>(status);
     slot->done = true;
     --ahead->running;
     ahead->done_cv.notify_all();
