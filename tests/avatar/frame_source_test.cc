@@ -245,5 +245,38 @@ TEST(StoredFrames, ClosesWithDecodesStillQueued) {
   }
 }
 
+// A store that keeps the crops of its decoded frames gives each read a copy of the frame's crop
+// (one the stream may paste into) and cuts none; a store given a crop count other than its frames'
+// keeps none.
+TEST(StoredFrames, ACropTheStoreKeepsIsCopiedNotCutAgain) {
+  const TinyStores stores;
+  const Avatar& avatar = stores.avatar;
+  const int64_t n = avatar.frame_count();
+  std::vector<Image> images, marked;
+  for (int64_t i = 0; i < n; ++i) {
+    images.push_back(*stores.decoded.Get(i).value());
+    const int c = stores.layout.crop_size;
+    marked.push_back(Image{
+        c, c,
+        std::vector<uint8_t>(static_cast<size_t>(c) * c * 3, static_cast<uint8_t>(30 + 11 * i))});
+  }
+  const FrameStore store = FrameStore::Decoded(images, marked);
+  EXPECT_EQ(store.bytes(), stores.decoded.bytes() + n * static_cast<int64_t>(marked[0].bgr.size()));
+  StoredFrames frames(store, avatar.crop_rects(), stores.layout);
+  for (int64_t i = 0; i < n; ++i) {
+    auto got = frames.Read(i);
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    EXPECT_EQ(got->crop.bgr, marked[static_cast<size_t>(i)].bgr) << "frame " << i;
+    std::fill(got->crop.bgr.begin(), got->crop.bgr.end(), uint8_t{0});  // the reader's own copy
+    EXPECT_EQ(store.crop(i)->bgr, marked[static_cast<size_t>(i)].bgr) << "frame " << i;
+  }
+  EXPECT_EQ(store.crop(n), nullptr);
+  EXPECT_EQ(store.crop(-1), nullptr);
+
+  const FrameStore short_of_crops = FrameStore::Decoded(images, {marked[0]});
+  EXPECT_EQ(short_of_crops.crop(0), nullptr);
+  EXPECT_EQ(short_of_crops.bytes(), stores.decoded.bytes());
+}
+
 }  // namespace
 }  // namespace lipsync::stream

@@ -257,6 +257,65 @@ TEST_P(GivenInputs, RunAsGivenAndSeveralThreadsTakeEachFrameOnce) {
 INSTANTIATE_TEST_SUITE_P(LipSyncStream, GivenInputs, ::testing::Bool(),
                          [](const auto& info) { return info.param ? "InPlace" : "Copied"; });
 
+// Faces given to a stream that leaves the crops to paste time (the monolithic service) go into the
+// crop the frame store keeps, where it keeps one: the same frames as with the crop cut then, and
+// other frames for other crops.
+TEST(LipSyncStream, GivenFacesArePastedIntoTheCropsTheStoreKeeps) {
+  constexpr int kBatch = 3, kFrames = 5;
+  Models m(kBatch);
+  const int s = m.layout.inner_size;
+  auto reader = m.avatar.OpenFrames();
+  ASSERT_TRUE(reader.ok()) << reader.status().ToString();
+  std::vector<Image> images, crops, marked;
+  for (int64_t i = 0; i < m.avatar.frame_count(); ++i) {
+    images.push_back((*reader)->Read(i).value());
+    crops.push_back(
+        CropFace(images.back(), m.avatar.crop_rects()[static_cast<size_t>(i)], m.layout).value());
+    marked.push_back(crops.back());
+    std::fill(marked.back().bgr.begin(), marked.back().bgr.end(), static_cast<uint8_t>(40 + 9 * i));
+  }
+  std::mt19937 random(11);
+  std::uniform_real_distribution<float> value(-1.0f, 1.0f);
+  Tensor windows = Tensor::Uninitialized(DataType::kFloat32, {kFrames, 32, 16, 16});
+  for (int64_t i = 0; i < windows.element_count(); ++i) windows.data_as<float>()[i] = value(random);
+  std::vector<float> visual(static_cast<size_t>(kFrames) * 6 * s * s);
+  for (float& v : visual) v = value(random);
+
+  const auto run = [&](const FrameStore& store) {
+    StoredFrames frames(store, m.avatar.crop_rects(), m.layout,
+                        StoredFramesOptions::WithoutCrops());
+    StreamOptions options = m.Offline(kBatch);
+    options.frame_form = false;
+    LipSyncStream stream(m.scheduler, m.model, *m.encoder, frames, m.sequence, m.layout, options);
+    EXPECT_TRUE(stream.PushInputs(windows, visual.data()).ok());
+    EXPECT_TRUE(stream.Finish().ok());
+    for (;;) {
+      auto prepared = stream.Prepare(true);
+      EXPECT_TRUE(prepared.ok()) << prepared.status().ToString();
+      if (!prepared.ok() || !*prepared) break;
+    }
+    std::vector<Image> out;
+    for (;;) {
+      auto frame = stream.Next();
+      if (!frame.ok() || !*frame) {
+        EXPECT_TRUE(frame.ok()) << frame.status().ToString();
+        return out;
+      }
+      out.push_back(std::move((*frame)->frame));
+    }
+  };
+  const std::vector<Image> cut = run(FrameStore::Decoded(images));
+  const std::vector<Image> kept = run(FrameStore::Decoded(images, crops));
+  const std::vector<Image> other = run(FrameStore::Decoded(images, marked));
+  ASSERT_EQ(cut.size(), static_cast<size_t>(kFrames));
+  ASSERT_EQ(kept.size(), cut.size());
+  ASSERT_EQ(other.size(), cut.size());
+  for (size_t i = 0; i < cut.size(); ++i) {
+    EXPECT_TRUE(kept[i].bgr == cut[i].bgr) << "frame " << i << " differs with its crop kept";
+    EXPECT_FALSE(other[i].bgr == cut[i].bgr) << "frame " << i << " ignores the crop kept";
+  }
+}
+
 // A stream that cuts the faces itself needs the crops.
 TEST(LipSyncStream, AStreamThatCutsTheFacesNeedsTheCrops) {
   constexpr int kBatch = 3;

@@ -13,6 +13,7 @@
 
 #include "avatar_test_util.h"
 #include "core/arena_pool.h"
+#include "lipsync/frames.h"
 #include "lipsync/video.h"
 #include "server/core/avatar_registry.h"
 #include "test_avatars.h"
@@ -27,6 +28,9 @@ using lipsync::testing::WriteFile;
 using testing::StateOf;
 using testing::TestRegistryOptions;
 using testing::WriteTestAvatar;
+
+// A decoded frame's face crop, kept beside it: 328 x 328 BGR for the 320 model.
+constexpr int64_t kCropBytes = int64_t{328} * 328 * 3;
 
 #define EXPECT_MESSAGE(status, text)                          \
   EXPECT_NE((status).message().find(text), std::string::npos) \
@@ -394,9 +398,20 @@ TEST(AvatarRepository, FramesLoadInOrderAndABrokenOneFailsTheLoad) {
       ASSERT_TRUE(frame.ok()) << frame.status().ToString();
       EXPECT_EQ(frame->bgr, lipsync::testing::PatternImage(224, 128, i).bgr) << "frame " << i;
     }
-    const int64_t decoded_bytes = int64_t{kFrames} * 224 * 128 * 3;
+    // Decoded frames are kept with their face crops (328 x 328 for the 320 model).
+    const int64_t decoded_bytes = int64_t{kFrames} * (224 * 128 * 3 + kCropBytes);
     EXPECT_EQ(frames.bytes(),
               storage == stream::FrameStorage::kDecoded ? decoded_bytes : file_bytes);
+    // Each kept crop is the frame's own, as the frame would be cut when served.
+    for (int i = 0; i < kFrames; ++i) {
+      const Image* crop = frames.crop(i);
+      ASSERT_EQ(crop != nullptr, storage == stream::FrameStorage::kDecoded) << "frame " << i;
+      if (!crop) continue;
+      auto want = CropFace(lipsync::testing::PatternImage(224, 128, i),
+                           (*many)->avatar.crop_rects()[static_cast<size_t>(i)], (*many)->layout);
+      ASSERT_TRUE(want.ok()) << want.status().ToString();
+      EXPECT_EQ(crop->bgr, want->bgr) << "frame " << i;
+    }
     EXPECT_EQ(
         (*many)->memory_bytes,
         frames.bytes() + static_cast<int64_t>(std::filesystem::file_size(root / "many/unet.onnx")));
@@ -414,8 +429,8 @@ TEST(AvatarRepository, ABudgetTooSmallForDecodedFramesSaysWhatEncodedWouldTake) 
   for (const auto& e : std::filesystem::directory_iterator(root / "wide/frames")) {
     files += static_cast<int64_t>(e.file_size());
   }
-  const int64_t decoded = int64_t{kFrames} * kW * kH * 3;  // 9.2 MB
-  ASSERT_LT(files * 2, decoded);                           // the pattern frames compress
+  const int64_t decoded = int64_t{kFrames} * (kW * kH * 3 + kCropBytes);  // 13.1 MB with crops
+  ASSERT_LT(files * 2, decoded);  // the pattern frames compress
   const int64_t models = static_cast<int64_t>(std::filesystem::file_size(root / "wide/unet.onnx") +
                                               std::filesystem::file_size(root / "wide/enc.onnx"));
   auto options = TestRegistryOptions(root.path());
@@ -480,7 +495,7 @@ TEST(AvatarRepository, VideoFramesKeptEncodedGiveTheDecodedPixels) {
     EXPECT_EQ((*got)->bgr, (*want)->bgr) << "frame " << i;
   }
   EXPECT_LT(encoded.bytes(), decoded.bytes());
-  EXPECT_EQ(decoded.bytes(), int64_t{kFrames} * kW * kH * 3);
+  EXPECT_EQ(decoded.bytes(), int64_t{kFrames} * (kW * kH * 3 + kCropBytes));
 }
 
 // The server's log while it lives: a ring of the last lines, the previous logger restored after.

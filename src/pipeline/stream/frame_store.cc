@@ -14,10 +14,14 @@ Result<FrameStorage> ParseFrameStorage(const std::string& name) {
   return InvalidArgument("frame storage must be decoded or encoded, got '" + name + "'");
 }
 
-FrameStore FrameStore::Decoded(std::vector<Image> frames) {
+FrameStore FrameStore::Decoded(std::vector<Image> frames, std::vector<Image> crops) {
   FrameStore store;
   store.storage_ = FrameStorage::kDecoded;
   for (const Image& frame : frames) store.bytes_ += static_cast<int64_t>(frame.bgr.size());
+  if (crops.size() == frames.size()) {
+    for (const Image& crop : crops) store.bytes_ += static_cast<int64_t>(crop.bgr.size());
+    store.crops_ = std::move(crops);
+  }
   if (!frames.empty()) {
     store.width_ = frames[0].width;
     store.height_ = frames[0].height;
@@ -73,6 +77,11 @@ Result<Image> FrameStore::Copy(int64_t index) const {
   LIPSYNC_RETURN_IF_ERROR(CheckIndex(index));
   if (storage_ == FrameStorage::kDecoded) return decoded_[static_cast<size_t>(index)];
   return Decode(index);
+}
+
+const Image* FrameStore::crop(int64_t index) const {
+  if (index < 0 || index >= static_cast<int64_t>(crops_.size())) return nullptr;
+  return &crops_[static_cast<size_t>(index)];
 }
 
 }  // namespace lipsync::stream

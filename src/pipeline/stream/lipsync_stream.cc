@@ -453,12 +453,17 @@ Result<std::optional<StreamFrame>> LipSyncStream::Next() {
     out.frame = source.decoded ? *source.decoded : std::move(source.frame);
   }
   if (source.crop.bgr.empty() && !options_.paste) {  // left to paste time (given faces)
-    auto crop = CropFace(out.frame, source.rect, layout_);
-    if (!crop.ok()) {
-      Stop(crop.status());
-      return crop.status();
+    const Image* kept = source.store ? source.store->crop(source.store_index) : nullptr;
+    if (kept) {
+      source.crop = *kept;
+    } else {
+      auto crop = CropFace(out.frame, source.rect, layout_);
+      if (!crop.ok()) {
+        Stop(crop.status());
+        return crop.status();
+      }
+      source.crop = std::move(*crop);
     }
-    source.crop = std::move(*crop);
   }
   Status pasted = options_.paste ? options_.paste(face, source, out.frame)
                                  : PasteFace(face, layout_, source.crop, source.rect, out.frame);

@@ -10,8 +10,8 @@
 namespace lipsync::stream {
 namespace {
 
-// Frame `index` read and its crop cut: a decoded frame in place (copied at paste time), an
-// encoded one decoded once.
+// Frame `index` read and its crop cut (or copied where the store keeps it): a decoded frame in
+// place (copied at paste time), an encoded one decoded once.
 Result<SourceFrame> ReadWithCrop(const FrameStore& frames, const CropRect& rect,
                                  const FaceLayout& layout, int64_t index) {
   SourceFrame out;
@@ -20,6 +20,10 @@ Result<SourceFrame> ReadWithCrop(const FrameStore& frames, const CropRect& rect,
     LIPSYNC_ASSIGN_OR_RETURN(out.decoded, frames.Get(index));
   } else {
     LIPSYNC_ASSIGN_OR_RETURN(out.frame, frames.Copy(index));
+  }
+  if (const Image* kept = frames.crop(index)) {
+    out.crop = *kept;  // the stream pastes into its own copy
+    return out;
   }
   auto crop = CropFace(out.decoded ? *out.decoded : out.frame, out.rect, layout);
   if (!crop.ok()) return crop.status().WithContext("avatar frame " + std::to_string(index));

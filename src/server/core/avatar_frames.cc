@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/platform.h"
+#include "lipsync/frames.h"
 #include "pipeline/avatar/avatar_internal.h"
 #include "server/core/for_each_frame.h"
 
@@ -47,9 +48,25 @@ Result<stream::FrameStore> LoadEncodedVideo(const Avatar& avatar, FrameReader& r
   return stream::FrameStore::Encoded(std::move(encoded), avatar.width(), avatar.height());
 }
 
+// Decoded frames kept with their face crops, cut on every core: each frame served then costs a
+// copy of its crop instead of a bicubic resize (0.3 ms at a 141-pixel rectangle, 0.7 ms at 380).
+Result<stream::FrameStore> DecodedWithCrops(const Avatar& avatar, std::vector<Image> frames,
+                                            const FaceLayout& layout) {
+  std::vector<Image> crops(frames.size());
+  LIPSYNC_RETURN_IF_ERROR(ForEachFrame(static_cast<int>(frames.size()), [&](int i) -> Status {
+    const auto k = static_cast<size_t>(i);
+    auto crop = CropFace(frames[k], avatar.crop_rects()[k], layout);
+    if (!crop.ok()) return crop.status().WithContext("avatar frame " + std::to_string(i));
+    crops[k] = std::move(*crop);
+    return Status::Ok();
+  }));
+  return stream::FrameStore::Decoded(std::move(frames), std::move(crops));
+}
+
 }  // namespace
 
-Result<stream::FrameStore> LoadAvatarFrames(const Avatar& avatar, stream::FrameStorage storage) {
+Result<stream::FrameStore> LoadAvatarFrames(const Avatar& avatar, stream::FrameStorage storage,
+                                            const FaceLayout& layout) {
   LIPSYNC_ASSIGN_OR_RETURN(auto reader, avatar.OpenFrames());
   const int count = static_cast<int>(avatar.frame_count());
   const bool encoded = storage == stream::FrameStorage::kEncoded;
@@ -59,7 +76,7 @@ Result<stream::FrameStore> LoadAvatarFrames(const Avatar& avatar, stream::FrameS
     for (int i = 0; i < count; ++i) {
       LIPSYNC_ASSIGN_OR_RETURN(frames[static_cast<size_t>(i)], reader->Read(i));
     }
-    return stream::FrameStore::Decoded(std::move(frames));
+    return DecodedWithCrops(avatar, std::move(frames), layout);
   }
   // An image folder's reader keeps no state between frames: every core reads (a 1920x1080 PNG
   // frame takes tens of milliseconds, and an avatar of a few minutes has thousands).
@@ -76,12 +93,17 @@ Result<stream::FrameStore> LoadAvatarFrames(const Avatar& avatar, stream::FrameS
     LIPSYNC_ASSIGN_OR_RETURN(frames[static_cast<size_t>(i)], reader->Read(i));
     return Status::Ok();
   }));
-  return stream::FrameStore::Decoded(std::move(frames));
+  return DecodedWithCrops(avatar, std::move(frames), layout);
 }
 
 int64_t ExpectedFrameBytes(const Avatar& avatar, stream::FrameStorage storage) {
   const int64_t decoded = avatar.frame_count() * avatar.width() * avatar.height() * 3;
-  if (storage == stream::FrameStorage::kDecoded || avatar.frames_are_video()) return decoded;
+  if (storage == stream::FrameStorage::kDecoded) {
+    auto layout = FaceLayout::ForInputSize(avatar.manifest().model_size);
+    const int64_t crop = layout.ok() ? int64_t{layout->crop_size} * layout->crop_size * 3 : 0;
+    return decoded + avatar.frame_count() * crop;
+  }
+  if (avatar.frames_are_video()) return decoded;
   int64_t bytes = 0;
   for (const std::string& file : avatar.frame_files()) {
     std::error_code ec;

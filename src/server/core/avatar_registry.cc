@@ -421,7 +421,7 @@ Status AvatarRegistry::LoadModels(Candidate& c) const {
     SetEncoder(loaded, std::move(*encoder), c.encoder_model);
   }
 
-  auto frames = LoadAvatarFrames(a, frames_);
+  auto frames = LoadAvatarFrames(a, frames_, loaded.layout);
   if (!frames.ok()) return frames.status().WithContext("loading avatar '" + id + "'");
   loaded.frames = std::move(*frames);
   const int64_t models = FileBytes(a.model_path());

@@ -238,13 +238,20 @@ Status LipSyncSrvService::RunFrames(Clock::time_point start, const Result<Avatar
     const size_t crop_bytes = static_cast<size_t>(c) * c * 3;
     const size_t face_bytes = static_cast<size_t>(s) * s * 3;
     Tensor crops = Tensor::Uninitialized(DataType::kUInt8, {batch, c, c, 3});
-    // Each frame's crop on OpenCV's pool (an encoded frame is decoded for it).
+    // Each frame's crop as kept with the decoded frames, or cut on OpenCV's pool (an encoded frame
+    // is decoded for it).
     Status status = ForEachFrame(batch, [&](int k) -> Status {
       const auto index = static_cast<size_t>(frames[static_cast<size_t>(k)]);
+      uint8_t* to = crops.data_as<uint8_t>() + k * crop_bytes;
+      const Image* kept = a.frames.crop(static_cast<int64_t>(index));
+      if (kept && kept->bgr.size() == crop_bytes) {
+        std::memcpy(to, kept->bgr.data(), crop_bytes);
+        return Status::Ok();
+      }
       LIPSYNC_ASSIGN_OR_RETURN(auto frame, a.frames.Get(static_cast<int64_t>(index)));
       LIPSYNC_ASSIGN_OR_RETURN(Image crop,
                                CropFace(*frame, a.avatar.crop_rects()[index], a.layout));
-      std::memcpy(crops.data_as<uint8_t>() + k * crop_bytes, crop.bgr.data(), crop_bytes);
+      std::memcpy(to, crop.bgr.data(), crop_bytes);
       return Status::Ok();
     });
     std::vector<uint8_t> output(static_cast<size_t>(batch) * face_bytes);
