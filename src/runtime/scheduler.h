@@ -8,15 +8,15 @@
 // with its priority (live or offline), origin, deadline and cancel flag. Each model has a queue.
 // Worker threads, as many as the backend overlaps runs (BackendCapabilities::overlapping_runs: CUDA
 // streams; one on the CPU, whose cores one run already uses) or as the models' max_runs ask,
-// take the next batch: from a model with live frames first (offline frames get every
-// `live_burst`-th batch while live ones wait, so neither starves), round robin across models, up
-// to the model's batch limit once that many frames wait or the oldest has waited `max_delay`. A
-// model runs max_runs batches at a time (one by default; a model loaded as several copies runs
-// each batch on a copy no other batch is using). A batch holds frames of any callers of that
-// model, live ones first; fixed-batch models are split and padded here (batch_run.h) and nowhere
-// else. Frames whose caller gave up (cancelled, past the deadline) are dropped before they run. An
-// exception in a run (a failed allocation) fails that batch's jobs and nothing else. What the
-// owner counts (the server's metrics) it learns through a SchedulerListener, per batch and per
+// take the next batch: from a model with live frames first (offline frames get one batch after
+// every `live_burst` live ones while live ones wait, so neither starves), round robin across
+// models, up to the model's batch limit once that many frames wait or the oldest has waited
+// `max_delay`. A model runs max_runs batches at a time (one by default; a model loaded as several
+// copies runs each batch on a copy no other batch is using). A batch holds frames of any callers of
+// that model, live ones first; fixed-batch models are split and padded here (batch_run.h) and
+// nowhere else. Frames whose caller gave up (cancelled, past the deadline) are dropped before they
+// run. An exception in a run (a failed allocation) fails that batch's jobs and nothing else. What
+// the owner counts (the server's metrics) it learns through a SchedulerListener, per batch and per
 // change of the queue depth.
 #pragma once
 
