@@ -6,8 +6,10 @@
 // Exceptions thrown by third-party libraries are caught inside lipsync and turned into a Status.
 #pragma once
 
+#include <cstddef>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 
 namespace lipsync {
@@ -63,6 +65,16 @@ inline Status FailedPrecondition(std::string m) {
 inline Status ResourceExhausted(std::string m) {
   return {StatusCode::kResourceExhausted, std::move(m)};
 }
+
+// A name a caller gave, in single quotes, for a message: longer than `max_bytes`, its first bytes
+// then "..." and its size; control characters as '?'. A message names what it refuses without
+// carrying a payload back, e.g. unknown model 'aaaaaaaa...' (1048576 bytes).
+std::string Quoted(std::string_view text, size_t max_bytes = 128);
+
+// `message` cut to at most `max_bytes` (at a UTF-8 character boundary) with its full size noted:
+// the last guard on a message that leaves the process.
+constexpr size_t kMaxMessageBytes = 2048;
+std::string Bounded(std::string message, size_t max_bytes = kMaxMessageBytes);
 
 // A value or the Status that explains why there is none.
 template <typename T>

@@ -229,8 +229,13 @@ Status AddOwnConfig(const std::string& path, const YAML::Node& root,
 
 Status CheckModelId(const std::string& id, const std::string& field) {
   if (id.empty()) return InvalidArgument(field + " is empty");
+  if (id.size() > kMaxModelIdBytes) {
+    return InvalidArgument(field + " " + Quoted(id, 32) +
+                           " is longer than an avatar folder name (" +
+                           std::to_string(kMaxModelIdBytes) + " bytes at most)");
+  }
   if (id == "." || id == ".." || id.find_first_of(std::string("/\\\0", 3)) != std::string::npos) {
-    return InvalidArgument(field + " '" + id + "' is not an avatar folder name");
+    return InvalidArgument(field + " " + Quoted(id) + " is not an avatar folder name");
   }
   return Status::Ok();
 }

@@ -13,8 +13,10 @@
 
 namespace lipsync::server {
 
-// Model ids name folders and cache entries: nothing that could step outside them. Errors name
-// the id as `field`, the request's own name for it.
+// Model ids name folders and cache entries: nothing that could step outside them, and no longer
+// than a folder name may be on common file systems. Errors name the id as `field`, the request's
+// own name for it.
+constexpr size_t kMaxModelIdBytes = 255;
 Status CheckModelId(const std::string& id, const std::string& field = "model_id");
 
 struct AvatarSource {

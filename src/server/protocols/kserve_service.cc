@@ -64,7 +64,7 @@ grpc::ServerUnaryReactor* KServeService::ModelReady(grpc::CallbackServerContext*
   if (request->name() != ctx_->spec.name) {
     return Reply(
         call, "ModelReady",
-        grpc::Status(grpc::StatusCode::NOT_FOUND, "unknown model '" + request->name() + "'"));
+        grpc::Status(grpc::StatusCode::NOT_FOUND, "unknown model " + Quoted(request->name())));
   }
   response->set_ready(ctx_->ready.load());
   return Reply(call, "ModelReady", grpc::Status::OK);
@@ -87,7 +87,7 @@ grpc::ServerUnaryReactor* KServeService::ModelMetadata(
   if (request->name() != ctx_->spec.name) {
     return Reply(
         call, "ModelMetadata",
-        grpc::Status(grpc::StatusCode::NOT_FOUND, "unknown model '" + request->name() + "'"));
+        grpc::Status(grpc::StatusCode::NOT_FOUND, "unknown model " + Quoted(request->name())));
   }
   const ModelInfo& info = ctx_->engine->info();
   response->set_name(ctx_->spec.name);

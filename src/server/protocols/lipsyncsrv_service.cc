@@ -44,7 +44,7 @@ void Fail(lipsyncsrv::InferenceResponse* r, const std::string& error) {
   r->set_success(false);
   r->clear_prediction_data();
   r->clear_bounds();
-  r->set_error(error);
+  r->set_error(Bounded(error));
 }
 
 }  // namespace
@@ -59,11 +59,12 @@ Result<std::string> ResolveAudioOverride(const std::string& dir, const std::stri
   const fs::path resolved = fs::weakly_canonical(p, ec);
   const fs::path relative = resolved.lexically_relative(folder);
   if (ec || relative.empty() || *relative.begin() == ".." || relative == ".") {
-    return InvalidArgument("audio_override '" + name + "' is outside the avatar folder '" + dir +
-                           "'; name a file inside it");
+    return InvalidArgument("audio_override " + Quoted(name) + " is outside the avatar folder '" +
+                           dir + "'; name a file inside it");
   }
   if (!fs::is_regular_file(resolved, ec)) {
-    return NotFound("audio_override '" + name + "' not found in the avatar folder '" + dir + "'");
+    return NotFound("audio_override " + Quoted(name) + " not found in the avatar folder '" + dir +
+                    "'");
   }
   return resolved.string();
 }
@@ -183,8 +184,9 @@ Status LipSyncSrvService::RunFrames(Clock::time_point start, const Result<Avatar
                                     const std::optional<std::string>& audio_override,
                                     std::vector<lipsyncsrv::InferenceResponse>* responses) {
   responses->assign(frame_ids.size(), {});
+  const bool echo_name = model.size() <= kMaxModelIdBytes;  // a payload is not sent back
   for (size_t i = 0; i < frame_ids.size(); ++i) {
-    (*responses)[i].set_model_name(model);
+    if (echo_name) (*responses)[i].set_model_name(model);
     (*responses)[i].set_frame_id(frame_ids[i]);
   }
   auto fail_all = [&](const Status& status) {
@@ -294,11 +296,11 @@ Status LipSyncSrvService::RunLoadModel(const lipsyncsrv::LoadModelRequest& reque
                                        lipsyncsrv::LoadModelResponse* response) {
   const auto start = Clock::now();
   const std::string& model = request.model_name();
-  response->set_model_name(model);
+  if (model.size() <= kMaxModelIdBytes) response->set_model_name(model);  // not a payload
   auto fail = [&](const Status& status) {
     response->set_success(false);
-    response->set_error(status.message());
-    response->set_message("cannot load model '" + model + "'");
+    response->set_error(Bounded(status.message()));
+    response->set_message("cannot load model " + Quoted(model));
     response->set_initialization_time_ms(MsSince(start));
     return status;
   };
@@ -328,7 +330,8 @@ Status LipSyncSrvService::RunLoadModel(const lipsyncsrv::LoadModelRequest& reque
                         : ImportLipSyncSrvPackage(request.package_path(), import,
                                                   options_.export_options, options_.package_limits);
       if (!avatar.ok()) return fail(avatar.status());
-      message = "imported package '" + request.package_path() + "' as avatar '" + model + "'; ";
+      message =
+          "imported package " + Quoted(request.package_path()) + " as avatar '" + model + "'; ";
     }
   }
   bool loaded_now = false;
@@ -455,7 +458,7 @@ class LipSyncSrvService::StreamReactor
     response_ = std::move(out[0]);
     if (!outcome.ok() && response_.error().empty()) {
       response_.set_success(false);
-      response_.set_error(outcome.message());
+      response_.set_error(Bounded(outcome.message()));
     }
     if (service_->metrics_) {
       service_->metrics_->RecordRequest("StreamInference", StatusCodeName(outcome.code()));

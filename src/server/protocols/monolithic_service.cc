@@ -214,7 +214,7 @@ grpc::ServerUnaryReactor* MonolithicService::InferBatchComposite(
         if (!outcome.ok() && response->error().empty()) {
           response->clear_composited_frames();
           response->set_success(false);
-          response->set_error(outcome.message());
+          response->set_error(Bounded(outcome.message()));
         }
         return outcome;
       });
@@ -227,7 +227,7 @@ Status MonolithicService::RunComposite(Clock::time_point start, Result<AvatarLea
   auto fail = [&](const Status& status) {
     response->clear_composited_frames();
     response->set_success(false);
-    response->set_error(status.message());
+    response->set_error(Bounded(status.message()));
     response->set_total_time_ms(static_cast<float>(MsSince(start)));
     return status;
   };
@@ -293,7 +293,7 @@ grpc::ServerUnaryReactor* MonolithicService::LoadModel(grpc::CallbackServerConte
     response->set_success(avatar.ok());
     response->set_gpu_id(registry_->gpu_id());
     response->set_load_time_ms(static_cast<float>(MsSince(start)));
-    if (!avatar.ok()) response->set_error(avatar.status().message());
+    if (!avatar.ok()) response->set_error(Bounded(avatar.status().message()));
     return avatar.status();
   });
 }
@@ -304,7 +304,7 @@ grpc::ServerUnaryReactor* MonolithicService::UnloadModel(
   if (gate_->closed()) return RefuseUnary(call);
   Status unloaded = registry_->Unload(request->model_id());
   response->set_success(unloaded.ok());
-  if (!unloaded.ok()) response->set_error(unloaded.message());
+  if (!unloaded.ok()) response->set_error(Bounded(unloaded.message()));
   return Reply(call, "UnloadModel", unloaded);
 }
 

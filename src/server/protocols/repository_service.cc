@@ -46,7 +46,7 @@ grpc::Status RepositoryModelUnload(AvatarRegistry& registry,
   if (unloaded.code() == StatusCode::kNotFound && Known(registry, request.model_name())) {
     return grpc::Status::OK;  // known and already not loaded
   }
-  return grpc::Status(grpc::StatusCode::NOT_FOUND, "unknown model '" + request.model_name() + "'");
+  return grpc::Status(grpc::StatusCode::NOT_FOUND, "unknown model " + Quoted(request.model_name()));
 }
 
 }  // namespace lipsync::server

@@ -184,8 +184,8 @@ int64_t ModelSpec::InputItemElements(size_t i) const {
 Result<std::vector<BatchItem>> DecodeInferRequest(const ModelSpec& spec,
                                                   const lipsync::v1::InferRequest& request) {
   if (!request.model_name().empty() && request.model_name() != spec.name) {
-    return Status(StatusCode::kNotFound, "unknown model '" + request.model_name() +
-                                             "' (this server serves '" + spec.name + "')");
+    return Status(StatusCode::kNotFound, "unknown model " + Quoted(request.model_name()) +
+                                             " (this server serves '" + spec.name + "')");
   }
   if (request.has_frames()) return DecodeFrames(spec, request.frames(), request.output_form());
   if (!request.has_tensors()) {
@@ -202,11 +202,11 @@ Result<std::vector<BatchItem>> DecodeInferRequest(const ModelSpec& spec,
     size_t i = 0;
     while (i < spec.inputs.size() && spec.inputs[i].name != t.name()) ++i;
     if (i == spec.inputs.size()) {
-      return InvalidArgument("the model has no input '" + t.name() + "'");
+      return InvalidArgument("the model has no input " + Quoted(t.name()));
     }
-    if (seen[i]) return InvalidArgument("input '" + t.name() + "' given twice");
+    if (seen[i]) return InvalidArgument("input " + Quoted(t.name()) + " given twice");
     seen[i] = true;
-    LIPSYNC_ASSIGN_OR_RETURN(DataType dtype, WireType(t.dtype(), "input '" + t.name() + "'"));
+    LIPSYNC_ASSIGN_OR_RETURN(DataType dtype, WireType(t.dtype(), "input " + Quoted(t.name())));
     wire[i] = WireTensor{dtype, Shape(t.shape().begin(), t.shape().end()), t.data().data(),
                          t.data().size()};
   }
@@ -216,8 +216,8 @@ Result<std::vector<BatchItem>> DecodeInferRequest(const ModelSpec& spec,
 Result<std::vector<BatchItem>> DecodeModelInferRequest(
     const ModelSpec& spec, const inference::ModelInferRequest& request) {
   if (request.model_name() != spec.name) {
-    return Status(StatusCode::kNotFound, "unknown model '" + request.model_name() +
-                                             "' (this server serves '" + spec.name + "')");
+    return Status(StatusCode::kNotFound, "unknown model " + Quoted(request.model_name()) +
+                                             " (this server serves '" + spec.name + "')");
   }
   if (request.inputs_size() != static_cast<int>(spec.inputs.size())) {
     return InvalidArgument("expected " + std::to_string(spec.inputs.size()) + " inputs, got " +
@@ -236,10 +236,10 @@ Result<std::vector<BatchItem>> DecodeModelInferRequest(
     size_t i = 0;
     while (i < spec.inputs.size() && spec.inputs[i].name != t.name()) ++i;
     if (i == spec.inputs.size())
-      return InvalidArgument("the model has no input '" + t.name() + "'");
-    if (seen[i]) return InvalidArgument("input '" + t.name() + "' given twice");
+      return InvalidArgument("the model has no input " + Quoted(t.name()));
+    if (seen[i]) return InvalidArgument("input " + Quoted(t.name()) + " given twice");
     seen[i] = true;
-    const std::string what = "input '" + t.name() + "'";
+    const std::string what = "input " + Quoted(t.name());
     LIPSYNC_ASSIGN_OR_RETURN(DataType dtype, KServeType(t.datatype(), what));
     Shape shape(t.shape().begin(), t.shape().end());
     if (raw) {
@@ -351,7 +351,7 @@ grpc::Status ToGrpcStatus(const Status& s) {
       code = StatusCode::INTERNAL;
       break;
   }
-  return grpc::Status(code, s.message());
+  return grpc::Status(code, Bounded(s.message()));
 }
 
 const char* GrpcCodeName(grpc::StatusCode code) {

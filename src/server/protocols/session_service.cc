@@ -267,7 +267,7 @@ Status SessionCall::Open(const SessionStart& start) {
   auto sequence = FrameSequence::Create(
       avatar_->avatar.frame_count(), order,
       start.has_start_frame() ? start.start_frame() : FrameSequence::kDefaultStart);
-  if (!sequence.ok()) return sequence.status().WithContext("avatar '" + start.model_id() + "'");
+  if (!sequence.ok()) return sequence.status().WithContext("avatar " + Quoted(start.model_id()));
   service_->JoinAvatar(avatar_.get());
   stream::StoredFramesOptions frame_options;
   if (avatar_->frames.storage() == stream::FrameStorage::kEncoded) {
