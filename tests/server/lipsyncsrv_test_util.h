@@ -12,6 +12,7 @@
 #include "avatar_test_util.h"
 #include "lipsync/avatar.h"
 #include "monolithic/monolithic.pb.h"
+#include "server_test_util.h"
 
 namespace lipsync::server::testing {
 
@@ -30,6 +31,21 @@ inline AvatarImportOptions TinyModels(const std::string& out_dir) {
   options.out_dir = out_dir;
   options.model = TestModelPath("tiny.onnx");  // instead of exporting the package's checkpoint
   options.audio_encoder = TestModelPath("tiny_audio_encoder.onnx");
+  return options;
+}
+
+// The package imported as avatar "anna" under `root` (the tiny test models), and options for a
+// server that serves it on every protocol: lipsync.v1 and KServe (the tiny UNet, batches of up to
+// `max_batch`), the monolithic and lipsyncsrv services and live sessions.
+inline Result<ServerOptions> AnnaOnEveryProtocol(const ScratchDir& root, int max_batch) {
+  auto imported = ImportLipSyncSrvPackage(kPackage, TinyModels(root / "anna"));
+  if (!imported.ok()) return imported.status();
+  ServerOptions options = Options(max_batch, 0);
+  options.monolithic = true;
+  options.lipsyncsrv = true;
+  options.monolithic_options.avatars.root = root.path();
+  options.monolithic_options.avatars.engine.intra_op_threads = 1;
+  options.monolithic_options.avatars.engine.max_batch = 64;
   return options;
 }
 

@@ -1,5 +1,6 @@
-// A name a megabyte long, in every protocol's request (and an audio override as long): each answer names the problem in a short
-// message (never the megabyte back), and the server serves the next request.
+// A name a megabyte long, in every protocol's request (and an audio override as long): each answer
+// names the problem in a short message (never the megabyte back), and the server serves the next
+// request.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -12,9 +13,7 @@
 namespace lipsync::server {
 namespace {
 
-using testing::kPackage;
 using testing::ScratchDir;
-using testing::TinyModels;
 
 // Longer than any message may be, shorter than gRPC's default message limit (4 MiB).
 const std::string kHugeName(size_t{1} << 20, 'n');
@@ -35,14 +34,9 @@ void ExpectShort(const std::string& what, const std::string& message, const std:
 
 TEST(LongNames, EveryProtocolAnswersWithAShortMessageAndServesOn) {
   ScratchDir root;
-  auto imported = ImportLipSyncSrvPackage(kPackage, TinyModels(root / "anna"));
-  ASSERT_TRUE(imported.ok()) << imported.status().ToString();
-  ServerOptions options = testing::Options(4, 0);
-  options.monolithic = true;
-  options.lipsyncsrv = true;
-  options.monolithic_options.avatars.root = root.path();
-  options.monolithic_options.avatars.engine.intra_op_threads = 1;
-  auto s = testing::StartServer(options);
+  auto options = testing::AnnaOnEveryProtocol(root, 4);
+  ASSERT_TRUE(options.ok()) << options.status().ToString();
+  auto s = testing::StartServer(*options);
   ASSERT_TRUE(s);
 
   {  // lipsync.v1 Infer, the model's name and an input's name

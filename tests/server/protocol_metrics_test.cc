@@ -17,9 +17,7 @@ namespace lipsync::server {
 namespace {
 
 using testing::Frames;
-using testing::kPackage;
 using testing::ScratchDir;
-using testing::TinyModels;
 
 constexpr int kFace = testing::kFace;
 
@@ -101,15 +99,9 @@ int RunSession(lipsync::v1::Sessions::Stub& stub) {
 // frames as with a request's.
 TEST(ProtocolBatches, FramesTotalCountsEveryProtocolOnce) {
   ScratchDir root;
-  auto imported = ImportLipSyncSrvPackage(kPackage, TinyModels(root / "anna"));
-  ASSERT_TRUE(imported.ok()) << imported.status().ToString();
-  ServerOptions options = testing::Options(4, 0);
-  options.monolithic = true;
-  options.lipsyncsrv = true;
-  options.monolithic_options.avatars.root = root.path();
-  options.monolithic_options.avatars.engine.intra_op_threads = 1;
-  options.monolithic_options.avatars.engine.max_batch = 64;
-  auto s = testing::StartServer(options);
+  auto options = testing::AnnaOnEveryProtocol(root, 4);
+  ASSERT_TRUE(options.ok()) << options.status().ToString();
+  auto s = testing::StartServer(*options);
   ASSERT_TRUE(s);
   ASSERT_TRUE(s->server->avatars()->Load("anna").ok());
   const Metrics& m = s->server->metrics();

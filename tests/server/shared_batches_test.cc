@@ -19,9 +19,7 @@ namespace {
 
 using lipsync::v1::SessionRequest;
 using lipsync::v1::SessionResponse;
-using testing::kPackage;
 using testing::ScratchDir;
-using testing::TinyModels;
 
 constexpr int kFace = testing::kFace;
 
@@ -51,16 +49,10 @@ grpc::Status RunSession(lipsync::v1::Sessions::Stub& stub, int* frames) {
 
 TEST(SharedBatches, MonolithicLipSyncSrvAndSessionFramesShareABatch) {
   ScratchDir root;
-  auto imported = ImportLipSyncSrvPackage(kPackage, TinyModels(root / "anna"));
-  ASSERT_TRUE(imported.ok()) << imported.status().ToString();
-  ServerOptions options = testing::Options(1, 0);
-  options.batching.preferred_batch = 1;
-  options.monolithic = true;
-  options.lipsyncsrv = true;
-  options.monolithic_options.avatars.root = root.path();
-  options.monolithic_options.avatars.engine.intra_op_threads = 1;
-  options.monolithic_options.avatars.engine.max_batch = 64;
-  auto server = testing::StartServer(options);
+  auto options = testing::AnnaOnEveryProtocol(root, 1);
+  ASSERT_TRUE(options.ok()) << options.status().ToString();
+  options->batching.preferred_batch = 1;
+  auto server = testing::StartServer(*options);
   ASSERT_TRUE(server);
   AvatarRegistry& registry = *server->server->avatars();
   ASSERT_TRUE(registry.Load("anna").ok());
