@@ -1,8 +1,11 @@
 #include "lipsync/npy.h"
 
+#include <charconv>
 #include <cstring>
 #include <fstream>
-#include <regex>
+#include <limits>
+#include <optional>
+#include <string_view>
 
 #include "core/platform.h"
 
@@ -17,8 +20,8 @@ Result<DataType> DescrToType(const std::string& descr) {
   if (descr == "|u1" || descr == "<u1") return DataType::kUInt8;
   if (descr == "<i4") return DataType::kInt32;
   if (descr == "<i8") return DataType::kInt64;
-  return InvalidArgument("unsupported dtype '" + descr +
-                         "' (supported: <f4, <f2, |u1, <i4, <i8, little-endian)");
+  return InvalidArgument("unsupported dtype " + Quoted(descr) +
+                         " (supported: <f4, <f2, |u1, <i4, <i8, little-endian)");
 }
 
 const char* TypeToDescr(DataType t) {
@@ -37,12 +40,54 @@ const char* TypeToDescr(DataType t) {
   return "";
 }
 
-Result<Shape> ParseShape(const std::string& text) {
+// NumPy's own limit on dimensions.
+constexpr size_t kMaxDims = 64;
+
+// The value after `'key':` in a header dict such as {'descr': '<f4', 'shape': (3, 4), ...}: the
+// text from just after the colon (spaces skipped); empty when the key is missing.
+std::string_view ValueOf(std::string_view header, std::string_view key) {
+  std::string quoted = "'";  // appended: GCC 12 warns falsely (-Wrestrict) about "'" + string
+  quoted.append(key).append("'");
+  const size_t at = header.find(quoted);
+  if (at == std::string_view::npos) return {};
+  size_t i = at + key.size() + 2;
+  while (i < header.size() && header[i] == ' ') ++i;
+  if (i >= header.size() || header[i] != ':') return {};
+  ++i;
+  while (i < header.size() && header[i] == ' ') ++i;
+  return header.substr(i);
+}
+
+// The text between `open` and the first `close` at the start of `value`.
+std::optional<std::string_view> Between(std::string_view value, char open, char close) {
+  if (value.empty() || value[0] != open) return std::nullopt;
+  const size_t end = value.find(close, 1);
+  if (end == std::string_view::npos) return std::nullopt;
+  return value.substr(1, end - 1);
+}
+
+// The dimensions of a shape tuple's inside, e.g. "3, 4" or "5,": each a decimal number, none
+// overflowing alone or multiplied together with the element size.
+Result<Shape> ParseShape(std::string_view text, size_t element_bytes) {
   Shape shape;
-  std::regex number(R"(\d+)");
-  for (auto it = std::sregex_iterator(text.begin(), text.end(), number);
-       it != std::sregex_iterator(); ++it) {
-    shape.push_back(std::stoll(it->str()));
+  int64_t bytes = static_cast<int64_t>(element_bytes);
+  size_t i = 0;
+  while (i < text.size()) {
+    while (i < text.size() && (text[i] == ' ' || text[i] == ',')) ++i;
+    if (i == text.size()) break;
+    int64_t d = 0;
+    const auto [end, error] = std::from_chars(text.data() + i, text.data() + text.size(), d);
+    if (error == std::errc::result_out_of_range ||
+        (error == std::errc() && d > 0 && bytes > std::numeric_limits<int64_t>::max() / d)) {
+      return InvalidArgument("shape " + Quoted(text, 64) + " is too large");
+    }
+    if (error != std::errc() || d < 0) {
+      return InvalidArgument("shape " + Quoted(text, 64) + " is not a tuple of sizes");
+    }
+    if (shape.size() == kMaxDims) return InvalidArgument("shape has over 64 dimensions");
+    bytes *= d;
+    shape.push_back(d);
+    i = static_cast<size_t>(end - text.data());
   }
   return shape;
 }
@@ -50,8 +95,10 @@ Result<Shape> ParseShape(const std::string& text) {
 }  // namespace
 
 Result<Tensor> LoadNpy(const std::string& path) {
-  std::ifstream in(platform::PathFromUtf8(path), std::ios::binary);
+  std::ifstream in(platform::PathFromUtf8(path), std::ios::binary | std::ios::ate);
   if (!in) return NotFound("cannot open '" + path + "'");
+  const auto file_bytes = static_cast<int64_t>(in.tellg());
+  in.seekg(0);
   auto fail = [&](const std::string& why) {
     return DataLoss("'" + path + "' is not a valid .npy file: " + why);
   };
@@ -76,20 +123,25 @@ Result<Tensor> LoadNpy(const std::string& path) {
   std::string header(header_len, '\0');
   if (!in.read(header.data(), header_len)) return fail("truncated header");
 
-  std::smatch m;
-  if (!std::regex_search(header, m, std::regex(R"('descr'\s*:\s*'([^']+)')"))) {
-    return fail("header has no 'descr'");
-  }
-  auto dtype = DescrToType(m[1].str());
+  const auto descr = Between(ValueOf(header, "descr"), '\'', '\'');
+  if (!descr) return fail("header has no 'descr'");
+  auto dtype = DescrToType(std::string(*descr));
   if (!dtype.ok()) return dtype.status().WithContext("'" + path + "'");
-  if (std::regex_search(header, std::regex(R"('fortran_order'\s*:\s*True)"))) {
+  if (ValueOf(header, "fortran_order").substr(0, 4) == "True") {
     return InvalidArgument("'" + path + "': Fortran-ordered arrays are not supported");
   }
-  if (!std::regex_search(header, m, std::regex(R"('shape'\s*:\s*\(([^)]*)\))"))) {
-    return fail("header has no 'shape'");
+  const auto shape_text = Between(ValueOf(header, "shape"), '(', ')');
+  if (!shape_text) return fail("header has no 'shape'");
+  auto shape = ParseShape(*shape_text, DataTypeSize(*dtype));
+  if (!shape.ok()) return fail(shape.status().message());
+  // The data must be in the file before anything is allocated for it.
+  const int64_t data_bytes = ElementCount(*shape) * static_cast<int64_t>(DataTypeSize(*dtype));
+  const int64_t left = file_bytes - static_cast<int64_t>(in.tellg());
+  if (data_bytes > left) {
+    return fail("truncated data: expected " + std::to_string(data_bytes) + " bytes for " +
+                ShapeToString(*shape) + " " + DataTypeName(*dtype) + ", the file has " +
+                std::to_string(left));
   }
-  auto shape = ParseShape(m[1].str());
-  if (!shape.ok()) return shape.status();
   Tensor tensor(*dtype, *shape);
   if (!in.read(static_cast<char*>(tensor.data()),
                static_cast<std::streamsize>(tensor.byte_size()))) {
