@@ -357,6 +357,10 @@ Result<std::vector<OnnxTensor>> FoldNode(const OnnxNode& node,
         }
         r.floats.push_back(static_cast<float>(At(x, i)));
       } else {
+        if (x.is_float && !(std::fabs(x.floats[i]) < 9.2e18f)) {  // NaN too
+          return NodeError(
+              node, "casts " + std::to_string(x.floats[i]) + ", which no 64-bit integer holds");
+        }
         r.ints.push_back(x.is_float ? static_cast<int64_t>(x.floats[i]) : x.ints[i]);
       }
     }

@@ -2,6 +2,7 @@
 #include <onnx/onnx_pb.h>
 
 #include <cmath>
+#include <map>
 #include <set>
 
 #include "graph/const_fold.h"
@@ -22,6 +23,46 @@ std::string DimsToString(const std::vector<int64_t>& dims) {
   }
   s += ']';
   return s;
+}
+
+// The inputs each operator needs at least (optional ones after them) and one output: a node
+// with fewer is a malformed file, refused before anything reads them.
+Status CheckArity(const OnnxNode& node) {
+  static const std::map<std::string, size_t> kMinInputs = {{"Identity", 1},
+                                                           {"Conv", 2},
+                                                           {"BatchNormalization", 5},
+                                                           {"Relu", 1},
+                                                           {"Sigmoid", 1},
+                                                           {"Add", 2},
+                                                           {"Sub", 2},
+                                                           {"Mul", 2},
+                                                           {"Div", 2},
+                                                           {"Concat", 1},
+                                                           {"Resize", 1},
+                                                           {"Upsample", 1},
+                                                           {"Pad", 1},
+                                                           {"Cast", 1},
+                                                           {"Flatten", 1},
+                                                           {"Reshape", 2},
+                                                           {"Shape", 1},
+                                                           {"Gather", 2},
+                                                           {"Unsqueeze", 1},
+                                                           {"Squeeze", 1},
+                                                           {"Slice", 1},
+                                                           {"Transpose", 1},
+                                                           {"Floor", 1},
+                                                           {"Ceil", 1},
+                                                           {"Neg", 1},
+                                                           {"ConstantOfShape", 1}};
+  const auto need = kMinInputs.find(node.op_type);
+  size_t given = 0;  // leading inputs that are named (an empty name is an omitted one)
+  while (given < node.inputs.size() && !node.inputs[given].empty()) ++given;
+  if (need != kMinInputs.end() && given < need->second) {
+    return NodeError(node, "has " + std::to_string(given) + " inputs; " + node.op_type +
+                               " needs at least " + std::to_string(need->second));
+  }
+  if (node.outputs.empty() || node.outputs[0].empty()) return NodeError(node, "has no output");
+  return Status::Ok();
 }
 
 class Lowerer {
@@ -110,6 +151,7 @@ class Lowerer {
     if (!node.domain.empty() && node.domain != "ai.onnx") {
       return NodeError(node, "operators of domain '" + node.domain + "' are not supported");
     }
+    LIPSYNC_RETURN_IF_ERROR(CheckArity(node));
     // A node whose inputs are all constants (or Shape of an activation) is evaluated now.
     bool all_const = true;
     for (const auto& in : node.inputs) {

@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <set>
 
 #include "core/platform.h"
@@ -228,8 +229,14 @@ Status CheckReferences(const OnnxModel& m, const std::string& origin) {
 }  // namespace
 
 int64_t OnnxTensor::element_count() const {
+  // Saturates instead of overflowing: a count that large matches no data and is refused.
   int64_t n = 1;
-  for (int64_t d : dims) n *= d;
+  for (int64_t d : dims) {
+    if (d < 0) return -1;
+    if (d > 0 && n > std::numeric_limits<int64_t>::max() / d)
+      return std::numeric_limits<int64_t>::max();
+    n *= d;
+  }
   return n;
 }
 
