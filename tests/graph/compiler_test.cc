@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <limits>
+#include <vector>
 
 #include "graph/buffer_plan.h"
 #include "graph/onnx_import.h"
@@ -145,6 +147,66 @@ TEST(CompilerTest, UnsupportedOperatorsNameTheNode) {
   EXPECT_EQ(maxpool.status().code(), StatusCode::kUnimplemented);
   EXPECT_NE(maxpool.status().message().find("(MaxPool)"), std::string::npos)
       << maxpool.status().message();
+}
+
+// Malformed files (found by fuzz/onnx_fuzz.cc): each is refused with a message, never a throw or
+// undefined behaviour.
+TEST(CompilerTest, NodesMissingInputsOrOutputsAreRefused) {
+  const std::vector<float> w(3 * 2, 0.5f);
+  OnnxModel m = ConvModel(2, 4, 4, FloatTensor("w", {3, 2, 1, 1}, w), 1, {0, 0, 0, 0}, false);
+  m.nodes[0].inputs = {"x"};
+  auto r = CompilePlan(m);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("has 1 inputs; Conv needs at least 2"), std::string::npos)
+      << r.status().message();
+
+  m = ConvModel(2, 4, 4, FloatTensor("w", {3, 2, 1, 1}, w), 1, {0, 0, 0, 0}, false);
+  OnnxNode flat;
+  flat.name = "flat";
+  flat.op_type = "Flatten";
+  flat.outputs = {"f"};
+  m.nodes.push_back(flat);
+  r = CompilePlan(m);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("has 0 inputs; Flatten needs at least 1"), std::string::npos)
+      << r.status().message();
+
+  m = ConvModel(2, 4, 4, FloatTensor("w", {3, 2, 1, 1}, w), 1, {0, 0, 0, 0}, false);
+  m.nodes[0].outputs.clear();
+  r = CompilePlan(m);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("has no output"), std::string::npos) << r.status().message();
+}
+
+TEST(CompilerTest, ConstantCastsNoIntegerHoldsAreRefused) {
+  for (float bad : {std::nanf(""), 1e30f, -INFINITY}) {
+    const std::vector<float> w(3 * 2, 0.5f);
+    OnnxModel m = ConvModel(2, 4, 4, FloatTensor("w", {3, 2, 1, 1}, w), 1, {0, 0, 0, 0}, false);
+    m.initializers["v"] = FloatTensor("v", {2}, {1.0f, bad});
+    OnnxNode cast;
+    cast.name = "cast";
+    cast.op_type = "Cast";
+    cast.inputs = {"v"};
+    cast.outputs = {"vi"};
+    cast.attributes["to"].i = 7;  // INT64
+    m.nodes.insert(m.nodes.begin(), cast);
+    auto r = CompilePlan(m);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_NE(r.status().message().find("which no 64-bit integer holds"), std::string::npos)
+        << r.status().message();
+  }
+}
+
+TEST(OnnxImportTest, ElementCountsSaturateInsteadOfOverflowing) {
+  OnnxTensor t;
+  t.dims = {int64_t{1} << 40, int64_t{1} << 40};
+  EXPECT_EQ(t.element_count(), std::numeric_limits<int64_t>::max());
+  t.dims = {3, -1};
+  EXPECT_EQ(t.element_count(), -1);
+  t.dims = {3, 0, int64_t{1} << 62};
+  EXPECT_EQ(t.element_count(), 0);
+  t.dims = {2, 3, 4};
+  EXPECT_EQ(t.element_count(), 24);
 }
 
 TEST(CompilerTest, UnsupportedAttributesNameTheNode) {
