@@ -277,6 +277,9 @@ class Lowerer {
       return NodeError(node, "pads must have 4 values");
     }
     if (c.stride_h <= 0 || c.stride_w <= 0) return NodeError(node, "bad strides");
+    if (c.pad_top < 0 || c.pad_left < 0 || c.pad_bottom < 0 || c.pad_right < 0) {
+      return NodeError(node, "pads must not be negative");
+    }
     const bool no_pad = c.pad_top == 0 && c.pad_left == 0 && c.pad_bottom == 0 && c.pad_right == 0;
     if (c.kh == 1 && c.kw == 1 && c.stride_h == 1 && c.stride_w == 1 && no_pad && c.groups == 1) {
       c.kind = ConvKind::kPointwise;
@@ -356,11 +359,17 @@ class Lowerer {
     const OnnxTensor* k = Constant(node, 1 - act);
     if (!k || !k->is_float)
       return NodeError(node, "the non-activation operand must be a float constant");
+    // The constant must broadcast without changing the activation's [N,C,H,W] shape: at most four
+    // dimensions, each 1 but for C values on the channel axis ([C,1,1,1] would add a batch).
     const int64_t n = k->element_count();
-    bool per_channel = n == x.c && (k->dims.size() >= 3 && k->dims[k->dims.size() - 1] == 1 &&
-                                    k->dims[k->dims.size() - 2] == 1);
-    if (n != 1 && !per_channel) {
-      return NodeError(node, "only scalar or per-channel [C,1,1] constants can be added");
+    bool keeps_shape = k->dims.size() <= 4;
+    for (size_t i = 0; i < k->dims.size() && keeps_shape; ++i) {
+      const bool channel_axis = k->dims.size() - i == 3;
+      keeps_shape = k->dims[i] == 1 || (channel_axis && k->dims[i] == x.c);
+    }
+    if (!keeps_shape || (n != 1 && n != x.c)) {
+      return NodeError(node, "only scalar or per-channel [C,1,1] constants can be added, got " +
+                                 DimsToString(k->dims));
     }
     RawOp op = Start(node, RawKind::kBatchNorm);
     op.shape = x;

@@ -197,6 +197,46 @@ TEST(CompilerTest, ConstantCastsNoIntegerHoldsAreRefused) {
   }
 }
 
+// Graphs ONNX Runtime refuses or computes with another shape are refused here too, rather than
+// run to a plausible but different result: negative convolution pads, and an added constant
+// [C,1,1,1] whose leading C broadcasts over the batch.
+TEST(CompilerTest, GeometriesOnnxRuntimeReadsDifferentlyAreRefused) {
+  const std::vector<float> w(2 * 2 * 9, 0.5f);
+  auto r =
+      CompilePlan(ConvModel(2, 8, 8, FloatTensor("w", {2, 2, 3, 3}, w), 1, {0, -1, 1, 1}, false));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("pads must not be negative"), std::string::npos)
+      << r.status().message();
+
+  for (const auto& [dims, ok] :
+       std::vector<std::pair<std::vector<int64_t>, bool>>{{{2, 1, 1}, true},
+                                                          {{1, 2, 1, 1}, true},
+                                                          {{}, true},
+                                                          {{1, 1, 1, 1}, true},
+                                                          {{2, 1, 1, 1}, false},
+                                                          {{2}, false},
+                                                          {{1, 1, 1, 2}, false},
+                                                          {{1, 1, 1, 1, 1}, false}}) {
+    OnnxModel m = ConvModel(2, 4, 4, FloatTensor("w", {2, 2, 3, 3}, w), 1, {1, 1, 1, 1}, false);
+    m.nodes[0].outputs = {"c"};
+    int64_t count = 1;
+    for (int64_t d : dims) count *= d;
+    m.initializers["k"] = FloatTensor("k", dims, std::vector<float>(count, 0.25f));
+    OnnxNode add;
+    add.name = "add";
+    add.op_type = "Add";
+    add.inputs = {"c", "k"};
+    add.outputs = {"y"};
+    m.nodes.push_back(add);
+    r = CompilePlan(m);
+    EXPECT_EQ(r.ok(), ok) << "constant of " << ::testing::PrintToString(dims) << ": "
+                          << r.status().ToString();
+    if (!ok && !r.ok()) {
+      EXPECT_NE(r.status().message().find("only scalar or per-channel"), std::string::npos);
+    }
+  }
+}
+
 TEST(OnnxImportTest, ElementCountsSaturateInsteadOfOverflowing) {
   OnnxTensor t;
   t.dims = {int64_t{1} << 40, int64_t{1} << 40};

@@ -251,6 +251,26 @@ def softmax_model(path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
 
 
+def passthrough_model(path):
+    """Outputs the input itself beside its Relu: ONNX Runtime leaves such an output's buffer."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4, 5])
+    r = helper.make_tensor_value_info("r", TensorProto.FLOAT, ["N", 3, 4, 5])
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu")]
+    graph = helper.make_graph(nodes, "passthrough", [x], [r, x])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def shapeless_output_model(path):
+    """An output declared without a shape that ONNX Runtime cannot infer either (opset 9's Concat
+    takes no negative axis, so its inference gives up; its kernel still runs)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4, 5])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("Concat", ["r", "x"], ["y"], name="concat", axis=-3)]
+    graph = helper.make_graph(nodes, "shapeless", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 9)]), path)
+
+
 class FaceValues(nn.Module):
     """A frame-form model whose output is exact: a 1x1 convolution of the visual input plus a
     zero-weight 1x1 convolution of the audio, upsampled (so that both inputs are used). With
@@ -300,6 +320,8 @@ def main():
     standalone_ops_model(os.path.join(out, "standalone_ops.onnx"))
     softmax_model(os.path.join(out, "softmax.onnx"))
     conv_bn_model(os.path.join(out, "conv_bn.onnx"))
+    passthrough_model(os.path.join(out, "passthrough.onnx"))
+    shapeless_output_model(os.path.join(out, "shapeless_output.onnx"))
     frame_inputs = (torch.rand(1, 6, 320, 320), torch.rand(1, 32, 16, 16))
     export(FaceValues(np.eye(3, 6), [0, 0, 0]), frame_inputs, ["visual_input", "audio_input"],
            os.path.join(out, "face_identity.onnx"))

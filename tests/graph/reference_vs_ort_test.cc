@@ -92,7 +92,7 @@ INSTANTIATE_TEST_SUITE_P(Models, SmallModelTest,
                                            "up_nearest.onnx", "audio_hubert.onnx",
                                            "audio_wenet.onnx", "two_inputs.onnx",
                                            "standalone_ops.onnx", "two_outputs.onnx",
-                                           "upsample_opset9.onnx"),
+                                           "upsample_opset9.onnx", "passthrough.onnx"),
                          [](const ::testing::TestParamInfo<std::string>& info) {
                            return info.param.substr(0, info.param.find('.'));
                          });
@@ -129,6 +129,34 @@ TEST(ReferenceBackendTest, ConcurrentRunsDoNotMix) {
   }
   for (auto& th : threads) th.join();
   for (int t = 0; t < kThreads; ++t) EXPECT_LE(worst[t], 1e-4) << "thread " << t;
+}
+
+// An output declared without a shape that ONNX Runtime cannot infer: it reads as a scalar, so
+// the ONNX Runtime engine refuses the model at load, naming the output, instead of failing every
+// run; the compiled plan knows the shape and runs it.
+TEST(ReferenceBackendTest, OutputsWithoutShapesAreRefusedByOnnxRuntimeOnly) {
+  EngineOptions options;
+  options.intra_op_threads = 1;
+  auto ort = Engine::Create(GraphModel("shapeless_output.onnx"), options);
+  ASSERT_FALSE(ort.ok());
+  EXPECT_EQ(ort.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(ort.status().message().find("output 'y' declares no shape"), std::string::npos)
+      << ort.status().message();
+  options.backend = "reference";
+  auto ref = Engine::Create(GraphModel("shapeless_output.onnx"), options);
+  ASSERT_TRUE(ref.ok()) << ref.status().ToString();
+  EXPECT_EQ((*ref)->info().outputs.at(0).shape, (Shape{-1, 6, 4, 5}));
+  Tensor x(DataType::kFloat32, {2, 3, 4, 5});
+  for (int64_t i = 0; i < x.element_count(); ++i) x.data_as<float>()[i] = float(i % 7) - 3.0f;
+  auto y = (*ref)->Run({x.view()});
+  ASSERT_TRUE(y.ok()) << y.status().ToString();
+  const int64_t item = 3 * 4 * 5;  // y[n] = [relu(x[n]), x[n]] along the channels
+  for (int64_t i = 0; i < x.element_count(); ++i) {
+    const int64_t n = i / item, j = i % item;
+    const float v = x.data_as<float>()[i];
+    ASSERT_EQ((*y)[0].data_as<float>()[n * 2 * item + j], std::max(0.0f, v)) << i;
+    ASSERT_EQ((*y)[0].data_as<float>()[n * 2 * item + item + j], v) << i;
+  }
 }
 
 TEST(DemoModelTest, MatchesOrtAtBatchOneAndThree) {

@@ -7,6 +7,7 @@
 #include <onnxruntime_session_options_config_keys.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <iterator>
 #include <mutex>
@@ -236,6 +237,13 @@ Result<std::vector<TensorInfo>> DescribeTensors(Ort::Session& session, bool inpu
     LIPSYNC_ASSIGN_OR_RETURN(info.dtype, FromOrtType(tensor.GetElementType(), info.name));
     info.shape = tensor.GetShape();
     for (auto& d : info.shape) d = d < 0 ? -1 : d;  // symbolic dims read as -1 already
+    if (!inputs && info.shape.empty()) {
+      // No declared shape reads as a scalar, and every run would then fail on its buffer.
+      return InvalidArgument(
+          "output " + Quoted(info.name) +
+          " declares no shape; the engine needs each output's dimensions "
+          "(shape inference, e.g. onnx.shape_inference.infer_shapes, adds them)");
+    }
     infos.push_back(std::move(info));
   }
   return infos;
@@ -253,6 +261,10 @@ class OrtBackend final : public Backend {
     for (const auto& t : info.outputs) output_names_.push_back(t.name);
     for (const auto& s : input_names_) input_name_ptrs_.push_back(s.c_str());
     for (const auto& s : output_names_) output_name_ptrs_.push_back(s.c_str());
+    for (size_t o = 0; o < output_names_.size(); ++o) {
+      const auto in = std::find(input_names_.begin(), input_names_.end(), output_names_[o]);
+      if (in != input_names_.end()) passed_through_.emplace_back(o, in - input_names_.begin());
+    }
   }
 
   Status Run(const std::vector<TensorView>& inputs,
@@ -277,7 +289,7 @@ class OrtBackend final : public Backend {
       if (!bind) {
         session_->Run(run_options_, input_name_ptrs_.data(), in.data(), in.size(),
                       output_name_ptrs_.data(), out.data(), out.size());
-        return Status::Ok();
+        return CopyPassedThroughInputs(inputs, outputs);
       }
       // Device memory: bound in place; the provider reads and writes it without host copies.
       Ort::IoBinding binding(*session_);
@@ -289,12 +301,28 @@ class OrtBackend final : public Backend {
       if (HostMemory().stats().refused_total > refusals) return PoolRefused(e.what());
       return FromOrtException(e, "ONNX Runtime Run failed");
     }
-    return Status::Ok();
+    return CopyPassedThroughInputs(inputs, outputs);
   }
 
   EngineMemory Memory() const override { return held_; }
 
  private:
+  // ONNX Runtime leaves the caller's buffer of an output that is a graph input (a model that
+  // passes an input through) unwritten: such outputs are copied from their input here.
+  Status CopyPassedThroughInputs(const std::vector<TensorView>& inputs,
+                                 const std::vector<MutableTensorView>& outputs) const {
+    for (const auto& [out, in] : passed_through_) {
+      const TensorView& from = inputs[in];
+      const MutableTensorView& to = outputs[out];
+      if (from.memory == MemoryType::kDevice || to.memory == MemoryType::kDevice) {
+        return Unimplemented("output " + Quoted(output_names_[out]) +
+                             " is the model's input itself; in device memory it is not copied");
+      }
+      std::memcpy(to.data, from.data, to.byte_size());
+    }
+    return Status::Ok();
+  }
+
   static Status PoolRefused(const std::string& what) {
     const HostMemoryStats s = HostMemory().stats();
     return ResourceExhausted(
@@ -323,6 +351,7 @@ class OrtBackend final : public Backend {
   Ort::RunOptions run_options_;
   std::vector<std::string> input_names_, output_names_;
   std::vector<const char*> input_name_ptrs_, output_name_ptrs_;
+  std::vector<std::pair<size_t, size_t>> passed_through_;  // (output, the input it is)
 };
 
 Result<std::string> ReadModelFile(const std::string& path) {
