@@ -24,10 +24,15 @@ namespace {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  // The folder sits deep below the archive's, so that an entry climbing up to kDepth levels
+  // lands where the check below sees it.
+  constexpr int kDepth = 8;
   static const fs::path root =
       fs::temp_directory_path() / ("lipsync-fuzz-zip-" + std::to_string(getpid()));
+  fs::path folder = root;
+  for (int i = 0; i < kDepth; ++i) folder /= std::to_string(i);
   fs::remove_all(root);
-  fs::create_directories(root / "out");
+  fs::create_directories(folder);
   {
     std::ofstream out(root / "in.zip", std::ios::binary);
     out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
@@ -36,21 +41,32 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   limits.max_bytes = 1 << 20;
   limits.max_entries = 64;
   const lipsync::Status status =
-      lipsync::internal::ExtractZip((root / "in.zip").string(), (root / "out").string(), limits);
+      lipsync::internal::ExtractZip((root / "in.zip").string(), folder.string(), limits);
   lipsync::fuzz::CheckRefusal(status, "ExtractZip");
-  // Nothing beside the archive and its folder: no entry stepped outside.
-  for (const auto& entry : fs::directory_iterator(root)) {
-    const std::string name = entry.path().filename().string();
-    if (name != "in.zip" && name != "out") Broken("wrote '" + name + "' outside its folder");
+  // Nothing beside the archive and the chain of folders down to the output: no entry stepped
+  // outside.
+  for (fs::path level = root; level != folder;) {
+    fs::path next;
+    for (const auto& entry : fs::directory_iterator(level)) {
+      const fs::path& p = entry.path();
+      if (p == root / "in.zip") continue;
+      if (folder.native().rfind(p.native() + "/", 0) != 0 && p != folder) {
+        Broken("wrote '" + p.lexically_relative(root).string() + "' outside its folder");
+      }
+      next = p;
+    }
+    level = next;
   }
-  uintmax_t written = 0, entries = 0;
-  for (const auto& entry : fs::recursive_directory_iterator(root / "out")) {
+  uintmax_t written = 0, files = 0;
+  for (const auto& entry : fs::recursive_directory_iterator(folder)) {
     if (entry.is_symlink()) Broken("made a symbolic link");
-    if (entry.is_regular_file()) written += entry.file_size();
-    ++entries;
+    if (entry.is_regular_file()) written += entry.file_size(), ++files;
   }
   if (written > static_cast<uintmax_t>(limits.max_bytes)) {
     Broken("wrote " + std::to_string(written) + " bytes over the limit");
+  }
+  if (files > static_cast<uintmax_t>(limits.max_entries)) {
+    Broken("wrote " + std::to_string(files) + " files, over the limit of entries");
   }
   fs::remove_all(root);
   return 0;

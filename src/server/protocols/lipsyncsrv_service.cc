@@ -16,6 +16,10 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
+// Whether a request's model name is short enough to send back in the response, as the Python
+// server does; a longer one is a payload, not a name.
+bool EchoesName(const std::string& model) { return model.size() <= kMaxModelIdBytes; }
+
 int32_t MsSince(Clock::time_point start) {
   return static_cast<int32_t>(
       std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count());
@@ -184,7 +188,7 @@ Status LipSyncSrvService::RunFrames(Clock::time_point start, const Result<Avatar
                                     const std::optional<std::string>& audio_override,
                                     std::vector<lipsyncsrv::InferenceResponse>* responses) {
   responses->assign(frame_ids.size(), {});
-  const bool echo_name = model.size() <= kMaxModelIdBytes;  // a payload is not sent back
+  const bool echo_name = EchoesName(model);
   for (size_t i = 0; i < frame_ids.size(); ++i) {
     if (echo_name) (*responses)[i].set_model_name(model);
     (*responses)[i].set_frame_id(frame_ids[i]);
@@ -296,7 +300,7 @@ Status LipSyncSrvService::RunLoadModel(const lipsyncsrv::LoadModelRequest& reque
                                        lipsyncsrv::LoadModelResponse* response) {
   const auto start = Clock::now();
   const std::string& model = request.model_name();
-  if (model.size() <= kMaxModelIdBytes) response->set_model_name(model);  // not a payload
+  if (EchoesName(model)) response->set_model_name(model);
   auto fail = [&](const Status& status) {
     response->set_success(false);
     response->set_error(Bounded(status.message()));
