@@ -100,7 +100,7 @@ class ModelMaker {
 
  private:
   void AddOperator(int choice = -1) {
-    if (choice < 0) choice = pick_.Pick(0, 7);
+    if (choice < 0) choice = pick_.Pick(0, 9);
     const Activation x = acts_[pick_.Pick(0, static_cast<int>(acts_.size()) - 1)];
     switch (choice) {
       case 0:
@@ -117,6 +117,9 @@ class ModelMaker {
         return Resize(x);
       case 6:
         return Pad(x);
+      case 8:
+      case 9:
+        return UpConcatBlock(x);
       default: {
         onnx::NodeProto* n = Node(pick_.Of({"Identity", "Cast"}), {x.name}, Fresh("same"));
         if (n->op_type() == "Cast") AttrInt(n, "to", onnx::TensorProto::FLOAT);
@@ -165,6 +168,72 @@ class ModelMaker {
       AttrInts(n, "pads", pads);
     }
     acts_.push_back(y);
+  }
+
+  // What the UNet is made of, so that the CUDA backend's fused kernels meet it: inverted-residual
+  // blocks (expand 1x1, depthwise 3x3, project 1x1, each maybe with its batch norm; a residual
+  // add where the shapes allow; maybe a 1x1 convolution after), and a bilinear x2 upsample
+  // concatenated with a skip of twice the size before a block, as the decoder does.
+  void UpConcatBlock(const Activation& x) {
+    if (opset_ >= 11 && x.h % 2 == 0 && x.w % 2 == 0 && pick_.OneIn(2)) {
+      Block(UpConcat(Block(x, 2), x), 1);  // down and up again, the skip beside
+      return;
+    }
+    for (const auto& skip : std::vector<Activation>(acts_)) {
+      if (opset_ >= 11 && skip.h == 2 * x.h && skip.w == 2 * x.w && pick_.OneIn(2)) {
+        Block(UpConcat(x, skip), 1);
+        return;
+      }
+    }
+    Block(x, pick_.OneIn(3) ? 2 : 1);
+  }
+
+  // Resize x2 (linear, align_corners; the roi input and that mode came with opset 11), then the
+  // concatenation with `skip` in either order.
+  Activation UpConcat(const Activation& x, const Activation& skip) {
+    onnx::NodeProto* up = Node("Resize", {x.name, "", Values({1, 1, 2, 2})}, Fresh("up"));
+    AttrString(up, "mode", "linear");
+    AttrString(up, "coordinate_transformation_mode", "align_corners");
+    if (opset_ < 13) up->set_input(1, Values({}));
+    const bool skip_first = pick_.OneIn(2);
+    onnx::NodeProto* cat = Node(
+        "Concat", {skip_first ? skip.name : up->output(0), skip_first ? up->output(0) : skip.name},
+        Fresh("cat"));
+    AttrInt(cat, "axis", 1);
+    acts_.push_back({cat->output(0), x.c + skip.c, skip.h, skip.w});
+    return acts_.back();
+  }
+
+  Activation Block(const Activation& x, int64_t stride) {
+    const int64_t hidden = pick_.Of<int64_t>({8, 16, 24, 32, 48, 64, 96, 128});
+    const int64_t cout = pick_.OneIn(2) ? x.c : pick_.Of<int64_t>({4, 8, 16, 32});
+    const Activation e = Pointwise(x, hidden, true);
+    const Activation d{Fresh("dw"), hidden, (e.h - 1) / stride + 1, (e.w - 1) / stride + 1};
+    onnx::NodeProto* n = Node(
+        "Conv", {e.name, Floats({hidden, 1, 3, 3}, 1.0f / 3.0f), Floats({hidden}, 0.2f)}, d.name);
+    AttrInt(n, "group", hidden);
+    AttrInts(n, "strides", {stride, stride});
+    AttrInts(n, "pads", {1, 1, 1, 1});
+    acts_.push_back(d);
+    if (pick_.OneIn(2)) BatchNorm(d);
+    Push(acts_.back(), Node("Relu", {acts_.back().name}, Fresh("act")));
+    Activation y = Pointwise(acts_.back(), cout, false);
+    if (stride == 1 && cout == x.c && pick_.OneIn(2)) {
+      Push(y, Node("Add", {x.name, y.name}, Fresh("res")));
+      y = acts_.back();
+    }
+    if (pick_.OneIn(3)) y = Pointwise(y, pick_.Pick(1, 8), false);
+    return y;
+  }
+
+  // A 1x1 convolution, maybe with its batch norm and a ReLU; returns the last activation.
+  Activation Pointwise(const Activation& x, int64_t cout, bool relu) {
+    const Activation y{Fresh("pw"), cout, x.h, x.w};
+    Node("Conv", {x.name, Floats({cout, x.c, 1, 1}, 1.0f / std::sqrt(float(x.c)))}, y.name);
+    acts_.push_back(y);
+    if (pick_.OneIn(2)) BatchNorm(y);
+    if (relu) Push(acts_.back(), Node("Relu", {acts_.back().name}, Fresh("act")));
+    return acts_.back();
   }
 
   void BatchNorm(const Activation& x) {
@@ -388,7 +457,8 @@ class ModelMaker {
 }
 
 // Whether ONNX Runtime ran the batch (and so the outputs were compared).
-bool Compare(Engine& ort, Engine& ref, int64_t batch, uint32_t seed, const std::string& path) {
+bool Compare(Engine& ort, Engine& ref, int64_t batch, uint32_t seed, float tolerance,
+             const std::string& path) {
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
   Shape shape = ort.info().inputs.at(0).shape;
@@ -398,7 +468,7 @@ bool Compare(Engine& ort, Engine& ref, int64_t batch, uint32_t seed, const std::
   auto expected = ort.Run({input.view()});
   if (!expected.ok()) return false;  // ONNX Runtime cannot run it either: nothing to compare
   auto actual = ref.Run({input.view()});
-  if (!actual.ok()) Broken("the reference backend refused a run", actual.status().ToString(), path);
+  if (!actual.ok()) Broken("the native backend refused a run", actual.status().ToString(), path);
   if (expected->size() != actual->size()) Broken("output counts differ", "", path);
   for (size_t o = 0; o < expected->size(); ++o) {
     const Tensor& a = (*expected)[o];
@@ -409,15 +479,45 @@ bool Compare(Engine& ort, Engine& ref, int64_t batch, uint32_t seed, const std::
     }
     for (int64_t i = 0; i < a.element_count(); ++i) {
       const float x = a.data_as<float>()[i], y = b.data_as<float>()[i];
-      if (!(std::fabs(x - y) <= 1e-4f * (1.0f + std::fabs(x)))) {
+      if (!(std::fabs(x - y) <= tolerance * (1.0f + std::fabs(x)))) {
         Broken("outputs differ",
                "output " + std::to_string(o) + " element " + std::to_string(i) + ": ONNX Runtime " +
-                   std::to_string(x) + ", reference " + std::to_string(y),
+                   std::to_string(x) + ", " + ref.info().backend + " " + std::to_string(y),
                path);
       }
     }
   }
   return true;
+}
+
+// The native backend checked against ONNX Runtime: the reference backend, or, where this target
+// is built against the CPU device (tests/cuda_on_cpu), the CUDA backend with the bytes' choice of
+// kernels, CUDA graph, side stream and precision.
+struct Native {
+  EngineOptions options;
+  float tolerance = 1e-4f;  // relative to 1 + |ONNX Runtime's value|
+};
+
+Native ChooseNative(uint32_t seed) {
+  Native n;
+  n.options.backend = "reference";
+  n.options.intra_op_threads = 1;
+  n.options.max_batch = 2;
+#ifdef LIPSYNC_FUZZ_CUDA_ON_CPU
+  Choices pick(reinterpret_cast<const uint8_t*>(&seed), sizeof(seed));
+  n.options.backend = "cuda";
+  n.options.cuda.kernels =
+      pick.Of({CudaKernels::kUnfused, CudaKernels::kFused, CudaKernels::kAuto});
+  n.options.cuda.cuda_graph = pick.OneIn(2);
+  n.options.cuda.side_stream = pick.OneIn(2);
+  if (pick.OneIn(2)) {
+    n.options.precision = Precision::kFloat16;
+    n.tolerance = 3e-2f;  // float16 activations through up to eight operators
+  }
+#else
+  (void)seed;
+#endif
+  return n;
 }
 
 }  // namespace
@@ -438,18 +538,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
     model.SerializeToOstream(&out);
   }
-  EngineOptions options;
-  options.backend = "reference";
-  options.intra_op_threads = 1;
-  options.max_batch = 2;
-  auto ref = Engine::Create(path, options);
+  const fuzz::Native native = fuzz::ChooseNative(seed);
+  auto ref = Engine::Create(path, native.options);
   fuzz::CheckRefusal(ref.status(), "the graph compiler");
   static const bool verbose = std::getenv("LIPSYNC_FUZZ_VERBOSE") != nullptr;
   if (!ref.ok()) {
     if (verbose) std::fprintf(stderr, "  refused: %s\n", ref.status().message().c_str());
     return 0;
   }
-  options.backend = "ort";
+  EngineOptions options;
+  options.intra_op_threads = 1;
+  options.max_batch = 2;
   auto ort = Engine::Create(path, options);
   if (!ort.ok() && !maker.output_shapes()) {
     fuzz::CheckRefusal(ort.status(), "the ONNX Runtime backend");
@@ -463,12 +562,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   int compared = 0;
   for (int64_t batch : {1, 2}) {
-    compared += fuzz::Compare(**ort, **ref, batch, seed + static_cast<uint32_t>(batch), path);
+    compared += fuzz::Compare(**ort, **ref, batch, seed + static_cast<uint32_t>(batch),
+                              native.tolerance, path);
     if (maker.fixed_batch()) break;
   }
   if (verbose) {
-    std::fprintf(stderr, "  opset %d, %d operators: %d batches compared\n", maker.opset(),
-                 model.graph().node_size(), compared);
+    std::string fused;  // the CUDA backend's fused kernels in use
+    for (const auto& group : (*ref)->info().kernels.groups) {
+      for (const auto& [batch, variant] : group.chosen) {
+        if (variant != group.variants.at(0).name) fused += " " + variant;
+      }
+    }
+    std::fprintf(stderr, "  opset %d, %d operators: %d batches compared (%s%s)%s\n", maker.opset(),
+                 model.graph().node_size(), compared, (*ref)->info().backend.c_str(),
+                 native.options.precision == Precision::kFloat16 ? ", float16" : "", fused.c_str());
   }
   return 0;
 }
