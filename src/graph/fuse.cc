@@ -114,7 +114,10 @@ class Fuser {
   void FuseAddActivation() {
     for (size_t i = 0; i < g_.ops.size(); ++i) {
       RawOp& add = g_.ops[i];
-      if (add.dead || add.kind != RawKind::kAdd) continue;
+      // An add holds one activation: a second one (Relu then Sigmoid) stays a step of its own.
+      if (add.dead || add.kind != RawKind::kAdd || add.epilogue.activation != Activation::kNone) {
+        continue;
+      }
       const int j = SoleReader(add.output);
       if (j < 0 || g_.ops[j].kind != RawKind::kActivation) continue;
       add.epilogue.activation = g_.ops[j].epilogue.activation;

@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -235,6 +236,31 @@ TEST(CompilerTest, GeometriesOnnxRuntimeReadsDifferentlyAreRefused) {
       EXPECT_NE(r.status().message().find("only scalar or per-channel"), std::string::npos);
     }
   }
+}
+
+// An add takes the activation after it into its epilogue, and only one: Relu then Sigmoid leaves
+// the Sigmoid a step of its own (it once replaced the Relu, so the Relu was lost).
+TEST(CompilerTest, AnAddTakesOneActivation) {
+  OnnxModel m;
+  m.opset = 17;
+  m.inputs.push_back({"x", kFloat, {-1, 2, 3, 3}});
+  const std::vector<std::array<std::string, 4>> nodes = {
+      {"add", "Add", "x", "a"}, {"relu", "Relu", "a", "r"}, {"sigmoid", "Sigmoid", "r", "y"}};
+  for (const auto& [name, op, in, out] : nodes) {
+    OnnxNode n;
+    n.name = name;
+    n.op_type = op;
+    n.inputs = op == "Add" ? std::vector<std::string>{in, in} : std::vector<std::string>{in};
+    n.outputs = {out};
+    m.nodes.push_back(n);
+  }
+  m.outputs.push_back({"y", kFloat, {-1, 2, 3, 3}});
+  auto r = CompilePlan(m);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_EQ(r->steps.size(), 2u);
+  EXPECT_EQ(r->steps[0].kind, StepKind::kAdd);
+  EXPECT_EQ(r->steps[0].epilogue.activation, graph::Activation::kRelu);
+  EXPECT_EQ(r->steps[1].epilogue.activation, graph::Activation::kSigmoid);
 }
 
 TEST(OnnxImportTest, ElementCountsSaturateInsteadOfOverflowing) {
