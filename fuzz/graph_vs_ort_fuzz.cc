@@ -52,7 +52,7 @@ struct Activation {
 
 class ModelMaker {
  public:
-  ModelMaker(Choices& pick, uint32_t seed) : pick_(pick), rng_(seed) {
+  ModelMaker(Choices& pick, uint32_t seed) : pick_(pick), rng_(seed), seed_(seed) {
     model_.set_ir_version(7);
     model_.set_producer_name("graph_vs_ort_fuzz");
     opset_ = pick_.Of({9, 10, 11, 13, 17});
@@ -69,6 +69,18 @@ class ModelMaker {
     fixed_batch_ = pick_.OneIn(8) ? 2 : 0;
     Declare(graph_->add_input(), x.name, {fixed_batch_ ? fixed_batch_ : -1, x.c, x.h, x.w});
     acts_.push_back(x);
+    // A third of the models take a second input, as the UNet takes audio beside the face (the
+    // CUDA backend may run what reads only it on a side stream). Drawn from the seed, so that
+    // the bytes keep their meaning.
+    std::mt19937 shape_rng(seed_ ^ 0x9e3779b9u);
+    if (shape_rng() % 3 == 0) {
+      const bool half = shape_rng() % 2 == 0 && x.h > 1 && x.w > 1;
+      const Activation a{"a", 1 + static_cast<int64_t>(shape_rng() % 8), half ? x.h / 2 : x.h,
+                         half ? x.w / 2 : x.w};
+      Declare(graph_->add_input(), a.name, {fixed_batch_ ? fixed_batch_ : -1, a.c, a.h, a.w});
+      acts_.push_back(a);
+      if (shape_rng() % 2 == 0) AudioBranch(x, a, 1 + static_cast<int>(shape_rng() % 3));
+    }
     const int nodes = pick_.Pick(1, 8);
     for (int i = 0; i < nodes && !pick_.done(); ++i) AddOperator();
     if (acts_.size() == 1) AddOperator(0);  // a graph of no operators says nothing
@@ -186,6 +198,30 @@ class ModelMaker {
       }
     }
     Block(x, pick_.OneIn(3) ? 2 : 1);
+  }
+
+  // As the UNet: a few layers on each input alone (the visual encoder, the audio branch), then
+  // the two joined by a concatenation (the audio upsampled x2 first where it is half the size).
+  // Nothing after the join reads the audio branch, so that it can run on a side stream.
+  void AudioBranch(Activation x, Activation a, int layers) {
+    const size_t first = acts_.size() - 1;  // `a` itself
+    for (int i = 0; i < layers; ++i) {
+      a = pick_.OneIn(2) ? Pointwise(a, pick_.Pick(1, 16), true) : Block(a, 1);
+    }
+    std::vector<Activation> branch(acts_.begin() + static_cast<std::ptrdiff_t>(first), acts_.end());
+    acts_.resize(first);
+    for (int i = 0; i < layers; ++i) {
+      x = pick_.OneIn(2) ? Pointwise(x, pick_.Pick(1, 16), true) : Block(x, 1);
+    }
+    if (a.h == x.h && a.w == x.w) {
+      onnx::NodeProto* cat = Node("Concat", {x.name, a.name}, Fresh("cat"));
+      AttrInt(cat, "axis", 1);
+      acts_.push_back({cat->output(0), x.c + a.c, x.h, x.w});
+    } else if (opset_ >= 11 && 2 * a.h == x.h && 2 * a.w == x.w) {
+      UpConcat(a, x);
+    } else {
+      acts_.insert(acts_.end(), branch.begin(), branch.end());  // not joined: left to the rest
+    }
   }
 
   // Resize x2 (linear, align_corners; the roi input and that mode came with opset 11), then the
@@ -441,6 +477,7 @@ class ModelMaker {
 
   Choices& pick_;
   std::mt19937 rng_;
+  uint32_t seed_;
   onnx::ModelProto model_;
   onnx::GraphProto* graph_ = nullptr;
   int opset_ = 13;
@@ -461,13 +498,18 @@ bool Compare(Engine& ort, Engine& ref, int64_t batch, uint32_t seed, float toler
              const std::string& path) {
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  Shape shape = ort.info().inputs.at(0).shape;
-  if (shape[0] < 0) shape[0] = batch;
-  Tensor input(DataType::kFloat32, shape);
-  for (int64_t i = 0; i < input.element_count(); ++i) input.data_as<float>()[i] = dist(rng);
-  auto expected = ort.Run({input.view()});
+  std::vector<Tensor> inputs;
+  std::vector<TensorView> views;
+  for (const auto& info : ort.info().inputs) {
+    Shape shape = info.shape;
+    if (shape[0] < 0) shape[0] = batch;
+    Tensor& t = inputs.emplace_back(DataType::kFloat32, shape);
+    for (int64_t i = 0; i < t.element_count(); ++i) t.data_as<float>()[i] = dist(rng);
+    views.push_back(t.view());
+  }
+  auto expected = ort.Run(views);
   if (!expected.ok()) return false;  // ONNX Runtime cannot run it either: nothing to compare
-  auto actual = ref.Run({input.view()});
+  auto actual = ref.Run(views);
   if (!actual.ok()) Broken("the native backend refused a run", actual.status().ToString(), path);
   if (expected->size() != actual->size()) Broken("output counts differ", "", path);
   for (size_t o = 0; o < expected->size(); ++o) {
@@ -573,8 +615,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         if (variant != group.variants.at(0).name) fused += " " + variant;
       }
     }
-    std::fprintf(stderr, "  opset %d, %d operators: %d batches compared (%s%s)%s\n", maker.opset(),
-                 model.graph().node_size(), compared, (*ref)->info().backend.c_str(),
+    const std::string& side = (*ref)->info().kernels.side_stream;
+    if (native.options.cuda.side_stream && !side.empty()) fused += "; side stream: " + side;
+    std::fprintf(stderr, "  opset %d, %d inputs, %d operators: %d batches compared (%s%s)%s\n",
+                 maker.opset(), model.graph().input_size(), model.graph().node_size(), compared,
+                 (*ref)->info().backend.c_str(),
                  native.options.precision == Precision::kFloat16 ? ", float16" : "", fused.c_str());
   }
   return 0;
