@@ -214,14 +214,6 @@ Result<OnnxTensor> Transpose(const OnnxNode& node, const OnnxTensor& data) {
 
 }  // namespace
 
-bool IsFoldableOp(const std::string& op) {
-  static const std::set<std::string> kOps = {
-      "Shape",   "Gather",    "Unsqueeze", "Squeeze", "Concat",   "Slice",           "Cast",
-      "Sub",     "Div",       "Mul",       "Add",     "Constant", "ConstantOfShape", "Identity",
-      "Reshape", "Transpose", "Floor",     "Ceil",    "Neg"};
-  return kOps.count(op) > 0;
-}
-
 Result<std::vector<OnnxTensor>> FoldNode(const OnnxNode& node,
                                          const std::map<std::string, OnnxTensor>& constants,
                                          const KnownShapes& shapes) {

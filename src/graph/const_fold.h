@@ -20,9 +20,6 @@ inline constexpr int64_t kUnknownDim = std::numeric_limits<int64_t>::min();
 // kUnknownDim), so that Shape() of it folds.
 using KnownShapes = std::map<std::string, std::vector<int64_t>>;
 
-// True if `op_type` is one the folder evaluates.
-bool IsFoldableOp(const std::string& op_type);
-
 // Evaluates `node` whose inputs are all constants in `constants` (or, for Shape, have an entry in
 // `shapes`). Returns its outputs in order, or Unimplemented naming the node.
 Result<std::vector<OnnxTensor>> FoldNode(const OnnxNode& node,

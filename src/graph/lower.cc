@@ -6,6 +6,7 @@
 #include <set>
 
 #include "graph/const_fold.h"
+#include "graph/operators.h"
 #include "graph/raw_ops.h"
 
 namespace lipsync::graph {
@@ -25,41 +26,15 @@ std::string DimsToString(const std::vector<int64_t>& dims) {
   return s;
 }
 
-// The inputs each operator needs at least (optional ones after them) and one output: a node
-// with fewer is a malformed file, refused before anything reads them.
+// A node with fewer inputs than its operator needs, or no output, is a malformed file: refused
+// before anything reads them.
 Status CheckArity(const OnnxNode& node) {
-  static const std::map<std::string, size_t> kMinInputs = {{"Identity", 1},
-                                                           {"Conv", 2},
-                                                           {"BatchNormalization", 5},
-                                                           {"Relu", 1},
-                                                           {"Sigmoid", 1},
-                                                           {"Add", 2},
-                                                           {"Sub", 2},
-                                                           {"Mul", 2},
-                                                           {"Div", 2},
-                                                           {"Concat", 1},
-                                                           {"Resize", 1},
-                                                           {"Upsample", 1},
-                                                           {"Pad", 1},
-                                                           {"Cast", 1},
-                                                           {"Flatten", 1},
-                                                           {"Reshape", 2},
-                                                           {"Shape", 1},
-                                                           {"Gather", 2},
-                                                           {"Unsqueeze", 1},
-                                                           {"Squeeze", 1},
-                                                           {"Slice", 1},
-                                                           {"Transpose", 1},
-                                                           {"Floor", 1},
-                                                           {"Ceil", 1},
-                                                           {"Neg", 1},
-                                                           {"ConstantOfShape", 1}};
-  const auto need = kMinInputs.find(node.op_type);
+  const OperatorInfo* op = FindOperator(node.op_type);
   size_t given = 0;  // leading inputs that are named (an empty name is an omitted one)
   while (given < node.inputs.size() && !node.inputs[given].empty()) ++given;
-  if (need != kMinInputs.end() && given < need->second) {
+  if (op && given < op->min_inputs) {
     return NodeError(node, "has " + std::to_string(given) + " inputs; " + node.op_type +
-                               " needs at least " + std::to_string(need->second));
+                               " needs at least " + std::to_string(op->min_inputs));
   }
   if (node.outputs.empty() || node.outputs[0].empty()) return NodeError(node, "has no output");
   return Status::Ok();
@@ -158,7 +133,8 @@ class Lowerer {
       if (!in.empty() && !constants_.count(in)) all_const = false;
     }
     const bool shape_of_activation = node.op_type == "Shape" && IsActivation(node.inputs.at(0));
-    if ((all_const || shape_of_activation) && IsFoldableOp(node.op_type)) {
+    const OperatorInfo* info = FindOperator(node.op_type);
+    if ((all_const || shape_of_activation) && info && info->folds) {
       KnownShapes known;
       if (shape_of_activation) known = ShapesForFolding();
       LIPSYNC_ASSIGN_OR_RETURN(auto values, FoldNode(node, constants_, known));
@@ -183,7 +159,7 @@ class Lowerer {
     if (op == "Pad") return LowerPad(node);
     if (op == "Cast") return LowerCast(node);
     if (op == "Flatten" || op == "Reshape") return LowerFlatten(node);
-    if (IsFoldableOp(op)) {
+    if (info && !info->lowers) {
       return NodeError(node, "supported only on constants, but it reads a run-time activation");
     }
     return NodeError(node, "operator " + op + " is not supported by the lipsync graph compiler");

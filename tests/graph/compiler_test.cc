@@ -13,6 +13,7 @@
 
 #include "graph/buffer_plan.h"
 #include "graph/onnx_import.h"
+#include "graph/operators.h"
 #include "graph_test_util.h"
 #include "lipsync/engine.h"
 
@@ -261,6 +262,32 @@ TEST(CompilerTest, AnAddTakesOneActivation) {
   EXPECT_EQ(r->steps[0].kind, StepKind::kAdd);
   EXPECT_EQ(r->steps[0].epilogue.activation, graph::Activation::kRelu);
   EXPECT_EQ(r->steps[1].epilogue.activation, graph::Activation::kSigmoid);
+}
+
+// The operator table and the lowering agree: every operator the table lowers reaches its
+// lowering on an activation (whatever that then says of the node's attributes), and every one
+// it only folds is refused there as constants-only.
+TEST(CompilerTest, TheOperatorTableMatchesTheLowering) {
+  for (const auto& [op, info] : graph::Operators()) {
+    OnnxModel m;
+    m.opset = 17;
+    m.inputs.push_back({"x", kFloat, {-1, 2, 3, 3}});
+    OnnxNode n;
+    n.name = "under_test";
+    n.op_type = op;
+    n.inputs.assign(std::max<size_t>(info.min_inputs, 1), "x");
+    n.outputs = {"y"};
+    m.nodes.push_back(n);
+    m.outputs.push_back({"y", kFloat, {}});
+    const Status s = CompilePlan(m).status();
+    const std::string& message = s.message();
+    EXPECT_EQ(message.find("is not supported by the lipsync graph compiler"), std::string::npos)
+        << op << ": " << message;
+    // (Shape of an activation folds too: its dims are known at compile time.)
+    const bool constants_only = !info.lowers && op != "Shape";
+    EXPECT_EQ(message.find("supported only on constants") != std::string::npos, constants_only)
+        << op << ": " << message;
+  }
 }
 
 TEST(OnnxImportTest, ElementCountsSaturateInsteadOfOverflowing) {
