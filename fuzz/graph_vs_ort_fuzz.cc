@@ -1,9 +1,11 @@
 // The graph compiler against ONNX Runtime: the bytes choose a small model of the operators the
 // compiler lowers (convolutions of any geometry, batch norm, activations, adds, concatenations,
-// resizes, pads, casts and the shape arithmetic exporters write for a resize), with random
-// weights. Where the compiler refuses it, the refusal must be short and not internal; where it
-// accepts it, ONNX Runtime must accept it too, and the reference backend's outputs must match
-// ONNX Runtime's on random inputs at batches 1 and 2. A model the plan computes differently from
+// resizes, pads, casts, the shape arithmetic exporters write for a resize, and the UNet's blocks,
+// upsample-concatenations and second input), with random weights. Where the compiler refuses it,
+// the refusal must be short and not internal; where it accepts it, ONNX Runtime must accept it
+// too, and the native backend's outputs must match ONNX Runtime's on random inputs at batches 1
+// and 2. The native backend is the reference one, or the CUDA backend where this file is built
+// against the CPU device (LIPSYNC_FUZZ_CUDA_ON_CPU). A model the plan computes differently from
 // ONNX Runtime would give users wrong frames without an error, the worst failure there is.
 #include <onnx/onnx_pb.h>
 
@@ -63,7 +65,8 @@ class ModelMaker {
     graph_->set_name("fuzz");
   }
 
-  // The whole model: one input, up to eight operators, one or two outputs.
+  // The whole model: one input or two, up to eight choices of operator (a block is several
+  // operators), one output or two.
   onnx::ModelProto Make() {
     const Activation x{"x", pick_.Pick(1, 8), pick_.Pick(1, 12), pick_.Pick(1, 12)};
     fixed_batch_ = pick_.OneIn(8) ? 2 : 0;
@@ -91,17 +94,18 @@ class ModelMaker {
       Node("Flatten", {last.name}, output);
     }
     const int64_t batch = fixed_batch_ ? fixed_batch_ : -1;
-    shapes_ = !pick_.OneIn(8);  // else the ONNX Runtime backend refuses the model
-    const bool shapes = shapes_;
+    // Outputs without shapes, one model in eight: where ONNX Runtime cannot infer them either,
+    // its engine refuses the model (the reference one runs it).
+    shapes_ = !pick_.OneIn(8);
     Declare(graph_->add_output(), output,
-            !shapes               ? std::vector<int64_t>{}
+            !shapes_              ? std::vector<int64_t>{}
             : output == last.name ? std::vector<int64_t>{batch, last.c, last.h, last.w}
                                   : std::vector<int64_t>{batch, last.c});
     if (acts_.size() > 2 && pick_.OneIn(4)) {
       const Activation& other = acts_[pick_.Pick(1, static_cast<int>(acts_.size()) - 2)];
-      Declare(
-          graph_->add_output(), other.name,
-          shapes ? std::vector<int64_t>{batch, other.c, other.h, other.w} : std::vector<int64_t>{});
+      Declare(graph_->add_output(), other.name,
+              shapes_ ? std::vector<int64_t>{batch, other.c, other.h, other.w}
+                      : std::vector<int64_t>{});
     }
     return model_;
   }
@@ -132,7 +136,7 @@ class ModelMaker {
       case 8:
       case 9:
         return UpConcatBlock(x);
-      default: {
+      default: {  // 7
         onnx::NodeProto* n = Node(pick_.Of({"Identity", "Cast"}), {x.name}, Fresh("same"));
         if (n->op_type() == "Cast") AttrInt(n, "to", onnx::TensorProto::FLOAT);
         return Push(x, n);
@@ -172,9 +176,7 @@ class ModelMaker {
     if (sh != 1 || sw != 1 || pick_.OneIn(4)) AttrInts(n, "strides", {sh, sw});
     if (pick_.OneIn(4)) AttrInts(n, "dilations", {1, 1});
     if (valid) {
-      n->add_attribute()->set_name("auto_pad");
-      n->mutable_attribute(n->attribute_size() - 1)->set_type(onnx::AttributeProto::STRING);
-      n->mutable_attribute(n->attribute_size() - 1)->set_s("VALID");
+      AttrString(n, "auto_pad", "VALID");
     } else if (std::any_of(pads.begin(), pads.end(), [](int64_t p) { return p != 0; }) ||
                pick_.OneIn(4)) {
       AttrInts(n, "pads", pads);
