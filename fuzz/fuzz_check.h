@@ -6,10 +6,17 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 
 #include "lipsync/status.h"
 
 namespace lipsync::fuzz {
+
+// Reports a broken promise of `where` (the function or target under test) and aborts.
+[[noreturn]] inline void Broken(const char* where, const std::string& what) {
+  std::fprintf(stderr, "%s: %s\n", where, what.c_str());
+  std::abort();
+}
 
 inline void CheckRefusal(const Status& status, const char* what) {
   if (status.ok()) return;
@@ -19,8 +26,7 @@ inline void CheckRefusal(const Status& status, const char* what) {
                        : status.code() == StatusCode::kInternal ? "an internal error"
                                                                 : nullptr;
   if (!broken) return;
-  std::fprintf(stderr, "%s: %s: %.300s\n", what, broken, status.ToString().c_str());
-  std::abort();
+  Broken(what, std::string(broken) + ": " + status.ToString().substr(0, 300));
 }
 
 }  // namespace lipsync::fuzz

@@ -489,10 +489,15 @@ class ModelMaker {
   std::vector<Activation> acts_;
 };
 
-[[noreturn]] void Broken(const char* what, const std::string& detail, const std::string& path) {
-  std::fprintf(stderr, "graph_vs_ort: %s: %.600s\n(the model is %s)\n", what, detail.c_str(),
-               path.c_str());
-  std::abort();
+// The model stays at `path` for a look at what broke.
+[[noreturn]] void ModelBroken(const char* what, const std::string& detail,
+                              const std::string& path) {
+  fuzz::Broken("graph_vs_ort", std::string(what)
+                                   .append(": ")
+                                   .append(detail.substr(0, 600))
+                                   .append("\n(the model is ")
+                                   .append(path)
+                                   .append(")"));
 }
 
 // Whether ONNX Runtime ran the batch (and so the outputs were compared); `*worst` keeps the
@@ -513,24 +518,26 @@ bool Compare(Engine& ort, Engine& ref, int64_t batch, uint32_t seed, float toler
   auto expected = ort.Run(views);
   if (!expected.ok()) return false;  // ONNX Runtime cannot run it either: nothing to compare
   auto actual = ref.Run(views);
-  if (!actual.ok()) Broken("the native backend refused a run", actual.status().ToString(), path);
-  if (expected->size() != actual->size()) Broken("output counts differ", "", path);
+  if (!actual.ok())
+    ModelBroken("the native backend refused a run", actual.status().ToString(), path);
+  if (expected->size() != actual->size()) ModelBroken("output counts differ", "", path);
   for (size_t o = 0; o < expected->size(); ++o) {
     const Tensor& a = (*expected)[o];
     const Tensor& b = (*actual)[o];
     if (a.shape() != b.shape()) {
-      Broken("output shapes differ", ShapeToString(a.shape()) + " vs " + ShapeToString(b.shape()),
-             path);
+      ModelBroken("output shapes differ",
+                  ShapeToString(a.shape()) + " vs " + ShapeToString(b.shape()), path);
     }
     for (int64_t i = 0; i < a.element_count(); ++i) {
       const float x = a.data_as<float>()[i], y = b.data_as<float>()[i];
       const float share = std::fabs(x - y) / (tolerance * (1.0f + std::fabs(x)));
       *worst = std::max(*worst, share);
       if (!(share <= 1.0f)) {
-        Broken("outputs differ",
-               "output " + std::to_string(o) + " element " + std::to_string(i) + ": ONNX Runtime " +
-                   std::to_string(x) + ", " + ref.info().backend + " " + std::to_string(y),
-               path);
+        ModelBroken("outputs differ",
+                    "output " + std::to_string(o) + " element " + std::to_string(i) +
+                        ": ONNX Runtime " + std::to_string(x) + ", " + ref.info().backend + " " +
+                        std::to_string(y),
+                    path);
       }
     }
   }
@@ -545,11 +552,18 @@ struct Native {
   float tolerance = 1e-4f;  // relative to 1 + |ONNX Runtime's value|
 };
 
+// One thread (the fuzzer runs many inputs, each small) and the batches compared.
+EngineOptions OptionsFor(const char* backend) {
+  EngineOptions options;
+  options.backend = backend;
+  options.intra_op_threads = 1;
+  options.max_batch = 2;
+  return options;
+}
+
 Native ChooseNative(uint32_t seed) {
   Native n;
-  n.options.backend = "reference";
-  n.options.intra_op_threads = 1;
-  n.options.max_batch = 2;
+  n.options = OptionsFor("reference");
 #ifdef LIPSYNC_FUZZ_CUDA_ON_CPU
   Choices pick(reinterpret_cast<const uint8_t*>(&seed), sizeof(seed));
   n.options.backend = "cuda";
@@ -593,10 +607,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (verbose) std::fprintf(stderr, "  refused: %s\n", ref.status().message().c_str());
     return 0;
   }
-  EngineOptions options;
-  options.intra_op_threads = 1;
-  options.max_batch = 2;
-  auto ort = Engine::Create(path, options);
+  auto ort = Engine::Create(path, fuzz::OptionsFor("ort"));
   if (!ort.ok() && !maker.output_shapes()) {
     fuzz::CheckRefusal(ort.status(), "the ONNX Runtime backend");
     if (verbose)
@@ -604,8 +615,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     return 0;
   }
   if (!ort.ok()) {
-    fuzz::Broken("the compiler accepted a model ONNX Runtime refuses", ort.status().ToString(),
-                 path);
+    fuzz::ModelBroken("the compiler accepted a model ONNX Runtime refuses", ort.status().ToString(),
+                      path);
   }
   int compared = 0;
   float worst = 0.0f;

@@ -13,9 +13,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                                     "the input");
   lipsync::fuzz::CheckRefusal(image.status(), "DecodeImage");
   if (image.ok() && image->bgr.size() != static_cast<size_t>(image->width) * image->height * 3) {
-    std::fprintf(stderr, "DecodeImage: %dx%d with %zu bytes\n", image->width, image->height,
-                 image->bgr.size());
-    std::abort();
+    lipsync::fuzz::Broken("DecodeImage", std::to_string(image->width) + "x" +
+                                             std::to_string(image->height) + " with " +
+                                             std::to_string(image->bgr.size()) + " bytes");
   }
   return 0;
 }

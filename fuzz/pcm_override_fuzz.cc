@@ -19,8 +19,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (float v : *pcm) {
     // int16 scaled by 1/32767, as the Python server reads it: -32768 is just below -1.
     if (!std::isfinite(v) || std::fabs(v) > 32768.0f / 32767.0f) {
-      std::fprintf(stderr, "DecodePcmOverride: sample %g outside int16's range\n", v);
-      std::abort();
+      lipsync::fuzz::Broken("DecodePcmOverride",
+                            "sample " + std::to_string(v) + " outside int16's range");
     }
   }
   lipsync::fuzz::CheckRefusal(lipsync::server::PythonPcmOverrideWindow(*pcm).status(),

@@ -16,9 +16,11 @@ namespace fs = std::filesystem;
 
 namespace {
 
-[[noreturn]] void Broken(const std::string& what) {
-  std::fprintf(stderr, "ExtractZip: %s\n", what.c_str());
-  std::abort();
+[[noreturn]] void Broken(const std::string& what) { lipsync::fuzz::Broken("ExtractZip", what); }
+
+// Whether `path` is `base` or inside it.
+bool Within(const fs::path& path, const fs::path& base) {
+  return (path.native() + "/").rfind(base.native() + "/", 0) == 0;
 }
 
 }  // namespace
@@ -43,22 +45,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const lipsync::Status status =
       lipsync::internal::ExtractZip((root / "in.zip").string(), folder.string(), limits);
   lipsync::fuzz::CheckRefusal(status, "ExtractZip");
-  // Nothing beside the archive and the chain of folders down to the output: no entry stepped
-  // outside.
-  for (fs::path level = root; level != folder;) {
-    fs::path next;
-    for (const auto& entry : fs::directory_iterator(level)) {
-      const fs::path& p = entry.path();
-      if (p == root / "in.zip") continue;
-      if (folder.native().rfind(p.native() + "/", 0) != 0 && p != folder) {
-        Broken("wrote '" + p.lexically_relative(root).string() + "' outside its folder");
-      }
-      next = p;
-    }
-    level = next;
-  }
+  // Nothing but the archive, the folders down to the output and what is inside it: no entry
+  // stepped outside. Inside, no symbolic links, and the files within the limits.
   uintmax_t written = 0, files = 0;
-  for (const auto& entry : fs::recursive_directory_iterator(folder)) {
+  for (const auto& entry : fs::recursive_directory_iterator(root)) {
+    const fs::path& p = entry.path();
+    if (p == root / "in.zip" || (p != folder && Within(folder, p))) continue;
+    if (!Within(p, folder)) {
+      Broken("wrote '" + p.lexically_relative(root).string() + "' outside its folder");
+    }
     if (entry.is_symlink()) Broken("made a symbolic link");
     if (entry.is_regular_file()) written += entry.file_size(), ++files;
   }
