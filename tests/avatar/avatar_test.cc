@@ -89,6 +89,11 @@ TEST(LoadAvatar, BadManifest) {
 
   WriteFile(dir / "avatar.json", R"({"name": "t", "modle": "x.onnx"})");
   EXPECT_MESSAGE(LoadAvatar(dir.path()).status(), "unknown key 'modle'");
+  // A long key is shortened in the message, not repeated whole.
+  WriteFile(dir / "avatar.json", "{\"name\": \"t\", \"" + std::string(100000, 'k') + "\": 1}");
+  auto long_key = LoadAvatar(dir.path());
+  EXPECT_MESSAGE(long_key.status(), "unknown key 'kkkk");
+  EXPECT_LT(long_key.status().message().size(), 500u);
   WriteFile(dir / "avatar.json", R"({"fps": 25})");
   EXPECT_MESSAGE(LoadAvatar(dir.path()).status(), "'name' is missing");
   WriteFile(dir / "avatar.json", R"({"name": "t", "model_size": 256})");
@@ -127,6 +132,11 @@ TEST(LoadAvatar, BadCropRects) {
                  "entry 1: expected [x1,y1,x2,y2] integers, got [1,2,3]");
   WriteFile(dir / "crop_rects.json", "[[4,4,40,40],[4,4,40.5,40],[4,4,40,40]]");
   EXPECT_MESSAGE(LoadAvatar(dir.path()).status(), "entry 1: expected [x1,y1,x2,y2] integers");
+  // nlohmann's parser throws out_of_range, not parse_error, for a number past a double's range.
+  WriteFile(dir / "crop_rects.json", "[[4,4,40,40],[4,4,40,1e999],[4,4,40,40]]");
+  auto huge = LoadAvatar(dir.path());
+  EXPECT_EQ(huge.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_MESSAGE(huge.status(), "crop_rects.json' holds a number too large to read");
   WriteFile(dir / "crop_rects.json", "[[4,4,40,40],\n[4,4,40,40]\n[4,4,40,40]]");
   EXPECT_MESSAGE(LoadAvatar(dir.path()).status(), "is not valid JSON at line 3, column 1");
   WriteFile(dir / "crop_rects.json", "[[4,4,40,40],[4,4,40,40],[30,20,70,40]]");

@@ -159,6 +159,14 @@ TEST(ImportGo, NumFramesAndMismatches) {
   auto unknown = ImportGoServerModel(config, "carol", Options(other / "carol"));
   EXPECT_EQ(unknown.status().code(), StatusCode::kNotFound);
   EXPECT_MESSAGE(unknown.status(), "no model 'carol' under 'models' (it has: anna, bob)");
+  // A config of many models names the first few in the message, not all of them.
+  std::string many = "models:\n";
+  for (int i = 0; i < 5000; ++i) many += "  model" + std::to_string(i) + ": {}\n";
+  WriteFile(other / "many.yaml", many);
+  auto not_listed = ImportGoServerModel(other / "many.yaml", "carol", Options(other / "y"));
+  EXPECT_MESSAGE(not_listed.status(),
+                 "(it has: model0, model1, model2, model3, model4, model5, "
+                 "model6, model7 and 4992 more)");
   WriteFile(other / "bad.yaml", "models:\n  anna: [1, 2\n  bob: 3\n");
   auto bad = ImportGoServerModel(other / "bad.yaml", "anna", Options(other / "x"));
   EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);

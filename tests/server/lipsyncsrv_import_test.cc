@@ -104,6 +104,14 @@ TEST(LipSyncSrvImport, BrokenPackagesAreRefusedAndLeaveNothing) {
          ASSERT_TRUE(SaveNpy(p + "/face_bounds/3.npy", t.view()).ok());
        },
        "crop rectangle 3"},
+      {"bounds past int's range (undefined when converted)",
+       [](const std::string& p) {
+         Tensor t(DataType::kFloat32, {4});
+         const float v[] = {100, 100, 3e9f, 400};
+         std::memcpy(t.data(), v, sizeof(v));
+         ASSERT_TRUE(SaveNpy(p + "/face_bounds/4.npy", t.view()).ok());
+       },
+       "face_bounds/4.npy' hold 3000000000.000000, not a pixel coordinate"},
       {"crop video not a video",
        [](const std::string& p) { WriteFile(p + "/face_regions_320.mp4", "x"); },
        "face_regions_320.mp4"},

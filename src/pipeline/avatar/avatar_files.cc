@@ -38,6 +38,10 @@ Result<json> ParseJsonFile(const std::string& path) {
     // e.byte is one past the offending character.
     return InvalidArgument("'" + path + "' is not valid JSON at " +
                            LineAndColumn(text, e.byte > 0 ? e.byte - 1 : 0));
+  } catch (const json::out_of_range&) {  // the parser's one: a number past a double's range
+    return InvalidArgument("'" + path + "' holds a number too large to read");
+  } catch (const json::exception&) {  // its message may quote the file: not repeated
+    return InvalidArgument("'" + path + "' is not valid JSON");
   }
 }
 
@@ -96,7 +100,7 @@ Result<AvatarManifest> ReadAvatarManifest(const std::string& path) {
       "format", "version",       "name",   "fps",        "model_size",
       "model",  "audio_encoder", "frames", "crop_rects", "audio_features"};
   for (const auto& [key, value] : doc.items()) {
-    if (!kKeys.count(key)) return InvalidArgument(where + ": unknown key '" + key + "'");
+    if (!kKeys.count(key)) return InvalidArgument(where + ": unknown key " + Quoted(key, 60));
   }
   if (doc.contains("format") && doc["format"] != "lipsync-avatar") {
     return InvalidArgument(where + ": 'format' is " + Shorten(doc["format"]) +

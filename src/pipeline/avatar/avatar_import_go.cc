@@ -28,10 +28,26 @@ Result<std::string> StringAt(const YAML::Node& node, const std::string& key,
   return value.as<std::string>();
 }
 
-struct GoModel {
-  std::string model_path, background_dir, source_video, crop_rects_path;
-  int64_t num_frames = 0;
-};
+// The ids under `models` for a message: the first few, each shortened, then how many more.
+std::string SomeIds(const YAML::Node& models) {
+  constexpr int kShown = 8;
+  constexpr size_t kLongest = 40;
+  std::string ids;
+  int count = 0;
+  for (const auto& kv : models) {
+    if (count++ >= kShown) continue;
+    std::string id = kv.first.Scalar();  // empty for a key that is not a scalar
+    if (id.size() > kLongest) id = id.substr(0, kLongest - 3) + "...";
+    if (!ids.empty()) ids += ", ";
+    ids += id;
+  }
+  if (count > kShown) ids.append(" and ").append(std::to_string(count - kShown)).append(" more");
+  return ids;
+}
+
+}  // namespace
+
+namespace internal {
 
 Result<GoModel> ReadGoModel(const std::string& config_path, const std::string& model_id,
                             std::string* models_root) {
@@ -46,9 +62,8 @@ Result<GoModel> ReadGoModel(const std::string& config_path, const std::string& m
     if (!models || !models.IsMap()) return InvalidArgument(where + ": no 'models' mapping");
     const YAML::Node entry = models[model_id];
     if (!entry) {
-      std::string ids;
-      for (const auto& kv : models) ids += (ids.empty() ? "" : ", ") + kv.first.as<std::string>();
-      return NotFound(where + ": no model '" + model_id + "' under 'models' (it has: " + ids + ")");
+      return NotFound(where + ": no model '" + model_id +
+                      "' under 'models' (it has: " + SomeIds(models) + ")");
     }
     if (!entry.IsMap()) {
       return InvalidArgument(where + ": models." + model_id + " at " + Mark(entry.Mark()) +
@@ -78,12 +93,13 @@ Result<GoModel> ReadGoModel(const std::string& config_path, const std::string& m
   }
 }
 
-}  // namespace
+}  // namespace internal
 
 Result<Avatar> ImportGoServerModel(const std::string& config_path, const std::string& model_id,
                                    const AvatarImportOptions& options) {
   std::string models_root;
-  LIPSYNC_ASSIGN_OR_RETURN(GoModel go, ReadGoModel(config_path, model_id, &models_root));
+  LIPSYNC_ASSIGN_OR_RETURN(internal::GoModel go,
+                           internal::ReadGoModel(config_path, model_id, &models_root));
   const std::string where = "config '" + config_path + "' model '" + model_id + "'";
   // Relative paths: from models_root when set (itself relative to the config's folder).
   fs::path base = fs::path(config_path).parent_path();

@@ -1,6 +1,7 @@
 // The Python lipsync server's model packages as avatars: video.mp4 becomes the frames,
 // face_bounds/<n>.npy the crop rectangles, aud_ave.npy the precomputed audio features, and the
 // UNet checkpoint in models/ is exported to ONNX.
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -43,39 +44,6 @@ std::vector<std::string> Checkpoints(const fs::path& dir) {
   std::vector<std::string> out;
   for (auto& [number, path] : found) out.push_back(path);
   return out;
-}
-
-// face_bounds/<n>.npy: at least four numbers, [xmin, ymin, xmax, ymax] (the crop is
-// frame[ymin:ymax, xmin:xmax]); later entries (width, height) are not needed.
-Result<CropRect> ReadBounds(const std::string& path) {
-  LIPSYNC_ASSIGN_OR_RETURN(Tensor t, LoadNpy(path));
-  if (t.element_count() < 4) {
-    return InvalidArgument("face bounds '" + path + "' hold " + std::to_string(t.element_count()) +
-                           " numbers; expected [xmin, ymin, xmax, ymax, ...]");
-  }
-  double v[4];
-  for (int i = 0; i < 4; ++i) {
-    switch (t.dtype()) {
-      case DataType::kFloat32:
-        v[i] = t.data_as<float>()[i];
-        break;
-      case DataType::kInt32:
-        v[i] = t.data_as<int32_t>()[i];
-        break;
-      case DataType::kInt64:
-        v[i] = static_cast<double>(t.data_as<int64_t>()[i]);
-        break;
-      case DataType::kUInt8:
-        v[i] = t.data_as<uint8_t>()[i];
-        break;
-      default:
-        return InvalidArgument("face bounds '" + path + "' are " + DataTypeName(t.dtype()) +
-                               "; expected float32 or integers");
-    }
-    if (!std::isfinite(v[i])) return InvalidArgument("face bounds '" + path + "' are not finite");
-  }
-  return CropRect{static_cast<int>(v[0]), static_cast<int>(v[1]), static_cast<int>(v[2]),
-                  static_cast<int>(v[3])};
 }
 
 Status CheckCropVideo(const std::string& path, int64_t frames) {
@@ -166,7 +134,7 @@ Result<Avatar> ImportPackageFolder(const std::string& package_dir, const std::st
       internal::ListNumberedFiles((dir / "face_bounds").string(), "", {"npy"}, "face bounds");
   if (!bounds.ok()) return bounds.status().WithContext(where);
   for (const auto& file : *bounds) {
-    auto rect = ReadBounds(file);
+    auto rect = internal::ReadFaceBounds(file);
     if (!rect.ok()) return rect.status().WithContext(where);
     draft.rects.push_back(*rect);
   }
@@ -231,5 +199,45 @@ Result<Avatar> ImportLipSyncSrvPackage(const std::string& package,
   if (named.name.empty()) named.name = fs::path(package).stem().string();
   return ImportPackageFolder(PackageRoot(unpacked.path()).string(), where, named, export_options);
 }
+
+namespace internal {
+
+Result<CropRect> ReadFaceBounds(const std::string& path) {
+  LIPSYNC_ASSIGN_OR_RETURN(Tensor t, LoadNpy(path));
+  if (t.element_count() < 4) {
+    return InvalidArgument("face bounds '" + path + "' hold " + std::to_string(t.element_count()) +
+                           " numbers; expected [xmin, ymin, xmax, ymax, ...]");
+  }
+  double v[4];
+  for (int i = 0; i < 4; ++i) {
+    switch (t.dtype()) {
+      case DataType::kFloat32:
+        v[i] = t.data_as<float>()[i];
+        break;
+      case DataType::kInt32:
+        v[i] = t.data_as<int32_t>()[i];
+        break;
+      case DataType::kInt64:
+        v[i] = static_cast<double>(t.data_as<int64_t>()[i]);
+        break;
+      case DataType::kUInt8:
+        v[i] = t.data_as<uint8_t>()[i];
+        break;
+      default:
+        return InvalidArgument("face bounds '" + path + "' are " + DataTypeName(t.dtype()) +
+                               "; expected float32 or integers");
+    }
+    // Pixel coordinates, so that the conversion to int below is defined.
+    constexpr double kMaxCoordinate = 1e7;
+    if (!std::isfinite(v[i]) || std::fabs(v[i]) > kMaxCoordinate) {
+      return InvalidArgument("face bounds '" + path + "' hold " + std::to_string(v[i]) +
+                             ", not a pixel coordinate");
+    }
+  }
+  return CropRect{static_cast<int>(v[0]), static_cast<int>(v[1]), static_cast<int>(v[2]),
+                  static_cast<int>(v[3])};
+}
+
+}  // namespace internal
 
 }  // namespace lipsync

@@ -73,4 +73,17 @@ Result<Avatar> WriteAvatarFolder(const AvatarDraft& draft, const std::string& ou
 // The last component of a folder path, also for "dir/" and ".".
 std::string FolderName(const std::string& path);
 
+// One model of the Go server's config.yaml (its paths as written there) and the config's
+// models_root: InvalidArgument naming the line and column of what is wrong.
+struct GoModel {
+  std::string model_path, background_dir, source_video, crop_rects_path;
+  int64_t num_frames = 0;
+};
+Result<GoModel> ReadGoModel(const std::string& config_path, const std::string& model_id,
+                            std::string* models_root);
+
+// A lipsync server package's face_bounds/<n>.npy: at least four numbers, [xmin, ymin, xmax,
+// ymax] (the crop is frame[ymin:ymax, xmin:xmax]); later entries (width, height) are not needed.
+Result<CropRect> ReadFaceBounds(const std::string& path);
+
 }  // namespace lipsync::internal
