@@ -591,6 +591,17 @@ TEST(AvatarRepository, BadYamlIsNamedByLineAndKey) {
                  "'frame_storage' at line 2, column 16 must be decoded or encoded, got 'zipped'");
   EXPECT_MESSAGE(error_of("avatars_root: [folders]\n"), "'avatars_root' at line 1");
   EXPECT_MESSAGE(error_of("avatar_root: folders\n"), "unknown key 'avatar_root' at line 1");
+  // What the config holds is quoted shortened, never whole.
+  const std::string long_name(1000, 'a');  // YAML keys end at 1024 characters
+  for (const std::string& text :
+       {long_name + ": 1\n", "avatars_root: folders\nframe_storage: " + long_name + "\n",
+        "avatars:\n  " + long_name + ": x\n", "models:\n  " + long_name + ": {}\n"}) {
+    const Status error = error_of(text);
+    EXPECT_MESSAGE(error, "'aaaa");
+    EXPECT_LT(error.message().size(), 500u) << error.message().substr(0, 500);
+  }
+  EXPECT_MESSAGE(error_of("avatars:\n  " + long_name + ": x\n"),
+                 "a model id under 'avatars' at line 2, column 3: model_id 'aaaa");
   EXPECT_MESSAGE(error_of("max_models: 2\n"), "names no avatars");
   EXPECT_MESSAGE(error_of("avatars_root: nowhere\n"), "avatars_root");
   EXPECT_MESSAGE(error_of("avatars:\n  anna: [1]\n"), "must be the path of an avatar folder");

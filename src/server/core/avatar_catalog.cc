@@ -140,7 +140,7 @@ Status AddGoConfig(const std::string& path, const YAML::Node& root, std::string 
     source.model_id = id;
     source.audio_encoder = audio_encoder;
     if (Status bad = CheckModelId(id); !bad.ok()) {
-      return InvalidArgument(where + ": models." + id + " at " + At(kv.first) + ": " +
+      return InvalidArgument(where + ": a model id under 'models' at " + At(kv.first) + ": " +
                              bad.message());
     }
     source.problem = GoEntryProblem(kv.second, where + ": models." + id);
@@ -162,7 +162,7 @@ Status AddOwnConfig(const std::string& path, const YAML::Node& root,
       "host_memory_mb", "gpu_memory_mb", "preload",   "max_models",    "frame_storage"};
   for (const auto& kv : root) {
     if (!kv.first.IsScalar() || !kKeys.count(kv.first.Scalar())) {
-      return InvalidArgument(where + ": unknown key '" + kv.first.Scalar() + "' at " +
+      return InvalidArgument(where + ": unknown key " + Quoted(kv.first.Scalar(), 60) + " at " +
                              At(kv.first));
     }
   }
@@ -183,7 +183,7 @@ Status AddOwnConfig(const std::string& path, const YAML::Node& root,
     auto storage = stream::ParseFrameStorage(frame_storage);
     if (!storage.ok()) {
       return InvalidArgument(where + ": 'frame_storage' at " + At(root["frame_storage"]) +
-                             " must be decoded or encoded, got '" + frame_storage + "'");
+                             " must be decoded or encoded, got " + Quoted(frame_storage, 60));
     }
     settings->frames = *storage;
   }
@@ -207,7 +207,7 @@ Status AddOwnConfig(const std::string& path, const YAML::Node& root,
     for (const auto& kv : avatars) {
       const std::string id = kv.first.Scalar();
       if (Status bad = CheckModelId(id); !bad.ok()) {
-        return InvalidArgument(where + ": avatars." + id + " at " + At(kv.first) + ": " +
+        return InvalidArgument(where + ": a model id under 'avatars' at " + At(kv.first) + ": " +
                                bad.message());
       }
       if (!kv.second.IsScalar()) {
