@@ -21,31 +21,11 @@
 #include <vector>
 
 #include "fuzz_check.h"
+#include "fuzz_input.h"
 #include "lipsync/engine.h"
 
 namespace lipsync::fuzz {
 namespace {
-
-// Reads the fuzz input as a sequence of small choices; past its end every choice is the first.
-class Choices {
- public:
-  Choices(const uint8_t* data, size_t size) : data_(data), size_(size) {}
-  int Pick(int lo, int hi) {  // inclusive
-    const int byte = pos_ < size_ ? data_[pos_++] : 0;
-    return hi <= lo ? lo : lo + byte % (hi - lo + 1);
-  }
-  bool OneIn(int n) { return Pick(0, n - 1) == 0; }
-  template <typename T>
-  T Of(std::initializer_list<T> options) {
-    return options.begin()[Pick(0, static_cast<int>(options.size()) - 1)];
-  }
-  bool done() const { return pos_ >= size_; }
-
- private:
-  const uint8_t* data_;
-  size_t size_;
-  size_t pos_ = 0;
-};
 
 struct Activation {
   std::string name;
