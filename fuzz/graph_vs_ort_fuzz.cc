@@ -10,6 +10,7 @@
 #include <onnx/onnx_pb.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -206,12 +207,15 @@ class ModelMaker {
     }
   }
 
-  // Resize x2 (linear, align_corners; the roi input and that mode came with opset 11), then the
-  // concatenation with `skip` in either order.
+  // Resize x2 (linear, align_corners as SyncTalk_2D's UNet or half-pixel as PyTorch's default,
+  // drawn from the seed so that the bytes keep their meaning; the roi input and these modes came
+  // with opset 11), then the concatenation with `skip` in either order.
   Activation UpConcat(const Activation& x, const Activation& skip) {
     onnx::NodeProto* up = Node("Resize", {x.name, "", Values({1, 1, 2, 2})}, Fresh("up"));
     AttrString(up, "mode", "linear");
-    AttrString(up, "coordinate_transformation_mode", "align_corners");
+    AttrString(up, "coordinate_transformation_mode",
+               std::array<const char*, 4>{"align_corners", "align_corners", "half_pixel",
+                                          "pytorch_half_pixel"}[up_rng_() % 4]);
     if (opset_ < 13) up->set_input(1, Values({}));
     const bool skip_first = pick_.OneIn(2);
     onnx::NodeProto* cat = Node(
@@ -460,6 +464,7 @@ class ModelMaker {
   Choices& pick_;
   std::mt19937 rng_;
   uint32_t seed_;
+  std::mt19937 up_rng_{seed_ ^ 0x85ebca6bu};
   onnx::ModelProto model_;
   onnx::GraphProto* graph_ = nullptr;
   int opset_ = 13;

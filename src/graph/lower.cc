@@ -389,6 +389,12 @@ class Lowerer {
         upsample ? "asymmetric" : node.get_string("coordinate_transformation_mode", "half_pixel");
     if (mode == "linear" && ctm == "align_corners") {
       op.resize.mode = ResizeMode::kBilinearAlignCorners;
+    } else if (mode == "linear" && ctm == "half_pixel") {
+      op.resize.mode = ResizeMode::kBilinearHalfPixel;
+    } else if (mode == "linear" && ctm == "pytorch_half_pixel") {
+      op.resize.mode = ResizeMode::kBilinearPytorchHalfPixel;
+    } else if (mode == "linear" && ctm == "asymmetric") {
+      op.resize.mode = ResizeMode::kBilinearAsymmetric;
     } else if (mode == "nearest" && ctm == "asymmetric" &&
                node.get_string("nearest_mode", "round_prefer_floor") == "floor") {
       op.resize.mode = ResizeMode::kNearest;
@@ -396,8 +402,9 @@ class Lowerer {
       op.resize.mode = ResizeMode::kNearest;
     } else {
       return NodeError(node, "resize mode '" + mode + "' with coordinate transformation '" + ctm +
-                                 "' is not supported (only linear + align_corners, nearest + " +
-                                 "asymmetric + floor)");
+                                 "' is not supported (only linear + align_corners, half_pixel, " +
+                                 "pytorch_half_pixel or asymmetric, and nearest + asymmetric + " +
+                                 "floor)");
     }
     const OnnxTensor* scales = Constant(node, upsample ? 1 : 2);
     const OnnxTensor* sizes = upsample ? nullptr : Constant(node, 3);
@@ -410,12 +417,22 @@ class Lowerer {
       }
       op.resize.out_h = sizes->ints[2];
       op.resize.out_w = sizes->ints[3];
+      op.resize.scale_h = static_cast<float>(op.resize.out_h) / static_cast<float>(x.h);
+      op.resize.scale_w = static_cast<float>(op.resize.out_w) / static_cast<float>(x.w);
     } else if (scales && scales->element_count() == 4 && scales->is_float) {
       if (scales->floats[0] != 1.0f || scales->floats[1] != 1.0f) {
         return NodeError(node, "resizing batch or channel dimensions is not supported");
       }
+      for (int i : {2, 3}) {  // so that the output size is defined
+        const float scale = scales->floats[static_cast<size_t>(i)];
+        if (!(scale > 0.0f && scale <= 1024.0f)) {
+          return NodeError(node, "scale " + std::to_string(scale) + " is not in (0, 1024]");
+        }
+      }
       op.resize.out_h = static_cast<int64_t>(std::floor(x.h * scales->floats[2]));
       op.resize.out_w = static_cast<int64_t>(std::floor(x.w * scales->floats[3]));
+      op.resize.scale_h = scales->floats[2];
+      op.resize.scale_w = scales->floats[3];
     } else {
       return NodeError(node, "needs constant 4-element scales or sizes");
     }

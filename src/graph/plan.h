@@ -32,14 +32,17 @@
 // epilogue.residual is set (same shape as the output); act is epilogue.activation.
 //
 // ## Other steps
-//   kResizeConcat: inputs[0] (h0,w0,c0) is resized to (resize.out_h, resize.out_w) (bilinear with
-//     align_corners, or nearest), placed at (pad_top, pad_left) inside an out_h x out_w canvas of
+//   kResizeConcat: inputs[0] (h0,w0,c0) is resized to (resize.out_h, resize.out_w) (bilinear or
+//     nearest), placed at (pad_top, pad_left) inside an out_h x out_w canvas of
 //     zeros (the Pad of the UNet's Up block; all pads 0 when sizes match), and written to output
 //     channels [0, c0). Then inputs[1..] (already out_h x out_w) are copied to the following
 //     channels in order. With one input it is a plain resize (+pad).
 //     Nearest (ONNX asymmetric + floor): source row = min(floor(y * h0 / out_h), h0 - 1), same
-//     for columns. Bilinear align_corners: source row = y * (h0 - 1) / (out_h - 1) (0 when
-//     out_h == 1), interpolated between floor and floor + 1 (clamped to h0 - 1).
+//     for columns. Bilinear: the source row is ONNX's coordinate transformation of y, in float:
+//     align_corners y * (h0 - 1) / (out_h - 1) (0 when out_h == 1); half_pixel
+//     (y + 0.5) / scale_h - 0.5; pytorch_half_pixel the same, 0 when out_h == 1; asymmetric
+//     y / scale_h. It is clamped to [0, h0 - 1] and interpolated between floor and floor + 1
+//     (clamped to h0 - 1). scale_h is ONNX's scale: the scales input, else out_h / h0.
 //     pad_top/pad_left are >= 0 and the resized image lies inside the canvas.
 //   kConcat: inputs concatenated on channels in order.
 //   kPad: constant pad of inputs[0] with pad.value (pads may be negative: a crop):
@@ -60,7 +63,13 @@ inline constexpr int64_t kPlanAlignFloats = 16;  // 64 bytes
 enum class StepKind { kConv, kResizeConcat, kConcat, kPad, kAdd, kActivation, kCopy };
 enum class ConvKind { kPointwise, kDepthwise, kDense };
 enum class Activation { kNone, kRelu, kSigmoid };
-enum class ResizeMode { kBilinearAlignCorners, kNearest };
+enum class ResizeMode {
+  kBilinearAlignCorners,  // PyTorch's bilinear with align_corners=True (SyncTalk_2D's UNet)
+  kNearest,
+  kBilinearHalfPixel,         // PyTorch's bilinear with align_corners=False, as newer exports write
+  kBilinearPytorchHalfPixel,  // the same, as older exports write it
+  kBilinearAsymmetric,        // opset 9/10 Upsample and Resize: linear
+};
 
 const char* StepKindName(StepKind kind);
 const char* ConvKindName(ConvKind kind);
@@ -94,8 +103,9 @@ struct ConvParams {
 
 struct ResizeParams {
   ResizeMode mode = ResizeMode::kBilinearAlignCorners;
-  int64_t out_h = 0, out_w = 0;       // size of the resized inputs[0] (before padding)
-  int64_t pad_top = 0, pad_left = 0;  // where it sits in the step's output canvas
+  int64_t out_h = 0, out_w = 0;          // size of the resized inputs[0] (before padding)
+  int64_t pad_top = 0, pad_left = 0;     // where it sits in the step's output canvas
+  float scale_h = 1.0f, scale_w = 1.0f;  // ONNX's scale: half_pixel and asymmetric read it
 };
 
 struct PadParams {

@@ -19,8 +19,8 @@ struct GroupCase {
   int64_t h, w;  // block input
   int64_t cin, hidden, cout, stride;
   bool residual;
-  int64_t head_c0 = 0;    // > 0: a resize-concat builds the input from c0 resized + the rest
-  bool nearest = false;   // the head's resize
+  int64_t head_c0 = 0;  // > 0: a resize-concat builds the input from c0 resized + the rest
+  graph::ResizeMode head_mode = graph::ResizeMode::kBilinearAlignCorners;
   int64_t head_pad = 0;   // the resized part sits this many rows down, zeros above
   int64_t tail_cout = 0;  // > 0: a 1x1 convolution with a sigmoid follows the block
 };
@@ -64,10 +64,11 @@ inline Plan BuildGroupSteps(const GroupCase& c, PlanBuilder& b) {
     head.name = "resize_concat";
     head.inputs = {b.Buffer({(rh + 1) / 2, (rw + 1) / 2, c.head_c0}),
                    b.Buffer({c.h, c.w, c.cin - c.head_c0})};
-    head.resize.mode =
-        c.nearest ? graph::ResizeMode::kNearest : graph::ResizeMode::kBilinearAlignCorners;
+    head.resize.mode = c.head_mode;
     head.resize.out_h = rh;
     head.resize.out_w = rw;
+    head.resize.scale_h = static_cast<float>(rh) / static_cast<float>((rh + 1) / 2);
+    head.resize.scale_w = static_cast<float>(rw) / static_cast<float>((rw + 1) / 2);
     head.resize.pad_top = c.head_pad;
     x = AddStep(b, head, {c.h, c.w, c.cin});
   } else {
@@ -103,15 +104,20 @@ inline std::vector<GroupCase> FusedCases() {
       {"up5.0: resize-concat 32 + 32 -> 128 -> 16", 38, 34, 64, 128, 16, 1, false, 32},
       {"up4.0: resize-concat 32 + 32 -> 128 -> 32", 20, 18, 64, 128, 32, 1, false, 32},
       {"up5.1 + output conv: 16 -> 32 -> 16 + residual, 3 sigmoid", 35, 33, 16, 32, 16, 1, true, 0,
-       false, 0, 3},
+       graph::ResizeMode::kBilinearAlignCorners, 0, 3},
       // Other forms the kernels take: scalar loads (12 channels), nearest resize with padding
-      // above, a resize-concat whose parts are not multiples of 8 channels, stride 2 with 64
+      // above, a half-pixel resize, a resize-concat whose parts are not multiples of 8 channels,
+      // stride 2 with 64
       // outputs, a tail of 8 outputs.
       {"12 -> 24 -> 8", 19, 23, 12, 24, 8, 1, false},
-      {"nearest resize 16 + 48, padded", 22, 20, 64, 128, 64, 1, false, 16, true, 2},
+      {"nearest resize 16 + 48, padded", 22, 20, 64, 128, 64, 1, false, 16,
+       graph::ResizeMode::kNearest, 2},
+      {"half-pixel resize 32 + 32 (PyTorch's align_corners=False)", 21, 18, 64, 128, 32, 1, false,
+       32, graph::ResizeMode::kBilinearHalfPixel},
       {"resize-concat 12 + 20", 18, 18, 32, 64, 16, 1, false, 12},
       {"32 -> 64 -> 64, stride 2", 30, 31, 32, 64, 64, 2, false},
-      {"16 -> 32 -> 32, tail 8", 17, 16, 16, 32, 32, 1, false, 0, false, 0, 8},
+      {"16 -> 32 -> 32, tail 8", 17, 16, 16, 32, 32, 1, false, 0,
+       graph::ResizeMode::kBilinearAlignCorners, 0, 8},
   };
 }
 

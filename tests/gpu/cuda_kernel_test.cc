@@ -370,7 +370,8 @@ TEST(CudaKernels, DenseConv) {
   }
 }
 
-// Resize of part 0 (bilinear align_corners or nearest) placed with padding, then the others.
+// Resize of part 0 (bilinear or nearest, ONNX's scale resized / src) placed with padding, then
+// the others.
 void ResizeConcatCase(PlanBuilder& b, ItemShape src, int64_t out_h, int64_t out_w,
                       int64_t resized_h, int64_t resized_w, int64_t pad_top, int64_t pad_left,
                       std::vector<int64_t> skip_channels, graph::ResizeMode mode) {
@@ -386,6 +387,8 @@ void ResizeConcatCase(PlanBuilder& b, ItemShape src, int64_t out_h, int64_t out_
   step.resize.mode = mode;
   step.resize.out_h = resized_h;
   step.resize.out_w = resized_w;
+  step.resize.scale_h = static_cast<float>(resized_h) / static_cast<float>(src.h);
+  step.resize.scale_w = static_cast<float>(resized_w) / static_cast<float>(src.w);
   step.resize.pad_top = pad_top;
   step.resize.pad_left = pad_left;
   step.output = b.Buffer({out_h, out_w, channels});
@@ -422,6 +425,24 @@ TEST(CudaKernels, ResizeConcat) {
         ResizeConcatCase(b, {1, 1, 8}, 4, 4, 4, 4, 0, 0, {}, ResizeMode::kBilinearAlignCorners);
       },
       3, "1x1 source, no skip");
+  CheckBoth(
+      [](PlanBuilder& b) {
+        ResizeConcatCase(b, {9, 9, 12}, 19, 20, 18, 18, 0, 1, {6, 10},
+                         ResizeMode::kBilinearHalfPixel);
+      },
+      2, "half-pixel 9x9 -> 18x18 padded into 19x20, two skips");
+  CheckBoth(
+      [](PlanBuilder& b) {
+        ResizeConcatCase(b, {7, 5, 16}, 14, 7, 14, 7, 0, 0, {16},
+                         ResizeMode::kBilinearPytorchHalfPixel);
+      },
+      2, "pytorch half-pixel 7x5 -> 14x7");
+  CheckBoth(
+      [](PlanBuilder& b) {
+        ResizeConcatCase(b, {7, 5, 16}, 14, 10, 14, 10, 0, 0, {16},
+                         ResizeMode::kBilinearAsymmetric);
+      },
+      2, "asymmetric bilinear 7x5 -> 14x10");
 }
 
 TEST(CudaKernels, Concat) {

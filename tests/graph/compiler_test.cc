@@ -336,6 +336,26 @@ TEST(CompilerTest, UnsupportedAttributesNameTheNode) {
   ASSERT_EQ(r->steps.size(), 2u);
   EXPECT_EQ(r->steps[1].kind, StepKind::kResizeConcat);
   EXPECT_EQ(r->buffers[r->steps[1].output].shape.h, 16);
+
+  // Bilinear without align_corners keeps ONNX's scale for its coordinates: 1.5 on 8 rows is 12
+  // rows read at (y + 0.5) / 1.5 - 0.5.
+  cubic.nodes[1].attributes["coordinate_transformation_mode"].s = "half_pixel";
+  cubic.initializers["scales"] = FloatTensor("scales", {4}, {1, 1, 1.5f, 2});
+  r = CompilePlan(cubic);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->steps[1].resize.mode, graph::ResizeMode::kBilinearHalfPixel);
+  EXPECT_EQ(r->steps[1].resize.out_h, 12);
+  EXPECT_EQ(r->steps[1].resize.scale_h, 1.5f);
+  EXPECT_EQ(r->steps[1].resize.scale_w, 2.0f);
+
+  // A scale that gives no output size (its conversion to an integer would be undefined).
+  for (float bad : {std::nanf(""), -2.0f, 0.0f, 1e30f}) {
+    cubic.initializers["scales"] = FloatTensor("scales", {4}, {1, 1, bad, 2});
+    r = CompilePlan(cubic);
+    ASSERT_FALSE(r.ok()) << bad;
+    EXPECT_NE(r.status().message().find("is not in (0, 1024]"), std::string::npos)
+        << r.status().message();
+  }
 }
 
 // The audio encoder's last layer: [N,C,1,1] flattened to [N,C] (Flatten, or Reshape to a

@@ -67,9 +67,10 @@ class Depthwise(nn.Module):
 class UpPadConcat(nn.Module):
     """The UNet's Up block: bilinear x2 align_corners, pad to the skip's size, concat."""
 
-    def __init__(self, nearest=False, down_pad=0):
+    def __init__(self, nearest=False, down_pad=0, align_corners=True):
         super().__init__()
         self.nearest = nearest
+        self.align_corners = align_corners
         # down_pad 0 on odd sizes: the upsampled tensor is smaller than the skip (a real zero
         # pad); down_pad 1 on odd sizes: larger (a negative pad, i.e. a crop).
         self.down = nn.Conv2d(4, 8, 3, 2, down_pad)
@@ -81,7 +82,7 @@ class UpPadConcat(nn.Module):
         if self.nearest:
             y = F.interpolate(y, scale_factor=2, mode="nearest")
         else:
-            y = F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=True)
+            y = F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=self.align_corners)
         dy = skip.size()[2] - y.size()[2]
         dx = skip.size()[3] - y.size()[3]
         y = F.pad(y, [dx // 2, dx - dx // 2, dy // 2, dy - dy // 2])
@@ -134,15 +135,21 @@ class TwoOutputs(nn.Module):
 
 
 class NearestUp(nn.Module):
-    """conv -> nearest x2 -> conv; exported at opset 9 it uses the old Upsample operator."""
+    """conv -> nearest x2 -> conv; exported at opset 9 it uses the old Upsample operator. With
+    another mode and scale: bilinear without align_corners, as PyTorch's default is (half_pixel
+    coordinates at opset 11 and later, asymmetric ones in opset 9's Upsample)."""
 
-    def __init__(self):
+    def __init__(self, mode="nearest", scale=2):
         super().__init__()
+        self.mode = mode
+        self.scale = scale
         self.a = nn.Conv2d(3, 4, 3, 1, 1)
         self.b = nn.Conv2d(4, 2, 3, 1, 1)
 
     def forward(self, x):
-        return self.b(F.interpolate(F.relu(self.a(x)), scale_factor=2, mode="nearest"))
+        extra = {} if self.mode == "nearest" else {"align_corners": False}
+        y = F.interpolate(F.relu(self.a(x)), scale_factor=self.scale, mode=self.mode, **extra)
+        return self.b(y)
 
 
 class MaxPoolModel(nn.Module):
@@ -313,6 +320,12 @@ def main():
            outs=("first", "second", "echo"))
     export(NearestUp(), (torch.rand(1, 3, 7, 9),), ["x"], os.path.join(out, "upsample_opset9.onnx"),
            opset=9)
+    export(UpPadConcat(align_corners=False), (torch.rand(1, 4, 17, 15),), ["x"],
+           os.path.join(out, "up_half_pixel.onnx"))
+    export(NearestUp("bilinear", 1.5), (torch.rand(1, 3, 7, 9),), ["x"],
+           os.path.join(out, "bilinear_by_1_5.onnx"))
+    export(NearestUp("bilinear"), (torch.rand(1, 3, 7, 9),), ["x"],
+           os.path.join(out, "bilinear_opset9.onnx"), opset=9)
     export(MaxPoolModel(), (torch.rand(1, 3, 8, 8),), ["x"], os.path.join(out, "maxpool.onnx"))
     for size in (320, 160):
         export(FrameModel(size), (torch.rand(1, 6, size, size), torch.rand(1, 32, 16, 16)),

@@ -86,16 +86,16 @@ TEST_P(SmallModelTest, MatchesOrtAtBatchOneAndThree) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, SmallModelTest,
-                         ::testing::Values("conv_kxk.onnx", "conv_bn.onnx", "depthwise.onnx",
-                                           "up_pad_concat.onnx", "up_concat.onnx",
-                                           "up_nearest.onnx", "audio_hubert.onnx",
-                                           "audio_wenet.onnx", "two_inputs.onnx",
-                                           "standalone_ops.onnx", "two_outputs.onnx",
-                                           "upsample_opset9.onnx", "passthrough.onnx"),
-                         [](const ::testing::TestParamInfo<std::string>& info) {
-                           return info.param.substr(0, info.param.find('.'));
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Models, SmallModelTest,
+    ::testing::Values("conv_kxk.onnx", "conv_bn.onnx", "depthwise.onnx", "up_pad_concat.onnx",
+                      "up_concat.onnx", "up_nearest.onnx", "audio_hubert.onnx", "audio_wenet.onnx",
+                      "two_inputs.onnx", "standalone_ops.onnx", "two_outputs.onnx",
+                      "upsample_opset9.onnx", "passthrough.onnx", "up_half_pixel.onnx",
+                      "bilinear_by_1_5.onnx", "bilinear_opset9.onnx"),
+    [](const ::testing::TestParamInfo<std::string>& info) {
+      return info.param.substr(0, info.param.find('.'));
+    });
 
 // Run() from several threads at once: every caller gets its own, correct result.
 TEST(ReferenceBackendTest, ConcurrentRunsDoNotMix) {

@@ -335,14 +335,7 @@ cudaError_t LaunchTensorCore(const Plan& plan, const FusedGroup& group, const Gr
     c.c0 = static_cast<int>(src.c);
     c.part1 = Buffer<__half>(plan, h.inputs[1], batch, dt);
     c.c1 = static_cast<int>(plan.buffers[h.inputs[1]].shape.c);
-    c.resize.resize = true;
-    c.resize.nearest = h.resize.mode == graph::ResizeMode::kNearest;
-    c.resize.src_h = static_cast<int>(src.h);
-    c.resize.src_w = static_cast<int>(src.w);
-    c.resize.resized_h = static_cast<int>(h.resize.out_h);
-    c.resize.resized_w = static_cast<int>(h.resize.out_w);
-    c.resize.pad_top = static_cast<int>(h.resize.pad_top);
-    c.resize.pad_left = static_cast<int>(h.resize.pad_left);
+    c.resize = ResizeSpecOf(h.resize, src.h, src.w);
   } else {
     t.in = Buffer<__half>(plan, e.inputs[0], batch, dt);
   }

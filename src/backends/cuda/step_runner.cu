@@ -106,14 +106,7 @@ cudaError_t EnqueueTyped(const Plan& plan, const PlanStep& step, int64_t batch,
       ResizeSpec r;
       if (step.kind == StepKind::kResizeConcat) {
         const auto& src = plan.buffers[step.inputs[0]].shape;
-        r.resize = true;
-        r.nearest = step.resize.mode == graph::ResizeMode::kNearest;
-        r.src_h = static_cast<int>(src.h);
-        r.src_w = static_cast<int>(src.w);
-        r.resized_h = static_cast<int>(step.resize.out_h);
-        r.resized_w = static_cast<int>(step.resize.out_w);
-        r.pad_top = static_cast<int>(step.resize.pad_top);
-        r.pad_left = static_cast<int>(step.resize.pad_left);
+        r = ResizeSpecOf(step.resize, src.h, src.w);
       }
       return LaunchResizeConcat<T>(parts, r, batch, static_cast<int>(out.h),
                                    static_cast<int>(out.w), out_data, stream);

@@ -117,6 +117,26 @@ void Conv(const Plan& plan, const PlanStep& step, int64_t batch, float* arena, i
   }
 }
 
+// Where output row (or column) i of a bilinear resize reads its input, in [0, in - 1]: ONNX's
+// coordinate transformations (plan.h).
+float SourceCoordinate(graph::ResizeMode mode, int64_t i, int64_t in, int64_t out, float scale) {
+  float f = 0.0f;
+  switch (mode) {
+    case graph::ResizeMode::kBilinearAlignCorners:  // the corner pixels of both grids coincide
+      f = out > 1 ? static_cast<float>(i) * (in - 1) / (out - 1) : 0.0f;
+      break;
+    case graph::ResizeMode::kBilinearPytorchHalfPixel:
+      if (out == 1) break;
+      [[fallthrough]];
+    case graph::ResizeMode::kBilinearHalfPixel:  // pixel centres at + 0.5 in both grids
+      f = (static_cast<float>(i) + 0.5f) / scale - 0.5f;
+      break;
+    default:  // asymmetric
+      f = static_cast<float>(i) / scale;
+  }
+  return std::clamp(f, 0.0f, static_cast<float>(in - 1));
+}
+
 void ResizeConcat(const Plan& plan, const PlanStep& step, int64_t batch, float* arena) {
   const View src = Buffer(plan, step.inputs[0], batch, arena);
   const View out = Buffer(plan, step.output, batch, arena);
@@ -132,9 +152,9 @@ void ResizeConcat(const Plan& plan, const PlanStep& step, int64_t batch, float* 
           const int64_t sy = std::min<int64_t>(ry * src.s.h / r.out_h, src.s.h - 1);
           const int64_t sx = std::min<int64_t>(rx * src.s.w / r.out_w, src.s.w - 1);
           std::memcpy(o, src.at(n, sy, sx), src.s.c * sizeof(float));
-        } else {  // bilinear, align_corners: the corner pixels of both grids coincide
-          const float fy = r.out_h > 1 ? static_cast<float>(ry) * (src.s.h - 1) / (r.out_h - 1) : 0;
-          const float fx = r.out_w > 1 ? static_cast<float>(rx) * (src.s.w - 1) / (r.out_w - 1) : 0;
+        } else {
+          const float fy = SourceCoordinate(r.mode, ry, src.s.h, r.out_h, r.scale_h);
+          const float fx = SourceCoordinate(r.mode, rx, src.s.w, r.out_w, r.scale_w);
           const int64_t y0 = static_cast<int64_t>(fy), x0 = static_cast<int64_t>(fx);
           const int64_t y1 = std::min(y0 + 1, src.s.h - 1), x1 = std::min(x0 + 1, src.s.w - 1);
           const float dy = fy - y0, dx = fx - x0;

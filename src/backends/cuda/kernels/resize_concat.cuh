@@ -1,4 +1,4 @@
-// Data movement steps of the plan, NHWC: resize (bilinear align_corners or nearest) + zero pad +
+// Data movement steps of the plan, NHWC: resize (bilinear or nearest, graph/plan.h) + zero pad +
 // channel concat in one pass (the UNet's Up block), plain concat, and constant pad.
 #pragma once
 
@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "backends/cuda/kernels/common.cuh"
+#include "graph/plan.h"
 
 namespace lipsync::cuda {
 
@@ -21,12 +22,45 @@ struct ConcatParts {
 };
 
 struct ResizeSpec {
-  bool resize = false;   // part 0 is resized and padded; otherwise it has the output's h and w
-  bool nearest = false;  // else bilinear with align_corners
+  bool resize = false;  // part 0 is resized and padded; otherwise it has the output's h and w
+  graph::ResizeMode mode = graph::ResizeMode::kBilinearAlignCorners;
   int src_h = 0, src_w = 0;
-  int resized_h = 0, resized_w = 0;  // part 0 after resizing
-  int pad_top = 0, pad_left = 0;     // where the resized part 0 sits; zeros around it
+  int resized_h = 0, resized_w = 0;      // part 0 after resizing
+  int pad_top = 0, pad_left = 0;         // where the resized part 0 sits; zeros around it
+  float scale_h = 1.0f, scale_w = 1.0f;  // ONNX's scale, for half-pixel and asymmetric bilinear
 };
+
+// The spec of a plan step's resize of a src_h x src_w part 0.
+inline ResizeSpec ResizeSpecOf(const graph::ResizeParams& p, int64_t src_h, int64_t src_w) {
+  ResizeSpec r;
+  r.resize = true;
+  r.mode = p.mode;
+  r.src_h = static_cast<int>(src_h);
+  r.src_w = static_cast<int>(src_w);
+  r.resized_h = static_cast<int>(p.out_h);
+  r.resized_w = static_cast<int>(p.out_w);
+  r.pad_top = static_cast<int>(p.pad_top);
+  r.pad_left = static_cast<int>(p.pad_left);
+  r.scale_h = p.scale_h;
+  r.scale_w = p.scale_w;
+  return r;
+}
+
+// Where output row (or column) i of a bilinear resize reads its input, in [0, in - 1]: ONNX's
+// coordinate transformations, in the reference backend's float arithmetic.
+__device__ __forceinline__ float SourceCoordinate(graph::ResizeMode mode, int i, int in, int out,
+                                                  float scale) {
+  float f = 0.0f;
+  if (mode == graph::ResizeMode::kBilinearAlignCorners) {  // the corner pixels coincide
+    f = out > 1 ? static_cast<float>(i) * static_cast<float>(in - 1) / static_cast<float>(out - 1)
+                : 0.0f;
+  } else if (mode == graph::ResizeMode::kBilinearAsymmetric) {
+    f = static_cast<float>(i) / scale;
+  } else if (mode == graph::ResizeMode::kBilinearHalfPixel || out > 1) {  // pixel centres at + 0.5
+    f = (static_cast<float>(i) + 0.5f) / scale - 0.5f;
+  }
+  return fminf(fmaxf(f, 0.0f), static_cast<float>(in - 1));
+}
 
 // V channels of part 0 at output pixel (y, x) of image n, resized and padded (zero outside the
 // resized image). Shared with the fused block kernel's input loader, so both compute the same
@@ -41,7 +75,7 @@ __device__ __forceinline__ void ResizedVec(const T* src, int c0, const ResizeSpe
     return;
   }
   const T* image = src + n * r.src_h * r.src_w * c0;
-  if (r.nearest) {
+  if (r.mode == graph::ResizeMode::kNearest) {
     const int sy =
         min(static_cast<int>(static_cast<int64_t>(ry) * r.src_h / r.resized_h), r.src_h - 1);
     const int sx =
@@ -49,14 +83,8 @@ __device__ __forceinline__ void ResizedVec(const T* src, int c0, const ResizeSpe
     LoadVec<T, V>(image + (static_cast<int64_t>(sy) * r.src_w + sx) * c0 + c, v);
     return;
   }
-  // align_corners: the corner pixels of both grids coincide. Same float arithmetic as the
-  // reference backend.
-  const float fy = r.resized_h > 1 ? static_cast<float>(ry) * static_cast<float>(r.src_h - 1) /
-                                         static_cast<float>(r.resized_h - 1)
-                                   : 0.0f;
-  const float fx = r.resized_w > 1 ? static_cast<float>(rx) * static_cast<float>(r.src_w - 1) /
-                                         static_cast<float>(r.resized_w - 1)
-                                   : 0.0f;
+  const float fy = SourceCoordinate(r.mode, ry, r.src_h, r.resized_h, r.scale_h);
+  const float fx = SourceCoordinate(r.mode, rx, r.src_w, r.resized_w, r.scale_w);
   const int y0 = static_cast<int>(fy), x0 = static_cast<int>(fx);
   const int y1 = min(y0 + 1, r.src_h - 1), x1 = min(x0 + 1, r.src_w - 1);
   const float dy = fy - static_cast<float>(y0), dx = fx - static_cast<float>(x0);
