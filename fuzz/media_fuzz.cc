@@ -54,6 +54,7 @@ void ReadAudio(const std::string& path) {
   for (int chunk = 0; chunk < 64; ++chunk) {  // up to 64 s
     auto n = (*audio)->Read(16000, pcm);
     CheckRefusal(n.status(), "AudioReader::Read");
+    if (!n.ok()) Say(n.status().message());
     if (!n.ok() || *n == 0) break;
   }
   Say("audio: " + std::to_string(pcm.size()) + " samples at 16 kHz");

@@ -2,6 +2,7 @@
 // decodes, downmixes by the mean of the channels as librosa's to_mono does, and resamples), and the
 // resampler both use (the SoX resampler when this FFmpeg has it, else FFmpeg's own).
 #include <algorithm>
+#include <cerrno>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -21,31 +22,39 @@ namespace ffmpeg {
 
 Result<SwrPtr> MakeMonoResampler(const AVChannelLayout& in_layout, AVSampleFormat in_format,
                                  int in_rate, int to_rate) {
+  // FFmpeg refuses what it cannot convert (a decoder's odd layout or format) as invalid input.
+  const auto refused = [&](const char* what, int rc) {
+    if (rc == AVERROR(ENOMEM)) return ResourceExhausted(std::string(what) + ": out of memory");
+    const char* format = av_get_sample_fmt_name(in_format);
+    return InvalidArgument(std::string(what) + " for " + std::to_string(in_layout.nb_channels) +
+                           " channels of " + (format ? format : "an unknown format") + " at " +
+                           std::to_string(in_rate) + " Hz: " + ErrorText(rc));
+  };
   AVChannelLayout layout = {};
+  int rc = 0;
   if (in_layout.order == AV_CHANNEL_ORDER_UNSPEC || in_layout.nb_channels <= 0) {
     av_channel_layout_default(&layout, in_layout.nb_channels > 0 ? in_layout.nb_channels : 1);
-  } else if (av_channel_layout_copy(&layout, &in_layout) < 0) {
-    return Internal("cannot copy the audio channel layout");
+  } else if ((rc = av_channel_layout_copy(&layout, &in_layout)) < 0) {
+    return refused("cannot copy the audio channel layout", rc);
   }
   AVChannelLayout mono = AV_CHANNEL_LAYOUT_MONO;
   SwrContext* raw = nullptr;
-  int rc = swr_alloc_set_opts2(&raw, &mono, AV_SAMPLE_FMT_FLT, to_rate, &layout, in_format, in_rate,
-                               0, nullptr);
+  rc = swr_alloc_set_opts2(&raw, &mono, AV_SAMPLE_FMT_FLT, to_rate, &layout, in_format, in_rate, 0,
+                           nullptr);
   const int channels = layout.nb_channels;
   av_channel_layout_uninit(&layout);
   SwrPtr swr(raw);
-  if (rc < 0 || !swr) return Internal("cannot set up the audio resampler: " + ErrorText(rc));
+  if (rc < 0 || !swr)
+    return refused("cannot set up the audio resampler", rc < 0 ? rc : AVERROR(ENOMEM));
   // The SoX resampler (what librosa uses by default) when this FFmpeg has it.
   av_opt_set_int(swr.get(), "resampler", SWR_ENGINE_SOXR, 0);
   std::vector<double> mean(static_cast<size_t>(channels), 1.0 / channels);
   if ((rc = swr_set_matrix(swr.get(), mean.data(), channels)) < 0) {
-    return Internal("cannot set the downmix matrix: " + ErrorText(rc));
+    return refused("cannot set the downmix matrix", rc);
   }
   if (swr_init(swr.get()) < 0) {
     av_opt_set_int(swr.get(), "resampler", SWR_ENGINE_SWR, 0);
-    if ((rc = swr_init(swr.get())) < 0) {
-      return Internal("cannot start the audio resampler: " + ErrorText(rc));
-    }
+    if ((rc = swr_init(swr.get())) < 0) return refused("cannot start the audio resampler", rc);
   }
   return swr;
 }

@@ -73,9 +73,12 @@ struct AudioReader::State {
       return DataLoss("the stream's sample rate " + std::to_string(f.sample_rate) +
                       " Hz is out of range");
     }
-    LIPSYNC_ASSIGN_OR_RETURN(
-        swr,
-        MakeMonoResampler(f.ch_layout, static_cast<AVSampleFormat>(f.format), f.sample_rate, rate));
+    auto made =
+        MakeMonoResampler(f.ch_layout, static_cast<AVSampleFormat>(f.format), f.sample_rate, rate);
+    if (!made.ok() && made.status().code() == StatusCode::kInvalidArgument) {
+      return DataLoss("the stream's audio cannot be converted: " + made.status().message());
+    }
+    LIPSYNC_ASSIGN_OR_RETURN(swr, std::move(made));
     av_channel_layout_uninit(&layout);
     av_channel_layout_copy(&layout, &f.ch_layout);
     sample_format = static_cast<AVSampleFormat>(f.format);
