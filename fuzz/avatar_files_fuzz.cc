@@ -4,6 +4,7 @@
 // its text. A refusal must be short and not internal. What is read must make sense: a manifest or
 // crop rectangles written back and read again are the same; a face square from landmarks lies in
 // the frame.
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -38,32 +39,24 @@ bool Same(const AvatarManifest& a, const AvatarManifest& b) {
          a.crop_rects == b.crop_rects && a.audio_features == b.audio_features;
 }
 
-void Manifest(const std::string& path) {
-  auto m = ReadAvatarManifest(path);
-  CheckRefusal(m.status(), "ReadAvatarManifest");
-  if (!m.ok()) return;
-  const std::string again = path + ".again";
-  if (!WriteAvatarManifest(again, *m).ok()) Broken("WriteAvatarManifest", "cannot write");
-  auto back = ReadAvatarManifest(again);
-  if (!back.ok()) Broken("ReadAvatarManifest", "its own file refused: " + back.status().ToString());
-  if (!Same(*m, *back)) Broken("ReadAvatarManifest", "a manifest written and read back differs");
+bool Same(const std::vector<CropRect>& a, const std::vector<CropRect>& b) {
+  const auto same = [](const CropRect& p, const CropRect& q) {
+    return p.x1 == q.x1 && p.y1 == q.y1 && p.x2 == q.x2 && p.y2 == q.y2;
+  };
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(), same);
 }
 
-void Rects(const std::string& path) {
-  auto rects = ReadCropRects(path);
-  CheckRefusal(rects.status(), "ReadCropRects");
-  if (!rects.ok()) return;
+// A file `read` accepts, written by `write` and read again, gives what it gave.
+template <typename Read, typename Write>
+void RoundTrip(const std::string& path, Read read, Write write, const char* what) {
+  auto first = read(path);
+  CheckRefusal(first.status(), what);
+  if (!first.ok()) return;
   const std::string again = path + ".again";
-  if (!WriteCropRects(again, *rects).ok()) Broken("WriteCropRects", "cannot write");
-  auto back = ReadCropRects(again);
-  if (!back.ok()) Broken("ReadCropRects", "its own file refused: " + back.status().ToString());
-  if (back->size() != rects->size()) Broken("ReadCropRects", "rectangles written and read differ");
-  for (size_t i = 0; i < rects->size(); ++i) {
-    const CropRect &a = (*rects)[i], &b = (*back)[i];
-    if (a.x1 != b.x1 || a.y1 != b.y1 || a.x2 != b.x2 || a.y2 != b.y2) {
-      Broken("ReadCropRects", "rectangle " + std::to_string(i) + " written and read differs");
-    }
-  }
+  if (!write(again, *first).ok()) Broken(what, "cannot write what it read");
+  auto back = read(again);
+  if (!back.ok()) Broken(what, "its own file refused: " + back.status().ToString());
+  if (!Same(*first, *back)) Broken(what, "what was written and read back differs");
 }
 
 void Landmarks(const std::string& path, int width, int height) {
@@ -100,10 +93,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Write(path, data + 1, size - 1);
   switch (data[0] % 5) {
     case 0:
-      Manifest(path);
+      RoundTrip(path, lipsync::ReadAvatarManifest, lipsync::WriteAvatarManifest,
+                "ReadAvatarManifest");
       break;
     case 1:
-      Rects(path);
+      RoundTrip(path, lipsync::ReadCropRects, lipsync::WriteCropRects, "ReadCropRects");
       break;
     case 2:
       Landmarks(path, 1 + data[0] * 7, 1 + data[0] * 5);
