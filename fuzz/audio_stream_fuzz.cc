@@ -33,13 +33,10 @@ std::vector<float> MakeSignal(Choices& pick) {
   const size_t have = pick.rest_size();
   if (kind == 0 || have == 0) return pcm;  // silence
   for (size_t i = 0; i < n; ++i) {
-    if (kind == 1) {  // the bytes as int16 samples, repeated
-      const uint8_t lo = bytes[(2 * i) % have], hi = bytes[(2 * i + 1) % have];
-      pcm[i] = level * static_cast<float>(static_cast<int16_t>(lo | hi << 8)) / 32768.0f;
-    } else if (kind == 2) {  // the bytes as float bits: NaN, infinities and denormals included
-      uint32_t bits = 0;
-      for (int b = 0; b < 4; ++b) bits |= static_cast<uint32_t>(bytes[(4 * i + b) % have]) << 8 * b;
-      std::memcpy(&pcm[i], &bits, sizeof(bits));
+    if (kind == 1) {
+      pcm[i] = level * Int16Sample(bytes, have, i);
+    } else if (kind == 2) {
+      pcm[i] = FloatBitsSample(bytes, have, i);
     } else {  // a tone whose pitch the bytes change every 10 ms
       const double f = 80.0 + 20.0 * bytes[(i / 160) % have];
       pcm[i] = level * static_cast<float>(

@@ -4,11 +4,10 @@
 // folder names, with settings in their ranges.
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
-#include <random>
 #include <string>
 
 #include "fuzz_check.h"
+#include "fuzz_input.h"
 #include "server/core/avatar_catalog.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -16,16 +15,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // A folder of this process's own (the target may run beside other fuzzers), so that a config's
   // relative paths stay inside it.
   static const std::filesystem::path dir = [] {
-    auto d = std::filesystem::temp_directory_path() /
-             ("lipsync-avatar-config-" + std::to_string(std::random_device{}()));
+    const std::filesystem::path d = fuzz::ScratchPath("avatar-config");
     std::filesystem::create_directories(d);
     return d;
   }();
   const std::string path = (dir / "avatars.yaml").string();
-  {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
-  }
+  fuzz::WriteBytes(path, data, size);
   auto catalog = server::AvatarCatalog::Open(path, "");
   fuzz::CheckRefusal(catalog.status(), "AvatarCatalog::Open");
   if (!catalog.ok()) return 0;

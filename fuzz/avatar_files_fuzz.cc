@@ -6,32 +6,16 @@
 // the frame.
 #include <algorithm>
 #include <cstdint>
-#include <filesystem>
-#include <fstream>
-#include <random>
 #include <string>
 #include <vector>
 
 #include "fuzz_check.h"
+#include "fuzz_input.h"
 #include "lipsync/avatar.h"
 #include "pipeline/avatar/avatar_internal.h"
 
 namespace lipsync::fuzz {
 namespace {
-
-// A file of this process's own (the target may run beside other fuzzers).
-const std::string& Scratch() {
-  static const std::string path =
-      (std::filesystem::temp_directory_path() /
-       ("lipsync-avatar-files-" + std::to_string(std::random_device{}())))
-          .string();
-  return path;
-}
-
-void Write(const std::string& path, const uint8_t* data, size_t size) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
-}
 
 bool Same(const AvatarManifest& a, const AvatarManifest& b) {
   return a.name == b.name && a.fps == b.fps && a.model_size == b.model_size && a.model == b.model &&
@@ -89,8 +73,8 @@ void GoConfig(const std::string& path) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace lipsync::fuzz;
   if (size == 0) return 0;
-  const std::string& path = Scratch();
-  Write(path, data + 1, size - 1);
+  static const std::string path = ScratchPath("avatar-file");
+  WriteBytes(path, data + 1, size - 1);
   switch (data[0] % 5) {
     case 0:
       RoundTrip(path, lipsync::ReadAvatarManifest, lipsync::WriteAvatarManifest,

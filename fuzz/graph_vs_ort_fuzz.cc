@@ -15,8 +15,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
-#include <fstream>
 #include <random>
 #include <string>
 #include <vector>
@@ -576,14 +574,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (size_t i = 0; i < size; ++i) seed = seed * 31 + data[i];
   fuzz::ModelMaker maker(pick, seed);
   const onnx::ModelProto model = maker.Make();
-  static const std::string path =
-      (std::filesystem::temp_directory_path() /
-       ("lipsync-graph-vs-ort-" + std::to_string(std::random_device{}()) + ".onnx"))
-          .string();
-  {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    model.SerializeToOstream(&out);
-  }
+  static const std::string path = fuzz::ScratchPath("graph-vs-ort.onnx");
+  const std::string bytes = model.SerializeAsString();
+  fuzz::WriteBytes(path, bytes.data(), bytes.size());
   const fuzz::Native native = fuzz::ChooseNative(seed);
   auto ref = Engine::Create(path, native.options);
   fuzz::CheckRefusal(ref.status(), "the graph compiler");

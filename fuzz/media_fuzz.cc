@@ -6,13 +6,11 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
-#include <fstream>
-#include <random>
 #include <string>
 #include <vector>
 
 #include "fuzz_check.h"
+#include "fuzz_input.h"
 #include "lipsync/video.h"
 
 namespace lipsync::fuzz {
@@ -69,14 +67,8 @@ void ReadAudio(const std::string& path) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
-  static const std::string path =
-      (std::filesystem::temp_directory_path() /
-       ("lipsync-media-" + std::to_string(std::random_device{}()) + ".media"))
-          .string();
-  {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out.write(reinterpret_cast<const char*>(data + 1), static_cast<std::streamsize>(size - 1));
-  }
+  static const std::string path = lipsync::fuzz::ScratchPath("media");
+  lipsync::fuzz::WriteBytes(path, data + 1, size - 1);
   if (data[0] % 2 == 0) {
     lipsync::fuzz::ReadVideo(path);
   } else {

@@ -1,24 +1,17 @@
 // NumPy files as they come in clients' model packages (aud_ave.npy, face_bounds/<n>.npy): any
 // bytes load as a tensor whose data matches its shape, or are refused with a short message.
-#include <unistd.h>
-
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <string>
 
 #include "fuzz_check.h"
+#include "fuzz_input.h"
 #include "lipsync/npy.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const std::string path = (std::filesystem::temp_directory_path() /
-                                   ("lipsync-fuzz-" + std::to_string(getpid()) + ".npy"))
-                                      .string();
-  {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
-  }
+  static const std::string path = lipsync::fuzz::ScratchPath("in.npy");
+  lipsync::fuzz::WriteBytes(path, data, size);
   auto tensor = lipsync::LoadNpy(path);
   std::filesystem::remove(path);
   lipsync::fuzz::CheckRefusal(tensor.status(), "LoadNpy");

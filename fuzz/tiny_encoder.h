@@ -6,12 +6,12 @@
 #include <onnx/onnx_pb.h>
 
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <random>
 #include <string>
 
 #include "fuzz_check.h"
+#include "fuzz_input.h"
 #include "lipsync/audio.h"
 
 namespace lipsync::fuzz {
@@ -72,14 +72,9 @@ inline onnx::ModelProto TinyEncoderModel() {
 // The process's one encoder, made on first use.
 inline AudioEncoder& TinyEncoder() {
   static const std::unique_ptr<AudioEncoder> encoder = [] {
-    const std::string path =
-        (std::filesystem::temp_directory_path() /
-         ("lipsync-fuzz-encoder-" + std::to_string(std::random_device{}()) + ".onnx"))
-            .string();
-    {
-      std::ofstream out(path, std::ios::binary | std::ios::trunc);
-      TinyEncoderModel().SerializeToOstream(&out);
-    }
+    const std::string path = ScratchPath("encoder.onnx");
+    const std::string bytes = TinyEncoderModel().SerializeAsString();
+    WriteBytes(path, bytes.data(), bytes.size());
     EngineOptions options;
     options.backend = "ort";
     options.intra_op_threads = 1;

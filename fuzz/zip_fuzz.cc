@@ -1,15 +1,13 @@
 // Zip archives as clients send them (the Python server's model packages): any bytes unpack
 // within the limits and inside their folder, or are refused with a short message.
-#include <unistd.h>
-
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <string>
 
 #include "fuzz_check.h"
+#include "fuzz_input.h"
 #include "pipeline/media/zip_extract.h"
 
 namespace fs = std::filesystem;
@@ -29,16 +27,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // The folder sits deep below the archive's, so that an entry climbing up to kDepth levels
   // lands where the check below sees it.
   constexpr int kDepth = 8;
-  static const fs::path root =
-      fs::temp_directory_path() / ("lipsync-fuzz-zip-" + std::to_string(getpid()));
+  static const fs::path root = lipsync::fuzz::ScratchPath("zip");
   fs::path folder = root;
   for (int i = 0; i < kDepth; ++i) folder /= std::to_string(i);
   fs::remove_all(root);
   fs::create_directories(folder);
-  {
-    std::ofstream out(root / "in.zip", std::ios::binary);
-    out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
-  }
+  lipsync::fuzz::WriteBytes((root / "in.zip").string(), data, size);
   lipsync::ZipLimits limits;
   limits.max_bytes = 1 << 20;
   limits.max_entries = 64;
