@@ -134,7 +134,7 @@ class TwoOutputs(nn.Module):
         return first, torch.sigmoid(first + self.b(first)), x
 
 
-class NearestUp(nn.Module):
+class ConvUpConv(nn.Module):
     """conv -> nearest x2 -> conv; exported at opset 9 it uses the old Upsample operator. With
     another mode and scale: bilinear without align_corners, as PyTorch's default is (half_pixel
     coordinates at opset 11 and later, asymmetric ones in opset 9's Upsample)."""
@@ -318,13 +318,13 @@ def main():
            ["visual", "audio"], os.path.join(out, "two_inputs.onnx"))
     export(TwoOutputs(), (torch.rand(1, 3, 12, 10),), ["x"], os.path.join(out, "two_outputs.onnx"),
            outs=("first", "second", "echo"))
-    export(NearestUp(), (torch.rand(1, 3, 7, 9),), ["x"], os.path.join(out, "upsample_opset9.onnx"),
+    export(ConvUpConv(), (torch.rand(1, 3, 7, 9),), ["x"], os.path.join(out, "upsample_opset9.onnx"),
            opset=9)
     export(UpPadConcat(align_corners=False), (torch.rand(1, 4, 17, 15),), ["x"],
            os.path.join(out, "up_half_pixel.onnx"))
-    export(NearestUp("bilinear", 1.5), (torch.rand(1, 3, 7, 9),), ["x"],
+    export(ConvUpConv("bilinear", 1.5), (torch.rand(1, 3, 7, 9),), ["x"],
            os.path.join(out, "bilinear_by_1_5.onnx"))
-    export(NearestUp("bilinear"), (torch.rand(1, 3, 7, 9),), ["x"],
+    export(ConvUpConv("bilinear"), (torch.rand(1, 3, 7, 9),), ["x"],
            os.path.join(out, "bilinear_opset9.onnx"), opset=9)
     export(MaxPoolModel(), (torch.rand(1, 3, 8, 8),), ["x"], os.path.join(out, "maxpool.onnx"))
     for size in (320, 160):
